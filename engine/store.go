@@ -1,0 +1,160 @@
+// Package engine decides and performs what a sync does. It talks to mail stores only
+// through the interfaces in this file, so any two stores (IMAP, Maildir) can be paired.
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// UID identifies a message inside one mailbox for as long as the mailbox's
+// UIDVALIDITY stays the same. 0 means "none" or "not known yet".
+type UID uint32
+
+// Store is one side of a channel: an IMAP account or a Maildir tree.
+//
+// Mailbox names are canonical: hierarchy separated by "/", the inbox is "INBOX",
+// everything else as UTF-8. Each store maps them to its own representation.
+type Store interface {
+	// Name is the store's config name, e.g. "imap.work", for messages.
+	Name() string
+	// ListMailboxes returns every selectable mailbox. Where the store can report a
+	// mailbox's Status cheaply (IMAP LIST-STATUS, Maildir stat), it fills Status.
+	ListMailboxes(ctx context.Context) ([]MailboxInfo, error)
+	// CreateMailbox creates a mailbox (and missing parents). Creating one that
+	// already exists is not an error.
+	CreateMailbox(ctx context.Context, name string) error
+	// DeleteMailbox removes an empty mailbox. It fails with ErrNotEmpty when the
+	// mailbox still holds messages; it never deletes messages.
+	DeleteMailbox(ctx context.Context, name string) error
+	// OpenMailbox opens a mailbox for reading and writing. A mailbox that does not
+	// exist yields an error wrapping ErrNoMailbox. readOnly opens it without any
+	// write access (IMAP EXAMINE; Maildir: no renames, no UID assignment on disk).
+	OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error)
+	// Close releases connections. Safe to call more than once.
+	Close() error
+}
+
+// MailboxInfo is one entry of ListMailboxes.
+type MailboxInfo struct {
+	Name   string
+	Status *Status // nil when the store cannot report it cheaply
+}
+
+// Status is what a store tells about a mailbox without listing its messages.
+type Status struct {
+	UIDValidity uint32
+	// UIDNext is the UID the next added message will get (at least); every
+	// existing message has a smaller UID.
+	UIDNext UID
+	// Messages is the number of messages; -1 when unknown without a scan.
+	Messages int64
+	// HighestModSeq is the CONDSTORE change counter; 0 when the store has none.
+	HighestModSeq uint64
+	// Stamp summarises everything that changes when anything in the mailbox
+	// changes (new messages, flags, removals). Equal non-empty stamps from two runs
+	// mean "nothing changed in between". Empty means "cannot tell": the engine must
+	// look at the messages. A store returns "" when it cannot vouch for the stamp,
+	// e.g. an IMAP server without CONDSTORE, or a Maildir directory modified within
+	// the file system's clock granularity of the moment it was read.
+	Stamp string
+}
+
+// Message is one message as listed by a mailbox.
+type Message struct {
+	UID   UID
+	Flags Flag
+	// Size in bytes of the message in canonical (LF) form when the store knows it
+	// cheaply; -1 when unknown. IMAP reports RFC822.SIZE (CRLF form): stores that
+	// cannot know the LF size report what they have and set SizeIsCRLF.
+	Size       int64
+	SizeIsCRLF bool
+	// Date is the arrival date (IMAP INTERNALDATE, Maildir file mtime).
+	Date time.Time
+}
+
+// ListQuery selects which messages List reports.
+type ListQuery struct {
+	// All reports every message of the mailbox; the other fields are ignored.
+	All bool
+	// From reports every message with UID >= From (new messages).
+	From UID
+	// ChangedSince, when > 0 and the store has a change counter, also reports
+	// messages with UID < From whose flags changed after that HIGHESTMODSEQ.
+	// Stores without a change counter ignore it and report all messages
+	// (and say so by returning complete = true).
+	ChangedSince uint64
+}
+
+// Mailbox is an open mailbox. It is used by one goroutine at a time.
+type Mailbox interface {
+	// Status as seen when the mailbox was opened (IMAP: the SELECT response;
+	// Maildir: stat of new/ and cur/ taken before anything was read).
+	Status() Status
+	// List reports messages per q. complete is true when the result holds every
+	// message of the mailbox (so a message missing from it is gone).
+	List(ctx context.Context, q ListQuery) (msgs []Message, complete bool, err error)
+	// UIDs returns the UIDs of all messages with UID < below that still exist,
+	// ascending. It is how removals are found without listing every message.
+	UIDs(ctx context.Context, below UID) ([]UID, error)
+	// Fetch streams the bytes of each message in canonical form (LF line endings)
+	// to fn, in any order; fn must consume r before returning. UIDs that no longer
+	// exist are skipped (fn is not called for them). An error from fn stops the
+	// fetch and is returned.
+	Fetch(ctx context.Context, uids []UID, fn func(uid UID, r io.Reader) error) error
+	// Stage writes a message (canonical LF form) to a place where it is not yet
+	// visible (Maildir tmp/, a spool file for IMAP). Staging is reversible.
+	Stage(ctx context.Context, m NewMessage) (Staged, error)
+	// Commit makes staged messages visible, durably, and reports each one's UID
+	// (0 if the store could not learn it, e.g. IMAP without UIDPLUS). This is the
+	// irreversible step. results[i] belongs to staged[i].
+	Commit(ctx context.Context, staged []Staged) ([]CommitResult, error)
+	// Discard removes staged messages that will not be committed.
+	Discard(staged []Staged)
+	// SetFlags adds and removes flags on many messages in as few commands as
+	// possible. Unknown Maildir flag letters and IMAP keywords are left alone.
+	// Messages that vanished meanwhile are skipped silently.
+	SetFlags(ctx context.Context, uids []UID, add, remove Flag) error
+	// Expunge removes the given messages for good (IMAP: \Deleted + UID EXPUNGE
+	// where UIDPLUS exists, else EXPUNGE; Maildir: unlink). Messages already gone
+	// are not an error.
+	Expunge(ctx context.Context, uids []UID) error
+	// Close releases the mailbox (IMAP: UNSELECT/CLOSE without expunging).
+	Close() error
+}
+
+// NewMessage is a message to add to a mailbox.
+type NewMessage struct {
+	Flags Flag
+	Date  time.Time // zero: let the store choose (now)
+	Body  io.Reader // canonical form (LF line endings)
+}
+
+// Staged is a message written but not yet visible in the target mailbox.
+type Staged interface {
+	// UID is the UID the message will get when committed if the store chose it
+	// in advance (Maildir reserves it in .uidvalidity), else 0.
+	UID() UID
+	// Size is the number of bytes staged (canonical form).
+	Size() int64
+}
+
+// CommitResult is the outcome of committing one staged message.
+type CommitResult struct {
+	UID UID // 0 when the store could not report it
+	Err error
+}
+
+// Errors stores return (wrapped) so the engine can tell cases apart.
+var (
+	ErrNoMailbox  = errors.New("mailbox does not exist")
+	ErrNotEmpty   = errors.New("mailbox is not empty")
+	ErrBadName    = errors.New("invalid mailbox name")
+	ErrNoMessage  = errors.New("message does not exist")
+	ErrReadOnly   = errors.New("mailbox is open read-only")
+	ErrValidity   = errors.New("UIDVALIDITY changed while the mailbox was open")
+	ErrTooBig     = errors.New("message too big")
+	ErrNotSupport = errors.New("not supported by this store")
+)
