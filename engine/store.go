@@ -158,3 +158,23 @@ var (
 	ErrTooBig     = errors.New("message too big")
 	ErrNotSupport = errors.New("not supported by this store")
 )
+
+// UIDKeeper is implemented by mailboxes whose UIDs live in file names that
+// other programs can copy between folders (Maildir ",U=N"). Before List, the
+// engine tells which UIDs its state (and any journal) holds for this mailbox:
+// known(uid) is true for every UID the engine has seen here, and for every UID
+// above the highest one it ever considered. A file carrying a UID for which
+// known returns false came from elsewhere (moved by a mail client keeping its
+// ",U="); the store gives it a fresh UID so it is treated as new here. Of
+// several files with the same UID, one keeps it and the others get fresh ones.
+type UIDKeeper interface {
+	SetKnownUIDs(known func(UID) bool)
+}
+
+// LocalStore is implemented by stores that live on the local file system; the
+// engine keeps a mailbox pair's state inside the near mailbox's directory when
+// the near store is one.
+type LocalStore interface {
+	// MailboxDir returns the directory of a mailbox (it may not exist yet).
+	MailboxDir(name string) (string, error)
+}
