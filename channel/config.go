@@ -1,0 +1,227 @@
+// Package channel reads and validates quixysync's TOML configuration: IMAP and
+// Maildir stores, the channels that pair them, and groups of channels.
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// Config is a parsed and validated configuration file.
+type Config struct {
+	File     string
+	IMAP     map[string]*IMAPStore
+	Maildir  map[string]*MaildirStore
+	Channels map[string]*Channel
+	Groups   map[string]*Group
+}
+
+// IMAPStore is an [imap.NAME] table.
+type IMAPStore struct {
+	Name string // "work"; Ref() is "imap.work"
+	Host string
+	Port int
+	TLS  string // "implicit" | "starttls" | "none"
+	User string
+	// Exactly one password source is set when Auth has a password mechanism.
+	// (The literal is PasswordLiteral, not Password: Password is the method
+	// that resolves whichever source is configured.)
+	PasswordLiteral string // password = "..."
+	PasswordCmd     string // password_cmd: run by sh -c, first line of stdout
+	PasswordEnv     string // password_env: name of an environment variable
+	Auth            []string // lower-case: plain, login, xoauth2, oauthbearer; tried in order
+	TokenCmd        string   // token_cmd, for xoauth2/oauthbearer
+	CAFile          string   // expanded, absolute; "" = system roots only
+	Connections     int      // 1..64
+	Timeout         time.Duration
+}
+
+// TLS modes.
+const (
+	TLSImplicit = "implicit"
+	TLSStartTLS = "starttls"
+	TLSNone     = "none"
+)
+
+// Ref returns the store's reference as written in a channel: "imap.NAME".
+func (s *IMAPStore) Ref() string { return "imap." + s.Name }
+
+// Addr returns host:port for dialing.
+func (s *IMAPStore) Addr() string { return net.JoinHostPort(s.Host, fmt.Sprint(s.Port)) }
+
+// PasswordSource names the configured password key ("password",
+// "password_cmd", "password_env"), or "" when the store uses tokens only.
+func (s *IMAPStore) PasswordSource() string {
+	switch {
+	case s.PasswordCmd != "":
+		return "password_cmd"
+	case s.PasswordEnv != "":
+		return "password_env"
+	case s.PasswordLiteral != "":
+		return "password"
+	}
+	return ""
+}
+
+// MaildirStore is a [maildir.NAME] table.
+type MaildirStore struct {
+	Name   string
+	Path   string // expanded, absolute
+	Inbox  string // expanded, absolute; default Path/INBOX
+	Layout string // "verbatim" | "maildir++"
+}
+
+// Maildir layouts.
+const (
+	LayoutVerbatim  = "verbatim"
+	LayoutMaildirPP = "maildir++"
+)
+
+// Ref returns "maildir.NAME".
+func (s *MaildirStore) Ref() string { return "maildir." + s.Name }
+
+// Sides is a set of channel sides, from none | far | near | both.
+type Sides uint8
+
+const (
+	SideNone Sides = 0
+	SideFar  Sides = 1 << engine.Far
+	SideNear Sides = 1 << engine.Near
+	SideBoth       = SideFar | SideNear
+)
+
+// Has reports whether side is in the set.
+func (s Sides) Has(side engine.Side) bool { return s&(1<<side) != 0 }
+
+// Array returns the set indexed by engine.Far / engine.Near.
+func (s Sides) Array() [2]bool { return [2]bool{s.Has(engine.Far), s.Has(engine.Near)} }
+
+func (s Sides) String() string {
+	switch s {
+	case SideNone:
+		return "none"
+	case SideFar:
+		return "far"
+	case SideNear:
+		return "near"
+	}
+	return "both"
+}
+
+// Channel is a [channel.NAME] table.
+type Channel struct {
+	Name      string
+	Far, Near string   // store references, "imap.NAME" / "maildir.NAME"; both exist
+	Patterns  []string // mailboxes = [...]; default ["*"]
+	Pull      engine.Ops
+	Push      engine.Ops
+	Create    Sides // default both
+	Remove    Sides // default none
+	Expunge   Sides // default none
+	// CopyArrivalDate: INTERNALDATE <-> file mtime (default true).
+	CopyArrivalDate bool
+	MaxSize         int64 // bytes; 0 = no limit
+	// StateDir is where the channel's state lives when the near store is not a
+	// Maildir (a Maildir near side keeps state inside each folder). Expanded;
+	// default $XDG_STATE_HOME/quixysync/NAME (~/.local/state/quixysync/NAME).
+	StateDir string
+}
+
+// Group is a [group.NAME] table: a name for several channels.
+type Group struct {
+	Name     string
+	Channels []string // existing channel names, without duplicates, in file order
+}
+
+// ChannelNames returns the channel names, sorted.
+func (c *Config) ChannelNames() []string { return sortedKeys(c.Channels) }
+
+// GroupNames returns the group names, sorted.
+func (c *Config) GroupNames() []string { return sortedKeys(c.Groups) }
+
+// Store finds a store by reference ("imap.NAME" or "maildir.NAME"); exactly
+// one of the results is non-nil when err is nil.
+func (c *Config) Store(ref string) (*IMAPStore, *MaildirStore, error) {
+	kind, name, _ := strings.Cut(ref, ".")
+	switch kind {
+	case "imap":
+		if s := c.IMAP[name]; s != nil {
+			return s, nil, nil
+		}
+	case "maildir":
+		if s := c.Maildir[name]; s != nil {
+			return nil, s, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no store %q in %s", ref, c.File)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// DefaultPath is $QUIXYSYNC_CONFIG if set, else
+// $XDG_CONFIG_HOME/quixysync/config.toml, else ~/.config/quixysync/config.toml.
+func DefaultPath() string {
+	if p := os.Getenv("QUIXYSYNC_CONFIG"); p != "" {
+		return p
+	}
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "quixysync", "config.toml")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		// Load reports the relative path as missing, which says what to set.
+		return filepath.Join(".config", "quixysync", "config.toml")
+	}
+	return filepath.Join(home, ".config", "quixysync", "config.toml")
+}
+
+// defaultStateDir is $XDG_STATE_HOME/quixysync/NAME, else
+// ~/.local/state/quixysync/NAME.
+func defaultStateDir(name string) string {
+	if x := os.Getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "quixysync", name)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".local", "state", "quixysync", name)
+}
+
+// Load reads, parses and validates the file. Every error is a *ConfigError,
+// or an errors.Join of several sorted by line.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		return nil, &ConfigError{Msg: "no configuration file: pass -c FILE or set QUIXYSYNC_CONFIG"}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		msg := err.Error()
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			msg = pe.Err.Error()
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			msg += "; create it (quixysync.toml.example documents every key), or pass -c FILE / set QUIXYSYNC_CONFIG"
+		} else {
+			msg = "cannot read: " + msg
+		}
+		return nil, &ConfigError{File: path, Msg: msg}
+	}
+	return Parse(path, data)
+}

@@ -1,0 +1,89 @@
+package channel
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Match reports whether the channel's mailboxes patterns select the mailbox
+// name (canonical: "/"-separated, inbox "INBOX"). Patterns use IMAP wildcards:
+// * matches any characters, % any except "/"; a pattern starting with "!"
+// excludes. The last pattern that matches decides; a name no pattern matches
+// is excluded. "INBOX" (as the first hierarchy level) is compared
+// case-insensitively, in the name and in the patterns.
+func (c *Channel) Match(name string) bool {
+	return MatchPatterns(c.Patterns, name)
+}
+
+// MatchPatterns is Channel.Match for an arbitrary pattern list.
+func MatchPatterns(patterns []string, name string) bool {
+	name = canonInbox(name)
+	for i := len(patterns) - 1; i >= 0; i-- {
+		p := patterns[i]
+		neg := strings.HasPrefix(p, "!")
+		if neg {
+			p = p[1:]
+		}
+		if globMatch(canonInbox(p), name) {
+			return !neg
+		}
+	}
+	return false
+}
+
+// canonInbox spells a first hierarchy level equal to INBOX in any case as
+// "INBOX", as IMAP treats that name case-insensitively.
+func canonInbox(s string) string {
+	first, rest, _ := strings.Cut(s, "/")
+	if len(first) == 5 && strings.EqualFold(first, "INBOX") && first != "INBOX" {
+		if len(s) > 5 {
+			return "INBOX/" + rest
+		}
+		return "INBOX"
+	}
+	return s
+}
+
+// globMatch matches byte-wise with dynamic programming, so hostile patterns
+// such as "*%*%*%…" cost O(len(pat)·len(name)), never exponential time.
+func globMatch(pat, name string) bool {
+	n := len(name)
+	prev := make([]bool, n+1)
+	cur := make([]bool, n+1)
+	prev[0] = true
+	for i := 0; i < len(pat); i++ {
+		c := pat[i]
+		switch c {
+		case '*':
+			cur[0] = prev[0]
+			for j := 1; j <= n; j++ {
+				cur[j] = prev[j] || cur[j-1]
+			}
+		case '%':
+			cur[0] = prev[0]
+			for j := 1; j <= n; j++ {
+				cur[j] = prev[j] || (cur[j-1] && name[j-1] != '/')
+			}
+		default:
+			cur[0] = false
+			for j := 1; j <= n; j++ {
+				cur[j] = prev[j-1] && name[j-1] == c
+			}
+		}
+		prev, cur = cur, prev
+	}
+	return prev[n]
+}
+
+// checkPattern reports why a pattern cannot be used, or nil.
+func checkPattern(p string) error {
+	switch {
+	case p == "":
+		return fmt.Errorf("empty pattern; write a mailbox name or a wildcard such as \"*\", or remove it")
+	case p == "!":
+		return fmt.Errorf("\"!\" alone excludes nothing; write \"!NAME\" (e.g. \"!Junk\") or remove it")
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("pattern %q contains a NUL character; remove it", p)
+	}
+	return nil
+}
