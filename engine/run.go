@@ -3,7 +3,14 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Mode says which directions a run propagates.
@@ -36,6 +43,12 @@ type ChannelSpec struct {
 	// StateDir is where state files go when the near store is not local
 	// ($XDG_STATE_HOME/quixysync/<channel>).
 	StateDir string
+	// LockDir holds the channel lock (<LockDir>/<channel>.lock); empty means
+	// $XDG_STATE_HOME/quixysync/locks.
+	LockDir string
+	// MaxParallel bounds how many mailbox pairs sync at once (each uses one
+	// mailbox per store); 0 means 4. Set it to the stores' connection limit.
+	MaxParallel int
 }
 
 // RunOptions apply to a whole run.
@@ -46,6 +59,13 @@ type RunOptions struct {
 	Log    *slog.Logger
 	// Progress, when non-nil, receives progress events (may be nil).
 	Progress func(ProgressEvent)
+	// CrashAfter (tests only) makes the run stop dead after that many journal
+	// lines, as if the process had been killed: no state write, no cleanup.
+	// The environment variable QUIXYSYNC_TEST_CRASH_AFTER=N does the same with
+	// a real os.Exit(100).
+	CrashAfter int
+	// journalLines counts journal lines written by the run (tests read it).
+	journalLines *atomic.Int64
 }
 
 // ProgressEvent reports progress of long runs.
@@ -61,6 +81,19 @@ type ProgressEvent struct {
 type Counts struct {
 	Copied, Flagged, Deleted [2]int
 	Created                  [2]int
+	// Failed counts messages that could not be copied to that side (they stay
+	// pending and are retried next run).
+	Failed [2]int
+}
+
+func (c *Counts) add(o Counts) {
+	for s := 0; s < 2; s++ {
+		c.Copied[s] += o.Copied[s]
+		c.Flagged[s] += o.Flagged[s]
+		c.Deleted[s] += o.Deleted[s]
+		c.Created[s] += o.Created[s]
+		c.Failed[s] += o.Failed[s]
+	}
 }
 
 // MailboxResult is the outcome for one mailbox pair.
@@ -87,7 +120,253 @@ var (
 	ErrStopped = errors.New("interrupted")
 )
 
+
 // SyncChannel syncs every selected mailbox pair of a channel.
 func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelResult {
-	return ChannelResult{Channel: spec.Name, Err: errors.New("not implemented yet")}
+	res := ChannelResult{Channel: spec.Name}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	hook := &crashHook{lines: opt.journalLines, after: int64(opt.CrashAfter)}
+	if hook.lines == nil {
+		hook.lines = new(atomic.Int64)
+	}
+	if v := os.Getenv("QUIXYSYNC_TEST_CRASH_AFTER"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			hook.after, hook.exit = int64(n), true
+		}
+	}
+
+	// The channel lock comes before any store access.
+	lockPath, err := channelLockPath(spec)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	var lk *Lock
+	if opt.DryRun {
+		lk, err = LockFileShared(lockPath)
+	} else {
+		lk, err = LockFile(lockPath)
+	}
+	if err != nil {
+		res.Err = fmt.Errorf("channel %s: %w", spec.Name, err)
+		return res
+	}
+	defer lk.Unlock()
+
+	var present [2]map[string]bool
+	for _, s := range []Side{Far, Near} {
+		store := spec.Far
+		if s == Near {
+			store = spec.Near
+		}
+		list, err := store.ListMailboxes(ctx)
+		if err != nil {
+			res.Err = fmt.Errorf("channel %s: listing mailboxes of %s: %w", spec.Name, store.Name(), err)
+			return res
+		}
+		present[s] = map[string]bool{}
+		for _, mi := range list {
+			present[s][mi.Name] = true
+		}
+	}
+	names := selectMailboxes(spec, present)
+	results := make([]MailboxResult, len(names))
+	workers := spec.MaxParallel
+	if workers <= 0 {
+		workers = 4
+	}
+	workers = min(workers, len(names))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				results[i] = syncOne(ctx, spec, opt, names[i], present, hook)
+				n := done.Add(1)
+				if opt.Progress != nil {
+					opt.Progress(ProgressEvent{Channel: spec.Name, Mailbox: names[i], MailboxesDone: int(n), MailboxesTotal: len(names)})
+				}
+			}
+		}()
+	}
+	for i := range names {
+		if hook.crashed() {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, r := range results {
+		if r.Mailbox == "" {
+			continue
+		}
+		res.Mailboxes = append(res.Mailboxes, r)
+		res.Counts.add(r.Counts)
+	}
+	if ctx.Err() != nil && res.Err == nil {
+		res.Err = fmt.Errorf("channel %s: %w", spec.Name, ErrStopped)
+	}
+	return res
+}
+
+// selectMailboxes returns the names to sync: the union of both sides filtered
+// by the channel's patterns (or the explicit list), INBOX first.
+func selectMailboxes(spec ChannelSpec, present [2]map[string]bool) []string {
+	set := map[string]bool{}
+	if spec.Mailboxes != nil {
+		for _, n := range spec.Mailboxes {
+			set[n] = true
+		}
+	} else {
+		for s := 0; s < 2; s++ {
+			for n := range present[s] {
+				if spec.Match == nil || spec.Match(n) {
+					set[n] = true
+				}
+			}
+		}
+	}
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		switch {
+		case a == b:
+			return 0
+		case a == "INBOX":
+			return -1
+		case b == "INBOX":
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return names
+}
+
+// syncOne handles one mailbox name: creation or removal when it exists on one
+// side only, else a sync of the pair.
+func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, present [2]map[string]bool, hook *crashHook) MailboxResult {
+	res := MailboxResult{Mailbox: name}
+	if ctx.Err() != nil {
+		res.Err = fmt.Errorf("mailbox %s: %w", name, ErrStopped)
+		return res
+	}
+	if present[Far][name] && present[Near][name] {
+		return syncMailbox(ctx, spec, opt, name, hook, [2]bool{})
+	}
+	if !present[Far][name] && !present[Near][name] {
+		res.Err = fmt.Errorf("mailbox %s exists on neither side", name)
+		return res
+	}
+	miss := Far
+	if present[Far][name] {
+		miss = Near
+	}
+	have := miss.Other()
+	allowed := func(s Side) bool {
+		return !(opt.Mode == ModePull && s == Far) && !(opt.Mode == ModePush && s == Near)
+	}
+	statePath, err := StatePath(spec, name)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	st, err := LoadState(statePath)
+	if err != nil {
+		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
+		return res
+	}
+	listed := 0
+	for _, p := range st.Pairs {
+		if p.uid(miss) != 0 {
+			listed++
+		}
+	}
+	if listed > 0 {
+		// It was synced before and vanished on one side.
+		if !spec.Remove[have] || !allowed(have) {
+			res.Err = fmt.Errorf("mailbox %s: %w: it has vanished on the %s side while the state %s lists %d messages there; "+
+				"nothing was deleted. Remove it on the %s side too (or enable remove for that side) if that is intended, "+
+				"or move the state file away to copy it back", name, ErrGuard, miss, statePath, listed, have)
+			return res
+		}
+		if opt.DryRun {
+			res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side) if empty", have, miss)
+			return res
+		}
+		return removeVanished(ctx, spec, name, have, statePath, st)
+	}
+	if !spec.Create[miss] || !allowed(miss) {
+		res.Skipped = fmt.Sprintf("missing on the %s side (not created: create is not enabled for it in this run)", miss)
+		return res
+	}
+	if opt.DryRun {
+		r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{miss == Far, miss == Near})
+		r.Created[miss] = 1
+		return r
+	}
+	store := spec.Far
+	if miss == Near {
+		store = spec.Near
+	}
+	if err := store.CreateMailbox(ctx, name); err != nil {
+		res.Err = fmt.Errorf("mailbox %s: creating it on the %s side: %w", name, miss, err)
+		return res
+	}
+	r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{})
+	r.Created[miss]++
+	return r
+}
+
+// removeVanished removes the mailbox on side s because it vanished on the
+// other side, only when it is empty, and forgets its state.
+func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, statePath string, st State) MailboxResult {
+	res := MailboxResult{Mailbox: name}
+	store := spec.Far
+	if s == Near {
+		store = spec.Near
+	}
+	lk, err := LockFile(statePath + ".lock")
+	if err != nil {
+		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
+		return res
+	}
+	// The state may live inside the mailbox directory: move it out of the way
+	// first (and back if the mailbox is not empty).
+	_, local := spec.Near.(LocalStore)
+	inside := local && s == Near
+	if inside {
+		lk.Unlock()
+		os.Remove(statePath)
+		os.Remove(statePath + ".lock")
+		os.Remove(statePath + ".journal")
+	}
+	err = store.DeleteMailbox(ctx, name)
+	if err != nil {
+		if inside {
+			SaveState(statePath, st)
+		} else {
+			lk.Unlock()
+		}
+		if errors.Is(err, ErrNotEmpty) {
+			res.Err = fmt.Errorf("mailbox %s: %w: it vanished on the %s side but is not empty on the %s side; left alone", name, ErrGuard, s.Other(), s)
+		} else {
+			res.Err = fmt.Errorf("mailbox %s: removing it on the %s side: %w", name, s, err)
+		}
+		return res
+	}
+	if !inside {
+		os.Remove(statePath)
+		os.Remove(statePath + ".journal")
+		lk.Unlock()
+	}
+	res.Skipped = fmt.Sprintf("removed on the %s side (vanished on the %s side)", s, s.Other())
+	return res
 }

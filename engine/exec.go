@@ -1,0 +1,526 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"slices"
+)
+
+// Copy batches: one journal fsync and one Commit per batch.
+const (
+	batchMessages = 100
+	batchBytes    = 32 << 20
+)
+
+// bodyCounter wraps a message body on its way into Stage: it hashes the bytes
+// and counts both the canonical (LF) size and the size with CRLF line endings,
+// which is what an IMAP server reports as RFC822.SIZE.
+type bodyCounter struct {
+	r        io.Reader
+	h        hash.Hash
+	n, crlf  int64
+	prevCR   bool
+	scratch  []byte
+	consumed bool
+}
+
+func newBodyCounter(r io.Reader) *bodyCounter {
+	return &bodyCounter{r: r, h: sha256.New()}
+}
+
+func (b *bodyCounter) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.account(p[:n])
+	if err == io.EOF {
+		b.consumed = true
+	}
+	return n, err
+}
+
+func (b *bodyCounter) account(p []byte) {
+	b.h.Write(p)
+	b.n += int64(len(p))
+	b.crlf += int64(len(p))
+	for _, c := range p {
+		if c == '\n' && !b.prevCR {
+			b.crlf++
+		}
+		b.prevCR = c == '\r'
+	}
+}
+
+// drain reads what Stage left unread, so the counts cover the whole message.
+func (b *bodyCounter) drain() error {
+	if b.consumed {
+		return nil
+	}
+	if b.scratch == nil {
+		b.scratch = make([]byte, 32<<10)
+	}
+	for {
+		n, err := b.r.Read(b.scratch)
+		b.account(b.scratch[:n])
+		if err == io.EOF {
+			b.consumed = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (b *bodyCounter) sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
+
+// hashMessage reads a whole message and returns its hash and sizes.
+func hashMessage(r io.Reader) (sum string, size, crlf int64, err error) {
+	bc := newBodyCounter(r)
+	if err := bc.drain(); err != nil {
+		return "", 0, 0, err
+	}
+	return bc.sum(), bc.n, bc.crlf, nil
+}
+
+// execute performs a plan on both mailboxes, journaling each irreversible act,
+// and fills in newSt (the plan's state) with what really happened. It returns
+// errCrash untouched; any other error has been recorded in b.errs and the run
+// goes on with what is still possible.
+func (b *boxRun) execute(ctx context.Context, p *Plan) error {
+	newSt := &p.State
+	// Pull first, then push: the order only matters for progress output.
+	for _, t := range []Side{Near, Far} {
+		if err := b.copyAll(ctx, t, p.Copies[t], newSt); err != nil {
+			return err
+		}
+	}
+	for _, s := range []Side{Far, Near} {
+		for i, fu := range p.Flags[s] {
+			if ctx.Err() != nil {
+				b.revertPairs(newSt, s, flagUIDs(p.Flags[s][i:]))
+				break
+			}
+			if err := b.applyFlags(ctx, s, fu, newSt); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range []Side{Far, Near} {
+		uids := p.Expunges[s]
+		if len(uids) == 0 {
+			continue
+		}
+		if ctx.Err() != nil {
+			b.revertPairs(newSt, s, uids)
+			continue
+		}
+		if err := b.applyExpunge(ctx, s, uids, newSt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func flagUIDs(fus []FlagUpdate) []UID {
+	var out []UID
+	for _, fu := range fus {
+		out = append(out, fu.UIDs...)
+	}
+	return out
+}
+
+func (b *boxRun) applyFlags(ctx context.Context, s Side, fu FlagUpdate, newSt *State) error {
+	fi := &flagIntent{Side: s, Add: fu.Add, Remove: fu.Remove, UIDs: fu.UIDs}
+	if err := b.j.addFlags(fi); err != nil {
+		return err
+	}
+	if err := b.j.sync(); err != nil {
+		b.fail(err)
+		b.revertPairs(newSt, s, fu.UIDs)
+		return nil
+	}
+	if err := b.mb[s].SetFlags(ctx, fu.UIDs, fu.Add, fu.Remove); err != nil {
+		b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
+		b.revertPairs(newSt, s, fu.UIDs)
+		return nil
+	}
+	b.res.Flagged[s] += len(fu.UIDs)
+	return b.j.addDone(fi.ID)
+}
+
+func (b *boxRun) applyExpunge(ctx context.Context, s Side, uids []UID, newSt *State) error {
+	ei := &expungeIntent{Side: s, UIDs: uids}
+	if err := b.j.addExpunge(ei); err != nil {
+		return err
+	}
+	if err := b.j.sync(); err != nil {
+		b.fail(err)
+		b.revertPairs(newSt, s, uids)
+		return nil
+	}
+	if err := b.mb[s].Expunge(ctx, uids); err != nil {
+		b.fail(fmt.Errorf("expunging on the %s side: %w", s, err))
+		b.revertPairs(newSt, s, uids)
+		return nil
+	}
+	b.res.Deleted[s] += len(uids)
+	return b.j.addDone(ei.ID)
+}
+
+// revertPairs puts back the previous state's pairs for the given UIDs of side
+// s, for acts that did not happen: the next run then sees the same differences
+// again and plans them anew (the recorded flags are the merge base, so a base
+// that claimed a change not made would turn it into a reverse change).
+func (b *boxRun) revertPairs(newSt *State, s Side, uids []UID) {
+	if len(uids) == 0 {
+		return
+	}
+	want := make(map[UID]bool, len(uids))
+	for _, u := range uids {
+		want[u] = true
+	}
+	var restore []Pair
+	drop := [2]map[UID]bool{{}, {}}
+	for _, p := range b.st.Pairs {
+		if u := p.uid(s); u != 0 && want[u] {
+			restore = append(restore, p)
+			if p.Far != 0 {
+				drop[Far][p.Far] = true
+			}
+			if p.Near != 0 {
+				drop[Near][p.Near] = true
+			}
+		}
+	}
+	if len(restore) == 0 {
+		return
+	}
+	kept := newSt.Pairs[:0]
+	for _, p := range newSt.Pairs {
+		if (p.Far != 0 && drop[Far][p.Far]) || (p.Near != 0 && drop[Near][p.Near]) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	newSt.Pairs = append(kept, restore...)
+}
+
+func (p Pair) uid(s Side) UID {
+	if s == Far {
+		return p.Far
+	}
+	return p.Near
+}
+
+func (p *Pair) setUID(s Side, u UID) {
+	if s == Far {
+		p.Far = u
+	} else {
+		p.Near = u
+	}
+}
+
+// stagedCopy is one message staged into the target during a batch.
+type stagedCopy struct {
+	c      Copy
+	s      Staged
+	intent *copyIntent
+}
+
+// copyAll copies messages to side t in batches.
+func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *State) error {
+	if len(copies) == 0 {
+		return nil
+	}
+	src := t.Other()
+	// Where each copy's pair sits in the new state (source UID -> index).
+	pending := make(map[UID]int, len(copies))
+	for i, p := range newSt.Pairs {
+		if p.uid(t) == 0 && p.uid(src) != 0 && p.Skip == SkipNone {
+			pending[p.uid(src)] = i
+		}
+	}
+	uidNext := b.status[t].UIDNext
+	for start := 0; start < len(copies); {
+		if ctx.Err() != nil {
+			return nil
+		}
+		end := start
+		var bytes int64
+		for end < len(copies) && end-start < batchMessages && (end == start || bytes+max(copies[end].Size, 0) <= batchBytes) {
+			bytes += max(copies[end].Size, 0)
+			end++
+		}
+		batch := copies[start:end]
+		start = end
+		done, err := b.copyBatch(ctx, t, batch, uidNext, newSt, pending)
+		if err != nil {
+			return err
+		}
+		for _, u := range done {
+			if u >= uidNext {
+				uidNext = u + 1
+			}
+		}
+		if b.stopCopies[t] {
+			return nil
+		}
+	}
+	return nil
+}
+
+// copyBatch fetches, stages, journals and commits one batch. It returns the
+// target UIDs learnt.
+func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UID, newSt *State, pending map[UID]int) ([]UID, error) {
+	src := t.Other()
+	byUID := make(map[UID]Copy, len(batch))
+	uids := make([]UID, len(batch))
+	for i, c := range batch {
+		byUID[c.UID] = c
+		uids[i] = c.UID
+	}
+	var staged []*stagedCopy
+	discardAll := func() {
+		ss := make([]Staged, len(staged))
+		for i, sc := range staged {
+			ss[i] = sc.s
+		}
+		b.mb[t].Discard(ss)
+	}
+	fetchErr := b.mb[src].Fetch(ctx, uids, func(uid UID, r io.Reader) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, ok := byUID[uid]
+		if !ok {
+			return nil
+		}
+		bc := newBodyCounter(r)
+		nm := NewMessage{Flags: c.Flags, Body: bc}
+		if b.spec.CopyArrivalDate {
+			nm.Date = c.Date
+		}
+		s, err := b.mb[t].Stage(ctx, nm)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.res.Failed[t]++
+			b.fail(fmt.Errorf("copying %s UID %d to the %s side: %w", src, uid, t, err))
+			return bc.drain()
+		}
+		if err := bc.drain(); err != nil {
+			b.mb[t].Discard([]Staged{s})
+			return err
+		}
+		if s.Size() != bc.n {
+			b.mb[t].Discard([]Staged{s})
+			b.res.Failed[t]++
+			b.fail(fmt.Errorf("copying %s UID %d to the %s side: staged %d bytes of %d", src, uid, t, s.Size(), bc.n))
+			return nil
+		}
+		staged = append(staged, &stagedCopy{c: c, s: s, intent: &copyIntent{
+			To: t, Src: uid, Flags: c.Flags, Reserved: s.UID(), UIDNext: uidNext,
+			Size: bc.n, CRLFSize: bc.crlf, SHA256: bc.sum(),
+		}})
+		return nil
+	})
+	if fetchErr != nil {
+		if ctx.Err() != nil {
+			// Interrupted: abandon the batch cleanly, nothing was committed.
+			discardAll()
+			return nil, nil
+		}
+		// The source failed (connection lost...): commit what is staged, then
+		// stop copying in this direction.
+		b.fail(fmt.Errorf("fetching from the %s side: %w", src, fetchErr))
+		b.stopCopies[t] = true
+	}
+	if len(staged) == 0 {
+		return nil, nil
+	}
+	for _, sc := range staged {
+		if err := b.j.addCopy(sc.intent); err != nil {
+			if !errors.Is(err, errCrash) {
+				discardAll()
+			}
+			return nil, err
+		}
+	}
+	if err := b.j.sync(); err != nil {
+		discardAll()
+		b.fail(err)
+		b.stopCopies[t] = true
+		return nil, nil
+	}
+	ss := make([]Staged, len(staged))
+	for i, sc := range staged {
+		ss[i] = sc.s
+	}
+	// Once begun, a commit is finished even when interrupted: a half-known
+	// commit costs a search afterwards.
+	results, cerr := b.mb[t].Commit(context.WithoutCancel(ctx), ss)
+	var unsure []*copyIntent
+	for i, sc := range staged {
+		switch {
+		case cerr != nil && len(results) != len(staged), i < len(results) && results[i].Err != nil:
+			unsure = append(unsure, sc.intent)
+		case results[i].UID == 0:
+			unsure = append(unsure, sc.intent) // committed, UID unknown (no UIDPLUS)
+		default:
+			sc.intent.Done, sc.intent.Target = true, results[i].UID
+		}
+	}
+	if len(unsure) > 0 {
+		if err := b.resolveCopies(ctx, t, unsure, newSt); err != nil {
+			// Cannot tell what happened: keep the journal so the next run resolves it.
+			b.fail(err)
+			b.keepJournal = true
+			b.stopCopies[t] = true
+			return nil, nil
+		}
+	}
+	var learnt []UID
+	var failed []Staged
+	for _, sc := range staged {
+		in := sc.intent
+		if in.Failed || !in.Done {
+			in.Done, in.Failed = true, true
+			failed = append(failed, sc.s)
+			b.res.Failed[t]++
+			if cerr != nil {
+				b.fail(fmt.Errorf("copying %s UID %d to the %s side: %w", src, in.Src, t, cerr))
+			} else {
+				b.fail(fmt.Errorf("copying %s UID %d to the %s side failed", src, in.Src, t))
+			}
+		} else {
+			learnt = append(learnt, in.Target)
+			b.res.Copied[t]++
+			if i, ok := pending[in.Src]; ok {
+				newSt.Pairs[i].setUID(t, in.Target)
+				newSt.Pairs[i].Flags = in.Flags
+			} else {
+				p := Pair{Flags: in.Flags}
+				p.setUID(src, in.Src)
+				p.setUID(t, in.Target)
+				newSt.Pairs = append(newSt.Pairs, p)
+			}
+		}
+		if err := b.j.addCopyResult(in); err != nil {
+			return nil, err
+		}
+	}
+	if len(failed) > 0 {
+		b.mb[t].Discard(failed)
+	}
+	if err := b.j.sync(); err != nil {
+		b.fail(err)
+	}
+	b.progress(len(staged))
+	return learnt, nil
+}
+
+// resolveCopies finds out, for copies whose outcome is unknown, whether they
+// reached the target and under which UID. A copy with a reserved UID happened
+// iff the target has that UID; any other is searched among the target's
+// unpaired messages at or above the UIDNEXT seen before it, by size and
+// SHA-256, one to one. Resolved intents get Done and Target; the others
+// Failed (they did not happen: the source will be copied again).
+func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyIntent, st *State) error {
+	mb := b.mb[t]
+	var reserved, searched []*copyIntent
+	var maxReserved UID
+	minNext := UID(0)
+	for _, in := range intents {
+		if in.Reserved != 0 {
+			reserved = append(reserved, in)
+			maxReserved = max(maxReserved, in.Reserved)
+		} else {
+			searched = append(searched, in)
+			if minNext == 0 || in.UIDNext < minNext {
+				minNext = in.UIDNext
+			}
+		}
+	}
+	if len(reserved) > 0 {
+		have, err := mb.UIDs(ctx, maxReserved+1)
+		if err != nil {
+			return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
+		}
+		for _, in := range reserved {
+			if _, ok := slices.BinarySearch(have, in.Reserved); ok {
+				in.Done, in.Failed, in.Target = true, false, in.Reserved
+			} else {
+				in.Done, in.Failed = true, true
+			}
+		}
+	}
+	if len(searched) == 0 {
+		return nil
+	}
+	if minNext == 0 {
+		minNext = 1
+	}
+	msgs, _, err := mb.List(ctx, ListQuery{From: minNext})
+	if err != nil {
+		return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
+	}
+	paired := map[UID]bool{}
+	for _, p := range st.Pairs {
+		if u := p.uid(t); u != 0 {
+			paired[u] = true
+		}
+	}
+	for _, in := range intents {
+		if in.Done && !in.Failed && in.Target != 0 {
+			paired[in.Target] = true
+		}
+	}
+	sizeOK := func(m Message, in *copyIntent) bool {
+		switch {
+		case m.Size < 0:
+			return true
+		case m.SizeIsCRLF:
+			return m.Size == in.CRLFSize
+		}
+		return m.Size == in.Size
+	}
+	var cand []UID
+	for _, m := range msgs {
+		if m.UID < minNext || paired[m.UID] {
+			continue
+		}
+		for _, in := range searched {
+			if m.UID >= in.UIDNext && sizeOK(m, in) {
+				cand = append(cand, m.UID)
+				break
+			}
+		}
+	}
+	sums := map[UID]string{}
+	if len(cand) > 0 {
+		err := mb.Fetch(ctx, cand, func(uid UID, r io.Reader) error {
+			sum, _, _, err := hashMessage(r)
+			sums[uid] = sum
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
+		}
+	}
+	for _, in := range searched {
+		in.Done, in.Failed, in.Target = true, true, 0
+		for _, u := range cand {
+			if !paired[u] && u >= in.UIDNext && sums[u] == in.SHA256 {
+				in.Failed, in.Target = false, u
+				paired[u] = true
+				break
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,431 @@
+package engine
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// The journal (<state>.journal) records each irreversible act before it
+// happens (intent) and its outcome after (result), so a run killed at any
+// instant can be resumed without duplicating or losing a message. Format in
+// docs/state-format.md.
+const (
+	journalMagic   = "quixysync-journal"
+	journalVersion = 1
+)
+
+// errCrash is returned by a journal whose crash hook fired: the run must stop
+// at once, writing nothing more, as if the process had died.
+var errCrash = errors.New("simulated crash (test hook)")
+
+// crashHook counts journal lines over a whole run and simulates a crash after
+// a given number of them (isync's -Ts). A test-only device.
+type crashHook struct {
+	lines *atomic.Int64
+	after int64 // 0: never
+	exit  bool  // really exit the process (status 100) instead of returning errCrash
+}
+
+func (h *crashHook) line() error {
+	if h == nil {
+		return nil
+	}
+	n := h.lines.Add(1)
+	if h.after > 0 && n >= h.after {
+		if h.exit {
+			os.Exit(100)
+		}
+		return errCrash
+	}
+	return nil
+}
+
+func (h *crashHook) crashed() bool {
+	return h != nil && h.after > 0 && h.lines.Load() >= h.after
+}
+
+// journal is an open journal being appended to.
+type journal struct {
+	path   string
+	header journalHeader
+	f      *os.File
+	w      *bufio.Writer
+	nextID int
+	hook   *crashHook
+}
+
+type journalHeader struct {
+	Generation                uint64
+	FarValidity, NearValidity uint32
+}
+
+func newJournal(path string, h journalHeader, hook *crashHook) *journal {
+	return &journal{path: path, header: h, hook: hook, nextID: 1}
+}
+
+func (j *journal) open() error {
+	if j.f != nil {
+		return nil
+	}
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	j.f = f
+	j.w = bufio.NewWriterSize(f, 32<<10)
+	fmt.Fprintf(j.w, "%s %d\ngeneration %d\nfar-validity %d\nnear-validity %d\n\n",
+		journalMagic, journalVersion, j.header.Generation, j.header.FarValidity, j.header.NearValidity)
+	return nil
+}
+
+// add appends one line (without newline); it becomes durable at the next sync.
+func (j *journal) add(line string) error {
+	if err := j.open(); err != nil {
+		return err
+	}
+	j.w.WriteString(line)
+	j.w.WriteByte('\n')
+	if err := j.hook.line(); err != nil {
+		j.w.Flush() // what a dead process would have handed to the kernel
+		return err
+	}
+	return nil
+}
+
+// sync makes every line added so far durable.
+func (j *journal) sync() error {
+	if j.f == nil {
+		return nil
+	}
+	if err := j.w.Flush(); err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	return nil
+}
+
+// close closes the file without removing it (crash path and errors).
+func (j *journal) close() {
+	if j.f != nil {
+		j.w.Flush()
+		j.f.Close()
+		j.f = nil
+	}
+}
+
+// remove deletes the journal once the state that includes it is durable.
+func (j *journal) remove() error {
+	j.close()
+	if err := os.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	return nil
+}
+
+func (j *journal) id() int {
+	id := j.nextID
+	j.nextID++
+	return id
+}
+
+// copyIntent is a journaled copy of one message to the target side.
+type copyIntent struct {
+	ID       int
+	To       Side // target side
+	Src      UID  // source UID (on To.Other())
+	Flags    Flag
+	Reserved UID   // target UID chosen in advance by the store, 0 if none
+	UIDNext  UID   // target UIDNEXT seen before the copy
+	Size     int64 // canonical (LF) size
+	CRLFSize int64 // size with CRLF line endings
+	SHA256   string
+	// Result: Done when a result line was read or written; Target then holds
+	// the target UID (0 = committed but UID unknown), Failed a copy that
+	// certainly did not happen.
+	Done, Failed bool
+	Target       UID
+}
+
+type flagIntent struct {
+	ID          int
+	Side        Side
+	Add, Remove Flag
+	UIDs        []UID
+	Done        bool
+}
+
+type expungeIntent struct {
+	ID   int
+	Side Side
+	UIDs []UID
+	Done bool
+}
+
+func (j *journal) addCopy(c *copyIntent) error {
+	c.ID = j.id()
+	return j.add(fmt.Sprintf("copy %d %s %d %s %d %d %d %d %s", c.ID, c.To, c.Src, flagField(c.Flags),
+		c.Reserved, c.UIDNext, c.Size, c.CRLFSize, c.SHA256))
+}
+
+func (j *journal) addCopyResult(c *copyIntent) error {
+	if c.Failed {
+		return j.add("fail " + strconv.Itoa(c.ID))
+	}
+	return j.add(fmt.Sprintf("ok %d %d", c.ID, c.Target))
+}
+
+func (j *journal) addFlags(f *flagIntent) error {
+	f.ID = j.id()
+	return j.add(fmt.Sprintf("flags %d %s %s %s %s", f.ID, f.Side, flagField(f.Add), flagField(f.Remove), formatUIDSet(f.UIDs)))
+}
+
+func (j *journal) addExpunge(e *expungeIntent) error {
+	e.ID = j.id()
+	return j.add(fmt.Sprintf("expunge %d %s %s", e.ID, e.Side, formatUIDSet(e.UIDs)))
+}
+
+func (j *journal) addDone(id int) error { return j.add("done " + strconv.Itoa(id)) }
+
+func flagField(f Flag) string {
+	if f == 0 {
+		return "-"
+	}
+	return f.String()
+}
+
+func parseFlagField(s string) (Flag, error) {
+	if s == "-" {
+		return 0, nil
+	}
+	return ParseFlags(s)
+}
+
+// formatUIDSet writes ascending UIDs as compact ranges: "1:5,7,9:10".
+func formatUIDSet(uids []UID) string {
+	var b strings.Builder
+	for i := 0; i < len(uids); {
+		j := i
+		for j+1 < len(uids) && uids[j+1] == uids[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(uint64(uids[i]), 10))
+		if j > i {
+			b.WriteByte(':')
+			b.WriteString(strconv.FormatUint(uint64(uids[j]), 10))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+func parseUIDSet(s string) ([]UID, error) {
+	var out []UID
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, ":")
+		a, err := parseUID([]byte(lo))
+		if err != nil {
+			return nil, err
+		}
+		b := a
+		if isRange {
+			if b, err = parseUID([]byte(hi)); err != nil {
+				return nil, err
+			}
+		}
+		if b < a || b-a > 1<<24 {
+			return nil, fmt.Errorf("bad range %q", part)
+		}
+		for u := a; ; u++ {
+			out = append(out, u)
+			if u == b {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+func parseSide(s string) (Side, error) {
+	switch s {
+	case "far":
+		return Far, nil
+	case "near":
+		return Near, nil
+	}
+	return 0, fmt.Errorf("bad side %q", s)
+}
+
+// journalData is a journal read back for replay.
+type journalData struct {
+	Header   journalHeader
+	Copies   []*copyIntent
+	Flags    []*flagIntent
+	Expunges []*expungeIntent
+}
+
+// readJournal reads a journal; a missing one yields nil, nil. A final line
+// without newline is ignored (the writer died in the middle of it, so the act
+// it announces never started).
+func readJournal(path string) (*journalData, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	defer f.Close()
+	return parseJournal(f, path)
+}
+
+func parseJournal(r io.Reader, name string) (*journalData, error) {
+	br := bufio.NewReader(r)
+	jd := &journalData{}
+	lineNo := 0
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("journal %s line %d: %s (the file is damaged; move it away and run again: "+
+			"messages copied by the interrupted run may then appear twice)", name, lineNo, fmt.Sprintf(format, a...))
+	}
+	var lines []string
+	for {
+		s, err := br.ReadString('\n')
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("journal %s: %w", name, err)
+		}
+		lines = append(lines, s[:len(s)-1])
+	}
+	if len(lines) < 5 {
+		// Cut off inside the header: written before any act, so nothing happened.
+		return nil, nil
+	}
+	lineNo = 1
+	if lines[0] != journalMagic+" "+strconv.Itoa(journalVersion) {
+		return nil, bad("not a quixysync journal of version %d", journalVersion)
+	}
+	var hdr [3]uint64
+	for i, key := range []string{"generation", "far-validity", "near-validity"} {
+		lineNo = i + 2
+		k, v, _ := strings.Cut(lines[i+1], " ")
+		n, err := strconv.ParseUint(v, 10, 64)
+		if k != key || err != nil {
+			return nil, bad("expected %q", key)
+		}
+		hdr[i] = n
+	}
+	jd.Header = journalHeader{Generation: hdr[0], FarValidity: uint32(hdr[1]), NearValidity: uint32(hdr[2])}
+	copies := map[int]*copyIntent{}
+	flags := map[int]*flagIntent{}
+	expunges := map[int]*expungeIntent{}
+	for i := 5; i < len(lines); i++ {
+		lineNo = i + 1
+		fs := strings.Fields(lines[i])
+		if len(fs) < 2 {
+			return nil, bad("malformed line")
+		}
+		id, err := strconv.Atoi(fs[1])
+		if err != nil {
+			return nil, bad("bad id %q", fs[1])
+		}
+		switch fs[0] {
+		case "copy":
+			if len(fs) != 10 {
+				return nil, bad("copy needs 10 fields")
+			}
+			c := &copyIntent{ID: id, SHA256: fs[9]}
+			var err error
+			var nums [5]uint64
+			if c.To, err = parseSide(fs[2]); err != nil {
+				return nil, bad("%v", err)
+			}
+			if c.Flags, err = parseFlagField(fs[4]); err != nil {
+				return nil, bad("%v", err)
+			}
+			for k, idx := range []int{3, 5, 6, 7, 8} {
+				if nums[k], err = strconv.ParseUint(fs[idx], 10, 63); err != nil {
+					return nil, bad("bad number %q", fs[idx])
+				}
+			}
+			c.Src, c.Reserved, c.UIDNext = UID(nums[0]), UID(nums[1]), UID(nums[2])
+			c.Size, c.CRLFSize = int64(nums[3]), int64(nums[4])
+			copies[id] = c
+			jd.Copies = append(jd.Copies, c)
+		case "ok", "fail":
+			c := copies[id]
+			if c == nil {
+				return nil, bad("result for unknown copy %d", id)
+			}
+			c.Done = true
+			if fs[0] == "fail" {
+				c.Failed = true
+			} else {
+				if len(fs) != 3 {
+					return nil, bad("ok needs 3 fields")
+				}
+				u, err := parseUID([]byte(fs[2]))
+				if err != nil {
+					return nil, bad("%v", err)
+				}
+				c.Target = u
+			}
+		case "flags":
+			if len(fs) != 6 {
+				return nil, bad("flags needs 6 fields")
+			}
+			f := &flagIntent{ID: id}
+			var err error
+			if f.Side, err = parseSide(fs[2]); err != nil {
+				return nil, bad("%v", err)
+			}
+			if f.Add, err = parseFlagField(fs[3]); err != nil {
+				return nil, bad("%v", err)
+			}
+			if f.Remove, err = parseFlagField(fs[4]); err != nil {
+				return nil, bad("%v", err)
+			}
+			if f.UIDs, err = parseUIDSet(fs[5]); err != nil {
+				return nil, bad("%v", err)
+			}
+			flags[id] = f
+			jd.Flags = append(jd.Flags, f)
+		case "expunge":
+			if len(fs) != 4 {
+				return nil, bad("expunge needs 4 fields")
+			}
+			e := &expungeIntent{ID: id}
+			var err error
+			if e.Side, err = parseSide(fs[2]); err != nil {
+				return nil, bad("%v", err)
+			}
+			if e.UIDs, err = parseUIDSet(fs[3]); err != nil {
+				return nil, bad("%v", err)
+			}
+			expunges[id] = e
+			jd.Expunges = append(jd.Expunges, e)
+		case "done":
+			if f := flags[id]; f != nil {
+				f.Done = true
+			} else if e := expunges[id]; e != nil {
+				e.Done = true
+			} else {
+				return nil, bad("result for unknown step %d", id)
+			}
+		default:
+			return nil, bad("unknown entry %q", fs[0])
+		}
+	}
+	return jd, nil
+}

@@ -1,0 +1,110 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lock is a held advisory lock (flock). The kernel releases it when the
+// holding process dies, so a lock left by a killed run is simply taken over.
+type Lock struct {
+	f    *os.File
+	path string
+}
+
+// LockFile takes an exclusive, non-blocking lock on path (creating the file and
+// its directory) and writes the holder's PID into it. When another process
+// holds it, the error wraps ErrLocked and names that process's PID.
+func LockFile(path string) (*Lock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := flock(f, unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, lockedError(path, err)
+	}
+	// Record ourselves for the error message of whoever comes next.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Lock{f: f, path: path}, nil
+}
+
+// LockFileShared takes a shared lock on an existing lock file without creating
+// or writing anything (used by dry runs, which must not write files). A missing
+// file means no run ever held it: nil, nil.
+func LockFileShared(path string) (*Lock, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := flock(f, unix.LOCK_SH); err != nil {
+		f.Close()
+		return nil, lockedError(path, err)
+	}
+	return &Lock{f: f, path: path}, nil
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func lockedError(path string, err error) error {
+	if err != unix.EWOULDBLOCK {
+		return fmt.Errorf("lock %s: %w", path, err)
+	}
+	holder := "another process"
+	if b, rerr := os.ReadFile(path); rerr == nil {
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+			holder = "process " + strconv.Itoa(pid)
+		}
+	}
+	return fmt.Errorf("%s is held by %s: %w", path, holder, ErrLocked)
+}
+
+// Unlock releases the lock. The file stays: removing it would race with a
+// process that opened it and is about to lock it.
+func (l *Lock) Unlock() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close() // closing the last descriptor releases the flock
+	l.f = nil
+	return err
+}
+
+// channelLockPath is $XDG_STATE_HOME/quixysync/locks/<channel>.lock unless the
+// spec names a lock directory.
+func channelLockPath(spec ChannelSpec) (string, error) {
+	dir := spec.LockDir
+	if dir == "" {
+		base := os.Getenv("XDG_STATE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", fmt.Errorf("channel %s: where to put the lock: %w", spec.Name, err)
+			}
+			base = filepath.Join(home, ".local", "state")
+		}
+		dir = filepath.Join(base, "quixysync", "locks")
+	}
+	return filepath.Join(dir, escapeBoxName(spec.Name)+".lock"), nil
+}

@@ -1,0 +1,407 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// StateFileName is the name of a mailbox pair's state file when it lives inside
+// the near mailbox's directory.
+const StateFileName = ".quixysync-state"
+
+// stateMagic starts every state file; the number is the format version.
+const (
+	stateMagic   = "quixysync-state"
+	stateVersion = 1
+)
+
+// StatePath returns where the state of one mailbox pair lives: inside the near
+// mailbox's directory when the near store is local, else under spec.StateDir.
+func StatePath(spec ChannelSpec, mailbox string) (string, error) {
+	if ls, ok := spec.Near.(LocalStore); ok {
+		dir, err := ls.MailboxDir(mailbox)
+		if err != nil {
+			return "", fmt.Errorf("state location of %s: %w", mailbox, err)
+		}
+		return filepath.Join(dir, StateFileName), nil
+	}
+	if spec.StateDir == "" {
+		return "", fmt.Errorf("channel %s: no state directory configured and the near store is not local", spec.Name)
+	}
+	return filepath.Join(spec.StateDir, escapeBoxName(mailbox)), nil
+}
+
+// escapeBoxName turns a mailbox name into one file name that cannot collide
+// with another mailbox's or climb out of the directory ("a/b" and "a%2Fb" stay
+// distinct because "%" itself is escaped).
+func escapeBoxName(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '_' || (c == '.' && i > 0)
+		if ok {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	if b.Len() == 0 {
+		return "%"
+	}
+	return b.String()
+}
+
+// LoadState reads a state file. A missing file yields the zero State (first
+// run); a damaged one an error naming the file, the line and the way out.
+func LoadState(path string) (State, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return State{}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("state %s: %w", path, err)
+	}
+	defer f.Close()
+	return ParseState(f, path)
+}
+
+// StateError is a damaged state file.
+type StateError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("state file %s line %d: %s (the file is damaged; move it away to make the next run "+
+		"re-pair this mailbox from scratch — messages present on only one side are then copied again)",
+		e.File, e.Line, e.Msg)
+}
+
+// ParseState parses the text form of a state; name is used in errors.
+func ParseState(r io.Reader, name string) (State, error) {
+	var st State
+	br := bufio.NewReaderSize(r, 64<<10)
+	line := 0
+	bad := func(format string, a ...any) (State, error) {
+		return State{}, &StateError{File: name, Line: line, Msg: fmt.Sprintf(format, a...)}
+	}
+	readLine := func() ([]byte, bool, error) {
+		b, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			return nil, false, fmt.Errorf("line too long")
+		}
+		if err == io.EOF {
+			if len(b) == 0 {
+				return nil, false, nil
+			}
+			// A state is written whole by rename: a missing final newline
+			// means the file was cut off.
+			return nil, false, fmt.Errorf("file ends in the middle of a line")
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		line++
+		return b[:len(b)-1], true, nil
+	}
+
+	b, ok, err := readLine()
+	if err != nil {
+		line++
+		return bad("%v", err)
+	}
+	if !ok {
+		line = 1
+		return bad("empty file")
+	}
+	magic, ver, _ := strings.Cut(string(b), " ")
+	if magic != stateMagic {
+		return bad("not a quixysync state file (first line %q)", truncate(string(b), 40))
+	}
+	if v, err := strconv.Atoi(ver); err != nil || v != stateVersion {
+		return bad("unsupported format version %q (this quixysync reads version %d)", ver, stateVersion)
+	}
+	// Header: "key value" lines up to an empty line.
+	seen := map[string]bool{}
+	for {
+		b, ok, err = readLine()
+		if err != nil {
+			line++
+			return bad("%v", err)
+		}
+		if !ok {
+			return bad("header not terminated by an empty line")
+		}
+		if len(b) == 0 {
+			break
+		}
+		key, val, _ := strings.Cut(string(b), " ")
+		if seen[key] {
+			return bad("header %q repeated", key)
+		}
+		seen[key] = true
+		if err := setHeader(&st, key, val); err != nil {
+			return bad("header %s: %v", key, err)
+		}
+	}
+	for _, k := range []string{"generation", "far-validity", "near-validity", "max-pulled", "max-pushed"} {
+		if !seen[k] {
+			return bad("header %q missing", k)
+		}
+	}
+	for {
+		b, ok, err = readLine()
+		if err != nil {
+			line++
+			return bad("%v", err)
+		}
+		if !ok {
+			break
+		}
+		p, err := parsePairLine(b)
+		if err != nil {
+			return bad("%v", err)
+		}
+		st.Pairs = append(st.Pairs, p)
+	}
+	return st, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func setHeader(st *State, key, val string) error {
+	u32 := func(dst *uint32) error {
+		v, err := strconv.ParseUint(val, 10, 32)
+		*dst = uint32(v)
+		return err
+	}
+	uid := func(dst *UID) error {
+		v, err := strconv.ParseUint(val, 10, 32)
+		*dst = UID(v)
+		return err
+	}
+	u64 := func(dst *uint64) error {
+		v, err := strconv.ParseUint(val, 10, 64)
+		*dst = v
+		return err
+	}
+	i64 := func(dst *int64) error {
+		v, err := strconv.ParseInt(val, 10, 64)
+		*dst = v
+		return err
+	}
+	str := func(dst *string) error {
+		v, err := strconv.Unquote(val)
+		*dst = v
+		return err
+	}
+	switch key {
+	case "generation":
+		return u64(&st.Generation)
+	case "far-validity":
+		return u32(&st.FarValidity)
+	case "near-validity":
+		return u32(&st.NearValidity)
+	case "max-pulled":
+		return uid(&st.MaxPulled)
+	case "max-pushed":
+		return uid(&st.MaxPushed)
+	case "far-uidnext":
+		return uid(&st.Far.UIDNext)
+	case "far-highestmodseq":
+		return u64(&st.Far.HighestModSeq)
+	case "far-messages":
+		return i64(&st.Far.Messages)
+	case "far-stamp":
+		return str(&st.Far.Stamp)
+	case "near-uidnext":
+		return uid(&st.Near.UIDNext)
+	case "near-highestmodseq":
+		return u64(&st.Near.HighestModSeq)
+	case "near-messages":
+		return i64(&st.Near.Messages)
+	case "near-stamp":
+		return str(&st.Near.Stamp)
+	}
+	return fmt.Errorf("unknown header")
+}
+
+// parsePairLine parses "far near [skip]flags" without allocating.
+func parsePairLine(b []byte) (Pair, error) {
+	var p Pair
+	f1, rest, _ := bytes.Cut(b, []byte{' '})
+	f2, rest, has3 := bytes.Cut(rest, []byte{' '})
+	far, err := parseUID(f1)
+	if err != nil {
+		return p, fmt.Errorf("far UID: %v", err)
+	}
+	near, err := parseUID(f2)
+	if err != nil {
+		return p, fmt.Errorf("near UID: %v", err)
+	}
+	if far == 0 && near == 0 {
+		return p, fmt.Errorf("pair without any UID")
+	}
+	p.Far, p.Near = far, near
+	if has3 {
+		if len(rest) == 0 {
+			return p, fmt.Errorf("empty flags field")
+		}
+		switch rest[0] {
+		case '>':
+			p.Skip, rest = SkipTooBig, rest[1:]
+		case 'x':
+			p.Skip, rest = SkipDeleted, rest[1:]
+		case '-':
+			p.Skip, rest = SkipGone, rest[1:]
+		}
+		for _, c := range rest {
+			g, ok := FlagFromLetter(c)
+			if !ok {
+				return p, fmt.Errorf("unknown flag letter %q", c)
+			}
+			p.Flags |= g
+		}
+	}
+	return p, nil
+}
+
+func parseUID(b []byte) (UID, error) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, fmt.Errorf("%q is not a number", b)
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a number", b)
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	if v > 1<<32-1 {
+		return 0, fmt.Errorf("%q is too large", b)
+	}
+	return UID(v), nil
+}
+
+// sortPairs puts pairs in file order: by Far, pairs with Far == 0 last by Near.
+func sortPairs(ps []Pair) {
+	slices.SortFunc(ps, func(a, b Pair) int {
+		switch {
+		case a.Far != 0 && b.Far != 0:
+			if a.Far != b.Far {
+				return cmpUID(a.Far, b.Far)
+			}
+			return cmpUID(a.Near, b.Near)
+		case a.Far != 0:
+			return -1
+		case b.Far != 0:
+			return 1
+		}
+		return cmpUID(a.Near, b.Near)
+	})
+}
+
+func cmpUID(a, b UID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// WriteState writes the text form of st (pairs in the order given).
+func WriteState(w io.Writer, st State) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	fmt.Fprintf(bw, "%s %d\n", stateMagic, stateVersion)
+	fmt.Fprintf(bw, "generation %d\nfar-validity %d\nnear-validity %d\nmax-pulled %d\nmax-pushed %d\n",
+		st.Generation, st.FarValidity, st.NearValidity, st.MaxPulled, st.MaxPushed)
+	for _, m := range []struct {
+		side string
+		m    Markers
+	}{{"far", st.Far}, {"near", st.Near}} {
+		fmt.Fprintf(bw, "%s-uidnext %d\n%s-highestmodseq %d\n%s-messages %d\n%s-stamp %s\n",
+			m.side, m.m.UIDNext, m.side, m.m.HighestModSeq, m.side, m.m.Messages, m.side, strconv.Quote(m.m.Stamp))
+	}
+	bw.WriteByte('\n')
+	var buf []byte
+	for _, p := range st.Pairs {
+		buf = strconv.AppendUint(buf[:0], uint64(p.Far), 10)
+		buf = append(buf, ' ')
+		buf = strconv.AppendUint(buf, uint64(p.Near), 10)
+		if p.Skip != SkipNone || p.Flags != 0 {
+			buf = append(buf, ' ')
+			buf = append(buf, p.Skip.String()...)
+			for i := 0; i < len(flagLetters); i++ {
+				if p.Flags&(1<<i) != 0 {
+					buf = append(buf, flagLetters[i])
+				}
+			}
+		}
+		buf = append(buf, '\n')
+		bw.Write(buf)
+	}
+	return bw.Flush()
+}
+
+// SaveState replaces the state file atomically: temp file, fsync, rename,
+// fsync of the directory. Pairs are sorted in place into file order.
+func SaveState(path string, st State) error {
+	sortPairs(st.Pairs)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	if err := WriteState(f, st); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}

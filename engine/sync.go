@@ -1,0 +1,623 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+)
+
+// boxRun is one run over one mailbox pair.
+type boxRun struct {
+	spec      ChannelSpec
+	opt       RunOptions
+	name      string
+	statePath string
+	hook      *crashHook
+	log       *slog.Logger
+
+	st     State // as loaded (and after journal replay)
+	mb     [2]Mailbox
+	status [2]Status
+	j      *journal
+	res    *MailboxResult
+
+	errs        []error
+	stopCopies  [2]bool
+	keepJournal bool
+}
+
+func (b *boxRun) fail(err error) {
+	b.log.Warn("sync error", "mailbox", b.name, "err", err)
+	b.errs = append(b.errs, err)
+}
+
+func (b *boxRun) progress(n int) {
+	if b.opt.Progress != nil {
+		b.opt.Progress(ProgressEvent{Channel: b.spec.Name, Mailbox: b.name, Messages: int64(n)})
+	}
+}
+
+// syncMailbox runs one mailbox pair. missing[s] says the mailbox does not
+// exist on side s and a dry run pretends it was created (empty).
+func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, hook *crashHook, missing [2]bool) (res MailboxResult) {
+	res.Mailbox = name
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &boxRun{spec: spec, opt: opt, name: name, hook: hook, log: log, res: &res}
+	err := b.run(ctx, missing)
+	for s := 0; s < 2; s++ {
+		if b.mb[s] != nil {
+			b.mb[s].Close()
+		}
+	}
+	switch {
+	case errors.Is(err, errCrash):
+		res.Err = err
+	case err != nil:
+		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
+	case len(b.errs) == 1:
+		res.Err = fmt.Errorf("mailbox %s: %w", name, b.errs[0])
+	case len(b.errs) > 1:
+		res.Err = fmt.Errorf("mailbox %s: %d errors, the first: %w", name, len(b.errs), b.errs[0])
+	}
+	return res
+}
+
+func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
+	dry := b.opt.DryRun
+	var err error
+	if b.statePath, err = StatePath(b.spec, b.name); err != nil {
+		return err
+	}
+	// Lock before touching anything else of this pair.
+	var lk *Lock
+	if dry {
+		lk, err = LockFileShared(b.statePath + ".lock")
+	} else {
+		lk, err = LockFile(b.statePath + ".lock")
+	}
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
+
+	if b.st, err = LoadState(b.statePath); err != nil {
+		return err
+	}
+	jd, err := readJournal(b.statePath + ".journal")
+	if err != nil {
+		return err
+	}
+	if jd != nil && jd.Header.Generation != b.st.Generation {
+		// Written before the state we loaded was saved: already included.
+		b.log.Info("discarding stale journal", "mailbox", b.name, "journal", jd.Header.Generation, "state", b.st.Generation)
+		jd = nil
+		if !dry {
+			os.Remove(b.statePath + ".journal")
+		}
+	}
+
+	for _, s := range []Side{Far, Near} {
+		if missing[s] {
+			continue
+		}
+		store := b.spec.Far
+		if s == Near {
+			store = b.spec.Near
+		}
+		mb, err := store.OpenMailbox(ctx, b.name, dry)
+		if errors.Is(err, ErrNoMailbox) && b.listsMessages(s) {
+			return b.vanished(s)
+		}
+		if err != nil {
+			return fmt.Errorf("opening on the %s side: %w", s, err)
+		}
+		b.mb[s] = mb
+		b.status[s] = mb.Status()
+	}
+	b.setKnownUIDs(jd)
+
+	if jd != nil {
+		if jd.Header.FarValidity != b.status[Far].UIDValidity || jd.Header.NearValidity != b.status[Near].UIDValidity {
+			b.log.Warn("discarding journal: UIDVALIDITY changed since it was written", "mailbox", b.name)
+			if !dry {
+				os.Remove(b.statePath + ".journal")
+			}
+		} else if err := b.replay(ctx, jd); err != nil {
+			return err
+		}
+	}
+
+	if err := b.checkValidity(ctx); err != nil {
+		return err
+	}
+	var rep [2]Report
+	for _, s := range []Side{Far, Near} {
+		if missing[s] {
+			rep[s] = Report{Complete: true}
+			continue
+		}
+		if rep[s], err = b.report(ctx, s); err != nil {
+			return err
+		}
+	}
+	if rep[Far].Unchanged && rep[Near].Unchanged {
+		b.res.Skipped = "unchanged"
+		return nil
+	}
+
+	opts := Options{Pull: b.spec.Pull, Push: b.spec.Push, Expunge: b.spec.Expunge, MaxSize: b.spec.MaxSize, Force: b.opt.Force}
+	switch b.opt.Mode {
+	case ModePull:
+		opts.Push, opts.Expunge[Far] = 0, false
+	case ModePush:
+		opts.Pull, opts.Expunge[Near] = 0, false
+	}
+	plan := PlanMailbox(b.st, rep[Far], rep[Near], opts)
+	if plan.Guard != nil && b.opt.Force {
+		plan.Guard = nil
+	}
+	if dry {
+		b.res.Plan = &plan
+		for s := 0; s < 2; s++ {
+			b.res.Copied[s] = len(plan.Copies[s])
+			for _, fu := range plan.Flags[s] {
+				b.res.Flagged[s] += len(fu.UIDs)
+			}
+			b.res.Deleted[s] = len(plan.Expunges[s])
+		}
+		if plan.Guard != nil {
+			return fmt.Errorf("%w: %v (run with --force to confirm)", ErrGuard, plan.Guard)
+		}
+		return nil
+	}
+	if plan.Guard != nil {
+		return fmt.Errorf("%w: %v; nothing was changed in this mailbox (run with --force to confirm)", ErrGuard, plan.Guard)
+	}
+	for _, s := range plan.TooBig {
+		for _, u := range s {
+			b.log.Info("message over max_size not copied", "mailbox", b.name, "uid", u)
+		}
+	}
+
+	b.j = newJournal(b.statePath+".journal", journalHeader{
+		Generation: b.st.Generation, FarValidity: b.status[Far].UIDValidity, NearValidity: b.status[Near].UIDValidity,
+	}, b.hook)
+	if err := b.execute(ctx, &plan); err != nil {
+		b.j.close()
+		return err // errCrash: stop dead
+	}
+	if err := b.finish(plan.State); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %v", ErrStopped, ctx.Err())
+	}
+	return nil
+}
+
+// finish writes the new state and removes the journal.
+func (b *boxRun) finish(st State) error {
+	st.Generation = b.st.Generation + 1
+	st.FarValidity, st.NearValidity = b.status[Far].UIDValidity, b.status[Near].UIDValidity
+	// The markers seen at open, not now: a change made by someone else during
+	// this run must still look like a change next time.
+	st.Far, st.Near = MarkersOf(b.status[Far]), MarkersOf(b.status[Near])
+	if err := b.j.sync(); err != nil {
+		return err
+	}
+	if err := SaveState(b.statePath, st); err != nil {
+		return err
+	}
+	b.st = st
+	if b.keepJournal {
+		b.j.close()
+		return nil
+	}
+	return b.j.remove()
+}
+
+// listsMessages reports whether the state holds messages on side s.
+func (b *boxRun) listsMessages(s Side) bool {
+	for _, p := range b.st.Pairs {
+		if p.uid(s) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *boxRun) vanished(s Side) error {
+	n := 0
+	for _, p := range b.st.Pairs {
+		if p.uid(s) != 0 {
+			n++
+		}
+	}
+	return fmt.Errorf("%w: the mailbox has vanished on the %s side while the state %s lists %d messages there; "+
+		"nothing was deleted on the %s side. If the removal is intended, delete the mailbox on the %s side too "+
+		"(or enable remove); to copy everything back instead, move the state file away",
+		ErrGuard, s, b.statePath, n, s.Other(), s.Other())
+}
+
+// setKnownUIDs tells mailboxes that keep UIDs in file names which UIDs the
+// engine knows (see UIDKeeper).
+func (b *boxRun) setKnownUIDs(jd *journalData) {
+	for _, s := range []Side{Far, Near} {
+		k, ok := b.mb[s].(UIDKeeper)
+		if !ok {
+			continue
+		}
+		known := map[UID]bool{}
+		for _, p := range b.st.Pairs {
+			if u := p.uid(s); u != 0 {
+				known[u] = true
+			}
+		}
+		if jd != nil {
+			for _, c := range jd.Copies {
+				if c.To == s {
+					known[c.Reserved] = true
+					known[c.Target] = true
+				} else {
+					known[c.Src] = true
+				}
+			}
+		}
+		above := b.st.MaxPulled
+		if s == Near {
+			above = b.st.MaxPushed
+		}
+		k.SetKnownUIDs(func(u UID) bool { return u > above || known[u] })
+	}
+}
+
+// replay resolves every step of an interrupted run's journal, records the
+// copies that happened, saves the state and removes the journal.
+func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
+	dry := b.opt.DryRun
+	b.log.Info("resuming an interrupted run", "mailbox", b.name, "copies", len(jd.Copies), "flags", len(jd.Flags), "expunges", len(jd.Expunges))
+	for _, t := range []Side{Far, Near} {
+		var open []*copyIntent
+		for _, c := range jd.Copies {
+			if c.To == t && (!c.Done || (!c.Failed && c.Target == 0)) {
+				open = append(open, c)
+			}
+		}
+		if len(open) == 0 {
+			continue
+		}
+		if b.mb[t] == nil {
+			continue
+		}
+		if err := b.resolveCopies(ctx, t, open, &b.st); err != nil {
+			return fmt.Errorf("resuming the interrupted run: %w", err)
+		}
+	}
+	// Record the copies that reached the target.
+	idx := [2]map[UID]int{{}, {}}
+	for i, p := range b.st.Pairs {
+		for s := 0; s < 2; s++ {
+			if u := p.uid(Side(s)); u != 0 {
+				idx[s][u] = i
+			}
+		}
+	}
+	for _, c := range jd.Copies {
+		if c.Failed || c.Target == 0 {
+			continue
+		}
+		src := c.To.Other()
+		if _, dup := idx[c.To][c.Target]; dup {
+			continue
+		}
+		if i, ok := idx[src][c.Src]; ok {
+			if b.st.Pairs[i].uid(c.To) != 0 {
+				continue
+			}
+			b.st.Pairs[i].setUID(c.To, c.Target)
+			b.st.Pairs[i].Flags, b.st.Pairs[i].Skip = c.Flags, SkipNone
+			idx[c.To][c.Target] = i
+			continue
+		}
+		p := Pair{Flags: c.Flags}
+		p.setUID(src, c.Src)
+		p.setUID(c.To, c.Target)
+		b.st.Pairs = append(b.st.Pairs, p)
+		idx[src][c.Src] = len(b.st.Pairs) - 1
+		idx[c.To][c.Target] = len(b.st.Pairs) - 1
+	}
+	if dry {
+		return nil
+	}
+	// Flag changes and expunges are idempotent: redo the unfinished ones.
+	for _, f := range jd.Flags {
+		if !f.Done && b.mb[f.Side] != nil {
+			if err := b.mb[f.Side].SetFlags(ctx, f.UIDs, f.Add, f.Remove); err != nil {
+				return fmt.Errorf("resuming the interrupted run: flags on the %s side: %w", f.Side, err)
+			}
+		}
+	}
+	for _, e := range jd.Expunges {
+		if !e.Done && b.mb[e.Side] != nil {
+			if err := b.mb[e.Side].Expunge(ctx, e.UIDs); err != nil {
+				return fmt.Errorf("resuming the interrupted run: expunge on the %s side: %w", e.Side, err)
+			}
+		}
+	}
+	// Save with the old markers: this run still has to look at everything.
+	st := b.st
+	st.Generation++
+	if err := SaveState(b.statePath, st); err != nil {
+		return err
+	}
+	b.st = st
+	if err := os.Remove(b.statePath + ".journal"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
+}
+
+// report looks at one side: nothing when its stamp is unchanged, only new and
+// changed messages when the store has a change counter, else everything.
+func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
+	status := b.status[s]
+	rec, validity := b.st.Far, b.st.FarValidity
+	if s == Near {
+		rec, validity = b.st.Near, b.st.NearValidity
+	}
+	r := Report{Status: status}
+	known := b.st.Generation > 0 && validity == status.UIDValidity
+	if known && status.Stamp != "" && status.Stamp == rec.Stamp {
+		r.Unchanged = true
+		return r, nil
+	}
+	q := ListQuery{All: true}
+	incremental := known && rec.UIDNext > 0 && rec.HighestModSeq > 0 && status.HighestModSeq > 0
+	if incremental {
+		q = ListQuery{From: rec.UIDNext, ChangedSince: rec.HighestModSeq}
+	}
+	msgs, complete, err := b.mb[s].List(ctx, q)
+	if err != nil {
+		return r, fmt.Errorf("listing the %s side: %w", s, err)
+	}
+	r.Messages, r.Complete = msgs, complete
+	if complete {
+		return r, nil
+	}
+	if !incremental {
+		return r, fmt.Errorf("listing the %s side: the store returned a partial list for a full listing", s)
+	}
+	// Were messages known from earlier removed? Compare counts and only ask
+	// for the UIDs when some are missing.
+	knownBelow := 0
+	for _, p := range b.st.Pairs {
+		if u := p.uid(s); u != 0 && u < rec.UIDNext {
+			knownBelow++
+		}
+	}
+	newCount := 0
+	for _, m := range msgs {
+		if m.UID >= rec.UIDNext {
+			newCount++
+		}
+	}
+	need := status.Messages < 0
+	if !need {
+		old := status.Messages - int64(newCount)
+		need = old < int64(knownBelow) || (rec.Messages >= 0 && old < rec.Messages)
+	}
+	if need {
+		uids, err := b.mb[s].UIDs(ctx, rec.UIDNext)
+		if err != nil {
+			return r, fmt.Errorf("listing the %s side: %w", s, err)
+		}
+		r.Existing, r.ExistingKnown = uids, true
+	}
+	return r, nil
+}
+
+// checkValidity handles a changed UIDVALIDITY: one side changed → re-pair by
+// Message-ID when the evidence is strong; both → stop.
+func (b *boxRun) checkValidity(ctx context.Context) error {
+	if b.st.Generation == 0 && len(b.st.Pairs) == 0 {
+		return nil
+	}
+	var changed [2]bool
+	rec := [2]uint32{b.st.FarValidity, b.st.NearValidity}
+	for s := 0; s < 2; s++ {
+		changed[s] = b.mb[s] != nil && rec[s] != 0 && rec[s] != b.status[s].UIDValidity
+	}
+	switch {
+	case changed[Far] && changed[Near]:
+		return fmt.Errorf("UIDVALIDITY of both sides changed (far %d→%d, near %d→%d): the messages cannot be re-paired; "+
+			"nothing was copied or deleted. If both mailboxes were really replaced, move the state file %s away "+
+			"(the next run then copies messages present on only one side, which may create duplicates)",
+			rec[Far], b.status[Far].UIDValidity, rec[Near], b.status[Near].UIDValidity, b.statePath)
+	case changed[Far]:
+		return b.repair(ctx, Far)
+	case changed[Near]:
+		return b.repair(ctx, Near)
+	}
+	return nil
+}
+
+func (b *boxRun) repair(ctx context.Context, c Side) error {
+	u := c.Other()
+	var all [2]map[UID]Message
+	for _, s := range []Side{Far, Near} {
+		msgs, _, err := b.mb[s].List(ctx, ListQuery{All: true})
+		if err != nil {
+			return fmt.Errorf("UIDVALIDITY recovery: listing the %s side: %w", s, err)
+		}
+		all[s] = make(map[UID]Message, len(msgs))
+		for _, m := range msgs {
+			all[s][m.UID] = m
+		}
+	}
+	var unchangedUIDs []UID
+	total := 0
+	for _, p := range b.st.Pairs {
+		if p.Far != 0 && p.Near != 0 {
+			total++
+			if _, ok := all[u][p.uid(u)]; ok {
+				unchangedUIDs = append(unchangedUIDs, p.uid(u))
+			}
+		}
+	}
+	var changedUIDs []UID
+	for uid := range all[c] {
+		changedUIDs = append(changedUIDs, uid)
+	}
+	idsU, err := fetchMessageIDs(ctx, b.mb[u], sortedUIDs(unchangedUIDs))
+	if err != nil {
+		return fmt.Errorf("UIDVALIDITY recovery: %w", err)
+	}
+	idsC, err := fetchMessageIDs(ctx, b.mb[c], sortedUIDs(changedUIDs))
+	if err != nil {
+		return fmt.Errorf("UIDVALIDITY recovery: %w", err)
+	}
+	byID := map[string]UID{}
+	for uid, id := range idsC {
+		if _, dup := byID[id]; dup {
+			byID[id] = 0 // ambiguous
+		} else {
+			byID[id] = uid
+		}
+	}
+	comparable := func(a, b Message) bool {
+		return a.Size >= 0 && b.Size >= 0 && a.SizeIsCRLF == b.SizeIsCRLF
+	}
+	newUID := map[UID]UID{} // unchanged-side UID → changed-side UID
+	used := map[UID]bool{}
+	for _, uu := range unchangedUIDs {
+		id, ok := idsU[uu]
+		if !ok {
+			continue
+		}
+		cu := byID[id]
+		if cu == 0 || used[cu] {
+			continue
+		}
+		mu, mc := all[u][uu], all[c][cu]
+		if comparable(mu, mc) && mu.Size != mc.Size {
+			continue
+		}
+		newUID[uu] = cu
+		used[cu] = true
+	}
+	confirmed := len(newUID)
+	recV := b.st.FarValidity
+	if c == Near {
+		recV = b.st.NearValidity
+	}
+	if total > 0 && confirmed < 20 && confirmed*5 < total*4 {
+		return fmt.Errorf("UIDVALIDITY of the %s side changed (%d→%d) and only %d of %d paired messages could be "+
+			"matched again by Message-ID and size, too few to trust. Nothing was copied or deleted. If the %s mailbox "+
+			"was really replaced, move the state file %s away: the next run then copies messages present on only "+
+			"one side (duplicates of messages present on both are possible)",
+			c, recV, b.status[c].UIDValidity, confirmed, total, c, b.statePath)
+	}
+	kept := b.st.Pairs[:0]
+	dropped := 0
+	for _, p := range b.st.Pairs {
+		if p.uid(c) == 0 {
+			kept = append(kept, p)
+			continue
+		}
+		if nu, ok := newUID[p.uid(u)]; ok && p.uid(u) != 0 {
+			p.setUID(c, nu)
+			kept = append(kept, p)
+			continue
+		}
+		dropped++
+	}
+	b.st.Pairs = kept
+	// Everything now on the changed side counts as already considered, so
+	// unmatched messages are left alone rather than copied into duplicates.
+	top := UID(0)
+	if b.status[c].UIDNext > 0 {
+		top = b.status[c].UIDNext - 1
+	}
+	for uid := range all[c] {
+		top = max(top, uid)
+	}
+	if c == Far {
+		b.st.FarValidity, b.st.MaxPulled, b.st.Far = b.status[c].UIDValidity, top, Markers{}
+	} else {
+		b.st.NearValidity, b.st.MaxPushed, b.st.Near = b.status[c].UIDValidity, top, Markers{}
+	}
+	b.log.Warn("recovered from a UIDVALIDITY change", "mailbox", b.name, "side", c.String(),
+		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped)
+	return nil
+}
+
+func sortedUIDs(u []UID) []UID {
+	slices.Sort(u)
+	return u
+}
+
+// fetchMessageIDs returns the Message-ID header of each message that has one.
+func fetchMessageIDs(ctx context.Context, mb Mailbox, uids []UID) (map[UID]string, error) {
+	out := map[UID]string{}
+	if len(uids) == 0 {
+		return out, nil
+	}
+	err := mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
+		br := bufio.NewReader(r)
+		if id := readMessageID(br); id != "" {
+			out[uid] = id
+		}
+		_, err := io.Copy(io.Discard, br) // Fetch wants the body consumed
+		return err
+	})
+	return out, err
+}
+
+// readMessageID reads the header block and returns the Message-ID value.
+func readMessageID(br *bufio.Reader) string {
+	var cur []byte
+	var id string
+	flush := func() {
+		if len(cur) == 0 {
+			return
+		}
+		k, v, ok := bytes.Cut(cur, []byte{':'})
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), "Message-ID") && id == "" {
+			id = strings.TrimSpace(string(v))
+		}
+		cur = cur[:0]
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && err != bufio.ErrBufferFull {
+			t := bytes.TrimRight(line, "\r\n")
+			if len(t) == 0 {
+				flush()
+				return id
+			}
+			if t[0] == ' ' || t[0] == '\t' {
+				cur = append(cur, t...)
+			} else {
+				flush()
+				cur = append(cur, t...)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue // absurdly long line: ignore it
+		}
+		if err != nil {
+			flush()
+			return id
+		}
+	}
+}
