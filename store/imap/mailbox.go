@@ -1,0 +1,602 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// Mailbox is an open (SELECTed or EXAMINEd) IMAP mailbox. It owns one pooled
+// connection until Close.
+type Mailbox struct {
+	s        *Store
+	cn       *conn
+	name     string
+	wire     string
+	readOnly bool
+	st       engine.Status
+	caps     imap.CapSet
+	// condstore: the server has CONDSTORE and the mailbox has mod-sequences
+	// (no NOMODSEQ).
+	condstore bool
+	permFlags []imap.Flag
+	closed    bool
+}
+
+var _ engine.Mailbox = (*Mailbox)(nil)
+
+// OpenMailbox SELECTs (or EXAMINEs, readOnly) a mailbox on a connection of
+// its own.
+func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (engine.Mailbox, error) {
+	wire, err := s.wireName(name)
+	if err != nil {
+		return nil, err
+	}
+	cn, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mailbox{s: s, name: name, wire: wire, readOnly: readOnly}
+	st, err := m.selectOn(ctx, cn)
+	if err != nil {
+		s.put(cn)
+		return nil, err
+	}
+	m.cn, m.st = cn, st
+	return m, nil
+}
+
+func (m *Mailbox) errorf(format string, args ...any) error {
+	return fmt.Errorf("%s: mailbox %q: %w", m.s.cfg.Name, m.name, fmt.Errorf(format, args...))
+}
+
+func (m *Mailbox) selectOn(ctx context.Context, cn *conn) (engine.Status, error) {
+	s := m.s
+	opts := &imap.SelectOptions{ReadOnly: m.readOnly, CondStore: cn.caps.Has(imap.CapCondStore)}
+	verb := "SELECT"
+	if m.readOnly {
+		verb = "EXAMINE"
+	}
+	var d *imap.SelectData
+	err := cn.run(ctx, verb+" "+m.name, func() error {
+		var err error
+		d, err = cn.c.Select(m.wire, opts).Wait()
+		return err
+	})
+	if err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			if ie.Code == imap.ResponseCodeNonExistent {
+				return engine.Status{}, m.errorf("%w (server said: %s)", engine.ErrNoMailbox, ie.Text)
+			}
+			if found, sel, lerr := s.exists(ctx, cn, m.wire); lerr == nil && (!found || !sel) {
+				return engine.Status{}, m.errorf("%w (server said: %s)", engine.ErrNoMailbox, ie.Text)
+			}
+		}
+		return engine.Status{}, err
+	}
+	st := engine.Status{UIDValidity: d.UIDValidity, UIDNext: engine.UID(d.UIDNext),
+		Messages: int64(d.NumMessages), HighestModSeq: d.HighestModSeq}
+	if st.UIDNext == 0 {
+		if st.UIDNext, err = m.lastUIDPlusOne(ctx, cn, d.NumMessages); err != nil {
+			return engine.Status{}, err
+		}
+	}
+	m.caps = cn.caps
+	m.condstore = opts.CondStore && d.HighestModSeq > 0
+	m.permFlags = d.PermanentFlags
+	if m.condstore {
+		st.Stamp = stamp(st)
+	}
+	return st, nil
+}
+
+// lastUIDPlusOne stands in for a missing UIDNEXT: UID FETCH * (UID) + 1.
+func (m *Mailbox) lastUIDPlusOne(ctx context.Context, cn *conn, exists uint32) (engine.UID, error) {
+	if exists == 0 {
+		return 1, nil
+	}
+	var last imap.UID
+	err := cn.run(ctx, "FETCH * (UID)", func() error {
+		cmd := cn.c.Fetch(imap.SeqSet{imap.SeqRange{Start: 0, Stop: 0}}, &imap.FetchOptions{UID: true})
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			b, err := msg.Collect()
+			if err == nil && b.UID > last {
+				last = b.UID
+			}
+		}
+		return cmd.Close()
+	})
+	return engine.UID(last + 1), err
+}
+
+// conn returns the mailbox's connection, reconnecting (and re-selecting,
+// checking UIDVALIDITY) when the previous one broke.
+func (m *Mailbox) conn(ctx context.Context) (*conn, error) {
+	if m.closed {
+		return nil, m.errorf("mailbox is closed")
+	}
+	if m.cn != nil && !m.cn.isClosed() {
+		return m.cn, nil
+	}
+	if m.cn != nil {
+		m.s.put(m.cn)
+		m.cn = nil
+	}
+	cn, err := m.s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.selectOn(ctx, cn)
+	if err != nil {
+		m.s.put(cn)
+		return nil, err
+	}
+	if st.UIDValidity != m.st.UIDValidity {
+		m.s.put(cn)
+		return nil, m.errorf("reconnected: UIDVALIDITY %d, was %d: %w", st.UIDValidity, m.st.UIDValidity, engine.ErrValidity)
+	}
+	m.cn = cn
+	return cn, nil
+}
+
+// Status as seen by SELECT when the mailbox was opened.
+func (m *Mailbox) Status() engine.Status { return m.st }
+
+var listItems = &imap.FetchOptions{UID: true, Flags: true, RFC822Size: true, InternalDate: true}
+
+// List reports messages. Without CONDSTORE (or with q.All) it lists every
+// message and says complete = true.
+func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Message, bool, error) {
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	all := q.All || !m.condstore
+	from := max(q.From, 1)
+	if all {
+		from = 1
+	}
+	byUID := map[engine.UID]engine.Message{}
+	err = cn.run(ctx, "UID FETCH", func() error {
+		newCmd := cn.c.Fetch(imap.UIDSet{imap.UIDRange{Start: imap.UID(from), Stop: 0}}, listItems)
+		var chCmd *imapclient.FetchCommand
+		if !all && q.ChangedSince > 0 && from > 1 {
+			// Pipelined: the two sets are disjoint, so go-imap routes each
+			// FETCH response to the right command by its UID.
+			chCmd = cn.c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: imap.UID(from - 1)}},
+				&imap.FetchOptions{UID: true, Flags: true, ChangedSince: q.ChangedSince})
+		}
+		err := collectList(newCmd, func(msg engine.Message) {
+			// "UID FETCH n:*" also returns the highest message when its UID
+			// is below n (RFC 3501 §6.4.8).
+			if msg.UID >= from {
+				byUID[msg.UID] = msg
+			}
+		})
+		if chCmd != nil {
+			err2 := collectList(chCmd, func(msg engine.Message) {
+				if old, ok := byUID[msg.UID]; ok && old.Size >= 0 {
+					old.Flags = msg.Flags
+					msg = old
+				}
+				byUID[msg.UID] = msg
+			})
+			err = errors.Join(err, err2)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	out := make([]engine.Message, 0, len(byUID))
+	for _, msg := range byUID {
+		out = append(out, msg)
+	}
+	slices.SortFunc(out, func(a, b engine.Message) int { return int(a.UID) - int(b.UID) })
+	return out, all, nil
+}
+
+func collectList(cmd *imapclient.FetchCommand, fn func(engine.Message)) error {
+	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+		b, err := msg.Collect()
+		if err != nil || b.UID == 0 {
+			continue
+		}
+		em := engine.Message{UID: engine.UID(b.UID), Flags: fromIMAPFlags(b.Flags), Size: -1, Date: b.InternalDate}
+		if b.RFC822Size > 0 || !b.InternalDate.IsZero() {
+			em.Size, em.SizeIsCRLF = b.RFC822Size, true
+		}
+		fn(em)
+	}
+	return cmd.Close()
+}
+
+// UIDs returns the existing UIDs below `below`, ascending.
+func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, error) {
+	if below <= 1 {
+		return nil, nil
+	}
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return m.search(ctx, cn, imap.UIDSet{imap.UIDRange{Start: 1, Stop: imap.UID(below - 1)}}, below)
+}
+
+func (m *Mailbox) search(ctx context.Context, cn *conn, set imap.UIDSet, below engine.UID) ([]engine.UID, error) {
+	crit := &imap.SearchCriteria{UID: []imap.UIDSet{set}}
+	var opts *imap.SearchOptions
+	if cn.caps.Has(imap.CapESearch) {
+		opts = &imap.SearchOptions{ReturnAll: true}
+	}
+	var d *imap.SearchData
+	err := cn.run(ctx, "UID SEARCH", func() error {
+		var err error
+		d, err = cn.c.UIDSearch(crit, opts).Wait()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []engine.UID
+	if d.All != nil {
+		for _, u := range d.AllUIDs() {
+			if u > 0 && (below == 0 || engine.UID(u) < below) {
+				out = append(out, engine.UID(u))
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Fetch streams message bodies (BODY.PEEK[], CRLF converted to LF) to fn.
+// UID sets are chunked. UIDs the server does not return are checked: gone
+// ones are skipped, existing ones are an error (a server that sends the UID
+// after the body makes go-imap misroute the message, golibs §1.4).
+func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engine.UID, r io.Reader) error) error {
+	chunks := uidChunks(uids)
+	if len(chunks) == 0 {
+		return nil
+	}
+	want := map[engine.UID]bool{}
+	for _, u := range uids {
+		if u > 0 {
+			want[u] = true
+		}
+	}
+	got := map[engine.UID]bool{}
+	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+	for _, set := range chunks {
+		cn, err := m.conn(ctx)
+		if err != nil {
+			return err
+		}
+		err = cn.run(ctx, "UID FETCH BODY.PEEK[]", func() error {
+			cmd := cn.c.Fetch(set, opts)
+			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+				var uid imap.UID
+				for item := msg.Next(); item != nil; item = msg.Next() {
+					switch it := item.(type) {
+					case imapclient.FetchItemDataUID:
+						uid = it.UID
+					case imapclient.FetchItemDataBodySection:
+						if it.Literal == nil {
+							continue
+						}
+						u := engine.UID(uid)
+						if uid == 0 || !want[u] || got[u] {
+							_, _ = io.Copy(io.Discard, it.Literal)
+							continue
+						}
+						got[u] = true
+						if err := fn(u, newCRLFToLF(it.Literal)); err != nil {
+							// Draining the rest of the chunk could mean
+							// downloading many messages for nothing: drop
+							// the connection instead (it is redialled).
+							cn.markBroken()
+							return callbackErr{err}
+						}
+						if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return cmd.Close()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var missing []engine.UID
+	for u := range want {
+		if !got[u] {
+			missing = append(missing, u)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	for _, set := range uidChunks(missing) {
+		cn, err := m.conn(ctx)
+		if err != nil {
+			return err
+		}
+		still, err := m.search(ctx, cn, set, 0)
+		if err != nil {
+			return err
+		}
+		if len(still) > 0 {
+			return m.errorf("server did not return the body of %d existing message(s) (UIDs %v)", len(still), truncUIDs(still))
+		}
+	}
+	return nil
+}
+
+func truncUIDs(u []engine.UID) []engine.UID {
+	if len(u) > 10 {
+		return u[:10]
+	}
+	return u
+}
+
+// staged is a message spooled to a file in CRLF form, waiting for APPEND.
+type staged struct {
+	path     string
+	flags    engine.Flag
+	date     time.Time
+	size     int64 // canonical (LF) bytes
+	wireSize int64 // CRLF bytes in the spool file
+}
+
+func (st *staged) UID() engine.UID { return 0 }
+func (st *staged) Size() int64     { return st.size }
+
+// Stage spools the message to a temporary file, converting LF to CRLF.
+func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Staged, error) {
+	if m.readOnly {
+		return nil, m.errorf("%w", engine.ErrReadOnly)
+	}
+	dir := m.s.cfg.SpoolDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	f, err := os.CreateTemp(dir, "quixysync-spool-*.eml")
+	if err != nil {
+		return nil, m.errorf("spooling message: %w", err)
+	}
+	in, out, err := copyLFToCRLF(f, nm.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, m.errorf("spooling message to %s: %w", f.Name(), err)
+	}
+	return &staged{path: f.Name(), flags: nm.Flags, date: nm.Date, size: in, wireSize: out}, nil
+}
+
+// Discard deletes spool files.
+func (m *Mailbox) Discard(st []engine.Staged) {
+	for _, x := range st {
+		if sp, ok := x.(*staged); ok {
+			os.Remove(sp.path)
+		}
+	}
+}
+
+// Commit APPENDs the staged messages one by one. A per-message failure is
+// reported in its result; after a connection failure the mailbox reconnects
+// and goes on with the next message (the failed one is not retried: it may
+// have arrived). The returned error is non-nil only when committing stopped
+// early; every result not attempted then carries it as well.
+// (Possible later optimisation: APPEND over several pool connections at once.)
+func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.CommitResult, error) {
+	defer m.Discard(st)
+	res := make([]engine.CommitResult, len(st))
+	stopAt := func(i int, err error) ([]engine.CommitResult, error) {
+		for ; i < len(res); i++ {
+			res[i].Err = err
+		}
+		return res, err
+	}
+	if m.readOnly {
+		return stopAt(0, m.errorf("%w", engine.ErrReadOnly))
+	}
+	if len(st) == 0 {
+		return res, nil
+	}
+	// APPEND to a missing mailbox is refused before the literal's
+	// continuation, which kills a go-imap connection: check first.
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return stopAt(0, err)
+	}
+	found, _, err := m.s.exists(ctx, cn, m.wire)
+	if err != nil {
+		return stopAt(0, err)
+	}
+	if !found {
+		return stopAt(0, m.errorf("%w (deleted while open?)", engine.ErrNoMailbox))
+	}
+	for i, x := range st {
+		sp, ok := x.(*staged)
+		if !ok {
+			res[i].Err = m.errorf("commit: message was not staged by this store")
+			continue
+		}
+		cn, err := m.conn(ctx)
+		if err != nil {
+			return stopAt(i, err)
+		}
+		uid, err := m.appendOne(ctx, cn, sp)
+		res[i] = engine.CommitResult{UID: uid, Err: err}
+		if errors.Is(err, engine.ErrValidity) || ctx.Err() != nil {
+			if res[i].Err == nil {
+				res[i].Err = ctx.Err()
+			}
+			return stopAt(i+1, res[i].Err)
+		}
+	}
+	return res, nil
+}
+
+func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
+	fl := toIMAPFlags(f)
+	if len(m.permFlags) == 0 {
+		return fl
+	}
+	keywordsOK := slices.ContainsFunc(m.permFlags, func(p imap.Flag) bool {
+		return p == imap.FlagWildcard || equalFold(string(p), string(imap.FlagForwarded))
+	})
+	if keywordsOK {
+		return fl
+	}
+	return slices.DeleteFunc(fl, func(x imap.Flag) bool { return x == imap.FlagForwarded })
+}
+
+func (m *Mailbox) appendOne(ctx context.Context, cn *conn, sp *staged) (engine.UID, error) {
+	f, err := os.Open(sp.path)
+	if err != nil {
+		return 0, m.errorf("opening spool file: %w", err)
+	}
+	defer f.Close()
+	var d *imap.AppendData
+	err = cn.run(ctx, "APPEND", func() error {
+		cmd := cn.c.Append(m.wire, sp.wireSize, &imap.AppendOptions{Flags: m.appendFlags(sp.flags), Time: sp.date})
+		_, werr := io.Copy(cmd, f)
+		cerr := cmd.Close()
+		var err error
+		d, err = cmd.Wait()
+		if werr != nil || cerr != nil {
+			cn.markBroken() // the literal was cut short: the stream is out of sync
+			if err == nil {
+				err = errors.Join(werr, cerr)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if d.UID == 0 || !cn.caps.Has(imap.CapUIDPlus) {
+		return 0, nil
+	}
+	if d.UIDValidity != m.st.UIDValidity {
+		return 0, m.errorf("APPENDUID reports UIDVALIDITY %d, mailbox was opened with %d: %w", d.UIDValidity, m.st.UIDValidity, engine.ErrValidity)
+	}
+	return engine.UID(d.UID), nil
+}
+
+// storeFlags runs one UID STORE per chunk, all pipelined.
+func (m *Mailbox) storeFlags(ctx context.Context, cn *conn, chunks []imap.UIDSet, ops []*imap.StoreFlags) error {
+	return cn.run(ctx, "UID STORE", func() error {
+		var cmds []*imapclient.FetchCommand
+		for _, set := range chunks {
+			for _, op := range ops {
+				cmds = append(cmds, cn.c.Store(set, op, nil))
+			}
+		}
+		var errs []error
+		for _, cmd := range cmds {
+			errs = append(errs, cmd.Close())
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// SetFlags adds and removes standard flags: one +FLAGS.SILENT and one
+// -FLAGS.SILENT per chunk of UIDs.
+func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove engine.Flag) error {
+	if m.readOnly {
+		return m.errorf("%w", engine.ErrReadOnly)
+	}
+	chunks := uidChunks(uids)
+	var ops []*imap.StoreFlags
+	if fl := toIMAPFlags(add); len(fl) > 0 {
+		ops = append(ops, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: fl})
+	}
+	if fl := toIMAPFlags(remove); len(fl) > 0 {
+		ops = append(ops, &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: fl})
+	}
+	if len(chunks) == 0 || len(ops) == 0 {
+		return nil
+	}
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return err
+	}
+	return m.storeFlags(ctx, cn, chunks, ops)
+}
+
+// Expunge sets \Deleted on the UIDs and removes them: UID EXPUNGE with
+// UIDPLUS; without it a plain EXPUNGE, which removes every message marked
+// \Deleted in the mailbox (the engine only expunges when the channel says
+// so for this side).
+func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
+	if m.readOnly {
+		return m.errorf("%w", engine.ErrReadOnly)
+	}
+	chunks := uidChunks(uids)
+	if len(chunks) == 0 {
+		return nil
+	}
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return err
+	}
+	del := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	if err := m.storeFlags(ctx, cn, chunks, []*imap.StoreFlags{del}); err != nil {
+		return err
+	}
+	return cn.run(ctx, "EXPUNGE", func() error {
+		if !cn.caps.Has(imap.CapUIDPlus) {
+			return cn.c.Expunge().Close()
+		}
+		var errs []error
+		for _, set := range chunks {
+			errs = append(errs, cn.c.UIDExpunge(set).Close())
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// Close UNSELECTs (never CLOSE: that would expunge) and returns the
+// connection to the pool. Without UNSELECT the connection is logged out.
+func (m *Mailbox) Close() error {
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	cn := m.cn
+	m.cn = nil
+	if cn == nil {
+		return nil
+	}
+	var err error
+	if !cn.isClosed() {
+		if cn.caps.Has(imap.CapUnselect) {
+			ctx, cancel := context.WithTimeout(context.Background(), m.s.cfg.Timeout)
+			err = cn.run(ctx, "UNSELECT", func() error { return cn.c.Unselect().Wait() })
+			cancel()
+			if err != nil {
+				cn.markBroken()
+			}
+		} else {
+			cn.logout()
+			cn.markBroken()
+		}
+	}
+	m.s.put(cn)
+	return err
+}

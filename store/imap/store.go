@@ -1,0 +1,853 @@
+// Package imap is the IMAP store: engine.Store and engine.Mailbox on top of
+// github.com/emersion/go-imap/v2 (beta.8), with the library's known traps
+// worked around (see /work/shared/research/golibs.md §1 and §5):
+//
+//   - deadlines come from our own net.Conn wrapper (progress based, cfg.Timeout)
+//     and a context watchdog closes the client, because go-imap has neither
+//     contexts nor a per-command timeout;
+//   - every Fetch/List/Store/Expunge command is consumed and closed, and every
+//     command is waited for;
+//   - UID sets are validated non-empty and chunked;
+//   - the mailbox is checked to exist before APPEND (an APPEND refused before
+//     the continuation kills a go-imap connection);
+//   - Client.Move, ENABLE UTF8=ACCEPT/IMAP4rev2 and CLOSE are never used;
+//   - a server advertising IMAP4rev1 and IMAP4rev2 is shown to go-imap as
+//     IMAP4rev1 only, so mailbox names go out as modified UTF-7 (go-imap would
+//     otherwise send raw UTF-8 to a server still in IMAP4rev1 mode). A server
+//     advertising only IMAP4rev2 gets UTF-8 names, as RFC 9051 wants.
+//
+// Connections are pooled (Config.Connections). ListMailboxes, CreateMailbox,
+// DeleteMailbox borrow one briefly; an open Mailbox owns one until Close.
+// A broken connection is dropped, never reused.
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// Config configures an IMAP store.
+type Config struct {
+	Name string // "imap.work", for messages
+	Host string
+	Port int
+	TLS  string // "implicit" | "starttls" | "none"
+	User string
+	// Auth lists the allowed mechanisms ("plain", "login", "xoauth2",
+	// "oauthbearer"); the first one the server offers is used. Empty means
+	// AUTHENTICATE PLAIN when offered, else LOGIN.
+	Auth []string
+	// Password and Token produce the secret; each is called at most once per
+	// store (the result is cached). Either may be nil when not needed.
+	Password func(ctx context.Context) (string, error)
+	Token    func(ctx context.Context) (string, error)
+	CAFile   string // extra trust anchor (PEM)
+	// Connections is the most connections open at once (default 4).
+	Connections int
+	// Timeout: no progress for this long while waiting for the server means
+	// the connection is dead (default 60s).
+	Timeout time.Duration
+	// Debug receives a protocol trace (credentials redacted, literals cut).
+	Debug io.Writer
+	// SpoolDir is where Stage spools messages ("" = os.TempDir()).
+	SpoolDir string
+}
+
+// Store is an IMAP account.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	tls  *tls.Config
+	sem  chan struct{}
+	dbgs atomic.Int64 // connection counter for trace names
+
+	mu     sync.Mutex
+	idle   []*conn
+	closed bool
+	delim  rune
+	hasDel bool
+
+	credMu   sync.Mutex
+	password *string
+	token    *string
+	authErr  error
+}
+
+var _ engine.Store = (*Store)(nil)
+
+// New validates cfg and returns a store; it connects lazily.
+func New(cfg Config, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "imap"
+	}
+	if cfg.Host == "" {
+		return nil, fmt.Errorf("%s: host is empty", cfg.Name)
+	}
+	switch cfg.TLS {
+	case "":
+		cfg.TLS = "implicit"
+	case "implicit", "starttls", "none":
+	default:
+		return nil, fmt.Errorf("%s: tls = %q: want \"implicit\", \"starttls\" or \"none\"", cfg.Name, cfg.TLS)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 143
+		if cfg.TLS == "implicit" {
+			cfg.Port = 993
+		}
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("%s: port %d out of range", cfg.Name, cfg.Port)
+	}
+	if cfg.Connections <= 0 {
+		cfg.Connections = 4
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 60 * time.Second
+	}
+	if cfg.User == "" {
+		return nil, fmt.Errorf("%s: user is empty", cfg.Name)
+	}
+	for i, a := range cfg.Auth {
+		a = strings.ToLower(a)
+		switch a {
+		case "plain", "login":
+			if cfg.Password == nil {
+				return nil, fmt.Errorf("%s: auth %q needs a password", cfg.Name, a)
+			}
+		case "xoauth2", "oauthbearer":
+			if cfg.Token == nil {
+				return nil, fmt.Errorf("%s: auth %q needs token_cmd", cfg.Name, a)
+			}
+		default:
+			return nil, fmt.Errorf("%s: unknown auth mechanism %q (want plain, login, xoauth2 or oauthbearer)", cfg.Name, a)
+		}
+		cfg.Auth[i] = a
+	}
+	if len(cfg.Auth) == 0 && cfg.Password == nil {
+		return nil, fmt.Errorf("%s: no password configured", cfg.Name)
+	}
+	s := &Store{cfg: cfg, log: log, sem: make(chan struct{}, cfg.Connections)}
+	if cfg.TLS != "none" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("%s: ca_file: %w", cfg.Name, err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s: ca_file %s: no PEM certificate found", cfg.Name, cfg.CAFile)
+			}
+		}
+		s.tls = &tls.Config{ServerName: cfg.Host, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return s, nil
+}
+
+// Name returns the store's config name.
+func (s *Store) Name() string { return s.cfg.Name }
+
+// Close logs out of idle connections. Connections held by open mailboxes are
+// closed when those are closed. Safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.closed = true
+	s.mu.Unlock()
+	for _, cn := range idle {
+		cn.logout()
+	}
+	return nil
+}
+
+// conn is one pooled connection.
+type conn struct {
+	s      *Store
+	id     int64
+	c      *imapclient.Client
+	dc     *deadlineConn
+	wc     *wireConn
+	caps   imap.CapSet
+	broken bool
+	used   time.Time
+}
+
+func (cn *conn) markBroken() {
+	if !cn.broken {
+		cn.broken = true
+		cn.c.Close()
+	}
+}
+
+func (cn *conn) isClosed() bool {
+	select {
+	case <-cn.c.Closed():
+		return true
+	default:
+		return cn.broken
+	}
+}
+
+func (cn *conn) logout() {
+	if cn.isClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(cn.s.cfg.Timeout, 5*time.Second))
+	defer cancel()
+	_ = cn.run(ctx, "LOGOUT", func() error { return cn.c.Logout().Wait() })
+	cn.c.Close()
+}
+
+// callbackErr carries an error of a caller's function through run unchanged.
+type callbackErr struct{ err error }
+
+func (e callbackErr) Error() string { return e.err.Error() }
+
+// run performs one operation on the connection with our timeout armed and a
+// watchdog that closes the connection when ctx ends. Errors that are not a
+// server's NO/BAD leave the connection unusable: it is marked broken.
+func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
+	s := cn.s
+	if cn.broken {
+		return fmt.Errorf("%s: %s: connection already broken", s.cfg.Name, what)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %s: %w", s.cfg.Name, what, err)
+	}
+	cn.dc.arm()
+	var cancelled atomic.Bool
+	stop := context.AfterFunc(ctx, func() {
+		cancelled.Store(true)
+		cn.c.Close()
+	})
+	err := fn()
+	stop()
+	cn.dc.disarm()
+	cn.used = time.Now()
+	if err == nil {
+		if cancelled.Load() {
+			cn.broken = true
+		}
+		return nil
+	}
+	var ie *imap.Error
+	if !errors.As(err, &ie) || cancelled.Load() {
+		cn.markBroken()
+	}
+	var cb callbackErr
+	switch {
+	case errors.As(err, &cb):
+		return cb.err
+	case cancelled.Load():
+		return fmt.Errorf("%s: %s: %w", s.cfg.Name, what, ctx.Err())
+	case cn.dc.timedOut.Load():
+		return fmt.Errorf("%s: %s: no answer from %s for %v (timeout); connection dropped",
+			s.cfg.Name, what, s.cfg.Host, s.cfg.Timeout)
+	case ie != nil:
+		return fmt.Errorf("%s: %s: %w", s.cfg.Name, what, err)
+	}
+	if bye := cn.wc.bye.Load(); bye != nil {
+		return fmt.Errorf("%s: %s: server closed the connection: %s", s.cfg.Name, what, *bye)
+	}
+	return fmt.Errorf("%s: %s: connection to %s failed: %w", s.cfg.Name, what, s.cfg.Host, err)
+}
+
+// get takes a connection from the pool, dialling a new one if none is idle.
+func (s *Store) get(ctx context.Context) (*conn, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: waiting for a free connection: %w", s.cfg.Name, ctx.Err())
+	}
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			<-s.sem
+			return nil, fmt.Errorf("%s: store is closed", s.cfg.Name)
+		}
+		var cn *conn
+		if n := len(s.idle); n > 0 {
+			cn = s.idle[n-1]
+			s.idle = s.idle[:n-1]
+		}
+		s.mu.Unlock()
+		if cn == nil {
+			break
+		}
+		if cn.isClosed() {
+			cn.c.Close()
+			continue
+		}
+		// A connection idle for a while may have been dropped by the server or
+		// a NAT box without us noticing; check before trusting it.
+		if time.Since(cn.used) > 30*time.Second {
+			if err := cn.run(ctx, "NOOP", func() error { return cn.c.Noop().Wait() }); err != nil {
+				cn.markBroken()
+				continue
+			}
+		}
+		return cn, nil
+	}
+	cn, err := s.dial(ctx)
+	if err != nil {
+		<-s.sem
+		return nil, err
+	}
+	return cn, nil
+}
+
+// put returns a connection to the pool (or drops it when broken).
+func (s *Store) put(cn *conn) {
+	if cn == nil {
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed && !cn.isClosed() {
+		s.idle = append(s.idle, cn)
+	}
+	s.mu.Unlock()
+	if closed {
+		cn.logout()
+	} else if cn.isClosed() {
+		cn.c.Close()
+	}
+	<-s.sem
+}
+
+func (s *Store) addr() string { return net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)) }
+
+func (s *Store) newTracer() *tracer {
+	if s.cfg.Debug == nil {
+		return nil
+	}
+	return &tracer{w: s.cfg.Debug, name: fmt.Sprintf("%s#%d", s.cfg.Name, s.dbgs.Add(1))}
+}
+
+// dial opens, secures and authenticates a new connection.
+func (s *Store) dial(ctx context.Context) (*conn, error) {
+	s.credMu.Lock()
+	authErr := s.authErr
+	s.credMu.Unlock()
+	if authErr != nil {
+		return nil, authErr // don't hammer the server with a known-bad secret
+	}
+	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", s.addr())
+	if err != nil {
+		return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), err)
+	}
+	dc := newDeadlineConn(raw, s.cfg.Timeout)
+	dc.arm()
+	var cancelled atomic.Bool
+	stop := context.AfterFunc(ctx, func() { cancelled.Store(true); raw.Close() })
+	cn, err := s.setup(ctx, raw, dc)
+	stop()
+	if err != nil {
+		raw.Close()
+		switch {
+		case cancelled.Load():
+			return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), ctx.Err())
+		case dc.timedOut.Load():
+			return nil, fmt.Errorf("%s: connecting to %s: no answer for %v (timeout): %w", s.cfg.Name, s.addr(), s.cfg.Timeout, err)
+		}
+		return nil, err
+	}
+	dc.disarm()
+	return cn, nil
+}
+
+const syntheticGreeting = "* OK [quixysync] TLS established after STARTTLS\r\n"
+
+func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*conn, error) {
+	tr := s.newTracer()
+	var under net.Conn = dc
+	greeting := ""
+	encrypted := false
+	switch s.cfg.TLS {
+	case "implicit":
+		tc := tls.Client(dc, s.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, s.explainTLS(err)
+		}
+		under, encrypted = tc, true
+	case "starttls":
+		if err := s.startTLSPrephase(dc, tr); err != nil {
+			return nil, err
+		}
+		tc := tls.Client(dc, s.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, s.explainTLS(err)
+		}
+		under, encrypted, greeting = tc, true, syntheticGreeting
+	}
+	wc := newWireConn(under, tr, greeting)
+	c := imapclient.New(wc, &imapclient.Options{})
+	cn := &conn{s: s, id: s.dbgs.Load(), c: c, dc: dc, wc: wc, used: time.Now()}
+	fail := func(format string, args ...any) (*conn, error) {
+		c.Close()
+		return nil, fmt.Errorf("%s: %s: %s", s.cfg.Name, s.addr(), fmt.Sprintf(format, args...))
+	}
+	if err := c.WaitGreeting(); err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			return fail("server refused the connection: %s %s", ie.Type, ie.Text)
+		}
+		return fail("bad greeting (is this an IMAP server? is tls = %q right?): %v", s.cfg.TLS, err)
+	}
+	caps := c.Caps()
+	if caps == nil {
+		return fail("could not read the server's capabilities")
+	}
+	switch c.State() {
+	case imap.ConnStateNotAuthenticated:
+		if err := s.authenticate(ctx, cn, caps, encrypted, raw.RemoteAddr()); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if caps = c.Caps(); caps == nil {
+			return fail("could not read the server's capabilities after login")
+		}
+	case imap.ConnStateAuthenticated:
+		// PREAUTH: only reachable with implicit TLS or tls = "none"; the
+		// STARTTLS path refuses it before the upgrade.
+	default:
+		return fail("unexpected connection state %v", c.State())
+	}
+	cn.caps = caps
+	s.mu.Lock()
+	known := s.hasDel
+	s.mu.Unlock()
+	if !known {
+		if err := s.learnDelim(ctx, cn); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return cn, nil
+}
+
+func (s *Store) explainTLS(err error) error {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(err, &ua):
+		return fmt.Errorf("%s: TLS with %s: certificate signed by unknown authority: set ca_file = \"/path/to/ca-or-server-cert.pem\" for this store (%w)", s.cfg.Name, s.addr(), err)
+	case errors.As(err, &he):
+		return fmt.Errorf("%s: TLS with %s: the certificate is not valid for host %q: set host to a name the certificate covers (%w)", s.cfg.Name, s.addr(), s.cfg.Host, err)
+	case errors.As(err, &ci):
+		return fmt.Errorf("%s: TLS with %s: the server's certificate is invalid (expired or not yet valid?): %w", s.cfg.Name, s.addr(), err)
+	case errors.As(err, &rh):
+		return fmt.Errorf("%s: TLS with %s: the server did not answer with TLS: is port %d a plain-text port? try tls = \"starttls\" (%w)", s.cfg.Name, s.addr(), s.cfg.Port, err)
+	}
+	return fmt.Errorf("%s: TLS with %s: %w", s.cfg.Name, s.addr(), err)
+}
+
+func isLoopback(a net.Addr) bool {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.IsLoopback()
+	}
+	return false
+}
+
+func (s *Store) chooseMech(caps imap.CapSet) (string, error) {
+	offered := func(m string) bool { return caps.Has(imap.Cap("AUTH=" + strings.ToUpper(m))) }
+	if len(s.cfg.Auth) == 0 {
+		if offered("plain") {
+			return "plain", nil
+		}
+		if caps.Has(imap.CapLoginDisabled) {
+			return "", fmt.Errorf("%s: %s offers neither AUTHENTICATE PLAIN nor LOGIN (offers: %s); set auth", s.cfg.Name, s.cfg.Host, strings.Join(caps.AuthMechanisms(), " "))
+		}
+		return "login", nil
+	}
+	for _, m := range s.cfg.Auth {
+		if m == "login" && !caps.Has(imap.CapLoginDisabled) || m != "login" && offered(m) {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %s offers none of the allowed auth mechanisms %v (it offers: %s)",
+		s.cfg.Name, s.cfg.Host, s.cfg.Auth, strings.Join(caps.AuthMechanisms(), " "))
+}
+
+// credential returns the cached password or token, fetching it once.
+func (s *Store) credential(ctx context.Context, token bool) (string, error) {
+	s.credMu.Lock()
+	defer s.credMu.Unlock()
+	slot, fn, what := &s.password, s.cfg.Password, "password"
+	if token {
+		slot, fn, what = &s.token, s.cfg.Token, "token"
+	}
+	if *slot != nil {
+		return **slot, nil
+	}
+	if fn == nil {
+		return "", fmt.Errorf("%s: no %s configured", s.cfg.Name, what)
+	}
+	v, err := fn(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: getting the %s: %w", s.cfg.Name, what, err)
+	}
+	*slot = &v
+	return v, nil
+}
+
+func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, encrypted bool, remote net.Addr) error {
+	mech, err := s.chooseMech(caps)
+	if err != nil {
+		return err
+	}
+	if !encrypted && !isLoopback(remote) {
+		return fmt.Errorf("%s: refusing to send credentials unencrypted to %s (tls = \"none\" is only allowed towards a loopback address); use tls = \"implicit\" or \"starttls\"", s.cfg.Name, remote)
+	}
+	isToken := mech == "xoauth2" || mech == "oauthbearer"
+	secret, err := s.credential(ctx, isToken)
+	if err != nil {
+		return err
+	}
+	tr := cn.wc.t
+	if tr != nil {
+		tr.muted.Store(true)
+	}
+	err = cn.run(ctx, "authentication", func() error {
+		switch mech {
+		case "plain":
+			return cn.c.Authenticate(newPlain(s.cfg.User, secret))
+		case "login":
+			return cn.c.Login(s.cfg.User, secret).Wait()
+		case "xoauth2":
+			return cn.c.Authenticate(&xoauth2Client{user: s.cfg.User, token: secret})
+		default:
+			return cn.c.Authenticate(newOAuthBearer(s.cfg.User, secret, s.cfg.Host, s.cfg.Port))
+		}
+	})
+	if tr != nil {
+		tr.muted.Store(false)
+	}
+	if err == nil {
+		return nil
+	}
+	said := err.Error()
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		said = strings.TrimSpace(string(ie.Type) + " " + ie.Text)
+		if ie.Code != "" {
+			said = fmt.Sprintf("%s [%s] %s", ie.Type, ie.Code, ie.Text)
+		}
+	} else if bye := cn.wc.bye.Load(); bye != nil {
+		said = *bye
+	}
+	said = strings.ReplaceAll(said, secret, "<redacted>")
+	aerr := fmt.Errorf("%s: authentication failed for %s at %s (mechanism %s): server said: %s",
+		s.cfg.Name, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said)
+	if ie != nil {
+		// A definite refusal: remember it so other connections don't retry.
+		s.credMu.Lock()
+		s.authErr = aerr
+		s.credMu.Unlock()
+	}
+	return aerr
+}
+
+// learnDelim asks the server for its hierarchy delimiter (LIST "" "").
+func (s *Store) learnDelim(ctx context.Context, cn *conn) error {
+	var delim rune
+	found := false
+	err := cn.run(ctx, "LIST delimiter", func() error {
+		cmd := cn.c.List("", "", nil)
+		for d := cmd.Next(); d != nil; d = cmd.Next() {
+			delim, found = d.Delim, true
+		}
+		return cmd.Close()
+	})
+	if err != nil {
+		return err
+	}
+	if !found {
+		delim = '/'
+	}
+	s.mu.Lock()
+	s.delim, s.hasDel = delim, true
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Store) wireName(name string) (string, error) {
+	s.mu.Lock()
+	delim := s.delim
+	s.mu.Unlock()
+	w, err := toServer(name, delim)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", s.cfg.Name, err)
+	}
+	return w, nil
+}
+
+// Capabilities logs in and returns the server's capabilities after login.
+func (s *Store) Capabilities(ctx context.Context) ([]string, error) {
+	cn, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.put(cn)
+	var out []string
+	for c := range cn.caps {
+		out = append(out, string(c))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (s *Store) statusOptions(caps imap.CapSet) *imap.StatusOptions {
+	return &imap.StatusOptions{UIDValidity: true, UIDNext: true, NumMessages: true,
+		HighestModSeq: caps.Has(imap.CapCondStore)}
+}
+
+func toStatus(d *imap.StatusData, condstore bool) *engine.Status {
+	st := &engine.Status{UIDValidity: d.UIDValidity, UIDNext: engine.UID(d.UIDNext), Messages: -1,
+		HighestModSeq: d.HighestModSeq}
+	if d.NumMessages != nil {
+		st.Messages = int64(*d.NumMessages)
+	}
+	if condstore && st.HighestModSeq > 0 && st.UIDNext > 0 && st.Messages >= 0 {
+		st.Stamp = stamp(*st)
+	}
+	return st
+}
+
+func stamp(st engine.Status) string {
+	return fmt.Sprintf("%d/%d/%d/%d", st.UIDValidity, st.UIDNext, st.Messages, st.HighestModSeq)
+}
+
+// ListMailboxes lists every selectable mailbox. With LIST-STATUS the status
+// of each comes in the same round trip. A name the server reports that cannot
+// be mapped safely (".." component, NUL, "/" inside a component ...) is
+// skipped with a warning; the others are returned.
+func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
+	cn, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.put(cn)
+	var opts *imap.ListOptions
+	condstore := cn.caps.Has(imap.CapCondStore)
+	if cn.caps.Has(imap.CapListStatus) {
+		opts = &imap.ListOptions{ReturnStatus: s.statusOptions(cn.caps)}
+	}
+	var list []*imap.ListData
+	err = cn.run(ctx, "LIST", func() error {
+		cmd := cn.c.List("", "*", opts)
+		for d := cmd.Next(); d != nil; d = cmd.Next() {
+			list = append(list, d)
+		}
+		return cmd.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []engine.MailboxInfo
+	seen := map[string]bool{}
+	for _, d := range list {
+		if slices.ContainsFunc(d.Attrs, func(a imap.MailboxAttr) bool {
+			return equalFold(string(a), string(imap.MailboxAttrNoSelect)) || equalFold(string(a), string(imap.MailboxAttrNonExistent))
+		}) {
+			continue
+		}
+		name, err := fromServer(d.Mailbox, d.Delim)
+		if err != nil {
+			s.log.Warn("skipping mailbox with an unsafe name", "store", s.cfg.Name, "err", err)
+			continue
+		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		mi := engine.MailboxInfo{Name: name}
+		if d.Status != nil {
+			mi.Status = toStatus(d.Status, condstore)
+		}
+		out = append(out, mi)
+	}
+	return out, nil
+}
+
+// StatusAll asks for the status of many mailboxes with pipelined STATUS
+// commands (for servers without LIST-STATUS). Mailboxes the server refuses
+// (e.g. gone meanwhile) are left out of the map.
+func (s *Store) StatusAll(ctx context.Context, names []string) (map[string]engine.Status, error) {
+	out := make(map[string]engine.Status, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	cn, err := s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.put(cn)
+	condstore := cn.caps.Has(imap.CapCondStore)
+	opts := s.statusOptions(cn.caps)
+	const batch = 64
+	for len(names) > 0 {
+		n := min(len(names), batch)
+		part := names[:n]
+		names = names[n:]
+		wires := make([]string, len(part))
+		for i, name := range part {
+			if wires[i], err = s.wireName(name); err != nil {
+				return nil, err
+			}
+		}
+		err := cn.run(ctx, "STATUS", func() error {
+			cmds := make([]*imapclient.StatusCommand, len(part))
+			for i := range part {
+				cmds[i] = cn.c.Status(wires[i], opts)
+			}
+			var connErr error
+			for i, cmd := range cmds {
+				d, err := cmd.Wait()
+				var ie *imap.Error
+				switch {
+				case err == nil:
+					out[part[i]] = *toStatus(d, condstore)
+				case errors.As(err, &ie):
+					s.log.Debug("STATUS refused", "store", s.cfg.Name, "mailbox", part[i], "err", err)
+				default:
+					connErr = err
+				}
+			}
+			return connErr
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// exists reports whether the server lists the mailbox (and whether it is
+// selectable).
+func (s *Store) exists(ctx context.Context, cn *conn, wire string) (found, selectable bool, err error) {
+	err = cn.run(ctx, "LIST", func() error {
+		cmd := cn.c.List("", wire, nil)
+		for d := cmd.Next(); d != nil; d = cmd.Next() {
+			if d.Mailbox == wire || isInbox(wire) && isInbox(d.Mailbox) {
+				found = true
+				selectable = !slices.ContainsFunc(d.Attrs, func(a imap.MailboxAttr) bool {
+					return equalFold(string(a), string(imap.MailboxAttrNoSelect)) || equalFold(string(a), string(imap.MailboxAttrNonExistent))
+				})
+			}
+		}
+		return cmd.Close()
+	})
+	return found, selectable, err
+}
+
+// CreateMailbox creates a mailbox and, if the server needs it, its parents.
+func (s *Store) CreateMailbox(ctx context.Context, name string) error {
+	cn, err := s.get(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.put(cn)
+	return s.create(ctx, cn, name)
+}
+
+func (s *Store) create(ctx context.Context, cn *conn, name string) error {
+	wire, err := s.wireName(name)
+	if err != nil {
+		return err
+	}
+	if isInbox(wire) {
+		return nil
+	}
+	cerr := cn.run(ctx, "CREATE "+name, func() error { return cn.c.Create(wire, nil).Wait() })
+	if cerr == nil {
+		return nil
+	}
+	var ie *imap.Error
+	if !errors.As(cerr, &ie) {
+		return cerr
+	}
+	if ie.Code == imap.ResponseCodeAlreadyExists {
+		return nil
+	}
+	found, selectable, err := s.exists(ctx, cn, wire)
+	if err != nil {
+		return err
+	}
+	if found && selectable {
+		return nil
+	}
+	// Some servers want the parents first.
+	if i := strings.LastIndexByte(name, '/'); i > 0 && !found {
+		if err := s.create(ctx, cn, name[:i]); err != nil {
+			return cerr
+		}
+		return cn.run(ctx, "CREATE "+name, func() error { return cn.c.Create(wire, nil).Wait() })
+	}
+	return cerr
+}
+
+// DeleteMailbox removes an empty mailbox. The emptiness check (STATUS) and
+// the DELETE are two commands: a message delivered in between would be lost
+// with the mailbox on servers that delete non-empty mailboxes.
+func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
+	wire, err := s.wireName(name)
+	if err != nil {
+		return err
+	}
+	if isInbox(wire) {
+		return fmt.Errorf("%s: refusing to delete INBOX", s.cfg.Name)
+	}
+	cn, err := s.get(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.put(cn)
+	var d *imap.StatusData
+	err = cn.run(ctx, "STATUS "+name, func() error {
+		var err error
+		d, err = cn.c.Status(wire, &imap.StatusOptions{NumMessages: true}).Wait()
+		return err
+	})
+	if err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			if found, _, lerr := s.exists(ctx, cn, wire); lerr == nil && !found {
+				return fmt.Errorf("%s: mailbox %q: %w", s.cfg.Name, name, engine.ErrNoMailbox)
+			}
+		}
+		return err
+	}
+	if d.NumMessages != nil && *d.NumMessages > 0 {
+		return fmt.Errorf("%s: mailbox %q holds %d messages: %w", s.cfg.Name, name, *d.NumMessages, engine.ErrNotEmpty)
+	}
+	return cn.run(ctx, "DELETE "+name, func() error { return cn.c.Delete(wire).Wait() })
+}

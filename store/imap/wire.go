@@ -1,0 +1,172 @@
+package imap
+
+import (
+	"bufio"
+	"io"
+	"slices"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// maxUIDsPerCommand bounds the UIDs in one command; together with range
+// compression it keeps command lines far below server limits (Dovecot 64 KiB).
+const maxUIDsPerCommand = 1000
+
+// uidChunks sorts and deduplicates uids and splits them into UID sets of at
+// most maxUIDsPerCommand UIDs each (consecutive UIDs become ranges). UID 0 is
+// dropped: it never names a message.
+func uidChunks(uids []engine.UID) []imap.UIDSet {
+	s := slices.Clone(uids)
+	slices.Sort(s)
+	s = slices.Compact(s)
+	if len(s) > 0 && s[0] == 0 {
+		s = s[1:]
+	}
+	var out []imap.UIDSet
+	for len(s) > 0 {
+		n := min(len(s), maxUIDsPerCommand)
+		var set imap.UIDSet
+		for i := 0; i < n; {
+			j := i
+			for j+1 < n && s[j+1] == s[j]+1 {
+				j++
+			}
+			set = append(set, imap.UIDRange{Start: imap.UID(s[i]), Stop: imap.UID(s[j])})
+			i = j + 1
+		}
+		out = append(out, set)
+		s = s[n:]
+	}
+	return out
+}
+
+var flagMap = []struct {
+	f engine.Flag
+	i imap.Flag
+}{
+	{engine.FlagDraft, imap.FlagDraft},
+	{engine.FlagFlagged, imap.FlagFlagged},
+	{engine.FlagPassed, imap.FlagForwarded},
+	{engine.FlagReplied, imap.FlagAnswered},
+	{engine.FlagSeen, imap.FlagSeen},
+	{engine.FlagDeleted, imap.FlagDeleted},
+}
+
+func toIMAPFlags(f engine.Flag) []imap.Flag {
+	var out []imap.Flag
+	for _, m := range flagMap {
+		if f&m.f != 0 {
+			out = append(out, m.i)
+		}
+	}
+	return out
+}
+
+// fromIMAPFlags maps the standard flags; keywords are ignored. System flags
+// are compared case-insensitively (go-imap canonicalises them, keywords not).
+func fromIMAPFlags(fl []imap.Flag) engine.Flag {
+	var f engine.Flag
+	for _, x := range fl {
+		for _, m := range flagMap {
+			if equalFold(string(x), string(m.i)) {
+				f |= m.f
+			}
+		}
+	}
+	return f
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// crlfToLF converts a CRLF stream to LF: only CR LF pairs become LF, a lone
+// CR stays.
+type crlfToLF struct {
+	r      io.Reader
+	buf    []byte
+	out    []byte
+	heldCR bool // a CR at the end of the previous chunk
+	err    error
+}
+
+func newCRLFToLF(r io.Reader) *crlfToLF { return &crlfToLF{r: r, buf: make([]byte, 32<<10)} }
+
+func (c *crlfToLF) Read(p []byte) (int, error) {
+	for len(c.out) == 0 {
+		if c.err != nil {
+			if c.heldCR {
+				c.heldCR = false
+				c.out = append(c.out[:0], '\r')
+				break
+			}
+			return 0, c.err
+		}
+		n, err := c.r.Read(c.buf)
+		c.err = err
+		o := c.out[:0]
+		for i := 0; i < n; i++ {
+			b := c.buf[i]
+			if c.heldCR {
+				c.heldCR = false
+				if b != '\n' {
+					o = append(o, '\r')
+				}
+			}
+			if b == '\r' {
+				c.heldCR = true
+				continue
+			}
+			o = append(o, b)
+		}
+		c.out = o
+	}
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	return n, nil
+}
+
+// copyLFToCRLF copies r to w turning every LF not preceded by CR into CR LF.
+// It returns the number of bytes read (canonical size) and written.
+func copyLFToCRLF(w io.Writer, r io.Reader) (in, out int64, err error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	buf := make([]byte, 32<<10)
+	var prev byte
+	for {
+		n, rerr := r.Read(buf)
+		for i := 0; i < n; i++ {
+			b := buf[i]
+			if b == '\n' && prev != '\r' {
+				bw.WriteByte('\r')
+				out++
+			}
+			bw.WriteByte(b)
+			out++
+			prev = b
+		}
+		in += int64(n)
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return in, out, rerr
+		}
+	}
+	return in, out, bw.Flush()
+}
