@@ -120,7 +120,6 @@ var (
 	ErrStopped = errors.New("interrupted")
 )
 
-
 // SyncChannel syncs every selected mailbox pair of a channel.
 func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelResult {
 	res := ChannelResult{Channel: spec.Name}
@@ -289,9 +288,21 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 			listed++
 		}
 	}
+	canRemove := spec.Remove[have] && allowed(have)
+	if st.Generation > 0 && listed == 0 && canRemove {
+		// Synced before, empty on the side where it vanished: remove the
+		// other side too when it is empty; else it is re-created below.
+		if opt.DryRun {
+			res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side) if empty", have, miss)
+			return res
+		}
+		if r := removeVanished(ctx, spec, name, have, statePath, st); !errors.Is(r.Err, ErrGuard) {
+			return r
+		}
+	}
 	if listed > 0 {
 		// It was synced before and vanished on one side.
-		if !spec.Remove[have] || !allowed(have) {
+		if !canRemove {
 			res.Err = fmt.Errorf("mailbox %s: %w: it has vanished on the %s side while the state %s lists %d messages there; "+
 				"nothing was deleted. Remove it on the %s side too (or enable remove for that side) if that is intended, "+
 				"or move the state file away to copy it back", name, ErrGuard, miss, statePath, listed, have)

@@ -196,6 +196,12 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		b.j.close()
 		return err // errCrash: stop dead
 	}
+	if len(b.errs) > 0 || ctx.Err() != nil {
+		// Something planned did not happen (and was put back as pending or
+		// reverted): forget the markers so the next run looks at everything
+		// instead of skipping the mailbox as unchanged.
+		plan.State.Far, plan.State.Near = Markers{}, Markers{}
+	}
 	if err := b.finish(plan.State); err != nil {
 		return err
 	}
@@ -209,9 +215,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 func (b *boxRun) finish(st State) error {
 	st.Generation = b.st.Generation + 1
 	st.FarValidity, st.NearValidity = b.status[Far].UIDValidity, b.status[Near].UIDValidity
-	// The markers seen at open, not now: a change made by someone else during
-	// this run must still look like a change next time.
-	st.Far, st.Near = MarkersOf(b.status[Far]), MarkersOf(b.status[Near])
+	// The markers come from the plan: those seen at open (not now, so a change
+	// made by someone else during this run still looks like a change next
+	// time), or the old ones where the plan could not record a side exactly.
 	if err := b.j.sync(); err != nil {
 		return err
 	}
@@ -399,19 +405,25 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 	}
 	// Were messages known from earlier removed? Compare counts and only ask
 	// for the UIDs when some are missing.
-	knownBelow := 0
-	for _, p := range b.st.Pairs {
-		if u := p.uid(s); u != 0 && u < rec.UIDNext {
-			knownBelow++
-		}
-	}
+	listed := make(map[UID]bool, len(msgs))
 	newCount := 0
 	for _, m := range msgs {
 		if m.UID >= rec.UIDNext {
+			listed[m.UID] = true
 			newCount++
 		}
 	}
+	// A known UID at or above the old UIDNEXT (copied by the last run) that
+	// is not listed is gone; the planner learns that only from Existing.
+	knownBelow := 0
 	need := status.Messages < 0
+	for _, p := range b.st.Pairs {
+		if u := p.uid(s); u != 0 && u < rec.UIDNext {
+			knownBelow++
+		} else if u != 0 && !listed[u] {
+			need = true
+		}
+	}
 	if !need {
 		old := status.Messages - int64(newCount)
 		need = old < int64(knownBelow) || (rec.Messages >= 0 && old < rec.Messages)

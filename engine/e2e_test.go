@@ -1,0 +1,383 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// storeKinds builds store pairs behaving like Maildir↔Maildir, IMAP↔Maildir
+// (with and without UIDPLUS/CONDSTORE).
+var storeKinds = []struct {
+	name string
+	mk   func() (far, near *memStore)
+}{
+	{"maildirlike", func() (*memStore, *memStore) {
+		f, n := newMemStore("far"), newMemStore("near")
+		f.reserve, n.reserve = true, true
+		f.modseq, n.modseq = false, false
+		return f, n
+	}},
+	{"imap-uidplus", func() (*memStore, *memStore) {
+		f, n := newMemStore("far"), newMemStore("near")
+		f.crlf = true
+		n.reserve, n.modseq = true, false
+		return f, n
+	}},
+	{"imap-plain", func() (*memStore, *memStore) {
+		f, n := newMemStore("far"), newMemStore("near")
+		f.crlf, f.uidplus, f.modseq, f.noStamp = true, false, false, true
+		n.uidplus = false
+		return f, n
+	}},
+}
+
+func forEachKind(t *testing.T, fn func(t *testing.T, far, near *memStore)) {
+	for _, k := range storeKinds {
+		t.Run(k.name, func(t *testing.T) {
+			far, near := k.mk()
+			fn(t, far, near)
+		})
+	}
+}
+
+func checkEqual(t *testing.T, spec ChannelSpec, box, want string) {
+	t.Helper()
+	f, n := view(t, spec.Far, box), view(t, spec.Near, box)
+	if f != n {
+		t.Fatalf("%s differs:\nfar:  %s\nnear: %s", box, f, n)
+	}
+	if want != "" && f != want {
+		t.Fatalf("%s:\n got: %s\nwant: %s", box, f, want)
+	}
+}
+
+func TestSyncNewAndFlagsBothWays(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", FlagSeen)
+		addMsg(t, far, "INBOX", "b", 0)
+		addMsg(t, near, "INBOX", "c", FlagFlagged)
+		addMsg(t, near, "Sent", "s", FlagSeen)
+		res := mustSync(t, spec, RunOptions{})
+		if res.Copied[Near] != 2 || res.Copied[Far] != 2 || res.Created[Far] != 1 {
+			t.Fatalf("counts: %+v", res.Counts)
+		}
+		checkEqual(t, spec, "INBOX", "a:S b: c:F")
+		checkEqual(t, spec, "Sent", "s:S")
+
+		setFlagsBySubject(t, far, "INBOX", "b", FlagSeen|FlagReplied, 0)
+		setFlagsBySubject(t, near, "INBOX", "a", FlagFlagged, FlagSeen)
+		setFlagsBySubject(t, near, "INBOX", "b", FlagFlagged, 0)
+		res = mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "a:F b:FRS c:F")
+		if res.Copied != [2]int{} {
+			t.Fatalf("copied again: %+v", res.Counts)
+		}
+		// Idempotence: the next runs change nothing.
+		for i := 0; i < 2; i++ {
+			res = mustSync(t, spec, RunOptions{})
+			if res.Copied != [2]int{} || res.Flagged != [2]int{} || res.Deleted != [2]int{} {
+				t.Fatalf("run %d not idempotent: %+v", i, res.Counts)
+			}
+		}
+		checkEqual(t, spec, "INBOX", "a:F b:FRS c:F")
+	})
+}
+
+func TestSyncDeletions(t *testing.T) {
+	for _, expunge := range []bool{true, false} {
+		t.Run(fmt.Sprint("expunge=", expunge), func(t *testing.T) {
+			forEachKind(t, func(t *testing.T, far, near *memStore) {
+				spec := testSpec(t.TempDir(), far, near)
+				spec.Expunge = [2]bool{expunge, expunge}
+				for _, s := range []string{"a", "b", "c", "d"} {
+					addMsg(t, far, "INBOX", s, 0)
+				}
+				mustSync(t, spec, RunOptions{})
+				expungeBySubject(t, far, "INBOX", "a")
+				expungeBySubject(t, near, "INBOX", "b")
+				mustSync(t, spec, RunOptions{})
+				if expunge {
+					checkEqual(t, spec, "INBOX", "c: d:")
+				} else {
+					if got := view(t, far, "INBOX"); got != "b:T c: d:" {
+						t.Fatalf("far: %s", got)
+					}
+					if got := view(t, near, "INBOX"); got != "a:T c: d:" {
+						t.Fatalf("near: %s", got)
+					}
+				}
+				res := mustSync(t, spec, RunOptions{})
+				if res.Copied != [2]int{} || res.Deleted != [2]int{} {
+					t.Fatalf("not idempotent: %+v", res.Counts)
+				}
+			})
+		})
+	}
+}
+
+func TestPullPushKeepMaxUIDs(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "f1", 0)
+		addMsg(t, near, "INBOX", "n1", 0)
+		res := mustSync(t, spec, RunOptions{Mode: ModePull})
+		if res.Copied[Near] != 1 || res.Copied[Far] != 0 {
+			t.Fatalf("pull: %+v", res.Counts)
+		}
+		if got := view(t, far, "INBOX"); got != "f1:" {
+			t.Fatalf("pull changed far: %s", got)
+		}
+		// The pull must not have swallowed n1: a push copies it.
+		res = mustSync(t, spec, RunOptions{Mode: ModePush})
+		if res.Copied[Far] != 1 || res.Copied[Near] != 0 {
+			t.Fatalf("push: %+v", res.Counts)
+		}
+		checkEqual(t, spec, "INBOX", "f1: n1:")
+		addMsg(t, far, "INBOX", "f2", 0)
+		res = mustSync(t, spec, RunOptions{Mode: ModePush})
+		if res.Copied != [2]int{} {
+			t.Fatalf("push copied %+v", res.Counts)
+		}
+		res = mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "f1: f2: n1:")
+	})
+}
+
+func TestMaxSizeSkippedOnce(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		spec.MaxSize = 150
+		addMsg(t, far, "INBOX", "small", 0)
+		addMsg(t, far, "INBOX", strings.Repeat("big", 20), 0)
+		res := mustSync(t, spec, RunOptions{})
+		if res.Copied[Near] != 1 {
+			t.Fatalf("%+v", res.Counts)
+		}
+		p := res.Mailboxes[0]
+		_ = p
+		if got := view(t, near, "INBOX"); got != "small:" {
+			t.Fatalf("near: %s", got)
+		}
+		st, err := LoadState(spec.StateDir + "/INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		skipped := 0
+		for _, p := range st.Pairs {
+			if p.Skip == SkipTooBig {
+				skipped++
+			}
+		}
+		if skipped != 1 {
+			t.Fatalf("state: %+v", st.Pairs)
+		}
+		setFlagsBySubject(t, near, "INBOX", "small", FlagSeen, 0)
+		dry := SyncChannel(context.Background(), spec, RunOptions{DryRun: true})
+		if pl := dry.Mailboxes[0].Plan; pl == nil || len(pl.TooBig[Near]) != 0 || len(pl.Copies[Near]) != 0 {
+			t.Fatalf("big message considered again: %+v", pl)
+		}
+	})
+}
+
+func TestGuardStopsMassDeletion(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	for i := 0; i < 30; i++ {
+		addMsg(t, far, "INBOX", fmt.Sprint("m", i), 0)
+	}
+	mustSync(t, spec, RunOptions{})
+	for i := 0; i < 20; i++ {
+		expungeBySubject(t, near, "INBOX", fmt.Sprint("m", i))
+	}
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if len(res.Mailboxes) != 1 || !errors.Is(res.Mailboxes[0].Err, ErrGuard) {
+		t.Fatalf("guard did not trip: %+v", res.Mailboxes)
+	}
+	if n := len(subjects(t, far, "INBOX")); n != 30 {
+		t.Fatalf("far lost messages despite the guard: %d", n)
+	}
+	res = mustSync(t, spec, RunOptions{Force: true})
+	if n := len(subjects(t, far, "INBOX")); n != 10 {
+		t.Fatalf("far after --force: %d", n)
+	}
+}
+
+func TestVanishedMailboxTripsGuard(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	spec.Remove = [2]bool{true, true}
+	addMsg(t, far, "Work", "w1", 0)
+	addMsg(t, far, "Empty", "e1", 0)
+	mustSync(t, spec, RunOptions{})
+	near.mu.Lock()
+	delete(near.boxes, "Work")
+	near.mu.Unlock()
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	var workErr error
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Work" {
+			workErr = m.Err
+		}
+	}
+	if !errors.Is(workErr, ErrGuard) {
+		t.Fatalf("vanished near folder did not trip the guard: %+v", res.Mailboxes)
+	}
+	if n := len(subjects(t, far, "Work")); n != 1 {
+		t.Fatalf("far Work changed: %d", n)
+	}
+	// An empty mailbox that vanished on one side is removed on the other.
+	expungeBySubject(t, far, "Empty", "e1")
+	SyncChannel(context.Background(), spec, RunOptions{Force: true})
+	if n := len(subjects(t, near, "Empty")); n != 0 {
+		t.Fatalf("near Empty: %d", n)
+	}
+	near.mu.Lock()
+	delete(near.boxes, "Empty")
+	near.mu.Unlock()
+	res = SyncChannel(context.Background(), spec, RunOptions{})
+	if _, ok := far.boxes["Empty"]; ok {
+		t.Fatalf("empty vanished mailbox not removed: %+v", res.Mailboxes)
+	}
+}
+
+func TestUnchangedRunListsNothing(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	addMsg(t, near, "INBOX", "b", 0)
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{}) // sees its own changes once
+	before := far.Calls("List") + near.Calls("List") + far.Calls("UIDs") + near.Calls("UIDs") + far.Calls("Fetch") + near.Calls("Fetch")
+	res := mustSync(t, spec, RunOptions{})
+	after := far.Calls("List") + near.Calls("List") + far.Calls("UIDs") + near.Calls("UIDs") + far.Calls("Fetch") + near.Calls("Fetch")
+	if after != before {
+		t.Fatalf("unchanged run listed or fetched messages (%d calls)", after-before)
+	}
+	if res.Mailboxes[0].Skipped != "unchanged" {
+		t.Fatalf("not skipped: %+v", res.Mailboxes[0])
+	}
+	// An incremental run: one new message, no full listing needed to notice.
+	addMsg(t, far, "INBOX", "c", 0)
+	mustSync(t, spec, RunOptions{})
+	checkEqual(t, spec, "INBOX", "a: b: c:")
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	dir := t.TempDir()
+	spec := testSpec(dir, far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	addMsg(t, far, "New", "x", 0)
+	addMsg(t, near, "INBOX", "b", 0)
+	res := SyncChannel(context.Background(), spec, RunOptions{DryRun: true})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Copied[Near] != 2 || res.Copied[Far] != 1 || res.Created[Near] != 1 {
+		t.Fatalf("dry counts: %+v", res.Counts)
+	}
+	if view(t, near, "INBOX") != "b:" || view(t, far, "INBOX") != "a:" || near.boxes["New"] != nil {
+		t.Fatal("dry run changed a store")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("dry run wrote files: %v", ents)
+	}
+}
+
+func TestStageFailureLeavesNothingStaged(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	near.reserve = true
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "good", 0)
+	addMsg(t, far, "INBOX", "poison", 0)
+	near.failStage = "poison"
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if res.Mailboxes[0].Err == nil || res.Failed[Near] != 1 || res.Copied[Near] != 1 {
+		t.Fatalf("%+v %v", res.Counts, res.Mailboxes[0].Err)
+	}
+	if near.staged != 0 {
+		t.Fatalf("%d staged messages left behind", near.staged)
+	}
+	near.failStage = ""
+	mustSync(t, spec, RunOptions{})
+	checkEqual(t, spec, "INBOX", "good: poison:")
+}
+
+func TestLockedChannel(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	path, _ := channelLockPath(spec)
+	lk, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flock locks belong to the open file description: a second open in the
+	// same process contends like another process would.
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if !errors.Is(res.Err, ErrLocked) || !strings.Contains(res.Err.Error(), fmt.Sprint(os.Getpid())) {
+		t.Fatalf("want ErrLocked naming pid %d, got %v", os.Getpid(), res.Err)
+	}
+	lk.Unlock()
+	mustSync(t, spec, RunOptions{})
+}
+
+// TestCrashAtEveryStep is isync's crash test: for every journal line N of a
+// sync with work of every kind, kill the run after line N, resume, and check
+// that the result equals the uninterrupted one.
+func TestCrashAtEveryStep(t *testing.T) {
+	forEachKind(t, func(t *testing.T, _, _ *memStore) {
+		kind := t.Name()[strings.LastIndexByte(t.Name(), '/')+1:]
+		var mk func() (*memStore, *memStore)
+		for _, k := range storeKinds {
+			if k.name == kind {
+				mk = k.mk
+			}
+		}
+		build := func() ChannelSpec {
+			far, near := mk()
+			spec := testSpec(t.TempDir(), far, near)
+			crashScenarioSetup(t, spec)
+			return spec
+		}
+		ref := build()
+		var lines atomic.Int64
+		mustSync(t, ref, RunOptions{journalLines: &lines})
+		steps := int(lines.Load())
+		if steps < 10 {
+			t.Fatalf("scenario has only %d journal steps", steps)
+		}
+		want := map[string]string{}
+		for _, box := range []string{"INBOX", "Archive"} {
+			checkEqual(t, ref, box, "")
+			want[box] = view(t, ref.Far, box)
+		}
+		for n := 1; n <= steps; n++ {
+			spec := build()
+			res := SyncChannel(context.Background(), spec, RunOptions{CrashAfter: n})
+			crashed := false
+			for _, m := range res.Mailboxes {
+				if errors.Is(m.Err, errCrash) {
+					crashed = true
+				}
+			}
+			if !crashed {
+				t.Fatalf("step %d: no crash happened", n)
+			}
+			mustSync(t, spec, RunOptions{})
+			for _, box := range []string{"INBOX", "Archive"} {
+				checkEqual(t, spec, box, want[box])
+			}
+			res = mustSync(t, spec, RunOptions{})
+			if res.Copied != [2]int{} || res.Deleted != [2]int{} {
+				t.Fatalf("step %d: run after resume not idempotent: %+v", n, res.Counts)
+			}
+		}
+	})
+}

@@ -1,0 +1,298 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// memStore is a small in-memory Store for engine tests. It can behave like a
+// Maildir (UIDs reserved at Stage) or like an IMAP server with or without
+// UIDPLUS and CONDSTORE.
+type memStore struct {
+	name    string
+	reserve bool // Stage reserves the UID (Maildir-like)
+	uidplus bool // Commit reports UIDs (when !reserve)
+	modseq  bool // CONDSTORE-like change counter: incremental List
+	crlf    bool // sizes reported in CRLF form
+	noStamp bool
+
+	mu     sync.Mutex
+	boxes  map[string]*memBox
+	calls  map[string]int
+	staged int // staged, neither committed nor discarded
+	// failStage makes Stage fail for bodies containing this string.
+	failStage string
+}
+
+type memBox struct {
+	validity uint32
+	next     UID
+	modseq   uint64
+	version  int
+	msgs     map[UID]*memMsg
+}
+
+type memMsg struct {
+	body   []byte
+	flags  Flag
+	date   time.Time
+	modseq uint64
+}
+
+func newMemStore(name string) *memStore {
+	return &memStore{name: name, boxes: map[string]*memBox{}, calls: map[string]int{}, uidplus: true, modseq: true}
+}
+
+func (s *memStore) count(op string) {
+	s.calls[op]++
+}
+
+func (s *memStore) Calls(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[op]
+}
+
+func (s *memStore) Name() string { return s.name }
+
+func (s *memStore) ListMailboxes(ctx context.Context) ([]MailboxInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []MailboxInfo
+	for n := range s.boxes {
+		out = append(out, MailboxInfo{Name: n})
+	}
+	return out, nil
+}
+
+func (s *memStore) CreateMailbox(ctx context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.boxes[name] == nil {
+		s.boxes[name] = &memBox{validity: uint32(1000 + len(s.boxes)), next: 1, msgs: map[UID]*memMsg{}}
+	}
+	return nil
+}
+
+func (s *memStore) DeleteMailbox(ctx context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.boxes[name]
+	if b == nil {
+		return ErrNoMailbox
+	}
+	if len(b.msgs) > 0 {
+		return fmt.Errorf("%s: %w", name, ErrNotEmpty)
+	}
+	delete(s.boxes, name)
+	return nil
+}
+
+func (s *memStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.boxes[name]
+	if b == nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrNoMailbox)
+	}
+	return &memMailbox{s: s, b: b, ro: readOnly, st: s.statusLocked(b)}, nil
+}
+
+func (s *memStore) Close() error { return nil }
+
+func (s *memStore) statusLocked(b *memBox) Status {
+	st := Status{UIDValidity: b.validity, UIDNext: b.next, Messages: int64(len(b.msgs))}
+	if s.modseq {
+		st.HighestModSeq = b.modseq + 1
+	}
+	if !s.noStamp {
+		st.Stamp = fmt.Sprintf("%d.%d", b.validity, b.version)
+	}
+	return st
+}
+
+func (b *memBox) touch() {
+	b.modseq++
+	b.version++
+}
+
+type memMailbox struct {
+	s  *memStore
+	b  *memBox
+	ro bool
+	st Status
+}
+
+type memStaged struct {
+	uid   UID
+	body  []byte
+	flags Flag
+	date  time.Time
+	done  bool
+}
+
+func (m *memStaged) UID() UID        { return m.uid }
+func (m *memStaged) Size() int64     { return int64(len(m.body)) }
+func (m *memMailbox) Status() Status { return m.st }
+
+func (m *memMailbox) List(ctx context.Context, q ListQuery) ([]Message, bool, error) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	m.s.count("List")
+	all := q.All || !m.s.modseq
+	var out []Message
+	for uid, msg := range m.b.msgs {
+		if all || uid >= q.From || (q.ChangedSince > 0 && msg.modseq > q.ChangedSince) {
+			size := int64(len(msg.body))
+			if m.s.crlf {
+				size += int64(bytes.Count(msg.body, []byte{'\n'}))
+			}
+			out = append(out, Message{UID: uid, Flags: msg.flags, Size: size, SizeIsCRLF: m.s.crlf, Date: msg.date})
+		}
+	}
+	slices.SortFunc(out, func(a, b Message) int { return cmpUID(a.UID, b.UID) })
+	return out, all, nil
+}
+
+func (m *memMailbox) UIDs(ctx context.Context, below UID) ([]UID, error) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	m.s.count("UIDs")
+	var out []UID
+	for uid := range m.b.msgs {
+		if uid < below {
+			out = append(out, uid)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (m *memMailbox) Fetch(ctx context.Context, uids []UID, fn func(UID, io.Reader) error) error {
+	m.s.mu.Lock()
+	m.s.count("Fetch")
+	type item struct {
+		uid  UID
+		body []byte
+	}
+	var items []item
+	for _, u := range uids {
+		if msg := m.b.msgs[u]; msg != nil {
+			items = append(items, item{u, msg.body})
+		}
+	}
+	m.s.mu.Unlock()
+	for _, it := range items {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(it.uid, bytes.NewReader(it.body)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memMailbox) Stage(ctx context.Context, nm NewMessage) (Staged, error) {
+	if m.ro {
+		return nil, ErrReadOnly
+	}
+	body, err := io.ReadAll(nm.Body)
+	if err != nil {
+		return nil, err
+	}
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	if m.s.failStage != "" && bytes.Contains(body, []byte(m.s.failStage)) {
+		return nil, fmt.Errorf("stage: injected failure")
+	}
+	st := &memStaged{body: body, flags: nm.Flags, date: nm.Date}
+	if m.s.reserve {
+		st.uid = m.b.next
+		m.b.next++
+	}
+	m.s.staged++
+	return st, nil
+}
+
+func (m *memMailbox) Commit(ctx context.Context, staged []Staged) ([]CommitResult, error) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	res := make([]CommitResult, len(staged))
+	for i, x := range staged {
+		st := x.(*memStaged)
+		uid := st.uid
+		if uid == 0 {
+			uid = m.b.next
+			m.b.next++
+		}
+		m.b.touch()
+		m.b.msgs[uid] = &memMsg{body: st.body, flags: st.flags, date: st.date, modseq: m.b.modseq}
+		st.done = true
+		m.s.staged--
+		if m.s.reserve || m.s.uidplus {
+			res[i].UID = uid
+		}
+	}
+	return res, nil
+}
+
+func (m *memMailbox) Discard(staged []Staged) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	for _, x := range staged {
+		if st := x.(*memStaged); !st.done {
+			st.done = true
+			m.s.staged--
+		}
+	}
+}
+
+func (m *memMailbox) SetFlags(ctx context.Context, uids []UID, add, remove Flag) error {
+	if m.ro {
+		return ErrReadOnly
+	}
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	m.s.count("SetFlags")
+	for _, u := range uids {
+		if msg := m.b.msgs[u]; msg != nil {
+			nf := (msg.flags | add) &^ remove
+			if nf != msg.flags {
+				m.b.touch()
+				msg.flags, msg.modseq = nf, m.b.modseq
+			}
+		}
+	}
+	return nil
+}
+
+func (m *memMailbox) Expunge(ctx context.Context, uids []UID) error {
+	if m.ro {
+		return ErrReadOnly
+	}
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	m.s.count("Expunge")
+	for _, u := range uids {
+		if m.b.msgs[u] != nil {
+			delete(m.b.msgs, u)
+			m.b.touch()
+		}
+	}
+	return nil
+}
+
+func (m *memMailbox) Close() error { return nil }
+
+// msgBody builds a small message whose subject names it.
+func msgBody(subject string) string {
+	return fmt.Sprintf("From: a@example.org\nMessage-ID: <%s@test>\nSubject: %s\n\nbody of %s\n%s\n",
+		subject, subject, subject, strings.Repeat("x", len(subject)*7))
+}
