@@ -1,0 +1,95 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/quixysync/quixysync/channel"
+)
+
+// CheckOptions are the flags of `check`.
+type CheckOptions struct {
+	Connect bool
+}
+
+func newCheckCommand(g *globalOptions) *cobra.Command {
+	var opts CheckOptions
+	cmd := &cobra.Command{
+		Use:   "check [--connect]",
+		Short: "Validate the configuration (and with --connect, log in to every IMAP store)",
+		Long: `Check reads and validates the configuration file and prints a summary. Every
+problem is reported with the file, line and key, and how to fix it.
+
+With --connect it also logs in to every IMAP store and prints the server's
+capabilities, so a wrong host, port, TLS mode, certificate or password shows
+up before the first sync.
+` + exitStatusHelp,
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			return runCheck(cmd.Context(), g, opts)
+		}),
+	}
+	cmd.Flags().BoolVar(&opts.Connect, "connect", false, "log in to every IMAP store and print its capabilities")
+	return cmd
+}
+
+func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	g.printf("config %s: OK, %s, %s, %s, %s\n", cfg.File,
+		count(len(cfg.Channels), "channel"), count(len(cfg.IMAP), "IMAP store"),
+		count(len(cfg.Maildir), "Maildir store"), count(len(cfg.Groups), "group"))
+	if !opts.Connect {
+		return nil
+	}
+	code := exitOK
+	for _, name := range sortedNames(cfg.IMAP) {
+		is := cfg.IMAP[name]
+		caps, err := checkIMAP(ctx, g, is)
+		if err != nil {
+			g.errorf("%s (%s, tls %s): %v", is.Ref(), is.Addr(), is.TLS, err)
+			code = worse(code, exitCode(err))
+			continue
+		}
+		g.printf("%s (%s, tls %s, user %s): OK\n  capabilities: %s\n", is.Ref(), is.Addr(), is.TLS, is.User, strings.Join(caps, " "))
+	}
+	if code != exitOK {
+		return exitStatus(code)
+	}
+	return nil
+}
+
+func checkIMAP(ctx context.Context, g *globalOptions, is *channel.IMAPStore) ([]string, error) {
+	s, err := g.openIMAP(is)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Capabilities(ctx)
+}
+
+// count is "1 message", "2 messages", "3 mailboxes".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	if strings.HasSuffix(what, "x") || strings.HasSuffix(what, "s") {
+		return fmt.Sprintf("%d %ses", n, what)
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

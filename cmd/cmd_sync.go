@@ -1,0 +1,428 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/quixysync/quixysync/channel"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// maxParallelChannels bounds how many channels sync at once; each one opens
+// its own connections, so more would mostly compete for the same servers.
+const maxParallelChannels = 4
+
+// SyncOptions are the flags shared by sync, pull and push.
+type SyncOptions struct {
+	All    bool
+	DryRun bool
+	Force  bool
+
+	// progress receives progress events; nil until a progress display exists.
+	progress func(engine.ProgressEvent)
+}
+
+const targetHelp = `TARGET is CHANNEL (every mailbox its patterns select), CHANNEL:MAILBOX[,MAILBOX...]
+(only those mailboxes), or GROUP (its channels); --all is every channel.
+Channels run concurrently (up to 4 at a time).
+
+--dry-run prints, per mailbox, what would be done (messages to copy each way,
+flag changes, deletions, mailboxes to create) and changes nothing: no server
+command that writes, no file, no state.
+
+At the end one line per channel sums up what happened:
+  work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 errors
+(← into the near side, i.e. pulled; → into the far side, i.e. pushed).
+-v adds a line per mailbox; -q prints only errors, so a cron job mails only
+on trouble. Errors go to stderr, naming the channel and mailbox.
+`
+
+func newSyncCommand(g *globalOptions) *cobra.Command {
+	return newTransferCommand(g, engine.ModeSync, "sync",
+		"Sync channels both ways",
+		`Sync propagates changes both ways, as each channel's pull and push lists say:
+new messages, flag changes and removals, and creates missing mailboxes per
+the channel's create setting.
+`)
+}
+
+// newTransferCommand builds sync, pull and push: the same command with a
+// different engine.Mode.
+func newTransferCommand(g *globalOptions, mode engine.Mode, name, short, long string) *cobra.Command {
+	var opts SyncOptions
+	cmd := &cobra.Command{
+		Use:               name + " [TARGET...] [--all] [--dry-run] [--force]",
+		Short:             short,
+		Long:              long + "\n" + targetHelp + exitStatusHelp,
+		ValidArgsFunction: completeChannels(g),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			return runTransfer(cmd.Context(), g, opts, mode, args)
+		}),
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&opts.All, "all", "a", false, "every channel")
+	f.BoolVarP(&opts.DryRun, "dry-run", "n", false, "print what would be done, change nothing")
+	f.BoolVar(&opts.Force, "force", false, "let a safety guard pass (confirm a large deletion)")
+	return cmd
+}
+
+func runTransfer(ctx context.Context, g *globalOptions, opts SyncOptions, mode engine.Mode, args []string) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	// Resolve's messages name what exists, and cover no target and --all with targets.
+	targets, err := cfg.Resolve(args, opts.All)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	results := g.syncTargets(ctx, cfg, targets, mode, opts)
+	if code := g.printResults(results, opts); code != exitOK {
+		return exitStatus(code)
+	}
+	return nil
+}
+
+// syncTargets runs every target's channel, up to maxParallelChannels at a
+// time, and returns the results in the targets' order.
+func (g *globalOptions) syncTargets(ctx context.Context, cfg *channel.Config, targets []channel.Target, mode engine.Mode, opts SyncOptions) []engine.ChannelResult {
+	results := make([]engine.ChannelResult, len(targets))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallelChannels)
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = g.syncTarget(ctx, cfg, t, mode, opts)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t channel.Target, mode engine.Mode, opts SyncOptions) engine.ChannelResult {
+	ch := t.Channel
+	if err := ctx.Err(); err != nil {
+		return engine.ChannelResult{Channel: ch.Name, Err: fmt.Errorf("%w before starting", engine.ErrStopped)}
+	}
+	far, near, err := g.openChannel(cfg, ch)
+	if err != nil {
+		return engine.ChannelResult{Channel: ch.Name, Err: err}
+	}
+	defer g.closeStores(far, near)
+	spec := channelSpec(ch, t.Mailboxes, far, near)
+	return engine.SyncChannel(ctx, spec, engine.RunOptions{
+		Mode:     mode,
+		DryRun:   opts.DryRun,
+		Force:    opts.Force,
+		Log:      g.logger().With("channel", ch.Name),
+		Progress: opts.progress,
+	})
+}
+
+// channelSpec is what the engine needs from a configured channel.
+func channelSpec(ch *channel.Channel, mailboxes []string, far, near engine.Store) engine.ChannelSpec {
+	return engine.ChannelSpec{
+		Name:            ch.Name,
+		Far:             far,
+		Near:            near,
+		Match:           ch.Match,
+		Mailboxes:       mailboxes,
+		Pull:            ch.Pull,
+		Push:            ch.Push,
+		Expunge:         ch.Expunge.Array(),
+		MaxSize:         ch.MaxSize,
+		Create:          ch.Create.Array(),
+		Remove:          ch.Remove.Array(),
+		CopyArrivalDate: ch.CopyArrivalDate,
+		StateDir:        stateDir(ch),
+	}
+}
+
+// stateDir is the channel's state_dir, else $XDG_STATE_HOME/quixysync/<channel>
+// (~/.local/state/quixysync/<channel>).
+func stateDir(ch *channel.Channel) string {
+	if ch.StateDir != "" {
+		return ch.StateDir
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" || !filepath.IsAbs(base) {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "" // the engine then says it has nowhere to keep state
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "quixysync", ch.Name)
+}
+
+// printResults prints errors, dry-run plans, per-mailbox lines (-v) and the
+// summary lines, and returns the exit status the results call for.
+func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOptions) int {
+	code := exitOK
+	for _, r := range results {
+		errs := 0
+		if r.Err != nil {
+			errs++
+			g.errorf("%s: %v", r.Channel, r.Err)
+			code = worse(code, exitCode(r.Err))
+		}
+		mbs := append([]engine.MailboxResult(nil), r.Mailboxes...)
+		sortMailboxes(mbs, func(m engine.MailboxResult) string { return m.Mailbox })
+		for _, mr := range mbs {
+			if mr.Err != nil {
+				errs++
+				g.errorf("%s:%s: %s", r.Channel, mr.Mailbox, withGuardHint(mr.Err))
+				code = worse(code, exitCode(mr.Err))
+			} else if mr.Plan != nil && mr.Plan.Guard != nil && !opts.Force {
+				// A dry run reports the guard in the plan: the real run would stop.
+				code = worse(code, exitGuard)
+			}
+			if opts.DryRun && !g.Quiet {
+				writePlan(g.stdout, r.Channel, mr, g.Verbose)
+			} else if g.Verbose {
+				fmt.Fprintf(g.stdout, "  %s:%s: %s\n", r.Channel, mr.Mailbox, mailboxLine(mr))
+			}
+		}
+		name := r.Channel
+		if opts.DryRun {
+			name += " (dry run)"
+		}
+		g.printf("%s\n", summaryLine(name, channelCounts(r, opts.DryRun), errs))
+	}
+	return code
+}
+
+func withGuardHint(err error) string {
+	msg := err.Error()
+	if exitCode(err) == exitGuard && !strings.Contains(msg, "--force") {
+		msg += " (nothing was deleted; if this is what you want, run again with --force)"
+	}
+	return msg
+}
+
+func mailboxLine(mr engine.MailboxResult) string {
+	switch {
+	case mr.Err != nil:
+		return "failed (see above)"
+	case mr.Skipped != "":
+		return mr.Skipped
+	}
+	c := mr.Counts
+	return fmt.Sprintf("copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d%s",
+		c.Copied[engine.Near], c.Copied[engine.Far], c.Flagged[engine.Near], c.Flagged[engine.Far],
+		c.Deleted[engine.Near], c.Deleted[engine.Far], createdNote(c))
+}
+
+func createdNote(c engine.Counts) string {
+	var parts []string
+	if c.Created[engine.Near] > 0 {
+		parts = append(parts, "created near")
+	}
+	if c.Created[engine.Far] > 0 {
+		parts = append(parts, "created far")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(parts, ", ")
+}
+
+func summaryLine(name string, c engine.Counts, errs int) string {
+	return fmt.Sprintf("%s: copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d, created %s, %s",
+		name, c.Copied[engine.Near], c.Copied[engine.Far], c.Flagged[engine.Near], c.Flagged[engine.Far],
+		c.Deleted[engine.Near], c.Deleted[engine.Far],
+		count(c.Created[engine.Near]+c.Created[engine.Far], "mailbox"),
+		count(errs, "error"))
+}
+
+// channelCounts totals a channel's counts. The engine may count at the
+// channel level, per mailbox, or both (mailbox creation is naturally
+// channel-level): each field takes the larger of the channel's figure and
+// the mailboxes' sum, so nothing is counted twice. In a dry run the copies,
+// flag changes and deletions come from the plans.
+func channelCounts(r engine.ChannelResult, dry bool) engine.Counts {
+	var sum engine.Counts
+	for _, mr := range r.Mailboxes {
+		c := mr.Counts
+		if dry && mr.Plan != nil {
+			c = planCounts(mr.Plan, c)
+		}
+		for s := 0; s < 2; s++ {
+			sum.Copied[s] += c.Copied[s]
+			sum.Flagged[s] += c.Flagged[s]
+			sum.Deleted[s] += c.Deleted[s]
+			sum.Created[s] += c.Created[s]
+		}
+	}
+	for s := 0; s < 2; s++ {
+		sum.Copied[s] = max(sum.Copied[s], r.Copied[s])
+		sum.Flagged[s] = max(sum.Flagged[s], r.Flagged[s])
+		sum.Deleted[s] = max(sum.Deleted[s], r.Deleted[s])
+		sum.Created[s] = max(sum.Created[s], r.Created[s])
+	}
+	return sum
+}
+
+// planCounts is what a plan would do; creation is not part of a plan, so it
+// is kept from the engine's counts.
+func planCounts(p *engine.Plan, c engine.Counts) engine.Counts {
+	out := engine.Counts{Created: c.Created}
+	for s := 0; s < 2; s++ {
+		out.Copied[s] = len(p.Copies[s])
+		out.Flagged[s] = len(flaggedUIDs(p.Flags[s]))
+		out.Deleted[s] = len(p.Expunges[s])
+	}
+	return out
+}
+
+func flaggedUIDs(ups []engine.FlagUpdate) []engine.UID {
+	seen := map[engine.UID]bool{}
+	var out []engine.UID
+	for _, u := range ups {
+		for _, uid := range u.UIDs {
+			if !seen[uid] {
+				seen[uid] = true
+				out = append(out, uid)
+			}
+		}
+	}
+	return out
+}
+
+// writePlan prints what a dry run would do to one mailbox pair. Mailboxes
+// with nothing to do are listed only with -v.
+func writePlan(w io.Writer, ch string, mr engine.MailboxResult, verbose bool) {
+	var lines []string
+	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
+	for _, s := range []engine.Side{engine.Near, engine.Far} {
+		if mr.Created[s] > 0 {
+			add("create the mailbox on the %s side", s)
+		}
+	}
+	if p := mr.Plan; p != nil {
+		for _, s := range []engine.Side{engine.Near, engine.Far} {
+			if cs := p.Copies[s]; len(cs) > 0 {
+				uids := make([]engine.UID, len(cs))
+				var size int64
+				for i, c := range cs {
+					uids[i] = c.UID
+					if c.Size > 0 {
+						size += c.Size
+					}
+				}
+				add("copy %s → %s: %s (%s UIDs %s, %s)", s.Other(), s, count(len(cs), "message"), s.Other(), uidSet(uids), byteSize(size))
+			}
+		}
+		for _, s := range []engine.Side{engine.Near, engine.Far} {
+			for _, u := range p.Flags[s] {
+				add("flags on the %s side: %s on %s (UIDs %s)", s, flagChange(u.Add, u.Remove), count(len(u.UIDs), "message"), uidSet(u.UIDs))
+			}
+		}
+		for _, s := range []engine.Side{engine.Near, engine.Far} {
+			if ex := p.Expunges[s]; len(ex) > 0 {
+				add("delete on the %s side: %s (UIDs %s)", s, count(len(ex), "message"), uidSet(ex))
+			}
+		}
+		for _, s := range []engine.Side{engine.Near, engine.Far} {
+			if tb := p.TooBig[s]; len(tb) > 0 {
+				add("not copied %s → %s, larger than max_size: %s (%s UIDs %s)", s.Other(), s, count(len(tb), "message"), s.Other(), uidSet(tb))
+			}
+		}
+		if p.Guard != nil {
+			add("stopped by the safety guard: %s (the %s side would lose %d of %d messages; --force to confirm)",
+				p.Guard.Reason, p.Guard.Side, p.Guard.Removes, p.Guard.Of)
+		}
+	}
+	switch {
+	case mr.Err != nil:
+		return // reported on stderr
+	case len(lines) == 0 && !verbose:
+		return
+	case len(lines) == 0:
+		reason := "nothing to do"
+		if mr.Skipped != "" {
+			reason += " (" + mr.Skipped + ")"
+		}
+		fmt.Fprintf(w, "%s:%s: %s\n", ch, mr.Mailbox, reason)
+		return
+	}
+	fmt.Fprintf(w, "%s:%s:\n", ch, mr.Mailbox)
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+}
+
+var flagNames = []struct {
+	f    engine.Flag
+	name string
+}{
+	{engine.FlagSeen, "seen"},
+	{engine.FlagFlagged, "flagged"},
+	{engine.FlagReplied, "answered"},
+	{engine.FlagPassed, "forwarded"},
+	{engine.FlagDraft, "draft"},
+	{engine.FlagDeleted, "deleted"},
+}
+
+// flagChange spells a flag change as "+seen -flagged".
+func flagChange(add, remove engine.Flag) string {
+	var parts []string
+	for _, fn := range flagNames {
+		if add.Has(fn.f) {
+			parts = append(parts, "+"+fn.name)
+		}
+	}
+	for _, fn := range flagNames {
+		if remove.Has(fn.f) {
+			parts = append(parts, "-"+fn.name)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// uidSet formats UIDs compactly as IMAP does: "1:3,7,9:10".
+func uidSet(uids []engine.UID) string {
+	s := append([]engine.UID(nil), uids...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j+1 < len(s) && (s[j+1] == s[j] || s[j+1] == s[j]+1) {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(uint64(s[i]), 10))
+		if s[j] != s[i] {
+			b.WriteByte(':')
+			b.WriteString(strconv.FormatUint(uint64(s[j]), 10))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n < 1024:
+		return fmt.Sprintf("%d B", n)
+	case n < 1024*1024:
+		return fmt.Sprintf("%.1f KiB", float64(n)/1024)
+	case n < 1024*1024*1024:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1024*1024))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1024*1024*1024))
+}

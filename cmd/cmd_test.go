@@ -1,0 +1,535 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/demo"
+)
+
+// run runs the command line in-process and returns what it printed and its
+// exit status. It isolates the environment: no user config, state in a
+// temporary directory.
+func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code = execute(ctx, args, &out, &errb)
+	t.Logf("quixysync %s → %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errb.String())
+	return out.String(), errb.String(), code
+}
+
+// isolate points every default location into a temporary directory.
+func isolate(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("HOME", dir)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
+	t.Setenv("QUIXYSYNC_CONFIG", "")
+	return dir
+}
+
+func writeFile(t *testing.T, path, text string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// mkMaildir creates a Maildir folder.
+func mkMaildir(t *testing.T, dir string) {
+	t.Helper()
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func goodConfig(t *testing.T, dir string) string {
+	return writeFile(t, filepath.Join(dir, "good.toml"), fmt.Sprintf(`
+[imap.work]
+host = "127.0.0.1"
+port = 1143
+tls = "none"
+user = "me"
+password = "secret"
+
+[maildir.local]
+path = %q
+
+[channel.work]
+far = "imap.work"
+near = "maildir.local"
+
+[channel.other]
+far = "imap.work"
+near = "maildir.local"
+mailboxes = ["INBOX"]
+
+[group.everything]
+channels = ["work", "other"]
+`, filepath.Join(dir, "Mail")))
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	dir := isolate(t)
+	cfg := goodConfig(t, dir)
+	for _, args := range [][]string{
+		{"nosuchcommand"},
+		{"--no-such-flag", "version"},
+		{"version", "extra"},
+		{"-v", "-q", "version"},
+		{"completion"},
+		{"completion", "tcsh"},
+		{"check", "--bogus"},
+		{"-c", cfg, "list", "nosuchchannel"},
+		{"-c", cfg, "sync", "nosuchchannel"},
+		{"-c", cfg, "sync", "work", "--all"},
+		{"-c", cfg, "sync", "work:"},
+		{"demo", "a", "b"},
+	} {
+		_, stderr, code := run(t, args...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+		if !strings.HasPrefix(stderr, "quixysync: ") {
+			t.Errorf("%v: stderr does not start with an error message: %q", args, stderr)
+		}
+	}
+}
+
+func TestNoTargetListsChannels(t *testing.T) {
+	dir := isolate(t)
+	cfg := goodConfig(t, dir)
+	for _, c := range []string{"sync", "pull", "push"} {
+		stdout, stderr, code := run(t, "-c", cfg, c)
+		if code != exitUsage {
+			t.Errorf("%s without target: exit %d, want 2", c, code)
+		}
+		if !strings.Contains(stderr, "other, work") || !strings.Contains(stderr, "everything") {
+			t.Errorf("%s without target: stderr does not list channels and groups: %q", c, stderr)
+		}
+		if stdout != "" {
+			t.Errorf("%s without target printed to stdout: %q", c, stdout)
+		}
+	}
+}
+
+func TestConfigErrorsExit2WithLine(t *testing.T) {
+	dir := isolate(t)
+	bad := writeFile(t, filepath.Join(dir, "bad.toml"), `
+[imap.work]
+host = "imap.example.com"
+colour = "blue"
+`)
+	syntax := writeFile(t, filepath.Join(dir, "syntax.toml"), "[imap.work]\nhost = \n")
+	for _, tc := range []struct {
+		file, want string
+		args       []string
+	}{
+		{bad, "bad.toml:4", []string{"check"}},
+		{bad, "bad.toml:4", []string{"list"}},
+		{bad, "bad.toml:4", []string{"sync", "--all"}},
+		{syntax, "syntax.toml:2", []string{"check"}},
+		{filepath.Join(dir, "missing.toml"), "missing.toml", []string{"check"}},
+	} {
+		args := append([]string{"-c", tc.file}, tc.args...)
+		_, stderr, code := run(t, args...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+		if !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: stderr %q does not name %s", args, stderr, tc.want)
+		}
+	}
+	// QUIXYSYNC_CONFIG is used without -c, and -c wins over it.
+	t.Setenv("QUIXYSYNC_CONFIG", bad)
+	if _, stderr, code := run(t, "check"); code != exitUsage || !strings.Contains(stderr, "bad.toml") {
+		t.Errorf("check with QUIXYSYNC_CONFIG=bad: exit %d, stderr %q", code, stderr)
+	}
+	if _, _, code := run(t, "-c", goodConfig(t, dir), "check"); code != exitOK {
+		t.Errorf("-c good with QUIXYSYNC_CONFIG=bad: exit %d", code)
+	}
+}
+
+func TestCheckGoodConfig(t *testing.T) {
+	dir := isolate(t)
+	cfg := goodConfig(t, dir)
+	stdout, _, code := run(t, "-c", cfg, "check")
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	want := "config " + cfg + ": OK, 2 channels, 1 IMAP store, 1 Maildir store, 1 group\n"
+	if stdout != want {
+		t.Errorf("stdout %q, want %q", stdout, want)
+	}
+	if stdout, stderr, code := run(t, "-q", "-c", cfg, "check"); code != 0 || stdout != "" || stderr != "" {
+		t.Errorf("-q check: exit %d, stdout %q, stderr %q; want silence", code, stdout, stderr)
+	}
+}
+
+func TestCheckConnect(t *testing.T) {
+	dir := isolate(t)
+	srv, err := demo.Start(demo.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), fmt.Sprintf(`
+[imap.good]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "demo"
+password = "demo"
+
+[imap.wrongpass]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "demo"
+password = "nope"
+`, srv.Port, srv.Port))
+	stdout, stderr, code := run(t, "-c", cfg, "check", "--connect")
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1 (one store cannot log in)", code)
+	}
+	if !strings.Contains(stdout, "imap.good") || !strings.Contains(stdout, "UIDPLUS") {
+		t.Errorf("stdout lacks imap.good's capabilities: %q", stdout)
+	}
+	if !strings.Contains(stderr, "imap.wrongpass") {
+		t.Errorf("stderr does not name the failing store: %q", stderr)
+	}
+	if strings.Contains(stdout+stderr, "nope") {
+		t.Errorf("the password appears in the output")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	stdout, _, code := run(t, "version")
+	if code != exitOK || !regexp.MustCompile(`^quixysync \S+.* go\d`).MatchString(stdout) {
+		t.Errorf("version: exit %d, stdout %q", code, stdout)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
+		stdout, _, code := run(t, "completion", sh)
+		if code != exitOK || !strings.Contains(stdout, "quixysync") || len(stdout) < 500 {
+			t.Errorf("completion %s: exit %d, %d bytes", sh, code, len(stdout))
+		}
+	}
+}
+
+func TestHelpDocumentsExitStatus(t *testing.T) {
+	for _, c := range []string{"sync", "pull", "push", "list", "check", "demo", "version", "completion"} {
+		stdout, _, code := run(t, c, "--help")
+		if code != exitOK || !strings.Contains(stdout, "EXIT STATUS") || !strings.Contains(stdout, "safety guard") {
+			t.Errorf("%s --help: exit %d, no EXIT STATUS section", c, code)
+		}
+	}
+}
+
+func TestList(t *testing.T) {
+	dir := isolate(t)
+	srv, err := demo.Start(demo.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if _, err := srv.Seed(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Create("Junk"); err != nil {
+		t.Fatal(err)
+	}
+	mail := filepath.Join(dir, "Mail")
+	mkMaildir(t, filepath.Join(mail, "INBOX"))
+	mkMaildir(t, filepath.Join(mail, "Sent"))
+	mkMaildir(t, filepath.Join(mail, "Local"))
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), fmt.Sprintf(`
+[imap.demo]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "demo"
+password = "demo"
+
+[maildir.local]
+path = %q
+
+[channel.demo]
+far = "imap.demo"
+near = "maildir.local"
+mailboxes = ["*", "!Junk"]
+
+[imap.down]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "demo"
+password = "demo"
+timeout = "5s"
+
+[channel.broken]
+far = "imap.down"
+near = "maildir.local"
+`, srv.Port, mail, freePort(t)))
+
+	stdout, stderr, code := run(t, "-c", cfg, "list", "demo")
+	if code != exitOK {
+		t.Fatalf("list demo: exit %d", code)
+	}
+	want := map[string][2]string{
+		"INBOX":        {"both", "matched"},
+		"Sent":         {"both", "matched"},
+		"Archive/2025": {"far only", "matched"},
+		"Entwürfe":     {"far only", "matched"},
+		"Junk":         {"far only", "excluded"},
+		"Local":        {"near only", "matched"},
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != len(want)+1 {
+		t.Fatalf("list printed %d lines, want %d", len(lines), len(want)+1)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(lines[1]), "INBOX ") {
+		t.Errorf("INBOX is not listed first: %q", lines[1])
+	}
+	for _, l := range lines[1:] {
+		f := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(l), -1)
+		if len(f) != 3 {
+			t.Errorf("line %q: want 3 columns", l)
+			continue
+		}
+		w, ok := want[f[0]]
+		if !ok {
+			t.Errorf("unexpected mailbox %q", f[0])
+			continue
+		}
+		if f[1] != w[0] || f[2] != w[1] {
+			t.Errorf("%s: %s, %s; want %s, %s", f[0], f[1], f[2], w[0], w[1])
+		}
+	}
+
+	// An unreachable server: a clear error naming the channel and store, exit 1;
+	// the reachable channel is still listed.
+	stdout, stderr, code = run(t, "-c", cfg, "list")
+	if code != exitFailure {
+		t.Errorf("list with an unreachable server: exit %d, want 1", code)
+	}
+	if !strings.Contains(stderr, "broken") || !strings.Contains(stderr, "imap.down") {
+		t.Errorf("stderr does not name the channel and store: %q", stderr)
+	}
+	if !strings.Contains(stdout, "Archive/2025") {
+		t.Errorf("the reachable channel is not listed: %q", stdout)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	srv, err := demo.Start(demo.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := srv.Port
+	srv.Close()
+	return port
+}
+
+// skipWithoutEngine skips a test while engine.SyncChannel is still a stub, so
+// the test runs by itself once the engine lands.
+func skipWithoutEngine(t *testing.T, stderr string) {
+	t.Helper()
+	if strings.Contains(stderr, "not implemented yet") {
+		t.Skip("engine.SyncChannel is not implemented yet")
+	}
+}
+
+// maildirPair writes a config with a Maildir → Maildir channel and a far
+// INBOX holding n messages.
+func maildirPair(t *testing.T, dir string, n int) (cfg, far, near string) {
+	far = filepath.Join(dir, "far")
+	near = filepath.Join(dir, "near")
+	mkMaildir(t, filepath.Join(far, "INBOX"))
+	for i := 0; i < n; i++ {
+		writeFile(t, filepath.Join(far, "INBOX", "new", fmt.Sprintf("100%d.M%dP1.test", i, i)),
+			fmt.Sprintf("From: a@example.com\nSubject: test %d\nMessage-ID: <%d@test>\n\nbody %d\n", i, i, i))
+	}
+	cfg = writeFile(t, filepath.Join(dir, "m.toml"), fmt.Sprintf(`
+[maildir.far]
+path = %q
+
+[maildir.near]
+path = %q
+
+[channel.mm]
+far = "maildir.far"
+near = "maildir.near"
+`, far, near))
+	return cfg, far, near
+}
+
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	for _, sub := range []string{"cur", "new"} {
+		es, _ := os.ReadDir(filepath.Join(dir, sub))
+		n += len(es)
+	}
+	return n
+}
+
+func TestSyncMaildirPair(t *testing.T) {
+	dir := isolate(t)
+	cfg, _, near := maildirPair(t, dir, 3)
+
+	// A dry run says what it would do and changes nothing.
+	stdout, stderr, code := run(t, "-c", cfg, "sync", "--dry-run", "mm")
+	skipWithoutEngine(t, stderr)
+	if code != exitOK {
+		t.Fatalf("dry run: exit %d", code)
+	}
+	if !strings.Contains(stdout, "mm:INBOX:") || !strings.Contains(stdout, "copy far → near: 3 messages") {
+		t.Errorf("dry run does not show the copies: %q", stdout)
+	}
+	if !strings.Contains(stdout, "mm (dry run): copied ←3 →0") {
+		t.Errorf("dry run summary: %q", stdout)
+	}
+	if _, err := os.Stat(near); err == nil {
+		t.Errorf("dry run created %s", near)
+	}
+
+	stdout, _, code = run(t, "-v", "-c", cfg, "sync", "mm")
+	if code != exitOK {
+		t.Fatalf("sync: exit %d", code)
+	}
+	if !regexp.MustCompile(`(?m)^mm: copied ←3 →0, flags ←0 →0, deleted ←0 →0, created \d mailbox(es)?, 0 errors$`).MatchString(stdout) {
+		t.Errorf("summary line: %q", stdout)
+	}
+	if !strings.Contains(stdout, "  mm:INBOX: ") {
+		t.Errorf("-v: no line per mailbox: %q", stdout)
+	}
+	if n := countFiles(t, filepath.Join(near, "INBOX")); n != 3 {
+		t.Errorf("near INBOX holds %d messages, want 3", n)
+	}
+
+	// -q: nothing at all on success.
+	stdout, stderr, code = run(t, "-q", "-c", cfg, "sync", "--all")
+	if code != exitOK || stdout != "" || stderr != "" {
+		t.Errorf("-q sync: exit %d, stdout %q, stderr %q; want silence", code, stdout, stderr)
+	}
+	for _, c := range []string{"pull", "push"} {
+		if _, _, code := run(t, "-c", cfg, c, "mm:INBOX"); code != exitOK {
+			t.Errorf("%s mm:INBOX: exit %d", c, code)
+		}
+	}
+}
+
+func TestLockedExit3(t *testing.T) {
+	dir := isolate(t)
+	cfg, _, _ := maildirPair(t, dir, 1)
+	// Another run holds the channel's lock (a separate open file: flock
+	// conflicts even within one process).
+	lock, err := engine.LockFile(filepath.Join(dir, "state", "quixysync", "locks", "mm.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	_, stderr, code := run(t, "-c", cfg, "sync", "mm")
+	skipWithoutEngine(t, stderr)
+	if code != exitLocked {
+		t.Errorf("sync while locked: exit %d, want 3", code)
+	}
+	if !strings.Contains(stderr, "mm") || !strings.Contains(stderr, fmt.Sprint(os.Getpid())) {
+		t.Errorf("stderr does not name the channel and the holder's PID: %q", stderr)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	isolate(t)
+	dir := filepath.Join(t.TempDir(), "demo")
+	stdout, stderr, code := run(t, "demo", dir)
+	skipWithoutEngine(t, stderr)
+	if code != exitOK {
+		t.Fatalf("demo: exit %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, demo.ConfigName)); err != nil {
+		t.Errorf("no config written: %v", err)
+	}
+	folders, err := demo.Folders(filepath.Join(dir, "Mail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, f := range folders {
+		got[f.Name] = f.Messages
+	}
+	want := map[string]int{}
+	for _, mb := range demo.Tree() {
+		want[mb.Name] = len(mb.Messages)
+	}
+	want["INBOX"]++ // the message that arrived between the syncs
+	want["Sent"]++  // the message filed locally
+	for name, n := range want {
+		if got[name] != n {
+			t.Errorf("%s holds %d messages, want %d", name, got[name], n)
+		}
+	}
+	for _, s := range []string{"First sync", "Second sync", "Downloaded 1 message", "uploaded 1 message", "sync --all"} {
+		if !strings.Contains(stdout, s) {
+			t.Errorf("demo output lacks %q", s)
+		}
+	}
+	// A second demo into the same directory refuses to mix with the old mail.
+	if _, _, code := run(t, "demo", dir); code != exitUsage {
+		t.Errorf("demo into a used DIR: exit %d, want 2", code)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	if got := uidSet([]engine.UID{7, 1, 2, 3, 9, 10, 3}); got != "1:3,7,9:10" {
+		t.Errorf("uidSet = %q", got)
+	}
+	c := engine.Counts{Copied: [2]int{3, 12}, Flagged: [2]int{0, 4}, Deleted: [2]int{1, 0}, Created: [2]int{0, 1}}
+	want := "work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 errors"
+	if got := summaryLine("work", c, 0); got != want {
+		t.Errorf("summaryLine = %q, want %q", got, want)
+	}
+	if got := flagChange(engine.FlagSeen|engine.FlagFlagged, engine.FlagDeleted); got != "+seen +flagged -deleted" {
+		t.Errorf("flagChange = %q", got)
+	}
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, 0},
+		{fmt.Errorf("x: %w", engine.ErrLocked), 3},
+		{fmt.Errorf("x: %w", engine.ErrGuard), 4},
+		{&engine.GuardError{Reason: "too many"}, 4},
+		{fmt.Errorf("x: %w", engine.ErrStopped), exitInterrupted},
+		{context.Canceled, exitInterrupted},
+		{fmt.Errorf("boom"), 1},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+	if worse(1, 4) != 4 || worse(3, 1) != 3 || worse(4, exitInterrupted) != exitInterrupted {
+		t.Error("worse does not prefer the more serious status")
+	}
+}
