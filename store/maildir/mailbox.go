@@ -1,0 +1,559 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+var unixENOTEMPTY = syscall.ENOTEMPTY
+
+// entry is one message file as last seen.
+type entry struct {
+	sub  string // "new" or "cur"
+	name string
+	fn   fileName
+}
+
+// Mailbox is an open Maildir folder. It implements engine.Mailbox and
+// engine.UIDKeeper.
+type Mailbox struct {
+	s        *Store
+	name     string
+	dir      string
+	readOnly bool
+	status   engine.Status
+
+	known func(engine.UID) bool
+	// ours are UIDs this Mailbox handed out itself (fresh assignments,
+	// staged and committed messages): never foreign.
+	ours map[engine.UID]bool
+
+	idx     map[engine.UID]*entry
+	scanned bool
+
+	dirsReady bool
+	pool      []engine.UID // reserved in .uidvalidity, not used yet
+	batch     int
+}
+
+var (
+	_ engine.Mailbox   = (*Mailbox)(nil)
+	_ engine.UIDKeeper = (*Mailbox)(nil)
+)
+
+// Status is what was seen at open (the Stamp from stat before any read);
+// Messages is filled in once the folder has been scanned.
+func (m *Mailbox) Status() engine.Status { return m.status }
+
+// SetKnownUIDs sets which ",U=" values this folder's sync state knows; others
+// are foreign (a file moved here by a mail client) and get fresh UIDs.
+func (m *Mailbox) SetKnownUIDs(known func(engine.UID) bool) { m.known = known }
+
+// Close releases nothing: a Maildir holds no open resources.
+func (m *Mailbox) Close() error { return nil }
+
+func (m *Mailbox) errf(format string, args ...any) error {
+	return fmt.Errorf("maildir %s: mailbox %q: %s", m.s.name, m.name, fmt.Sprintf(format, args...))
+}
+
+func (m *Mailbox) wrap(what string, err error) error {
+	return fmt.Errorf("maildir %s: mailbox %q: %s: %w", m.s.name, m.name, what, err)
+}
+
+func (m *Mailbox) path(e *entry) string { return filepath.Join(m.dir, e.sub, e.name) }
+
+// ---- scanning ----
+
+// scanGuard: a directory modified this recently may still change within the
+// file system's timestamp granularity, so an unchanged mtime proves nothing.
+const scanGuard = 20 * time.Millisecond
+
+// maxScanTries bounds the rescans when the directories keep changing.
+const maxScanTries = 8
+
+// readDirs lists new/ then cur/ (a file moves new→cur, never back, so reading
+// in this order cannot miss a file that moves meanwhile) until the listing is
+// consistent: the directories' mtimes did not change while reading, and
+// either they were old enough to trust or two listings in a row agree.
+func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
+	var prev []string
+	for try := 0; try < maxScanTries; try++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		s1, err := dirStamp(m.dir)
+		if err != nil {
+			return nil, m.wrap("scan", err)
+		}
+		var entries []*entry
+		var keys []string
+		for _, sub := range []string{"new", "cur"} {
+			names, err := readNames(filepath.Join(m.dir, sub))
+			if err != nil {
+				return nil, m.wrap("scan", err)
+			}
+			for _, n := range names {
+				entries = append(entries, &entry{sub: sub, name: n, fn: parseName(n)})
+				keys = append(keys, sub+"/"+n)
+			}
+		}
+		s2, err := dirStamp(m.dir)
+		if err != nil {
+			return nil, m.wrap("scan", err)
+		}
+		if s1 == s2 {
+			slices.Sort(keys)
+			if !s2.recent(t0, scanGuard) || (prev != nil && slices.Equal(prev, keys)) {
+				return m.dropStale(entries), nil
+			}
+			prev = keys
+		} else {
+			prev = nil
+		}
+		time.Sleep(time.Duration(1<<try) * time.Millisecond)
+	}
+	return nil, m.errf("new/ and cur/ kept changing while being read; try again later")
+}
+
+// readNames returns the message file names of a directory (no dot-files, no
+// subdirectories); a missing directory is empty.
+func readNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	des, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(des))
+	for _, d := range des {
+		if n := d.Name(); !strings.HasPrefix(n, ".") && !d.IsDir() {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// dropStale removes listing artefacts of concurrent renames: when two
+// entries share a base name, those whose file no longer exists are dropped.
+func (m *Mailbox) dropStale(entries []*entry) []*entry {
+	byBase := map[string]int{}
+	for _, e := range entries {
+		byBase[e.fn.Base]++
+	}
+	out := entries[:0]
+	for _, e := range entries {
+		if byBase[e.fn.Base] > 1 {
+			if _, err := os.Lstat(m.path(e)); errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// scan reads the folder and builds the UID index, giving fresh UIDs to
+// files without one, with a foreign one, or with a duplicate one.
+func (m *Mailbox) scan(ctx context.Context) error {
+	for round := 0; round < 4; round++ {
+		entries, err := m.readDirs(ctx)
+		if err != nil {
+			return err
+		}
+		again, err := m.index(entries)
+		if err != nil {
+			return err
+		}
+		if !again {
+			m.scanned = true
+			m.status.Messages = int64(len(m.idx))
+			return nil
+		}
+		m.s.log.Debug("files changed while assigning UIDs, rescanning", "mailbox", m.name)
+	}
+	return m.errf("files kept changing while UIDs were assigned; try again later")
+}
+
+func (m *Mailbox) ensureScanned(ctx context.Context) error {
+	if m.scanned {
+		return nil
+	}
+	return m.scan(ctx)
+}
+
+// uidState reads .uidvalidity and checks it still belongs to what was opened.
+func (m *Mailbox) uidState() (uidState, error) {
+	st, ok, err := readUIDState(m.dir)
+	if err != nil {
+		return st, m.wrap("scan", err)
+	}
+	if !ok {
+		if !m.readOnly {
+			return st, m.wrap(uidFile+" vanished", engine.ErrValidity)
+		}
+		st = uidState{Validity: m.status.UIDValidity}
+	}
+	if st.Validity != m.status.UIDValidity {
+		return st, m.wrap(fmt.Sprintf("UIDVALIDITY %d, opened with %d", st.Validity, m.status.UIDValidity), engine.ErrValidity)
+	}
+	return st, nil
+}
+
+// index assigns UIDs and fills m.idx; again is true when a file vanished
+// while it was being renamed (a mail client was at work) and the folder must
+// be read again.
+func (m *Mailbox) index(entries []*entry) (again bool, err error) {
+	st, err := m.uidState()
+	if err != nil {
+		return false, err
+	}
+	byUID := map[engine.UID][]*entry{}
+	var fresh []*entry
+	for _, e := range entries {
+		u := e.fn.UID
+		switch {
+		case u == 0:
+			fresh = append(fresh, e)
+		case m.ours[u]:
+			byUID[u] = append(byUID[u], e)
+		case u > st.Last:
+			m.s.log.Info("file carries a UID above the last one assigned here: giving it a new UID", "mailbox", m.name, "file", e.sub+"/"+e.name)
+			fresh = append(fresh, e)
+		case m.known != nil && !m.known(u):
+			m.s.log.Info("file carries a UID this folder's state does not know (moved from another folder?): giving it a new UID", "mailbox", m.name, "file", e.sub+"/"+e.name)
+			fresh = append(fresh, e)
+		default:
+			byUID[u] = append(byUID[u], e)
+		}
+	}
+	idx := make(map[engine.UID]*entry, len(entries))
+	for u, es := range byUID {
+		if len(es) > 1 {
+			m.orderDuplicates(es)
+			for _, e := range es[1:] {
+				m.s.log.Info("duplicate UID: the newer file gets a new UID", "mailbox", m.name, "uid", u, "keeps", es[0].sub+"/"+es[0].name, "file", e.sub+"/"+e.name)
+			}
+			fresh = append(fresh, es[1:]...)
+		}
+		idx[u] = es[0]
+	}
+	if len(fresh) > 0 {
+		sort.Slice(fresh, func(i, j int) bool {
+			if fresh[i].fn.Base != fresh[j].fn.Base {
+				return fresh[i].fn.Base < fresh[j].fn.Base
+			}
+			return fresh[i].name < fresh[j].name
+		})
+		if m.readOnly {
+			// In memory only: nothing on disk changes in read-only mode.
+			next := max(st.Last, m.maxOurs()) + 1
+			for _, e := range fresh {
+				idx[next] = e
+				next++
+			}
+		} else {
+			again, err = m.assignFresh(fresh, idx)
+			if err != nil {
+				return false, err
+			}
+		}
+	}
+	m.idx = idx
+	return again, nil
+}
+
+func (m *Mailbox) maxOurs() engine.UID {
+	var x engine.UID
+	for u := range m.ours {
+		x = max(x, u)
+	}
+	return x
+}
+
+// orderDuplicates puts the file that keeps a shared UID first: the one with
+// the oldest ctime (a file moved or copied here later has a newer one).
+func (m *Mailbox) orderDuplicates(es []*entry) {
+	ctime := func(e *entry) int64 {
+		var st unix.Stat_t
+		if err := unix.Lstat(m.path(e), &st); err != nil {
+			return 1<<63 - 1
+		}
+		return st.Ctim.Nano()
+	}
+	type ce struct {
+		c int64
+		e *entry
+	}
+	cs := make([]ce, len(es))
+	for i, e := range es {
+		cs[i] = ce{ctime(e), e}
+	}
+	sort.SliceStable(cs, func(i, j int) bool {
+		if cs[i].c != cs[j].c {
+			return cs[i].c < cs[j].c
+		}
+		if cs[i].e.sub != cs[j].e.sub {
+			return cs[i].e.sub == "cur"
+		}
+		return cs[i].e.name < cs[j].e.name
+	})
+	for i := range cs {
+		es[i] = cs[i].e
+	}
+}
+
+// assignFresh reserves UIDs for the files in fresh and renames each in place
+// to carry its ",U=".
+func (m *Mailbox) assignFresh(fresh []*entry, idx map[engine.UID]*entry) (again bool, err error) {
+	st, first, err := m.s.reserveUIDs(m.dir, len(fresh))
+	if err != nil {
+		return false, m.wrap("assign UIDs", err)
+	}
+	if st.Validity != m.status.UIDValidity {
+		return false, m.wrap("assign UIDs", engine.ErrValidity)
+	}
+	touched := map[string]bool{}
+	for i, e := range fresh {
+		uid := first + engine.UID(i)
+		fn := e.fn.withUID(uid)
+		ne := &entry{sub: e.sub, name: fn.String(), fn: fn}
+		err := renameNoReplace(m.path(e), m.path(ne))
+		switch {
+		case err == nil:
+			m.ours[uid] = true
+			idx[uid] = ne
+			touched[e.sub] = true
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
+			again = true
+		default:
+			return false, m.wrap("assign UIDs", err)
+		}
+	}
+	if err := m.syncSubs(touched); err != nil {
+		return false, err
+	}
+	return again, nil
+}
+
+func (m *Mailbox) syncSubs(touched map[string]bool) error {
+	if !m.s.opt.Fsync {
+		return nil
+	}
+	for _, sub := range []string{"new", "cur"} {
+		if touched[sub] {
+			if err := syncDir(filepath.Join(m.dir, sub)); err != nil {
+				return m.wrap("fsync "+sub, err)
+			}
+		}
+	}
+	return nil
+}
+
+// renameNoReplace renames old to new, failing with fs.ErrExist when new
+// exists: a message file is never overwritten.
+func renameNoReplace(oldPath, newPath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldPath, unix.AT_FDCWD, newPath, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if err == unix.EINVAL || err == unix.ENOSYS || err == unix.ENOTSUP {
+		// The file system lacks RENAME_NOREPLACE: link+unlink never overwrites.
+		lerr := os.Link(oldPath, newPath)
+		if lerr == nil {
+			if rerr := os.Remove(oldPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				return rerr
+			}
+			return nil
+		}
+		var le *os.LinkError
+		if errors.As(lerr, &le) && (le.Err == unix.EEXIST || le.Err == unix.ENOENT) {
+			return lerr
+		}
+		// No hard links either: check, then rename (a small window remains).
+		if _, serr := os.Lstat(newPath); serr == nil {
+			return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: unix.EEXIST}
+		}
+		return os.Rename(oldPath, newPath)
+	}
+	return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: err}
+}
+
+// ---- listing ----
+
+// List reports every message (Maildir has no change counter), so complete
+// is always true. Size and Date come from stat.
+func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Message, bool, error) {
+	for try := 0; ; try++ {
+		if err := m.scan(ctx); err != nil {
+			return nil, false, err
+		}
+		msgs := make([]engine.Message, 0, len(m.idx))
+		gone := false
+		for uid, e := range m.idx {
+			fi, err := os.Stat(m.path(e))
+			if errors.Is(err, fs.ErrNotExist) {
+				gone = true
+				break
+			}
+			if err != nil {
+				return nil, false, m.wrap("stat", err)
+			}
+			msgs = append(msgs, engine.Message{UID: uid, Flags: e.fn.Flags, Size: fi.Size(), Date: fi.ModTime()})
+		}
+		if gone {
+			if try < 3 {
+				continue // renamed by a mail client since the scan
+			}
+			return nil, false, m.errf("files kept being renamed while listed; try again later")
+		}
+		sort.Slice(msgs, func(i, j int) bool { return msgs[i].UID < msgs[j].UID })
+		return msgs, true, nil
+	}
+}
+
+// UIDs returns the UIDs below below of the messages that exist now.
+func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, error) {
+	if err := m.scan(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]engine.UID, 0, len(m.idx))
+	for u := range m.idx {
+		if u < below {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// ---- operations on existing messages ----
+
+// errGone is what an operation of each returns when a message file is not
+// where the index says.
+var errGone = errors.New("message file moved")
+
+// each runs op for every uid present in the index. op returning errGone means the file moved: after one rescan those uids
+// are tried again, and skipped if still gone.
+func (m *Mailbox) each(ctx context.Context, uids []engine.UID, op func(uid engine.UID, e *entry) error) error {
+	if err := m.ensureScanned(ctx); err != nil {
+		return err
+	}
+	pending := uids
+	for round := 0; round < 2 && len(pending) > 0; round++ {
+		if round > 0 {
+			if err := m.scan(ctx); err != nil {
+				return err
+			}
+		}
+		var missed []engine.UID
+		for _, uid := range pending {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			e := m.idx[uid]
+			if e == nil {
+				continue
+			}
+			err := op(uid, e)
+			if err == errGone {
+				missed = append(missed, uid)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		pending = missed
+	}
+	return nil
+}
+
+// Fetch passes each message file's bytes to fn (Maildir files are already in
+// LF form).
+func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engine.UID, r io.Reader) error) error {
+	return m.each(ctx, uids, func(uid engine.UID, e *entry) error {
+		f, err := os.Open(m.path(e))
+		if errors.Is(err, fs.ErrNotExist) {
+			return errGone
+		}
+		if err != nil {
+			return m.wrap("fetch", err)
+		}
+		defer f.Close()
+		return fn(uid, f)
+	})
+}
+
+// SetFlags renames files to carry the new flag letters, moving them into
+// cur/ as mbsync does; unknown letters stay.
+func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove engine.Flag) error {
+	if m.readOnly {
+		return m.wrap("set flags", engine.ErrReadOnly)
+	}
+	touched := map[string]bool{}
+	err := m.each(ctx, uids, func(uid engine.UID, e *entry) error {
+		fn := e.fn.withFlags((e.fn.Flags | add) &^ remove)
+		ne := &entry{sub: "cur", name: fn.String(), fn: fn}
+		if ne.name == e.name && e.sub == "cur" {
+			return nil
+		}
+		if err := renameNoReplace(m.path(e), m.path(ne)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return errGone
+			}
+			return m.wrap("set flags", err)
+		}
+		touched[e.sub], touched["cur"] = true, true
+		m.idx[uid] = ne
+		return nil
+	})
+	if serr := m.syncSubs(touched); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Expunge unlinks the message files.
+func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
+	if m.readOnly {
+		return m.wrap("expunge", engine.ErrReadOnly)
+	}
+	touched := map[string]bool{}
+	err := m.each(ctx, uids, func(uid engine.UID, e *entry) error {
+		if err := os.Remove(m.path(e)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return errGone
+			}
+			return m.wrap("expunge", err)
+		}
+		touched[e.sub] = true
+		delete(m.idx, uid)
+		return nil
+	})
+	if serr := m.syncSubs(touched); err == nil {
+		err = serr
+	}
+	m.status.Messages = int64(len(m.idx))
+	return err
+}

@@ -1,0 +1,431 @@
+// Package maildir is the Maildir side of quixysync: a folder tree of
+// mbsync-compatible Maildirs (",U=<uid>" in file names, a .uidvalidity file
+// per folder), written durably (tmp/, fsync, rename, directory fsync).
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// Options tune a Store.
+type Options struct {
+	// Fsync makes every write durable before it is reported (callers set it;
+	// tests may leave it off for speed).
+	Fsync bool
+	// Log receives notices (skipped directories, rescans); nil discards them.
+	Log *slog.Logger
+}
+
+// Store is a Maildir folder tree. It implements engine.Store and
+// engine.LocalStore; its mailboxes implement engine.Mailbox and
+// engine.UIDKeeper.
+type Store struct {
+	name   string
+	root   string
+	inbox  string
+	layout Layout
+	opt    Options
+	log    *slog.Logger
+	host   string // escaped host name for unique file names
+	seq    atomic.Uint64
+}
+
+var (
+	_ engine.Store      = (*Store)(nil)
+	_ engine.LocalStore = (*Store)(nil)
+)
+
+// New returns the store rooted at root. inbox is the INBOX directory (""
+// means root/INBOX in the verbatim layout, root itself in Maildir++).
+// Nothing is created until needed.
+func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
+	if root == "" {
+		return nil, fmt.Errorf("maildir %s: empty path", name)
+	}
+	if layout != LayoutVerbatim && layout != LayoutMaildirPP {
+		return nil, fmt.Errorf("maildir %s: unknown layout %d", name, layout)
+	}
+	absRoot, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("maildir %s: path %q: %w", name, root, err)
+	}
+	switch {
+	case inbox == "" && layout == LayoutMaildirPP:
+		inbox = absRoot
+	case inbox == "":
+		inbox = filepath.Join(absRoot, "INBOX")
+	default:
+		if inbox, err = filepath.Abs(inbox); err != nil {
+			return nil, fmt.Errorf("maildir %s: inbox %q: %w", name, inbox, err)
+		}
+	}
+	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("store", name)
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	s.host = escapeHost(host)
+	return s, nil
+}
+
+// escapeHost makes a host name safe inside a Maildir file name (as mbsync
+// and the Maildir spec do for '/' and ':'; ',' would start a field).
+func escapeHost(h string) string {
+	r := strings.NewReplacer("/", `\057`, ":", `\072`, ",", `\054`)
+	return r.Replace(h)
+}
+
+// Name is the store's config name.
+func (s *Store) Name() string { return s.name }
+
+// Close does nothing: a Maildir store holds no resources between calls.
+func (s *Store) Close() error { return nil }
+
+// MailboxDir returns the directory of a mailbox (it may not exist yet).
+func (s *Store) MailboxDir(name string) (string, error) { return s.mailboxPath(name) }
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// isMailbox says whether dir is a Maildir folder: cur/ is the presence
+// indicator (new/ and tmp/ may be created lazily).
+func isMailbox(dir string) bool { return isDir(filepath.Join(dir, "cur")) }
+
+// ListMailboxes walks the tree per layout and reports every folder with a
+// cheap Status (stat of new/ and cur/ plus .uidvalidity).
+func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
+	found := map[string]string{} // name -> dir
+	add := func(name, dir string) {
+		if prev, ok := found[name]; ok {
+			if prev != dir {
+				s.log.Warn("two directories map to one mailbox name; using the first", "mailbox", name, "dir", prev, "ignored", dir)
+			}
+			return
+		}
+		found[name] = dir
+	}
+	inboxSeen := false
+	var err error
+	if s.layout == LayoutVerbatim {
+		err = s.walkVerbatim(ctx, s.root, "", add, &inboxSeen, 0)
+		if err == nil && !inboxSeen {
+			if isMailbox(s.inbox) {
+				add("INBOX", s.inbox)
+			}
+			err = s.walkVerbatim(ctx, s.inbox, "INBOX", add, &inboxSeen, 0)
+		}
+	} else {
+		if isMailbox(s.inbox) {
+			add("INBOX", s.inbox)
+		}
+		err = s.walkMaildirPP(add)
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(found))
+	for n := range found {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]engine.MailboxInfo, 0, len(names))
+	for _, n := range names {
+		info := engine.MailboxInfo{Name: n}
+		if st, ok, err := s.cheapStatus(found[n]); err != nil {
+			s.log.Warn("cannot read mailbox status", "mailbox", n, "err", err)
+		} else if ok {
+			info.Status = &st
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// maxDepth bounds the verbatim walk (a safety net against absurd trees).
+const maxDepth = 64
+
+func (s *Store) walkVerbatim(ctx context.Context, dir, prefix string, add func(name, dir string), inboxSeen *bool, depth int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if depth > maxDepth {
+		s.log.Warn("folder tree too deep, not descending", "dir", dir)
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) && depth > 0 {
+			if depth > 0 {
+				s.log.Warn("cannot read directory", "dir", dir, "err", err)
+			}
+			return nil
+		}
+		return fmt.Errorf("maildir %s: %w", dir, err)
+	}
+	parentIsBox := isMailbox(dir)
+	for _, e := range entries {
+		dname := e.Name()
+		if strings.HasPrefix(dname, ".") {
+			continue // .notmuch, .git, .uidvalidity, our state files
+		}
+		if parentIsBox && (dname == "cur" || dname == "new" || dname == "tmp") {
+			continue
+		}
+		path := filepath.Join(dir, dname)
+		isLink := e.Type()&fs.ModeSymlink != 0
+		if !e.IsDir() && !(isLink && isDir(path)) {
+			continue
+		}
+		comp := readComponent(dname)
+		var name string
+		switch {
+		case path == s.inbox:
+			name = "INBOX"
+			*inboxSeen = true
+		case !utf8Valid(comp):
+			s.log.Warn("skipping a directory whose name is not UTF-8", "dir", path)
+			continue
+		case prefix == "" && strings.EqualFold(comp, "INBOX"):
+			s.log.Warn("skipping a directory named like the inbox that is not the configured inbox", "dir", path, "inbox", s.inbox)
+			continue
+		case prefix == "":
+			name = comp
+		default:
+			name = prefix + "/" + comp
+		}
+		if isMailbox(path) {
+			// Only names that map back to this very directory are usable.
+			if p, err := s.mailboxPath(name); err != nil || p != path {
+				s.log.Warn("skipping a directory that does not map back to itself as a mailbox", "dir", path, "mailbox", name)
+			} else {
+				add(name, path)
+			}
+		}
+		if !isLink {
+			if err := s.walkVerbatim(ctx, path, name, add, inboxSeen, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) walkMaildirPP(add func(name, dir string)) error {
+	entries, err := os.ReadDir(s.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("maildir %s: %w", s.root, err)
+	}
+	for _, e := range entries {
+		dname := e.Name()
+		if len(dname) < 2 || dname[0] != '.' || dname == ".." {
+			continue
+		}
+		path := filepath.Join(s.root, dname)
+		if path == s.inbox || !isMailbox(path) {
+			continue
+		}
+		parts := strings.Split(dname[1:], ".")
+		comps := make([]string, 0, len(parts))
+		for _, p := range parts {
+			comps = append(comps, readComponent(p))
+		}
+		name := strings.Join(comps, "/")
+		if p, err := s.mailboxPath(name); err != nil || p != path || name == "INBOX" {
+			s.log.Warn("skipping a directory that does not map back to itself as a mailbox", "dir", path, "mailbox", name)
+			continue
+		}
+		add(name, path)
+	}
+	return nil
+}
+
+// cheapStatus stats new/ and cur/ and reads .uidvalidity; ok is false when
+// the folder has no .uidvalidity yet.
+func (s *Store) cheapStatus(dir string) (engine.Status, bool, error) {
+	now := time.Now()
+	stamp, err := dirStamp(dir)
+	if err != nil {
+		return engine.Status{}, false, err
+	}
+	st, ok, err := readUIDState(dir)
+	if err != nil || !ok {
+		return engine.Status{}, false, err
+	}
+	return engine.Status{
+		UIDValidity: st.Validity,
+		UIDNext:     st.Last + 1,
+		Messages:    -1,
+		Stamp:       stamp.String(now),
+	}, true, nil
+}
+
+// CreateMailbox creates the folder (and missing parents) with cur/ new/ tmp/
+// and its .uidvalidity.
+func (s *Store) CreateMailbox(ctx context.Context, name string) error {
+	dir, err := s.mailboxPath(name)
+	if err != nil {
+		return err
+	}
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return fmt.Errorf("maildir %s: create mailbox %q: %w", s.name, name, err)
+		}
+	}
+	if s.opt.Fsync {
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return fmt.Errorf("maildir %s: create mailbox %q: %w", s.name, name, err)
+		}
+	}
+	if _, err := s.ensureUIDState(dir); err != nil {
+		return fmt.Errorf("maildir %s: create mailbox %q: %w", s.name, name, err)
+	}
+	return nil
+}
+
+// tmpMaxAge is how old a tmp/ file must be to count as abandoned (Dovecot's
+// and go-maildir's 36 hours).
+const tmpMaxAge = 36 * time.Hour
+
+// DeleteMailbox removes an empty folder: its cur/ new/ tmp/, .uidvalidity and
+// our state files, then the directory itself if nothing else is left in it
+// (subfolders stay).
+func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
+	dir, err := s.mailboxPath(name)
+	if err != nil {
+		return err
+	}
+	if !isMailbox(dir) {
+		return fmt.Errorf("maildir %s: delete mailbox %q: %w", s.name, name, engine.ErrNoMailbox)
+	}
+	notEmpty := fmt.Errorf("maildir %s: delete mailbox %q: %w", s.name, name, engine.ErrNotEmpty)
+	for _, sub := range []string{"new", "cur"} {
+		if n, err := countFiles(filepath.Join(dir, sub)); err != nil {
+			return fmt.Errorf("maildir %s: delete mailbox %q: %w", s.name, name, err)
+		} else if n > 0 {
+			return notEmpty
+		}
+	}
+	// tmp/ may hold a delivery in progress (refuse) or abandoned files.
+	tmp := filepath.Join(dir, "tmp")
+	if entries, err := os.ReadDir(tmp); err == nil {
+		for _, e := range entries {
+			fi, err := e.Info()
+			if err != nil {
+				continue
+			}
+			if time.Since(fi.ModTime()) < tmpMaxAge {
+				return notEmpty
+			}
+			_ = os.Remove(filepath.Join(tmp, e.Name()))
+		}
+	}
+	// Remove new/ and tmp/ before cur/: rmdir fails on a directory that got a
+	// file meanwhile, and while cur/ exists the folder is still a mailbox.
+	for _, sub := range []string{"new", "tmp", "cur"} {
+		if err := os.Remove(filepath.Join(dir, sub)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, unixENOTEMPTY) || errors.Is(err, fs.ErrExist) {
+				return notEmpty
+			}
+			return fmt.Errorf("maildir %s: delete mailbox %q: %w", s.name, name, err)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			n := e.Name()
+			if !e.IsDir() && (n == uidFile || strings.HasPrefix(n, statePrefix)) {
+				_ = os.Remove(filepath.Join(dir, n))
+			}
+		}
+	}
+	if dir != s.root {
+		_ = os.Remove(dir) // fails, as it should, when subfolders or other files remain
+	}
+	if s.opt.Fsync {
+		_ = syncDir(filepath.Dir(dir))
+	}
+	return nil
+}
+
+// countFiles counts the message files (not dot-files) in a directory; a
+// missing directory holds none.
+func countFiles(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// OpenMailbox opens a folder. It stats new/ and cur/ (the Stamp) and reads
+// .uidvalidity (creating it unless readOnly); messages are scanned on first use.
+func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (engine.Mailbox, error) {
+	dir, err := s.mailboxPath(name)
+	if err != nil {
+		return nil, err
+	}
+	if !isMailbox(dir) {
+		return nil, fmt.Errorf("maildir %s: mailbox %q (%s): %w", s.name, name, dir, engine.ErrNoMailbox)
+	}
+	now := time.Now()
+	stamp, err := dirStamp(dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir %s: mailbox %q: %w", s.name, name, err)
+	}
+	var st uidState
+	if readOnly {
+		var ok bool
+		st, ok, err = readUIDState(dir)
+		if err == nil && !ok {
+			st = uidState{Validity: newValidity()} // in memory only
+		}
+	} else {
+		st, err = s.ensureUIDState(dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("maildir %s: mailbox %q: %w", s.name, name, err)
+	}
+	m := &Mailbox{
+		s:        s,
+		name:     name,
+		dir:      dir,
+		readOnly: readOnly,
+		status: engine.Status{
+			UIDValidity: st.Validity,
+			UIDNext:     st.Last + 1,
+			Messages:    -1,
+			Stamp:       stamp.String(now),
+		},
+		ours: map[engine.UID]bool{},
+	}
+	return m, nil
+}

@@ -1,0 +1,169 @@
+package maildir
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// uidFile is mbsync's per-folder UID state: "<uidvalidity>\n<last uid>\n".
+const uidFile = ".uidvalidity"
+
+// uidTemp is where a new .uidvalidity is written before the rename; it starts
+// with statePrefix so DeleteMailbox knows it as ours.
+const uidTemp = statePrefix + "uidvalidity.tmp"
+
+type uidState struct {
+	Validity uint32
+	Last     engine.UID
+}
+
+// readUIDState reads a folder's .uidvalidity; ok is false when it does not
+// exist. A malformed file is an error (never silently replaced: that would
+// renumber every message).
+func readUIDState(dir string) (st uidState, ok bool, err error) {
+	path := filepath.Join(dir, uidFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, fmt.Errorf("maildir %s: %w", path, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) != 2 {
+		return st, false, fmt.Errorf("maildir %s: malformed (want \"<uidvalidity>\\n<last uid>\\n\")", path)
+	}
+	v, err1 := strconv.ParseUint(strings.TrimSpace(lines[0]), 10, 32)
+	l, err2 := strconv.ParseUint(strings.TrimSpace(lines[1]), 10, 32)
+	if err1 != nil || err2 != nil || v == 0 {
+		return st, false, fmt.Errorf("maildir %s: malformed (want \"<uidvalidity>\\n<last uid>\\n\")", path)
+	}
+	return uidState{Validity: uint32(v), Last: engine.UID(l)}, true, nil
+}
+
+// lockFolder takes an exclusive flock on the folder directory. flock locks
+// belong to the open file description, so two goroutines of one process
+// exclude each other as well as two processes do.
+func lockFolder(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir %s: lock: %w", dir, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("maildir %s: lock: %w", dir, err)
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// writeUIDState replaces .uidvalidity atomically (caller holds the lock).
+func (s *Store) writeUIDState(dir string, st uidState) error {
+	tmp := filepath.Join(dir, uidTemp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("maildir %s: %w", tmp, err)
+	}
+	_, err = fmt.Fprintf(f, "%d\n%d\n", st.Validity, st.Last)
+	if err == nil && s.opt.Fsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, uidFile))
+	}
+	if err == nil && s.opt.Fsync {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("maildir %s: write %s: %w", dir, uidFile, err)
+	}
+	return nil
+}
+
+// newValidity is the UIDVALIDITY of a folder that has none yet.
+func newValidity() uint32 {
+	v := time.Now().Unix()
+	if v <= 0 || v > math.MaxUint32 {
+		v = 1
+	}
+	return uint32(v)
+}
+
+// ensureUIDState returns the folder's UID state, creating .uidvalidity when
+// it is missing.
+func (s *Store) ensureUIDState(dir string) (uidState, error) {
+	if st, ok, err := readUIDState(dir); err != nil || ok {
+		return st, err
+	}
+	unlock, err := lockFolder(dir)
+	if err != nil {
+		return uidState{}, err
+	}
+	defer unlock()
+	st, ok, err := readUIDState(dir)
+	if err != nil || ok {
+		return st, err
+	}
+	st = uidState{Validity: newValidity()}
+	return st, s.writeUIDState(dir, st)
+}
+
+// reserveUIDs durably hands out n fresh UIDs (first..first+n-1) from the
+// folder's .uidvalidity, creating it if needed.
+func (s *Store) reserveUIDs(dir string, n int) (st uidState, first engine.UID, err error) {
+	unlock, err := lockFolder(dir)
+	if err != nil {
+		return st, 0, err
+	}
+	defer unlock()
+	st, ok, err := readUIDState(dir)
+	if err != nil {
+		return st, 0, err
+	}
+	if !ok {
+		st = uidState{Validity: newValidity()}
+	}
+	if uint64(st.Last)+uint64(n) > math.MaxUint32 {
+		return st, 0, fmt.Errorf("maildir %s: UIDs exhausted (last %d)", dir, st.Last)
+	}
+	first = st.Last + 1
+	st.Last += engine.UID(n)
+	if err := s.writeUIDState(dir, st); err != nil {
+		return st, 0, err
+	}
+	return st, first, nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
