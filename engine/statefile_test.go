@@ -1,0 +1,250 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sampleState() State {
+	return State{
+		Generation: 7, FarValidity: 1700000000, NearValidity: 42,
+		MaxPulled: 4711, MaxPushed: 123,
+		Far:  Markers{UIDNext: 4712, HighestModSeq: 99, Messages: 3, Stamp: "a b\n\"c\""},
+		Near: Markers{UIDNext: 124, Messages: -1, Stamp: "1:2"},
+		Pairs: []Pair{
+			{Far: 4700, Near: 120, Flags: FlagFlagged | FlagSeen},
+			{Far: 4701, Near: 0, Flags: FlagSeen},
+			{Far: 4702, Near: 0, Skip: SkipTooBig},
+			{Far: 4703, Near: 121},
+			{Far: 0, Near: 122, Skip: SkipGone, Flags: FlagDeleted},
+			{Far: 0, Near: 123, Skip: SkipDeleted, Flags: FlagDeleted | FlagDraft},
+		},
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", StateFileName)
+	st := sampleState()
+	if err := SaveState(path, st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, st)
+	}
+	b, _ := os.ReadFile(path)
+	for _, want := range []string{"quixysync-state 1\n", "max-pulled 4711\n", "\n4700 120 FS\n", "\n4701 0 S\n", "\n4702 0 >\n", "\n4703 121\n", "\n0 122 -T\n"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("state file lacks %q:\n%s", want, b)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("temp files left: %v", ents)
+	}
+}
+
+func TestLoadMissingState(t *testing.T) {
+	st, err := LoadState(filepath.Join(t.TempDir(), "nope"))
+	if err != nil || !reflect.DeepEqual(st, State{}) {
+		t.Fatalf("%+v %v", st, err)
+	}
+}
+
+func TestCorruptStateNamesFileAndLine(t *testing.T) {
+	var buf bytes.Buffer
+	WriteState(&buf, sampleState())
+	good := buf.String()
+	cases := map[string]string{
+		"bad flag":  strings.Replace(good, "4700 120 FS", "4700 120 FQ", 1),
+		"bad uid":   strings.Replace(good, "4703 121", "4703 12x", 1),
+		"truncated": good[:len(good)-3],
+		"version":   strings.Replace(good, "quixysync-state 1", "quixysync-state 9", 1),
+		"header":    strings.Replace(good, "max-pushed 123\n", "", 1),
+		"empty":     "",
+		"zero pair": good + "0 0\n",
+	}
+	for name, text := range cases {
+		path := filepath.Join(t.TempDir(), "st")
+		os.WriteFile(path, []byte(text), 0o600)
+		_, err := LoadState(path)
+		var se *StateError
+		if !errors.As(err, &se) || se.File != path || se.Line == 0 || !strings.Contains(err.Error(), "move it away") {
+			t.Errorf("%s: want a StateError naming %s and a line, got %v", name, path, err)
+		}
+	}
+}
+
+func FuzzParseState(f *testing.F) {
+	var buf bytes.Buffer
+	WriteState(&buf, sampleState())
+	f.Add(buf.Bytes())
+	f.Add([]byte("quixysync-state 1\n\n"))
+	f.Add([]byte("quixysync-state 1\ngeneration 1\nfar-validity 1\nnear-validity 2\nmax-pulled 3\nmax-pushed 4\n\n1 2 >DT\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := ParseState(bytes.NewReader(b), "fuzz")
+		if err != nil {
+			return
+		}
+		// What parses must survive a round trip.
+		var out bytes.Buffer
+		if err := WriteState(&out, st); err != nil {
+			t.Fatal(err)
+		}
+		st2, err := ParseState(&out, "again")
+		if err != nil || !reflect.DeepEqual(st, st2) {
+			t.Fatalf("round trip failed: %v\n%+v\n%+v", err, st, st2)
+		}
+	})
+}
+
+func TestLargeStateIsFast(t *testing.T) {
+	st := State{Generation: 1, MaxPulled: 200000, MaxPushed: 200000}
+	for i := 1; i <= 100000; i++ {
+		st.Pairs = append(st.Pairs, Pair{Far: UID(i), Near: UID(i + 5), Flags: Flag(i) & AllFlags})
+	}
+	path := filepath.Join(t.TempDir(), "st")
+	start := time.Now()
+	if err := SaveState(path, st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("100000 pairs took %v", d)
+	}
+	if len(got.Pairs) != 100000 || got.Pairs[99999] != st.Pairs[99999] {
+		t.Fatal("pairs differ")
+	}
+}
+
+func BenchmarkLoadState100k(b *testing.B) {
+	st := State{Generation: 1}
+	for i := 1; i <= 100000; i++ {
+		st.Pairs = append(st.Pairs, Pair{Far: UID(i), Near: UID(i), Flags: FlagSeen})
+	}
+	var buf bytes.Buffer
+	WriteState(&buf, st)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := ParseState(bytes.NewReader(buf.Bytes()), "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestJournalRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j := newJournal(path, journalHeader{Generation: 3, FarValidity: 10, NearValidity: 20}, nil)
+	c1 := &copyIntent{To: Near, Src: 5, Flags: FlagSeen, Reserved: 9, UIDNext: 9, Size: 10, CRLFSize: 12, SHA256: "ab"}
+	c2 := &copyIntent{To: Far, Src: 6, UIDNext: 100, Size: 1, CRLFSize: 1, SHA256: "cd"}
+	fi := &flagIntent{Side: Far, Add: FlagSeen, Remove: FlagFlagged, UIDs: []UID{1, 2, 3, 7, 9, 10}}
+	ei := &expungeIntent{Side: Near, UIDs: []UID{4}}
+	for _, err := range []error{j.addCopy(c1), j.addCopy(c2), j.addFlags(fi), j.addExpunge(ei)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c1.Done, c1.Target = true, 9
+	j.addCopyResult(c1)
+	j.addDone(fi.ID)
+	j.sync()
+	j.close()
+	// A torn last line is ignored.
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("done 4")
+	f.Close()
+	jd, err := readJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jd.Header != (journalHeader{3, 10, 20}) || len(jd.Copies) != 2 || len(jd.Flags) != 1 || len(jd.Expunges) != 1 {
+		t.Fatalf("%+v", jd)
+	}
+	if !jd.Copies[0].Done || jd.Copies[0].Target != 9 || jd.Copies[1].Done || jd.Copies[1].SHA256 != "cd" {
+		t.Fatalf("copies: %+v %+v", jd.Copies[0], jd.Copies[1])
+	}
+	if !reflect.DeepEqual(jd.Flags[0].UIDs, fi.UIDs) || !jd.Flags[0].Done || jd.Expunges[0].Done {
+		t.Fatalf("flags/expunge: %+v %+v", jd.Flags[0], jd.Expunges[0])
+	}
+	if got := formatUIDSet(fi.UIDs); got != "1:3,7,9:10" {
+		t.Fatalf("uid set %q", got)
+	}
+}
+
+func TestLockContentionNamesPID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	l1, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = LockFile(path)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "process "+itoa(os.Getpid())) {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := LockFileShared(path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("shared lock while held exclusively: %v", err)
+	}
+	l1.Unlock()
+	l2, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Unlock()
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestLockHelperProcess is not a test: the child process of
+// TestLockTakenOverFromKilledProcess, which takes the lock and waits.
+func TestLockHelperProcess(t *testing.T) {
+	path := os.Getenv("QUIXYSYNC_TEST_LOCK_HOLD")
+	if path == "" {
+		t.Skip("helper process")
+	}
+	if _, err := LockFile(path); err != nil {
+		os.Exit(3)
+	}
+	os.Stdout.WriteString("locked\n")
+	time.Sleep(time.Minute)
+	os.Exit(0)
+}
+
+func TestLockTakenOverFromKilledProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chan.lock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelperProcess$")
+	cmd.Env = append(os.Environ(), "QUIXYSYNC_TEST_LOCK_HOLD="+path)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := out.Read(buf); err != nil || string(buf) != "locked\n" {
+		cmd.Process.Kill()
+		t.Fatalf("child did not lock: %q %v", buf, err)
+	}
+	_, err := LockFile(path)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), itoa(cmd.Process.Pid)) {
+		cmd.Process.Kill()
+		t.Fatalf("want ErrLocked naming the child %d, got %v", cmd.Process.Pid, err)
+	}
+	cmd.Process.Kill() // SIGKILL: no chance to unlock
+	cmd.Wait()
+	l, err := LockFile(path)
+	if err != nil {
+		t.Fatalf("lock of a killed process not taken over: %v", err)
+	}
+	l.Unlock()
+}
