@@ -34,9 +34,9 @@ type IMAPStore struct {
 	// Exactly one password source is set when Auth has a password mechanism.
 	// (The literal is PasswordLiteral, not Password: Password is the method
 	// that resolves whichever source is configured.)
-	PasswordLiteral string // password = "..."
-	PasswordCmd     string // password_cmd: run by sh -c, first line of stdout
-	PasswordEnv     string // password_env: name of an environment variable
+	PasswordLiteral string   // password = "..."
+	PasswordCmd     string   // password_cmd: run by sh -c, first line of stdout
+	PasswordEnv     string   // password_env: name of an environment variable
 	Auth            []string // lower-case: plain, login, xoauth2, oauthbearer; tried in order
 	TokenCmd        string   // token_cmd, for xoauth2/oauthbearer
 	CAFile          string   // expanded, absolute; "" = system roots only

@@ -73,9 +73,13 @@ func Parse(path string, data []byte) (*Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, &ConfigError{File: path, Line: pe.Position.Line,
-				Msg: "TOML syntax error: " + pe.Message +
-					` (fix the syntax on this line: strings need double quotes, tables are written [imap.NAME], one key = value per line)`}
+			line := pe.Position.Line
+			if strings.Contains(pe.Message, "table name") && strings.Contains(pe.Message, `'\n'`) && line > 1 {
+				// toml v1.6.0 reports a table header that ends too early
+				// on the line after it.
+				line--
+			}
+			return nil, &ConfigError{File: path, Line: line, Msg: syntaxMessage(pe.Message)}
 		}
 		return nil, &ConfigError{File: path, Msg: "cannot parse: " + err.Error()}
 	}
@@ -133,6 +137,15 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// syntaxMessage adds a fix to the TOML library's description.
+func syntaxMessage(m string) string {
+	hint := "fix the TOML syntax on this line: strings need double quotes, tables are written [imap.NAME], one key = value per line"
+	if strings.Contains(m, "already been defined") {
+		hint = "each key and table may appear only once; remove or rename the repeated one"
+	}
+	return "TOML syntax error: " + strings.TrimSuffix(m, ".") + " (" + hint + ")"
 }
 
 type decoder struct {
@@ -407,6 +420,7 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	}
 
 	s.Auth = []string{"plain", "login"}
+	authErrs := len(d.errs)
 	if list, ok := t.strs("auth"); ok {
 		s.Auth = nil
 		if len(list) == 0 {
@@ -469,7 +483,10 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 		t.errorf(sources[len(sources)-1], "%s are all set; keep exactly one of password, password_cmd, password_env",
 			strings.Join(sources, " and "))
 	}
+	authOK := len(d.errs) == authErrs && !(t.has("auth") && len(s.Auth) == 0)
 	switch {
+	case !authOK:
+		// Which password or token is needed depends on a valid auth list.
 	case needPassword && len(sources) == 0 && !t.has("password") && !t.has("password_cmd") && !t.has("password_env"):
 		t.d.errorf(t.line, t.keyPath("password"),
 			`no password source; add exactly one of %s, %s or %s (or use auth = ["xoauth2"] with token_cmd)`,
@@ -478,10 +495,10 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 		t.errorf(sources[0], "is not used: auth = [%s] takes token_cmd, not a password; remove %s, or add \"plain\" to auth",
 			strings.Join(s.Auth, ", "), sources[0])
 	}
-	if needToken && !t.has("token_cmd") {
+	if authOK && needToken && !t.has("token_cmd") {
 		t.errorf("auth", "xoauth2/oauthbearer need a token: add %s (a command that prints an OAuth2 access token)", examples["token_cmd"])
 	}
-	if !needToken && t.has("token_cmd") {
+	if authOK && !needToken && t.has("token_cmd") {
 		t.errorf("token_cmd", `is only used by auth = ["xoauth2"] or ["oauthbearer"]; add one of them to auth, or remove token_cmd`)
 	}
 	if s.TLS == TLSNone && s.Host != "" && !isLoopback(s.Host) {

@@ -62,7 +62,7 @@ func runSecretCmd(ctx context.Context, what, command string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// A pipeline's other processes may keep the pipes open after sh is
 	// killed; do not wait for them forever.
-	cmd.WaitDelay = 2 * time.Second
+	cmd.WaitDelay = 500 * time.Millisecond
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		return "", fmt.Errorf("%s: stopped before it finished: %w", what, ctx.Err())
@@ -115,19 +115,23 @@ func redact(stderr, stdout string) string {
 }
 
 // capBuffer keeps the first max bytes and remembers whether there was more.
+// (The buffer is a field, not embedded: an embedded bytes.Buffer would lend
+// its ReadFrom to io.Copy and bypass the cap.)
 type capBuffer struct {
-	bytes.Buffer
+	buf      bytes.Buffer
 	max      int
 	overflow bool
 }
 
 func (b *capBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room < len(p) {
+	if room := b.max - b.buf.Len(); room < len(p) {
 		b.overflow = true
 		if room > 0 {
-			b.Buffer.Write(p[:room])
+			b.buf.Write(p[:room])
 		}
 		return len(p), nil
 	}
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
+
+func (b *capBuffer) String() string { return b.buf.String() }
