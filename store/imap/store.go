@@ -72,11 +72,12 @@ type Config struct {
 
 // Store is an IMAP account.
 type Store struct {
-	cfg  Config
-	log  *slog.Logger
-	tls  *tls.Config
-	sem  chan struct{}
-	dbgs atomic.Int64 // connection counter for trace names
+	cfg   Config
+	log   *slog.Logger
+	tls   *tls.Config
+	sem   chan struct{}
+	dbgs  atomic.Int64 // connection counter for trace names
+	dials atomic.Int64 // connections dialled (tests)
 
 	mu     sync.Mutex
 	idle   []*conn
@@ -357,6 +358,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	if authErr != nil {
 		return nil, authErr // don't hammer the server with a known-bad secret
 	}
+	s.dials.Add(1)
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", s.addr())
 	if err != nil {
