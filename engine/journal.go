@@ -38,9 +38,6 @@ func (h *crashHook) line() error {
 	}
 	n := h.lines.Add(1)
 	if h.after > 0 && n >= h.after {
-		if h.exit {
-			os.Exit(100)
-		}
 		return errCrash
 	}
 	return nil
@@ -93,6 +90,9 @@ func (j *journal) add(line string) error {
 	j.w.WriteByte('\n')
 	if err := j.hook.line(); err != nil {
 		j.w.Flush() // what a dead process would have handed to the kernel
+		if j.hook.exit {
+			os.Exit(100)
+		}
 		return err
 	}
 	return nil

@@ -1,0 +1,20 @@
+package engine
+
+import "sync/atomic"
+
+// Exported for the external test package (engine_test), which can import
+// store packages that themselves import engine.
+var (
+	CrashScenarioSetup = crashScenarioSetup
+	TestSpecFor        = testSpec
+	MustSync           = mustSync
+	ViewBox            = view
+	AddMsg             = addMsg
+	ErrCrash           = errCrash
+)
+
+// WithJournalCounter makes a run count its journal lines into n.
+func WithJournalCounter(opt RunOptions, n *atomic.Int64) RunOptions {
+	opt.journalLines = n
+	return opt
+}

@@ -1,0 +1,133 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/store/maildir"
+)
+
+func maildirSpec(t testing.TB, dir string) engine.ChannelSpec {
+	t.Helper()
+	far, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, maildir.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, maildir.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return engine.TestSpecFor(dir, far, near)
+}
+
+func checkSame(t *testing.T, spec engine.ChannelSpec, box, want string) {
+	t.Helper()
+	f, n := engine.ViewBox(t, spec.Far, box), engine.ViewBox(t, spec.Near, box)
+	if f != n || (want != "" && f != want) {
+		t.Fatalf("%s:\nfar:  %s\nnear: %s\nwant: %s", box, f, n, want)
+	}
+}
+
+// Maildir↔Maildir: kill the run after every journal line, resume, compare.
+func TestMaildirCrashAtEveryStep(t *testing.T) {
+	ref := maildirSpec(t, t.TempDir())
+	engine.CrashScenarioSetup(t, ref)
+	var lines atomic.Int64
+	engine.MustSync(t, ref, engine.WithJournalCounter(engine.RunOptions{}, &lines))
+	steps := int(lines.Load())
+	want := map[string]string{}
+	for _, box := range []string{"INBOX", "Archive"} {
+		checkSame(t, ref, box, "")
+		want[box] = engine.ViewBox(t, ref.Far, box)
+	}
+	res := engine.MustSync(t, ref, engine.RunOptions{})
+	if res.Copied != [2]int{} || res.Deleted != [2]int{} || res.Flagged != [2]int{} {
+		t.Fatalf("second run not idempotent: %+v", res.Counts)
+	}
+	for n := 1; n <= steps; n++ {
+		spec := maildirSpec(t, t.TempDir())
+		engine.CrashScenarioSetup(t, spec)
+		r := engine.SyncChannel(context.Background(), spec, engine.RunOptions{CrashAfter: n})
+		crashed := false
+		for _, m := range r.Mailboxes {
+			crashed = crashed || errors.Is(m.Err, engine.ErrCrash)
+		}
+		if !crashed {
+			t.Fatalf("step %d: no crash", n)
+		}
+		engine.MustSync(t, spec, engine.RunOptions{})
+		for _, box := range []string{"INBOX", "Archive"} {
+			checkSame(t, spec, box, want[box])
+		}
+	}
+}
+
+// TestMaildirKillHelper is the child of TestMaildirSIGKILLMidTransfer.
+func TestMaildirKillHelper(t *testing.T) {
+	dir := os.Getenv("QUIXYSYNC_TEST_KILL_DIR")
+	if dir == "" {
+		t.Skip("helper process")
+	}
+	spec := maildirSpec(t, dir)
+	opt := engine.RunOptions{}
+	if os.Getenv("QUIXYSYNC_TEST_SIGKILL_SELF") != "" {
+		// A real SIGKILL right after the first committed batch.
+		opt.Progress = func(ev engine.ProgressEvent) {
+			if ev.Messages > 0 {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	engine.SyncChannel(context.Background(), spec, opt)
+	os.Exit(0)
+}
+
+// A real process killed in the middle of a transfer (os.Exit after N journal
+// lines: no deferred cleanup, no state write), then resumed.
+func TestMaildirSIGKILLMidTransfer(t *testing.T) {
+	ref := maildirSpec(t, t.TempDir())
+	engine.CrashScenarioSetup(t, ref)
+	for i := 0; i < 40; i++ {
+		engine.AddMsg(t, ref.Far, "INBOX", fmt.Sprint("bulk", i), 0)
+	}
+	engine.MustSync(t, ref, engine.RunOptions{})
+	want := engine.ViewBox(t, ref.Far, "INBOX")
+
+	for _, n := range []int{0, 1, 3, 20, 45} {
+		dir := t.TempDir()
+		spec := maildirSpec(t, dir)
+		engine.CrashScenarioSetup(t, spec)
+		for i := 0; i < 40; i++ {
+			engine.AddMsg(t, spec.Far, "INBOX", fmt.Sprint("bulk", i), 0)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMaildirKillHelper$")
+		cmd.Env = append(os.Environ(), "QUIXYSYNC_TEST_KILL_DIR="+dir)
+		if n == 0 {
+			cmd.Env = append(cmd.Env, "QUIXYSYNC_TEST_SIGKILL_SELF=1")
+		} else {
+			cmd.Env = append(cmd.Env, "QUIXYSYNC_TEST_CRASH_AFTER="+strconv.Itoa(n))
+		}
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		switch {
+		case n == 0 && (!ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL):
+			t.Fatalf("child not killed by SIGKILL: %v\n%s", err, out)
+		case n > 0 && (!ok || ee.ExitCode() != 100):
+			t.Fatalf("child with crash after %d: %v\n%s", n, err, out)
+		}
+		if js, _ := filepath.Glob(filepath.Join(dir, "near", "*", engine.StateFileName+".journal")); len(js) == 0 {
+			t.Fatalf("no journal left by the killed run")
+		}
+		engine.MustSync(t, spec, engine.RunOptions{})
+		checkSame(t, spec, "INBOX", want)
+	}
+}
