@@ -1,0 +1,90 @@
+package maildir
+
+import (
+	"testing"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+func TestParseName(t *testing.T) {
+	cases := []struct {
+		name  string
+		base  string
+		uid   engine.UID
+		size  int64
+		flags engine.Flag
+		extra string
+		info  bool
+	}{
+		// What mbsync writes (golibs.md §4.4).
+		{"1795642845.21566_1.vm,U=1:2,RS", "1795642845.21566_1.vm", 1, -1, engine.FlagReplied | engine.FlagSeen, "", true},
+		{"1700000000.localmsg.host,U=4", "1700000000.localmsg.host", 4, -1, 0, "", false},
+		// Dovecot's own names with sizes and a keyword letter.
+		{"1795642776.M978220P17764.vm,S=50,W=52:2,Sa", "1795642776.M978220P17764.vm", 0, 50, engine.FlagSeen, "a", true},
+		{"1700000001.abc.host", "1700000001.abc.host", 0, -1, 0, "", false},
+		{"x,U=0:2,", "x", 0, -1, 0, "", true},
+		{"x,U=abc,U=7:2,T", "x", 0, -1, engine.FlagDeleted, "", true}, // the first U= counts, like mbsync's strstr
+		{"x,U=4294967296:2,", "x", 0, -1, 0, "", true},
+		{"a:b:2,DFPRST", "a:b", 0, -1, engine.AllFlags, "", true},
+	}
+	for _, c := range cases {
+		n := parseName(c.name)
+		if n.Base != c.base || n.UID != c.uid || n.Size != c.size || n.Flags != c.flags || n.Extra != c.extra || n.HasInfo != c.info {
+			t.Errorf("parseName(%q) = %+v", c.name, n)
+		}
+		if got := n.String(); got != c.name {
+			t.Errorf("parseName(%q).String() = %q", c.name, got)
+		}
+	}
+}
+
+func TestNameRewrite(t *testing.T) {
+	cases := []struct {
+		in   string
+		f    func(fileName) fileName
+		want string
+	}{
+		{"1700000000.localmsg.host", func(n fileName) fileName { return n.withUID(5) }, "1700000000.localmsg.host,U=5"},
+		{"x:2,S", func(n fileName) fileName { return n.withUID(6) }, "x,U=6:2,S"},
+		{"x,S=10:2,S", func(n fileName) fileName { return n.withUID(6) }, "x,S=10,U=6:2,S"},
+		{"x,U=3,S=10:2,S", func(n fileName) fileName { return n.withUID(9) }, "x,U=9,S=10:2,S"},
+		{"b,U=3:2,Sab", func(n fileName) fileName { return n.withFlags(engine.FlagFlagged | engine.FlagSeen) }, "b,U=3:2,FSab"},
+		{"b,U=3:2,zSa", func(n fileName) fileName { return n.withFlags(engine.FlagFlagged) }, "b,U=3:2,Faz"},
+		{"b,U=3", func(n fileName) fileName { return n.withFlags(engine.FlagSeen) }, "b,U=3:2,S"},
+		{"b:1,exp", func(n fileName) fileName { return n.withFlags(engine.FlagSeen) }, "b:2,S"},
+	}
+	for _, c := range cases {
+		if got := c.f(parseName(c.in)).String(); got != c.want {
+			t.Errorf("%q → %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func FuzzParseName(f *testing.F) {
+	for _, s := range []string{
+		"1795642845.21566_1.vm,U=1:2,RS", "1700000000.localmsg.host,U=4",
+		"1795642776.M978220P17764.vm,S=50,W=52:2,Sa", "x:1,foo", "a:b:2,\xff\xfeZ", ",,,:2,,", "",
+	} {
+		f.Add(s, uint32(7), uint8(0x15))
+	}
+	f.Fuzz(func(t *testing.T, s string, uid uint32, flags uint8) {
+		n := parseName(s)
+		out := n.String()
+		n2 := parseName(out)
+		if n2.String() != out {
+			t.Fatalf("format not stable: %q → %q → %q", s, out, n2.String())
+		}
+		if n2.UID != n.UID || n2.Flags != n.Flags || n2.Size != n.Size || n2.Base != n.Base {
+			t.Fatalf("round trip of %q changed meaning: %+v vs %+v", s, n, n2)
+		}
+		if uid == 0 {
+			return
+		}
+		m := n.withUID(engine.UID(uid)).withFlags(engine.Flag(flags))
+		out = m.String()
+		m2 := parseName(out)
+		if m2.UID != engine.UID(uid) || m2.Flags != engine.Flag(flags)&engine.AllFlags || m2.String() != out {
+			t.Fatalf("%q with U=%d flags %s → %q parses as %+v", s, uid, engine.Flag(flags), out, m2)
+		}
+	})
+}
