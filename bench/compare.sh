@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: quixysync against mbsync (isync) on a private Dovecot.
+#
+#   bench/compare.sh [options]
+#
+# One run: starts a private Dovecot on 127.0.0.1, builds (once, cached) a deterministic
+# corpus, installs it into one account per tool, then runs every scenario on both tools
+# alternately, verifying after each timed run that the account and the Maildir hold the
+# same messages and flags. Prints a markdown table; writes bench/results/<tag>.{md,jsonl}.
+# Stops the server (by the PID in its master.pid) when done. See bench/README.md.
+#
+# Options:
+#   --n N            messages in the corpus (default 2000)
+#   --folders M      folders (default 10)
+#   --profile P      normal | small (default: small at --n >= 100000, else normal)
+#   --k K            messages per kind of change in c, d, e (default 100)
+#   --reps R         timed runs per scenario and tool (default 3)
+#   --scenarios L    comma list of a,b,c,d,e,f (default all; b,c,d at --n >= 100000)
+#                      a initial pull into an empty Maildir
+#                      b no-op resync
+#                      c server changes: K new, K flag changes, K deletions (over IMAP)
+#                      d local changes: K new files, K flag renames, K deletions
+#                      e pull-only after c-like changes, push-only after d-like changes
+#                      f initial push of a full Maildir into an empty account
+#   --tls T          none | starttls | imaps (default none)
+#   --only TOOL      mbsync | quixysync (default: both)
+#   --tag NAME       results file name (default <date>-n<N>-m<M>-<tls>)
+#   --port P         plain/STARTTLS port (default: a free one); --tls-port P likewise
+#   --state DIR      server, corpus and Maildirs (default /tmp/quixybench)
+#   --loopfs yes|no  put DIR on a loop-mounted journaled ext4 image (default yes as root)
+#   --keep           leave the server's and the tools' mail in DIR after the run
+#   --settle S       pause before each timed run (default 1.1; see README)
+#   --timeout S      kill a timed run after S seconds (default 3600)
+# Environment:
+#   QS_BIN           quixysync binary (default: go build -o bench/out/quixysync . from the repo root)
+#   BENCH_MAIL_USER  owner of the server's mail when run as root (default nobody)
+# Exit status: 0 all runs succeeded and verified, 1 a run failed or did not verify, 2 usage.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+
+N=2000 M=10 PROFILE="" K=100 REPS=3 SCEN="" TLS=none ONLY="" TAG="" PORT="" TLSPORT=""
+STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0
+
+die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)" 2; }
+while (($#)); do
+    case $1 in
+        -h|--help) usage; exit 0;;
+        --keep) KEEP=1; shift; continue;;
+    esac
+    need_arg "$@"
+    case $1 in
+        --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --reps) REPS=$2;;
+        --scenarios) SCEN=$2;; --tls) TLS=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
+        --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;;
+        --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;;
+        *) die "unknown option $1 (see --help)" 2;;
+    esac
+    shift 2
+done
+
+isnum() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a whole number, not '$2'" 2; }
+isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnum --seed "$SEED"
+((N > 0 && M > 0 && REPS > 0)) || die "--n, --folders and --reps must be > 0" 2
+[[ -z $PORT ]] || isnum --port "$PORT"
+[[ -z $TLSPORT ]] || isnum --tls-port "$TLSPORT"
+[[ $TLS =~ ^(none|starttls|imaps)$ ]] || die "--tls must be none, starttls or imaps" 2
+PROFILE=${PROFILE:-$( ((N >= 100000)) && echo small || echo normal)}
+[[ $PROFILE =~ ^(normal|small)$ ]] || die "--profile must be normal or small" 2
+SCEN=${SCEN:-$( ((N >= 100000)) && echo b,c,d || echo a,b,c,d,e,f)}
+[[ $SCEN =~ ^[a-f](,[a-f])*$ ]] || die "--scenarios is a comma list of a b c d e f, not '$SCEN'" 2
+case $ONLY in
+    "") TOOLS=mbsync,quixysync;;
+    mbsync|quixysync) TOOLS=$ONLY;;
+    *) die "--only must be mbsync or quixysync" 2;;
+esac
+STATE=$(realpath -m "$STATE")
+TAG=${TAG:-$(date +%Y%m%d-%H%M%S)-n$N-m$M-$TLS}
+[[ $TAG =~ ^[A-Za-z0-9._-]+$ ]] || die "--tag may hold letters, digits, . _ - only" 2
+
+ROOT=0; [[ $(id -u) == 0 ]] && ROOT=1
+LOOPFS=${LOOPFS:-$( ((ROOT)) && echo yes || echo no)}
+[[ $LOOPFS =~ ^(yes|no)$ ]] || die "--loopfs must be yes or no" 2
+[[ $LOOPFS == no ]] || ((ROOT)) || die "--loopfs yes needs root" 2
+
+# --- packages: Dovecot and isync, never from CI --------------------------------------
+install_pkgs() {
+    local need=()
+    command -v dovecot >/dev/null && command -v doveadm >/dev/null || need+=(dovecot-imapd)
+    command -v openssl >/dev/null || need+=(openssl)
+    [[ $TOOLS != *mbsync* ]] || command -v mbsync >/dev/null || need+=(isync)
+    ((${#need[@]})) || return 0
+    if [[ -n ${CI:-} || -n ${GITHUB_ACTIONS:-} ]]; then
+        die "missing ${need[*]}; the benchmark does not install packages under CI"
+    fi
+    ((ROOT)) || die "missing ${need[*]}; install them (apt-get install -y ${need[*]}) or run as root"
+    log "installing ${need[*]}"
+    # Debian's postinst would start the system-wide Dovecot on 143/993; policy-rc.d forbids it.
+    local made_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+    ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+    return 0
+}
+install_pkgs
+
+# --- quixysync binary -----------------------------------------------------------------
+if [[ $TOOLS == *quixysync* ]]; then
+    if [[ -z ${QS_BIN:-} ]]; then
+        QS_BIN=$BENCH_DIR/out/quixysync
+        log "building $QS_BIN"
+        (cd "$REPO" && go build -o "$QS_BIN" .) || die "go build failed; set QS_BIN or use --only mbsync"
+    fi
+    QS_BIN=$(command -v "$QS_BIN") || die "QS_BIN ${QS_BIN} not found"
+    QS_BIN=$(realpath "$QS_BIN")
+fi
+
+# --- one run at a time per state dir --------------------------------------------------
+mkdir -p "$(dirname "$STATE")"
+exec 9>"$STATE.lock"
+flock -n 9 || die "another compare.sh is using $STATE"
+
+cleanup() {
+    local rc=$?
+    [[ -z ${CONF:-} ]] || stop_dovecot
+    if ((!KEEP)) && [[ -n ${MAIL:-} ]]; then
+        rm -rf "$MAIL" "$STATE/local" "$STATE/work"
+    fi
+    if ((MOUNTED_HERE)); then
+        fstrim "$STATE" 2>/dev/null || true   # hand freed blocks back: the image stays small
+        if ((!KEEP)); then
+            local dev; dev=$(findmnt -n -o SOURCE --target "$STATE")
+            umount "$STATE" && losetup -d "$dev" && rmdir "$STATE" 2>/dev/null
+        fi
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- state dir: optionally a journaled ext4 in a loop-mounted sparse image --------------
+IMG=/var/tmp/quixybench-$(printf %s "$STATE" | md5sum | cut -c1-8).img
+if [[ $LOOPFS == yes ]]; then
+    if ! mountpoint -q "$STATE"; then
+        [[ ! -e $STATE || -z $(ls -A "$STATE") ]] || die "$STATE exists and is not our mount; remove it or use --loopfs no"
+        [[ -z $(losetup -j "$IMG") ]] || die "$IMG is attached already ($(losetup -j "$IMG")); is another run using it?"
+        mkdir -p "$STATE"
+        if [[ ! -f $IMG ]]; then
+            truncate -s 12G "$IMG"   # sparse: holds only what is stored
+            mkfs.ext4 -q -F -L quixybench "$IMG" || die "mkfs.ext4 $IMG failed"
+        fi
+        DEV=$(losetup -f --show --direct-io=on "$IMG") || die "no free loop device; use --loopfs no"
+        mount "$DEV" "$STATE" || { losetup -d "$DEV"; die "mount $DEV $STATE failed"; }
+        MOUNTED_HERE=1
+    elif [[ -n $(losetup -j "$IMG") ]]; then
+        MOUNTED_HERE=1   # left mounted by an earlier run with --keep: ours to clean up
+    fi
+    chmod 755 "$STATE"
+else
+    mkdir -p "$STATE"; chmod 755 "$STATE"
+fi
+SRC=$(findmnt -n -o SOURCE --target "$STATE")
+FSTYPE=$(findmnt -n -o FSTYPE --target "$STATE")
+NOJOURNAL=0
+[[ $FSTYPE == ext4 && $(cat "/sys/fs/ext4/$(basename "$SRC")/journal_task" 2>/dev/null) == "<none>" ]] && NOJOURNAL=1
+STATE_FS="$FSTYPE on $SRC"
+((NOJOURNAL)) && STATE_FS+=" (no journal)"
+
+# --- Dovecot ----------------------------------------------------------------------------
+DOVE=$STATE/dovecot CONF=$STATE/dovecot/dovecot.conf MAIL=$STATE/dovecot/mail
+CERT=$DOVE/ssl/cert.pem KEY=$DOVE/ssl/key.pem PIDFILE=$DOVE/run/master.pid
+if ((ROOT)); then
+    MAIL_USER=${BENCH_MAIL_USER:-nobody}
+    # Dovecot refuses uid 0 for mail; its internal users come with dovecot-core.
+    INTERNAL=dovecot LOGIN=dovenull
+else
+    MAIL_USER=$(id -un) INTERNAL=$(id -un) LOGIN=$(id -un)
+fi
+MUID=$(id -u "$MAIL_USER") || die "no user $MAIL_USER (BENCH_MAIL_USER)"
+MGID=$(id -g "$MAIL_USER")
+
+dove_pid() {  # our master only: pid from our master.pid, a dovecot running our config
+    [[ -s $PIDFILE ]] || return 1
+    local p; p=$(cat "$PIDFILE")
+    [[ $p =~ ^[0-9]+$ && -d /proc/$p ]] || return 1
+    grep -q dovecot "/proc/$p/comm" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$p/cmdline" | grep -qF "$CONF" || return 1
+    echo "$p"
+}
+
+stop_dovecot() {
+    local p i
+    p=$(dove_pid) || return 0
+    kill "$p"
+    for i in $(seq 1 100); do [[ -d /proc/$p ]] || return 0; sleep 0.1; done
+    log "dovecot pid $p did not stop"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+write_conf() {
+    mkdir -p "$DOVE"/{run,state,log,ssl,home} "$MAIL"
+    chmod 755 "$DOVE" "$DOVE/home" "$DOVE/mail"
+    chown "$MUID:$MGID" "$MAIL"
+    if [[ ! -s $CERT ]]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout "$KEY" -out "$CERT" \
+            -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null \
+            || die "openssl could not make a certificate"
+        chmod 600 "$KEY"; chmod 644 "$CERT"
+    fi
+    : >"$DOVE/users"
+    local u
+    for u in mbsync mbsync-push quixysync quixysync-push; do   # password = user name
+        mkdir -p "$DOVE/home/$u"; chown "$MUID:$MGID" "$DOVE/home/$u"
+        echo "$u:{PLAIN}$u:$MUID:$MGID::$DOVE/home/$u::" >>"$DOVE/users"
+    done
+    chmod 644 "$DOVE/users"
+    local chroot=""
+    ((ROOT)) || chroot="chroot ="
+    cat >"$CONF" <<CONF
+# generated by bench/compare.sh: private benchmark instance, loopback only
+base_dir = $DOVE/run
+state_dir = $DOVE/state
+log_path = $DOVE/log/dovecot.log
+instance_name = quixybench
+protocols = imap
+listen = 127.0.0.1
+shutdown_clients = yes
+ssl = yes
+ssl_cert = <$CERT
+ssl_key = <$KEY
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = $MUID
+last_valid_uid = $MUID
+first_valid_gid = $MGID
+default_internal_user = $INTERNAL
+default_login_user = $LOGIN
+# INBOX is the root maildir, "a/b" is the directory a/b; LAYOUT=fs allows "." in names.
+mail_location = maildir:$MAIL/%u:LAYOUT=fs
+namespace inbox {
+  inbox = yes
+  separator = /
+  prefix =
+}
+mail_fsync = optimized
+# Answer STATUS/SELECT from the index as production servers do; otherwise every STATUS
+# re-reads cur/ (75 ms at 100 000 messages) and the server is what gets measured. The
+# mail only ever changes over IMAP or before 'doveadm force-resync', so the index is true.
+maildir_very_dirty_syncs = yes
+mail_max_userip_connections = 64
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DOVE/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $DOVE/users
+}
+service imap-login {
+  $chroot
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $PORT
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $TLSPORT
+    ssl = yes
+  }
+}
+# One process per connection: the master reaps it, so the server's CPU per run can be
+# read from the master's cutime/cstime.
+service imap {
+  service_count = 1
+}
+service anvil {
+  $chroot
+}
+service imap-hibernate {
+  $chroot
+}
+CONF
+}
+
+
+stop_dovecot   # a leftover of an interrupted run on this state dir
+PORT=${PORT:-$(free_port)}
+TLSPORT=${TLSPORT:-$(free_port)}
+[[ $PORT != "$TLSPORT" ]] || TLSPORT=$(free_port)
+write_conf
+dovecot -c "$CONF" </dev/null >/dev/null 2>&1 || { tail -20 "$DOVE/log/dovecot.log" >&2; die "dovecot did not start"; }
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+DPID=$(dove_pid) || { tail -20 "$DOVE/log/dovecot.log" >&2; die "dovecot did not start"; }
+log "dovecot pid $DPID on 127.0.0.1:$PORT (imaps $TLSPORT), state $STATE ($STATE_FS)"
+
+set +e
+python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAIL" --dove-pid "$DPID" \
+    --mail-uid "$MUID" --mail-gid "$MGID" --port "$PORT" --tlsport "$TLSPORT" --cafile "$CERT" \
+    --tls "$TLS" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --reps "$REPS" \
+    --scenarios "$SCEN" --tools "$TOOLS" --qs-bin "${QS_BIN:-}" --tag "$TAG" \
+    --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
+    --nojournal "$NOJOURNAL" --state-fs "$STATE_FS"
+rc=$?
+set -e
+log "results: $BENCH_DIR/results/$TAG.md and .jsonl"
+exit $rc

@@ -1,0 +1,560 @@
+#!/usr/bin/env python3
+"""Scenario driver of bench/compare.sh (which starts the server and passes everything in).
+
+Each tool gets its own pair of accounts on the one Dovecot, "<tool>" (holds the corpus)
+and "<tool>-push" (starts empty, for scenario f), installed identically, and its own
+local tree. Per scenario and rep the tools run one after the other, the order flipping
+every rep, each after the same deterministic mutation of its own side. After every
+timed run the tool's account is compared with its local tree (messages and flags), and
+after both ran, the two accounts are compared with each other.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import corpus  # noqa: E402
+import verify  # noqa: E402
+
+SCENARIOS = {  # id -> (label, mode)
+    "a": [("a-pull-initial", "sync")],
+    "b": [("b-noop", "sync")],
+    "c": [("c-server-changes", "sync")],
+    "d": [("d-local-changes", "sync")],
+    "e": [("e-pull-only", "pull"), ("e-push-only", "push")],
+    "f": [("f-push-initial", "sync")],
+}
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- server CPU (Dovecot master + children, living and reaped) -----------------
+
+def _stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return s[s.index("(") + 1:s.rindex(")")], [int(x) for x in rest[11:15]]  # utime stime cutime cstime
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def server_cpu(pid):
+    st = _stat(pid)
+    if st is None:
+        return None
+    total, stack = sum(st[1]), _children(pid)
+    while stack:
+        c = stack.pop()
+        cs = _stat(c)
+        if cs:
+            total += sum(cs[1])
+            stack.extend(_children(c))
+    return total / TCK
+
+
+def wait_server_idle(pid, timeout=3.0):
+    """service_count = 1: an imap process exits with its connection; its CPU reaches the
+    master's cutime/cstime only once it has been reaped."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not any((_stat(c) or ("",))[0] in ("imap", "imap-login", "doveadm-server") for c in _children(pid)):
+            return
+        time.sleep(0.02)
+
+
+# --- tools ------------------------------------------------------------------------
+
+class Tool:
+    def __init__(self, name, a, push=False):
+        self.name, self.a = name, a
+        suffix = "-push" if push else ""
+        self.user = self.password = name + suffix
+        self.local = os.path.join(a.state, "local", name + suffix)
+        self.work = os.path.join(a.state, "work", name + suffix)
+        self.log = os.path.join(a.state, "work", f"{name}{suffix}.log")
+
+    def port(self):
+        return self.a.tlsport if self.a.tls == "imaps" else self.a.port
+
+    def fresh(self):
+        for p in (self.local, self.work):
+            shutil.rmtree(p, ignore_errors=True)
+            os.makedirs(p)
+        self.setup()
+
+
+class Mbsync(Tool):
+    def setup(self):
+        tls = {"none": "SSLType None",
+               "starttls": f"SSLType STARTTLS\nCertificateFile {self.a.cafile}",
+               "imaps": f"SSLType IMAPS\nCertificateFile {self.a.cafile}"}[self.a.tls]
+        # isync 1.4 syntax (1.5 renamed SSLType to TLSType). Defaults otherwise: FSync yes.
+        with open(os.path.join(self.work, "mbsyncrc"), "w") as f:
+            f.write(f"""IMAPAccount far
+Host {self.a.host}
+Port {self.port()}
+User {self.user}
+Pass {self.password}
+{tls}
+AuthMechs LOGIN
+
+IMAPStore far
+Account far
+
+MaildirStore near
+Path {self.local}/
+Inbox {self.local}/INBOX
+SubFolders Verbatim
+
+Channel bench
+Far :far:
+Near :near:
+Patterns *
+Create Both
+Expunge Both
+SyncState *
+""")
+
+    def argv(self, mode):
+        extra = {"sync": [], "pull": ["--pull"], "push": ["--push"]}[mode]
+        return ["mbsync", "-c", os.path.join(self.work, "mbsyncrc"), *extra, "-a"]
+
+    local_names = "mutf7"  # mbsync 1.4 keeps the wire names on disk
+
+
+class Quixysync(Tool):
+    def setup(self):
+        tls = {"none": 'tls = "none"',
+               "starttls": f'tls = "starttls"\nca_file = "{self.a.cafile}"',
+               "imaps": f'tls = "implicit"\nca_file = "{self.a.cafile}"'}[self.a.tls]
+        with open(os.path.join(self.work, "quixysync.toml"), "w") as f:
+            f.write(f"""[imap.far]
+host = "{self.a.host}"
+port = {self.port()}
+{tls}
+user = "{self.user}"
+password = "{self.password}"
+
+[maildir.near]
+path = "{self.local}"
+inbox = "{self.local}/INBOX"
+layout = "verbatim"
+
+[channel.bench]
+far = "imap.far"
+near = "maildir.near"
+mailboxes = ["*"]
+create = "both"
+expunge = "both"
+""")
+
+    def argv(self, mode):
+        return [self.a.qs_bin, "-q", "-c", os.path.join(self.work, "quixysync.toml"), mode, "--all"]
+
+    local_names = "utf8"  # quixysync writes folder names as UTF-8
+
+
+TOOLS = {"mbsync": Mbsync, "quixysync": Quixysync}
+
+
+def tool_version(name, a):
+    cmds = [["mbsync", "--version"]] if name == "mbsync" else [[a.qs_bin, "version"], [a.qs_bin, "--version"]]
+    for c in cmds:
+        try:
+            r = subprocess.run(c, capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        out = (r.stdout or r.stderr).decode(errors="replace").strip().splitlines()
+        if r.returncode == 0 and out:
+            return out[0]
+    return "?"
+
+
+# --- one timed run ----------------------------------------------------------------
+
+def run_timed(argv, logpath, timeout):
+    """fork/exec/wait4: wall clock, and the child's own rusage (user, sys, peak RSS)."""
+    logf = open(logpath, "ab")
+    logf.write(f"\n=== {time.strftime('%F %T')} {' '.join(argv)}\n".encode())
+    logf.flush()
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setpgid(0, 0)  # own group: a hung tool is killed whole
+            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+            os.dup2(logf.fileno(), 1)
+            os.dup2(logf.fileno(), 2)
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    timed_out = []
+
+    def kill():
+        timed_out.append(True)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    _, status, ru = os.wait4(pid, 0)
+    wall = time.monotonic() - t0
+    timer.cancel()
+    logf.close()
+    rc = 124 if timed_out else os.waitstatus_to_exitcode(status)
+    return {"wall_s": round(wall, 4), "user_s": round(ru.ru_utime, 4), "sys_s": round(ru.ru_stime, 4),
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 4), "maxrss_mib": round(ru.ru_maxrss / 1024, 1),
+            "rc": rc}
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.tools = [TOOLS[t](t, a) for t in a.tools]
+        self.push_tools = [TOOLS[t](t, a, push=True) for t in a.tools]
+        self.versions = {t: tool_version(t, a) for t in a.tools}
+        self.corpus = os.path.join(a.state, "corpus", f"n{a.n}-m{a.folders}-s{a.seed}-{a.profile}")
+        self.out = open(os.path.join(a.results, a.tag + ".jsonl"), "w")
+        self.failed = 0
+
+    def emit(self, rec):
+        self.out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def mailroot(self, user):
+        return os.path.join(self.a.mail, user)
+
+    def install_server(self, user):
+        corpus.install_server(self.corpus, self.mailroot(user), self.a.mail_uid, self.a.mail_gid)
+        self.doveadm("force-resync", "-u", user, "*")
+        self.doveadm("mailbox", "status", "-u", user, "messages", "*")  # builds the indexes, untimed
+
+    def empty_server(self, user):
+        shutil.rmtree(self.mailroot(user), ignore_errors=True)
+
+    def doveadm(self, *args):
+        r = subprocess.run(["doveadm", "-c", self.a.conf, *args], capture_output=True)
+        if r.returncode != 0:
+            raise SystemExit(f"doveadm {' '.join(args)}: {r.stderr.decode(errors='replace').strip()}")
+
+    def settle_disk(self):
+        """Only where the state dir is ext4 without a journal (see README): after big
+        deletions, file creation there is slow for minutes unless the cache is dropped."""
+        if not self.a.nojournal:
+            return
+        os.sync()
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("1\n")
+        except OSError:
+            log("cannot drop caches; sleeping 65 s")
+            time.sleep(65)
+        for root in (self.a.mail, self.corpus):
+            for dp, _dns, fns in os.walk(root):
+                for fn in fns:
+                    try:
+                        with open(os.path.join(dp, fn), "rb") as f:
+                            while f.read(1 << 20):
+                                pass
+                    except OSError:
+                        pass
+
+    def timed(self, tool, scen, rep, mode):
+        os.sync()
+        time.sleep(self.a.settle)  # mbsync sleeps 1 s if a Maildir changed within the current second
+        pid = self.a.dove_pid
+        wait_server_idle(pid)
+        s0 = server_cpu(pid)
+        load = os.getloadavg()[0]  # other load on the machine skews everything: keep it on record
+        rec = run_timed(tool.argv(mode), tool.log, self.a.timeout)
+        rec["load1"] = round(load, 2)
+        wait_server_idle(pid)
+        s1 = server_cpu(pid)
+        if s0 is not None and s1 is not None:
+            rec["srv_cpu_s"] = round(s1 - s0, 3)
+        srv = verify.server_side(self.a.conf, tool.user)
+        problems = verify.compare(srv, verify.local_side(tool.local))
+        rec.update(type="run", tool=tool.name, scenario=scen, rep=rep, mode=mode,
+                   verify_ok=not problems, verify=problems[:10] or f"{verify.count(srv)} messages equal")
+        self.emit(rec)
+        if rec["rc"] or problems:
+            self.failed += 1
+        msg = "verify OK" if not problems else f"verify FAIL: {problems[0]}"
+        log(f"  {tool.name:9s} {scen}#{rep}: wall {rec['wall_s']:.3f}s cpu {rec['cpu_s']:.3f}s "
+            f"rss {rec['maxrss_mib']}MiB srv {rec.get('srv_cpu_s')}s rc={rec['rc']} {msg}")
+        if rec["rc"]:
+            with open(tool.log, "rb") as f:
+                tail = f.read()[-600:].decode(errors="replace").strip()
+            log(f"    tail of {tool.log}:\n{tail}")
+        return srv
+
+    def cross(self, scen, rep, snaps):
+        """Both tools had the same changes: their accounts must now be the same."""
+        if len(snaps) < 2:
+            return
+        (n1, s1), (n2, s2) = list(snaps.items())[:2]
+        problems = verify.compare(s1, s2, n1, n2)
+        self.emit({"type": "cross", "scenario": scen, "rep": rep, "ok": not problems, "problems": problems[:10]})
+        if problems:
+            log(f"  accounts of {n1} and {n2} differ after {scen}#{rep}: {problems[0]}")
+
+    def order(self, tools, rep):
+        return tools if rep % 2 else tools[::-1]
+
+    def run(self):
+        a = self.a
+        scen = a.scenarios
+        self.emit({"type": "meta", "tag": a.tag, "time": time.strftime("%FT%T%z"), "n": a.n, "folders": a.folders,
+                   "profile": a.profile, "seed": a.seed, "k": a.k, "reps": a.reps, "tls": a.tls,
+                   "scenarios": scen, "versions": self.versions, "machine": machine(a)})
+        if not os.path.exists(os.path.join(self.corpus, "manifest.json")):
+            log(f"building corpus n={a.n} folders={a.folders} profile={a.profile}")
+            corpus.build(self.corpus, a.n, a.folders, a.seed, a.profile)
+        man = corpus.manifest(self.corpus)
+        log(f"corpus: {man['n']} messages, {man['bytes'] / 1e6:.1f} MB, {len(man['folders'])} folders")
+
+        if any(s in scen for s in "abcde"):
+            for t in self.tools:
+                log(f"installing the corpus into account {t.user}")
+                self.install_server(t.user)
+            self.settle_disk()
+        if "a" in scen:
+            log("[a] initial pull into an empty Maildir")
+            for rep in range(1, a.reps + 1):
+                snaps = {}
+                for t in self.order(self.tools, rep):
+                    t.fresh()
+                    self.settle_disk()
+                    snaps[t.name] = self.timed(t, "a-pull-initial", rep, "sync")
+                self.cross("a-pull-initial", rep, snaps)
+        elif any(s in scen for s in "bcde"):
+            for t in self.tools:
+                log(f"untimed initial pull for {t.name}")
+                t.fresh()
+                rec = run_timed(t.argv("sync"), t.log, a.timeout)
+                if rec["rc"]:
+                    log(f"  {t.name} initial pull exited {rec['rc']} (see {t.log})")
+        k = a.k
+        for s, base in (("b", 0), ("c", 0), ("d", 100), ("e", 200)):
+            if s not in scen:
+                continue
+            for label, mode in SCENARIOS[s]:
+                log(f"[{s}] {label}" + ("" if s == "b" else f" (k={k})"))
+                for rep in range(1, a.reps + 1):
+                    rnd = base + rep + (100 if label == "e-push-only" else 0)
+                    ready = []
+                    for t in self.tools:
+                        try:
+                            if label in ("c-server-changes", "e-pull-only"):
+                                corpus.mutate_server(a.host, a.port, t.user, t.password, k, rnd, a.seed)
+                            elif label in ("d-local-changes", "e-push-only"):
+                                corpus.mutate_local(t.local, k, rnd, a.seed)
+                            ready.append(t)
+                        except (Exception, SystemExit) as e:  # a tool that broke its side: skip it, go on
+                            self.failed += 1
+                            self.emit({"type": "skip", "tool": t.name, "scenario": label, "rep": rep, "why": str(e)})
+                            log(f"  {t.name:9s} {label}#{rep}: skipped, the changes could not be made: {e}")
+                    snaps = {}
+                    for t in self.order(ready, rep):
+                        snaps[t.name] = self.timed(t, label, rep, mode)
+                    self.cross(label, rep, snaps)
+        if "f" in scen:
+            for t in self.tools:
+                shutil.rmtree(t.local, ignore_errors=True)
+                self.empty_server(t.user)
+            log("[f] initial push of a full Maildir into an empty account")
+            for rep in range(1, a.reps + 1):
+                snaps = {}
+                for t in self.order(self.push_tools, rep):
+                    self.empty_server(t.user)
+                    t.fresh()
+                    corpus.install_local(self.corpus, t.local, t.local_names)
+                    self.settle_disk()
+                    snaps[t.name] = self.timed(t, "f-push-initial", rep, "sync")
+                self.cross("f-push-initial", rep, snaps)
+            for t in self.push_tools:
+                shutil.rmtree(t.local, ignore_errors=True)
+                self.empty_server(t.user)
+        self.out.close()
+
+
+def machine(a):
+    def first(path, key):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return line[len(key):].lstrip(" \t:=").strip()
+        except OSError:
+            pass
+        return "?"
+    mem = first("/proc/meminfo", "MemTotal")
+    try:
+        mem = f"{int(mem.split()[0]) / 1048576:.0f} GiB"
+    except ValueError:
+        pass
+    dv = subprocess.run(["dovecot", "--version"], capture_output=True).stdout.decode().strip()
+    return {"cpu": first("/proc/cpuinfo", "model name"), "cores": os.cpu_count(), "mem": mem,
+            "kernel": platform.release(), "os": first("/etc/os-release", "PRETTY_NAME").strip('"'),
+            "dovecot": dv, "state_fs": a.state_fs}
+
+
+# --- summary ----------------------------------------------------------------------
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=3):
+    if x is None:
+        return "-"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.{nd}f}" if abs(x) < 1 else f"{x:.2f}"
+
+
+def ratio(q, m):
+    return f"{q / m:.2f}" if q is not None and m else "-"
+
+
+def summarize(path):
+    meta, runs, cross, skips = {}, {}, {}, {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["type"] == "meta":
+                meta = r
+            elif r["type"] == "run":
+                runs.setdefault((r["scenario"], r["tool"]), []).append(r)
+            elif r["type"] == "skip":
+                skips[(r["scenario"], r["tool"])] = skips.get((r["scenario"], r["tool"]), 0) + 1
+            elif r["type"] == "cross":
+                cross.setdefault(r["scenario"], []).append(r["ok"])
+    mc = meta.get("machine", {})
+    loads = [r.get("load1") for rs in runs.values() for r in rs if r.get("load1") is not None]
+    out = [f"Corpus n={meta.get('n')} folders={meta.get('folders')} profile={meta.get('profile')}, "
+           f"k={meta.get('k')}, tls={meta.get('tls')}, reps={meta.get('reps')}; {meta.get('time')}.",
+           f"Tools: " + ", ".join(f"{t} ({v})" for t, v in meta.get("versions", {}).items())
+           + f"; Dovecot {mc.get('dovecot')}.",
+           f"Machine: {mc.get('cpu')}, {mc.get('cores')} cores (shared with the server), {mc.get('mem')}, "
+           f"{mc.get('os')}, Linux {mc.get('kernel')}; state on {mc.get('state_fs')}."
+           + (f" Load average before the timed runs: {min(loads):.1f}-{max(loads):.1f}." if loads else ""),
+           "",
+           "Wall: median (min-max) seconds. CPU: user+sys of the client. RSS: peak, MiB. "
+           "Ratios: quixysync / mbsync, medians of this run. Server: Dovecot CPU s (mbsync / quixysync).",
+           "",
+           "| scenario | mbsync wall | quixysync wall | wall ratio | mbsync cpu | quixysync cpu | cpu ratio "
+           "| mbsync RSS | quixysync RSS | server cpu | verify |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = [lab for s in "abcdef" for lab, _ in SCENARIOS[s]]
+    for scen in order:
+        cols = {}
+        for tool in ("mbsync", "quixysync"):
+            rs = runs.get((scen, tool), [])
+            if not rs:
+                cols[tool] = None
+                continue
+            w = [r["wall_s"] for r in rs]
+            bad = sum(1 for r in rs if r["rc"])
+            vbad = sum(1 for r in rs if not r["verify_ok"])
+            cols[tool] = {"wall": med(w), "min": min(w), "max": max(w), "cpu": med([r["cpu_s"] for r in rs]),
+                          "rss": med([r["maxrss_mib"] for r in rs]), "srv": med([r.get("srv_cpu_s") for r in rs]),
+                          "ok": ("OK" if not vbad else f"FAIL {vbad}/{len(rs)}") + (f", rc!=0 {bad}/{len(rs)}" if bad else ""),
+                          "n": len(rs)}
+        if not any(cols.values()):
+            continue
+        m, q = cols["mbsync"], cols["quixysync"]
+
+        def g(c, k, nd=3):
+            return fmt(c[k], nd) if c else "-"
+
+        def wall(c):
+            return f"{fmt(c['wall'])} ({fmt(c['min'])}-{fmt(c['max'])})" if c else "-"
+        ver = " / ".join(f"{t[0]}: {c['ok']}" for t, c in (("mbsync", m), ("quixysync", q)) if c)
+        for t in ("mbsync", "quixysync"):
+            if skips.get((scen, t)):
+                ver += f", {t[0]}: {skips[(scen, t)]} skipped"
+        cr = cross.get(scen)
+        if cr:
+            ver += ", same accounts" if all(cr) else f", accounts differ {cr.count(False)}/{len(cr)}"
+        out.append(f"| {scen} | {wall(m)} | {wall(q)} | {ratio(q and q['wall'], m and m['wall'])} | "
+                   f"{g(m, 'cpu')} | {g(q, 'cpu')} | {ratio(q and q['cpu'], m and m['cpu'])} | "
+                   f"{g(m, 'rss', 1)} | {g(q, 'rss', 1)} | {g(m, 'srv')} / {g(q, 'srv')} | {ver} |")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarize":  # re-make the table of a results file
+        sys.stdout.write(summarize(sys.argv[2]))
+        return
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--state", required=True)
+    p.add_argument("--conf", required=True)
+    p.add_argument("--mail", required=True)
+    p.add_argument("--dove-pid", type=int, required=True)
+    p.add_argument("--mail-uid", type=int, required=True)
+    p.add_argument("--mail-gid", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--tlsport", type=int, required=True)
+    p.add_argument("--cafile", required=True)
+    p.add_argument("--tls", choices=["none", "starttls", "imaps"], default="none")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--folders", type=int, default=10)
+    p.add_argument("--profile", choices=["normal", "small"], default="normal")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--scenarios", default="abcdef")
+    p.add_argument("--tools", default="mbsync,quixysync")
+    p.add_argument("--qs-bin", default="quixysync")
+    p.add_argument("--tag", required=True)
+    p.add_argument("--results", required=True)
+    p.add_argument("--settle", type=float, default=1.1)
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--nojournal", type=int, default=0)
+    p.add_argument("--state-fs", default="?")
+    a = p.parse_args()
+    a.tools = [t for t in a.tools.split(",") if t]
+    a.scenarios = a.scenarios.replace(",", "")
+    os.makedirs(a.results, exist_ok=True)
+    path = os.path.join(a.results, a.tag + ".jsonl")
+    b = Bench(a)
+    b.run()
+    table = summarize(path)
+    with open(os.path.join(a.results, a.tag + ".md"), "w") as f:
+        f.write(table)
+    sys.stdout.write(table)
+    if b.failed:
+        log(f"{b.failed} timed runs failed (exit status or verification); see {path}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
