@@ -84,8 +84,8 @@ type simWorld struct {
 	userDeleted map[int]bool  // ids the user deleted (expunged or flagged \Deleted) somewhere
 	// userUndeleted: ids whose \Deleted the user removed somewhere.
 	userUndeleted map[int]bool
-	maxSize     int64         // max_size ever used (0: never)
-	log         []string
+	maxSize       int64 // max_size ever used (0: never)
+	log           []string
 }
 
 func newSimWorld(t *testing.T, rng *rand.Rand) *simWorld {

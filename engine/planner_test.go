@@ -1,0 +1,771 @@
+package engine
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Table tests for PlanMailbox, one case (or a few) per rule, named by the rule.
+
+func flagsOf(s string) Flag {
+	f, err := ParseFlags(s)
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
+
+func tm(u UID, flags string) Message {
+	return Message{UID: u, Flags: flagsOf(flags), Size: 100, Date: time.Unix(int64(1700000000+u), 0)}
+}
+
+func tmSize(u UID, flags string, size int64) Message {
+	m := tm(u, flags)
+	m.Size = size
+	return m
+}
+
+func statusOf(msgs []Message) Status {
+	st := Status{UIDValidity: 7, UIDNext: 1, Messages: int64(len(msgs))}
+	for _, m := range msgs {
+		st.UIDNext = max(st.UIDNext, m.UID+1)
+	}
+	st.Stamp = fmt.Sprintf("n%d-%d", st.UIDNext, st.Messages)
+	return st
+}
+
+// complete: the side lists every message it has.
+func complete(msgs ...Message) Report {
+	return Report{Status: statusOf(msgs), Messages: msgs, Complete: true}
+}
+
+// unchanged: the side's stamp equals the recorded one.
+func unchanged() Report {
+	return Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: -1, Stamp: "same"}, Unchanged: true}
+}
+
+// incremental: changed and new messages listed, plus the UIDs that still exist.
+func incremental(existing []UID, msgs ...Message) Report {
+	return Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: -1, Stamp: "incr"},
+		Messages: msgs, Existing: existing, ExistingKnown: true}
+}
+
+// counted: changed and new messages listed; the count showed nothing known was removed.
+func counted(msgs ...Message) Report {
+	return Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: -1, Stamp: "cnt"}, Messages: msgs}
+}
+
+func tp(f, n UID, flags string) Pair { return Pair{Far: f, Near: n, Flags: flagsOf(flags)} }
+
+func tpSkip(f, n UID, flags string, skip SkipReason) Pair {
+	p := tp(f, n, flags)
+	p.Skip = skip
+	return p
+}
+
+func tfu(add, remove string, uids ...UID) FlagUpdate {
+	return FlagUpdate{UIDs: uids, Add: flagsOf(add), Remove: flagsOf(remove)}
+}
+
+func st0(maxPulled, maxPushed UID, pairs ...Pair) State {
+	return State{Generation: 3, FarValidity: 7, NearValidity: 7, MaxPulled: maxPulled, MaxPushed: maxPushed,
+		Far: Markers{UIDNext: 50, Stamp: "old-far"}, Near: Markers{UIDNext: 50, Stamp: "old-near"}, Pairs: pairs}
+}
+
+var (
+	both      = Options{Pull: OpAll, Push: OpAll}
+	bothExp   = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, true}}
+	nearExp   = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{false, true}}
+	farExp    = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, false}}
+	pullOnly  = Options{Pull: OpAll}
+	pushOnly  = Options{Push: OpAll}
+	noOptions = Options{}
+)
+
+type plannerCase struct {
+	name      string
+	st        State
+	far, near Report
+	opt       Options
+	// expected
+	copies   [2][]UID // source UIDs, by target side
+	flags    [2][]FlagUpdate
+	expunges [2][]UID
+	tooBig   [2][]UID
+	pairs    []Pair
+	// oldMarkers: the side whose markers the new state must keep (the state cannot
+	// describe that side exactly yet).
+	oldMarkers [2]bool
+	check      func(t *testing.T, pl Plan)
+}
+
+func TestPlanMailboxRules(t *testing.T) {
+	cases := []plannerCase{
+		// --- current view of a side
+		{
+			name: "view/unchanged-side-is-as-recorded",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  unchanged(), near: unchanged(), opt: bothExp,
+			pairs: []Pair{tp(1, 1, "S"), tp(2, 2, "")},
+		},
+		{
+			name: "view/unlisted-known-message-exists-when-count-showed-no-removal",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  counted(tm(2, "F")), near: unchanged(), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("F", "", 2)}},
+			pairs: []Pair{tp(1, 1, "S"), tp(2, 2, "F")},
+		},
+		{
+			name: "view/existing-known-missing-uid-is-gone",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  incremental([]UID{2}), near: unchanged(), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
+			pairs: []Pair{tp(2, 2, ""), tpSkip(0, 1, "ST", SkipGone)},
+		},
+		{
+			name: "view/complete-missing-uid-is-gone",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  complete(tm(1, "S")), near: unchanged(), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("T", "", 2)}},
+			pairs: []Pair{tp(1, 1, "S"), tpSkip(0, 2, "T", SkipGone)},
+		},
+		{
+			name: "view/listed-flags-override-recorded-ones-even-when-unchanged",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  Report{Status: unchanged().Status, Unchanged: true, Messages: []Message{tm(1, "FS")}},
+			near: unchanged(), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
+			pairs: []Pair{tp(1, 1, "FS")},
+		},
+
+		// --- flags: three-way merge
+		{
+			name: "flags/far-change-wins-over-no-change",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "FS")), near: complete(tm(1, "S")), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
+			pairs: []Pair{tp(1, 1, "FS")},
+		},
+		{
+			name: "flags/near-change-wins-over-no-change",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "S")), near: complete(tm(1, "")), opt: both,
+			flags: [2][]FlagUpdate{Far: {tfu("", "S", 1)}},
+			pairs: []Pair{tp(1, 1, "")},
+		},
+		{
+			name: "flags/changes-on-both-sides-are-both-applied",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "FS")), near: complete(tm(1, "R")), opt: both,
+			flags: [2][]FlagUpdate{Far: {tfu("R", "S", 1)}, Near: {tfu("F", "", 1)}},
+			pairs: []Pair{tp(1, 1, "FR")},
+		},
+		{
+			name: "flags/same-change-on-both-sides-needs-nothing",
+			st:   st0(10, 10, tp(1, 1, "")),
+			far:  complete(tm(1, "S")), near: complete(tm(1, "S")), opt: both,
+			pairs: []Pair{tp(1, 1, "S")},
+		},
+		{
+			name: "flags/pull-without-OpFlags-keeps-the-old-base-for-the-unpropagated-flag",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "FS")), near: complete(tm(1, "")),
+			opt:   Options{Pull: OpNew | OpGone, Push: OpAll},
+			flags: [2][]FlagUpdate{Far: {tfu("", "S", 1)}},
+			// S: equal now (both without), so the base advances; F differs: base keeps "no F".
+			pairs:      []Pair{tp(1, 1, "")},
+			oldMarkers: [2]bool{Far: true},
+		},
+		{
+			name: "flags/the-unpropagated-change-is-propagated-once-enabled",
+			st:   st0(10, 10, tp(1, 1, "")),
+			far:  complete(tm(1, "F")), near: complete(tm(1, "")), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
+			pairs: []Pair{tp(1, 1, "F")},
+		},
+		{
+			name: "flags/push-only-run-does-not-touch-near",
+			st:   st0(10, 10, tp(1, 1, "")),
+			far:  complete(tm(1, "F")), near: complete(tm(1, "S")), opt: pushOnly,
+			flags:      [2][]FlagUpdate{Far: {tfu("S", "", 1)}},
+			pairs:      []Pair{tp(1, 1, "S")},
+			oldMarkers: [2]bool{Far: true},
+		},
+		{
+			name: "flags/updates-grouped-by-change-with-uids-ascending",
+			st:   st0(10, 10, tp(1, 1, ""), tp(2, 5, ""), tp(3, 3, ""), tp(4, 2, "S")),
+			far:  complete(tm(1, "S"), tm(2, "S"), tm(3, "S"), tm(4, "F")),
+			near: complete(tm(1, ""), tm(2, "S"), tm(3, ""), tm(5, "")), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("F", "S", 2), tfu("S", "", 1, 3, 5)}},
+			pairs: []Pair{tp(1, 1, "S"), tp(2, 5, "S"), tp(3, 3, "S"), tp(4, 2, "F")},
+		},
+
+		// --- gone
+		{
+			name: "gone/far-removed-near-gets-deleted-flag",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  complete(tm(2, "")), near: complete(tm(1, "S"), tm(2, "")), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
+			pairs: []Pair{tp(2, 2, ""), tpSkip(0, 1, "ST", SkipGone)},
+			check: func(t *testing.T, pl Plan) {
+				if pl.Removals != [2]int{0, 1} {
+					t.Errorf("Removals = %v, want [0 1]", pl.Removals)
+				}
+			},
+		},
+		{
+			name: "gone/deletion-beats-a-flag-change-on-the-other-side",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(), near: complete(tm(1, "")), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
+			pairs: []Pair{tpSkip(0, 1, "T", SkipGone)},
+		},
+		{
+			name: "gone/far-removed-near-expunged-where-allowed",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  complete(tm(2, "")), near: complete(tm(1, "FS"), tm(2, "")), opt: nearExp,
+			expunges: [2][]UID{Near: {1}},
+			pairs:    []Pair{tp(2, 2, "")},
+			check: func(t *testing.T, pl Plan) {
+				if pl.Removals != [2]int{0, 1} {
+					t.Errorf("Removals = %v, want [0 1]", pl.Removals)
+				}
+			},
+		},
+		{
+			name: "gone/near-removed-far-gets-deleted-flag",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  complete(tm(1, "S"), tm(2, "")), near: complete(tm(2, "")), opt: nearExp,
+			flags: [2][]FlagUpdate{Far: {tfu("T", "", 1)}},
+			pairs: []Pair{tpSkip(1, 0, "ST", SkipGone), tp(2, 2, "")},
+		},
+		{
+			name: "gone/near-removed-far-expunged-where-allowed",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "S")), near: complete(), opt: farExp,
+			expunges: [2][]UID{Far: {1}},
+		},
+		{
+			name: "gone/without-OpGone-the-pair-is-kept-for-a-later-run",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(), near: complete(tm(1, "FS")),
+			opt:        Options{Pull: OpNew | OpFlags, Push: OpAll, Expunge: [2]bool{true, true}},
+			pairs:      []Pair{tp(1, 1, "FS")},
+			oldMarkers: [2]bool{Far: true},
+		},
+		{
+			name: "gone/kept-pair-propagates-when-OpGone-is-enabled",
+			st:   st0(10, 10, tp(1, 1, "FS")),
+			far:  incremental(nil), near: unchanged(), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
+			pairs: []Pair{tpSkip(0, 1, "FST", SkipGone)},
+		},
+		{
+			name: "gone/both-removed-pair-dropped",
+			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
+			far:  complete(tm(2, "")), near: complete(tm(2, "")), opt: noOptions,
+			pairs: []Pair{tp(2, 2, "")},
+		},
+
+		// --- one-sided pairs
+		{
+			name: "skipgone/remaining-message-gone-pair-dropped",
+			st:   st0(10, 10, tpSkip(0, 1, "T", SkipGone)),
+			far:  complete(), near: complete(), opt: both,
+		},
+		{
+			name: "skipgone/undeleted-remaining-message-is-left-alone",
+			st:   st0(10, 10, tpSkip(0, 1, "T", SkipGone)),
+			far:  complete(), near: complete(tm(1, "S")), opt: nearExp,
+			pairs: []Pair{tpSkip(0, 1, "S", SkipGone)},
+		},
+		{
+			name: "skipgone/expunged-once-its-side-expunges",
+			st:   st0(10, 10, tpSkip(0, 1, "T", SkipGone), tpSkip(2, 0, "ST", SkipGone)),
+			far:  complete(tm(2, "ST")), near: complete(tm(1, "T")), opt: Options{Expunge: [2]bool{true, true}},
+			expunges: [2][]UID{Far: {2}, Near: {1}},
+		},
+		{
+			name: "pending/copy-retried",
+			st:   st0(10, 10, tp(5, 0, "S")),
+			far:  complete(tm(5, "FS")), near: complete(), opt: both,
+			copies: [2][]UID{Near: {5}},
+			pairs:  []Pair{tp(5, 0, "FS")},
+		},
+		{
+			name: "pending/copy-retried-from-unchanged-side-with-recorded-flags",
+			st:   st0(10, 10, tp(0, 4, "R")),
+			far:  unchanged(), near: unchanged(), opt: both,
+			copies: [2][]UID{Far: {4}},
+			pairs:  []Pair{tp(0, 4, "R")},
+			check: func(t *testing.T, pl Plan) {
+				if c := pl.Copies[Far][0]; c.Flags != FlagReplied || c.Size != -1 {
+					t.Errorf("copy = %+v, want flags R and unknown size", c)
+				}
+			},
+		},
+		{
+			name: "pending/source-gone-pair-dropped",
+			st:   st0(10, 10, tp(5, 0, "S"), tp(6, 6, "")),
+			far:  complete(tm(6, "")), near: complete(tm(6, "")), opt: both,
+			pairs: []Pair{tp(6, 6, "")},
+		},
+		{
+			name: "pending/kept-without-OpNew",
+			st:   st0(10, 10, tp(5, 0, "S")),
+			far:  complete(tm(5, "S")), near: complete(), opt: pushOnly,
+			pairs: []Pair{tp(5, 0, "S")},
+		},
+		{
+			name: "toobig/kept-and-not-retried",
+			st:   st0(10, 10, tpSkip(5, 0, "", SkipTooBig), tpSkip(0, 6, "", SkipDeleted)),
+			far:  complete(tmSize(5, "S", 1e9)), near: complete(tm(6, "")), opt: both,
+			pairs: []Pair{tpSkip(5, 0, "S", SkipTooBig), tpSkip(0, 6, "", SkipDeleted)},
+		},
+		{
+			name: "toobig/dropped-when-source-gone",
+			st:   st0(10, 10, tpSkip(5, 0, "", SkipTooBig), tpSkip(0, 6, "T", SkipDeleted)),
+			far:  complete(), near: complete(), opt: both,
+		},
+
+		// --- new messages
+		{
+			name: "new/copied-both-ways-with-flags",
+			st:   st0(10, 20, tp(1, 1, "")),
+			far:  complete(tm(1, ""), tm(11, "FS"), tm(12, "")),
+			near: complete(tm(1, ""), tm(21, "R")), opt: both,
+			copies: [2][]UID{Far: {21}, Near: {11, 12}},
+			pairs:  []Pair{tp(1, 1, ""), tp(11, 0, "FS"), tp(12, 0, ""), tp(0, 21, "R")},
+			check: func(t *testing.T, pl Plan) {
+				if pl.State.MaxPulled != 12 || pl.State.MaxPushed != 21 {
+					t.Errorf("MaxPulled/MaxPushed = %d/%d, want 12/21", pl.State.MaxPulled, pl.State.MaxPushed)
+				}
+				want := Copy{UID: 11, Flags: flagsOf("FS"), Date: tm(11, "").Date, Size: 100}
+				if pl.Copies[Near][0] != want {
+					t.Errorf("copy = %+v, want %+v", pl.Copies[Near][0], want)
+				}
+			},
+		},
+		{
+			name: "new/too-big-skipped-and-reported-once",
+			st:   st0(10, 10),
+			far:  complete(tmSize(11, "", 5000), tmSize(12, "", 50)), near: complete(),
+			opt:    Options{Pull: OpAll, Push: OpAll, MaxSize: 1000},
+			copies: [2][]UID{Near: {12}},
+			tooBig: [2][]UID{Near: {11}},
+			pairs:  []Pair{tpSkip(11, 0, "", SkipTooBig), tp(12, 0, "")},
+		},
+		{
+			name: "new/deleted-not-copied-where-target-expunges",
+			st:   st0(10, 10),
+			far:  complete(tm(11, "T"), tm(12, "T")), near: complete(), opt: nearExp,
+			pairs: []Pair{tpSkip(11, 0, "T", SkipDeleted), tpSkip(12, 0, "T", SkipDeleted)},
+		},
+		{
+			name: "new/deleted-on-an-expunging-source-is-expunged-not-copied",
+			st:   st0(10, 10),
+			far:  complete(tm(11, "T")), near: complete(), opt: farExp,
+			expunges: [2][]UID{Far: {11}}, // expunge acts on its own: far removes it, nothing to copy
+		},
+		{
+			name: "new/deleted-copied-when-nobody-expunges",
+			st:   st0(10, 10),
+			far:  complete(tm(11, "T")), near: complete(), opt: both,
+			copies: [2][]UID{Near: {11}},
+			pairs:  []Pair{tp(11, 0, "T")},
+		},
+		{
+			name: "new/push-only-run-leaves-far-messages-new",
+			st:   st0(10, 10),
+			far:  complete(tm(11, "")), near: complete(tm(11, "")), opt: pushOnly,
+			copies:     [2][]UID{Far: {11}},
+			pairs:      []Pair{tp(0, 11, "")},
+			oldMarkers: [2]bool{Far: true},
+			check: func(t *testing.T, pl Plan) {
+				if pl.State.MaxPulled != 10 || pl.State.MaxPushed != 11 {
+					t.Errorf("MaxPulled/MaxPushed = %d/%d, want 10/11", pl.State.MaxPulled, pl.State.MaxPushed)
+				}
+			},
+		},
+		{
+			name: "new/unpaired-message-below-max-is-old-and-ignored",
+			st:   st0(10, 10, tp(1, 1, "")),
+			far:  complete(tm(1, ""), tm(5, "S")), near: complete(tm(1, ""), tm(7, "")), opt: bothExp,
+			pairs: []Pair{tp(1, 1, "")},
+		},
+
+		// --- expunge
+		{
+			name: "expunge/both-sides-deleted-both-expunge",
+			st:   st0(10, 10, tp(1, 1, "T"), tp(2, 2, "")),
+			far:  complete(tm(1, "T"), tm(2, "")), near: complete(tm(1, "T"), tm(2, "")), opt: bothExp,
+			expunges: [2][]UID{Far: {1}, Near: {1}},
+			pairs:    []Pair{tp(2, 2, "")},
+		},
+		{
+			name: "expunge/only-one-side-expunges-other-keeps-deleted-message",
+			st:   st0(10, 10, tp(1, 1, "T")),
+			far:  complete(tm(1, "T")), near: complete(tm(1, "T")), opt: farExp,
+			expunges: [2][]UID{Far: {1}},
+			pairs:    []Pair{tpSkip(0, 1, "T", SkipGone)},
+		},
+		{
+			name: "expunge/user-deletion-propagated-and-expunged-in-one-plan",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "ST")), near: complete(tm(1, "S")), opt: bothExp,
+			expunges: [2][]UID{Far: {1}, Near: {1}},
+		},
+		{
+			name: "expunge/acts-even-when-nothing-propagates",
+			st:   st0(10, 10, tp(1, 1, "T")),
+			far:  complete(tm(1, "T")), near: complete(tm(1, "T")),
+			opt:      Options{Expunge: [2]bool{false, true}},
+			expunges: [2][]UID{Near: {1}},
+			// Removals are not propagated in this run: the pair keeps the expunged UID so a
+			// run with OpGone still sees the removal.
+			pairs:      []Pair{tp(1, 1, "T")},
+			oldMarkers: [2]bool{Near: true},
+		},
+		{
+			name: "expunge/removal-propagated-without-OpFlags-through-OpGone",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(tm(1, "ST")), near: complete(tm(1, "S")),
+			opt:      Options{Pull: OpGone, Expunge: [2]bool{true, false}},
+			expunges: [2][]UID{Far: {1}},
+			flags:    [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
+			pairs:    []Pair{tpSkip(0, 1, "ST", SkipGone)},
+		},
+		{
+			name: "expunge/undelete-on-one-side-beats-expunge-on-the-other",
+			st:   st0(10, 10, tp(1, 1, "T")),
+			far:  complete(tm(1, "T")), near: complete(tm(1, "")), opt: farExp,
+			flags: [2][]FlagUpdate{Far: {tfu("", "T", 1)}},
+			pairs: []Pair{tp(1, 1, "")},
+		},
+		{
+			name: "expunge/no-flag-update-for-a-message-being-expunged",
+			st:   st0(10, 10, tp(1, 1, "S")),
+			far:  complete(), near: complete(tm(1, "FS")), opt: nearExp,
+			expunges: [2][]UID{Near: {1}},
+		},
+
+		// --- new state
+		{
+			name: "state/validities-markers-and-sorted-pairs",
+			st:   st0(10, 10, tp(0, 3, ""), tp(4, 2, ""), tp(2, 4, "")),
+			far:  complete(tm(2, ""), tm(4, "")), near: complete(tm(2, ""), tm(3, ""), tm(4, "")), opt: pullOnly,
+			pairs: []Pair{tp(2, 4, ""), tp(4, 2, ""), tp(0, 3, "")},
+			check: func(t *testing.T, pl Plan) {
+				s := pl.State
+				if s.Generation != 3 || s.FarValidity != 7 || s.NearValidity != 7 {
+					t.Errorf("state header %+v", s)
+				}
+			},
+		},
+		{
+			name: "robust/duplicate-uids-in-state-and-listing",
+			st:   st0(10, 10, tp(1, 1, ""), tp(1, 2, "S"), tp(0, 0, ""), tp(3, 1, "")),
+			far:  complete(tm(1, "F"), tm(1, "S"), tm(0, "S"), tm(3, "")),
+			near: complete(tm(1, ""), tm(2, "")), opt: both,
+			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
+			pairs: []Pair{tp(1, 1, "F")},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pl := PlanMailbox(c.st, c.far, c.near, c.opt)
+			checkPlanShape(t, &pl, c.far, c.near, c.st)
+			for s := range 2 {
+				var copies []UID
+				for _, cp := range pl.Copies[s] {
+					copies = append(copies, cp.UID)
+				}
+				eq(t, fmt.Sprintf("copies to %s", Side(s)), copies, c.copies[s])
+				eq(t, fmt.Sprintf("flags on %s", Side(s)), pl.Flags[s], c.flags[s])
+				eq(t, fmt.Sprintf("expunges on %s", Side(s)), pl.Expunges[s], c.expunges[s])
+				eq(t, fmt.Sprintf("too big for %s", Side(s)), pl.TooBig[s], c.tooBig[s])
+			}
+			eq(t, "pairs", pl.State.Pairs, c.pairs)
+			reps := [2]Report{c.far, c.near}
+			old := [2]Markers{c.st.Far, c.st.Near}
+			got := [2]Markers{pl.State.Far, pl.State.Near}
+			for s := range 2 {
+				want := MarkersOf(reps[s].Status)
+				if c.oldMarkers[s] {
+					want = old[s]
+				}
+				if got[s] != want {
+					t.Errorf("%s markers = %+v, want %+v (old markers: %v)", Side(s), got[s], want, c.oldMarkers[s])
+				}
+			}
+			if pl.Guard != nil {
+				t.Errorf("unexpected guard: %v", pl.Guard)
+			}
+			if c.check != nil {
+				c.check(t, pl)
+			}
+			if c.far.Complete && c.near.Complete {
+				assertIdempotent(t, pl, c.far, c.near, c.opt)
+			}
+		})
+	}
+}
+
+func eq[T any](t *testing.T, what string, got, want []T) {
+	t.Helper()
+	if len(got) == 0 && len(want) == 0 {
+		return
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s = %+v, want %+v", what, got, want)
+	}
+}
+
+// assertIdempotent executes the plan on the messages of two complete reports (copies get
+// fresh UIDs, which are filled into the new state) and checks that planning again with
+// the same options does nothing.
+func assertIdempotent(t *testing.T, pl Plan, far, near Report, opt Options) {
+	t.Helper()
+	world := [2]map[UID]Message{{}, {}}
+	for s, r := range []Report{far, near} {
+		for _, m := range r.Messages {
+			if m.UID != 0 {
+				if _, dup := world[s][m.UID]; !dup {
+					world[s][m.UID] = m
+				}
+			}
+		}
+	}
+	st := pl.State
+	st.Pairs = slices.Clone(st.Pairs)
+	for s := Side(0); s < 2; s++ {
+		next := UID(1000)
+		for _, c := range pl.Copies[s] {
+			next++
+			src := world[s.Other()][c.UID]
+			world[s][next] = Message{UID: next, Flags: c.Flags, Size: src.Size, Date: src.Date}
+			for i := range st.Pairs {
+				p := &st.Pairs[i]
+				if s == Near && p.Far == c.UID && p.Near == 0 {
+					p.Near = next
+				}
+				if s == Far && p.Near == c.UID && p.Far == 0 {
+					p.Far = next
+				}
+			}
+		}
+		for _, fu := range pl.Flags[s] {
+			for _, u := range fu.UIDs {
+				m := world[s][u]
+				m.Flags = (m.Flags | fu.Add) &^ fu.Remove
+				world[s][u] = m
+			}
+		}
+		for _, u := range pl.Expunges[s] {
+			delete(world[s], u)
+		}
+	}
+	var reps [2]Report
+	for s := range 2 {
+		var msgs []Message
+		for _, m := range world[s] {
+			msgs = append(msgs, m)
+		}
+		slices.SortFunc(msgs, func(a, b Message) int { return int(a.UID) - int(b.UID) })
+		reps[s] = complete(msgs...)
+	}
+	again := PlanMailbox(st, reps[Far], reps[Near], opt)
+	if !again.Empty() {
+		t.Errorf("not idempotent: the next plan does %+v / %+v / %+v", again.Copies, again.Flags, again.Expunges)
+	}
+	eq(t, "pairs after the next plan", again.State.Pairs, st.Pairs)
+}
+
+func TestPlanMailboxGuard(t *testing.T) {
+	pairs := func(n int) []Pair {
+		var ps []Pair
+		for i := 1; i <= n; i++ {
+			ps = append(ps, tp(UID(i), UID(i), "S"))
+		}
+		return ps
+	}
+	msgs := func(from, to int) []Message {
+		var ms []Message
+		for i := from; i <= to; i++ {
+			ms = append(ms, tm(UID(i), "S"))
+		}
+		return ms
+	}
+	cases := []struct {
+		name      string
+		pairs     int
+		far, near Report
+		opt       Options
+		guard     *GuardError // nil: no guard
+	}{
+		{
+			name:  "vanished-far-mailbox-stops-mass-deletion",
+			pairs: 20, far: complete(), near: complete(msgs(1, 20)...), opt: nearExp,
+			guard: &GuardError{Side: Near, Removes: 20, Of: 20},
+		},
+		{
+			name:  "vanished-near-folder-stops-mass-deleted-flags",
+			pairs: 20, far: complete(msgs(1, 20)...), near: complete(), opt: both,
+			guard: &GuardError{Side: Far, Removes: 20, Of: 20},
+		},
+		{
+			name:  "ten-or-fewer-removals-pass",
+			pairs: 10, far: complete(), near: complete(msgs(1, 10)...), opt: nearExp,
+		},
+		{
+			name:  "half-or-fewer-pass",
+			pairs: 30, far: complete(msgs(16, 30)...), near: complete(msgs(1, 30)...), opt: nearExp,
+		},
+		{
+			name:  "more-than-half-stops",
+			pairs: 30, far: complete(msgs(17, 30)...), near: complete(msgs(1, 30)...), opt: nearExp,
+			guard: &GuardError{Side: Near, Removes: 16, Of: 30},
+		},
+		{
+			name:  "user-deleted-messages-count-when-expunged",
+			pairs: 0, far: complete(), near: complete(append(msgs(1, 5), tm(6, "T"), tm(7, "T"), tm(8, "T"),
+				tm(9, "T"), tm(10, "T"), tm(11, "T"), tm(12, "T"), tm(13, "T"), tm(14, "T"), tm(15, "T"), tm(16, "T"))...),
+			opt:   Options{Expunge: [2]bool{false, true}},
+			guard: &GuardError{Side: Near, Removes: 11, Of: 16},
+		},
+		{
+			name:  "without-OpGone-nothing-is-removed",
+			pairs: 20, far: complete(), near: complete(msgs(1, 20)...), opt: Options{Pull: OpNew | OpFlags, Expunge: [2]bool{true, true}},
+		},
+		{
+			name:  "status-count-counts-unlisted-messages",
+			pairs: 20, far: complete(msgs(1, 8)...),
+			near: Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: 200}, Messages: msgs(1, 20), Complete: true},
+			opt:  nearExp,
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := st0(100, 100, pairs(c.pairs)...)
+			pl := PlanMailbox(st, c.far, c.near, c.opt)
+			checkPlanShape(t, &pl, c.far, c.near, st)
+			if c.guard == nil {
+				if pl.Guard != nil {
+					t.Fatalf("unexpected guard %v", pl.Guard)
+				}
+				return
+			}
+			g := pl.Guard
+			if g == nil {
+				t.Fatalf("no guard; removals %v of %v", pl.Removals, pl.Sizes)
+			}
+			if g.Side != c.guard.Side || g.Removes != c.guard.Removes || g.Of != c.guard.Of {
+				t.Errorf("guard = %+v, want side %s removes %d of %d", g, c.guard.Side, c.guard.Removes, c.guard.Of)
+			}
+			msg := g.Error()
+			for _, want := range []string{fmt.Sprintf("delete %d of %d", g.Removes, g.Of), g.Side.String(), "--force"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("guard message %q does not mention %q", msg, want)
+				}
+			}
+			// The plan is still complete (for --dry-run), and --force lets it through.
+			if len(pl.Expunges[g.Side])+len(pl.Flags[g.Side]) == 0 {
+				t.Errorf("guarded plan lost its actions")
+			}
+			c.opt.Force = true
+			forced := PlanMailbox(st, c.far, c.near, c.opt)
+			if forced.Guard != nil {
+				t.Errorf("--force still guarded: %v", forced.Guard)
+			}
+			if !reflect.DeepEqual(forced.Expunges, pl.Expunges) || !reflect.DeepEqual(forced.Flags, pl.Flags) {
+				t.Errorf("--force changed the actions")
+			}
+		})
+	}
+}
+
+// TestPlanMailboxDeterministic: the same input gives the same plan (map iteration must not
+// leak into the output).
+func TestPlanMailboxDeterministic(t *testing.T) {
+	var pairs []Pair
+	var far, near []Message
+	for i := UID(1); i <= 200; i++ {
+		pairs = append(pairs, tp(i, i+1000, ""))
+		far = append(far, tm(i, []string{"", "S", "F", "FS"}[i%4]))
+		if i%7 != 0 {
+			near = append(near, tm(i+1000, []string{"", "R", "T", "S"}[i%4]))
+		}
+	}
+	st := st0(300, 2000, pairs...)
+	first := PlanMailbox(st, complete(far...), complete(near...), both)
+	for range 20 {
+		again := PlanMailbox(st, complete(far...), complete(near...), both)
+		if !reflect.DeepEqual(first, again) {
+			t.Fatal("two plans for the same input differ")
+		}
+	}
+}
+
+// FuzzPlanMailbox: any state and reports — never a panic, never an action on a message that
+// does not exist on its side, always a well-formed plan.
+func FuzzPlanMailbox(f *testing.F) {
+	f.Add([]byte{3, 1, 2, 0, 5, 9, 1, 4, 7, 2, 2, 8, 33, 1, 0, 200, 17})
+	f.Add([]byte{0xff, 0x10, 0x22, 0x31, 0x47, 0x55, 0x63, 0x7f, 0x80, 0x91, 0xa2, 0xb3, 0xc4})
+	f.Add([]byte("some state and a report or two, read as bytes"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := byteReader{b: data}
+		st := State{MaxPulled: UID(r.next() % 16), MaxPushed: UID(r.next() % 16)}
+		for range r.next() % 24 {
+			st.Pairs = append(st.Pairs, Pair{Far: UID(r.next() % 20), Near: UID(r.next() % 20),
+				Flags: Flag(r.next()), Skip: SkipReason(r.next() % 5)})
+		}
+		report := func() Report {
+			var rep Report
+			mode := r.next()
+			rep.Unchanged = mode&1 != 0
+			rep.Complete = mode&2 != 0
+			rep.ExistingKnown = mode&4 != 0
+			rep.Status.Messages = int64(int8(r.next()))
+			rep.Status.UIDValidity = uint32(r.next())
+			for range r.next() % 24 {
+				rep.Messages = append(rep.Messages, Message{UID: UID(r.next() % 20), Flags: Flag(r.next()),
+					Size: int64(int8(r.next())) * 10})
+			}
+			for range r.next() % 16 {
+				rep.Existing = append(rep.Existing, UID(r.next()%20))
+			}
+			return rep
+		}
+		far, near := report(), report()
+		opt := Options{Pull: Ops(r.next()), Push: Ops(r.next()), Expunge: [2]bool{r.next()&1 != 0, r.next()&1 != 0},
+			MaxSize: int64(r.next()), Force: r.next()&1 != 0}
+		pl := PlanMailbox(st, far, near, opt)
+		checkPlanShape(t, &pl, far, near, st)
+		if opt.Force && pl.Guard != nil {
+			t.Fatal("guard set despite Force")
+		}
+		for s := 0; s < 2; s++ {
+			if pl.Removals[s] < len(pl.Expunges[s]) {
+				t.Fatalf("removals %d below expunges %d", pl.Removals[s], len(pl.Expunges[s]))
+			}
+		}
+	})
+}
+
+type byteReader struct {
+	b []byte
+	i int
+}
+
+func (r *byteReader) next() byte {
+	if r.i >= len(r.b) {
+		return 0
+	}
+	c := r.b[r.i]
+	r.i++
+	return c
+}
