@@ -180,9 +180,9 @@ CERT=$DOVE/ssl/cert.pem KEY=$DOVE/ssl/key.pem PIDFILE=$DOVE/run/master.pid
 if ((ROOT)); then
     MAIL_USER=${BENCH_MAIL_USER:-nobody}
     # Dovecot refuses uid 0 for mail; its internal users come with dovecot-core.
-    INTERNAL=dovecot LOGIN=dovenull
+    INTERNAL=dovecot INTERNAL_GROUP=dovecot LOGIN=dovenull
 else
-    MAIL_USER=$(id -un) INTERNAL=$(id -un) LOGIN=$(id -un)
+    MAIL_USER=$(id -un) INTERNAL=$(id -un) INTERNAL_GROUP=$(id -gn) LOGIN=$(id -un)
 fi
 MUID=$(id -u "$MAIL_USER") || die "no user $MAIL_USER (BENCH_MAIL_USER)"
 MGID=$(id -g "$MAIL_USER")
@@ -244,6 +244,7 @@ first_valid_uid = $MUID
 last_valid_uid = $MUID
 first_valid_gid = $MGID
 default_internal_user = $INTERNAL
+default_internal_group = $INTERNAL_GROUP
 default_login_user = $LOGIN
 # INBOX is the root maildir, "a/b" is the directory a/b; LAYOUT=fs allows "." in names.
 mail_location = maildir:$MAIL/%u:LAYOUT=fs
