@@ -126,6 +126,10 @@ func (s *Store) mailboxPath(name string) (string, error) {
 	}
 	base := s.root
 	if comps[0] == "INBOX" && s.layout == LayoutVerbatim {
+		if within(s.inbox, s.root) {
+			// INBOX/x would be the same directory as x.
+			return "", s.badName(name, "the inbox is the store's root (or contains it), so it cannot have subfolders in the verbatim layout")
+		}
 		base = s.inbox
 		comps = comps[1:]
 	}

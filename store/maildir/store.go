@@ -100,6 +100,12 @@ func (s *Store) Close() error { return nil }
 // MailboxDir returns the directory of a mailbox (it may not exist yet).
 func (s *Store) MailboxDir(name string) (string, error) { return s.mailboxPath(name) }
 
+// within says whether p is dir or inside it.
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
@@ -130,7 +136,11 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 			if isMailbox(s.inbox) {
 				add("INBOX", s.inbox)
 			}
-			err = s.walkVerbatim(ctx, s.inbox, "INBOX", add, &inboxSeen, 0)
+			// An inbox outside the root has its own subfolders; one that
+			// contains the root (or sits in a hidden part of it) does not.
+			if !within(s.root, s.inbox) && !within(s.inbox, s.root) {
+				err = s.walkVerbatim(ctx, s.inbox, "INBOX", add, &inboxSeen, 0)
+			}
 		}
 	} else {
 		if isMailbox(s.inbox) {

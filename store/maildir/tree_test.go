@@ -376,3 +376,77 @@ func TestConcurrentStageProcesses(t *testing.T) {
 	}
 	checkDistinct(t, root, lists...)
 }
+
+func TestInboxIsRoot(t *testing.T) {
+	root := t.TempDir()
+	s, err := New("maildir.r", root, root, LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mkMaildir(t, root)
+	mkMaildir(t, filepath.Join(root, "x"))
+	if got, want := names(t, s), []string{"INBOX", "x"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if _, err := s.MailboxDir("INBOX/x"); !errors.Is(err, engine.ErrBadName) {
+		t.Errorf("INBOX/x with the inbox at the root: %v", err)
+	}
+	if _, err := s.MailboxDir("cur"); !errors.Is(err, engine.ErrBadName) {
+		t.Errorf("cur with the inbox at the root: %v", err)
+	}
+}
+
+// TestScanWhileClientRenames: a mail client moves files new/ → cur/ and
+// changes their flags while we list. Every listing that succeeds must hold
+// every message under its UID (a missing one would be taken as deleted).
+func TestScanWhileClientRenames(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	const n = 60
+	writeFile(t, filepath.Join(dir, ".uidvalidity"), fmt.Sprintf("42\n%d\n", n))
+	for i := 1; i <= n; i++ {
+		writeFile(t, filepath.Join(dir, "new", fmt.Sprintf("m%02d,U=%d", i, i)), "x\n")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= n; i++ {
+			base := fmt.Sprintf("m%02d,U=%d", i, i)
+			os.Rename(filepath.Join(dir, "new", base), filepath.Join(dir, "cur", base+":2,S"))
+			time.Sleep(2 * time.Millisecond)
+			os.Rename(filepath.Join(dir, "cur", base+":2,S"), filepath.Join(dir, "cur", base+":2,RS"))
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	mb := open(t, s, "INBOX", false)
+	ok, failed := 0, 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		msgs, complete, err := mb.List(t.Context(), engine.ListQuery{All: true})
+		if err != nil {
+			failed++ // "kept changing": acceptable, the run is retried
+			continue
+		}
+		ok++
+		if !complete || len(msgs) != n {
+			t.Fatalf("listing with %d of %d messages (complete=%v)", len(msgs), n, complete)
+		}
+		for i, m := range msgs {
+			if m.UID != engine.UID(i+1) {
+				t.Fatalf("message %d has UID %d", i, m.UID)
+			}
+		}
+	}
+	t.Logf("%d listings, %d gave up", ok, failed)
+	if ok == 0 {
+		t.Error("no listing succeeded, not even after the client stopped")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ".uidvalidity")); string(b) != fmt.Sprintf("42\n%d\n", n) {
+		t.Errorf("UIDs were reassigned: .uidvalidity %q", b)
+	}
+}
