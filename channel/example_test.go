@@ -1,6 +1,8 @@
 package channel
 
 import (
+	"os"
+	"regexp"
 	"testing"
 
 	"github.com/quixysync/quixysync/engine"
@@ -36,5 +38,21 @@ func TestExampleParses(t *testing.T) {
 	}
 	if grp := cfg.Groups["everything"]; grp == nil || len(grp.Channels) != 2 {
 		t.Errorf("group = %+v", grp)
+	}
+}
+
+// Every key the parser accepts is documented in the example (set, or shown
+// commented out).
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../quixysync.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, list := range [][]string{imapKeys, maildirKeys, channelKeys, groupKeys} {
+		for _, k := range list {
+			if !regexp.MustCompile(`(?m)^#?\s*` + k + `\s*= `).Match(data) {
+				t.Errorf("key %q is not shown in the example", k)
+			}
+		}
 	}
 }
