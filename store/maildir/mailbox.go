@@ -11,15 +11,12 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/quixysync/quixysync/engine"
 )
-
-var unixENOTEMPTY = syscall.ENOTEMPTY
 
 // entry is one message file as last seen.
 type entry struct {

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quixysync/quixysync/engine"
@@ -354,7 +355,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 	// file meanwhile, and while cur/ exists the folder is still a mailbox.
 	for _, sub := range []string{"new", "tmp", "cur"} {
 		if err := os.Remove(filepath.Join(dir, sub)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			if errors.Is(err, unixENOTEMPTY) || errors.Is(err, fs.ErrExist) {
+			if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, fs.ErrExist) {
 				return notEmpty
 			}
 			return fmt.Errorf("maildir %s: delete mailbox %q: %w", s.name, name, err)
