@@ -394,7 +394,7 @@ func TestPlanMailboxRules(t *testing.T) {
 		{
 			name: "new/unpaired-message-below-max-is-old-and-ignored",
 			st:   st0(10, 10, tp(1, 1, "")),
-			far:  complete(tm(1, ""), tm(5, "S")), near: complete(tm(1, ""), tm(7, "")), opt: bothExp,
+			far:  complete(tm(1, ""), tm(5, "S"), tm(10, "")), near: complete(tm(1, ""), tm(7, ""), tm(10, "F")), opt: bothExp,
 			pairs: []Pair{tp(1, 1, "")},
 		},
 
