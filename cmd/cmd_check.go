@@ -53,7 +53,7 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 		is := cfg.IMAP[name]
 		caps, err := checkIMAP(ctx, g, is)
 		if err != nil {
-			g.errorf("%s (%s, tls %s): %v", is.Ref(), is.Addr(), is.TLS, err)
+			g.errorf("%v", prefixOnce(is.Ref(), err))
 			code = worse(code, exitCode(err))
 			continue
 		}

@@ -136,7 +136,8 @@ func runDemo(ctx context.Context, g *globalOptions, opts DemoOptions, args []str
 Look around: the messages are plain files, readable by any Maildir mail client
 (mutt, aerc, neomutt, notmuch).
 
-To sync a real account, edit %[1]s:
+The demo server stopped with the demo, so that configuration now needs a real
+account. To sync one, edit %[1]s:
   in [imap.demo], set host, port and tls ("implicit" on port 993), user, and
   replace password with password_cmd (e.g. "pass show mail/work");
   in [maildir.demo], set path to where the mail should go.

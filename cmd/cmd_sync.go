@@ -175,7 +175,7 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 		errs := 0
 		if r.Err != nil {
 			errs++
-			g.errorf("%s: %v", r.Channel, r.Err)
+			g.errorf("%v", channelErr(r.Channel, r.Err))
 			code = worse(code, exitCode(r.Err))
 		}
 		mbs := append([]engine.MailboxResult(nil), r.Mailboxes...)
@@ -183,7 +183,7 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 		for _, mr := range mbs {
 			if mr.Err != nil {
 				errs++
-				g.errorf("%s:%s: %s", r.Channel, mr.Mailbox, withGuardHint(mr.Err))
+				g.errorf("%s:%s: %s", r.Channel, mr.Mailbox, withGuardHint(mr.Mailbox, mr.Err))
 				code = worse(code, exitCode(mr.Err))
 			} else if mr.Plan != nil && mr.Plan.Guard != nil && !opts.Force {
 				// A dry run reports the guard in the plan: the real run would stop.
@@ -204,8 +204,18 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 	return code
 }
 
-func withGuardHint(err error) string {
-	msg := err.Error()
+// channelErr names the channel in err unless the engine did.
+func channelErr(name string, err error) error {
+	if strings.HasPrefix(err.Error(), "channel "+name+":") {
+		return err
+	}
+	return fmt.Errorf("channel %s: %w", name, err)
+}
+
+// withGuardHint spells a mailbox error for a line that already names the
+// channel and mailbox, adding how to get past a safety guard.
+func withGuardHint(mailbox string, err error) string {
+	msg := strings.TrimPrefix(err.Error(), "mailbox "+mailbox+": ")
 	if exitCode(err) == exitGuard && !strings.Contains(msg, "--force") {
 		msg += " (nothing was deleted; if this is what you want, run again with --force)"
 	}
@@ -247,17 +257,22 @@ func summaryLine(name string, c engine.Counts, errs int) string {
 		count(errs, "error"))
 }
 
-// channelCounts totals a channel's counts. The engine may count at the
-// channel level, per mailbox, or both (mailbox creation is naturally
-// channel-level): each field takes the larger of the channel's figure and
-// the mailboxes' sum, so nothing is counted twice. In a dry run the copies,
-// flag changes and deletions come from the plans.
+// channelCounts totals a channel's counts. The engine counts per mailbox
+// and sums into the channel; each field takes the larger of the channel's
+// figure and the mailboxes' sum, so a count kept only at the channel level is
+// not lost and nothing is counted twice. A dry run counts from the plans,
+// leaving out failed mailboxes (a guard stopped them: nothing would happen).
 func channelCounts(r engine.ChannelResult, dry bool) engine.Counts {
 	var sum engine.Counts
 	for _, mr := range r.Mailboxes {
 		c := mr.Counts
-		if dry && mr.Plan != nil {
-			c = planCounts(mr.Plan, c)
+		if dry {
+			if mr.Err != nil {
+				continue
+			}
+			if mr.Plan != nil {
+				c = planCounts(mr.Plan, c)
+			}
 		}
 		for s := 0; s < 2; s++ {
 			sum.Copied[s] += c.Copied[s]
@@ -265,6 +280,9 @@ func channelCounts(r engine.ChannelResult, dry bool) engine.Counts {
 			sum.Deleted[s] += c.Deleted[s]
 			sum.Created[s] += c.Created[s]
 		}
+	}
+	if dry {
+		return sum
 	}
 	for s := 0; s < 2; s++ {
 		sum.Copied[s] = max(sum.Copied[s], r.Copied[s])

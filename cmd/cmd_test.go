@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -289,7 +291,7 @@ timeout = "5s"
 [channel.broken]
 far = "imap.down"
 near = "maildir.local"
-`, srv.Port, mail, freePort(t)))
+`, srv.Port, mail, closedPort(t)))
 
 	stdout, stderr, code := run(t, "-c", cfg, "list", "demo")
 	if code != exitOK {
@@ -340,15 +342,21 @@ near = "maildir.local"
 	}
 }
 
-func freePort(t *testing.T) int {
+// closedPort returns a loopback port nothing listens on. It is below the
+// ephemeral range: a just-freed ephemeral port can make the kernel connect
+// the client to itself (TCP simultaneous open), which looks like a server
+// that never greets rather than an unreachable one.
+func closedPort(t *testing.T) int {
 	t.Helper()
-	srv, err := demo.Start(demo.ServerOptions{})
-	if err != nil {
-		t.Fatal(err)
+	for _, p := range []int{1, 9, 47, 71} {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), time.Second)
+		if err != nil {
+			return p
+		}
+		c.Close()
 	}
-	port := srv.Port
-	srv.Close()
-	return port
+	t.Skip("no closed low port on 127.0.0.1 to play an unreachable server")
+	return 0
 }
 
 // skipWithoutEngine skips a test while engine.SyncChannel is still a stub, so
@@ -458,6 +466,42 @@ func TestLockedExit3(t *testing.T) {
 	if !strings.Contains(stderr, "mm") || !strings.Contains(stderr, fmt.Sprint(os.Getpid())) {
 		t.Errorf("stderr does not name the channel and the holder's PID: %q", stderr)
 	}
+}
+
+func TestGuardExit4(t *testing.T) {
+	dir := isolate(t)
+	cfg, far, near := maildirPair(t, dir, 12)
+	_, stderr, code := run(t, "-c", cfg, "sync", "mm")
+	skipWithoutEngine(t, stderr)
+	if code != exitOK {
+		t.Fatalf("first sync: exit %d", code)
+	}
+	// 11 of 12 messages vanish on the far side: propagating that needs --force.
+	files, _ := filepath.Glob(filepath.Join(far, "INBOX", "*", "*"))
+	if len(files) != 12 {
+		t.Fatalf("far INBOX holds %d files, want 12", len(files))
+	}
+	for _, f := range files[:11] {
+		os.Remove(f)
+	}
+	stdout, stderr, code := run(t, "-c", cfg, "sync", "--dry-run", "mm")
+	if code != exitGuard || !strings.Contains(stderr, "safety guard") || !strings.Contains(stdout, "flags ←0 →0") {
+		t.Errorf("dry run past the guard: exit %d, want 4, the guard reported and nothing counted", code)
+	}
+	_, stderr, code = run(t, "-c", cfg, "sync", "mm")
+	if code != exitGuard {
+		t.Errorf("sync past the guard: exit %d, want 4", code)
+	}
+	if !strings.Contains(stderr, "mm:INBOX") || !strings.Contains(stderr, "--force") {
+		t.Errorf("the guard message does not name the mailbox and --force: %q", stderr)
+	}
+	if _, _, code := run(t, "-c", cfg, "sync", "--force", "mm"); code != exitOK {
+		t.Errorf("sync --force: exit %d, want 0", code)
+	}
+	if _, _, code := run(t, "-c", cfg, "sync", "mm"); code != exitOK {
+		t.Errorf("sync after --force: exit %d, want 0", code)
+	}
+	_ = near
 }
 
 func TestDemo(t *testing.T) {

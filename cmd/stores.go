@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/quixysync/quixysync/channel"
 	"github.com/quixysync/quixysync/engine"
@@ -99,11 +100,16 @@ func listBoth(ctx context.Context, far, near engine.Store) (farBoxes, nearBoxes 
 	}()
 	nearBoxes, nerr = near.ListMailboxes(ctx)
 	<-done
-	if ferr != nil {
-		ferr = fmt.Errorf("%s: %w", far.Name(), ferr)
+	return farBoxes, nearBoxes, errors.Join(nameStore(far, ferr), nameStore(near, nerr))
+}
+
+// nameStore makes sure an error names the store it came from.
+func nameStore(s engine.Store, err error) error { return prefixOnce(s.Name(), err) }
+
+// prefixOnce prefixes err with "name: " unless its message starts with name.
+func prefixOnce(name string, err error) error {
+	if err == nil || strings.HasPrefix(err.Error(), name+":") || strings.HasPrefix(err.Error(), name+" ") {
+		return err
 	}
-	if nerr != nil {
-		nerr = fmt.Errorf("%s: %w", near.Name(), nerr)
-	}
-	return farBoxes, nearBoxes, errors.Join(ferr, nerr)
+	return fmt.Errorf("%s: %w", name, err)
 }

@@ -79,8 +79,8 @@ func tomlString(s string) string {
 }
 
 // MarkSeen marks one unseen message of the Maildir folder dir as seen, the
-// way a mail client does: by renaming its file (new/ → cur/ with ":2,S", or
-// adding S to the flags of a file in cur/). It returns the new file name.
+// way a mail client does: by renaming its file into cur/ with S added to its
+// flags (":2,S" when it had none). It returns the new path.
 func MarkSeen(dir string) (string, error) {
 	for _, sub := range []string{"cur", "new"} {
 		entries, err := os.ReadDir(filepath.Join(dir, sub))
@@ -92,12 +92,9 @@ func MarkSeen(dir string) (string, error) {
 			if e.IsDir() || strings.HasPrefix(name, ".") {
 				continue
 			}
-			base, flags, hasInfo := strings.Cut(name, ":2,")
+			base, flags, _ := strings.Cut(name, ":2,")
 			if strings.Contains(flags, "S") {
 				continue
-			}
-			if sub == "new" && hasInfo {
-				continue // unusual; leave it to the store
 			}
 			newName := base + ":2," + addFlag(flags, 'S')
 			from := filepath.Join(dir, sub, name)
