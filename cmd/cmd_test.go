@@ -222,6 +222,49 @@ password = "nope"
 	}
 }
 
+func TestDebugTraceRedactsPassword(t *testing.T) {
+	dir := isolate(t)
+	const pw = "s3cr3t-Passw0rd"
+	srv, err := demo.Start(demo.ServerOptions{Password: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), fmt.Sprintf(`
+[imap.good]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "demo"
+password = %q
+`, srv.Port, pw))
+	_, stderr, code := run(t, "--debug", "-c", cfg, "check", "--connect")
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(stderr, "CAPABILITY") {
+		t.Errorf("--debug printed no protocol trace: %q", stderr)
+	}
+	if strings.Contains(stderr, pw) {
+		t.Errorf("the password appears in the --debug trace")
+	}
+}
+
+func TestInterruptedExitsNonZero(t *testing.T) {
+	dir := isolate(t)
+	cfg, _, near := maildirPair(t, dir, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as if Ctrl-C came at once
+	var out, errb bytes.Buffer
+	code := execute(ctx, []string{"-c", cfg, "sync", "--all"}, &out, &errb)
+	if code != exitInterrupted {
+		t.Errorf("interrupted sync: exit %d, want %d; stderr %q", code, exitInterrupted, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(near, "INBOX")); err == nil {
+		t.Errorf("an interrupted run still created %s", near)
+	}
+}
+
 func TestVersion(t *testing.T) {
 	stdout, _, code := run(t, "version")
 	if code != exitOK || !regexp.MustCompile(`^quixysync \S+.* go\d`).MatchString(stdout) {
