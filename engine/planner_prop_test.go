@@ -123,14 +123,14 @@ func (w *simWorld) partnerOf(s Side, u UID) UID {
 	return 0
 }
 
-var userFlags = []Flag{FlagSeen, FlagSeen, FlagFlagged, FlagReplied, FlagDraft, FlagPassed}
+var simUserFlags = []Flag{FlagSeen, FlagSeen, FlagFlagged, FlagReplied, FlagDraft, FlagPassed}
 
 func (w *simWorld) toggle(s Side, u UID) {
 	m := w.side[s].msgs[u]
 	if m == nil {
 		return
 	}
-	f := userFlags[w.rng.IntN(len(userFlags))]
+	f := simUserFlags[w.rng.IntN(len(simUserFlags))]
 	if w.rng.IntN(12) == 0 {
 		f = FlagDeleted // un-delete or delete by flag
 	}
@@ -152,7 +152,7 @@ func (w *simWorld) userAction() {
 		w.nextID++
 		id := w.nextID
 		var fl Flag
-		for _, f := range userFlags {
+		for _, f := range simUserFlags {
 			if w.rng.IntN(4) == 0 {
 				fl |= f
 			}
@@ -281,13 +281,13 @@ func (w *simWorld) randomOptions() Options {
 	return o
 }
 
-// execMode says how a sync's plan is executed.
-type execMode int
+// simExecMode says how a sync's plan is executed.
+type simExecMode int
 
 const (
-	execCrash      execMode = iota // a random part, then the process dies
-	execFailCopies                 // everything but some copies, which fail
-	execAll
+	simExecCrash      simExecMode = iota // a random part, then the process dies
+	simExecFailCopies                    // everything but some copies, which fail
+	simExecAll
 )
 
 type simAction struct {
@@ -409,22 +409,22 @@ func (w *simWorld) execute(pl *Plan, crash, failCopies bool) {
 	w.st = ns
 }
 
-func (w *simWorld) sync(opt Options, how execMode) *Plan {
+func (w *simWorld) sync(opt Options, how simExecMode) *Plan {
 	far, near := w.report(Far), w.report(Near)
 	pl := PlanMailbox(w.st, far, near, opt)
 	w.logf("sync %+v: far %s near %s -> copies %v/%v flags %v/%v expunges %v/%v guard %v",
-		opt, reportKind(far), reportKind(near), pl.Copies[Far], pl.Copies[Near], pl.Flags[Far], pl.Flags[Near],
+		opt, simReportKind(far), simReportKind(near), pl.Copies[Far], pl.Copies[Near], pl.Flags[Far], pl.Flags[Near],
 		pl.Expunges[Far], pl.Expunges[Near], pl.Guard)
 	checkPlanShape(w.t, &pl, far, near, w.st)
 	w.checkPlanRules(&pl, opt)
 	if pl.Guard != nil {
 		return &pl
 	}
-	w.execute(&pl, how == execCrash, how == execFailCopies)
+	w.execute(&pl, how == simExecCrash, how == simExecFailCopies)
 	return &pl
 }
 
-func reportKind(r Report) string {
+func simReportKind(r Report) string {
 	switch {
 	case r.Unchanged:
 		return "unchanged"
@@ -436,7 +436,7 @@ func reportKind(r Report) string {
 	return "incremental"
 }
 
-var fullOptions = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, true}, Force: true}
+var simFullOptions = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, true}, Force: true}
 
 // check verifies the end state after a final full sync.
 func (w *simWorld) check() {
@@ -522,7 +522,7 @@ func TestPlannerProperty(t *testing.T) {
 					t.Logf("seed %d (rerun with QUIXY_PLANNER_SEED=%d and -run 'TestPlannerProperty/#00$')", seed, seed)
 				}
 			}()
-			runScenario(t, seed)
+			simScenario(t, seed)
 		})
 		if !ok {
 			break
@@ -530,7 +530,7 @@ func TestPlannerProperty(t *testing.T) {
 	}
 }
 
-func runScenario(t *testing.T, seed uint64) {
+func simScenario(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	w := newSimWorld(t, rng)
 	defer func() {
@@ -543,12 +543,12 @@ func runScenario(t *testing.T, seed uint64) {
 	steps := 5 + rng.IntN(30)
 	for range steps {
 		if rng.IntN(3) == 0 {
-			how := execAll
+			how := simExecAll
 			switch rng.IntN(6) {
 			case 0:
-				how = execCrash
+				how = simExecCrash
 			case 1:
-				how = execFailCopies
+				how = simExecFailCopies
 			}
 			w.sync(w.randomOptions(), how)
 		} else {
@@ -558,25 +558,25 @@ func runScenario(t *testing.T, seed uint64) {
 			return
 		}
 	}
-	final := fullOptions
+	final := simFullOptions
 	switch rng.IntN(4) {
 	case 0:
 		final.Expunge = [2]bool{}
 	case 1:
 		final.Expunge = [2]bool{rng.IntN(2) == 0, rng.IntN(2) == 0}
 	}
-	w.sync(final, execAll)
+	w.sync(final, simExecAll)
 	w.check()
 	if t.Failed() {
 		return
 	}
-	pl := w.sync(final, execAll)
+	pl := w.sync(final, simExecAll)
 	if !pl.Empty() {
 		t.Fatalf("second full sync is not empty: %+v", pl)
 	}
 	// Idempotent in every other mode as well: nothing is left to do in any direction.
 	for _, o := range []Options{{Pull: OpAll}, {Push: OpAll}, {Pull: OpAll, Push: OpAll}} {
-		pl := w.sync(o, execAll)
+		pl := w.sync(o, simExecAll)
 		if !pl.Empty() {
 			t.Fatalf("sync %+v after a full sync is not empty: %+v", o, pl)
 		}

@@ -11,7 +11,7 @@ import (
 
 // Table tests for PlanMailbox, one case (or a few) per rule, named by the rule.
 
-func flagsOf(s string) Flag {
+func ptFlags(s string) Flag {
 	f, err := ParseFlags(s)
 	if err != nil {
 		panic(err)
@@ -19,17 +19,17 @@ func flagsOf(s string) Flag {
 	return f
 }
 
-func tm(u UID, flags string) Message {
-	return Message{UID: u, Flags: flagsOf(flags), Size: 100, Date: time.Unix(int64(1700000000+u), 0)}
+func ptMsg(u UID, flags string) Message {
+	return Message{UID: u, Flags: ptFlags(flags), Size: 100, Date: time.Unix(int64(1700000000+u), 0)}
 }
 
-func tmSize(u UID, flags string, size int64) Message {
-	m := tm(u, flags)
+func ptMsgSize(u UID, flags string, size int64) Message {
+	m := ptMsg(u, flags)
 	m.Size = size
 	return m
 }
 
-func statusOf(msgs []Message) Status {
+func ptStatus(msgs []Message) Status {
 	st := Status{UIDValidity: 7, UIDNext: 1, Messages: int64(len(msgs))}
 	for _, m := range msgs {
 		st.UIDNext = max(st.UIDNext, m.UID+1)
@@ -39,54 +39,54 @@ func statusOf(msgs []Message) Status {
 }
 
 // complete: the side lists every message it has.
-func complete(msgs ...Message) Report {
-	return Report{Status: statusOf(msgs), Messages: msgs, Complete: true}
+func ptComplete(msgs ...Message) Report {
+	return Report{Status: ptStatus(msgs), Messages: msgs, Complete: true}
 }
 
 // unchanged: the side's stamp equals the recorded one.
-func unchanged() Report {
+func ptUnchanged() Report {
 	return Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: -1, Stamp: "same"}, Unchanged: true}
 }
 
 // incremental: changed and new messages listed, plus the UIDs that still exist.
-func incremental(existing []UID, msgs ...Message) Report {
+func ptIncremental(existing []UID, msgs ...Message) Report {
 	return Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: -1, Stamp: "incr"},
 		Messages: msgs, Existing: existing, ExistingKnown: true}
 }
 
 // counted: changed and new messages listed; the count showed nothing known was removed.
-func counted(msgs ...Message) Report {
+func ptCounted(msgs ...Message) Report {
 	return Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: -1, Stamp: "cnt"}, Messages: msgs}
 }
 
-func tp(f, n UID, flags string) Pair { return Pair{Far: f, Near: n, Flags: flagsOf(flags)} }
+func ptPair(f, n UID, flags string) Pair { return Pair{Far: f, Near: n, Flags: ptFlags(flags)} }
 
-func tpSkip(f, n UID, flags string, skip SkipReason) Pair {
-	p := tp(f, n, flags)
+func ptPairSkip(f, n UID, flags string, skip SkipReason) Pair {
+	p := ptPair(f, n, flags)
 	p.Skip = skip
 	return p
 }
 
-func tfu(add, remove string, uids ...UID) FlagUpdate {
-	return FlagUpdate{UIDs: uids, Add: flagsOf(add), Remove: flagsOf(remove)}
+func ptFU(add, remove string, uids ...UID) FlagUpdate {
+	return FlagUpdate{UIDs: uids, Add: ptFlags(add), Remove: ptFlags(remove)}
 }
 
-func st0(maxPulled, maxPushed UID, pairs ...Pair) State {
+func ptState(maxPulled, maxPushed UID, pairs ...Pair) State {
 	return State{Generation: 3, FarValidity: 7, NearValidity: 7, MaxPulled: maxPulled, MaxPushed: maxPushed,
 		Far: Markers{UIDNext: 50, Stamp: "old-far"}, Near: Markers{UIDNext: 50, Stamp: "old-near"}, Pairs: pairs}
 }
 
 var (
-	both      = Options{Pull: OpAll, Push: OpAll}
-	bothExp   = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, true}}
-	nearExp   = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{false, true}}
-	farExp    = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, false}}
-	pullOnly  = Options{Pull: OpAll}
-	pushOnly  = Options{Push: OpAll}
-	noOptions = Options{}
+	ptBoth      = Options{Pull: OpAll, Push: OpAll}
+	ptBothExp   = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, true}}
+	ptNearExp   = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{false, true}}
+	ptFarExp    = Options{Pull: OpAll, Push: OpAll, Expunge: [2]bool{true, false}}
+	ptPullOnly  = Options{Pull: OpAll}
+	ptPushOnly  = Options{Push: OpAll}
+	ptNoOptions = Options{}
 )
 
-type plannerCase struct {
+type ptCase struct {
 	name      string
 	st        State
 	far, near Report
@@ -104,113 +104,113 @@ type plannerCase struct {
 }
 
 func TestPlanMailboxRules(t *testing.T) {
-	cases := []plannerCase{
+	cases := []ptCase{
 		// --- current view of a side
 		{
 			name: "view/unchanged-side-is-as-recorded",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  unchanged(), near: unchanged(), opt: bothExp,
-			pairs: []Pair{tp(1, 1, "S"), tp(2, 2, "")},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptUnchanged(), near: ptUnchanged(), opt: ptBothExp,
+			pairs: []Pair{ptPair(1, 1, "S"), ptPair(2, 2, "")},
 		},
 		{
 			name: "view/unlisted-known-message-exists-when-count-showed-no-removal",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  counted(tm(2, "F")), near: unchanged(), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("F", "", 2)}},
-			pairs: []Pair{tp(1, 1, "S"), tp(2, 2, "F")},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptCounted(ptMsg(2, "F")), near: ptUnchanged(), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("F", "", 2)}},
+			pairs: []Pair{ptPair(1, 1, "S"), ptPair(2, 2, "F")},
 		},
 		{
 			name: "view/existing-known-missing-uid-is-gone",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  incremental([]UID{2}), near: unchanged(), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
-			pairs: []Pair{tp(2, 2, ""), tpSkip(0, 1, "ST", SkipGone)},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptIncremental([]UID{2}), near: ptUnchanged(), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("T", "", 1)}},
+			pairs: []Pair{ptPair(2, 2, ""), ptPairSkip(0, 1, "ST", SkipGone)},
 		},
 		{
 			name: "view/complete-missing-uid-is-gone",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  complete(tm(1, "S")), near: unchanged(), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("T", "", 2)}},
-			pairs: []Pair{tp(1, 1, "S"), tpSkip(0, 2, "T", SkipGone)},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptComplete(ptMsg(1, "S")), near: ptUnchanged(), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("T", "", 2)}},
+			pairs: []Pair{ptPair(1, 1, "S"), ptPairSkip(0, 2, "T", SkipGone)},
 		},
 		{
 			name: "view/listed-flags-override-recorded-ones-even-when-unchanged",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  Report{Status: unchanged().Status, Unchanged: true, Messages: []Message{tm(1, "FS")}},
-			near: unchanged(), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
-			pairs: []Pair{tp(1, 1, "FS")},
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  Report{Status: ptUnchanged().Status, Unchanged: true, Messages: []Message{ptMsg(1, "FS")}},
+			near: ptUnchanged(), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("F", "", 1)}},
+			pairs: []Pair{ptPair(1, 1, "FS")},
 		},
 
 		// --- flags: three-way merge
 		{
 			name: "flags/far-change-wins-over-no-change",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "FS")), near: complete(tm(1, "S")), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
-			pairs: []Pair{tp(1, 1, "FS")},
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "FS")), near: ptComplete(ptMsg(1, "S")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("F", "", 1)}},
+			pairs: []Pair{ptPair(1, 1, "FS")},
 		},
 		{
 			name: "flags/near-change-wins-over-no-change",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "S")), near: complete(tm(1, "")), opt: both,
-			flags: [2][]FlagUpdate{Far: {tfu("", "S", 1)}},
-			pairs: []Pair{tp(1, 1, "")},
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "S")), near: ptComplete(ptMsg(1, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Far: {ptFU("", "S", 1)}},
+			pairs: []Pair{ptPair(1, 1, "")},
 		},
 		{
 			name: "flags/changes-on-both-sides-are-both-applied",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "FS")), near: complete(tm(1, "R")), opt: both,
-			flags: [2][]FlagUpdate{Far: {tfu("R", "S", 1)}, Near: {tfu("F", "", 1)}},
-			pairs: []Pair{tp(1, 1, "FR")},
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "FS")), near: ptComplete(ptMsg(1, "R")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Far: {ptFU("R", "S", 1)}, Near: {ptFU("F", "", 1)}},
+			pairs: []Pair{ptPair(1, 1, "FR")},
 		},
 		{
 			name: "flags/same-change-on-both-sides-needs-nothing",
-			st:   st0(10, 10, tp(1, 1, "")),
-			far:  complete(tm(1, "S")), near: complete(tm(1, "S")), opt: both,
-			pairs: []Pair{tp(1, 1, "S")},
+			st:   ptState(10, 10, ptPair(1, 1, "")),
+			far:  ptComplete(ptMsg(1, "S")), near: ptComplete(ptMsg(1, "S")), opt: ptBoth,
+			pairs: []Pair{ptPair(1, 1, "S")},
 		},
 		{
 			name: "flags/pull-without-OpFlags-keeps-the-old-base-for-the-unpropagated-flag",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "FS")), near: complete(tm(1, "")),
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "FS")), near: ptComplete(ptMsg(1, "")),
 			opt:   Options{Pull: OpNew | OpGone, Push: OpAll},
-			flags: [2][]FlagUpdate{Far: {tfu("", "S", 1)}},
+			flags: [2][]FlagUpdate{Far: {ptFU("", "S", 1)}},
 			// S: equal now (both without), so the base advances; F differs: base keeps "no F".
-			pairs:      []Pair{tp(1, 1, "")},
+			pairs:      []Pair{ptPair(1, 1, "")},
 			oldMarkers: [2]bool{Far: true},
 		},
 		{
 			name: "flags/the-unpropagated-change-is-propagated-once-enabled",
-			st:   st0(10, 10, tp(1, 1, "")),
-			far:  complete(tm(1, "F")), near: complete(tm(1, "")), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
-			pairs: []Pair{tp(1, 1, "F")},
+			st:   ptState(10, 10, ptPair(1, 1, "")),
+			far:  ptComplete(ptMsg(1, "F")), near: ptComplete(ptMsg(1, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("F", "", 1)}},
+			pairs: []Pair{ptPair(1, 1, "F")},
 		},
 		{
 			name: "flags/push-only-run-does-not-touch-near",
-			st:   st0(10, 10, tp(1, 1, "")),
-			far:  complete(tm(1, "F")), near: complete(tm(1, "S")), opt: pushOnly,
-			flags:      [2][]FlagUpdate{Far: {tfu("S", "", 1)}},
-			pairs:      []Pair{tp(1, 1, "S")},
+			st:   ptState(10, 10, ptPair(1, 1, "")),
+			far:  ptComplete(ptMsg(1, "F")), near: ptComplete(ptMsg(1, "S")), opt: ptPushOnly,
+			flags:      [2][]FlagUpdate{Far: {ptFU("S", "", 1)}},
+			pairs:      []Pair{ptPair(1, 1, "S")},
 			oldMarkers: [2]bool{Far: true},
 		},
 		{
 			name: "flags/updates-grouped-by-change-with-uids-ascending",
-			st:   st0(10, 10, tp(1, 1, ""), tp(2, 5, ""), tp(3, 3, ""), tp(4, 2, "S")),
-			far:  complete(tm(1, "S"), tm(2, "S"), tm(3, "S"), tm(4, "F")),
-			near: complete(tm(1, ""), tm(2, "S"), tm(3, ""), tm(5, "")), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("F", "S", 2), tfu("S", "", 1, 3, 5)}},
-			pairs: []Pair{tp(1, 1, "S"), tp(2, 5, "S"), tp(3, 3, "S"), tp(4, 2, "F")},
+			st:   ptState(10, 10, ptPair(1, 1, ""), ptPair(2, 5, ""), ptPair(3, 3, ""), ptPair(4, 2, "S")),
+			far:  ptComplete(ptMsg(1, "S"), ptMsg(2, "S"), ptMsg(3, "S"), ptMsg(4, "F")),
+			near: ptComplete(ptMsg(1, ""), ptMsg(2, "S"), ptMsg(3, ""), ptMsg(5, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("F", "S", 2), ptFU("S", "", 1, 3, 5)}},
+			pairs: []Pair{ptPair(1, 1, "S"), ptPair(2, 5, "S"), ptPair(3, 3, "S"), ptPair(4, 2, "F")},
 		},
 
 		// --- gone
 		{
 			name: "gone/far-removed-near-gets-deleted-flag",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  complete(tm(2, "")), near: complete(tm(1, "S"), tm(2, "")), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
-			pairs: []Pair{tp(2, 2, ""), tpSkip(0, 1, "ST", SkipGone)},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptComplete(ptMsg(2, "")), near: ptComplete(ptMsg(1, "S"), ptMsg(2, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("T", "", 1)}},
+			pairs: []Pair{ptPair(2, 2, ""), ptPairSkip(0, 1, "ST", SkipGone)},
 			check: func(t *testing.T, pl Plan) {
 				if pl.Removals != [2]int{0, 1} {
 					t.Errorf("Removals = %v, want [0 1]", pl.Removals)
@@ -219,17 +219,17 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "gone/deletion-beats-a-flag-change-on-the-other-side",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(), near: complete(tm(1, "")), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
-			pairs: []Pair{tpSkip(0, 1, "T", SkipGone)},
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(), near: ptComplete(ptMsg(1, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("T", "", 1)}},
+			pairs: []Pair{ptPairSkip(0, 1, "T", SkipGone)},
 		},
 		{
 			name: "gone/far-removed-near-expunged-where-allowed",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  complete(tm(2, "")), near: complete(tm(1, "FS"), tm(2, "")), opt: nearExp,
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptComplete(ptMsg(2, "")), near: ptComplete(ptMsg(1, "FS"), ptMsg(2, "")), opt: ptNearExp,
 			expunges: [2][]UID{Near: {1}},
-			pairs:    []Pair{tp(2, 2, "")},
+			pairs:    []Pair{ptPair(2, 2, "")},
 			check: func(t *testing.T, pl Plan) {
 				if pl.Removals != [2]int{0, 1} {
 					t.Errorf("Removals = %v, want [0 1]", pl.Removals)
@@ -238,70 +238,70 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "gone/near-removed-far-gets-deleted-flag",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  complete(tm(1, "S"), tm(2, "")), near: complete(tm(2, "")), opt: nearExp,
-			flags: [2][]FlagUpdate{Far: {tfu("T", "", 1)}},
-			pairs: []Pair{tpSkip(1, 0, "ST", SkipGone), tp(2, 2, "")},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptComplete(ptMsg(1, "S"), ptMsg(2, "")), near: ptComplete(ptMsg(2, "")), opt: ptNearExp,
+			flags: [2][]FlagUpdate{Far: {ptFU("T", "", 1)}},
+			pairs: []Pair{ptPairSkip(1, 0, "ST", SkipGone), ptPair(2, 2, "")},
 		},
 		{
 			name: "gone/near-removed-far-expunged-where-allowed",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "S")), near: complete(), opt: farExp,
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "S")), near: ptComplete(), opt: ptFarExp,
 			expunges: [2][]UID{Far: {1}},
 		},
 		{
 			name: "gone/without-OpGone-the-pair-is-kept-for-a-later-run",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(), near: complete(tm(1, "FS")),
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(), near: ptComplete(ptMsg(1, "FS")),
 			opt:        Options{Pull: OpNew | OpFlags, Push: OpAll, Expunge: [2]bool{true, true}},
-			pairs:      []Pair{tp(1, 1, "FS")},
+			pairs:      []Pair{ptPair(1, 1, "FS")},
 			oldMarkers: [2]bool{Far: true},
 		},
 		{
 			name: "gone/kept-pair-propagates-when-OpGone-is-enabled",
-			st:   st0(10, 10, tp(1, 1, "FS")),
-			far:  incremental(nil), near: unchanged(), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
-			pairs: []Pair{tpSkip(0, 1, "FST", SkipGone)},
+			st:   ptState(10, 10, ptPair(1, 1, "FS")),
+			far:  ptIncremental(nil), near: ptUnchanged(), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("T", "", 1)}},
+			pairs: []Pair{ptPairSkip(0, 1, "FST", SkipGone)},
 		},
 		{
 			name: "gone/both-removed-pair-dropped",
-			st:   st0(10, 10, tp(1, 1, "S"), tp(2, 2, "")),
-			far:  complete(tm(2, "")), near: complete(tm(2, "")), opt: noOptions,
-			pairs: []Pair{tp(2, 2, "")},
+			st:   ptState(10, 10, ptPair(1, 1, "S"), ptPair(2, 2, "")),
+			far:  ptComplete(ptMsg(2, "")), near: ptComplete(ptMsg(2, "")), opt: ptNoOptions,
+			pairs: []Pair{ptPair(2, 2, "")},
 		},
 
 		// --- one-sided pairs
 		{
 			name: "skipgone/remaining-message-gone-pair-dropped",
-			st:   st0(10, 10, tpSkip(0, 1, "T", SkipGone)),
-			far:  complete(), near: complete(), opt: both,
+			st:   ptState(10, 10, ptPairSkip(0, 1, "T", SkipGone)),
+			far:  ptComplete(), near: ptComplete(), opt: ptBoth,
 		},
 		{
 			name: "skipgone/undeleted-remaining-message-is-left-alone",
-			st:   st0(10, 10, tpSkip(0, 1, "T", SkipGone)),
-			far:  complete(), near: complete(tm(1, "S")), opt: nearExp,
-			pairs: []Pair{tpSkip(0, 1, "S", SkipGone)},
+			st:   ptState(10, 10, ptPairSkip(0, 1, "T", SkipGone)),
+			far:  ptComplete(), near: ptComplete(ptMsg(1, "S")), opt: ptNearExp,
+			pairs: []Pair{ptPairSkip(0, 1, "S", SkipGone)},
 		},
 		{
 			name: "skipgone/expunged-once-its-side-expunges",
-			st:   st0(10, 10, tpSkip(0, 1, "T", SkipGone), tpSkip(2, 0, "ST", SkipGone)),
-			far:  complete(tm(2, "ST")), near: complete(tm(1, "T")), opt: Options{Expunge: [2]bool{true, true}},
+			st:   ptState(10, 10, ptPairSkip(0, 1, "T", SkipGone), ptPairSkip(2, 0, "ST", SkipGone)),
+			far:  ptComplete(ptMsg(2, "ST")), near: ptComplete(ptMsg(1, "T")), opt: Options{Expunge: [2]bool{true, true}},
 			expunges: [2][]UID{Far: {2}, Near: {1}},
 		},
 		{
 			name: "pending/copy-retried",
-			st:   st0(10, 10, tp(5, 0, "S")),
-			far:  complete(tm(5, "FS")), near: complete(), opt: both,
+			st:   ptState(10, 10, ptPair(5, 0, "S")),
+			far:  ptComplete(ptMsg(5, "FS")), near: ptComplete(), opt: ptBoth,
 			copies: [2][]UID{Near: {5}},
-			pairs:  []Pair{tp(5, 0, "FS")},
+			pairs:  []Pair{ptPair(5, 0, "FS")},
 		},
 		{
 			name: "pending/copy-retried-from-unchanged-side-with-recorded-flags",
-			st:   st0(10, 10, tp(0, 4, "R")),
-			far:  unchanged(), near: unchanged(), opt: both,
+			st:   ptState(10, 10, ptPair(0, 4, "R")),
+			far:  ptUnchanged(), near: ptUnchanged(), opt: ptBoth,
 			copies: [2][]UID{Far: {4}},
-			pairs:  []Pair{tp(0, 4, "R")},
+			pairs:  []Pair{ptPair(0, 4, "R")},
 			check: func(t *testing.T, pl Plan) {
 				if c := pl.Copies[Far][0]; c.Flags != FlagReplied || c.Size != -1 {
 					t.Errorf("copy = %+v, want flags R and unknown size", c)
@@ -310,41 +310,41 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "pending/source-gone-pair-dropped",
-			st:   st0(10, 10, tp(5, 0, "S"), tp(6, 6, "")),
-			far:  complete(tm(6, "")), near: complete(tm(6, "")), opt: both,
-			pairs: []Pair{tp(6, 6, "")},
+			st:   ptState(10, 10, ptPair(5, 0, "S"), ptPair(6, 6, "")),
+			far:  ptComplete(ptMsg(6, "")), near: ptComplete(ptMsg(6, "")), opt: ptBoth,
+			pairs: []Pair{ptPair(6, 6, "")},
 		},
 		{
 			name: "pending/kept-without-OpNew",
-			st:   st0(10, 10, tp(5, 0, "S")),
-			far:  complete(tm(5, "S")), near: complete(), opt: pushOnly,
-			pairs: []Pair{tp(5, 0, "S")},
+			st:   ptState(10, 10, ptPair(5, 0, "S")),
+			far:  ptComplete(ptMsg(5, "S")), near: ptComplete(), opt: ptPushOnly,
+			pairs: []Pair{ptPair(5, 0, "S")},
 		},
 		{
 			name: "toobig/kept-and-not-retried",
-			st:   st0(10, 10, tpSkip(5, 0, "", SkipTooBig), tpSkip(0, 6, "", SkipDeleted)),
-			far:  complete(tmSize(5, "S", 1e9)), near: complete(tm(6, "")), opt: both,
-			pairs: []Pair{tpSkip(5, 0, "S", SkipTooBig), tpSkip(0, 6, "", SkipDeleted)},
+			st:   ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "", SkipDeleted)),
+			far:  ptComplete(ptMsgSize(5, "S", 1e9)), near: ptComplete(ptMsg(6, "")), opt: ptBoth,
+			pairs: []Pair{ptPairSkip(5, 0, "S", SkipTooBig), ptPairSkip(0, 6, "", SkipDeleted)},
 		},
 		{
 			name: "toobig/dropped-when-source-gone",
-			st:   st0(10, 10, tpSkip(5, 0, "", SkipTooBig), tpSkip(0, 6, "T", SkipDeleted)),
-			far:  complete(), near: complete(), opt: both,
+			st:   ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "T", SkipDeleted)),
+			far:  ptComplete(), near: ptComplete(), opt: ptBoth,
 		},
 
 		// --- new messages
 		{
 			name: "new/copied-both-ways-with-flags",
-			st:   st0(10, 20, tp(1, 1, "")),
-			far:  complete(tm(1, ""), tm(11, "FS"), tm(12, "")),
-			near: complete(tm(1, ""), tm(21, "R")), opt: both,
+			st:   ptState(10, 20, ptPair(1, 1, "")),
+			far:  ptComplete(ptMsg(1, ""), ptMsg(11, "FS"), ptMsg(12, "")),
+			near: ptComplete(ptMsg(1, ""), ptMsg(21, "R")), opt: ptBoth,
 			copies: [2][]UID{Far: {21}, Near: {11, 12}},
-			pairs:  []Pair{tp(1, 1, ""), tp(11, 0, "FS"), tp(12, 0, ""), tp(0, 21, "R")},
+			pairs:  []Pair{ptPair(1, 1, ""), ptPair(11, 0, "FS"), ptPair(12, 0, ""), ptPair(0, 21, "R")},
 			check: func(t *testing.T, pl Plan) {
 				if pl.State.MaxPulled != 12 || pl.State.MaxPushed != 21 {
 					t.Errorf("MaxPulled/MaxPushed = %d/%d, want 12/21", pl.State.MaxPulled, pl.State.MaxPushed)
 				}
-				want := Copy{UID: 11, Flags: flagsOf("FS"), Date: tm(11, "").Date, Size: 100}
+				want := Copy{UID: 11, Flags: ptFlags("FS"), Date: ptMsg(11, "").Date, Size: 100}
 				if pl.Copies[Near][0] != want {
 					t.Errorf("copy = %+v, want %+v", pl.Copies[Near][0], want)
 				}
@@ -352,38 +352,38 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "new/too-big-skipped-and-reported-once",
-			st:   st0(10, 10),
-			far:  complete(tmSize(11, "", 5000), tmSize(12, "", 50)), near: complete(),
+			st:   ptState(10, 10),
+			far:  ptComplete(ptMsgSize(11, "", 5000), ptMsgSize(12, "", 50)), near: ptComplete(),
 			opt:    Options{Pull: OpAll, Push: OpAll, MaxSize: 1000},
 			copies: [2][]UID{Near: {12}},
 			tooBig: [2][]UID{Near: {11}},
-			pairs:  []Pair{tpSkip(11, 0, "", SkipTooBig), tp(12, 0, "")},
+			pairs:  []Pair{ptPairSkip(11, 0, "", SkipTooBig), ptPair(12, 0, "")},
 		},
 		{
 			name: "new/deleted-not-copied-where-target-expunges",
-			st:   st0(10, 10),
-			far:  complete(tm(11, "T"), tm(12, "T")), near: complete(), opt: nearExp,
-			pairs: []Pair{tpSkip(11, 0, "T", SkipDeleted), tpSkip(12, 0, "T", SkipDeleted)},
+			st:   ptState(10, 10),
+			far:  ptComplete(ptMsg(11, "T"), ptMsg(12, "T")), near: ptComplete(), opt: ptNearExp,
+			pairs: []Pair{ptPairSkip(11, 0, "T", SkipDeleted), ptPairSkip(12, 0, "T", SkipDeleted)},
 		},
 		{
 			name: "new/deleted-on-an-expunging-source-is-expunged-not-copied",
-			st:   st0(10, 10),
-			far:  complete(tm(11, "T")), near: complete(), opt: farExp,
+			st:   ptState(10, 10),
+			far:  ptComplete(ptMsg(11, "T")), near: ptComplete(), opt: ptFarExp,
 			expunges: [2][]UID{Far: {11}}, // expunge acts on its own: far removes it, nothing to copy
 		},
 		{
 			name: "new/deleted-copied-when-nobody-expunges",
-			st:   st0(10, 10),
-			far:  complete(tm(11, "T")), near: complete(), opt: both,
+			st:   ptState(10, 10),
+			far:  ptComplete(ptMsg(11, "T")), near: ptComplete(), opt: ptBoth,
 			copies: [2][]UID{Near: {11}},
-			pairs:  []Pair{tp(11, 0, "T")},
+			pairs:  []Pair{ptPair(11, 0, "T")},
 		},
 		{
 			name: "new/push-only-run-leaves-far-messages-new",
-			st:   st0(10, 10),
-			far:  complete(tm(11, "")), near: complete(tm(11, "")), opt: pushOnly,
+			st:   ptState(10, 10),
+			far:  ptComplete(ptMsg(11, "")), near: ptComplete(ptMsg(11, "")), opt: ptPushOnly,
 			copies:     [2][]UID{Far: {11}},
-			pairs:      []Pair{tp(0, 11, "")},
+			pairs:      []Pair{ptPair(0, 11, "")},
 			oldMarkers: [2]bool{Far: true},
 			check: func(t *testing.T, pl Plan) {
 				if pl.State.MaxPulled != 10 || pl.State.MaxPushed != 11 {
@@ -393,72 +393,72 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "new/unpaired-message-below-max-is-old-and-ignored",
-			st:   st0(10, 10, tp(1, 1, "")),
-			far:  complete(tm(1, ""), tm(5, "S"), tm(10, "")), near: complete(tm(1, ""), tm(7, ""), tm(10, "F")), opt: bothExp,
-			pairs: []Pair{tp(1, 1, "")},
+			st:   ptState(10, 10, ptPair(1, 1, "")),
+			far:  ptComplete(ptMsg(1, ""), ptMsg(5, "S"), ptMsg(10, "")), near: ptComplete(ptMsg(1, ""), ptMsg(7, ""), ptMsg(10, "F")), opt: ptBothExp,
+			pairs: []Pair{ptPair(1, 1, "")},
 		},
 
 		// --- expunge
 		{
 			name: "expunge/both-sides-deleted-both-expunge",
-			st:   st0(10, 10, tp(1, 1, "T"), tp(2, 2, "")),
-			far:  complete(tm(1, "T"), tm(2, "")), near: complete(tm(1, "T"), tm(2, "")), opt: bothExp,
+			st:   ptState(10, 10, ptPair(1, 1, "T"), ptPair(2, 2, "")),
+			far:  ptComplete(ptMsg(1, "T"), ptMsg(2, "")), near: ptComplete(ptMsg(1, "T"), ptMsg(2, "")), opt: ptBothExp,
 			expunges: [2][]UID{Far: {1}, Near: {1}},
-			pairs:    []Pair{tp(2, 2, "")},
+			pairs:    []Pair{ptPair(2, 2, "")},
 		},
 		{
 			name: "expunge/only-one-side-expunges-other-keeps-deleted-message",
-			st:   st0(10, 10, tp(1, 1, "T")),
-			far:  complete(tm(1, "T")), near: complete(tm(1, "T")), opt: farExp,
+			st:   ptState(10, 10, ptPair(1, 1, "T")),
+			far:  ptComplete(ptMsg(1, "T")), near: ptComplete(ptMsg(1, "T")), opt: ptFarExp,
 			expunges: [2][]UID{Far: {1}},
-			pairs:    []Pair{tpSkip(0, 1, "T", SkipGone)},
+			pairs:    []Pair{ptPairSkip(0, 1, "T", SkipGone)},
 		},
 		{
 			name: "expunge/user-deletion-propagated-and-expunged-in-one-plan",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "ST")), near: complete(tm(1, "S")), opt: bothExp,
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "ST")), near: ptComplete(ptMsg(1, "S")), opt: ptBothExp,
 			expunges: [2][]UID{Far: {1}, Near: {1}},
 		},
 		{
 			name: "expunge/acts-even-when-nothing-propagates",
-			st:   st0(10, 10, tp(1, 1, "T")),
-			far:  complete(tm(1, "T")), near: complete(tm(1, "T")),
+			st:   ptState(10, 10, ptPair(1, 1, "T")),
+			far:  ptComplete(ptMsg(1, "T")), near: ptComplete(ptMsg(1, "T")),
 			opt:      Options{Expunge: [2]bool{false, true}},
 			expunges: [2][]UID{Near: {1}},
 			// Removals are not propagated in this run: the pair keeps the expunged UID so a
 			// run with OpGone still sees the removal.
-			pairs:      []Pair{tp(1, 1, "T")},
+			pairs:      []Pair{ptPair(1, 1, "T")},
 			oldMarkers: [2]bool{Near: true},
 		},
 		{
 			name: "expunge/removal-propagated-without-OpFlags-through-OpGone",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(tm(1, "ST")), near: complete(tm(1, "S")),
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(ptMsg(1, "ST")), near: ptComplete(ptMsg(1, "S")),
 			opt:      Options{Pull: OpGone, Expunge: [2]bool{true, false}},
 			expunges: [2][]UID{Far: {1}},
-			flags:    [2][]FlagUpdate{Near: {tfu("T", "", 1)}},
-			pairs:    []Pair{tpSkip(0, 1, "ST", SkipGone)},
+			flags:    [2][]FlagUpdate{Near: {ptFU("T", "", 1)}},
+			pairs:    []Pair{ptPairSkip(0, 1, "ST", SkipGone)},
 		},
 		{
 			name: "expunge/undelete-on-one-side-beats-expunge-on-the-other",
-			st:   st0(10, 10, tp(1, 1, "T")),
-			far:  complete(tm(1, "T")), near: complete(tm(1, "")), opt: farExp,
-			flags: [2][]FlagUpdate{Far: {tfu("", "T", 1)}},
-			pairs: []Pair{tp(1, 1, "")},
+			st:   ptState(10, 10, ptPair(1, 1, "T")),
+			far:  ptComplete(ptMsg(1, "T")), near: ptComplete(ptMsg(1, "")), opt: ptFarExp,
+			flags: [2][]FlagUpdate{Far: {ptFU("", "T", 1)}},
+			pairs: []Pair{ptPair(1, 1, "")},
 		},
 		{
 			name: "expunge/no-flag-update-for-a-message-being-expunged",
-			st:   st0(10, 10, tp(1, 1, "S")),
-			far:  complete(), near: complete(tm(1, "FS")), opt: nearExp,
+			st:   ptState(10, 10, ptPair(1, 1, "S")),
+			far:  ptComplete(), near: ptComplete(ptMsg(1, "FS")), opt: ptNearExp,
 			expunges: [2][]UID{Near: {1}},
 		},
 
 		// --- new state
 		{
 			name: "state/validities-markers-and-sorted-pairs",
-			st:   st0(10, 10, tp(0, 3, ""), tp(4, 2, ""), tp(2, 4, "")),
-			far:  complete(tm(2, ""), tm(4, "")), near: complete(tm(2, ""), tm(3, ""), tm(4, "")), opt: pullOnly,
-			pairs: []Pair{tp(2, 4, ""), tp(4, 2, ""), tp(0, 3, "")},
+			st:   ptState(10, 10, ptPair(0, 3, ""), ptPair(4, 2, ""), ptPair(2, 4, "")),
+			far:  ptComplete(ptMsg(2, ""), ptMsg(4, "")), near: ptComplete(ptMsg(2, ""), ptMsg(3, ""), ptMsg(4, "")), opt: ptPullOnly,
+			pairs: []Pair{ptPair(2, 4, ""), ptPair(4, 2, ""), ptPair(0, 3, "")},
 			check: func(t *testing.T, pl Plan) {
 				s := pl.State
 				if s.Generation != 3 || s.FarValidity != 7 || s.NearValidity != 7 {
@@ -468,11 +468,11 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "robust/duplicate-uids-in-state-and-listing",
-			st:   st0(10, 10, tp(1, 1, ""), tp(1, 2, "S"), tp(0, 0, ""), tp(3, 1, "")),
-			far:  complete(tm(1, "F"), tm(1, "S"), tm(0, "S"), tm(3, "")),
-			near: complete(tm(1, ""), tm(2, "")), opt: both,
-			flags: [2][]FlagUpdate{Near: {tfu("F", "", 1)}},
-			pairs: []Pair{tp(1, 1, "F")},
+			st:   ptState(10, 10, ptPair(1, 1, ""), ptPair(1, 2, "S"), ptPair(0, 0, ""), ptPair(3, 1, "")),
+			far:  ptComplete(ptMsg(1, "F"), ptMsg(1, "S"), ptMsg(0, "S"), ptMsg(3, "")),
+			near: ptComplete(ptMsg(1, ""), ptMsg(2, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("F", "", 1)}},
+			pairs: []Pair{ptPair(1, 1, "F")},
 		},
 	}
 	for _, c := range cases {
@@ -484,12 +484,12 @@ func TestPlanMailboxRules(t *testing.T) {
 				for _, cp := range pl.Copies[s] {
 					copies = append(copies, cp.UID)
 				}
-				eq(t, fmt.Sprintf("copies to %s", Side(s)), copies, c.copies[s])
-				eq(t, fmt.Sprintf("flags on %s", Side(s)), pl.Flags[s], c.flags[s])
-				eq(t, fmt.Sprintf("expunges on %s", Side(s)), pl.Expunges[s], c.expunges[s])
-				eq(t, fmt.Sprintf("too big for %s", Side(s)), pl.TooBig[s], c.tooBig[s])
+				ptEq(t, fmt.Sprintf("copies to %s", Side(s)), copies, c.copies[s])
+				ptEq(t, fmt.Sprintf("flags on %s", Side(s)), pl.Flags[s], c.flags[s])
+				ptEq(t, fmt.Sprintf("expunges on %s", Side(s)), pl.Expunges[s], c.expunges[s])
+				ptEq(t, fmt.Sprintf("too big for %s", Side(s)), pl.TooBig[s], c.tooBig[s])
 			}
-			eq(t, "pairs", pl.State.Pairs, c.pairs)
+			ptEq(t, "pairs", pl.State.Pairs, c.pairs)
 			reps := [2]Report{c.far, c.near}
 			old := [2]Markers{c.st.Far, c.st.Near}
 			got := [2]Markers{pl.State.Far, pl.State.Near}
@@ -515,7 +515,7 @@ func TestPlanMailboxRules(t *testing.T) {
 	}
 }
 
-func eq[T any](t *testing.T, what string, got, want []T) {
+func ptEq[T any](t *testing.T, what string, got, want []T) {
 	t.Helper()
 	if len(got) == 0 && len(want) == 0 {
 		return
@@ -576,27 +576,27 @@ func assertIdempotent(t *testing.T, pl Plan, far, near Report, opt Options) {
 			msgs = append(msgs, m)
 		}
 		slices.SortFunc(msgs, func(a, b Message) int { return int(a.UID) - int(b.UID) })
-		reps[s] = complete(msgs...)
+		reps[s] = ptComplete(msgs...)
 	}
 	again := PlanMailbox(st, reps[Far], reps[Near], opt)
 	if !again.Empty() {
 		t.Errorf("not idempotent: the next plan does %+v / %+v / %+v", again.Copies, again.Flags, again.Expunges)
 	}
-	eq(t, "pairs after the next plan", again.State.Pairs, st.Pairs)
+	ptEq(t, "pairs after the next plan", again.State.Pairs, st.Pairs)
 }
 
 func TestPlanMailboxGuard(t *testing.T) {
 	pairs := func(n int) []Pair {
 		var ps []Pair
 		for i := 1; i <= n; i++ {
-			ps = append(ps, tp(UID(i), UID(i), "S"))
+			ps = append(ps, ptPair(UID(i), UID(i), "S"))
 		}
 		return ps
 	}
 	msgs := func(from, to int) []Message {
 		var ms []Message
 		for i := from; i <= to; i++ {
-			ms = append(ms, tm(UID(i), "S"))
+			ms = append(ms, ptMsg(UID(i), "S"))
 		}
 		return ms
 	}
@@ -609,48 +609,48 @@ func TestPlanMailboxGuard(t *testing.T) {
 	}{
 		{
 			name:  "vanished-far-mailbox-stops-mass-deletion",
-			pairs: 20, far: complete(), near: complete(msgs(1, 20)...), opt: nearExp,
+			pairs: 20, far: ptComplete(), near: ptComplete(msgs(1, 20)...), opt: ptNearExp,
 			guard: &GuardError{Side: Near, Removes: 20, Of: 20},
 		},
 		{
 			name:  "vanished-near-folder-stops-mass-deleted-flags",
-			pairs: 20, far: complete(msgs(1, 20)...), near: complete(), opt: both,
+			pairs: 20, far: ptComplete(msgs(1, 20)...), near: ptComplete(), opt: ptBoth,
 			guard: &GuardError{Side: Far, Removes: 20, Of: 20},
 		},
 		{
 			name:  "ten-or-fewer-removals-pass",
-			pairs: 10, far: complete(), near: complete(msgs(1, 10)...), opt: nearExp,
+			pairs: 10, far: ptComplete(), near: ptComplete(msgs(1, 10)...), opt: ptNearExp,
 		},
 		{
 			name:  "half-or-fewer-pass",
-			pairs: 30, far: complete(msgs(16, 30)...), near: complete(msgs(1, 30)...), opt: nearExp,
+			pairs: 30, far: ptComplete(msgs(16, 30)...), near: ptComplete(msgs(1, 30)...), opt: ptNearExp,
 		},
 		{
 			name:  "more-than-half-stops",
-			pairs: 30, far: complete(msgs(17, 30)...), near: complete(msgs(1, 30)...), opt: nearExp,
+			pairs: 30, far: ptComplete(msgs(17, 30)...), near: ptComplete(msgs(1, 30)...), opt: ptNearExp,
 			guard: &GuardError{Side: Near, Removes: 16, Of: 30},
 		},
 		{
 			name:  "user-deleted-messages-count-when-expunged",
-			pairs: 0, far: complete(), near: complete(append(msgs(1, 5), tm(6, "T"), tm(7, "T"), tm(8, "T"),
-				tm(9, "T"), tm(10, "T"), tm(11, "T"), tm(12, "T"), tm(13, "T"), tm(14, "T"), tm(15, "T"), tm(16, "T"))...),
+			pairs: 0, far: ptComplete(), near: ptComplete(append(msgs(1, 5), ptMsg(6, "T"), ptMsg(7, "T"), ptMsg(8, "T"),
+				ptMsg(9, "T"), ptMsg(10, "T"), ptMsg(11, "T"), ptMsg(12, "T"), ptMsg(13, "T"), ptMsg(14, "T"), ptMsg(15, "T"), ptMsg(16, "T"))...),
 			opt:   Options{Expunge: [2]bool{false, true}},
 			guard: &GuardError{Side: Near, Removes: 11, Of: 16},
 		},
 		{
 			name:  "without-OpGone-nothing-is-removed",
-			pairs: 20, far: complete(), near: complete(msgs(1, 20)...), opt: Options{Pull: OpNew | OpFlags, Expunge: [2]bool{true, true}},
+			pairs: 20, far: ptComplete(), near: ptComplete(msgs(1, 20)...), opt: Options{Pull: OpNew | OpFlags, Expunge: [2]bool{true, true}},
 		},
 		{
 			name:  "status-count-counts-unlisted-messages",
-			pairs: 20, far: complete(msgs(1, 8)...),
+			pairs: 20, far: ptComplete(msgs(1, 8)...),
 			near: Report{Status: Status{UIDValidity: 7, UIDNext: 100, Messages: 200}, Messages: msgs(1, 20), Complete: true},
-			opt:  nearExp,
+			opt:  ptNearExp,
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st := st0(100, 100, pairs(c.pairs)...)
+			st := ptState(100, 100, pairs(c.pairs)...)
 			pl := PlanMailbox(st, c.far, c.near, c.opt)
 			checkPlanShape(t, &pl, c.far, c.near, st)
 			if c.guard == nil {
@@ -694,16 +694,16 @@ func TestPlanMailboxDeterministic(t *testing.T) {
 	var pairs []Pair
 	var far, near []Message
 	for i := UID(1); i <= 200; i++ {
-		pairs = append(pairs, tp(i, i+1000, ""))
-		far = append(far, tm(i, []string{"", "S", "F", "FS"}[i%4]))
+		pairs = append(pairs, ptPair(i, i+1000, ""))
+		far = append(far, ptMsg(i, []string{"", "S", "F", "FS"}[i%4]))
 		if i%7 != 0 {
-			near = append(near, tm(i+1000, []string{"", "R", "T", "S"}[i%4]))
+			near = append(near, ptMsg(i+1000, []string{"", "R", "T", "S"}[i%4]))
 		}
 	}
-	st := st0(300, 2000, pairs...)
-	first := PlanMailbox(st, complete(far...), complete(near...), both)
+	st := ptState(300, 2000, pairs...)
+	first := PlanMailbox(st, ptComplete(far...), ptComplete(near...), ptBoth)
 	for range 20 {
-		again := PlanMailbox(st, complete(far...), complete(near...), both)
+		again := PlanMailbox(st, ptComplete(far...), ptComplete(near...), ptBoth)
 		if !reflect.DeepEqual(first, again) {
 			t.Fatal("two plans for the same input differ")
 		}
@@ -717,7 +717,7 @@ func FuzzPlanMailbox(f *testing.F) {
 	f.Add([]byte{0xff, 0x10, 0x22, 0x31, 0x47, 0x55, 0x63, 0x7f, 0x80, 0x91, 0xa2, 0xb3, 0xc4})
 	f.Add([]byte("some state and a report or two, read as bytes"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := byteReader{b: data}
+		r := ptBytes{b: data}
 		st := State{MaxPulled: UID(r.next() % 16), MaxPushed: UID(r.next() % 16)}
 		for range r.next() % 24 {
 			st.Pairs = append(st.Pairs, Pair{Far: UID(r.next() % 20), Near: UID(r.next() % 20),
@@ -756,12 +756,12 @@ func FuzzPlanMailbox(f *testing.F) {
 	})
 }
 
-type byteReader struct {
+type ptBytes struct {
 	b []byte
 	i int
 }
 
-func (r *byteReader) next() byte {
+func (r *ptBytes) next() byte {
 	if r.i >= len(r.b) {
 		return 0
 	}
