@@ -18,3 +18,10 @@ func WithJournalCounter(opt RunOptions, n *atomic.Int64) RunOptions {
 	opt.journalLines = n
 	return opt
 }
+
+// More scenario helpers for the external integration tests.
+var (
+	SetFlagsBySubject = setFlagsBySubject
+	ExpungeBySubject  = expungeBySubject
+	FindUID           = findUID
+)

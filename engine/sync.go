@@ -150,17 +150,16 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 			return err
 		}
 	}
-	if rep[Far].Unchanged && rep[Near].Unchanged {
-		b.res.Skipped = "unchanged"
-		return nil
-	}
-
 	opts := Options{Pull: b.spec.Pull, Push: b.spec.Push, Expunge: b.spec.Expunge, MaxSize: b.spec.MaxSize, Force: b.opt.Force}
 	switch b.opt.Mode {
 	case ModePull:
 		opts.Push, opts.Expunge[Far] = 0, false
 	case ModePush:
 		opts.Pull, opts.Expunge[Near] = 0, false
+	}
+	if rep[Far].Unchanged && rep[Near].Unchanged && !b.expungePending(opts) {
+		b.res.Skipped = "unchanged"
+		return nil
 	}
 	plan := PlanMailbox(b.st, rep[Far], rep[Near], opts)
 	if plan.Guard != nil && b.opt.Force {
@@ -209,6 +208,20 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return fmt.Errorf("%w: %v", ErrStopped, ctx.Err())
 	}
 	return nil
+}
+
+// expungePending reports whether the state records a message flagged
+// \Deleted on a side this run expunges: then an unchanged mailbox still has
+// work (expunge was just enabled, or a pull/push run left it for a sync).
+func (b *boxRun) expungePending(opts Options) bool {
+	for _, p := range b.st.Pairs {
+		for _, s := range []Side{Far, Near} {
+			if opts.Expunge[s] && p.uid(s) != 0 && p.Flags.Has(FlagDeleted) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // finish writes the new state and removes the journal.

@@ -1,0 +1,516 @@
+package engine_test
+
+// Engine integration tests on a real, private Dovecot (one server for the
+// whole test binary, started by TestMain; with -short these tests skip).
+// Pairings: IMAP↔Maildir (far = Dovecot user alice, near = a Maildir tree),
+// IMAP↔IMAP (alice ↔ bob) and Maildir↔Maildir. Tests here run one after the
+// other: they share the two Dovecot accounts and reset them per scenario.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/dovecottest"
+	"github.com/quixysync/quixysync/store/imap"
+	"github.com/quixysync/quixysync/store/maildir"
+)
+
+// srv is the package's Dovecot (nil with -short or in a helper child).
+var srv *dovecottest.Server
+
+// dovecotEnv, set in a helper child process, tells it how to reach the
+// parent's Dovecot: "host port cafile alice-password bob-password".
+const dovecotEnv = "QUIXYSYNC_TEST_DOVECOT"
+
+func TestMain(m *testing.M) {
+	// Helper children re-executed by the kill tests must not start servers
+	// of their own: they use the parent's (or none).
+	if os.Getenv("QUIXYSYNC_TEST_KILL_DIR") != "" {
+		os.Exit(m.Run())
+	}
+	dovecottest.Main(m, dovecottest.Options{}, func(s *dovecottest.Server) { srv = s })
+}
+
+func needDovecot(t testing.TB) {
+	t.Helper()
+	if srv == nil {
+		t.Skip("needs Dovecot (skipped with -short)")
+	}
+}
+
+// conninfo is how to reach a Dovecot account.
+type conninfo struct {
+	host   string
+	port   int
+	caFile string
+	pass   map[string]string
+}
+
+func serverInfo() conninfo {
+	return conninfo{host: srv.Host, port: srv.Port, caFile: srv.CAFile,
+		pass: map[string]string{"alice": srv.Password("alice"), "bob": srv.Password("bob")}}
+}
+
+func (c conninfo) encode() string {
+	return fmt.Sprintf("%s %d %s %s %s", c.host, c.port, c.caFile, c.pass["alice"], c.pass["bob"])
+}
+
+func decodeConninfo(s string) (conninfo, error) {
+	f := strings.Fields(s)
+	if len(f) != 5 {
+		return conninfo{}, fmt.Errorf("bad %s %q", dovecotEnv, s)
+	}
+	port, err := strconv.Atoi(f[1])
+	if err != nil {
+		return conninfo{}, err
+	}
+	return conninfo{host: f[0], port: port, caFile: f[2], pass: map[string]string{"alice": f[3], "bob": f[4]}}, nil
+}
+
+func newIMAPStore(t testing.TB, ci conninfo, user, spool string) *imap.Store {
+	t.Helper()
+	pw := ci.pass[user]
+	st, err := imap.New(imap.Config{
+		Name: "imap." + user, Host: ci.host, Port: ci.port, TLS: "starttls", User: user,
+		Password: func(context.Context) (string, error) { return pw, nil },
+		CAFile:   ci.caFile, SpoolDir: spool, Timeout: 20 * time.Second,
+	}, nil)
+	if err != nil {
+		t.Fatalf("imap.New: %v", err)
+	}
+	return st
+}
+
+func newMaildirStore(t testing.TB, name, root string) *maildir.Store {
+	t.Helper()
+	st, err := maildir.New(name, root, "", maildir.LayoutVerbatim, maildir.Options{Fsync: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// Pairing kinds.
+const (
+	imapMaildir    = "imap-maildir"
+	imapIMAP       = "imap-imap"
+	maildirMaildir = "maildir-maildir"
+)
+
+var allPairings = []string{imapMaildir, imapIMAP, maildirMaildir}
+
+// pairing is one channel's two stores, wrapped to count calls.
+type pairing struct {
+	kind  string
+	dir   string
+	spec  engine.ChannelSpec
+	far   *wrapStore
+	near  *wrapStore
+	spool string
+	raw   [2]engine.Store
+}
+
+// resetAccounts empties the Dovecot accounts a pairing uses.
+func resetAccounts(t testing.TB, kind string) {
+	t.Helper()
+	if kind == maildirMaildir {
+		return
+	}
+	users := []string{"alice"}
+	if kind == imapIMAP {
+		users = append(users, "bob")
+	}
+	for _, u := range users {
+		if err := srv.ResetUser(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newPairing builds a fresh channel of the given kind in dir, resetting the
+// Dovecot accounts it uses.
+func newPairing(t testing.TB, kind string) *pairing {
+	t.Helper()
+	if kind != maildirMaildir {
+		needDovecot(t)
+		resetAccounts(t, kind)
+	}
+	p := openPairing(t, kind, t.TempDir(), serverInfo)
+	return p
+}
+
+// openPairing opens the stores of a pairing living in dir (again, as a later
+// run would). ci is only called for kinds that need Dovecot.
+func openPairing(t testing.TB, kind, dir string, ci func() conninfo) *pairing {
+	t.Helper()
+	p := &pairing{kind: kind, dir: dir, spool: filepath.Join(dir, "spool")}
+	if err := os.MkdirAll(p.spool, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	switch kind {
+	case imapMaildir:
+		c := ci()
+		p.raw = [2]engine.Store{newIMAPStore(t, c, "alice", p.spool), newMaildirStore(t, "near", filepath.Join(dir, "near"))}
+	case imapIMAP:
+		c := ci()
+		p.raw = [2]engine.Store{newIMAPStore(t, c, "alice", p.spool), newIMAPStore(t, c, "bob", p.spool)}
+	case maildirMaildir:
+		p.raw = [2]engine.Store{newMaildirStore(t, "far", filepath.Join(dir, "far")), newMaildirStore(t, "near", filepath.Join(dir, "near"))}
+	default:
+		t.Fatalf("unknown pairing %q", kind)
+	}
+	p.far, p.near = wrap(p.raw[0]), wrap(p.raw[1])
+	p.spec = engine.TestSpecFor(dir, p.far.store(), p.near.store())
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *pairing) close() {
+	for _, s := range p.raw {
+		s.Close()
+	}
+}
+
+// reopen closes the stores and opens new ones on the same accounts and
+// directories, keeping the channel's options.
+func (p *pairing) reopen(t testing.TB) {
+	t.Helper()
+	p.close()
+	q := openPairing(t, p.kind, p.dir, serverInfo)
+	q.spec.Pull, q.spec.Push, q.spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
+	*p = *q
+}
+
+// check fails unless both sides of box look alike (and like want, if given).
+func (p *pairing) check(t testing.TB, box, want string) {
+	t.Helper()
+	f, n := engine.ViewBox(t, p.spec.Far, box), engine.ViewBox(t, p.spec.Near, box)
+	if f != n || (want != "" && f != want) {
+		t.Fatalf("%s %s:\nfar:  %s\nnear: %s\nwant: %s", p.kind, box, f, n, want)
+	}
+}
+
+// noTmpLeft fails if a Maildir tmp/ or the IMAP spool holds a file.
+func (p *pairing) noTmpLeft(t testing.TB) {
+	t.Helper()
+	var left []string
+	filepath.WalkDir(p.dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if filepath.Base(filepath.Dir(path)) == "tmp" || filepath.Dir(path) == p.spool {
+			left = append(left, path)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Fatalf("files left behind: %v", left)
+	}
+}
+
+// ---- a Store wrapper that counts calls and can change behaviour ----
+
+type callCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *callCounts) inc(op string) {
+	c.mu.Lock()
+	c.n[op]++
+	c.mu.Unlock()
+}
+
+func (c *callCounts) get(ops ...string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := 0
+	for _, op := range ops {
+		t += c.n[op]
+	}
+	return t
+}
+
+// wrapStore forwards to a real store, counting calls. Its knobs simulate
+// servers the tests cannot get from Dovecot.
+type wrapStore struct {
+	engine.Store
+	calls *callCounts
+	// noUIDPlus: Commit reports UID 0, as a server without UIDPLUS does.
+	noUIDPlus atomic.Bool
+	// rewrite, when set, changes each message on its way into Stage, as a
+	// server that rewrites messages on APPEND does.
+	rewrite func([]byte) []byte
+	// afterCommit is called after each Commit with the number of messages.
+	afterCommit func(n int)
+	// beforeStage is called before each Stage with a running count.
+	beforeStage func(n int)
+	staged      atomic.Int64
+}
+
+// wrapLocal is a wrapStore over a LocalStore (the engine keeps state inside
+// local near stores, so the wrapper must not hide it).
+type wrapLocal struct{ *wrapStore }
+
+func (w wrapLocal) MailboxDir(name string) (string, error) {
+	return w.Store.(engine.LocalStore).MailboxDir(name)
+}
+
+func wrap(s engine.Store) *wrapStore {
+	return &wrapStore{Store: s, calls: &callCounts{n: map[string]int{}}}
+}
+
+// store returns the wrapper as an engine.Store, LocalStore when the inner one is.
+func (w *wrapStore) store() engine.Store {
+	if _, ok := w.Store.(engine.LocalStore); ok {
+		return wrapLocal{w}
+	}
+	return w
+}
+
+func (w *wrapStore) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
+	w.calls.inc("ListMailboxes")
+	return w.Store.ListMailboxes(ctx)
+}
+
+func (w *wrapStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (engine.Mailbox, error) {
+	w.calls.inc("OpenMailbox")
+	mb, err := w.Store.OpenMailbox(ctx, name, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	wm := &wrapMailbox{Mailbox: mb, w: w}
+	if _, ok := mb.(engine.UIDKeeper); ok {
+		return wrapKeeper{wm}, nil
+	}
+	return wm, nil
+}
+
+type wrapMailbox struct {
+	engine.Mailbox
+	w *wrapStore
+}
+
+type wrapKeeper struct{ *wrapMailbox }
+
+func (k wrapKeeper) SetKnownUIDs(known func(engine.UID) bool) {
+	k.Mailbox.(engine.UIDKeeper).SetKnownUIDs(known)
+}
+
+func (m *wrapMailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Message, bool, error) {
+	if q.All {
+		m.w.calls.inc("ListAll")
+	}
+	m.w.calls.inc("List")
+	return m.Mailbox.List(ctx, q)
+}
+
+func (m *wrapMailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, error) {
+	m.w.calls.inc("UIDs")
+	return m.Mailbox.UIDs(ctx, below)
+}
+
+func (m *wrapMailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(engine.UID, io.Reader) error) error {
+	m.w.calls.inc("Fetch")
+	return m.Mailbox.Fetch(ctx, uids, fn)
+}
+
+func (m *wrapMailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Staged, error) {
+	m.w.calls.inc("Stage")
+	n := int(m.w.staged.Add(1))
+	if m.w.beforeStage != nil {
+		m.w.beforeStage(n)
+	}
+	if m.w.rewrite != nil {
+		b, err := io.ReadAll(nm.Body)
+		if err != nil {
+			return nil, err
+		}
+		nb := m.w.rewrite(b)
+		nm.Body = bytes.NewReader(nb)
+		st, err := m.Mailbox.Stage(ctx, nm)
+		if err != nil {
+			return nil, err
+		}
+		// The engine compares the staged size with what it sent: report
+		// the original size, as a server rewriting on its side would leave
+		// the client's count untouched.
+		return rewritten{st, int64(len(b))}, nil
+	}
+	return m.Mailbox.Stage(ctx, nm)
+}
+
+type rewritten struct {
+	engine.Staged
+	size int64
+}
+
+func (r rewritten) Size() int64 { return r.size }
+
+func unwrapStaged(ss []engine.Staged) []engine.Staged {
+	out := make([]engine.Staged, len(ss))
+	for i, s := range ss {
+		if r, ok := s.(rewritten); ok {
+			s = r.Staged
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func (m *wrapMailbox) Commit(ctx context.Context, ss []engine.Staged) ([]engine.CommitResult, error) {
+	m.w.calls.inc("Commit")
+	res, err := m.Mailbox.Commit(ctx, unwrapStaged(ss))
+	if m.w.noUIDPlus.Load() {
+		for i := range res {
+			res[i].UID = 0
+		}
+	}
+	if m.w.afterCommit != nil {
+		m.w.afterCommit(len(ss))
+	}
+	return res, err
+}
+
+func (m *wrapMailbox) Discard(ss []engine.Staged) { m.Mailbox.Discard(unwrapStaged(ss)) }
+
+func (m *wrapMailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove engine.Flag) error {
+	m.w.calls.inc("SetFlags")
+	return m.Mailbox.SetFlags(ctx, uids, add, remove)
+}
+
+func (m *wrapMailbox) Expunge(ctx context.Context, uids []engine.UID) error {
+	m.w.calls.inc("Expunge")
+	return m.Mailbox.Expunge(ctx, uids)
+}
+
+// ---- helpers acting through the Store interface ----
+
+// addMany adds messages with the given subjects in one mailbox open and one
+// commit (much faster than one AddMsg each on IMAP).
+func addMany(t testing.TB, s engine.Store, box string, flags engine.Flag, subjects ...string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.CreateMailbox(ctx, box); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := s.OpenMailbox(ctx, box, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	var ss []engine.Staged
+	for _, subj := range subjects {
+		st, err := mb.Stage(ctx, engine.NewMessage{Flags: flags, Body: strings.NewReader(testBody(subj))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, st)
+	}
+	res, err := mb.Commit(ctx, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+}
+
+// testBody is the body engine's own helpers use (Subject names the message).
+func testBody(subject string) string {
+	return fmt.Sprintf("From: a@example.org\nMessage-ID: <%s@test>\nSubject: %s\n\nbody of %s\n%s\n",
+		subject, subject, subject, strings.Repeat("x", len(subject)*7))
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%02d", prefix, i)
+	}
+	return out
+}
+
+// mailboxSnapshot is what a dry run must leave alone: each mailbox's status
+// and (UID, flags) list.
+func mailboxSnapshot(t testing.TB, s engine.Store) string {
+	t.Helper()
+	ctx := context.Background()
+	list, err := s.ListMailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	for _, mi := range list {
+		mb, err := s.OpenMailbox(ctx, mi.Name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := mb.Status()
+		msgs, _, err := mb.List(ctx, engine.ListQuery{All: true})
+		mb.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s validity=%d next=%d n=%d modseq=%d:", mi.Name, st.UIDValidity, st.UIDNext, st.Messages, st.HighestModSeq)
+		for _, m := range msgs {
+			fmt.Fprintf(&b, " %d:%s", m.UID, m.Flags)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// treeSnapshot lists every file under dir with its size.
+func treeSnapshot(t testing.TB, dir string) string {
+	t.Helper()
+	var lines []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if d.IsDir() {
+			lines = append(lines, rel+"/")
+			return nil
+		}
+		fi, _ := d.Info()
+		lines = append(lines, fmt.Sprintf("%s %d %d", rel, fi.Size(), fi.ModTime().UnixNano()))
+		return nil
+	})
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func mailboxErr(res engine.ChannelResult) error {
+	if res.Err != nil {
+		return res.Err
+	}
+	var errs []error
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			errs = append(errs, m.Err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func zeroCounts(c engine.Counts) bool {
+	return c.Copied == [2]int{} && c.Flagged == [2]int{} && c.Deleted == [2]int{} && c.Failed == [2]int{}
+}
