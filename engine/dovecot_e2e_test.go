@@ -257,6 +257,9 @@ type wrapStore struct {
 	rewrite func([]byte) []byte
 	// afterCommit is called after each Commit with the number of messages.
 	afterCommit func(n int)
+	// splitCommit > 0 commits messages one at a time (calling afterCommit
+	// after each), so a test can stop in the middle of a batch.
+	splitCommit int
 	// beforeStage is called before each Stage with a running count.
 	beforeStage func(n int)
 	staged      atomic.Int64
@@ -374,6 +377,21 @@ func unwrapStaged(ss []engine.Staged) []engine.Staged {
 
 func (m *wrapMailbox) Commit(ctx context.Context, ss []engine.Staged) ([]engine.CommitResult, error) {
 	m.w.calls.inc("Commit")
+	if m.w.splitCommit > 0 && len(ss) > 1 {
+		var res []engine.CommitResult
+		for i := range ss {
+			r, err := m.Commit(ctx, ss[i:i+1])
+			res = append(res, r...)
+			if err != nil {
+				for range ss[i+1:] {
+					res = append(res, engine.CommitResult{Err: err})
+				}
+				m.Discard(ss[i+1:])
+				return res, err
+			}
+		}
+		return res, nil
+	}
 	res, err := m.Mailbox.Commit(ctx, unwrapStaged(ss))
 	if m.w.noUIDPlus.Load() {
 		for i := range res {
