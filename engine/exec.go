@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -27,7 +29,14 @@ type bodyCounter struct {
 	prevCR   bool
 	scratch  []byte
 	consumed bool
+	// hdr collects the header block (up to maxHeader bytes) for the
+	// Message-ID, which identifies a copy a server rewrote on APPEND.
+	hdr     []byte
+	hdrDone bool
 }
+
+// maxHeader bounds how much of a message is kept to find its Message-ID.
+const maxHeader = 64 << 10
 
 func newBodyCounter(r io.Reader) *bodyCounter {
 	return &bodyCounter{r: r, h: sha256.New()}
@@ -43,6 +52,15 @@ func (b *bodyCounter) Read(p []byte) (int, error) {
 }
 
 func (b *bodyCounter) account(p []byte) {
+	if !b.hdrDone && len(p) > 0 {
+		from := max(len(b.hdr)-1, 0)
+		b.hdr = append(b.hdr, p...)
+		if i := bytes.Index(b.hdr[from:], []byte("\n\n")); i >= 0 {
+			b.hdr, b.hdrDone = b.hdr[:from+i+1], true
+		} else if len(b.hdr) > maxHeader {
+			b.hdr, b.hdrDone = b.hdr[:maxHeader], true
+		}
+	}
 	b.h.Write(p)
 	b.n += int64(len(p))
 	b.crlf += int64(len(p))
@@ -77,13 +95,18 @@ func (b *bodyCounter) drain() error {
 
 func (b *bodyCounter) sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
 
-// hashMessage reads a whole message and returns its hash and sizes.
-func hashMessage(r io.Reader) (sum string, size, crlf int64, err error) {
+// messageID returns the Message-ID header of the message read so far ("" if none).
+func (b *bodyCounter) messageID() string {
+	return readMessageID(bufio.NewReader(bytes.NewReader(b.hdr)))
+}
+
+// hashMessage reads a whole message and returns its hash and Message-ID.
+func hashMessage(r io.Reader) (sum, msgID string, err error) {
 	bc := newBodyCounter(r)
 	if err := bc.drain(); err != nil {
-		return "", 0, 0, err
+		return "", "", err
 	}
-	return bc.sum(), bc.n, bc.crlf, nil
+	return bc.sum(), bc.messageID(), nil
 }
 
 // execute performs a plan on both mailboxes, journaling each irreversible act,
@@ -325,7 +348,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		}
 		staged = append(staged, &stagedCopy{c: c, s: s, intent: &copyIntent{
 			To: t, Src: uid, Flags: c.Flags, Reserved: s.UID(), UIDNext: uidNext,
-			Size: bc.n, CRLFSize: bc.crlf, SHA256: bc.sum(),
+			Size: bc.n, CRLFSize: bc.crlf, SHA256: bc.sum(), MessageID: bc.messageID(),
 		}})
 		return nil
 	})
@@ -426,9 +449,10 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 
 // resolveCopies finds out, for copies whose outcome is unknown, whether they
 // reached the target and under which UID. A copy with a reserved UID happened
-// iff the target has that UID; any other is searched among the target's
-// unpaired messages at or above the UIDNEXT seen before it, by size and
-// SHA-256, one to one. Resolved intents get Done and Target; the others
+// iff the target has that UID. Any other is searched among the target's
+// unpaired messages at or above the UIDNEXT seen before it, one to one: by
+// size and SHA-256, else (a server that rewrites messages on APPEND) by
+// Message-ID and size. Resolved intents get Done and Target; the others
 // Failed (they did not happen: the source will be copied again).
 func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyIntent, st *State) error {
 	mb := b.mb[t]
@@ -501,25 +525,38 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 			}
 		}
 	}
-	sums := map[UID]string{}
+	sums, ids := map[UID]string{}, map[UID]string{}
 	if len(cand) > 0 {
 		err := mb.Fetch(ctx, cand, func(uid UID, r io.Reader) error {
-			sum, _, _, err := hashMessage(r)
-			sums[uid] = sum
+			sum, id, err := hashMessage(r)
+			sums[uid], ids[uid] = sum, id
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
 		}
 	}
+	sizeOf := make(map[UID]Message, len(msgs))
+	for _, m := range msgs {
+		sizeOf[m.UID] = m
+	}
+	match := func(in *copyIntent, same func(u UID) bool) {
+		for _, u := range cand {
+			if !paired[u] && u >= in.UIDNext && sizeOK(sizeOf[u], in) && same(u) {
+				in.Done, in.Failed, in.Target = true, false, u
+				paired[u] = true
+				return
+			}
+		}
+	}
 	for _, in := range searched {
 		in.Done, in.Failed, in.Target = true, true, 0
-		for _, u := range cand {
-			if !paired[u] && u >= in.UIDNext && sums[u] == in.SHA256 {
-				in.Failed, in.Target = false, u
-				paired[u] = true
-				break
-			}
+		match(in, func(u UID) bool { return sums[u] == in.SHA256 })
+	}
+	// Only after every exact match is taken: the Message-ID is weaker evidence.
+	for _, in := range searched {
+		if in.Failed && in.MessageID != "" {
+			match(in, func(u UID) bool { return ids[u] == in.MessageID })
 		}
 	}
 	return nil

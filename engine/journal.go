@@ -147,6 +147,9 @@ type copyIntent struct {
 	Size     int64 // canonical (LF) size
 	CRLFSize int64 // size with CRLF line endings
 	SHA256   string
+	// MessageID is the message's Message-ID header ("" if none): the
+	// fallback when the target server changed the bytes on APPEND.
+	MessageID string
 	// Result: Done when a result line was read or written; Target then holds
 	// the target UID (0 = committed but UID unknown), Failed a copy that
 	// certainly did not happen.
@@ -171,8 +174,47 @@ type expungeIntent struct {
 
 func (j *journal) addCopy(c *copyIntent) error {
 	c.ID = j.id()
-	return j.add(fmt.Sprintf("copy %d %s %d %s %d %d %d %d %s", c.ID, c.To, c.Src, flagField(c.Flags),
-		c.Reserved, c.UIDNext, c.Size, c.CRLFSize, c.SHA256))
+	line := fmt.Sprintf("copy %d %s %d %s %d %d %d %d %s", c.ID, c.To, c.Src, flagField(c.Flags),
+		c.Reserved, c.UIDNext, c.Size, c.CRLFSize, c.SHA256)
+	if c.MessageID != "" {
+		line += " " + escapeField(c.MessageID)
+	}
+	return j.add(line)
+}
+
+// escapeField makes a value one journal field: %XX for '%', spaces, control
+// and non-ASCII bytes.
+func escapeField(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func unescapeField(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("bad escape in %q", s)
+		}
+		n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("bad escape in %q", s)
+		}
+		b.WriteByte(byte(n))
+		i += 2
+	}
+	return b.String(), nil
 }
 
 func (j *journal) addCopyResult(c *copyIntent) error {
@@ -342,11 +384,16 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 		}
 		switch fs[0] {
 		case "copy":
-			if len(fs) != 10 {
-				return nil, bad("copy needs 10 fields")
+			if len(fs) != 10 && len(fs) != 11 {
+				return nil, bad("copy needs 10 or 11 fields")
 			}
 			c := &copyIntent{ID: id, SHA256: fs[9]}
 			var err error
+			if len(fs) == 11 {
+				if c.MessageID, err = unescapeField(fs[10]); err != nil {
+					return nil, bad("%v", err)
+				}
+			}
 			var nums [5]uint64
 			if c.To, err = parseSide(fs[2]); err != nil {
 				return nil, bad("%v", err)
