@@ -565,6 +565,15 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			continue
 		}
 		dropped++
+		if _, ok := all[u][p.uid(u)]; ok && p.uid(u) != 0 {
+			// Its partner was not found, but the changed side may hold it in
+			// another form (a migration that rewrote it): copying it over
+			// could duplicate it, and it must not be deleted either. A
+			// one-sided pair keeps it known and leaves it alone.
+			p.setUID(c, 0)
+			p.Skip = SkipGone
+			kept = append(kept, p)
+		}
 	}
 	b.st.Pairs = kept
 	// Everything now on the changed side counts as already considered, so

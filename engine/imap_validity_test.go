@@ -1,0 +1,297 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+type rawMsg struct {
+	body  string
+	flags engine.Flag
+}
+
+// readBox returns every message of a mailbox with its flags, in UID order.
+func readBox(t testing.TB, s engine.Store, box string) ([]rawMsg, uint32) {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := s.OpenMailbox(ctx, box, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	msgs, _, err := mb.List(ctx, engine.ListQuery{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := map[engine.UID]string{}
+	var uids []engine.UID
+	for _, m := range msgs {
+		uids = append(uids, m.UID)
+	}
+	err = mb.Fetch(ctx, uids, func(u engine.UID, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		bodies[u] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []rawMsg
+	for _, m := range msgs {
+		out = append(out, rawMsg{bodies[m.UID], m.Flags})
+	}
+	return out, mb.Status().UIDValidity
+}
+
+// recreateIMAPBox deletes a mailbox on the server and creates it again with
+// the given messages: the server gives it a new UIDVALIDITY.
+func recreateIMAPBox(t testing.TB, s engine.Store, box string, msgs []rawMsg) uint32 {
+	t.Helper()
+	ctx := context.Background()
+	old, oldV := readBox(t, s, box)
+	mb, err := s.OpenMailbox(ctx, box, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uids, err := mb.UIDs(ctx, mb.Status().UIDNext)
+	if err == nil && len(uids) > 0 {
+		err = mb.Expunge(ctx, uids)
+	}
+	mb.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = old
+	if err := s.DeleteMailbox(ctx, box); err != nil {
+		t.Fatal(err)
+	}
+	putMessages(t, s, box, msgs)
+	_, newV := readBox(t, s, box)
+	if newV == oldV {
+		t.Fatalf("the server kept UIDVALIDITY %d for the recreated mailbox", newV)
+	}
+	return newV
+}
+
+func putMessages(t testing.TB, s engine.Store, box string, msgs []rawMsg) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.CreateMailbox(ctx, box); err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	mb, err := s.OpenMailbox(ctx, box, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	var ss []engine.Staged
+	for _, m := range msgs {
+		st, err := mb.Stage(ctx, engine.NewMessage{Flags: m.flags, Body: strings.NewReader(m.body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, st)
+	}
+	res, err := mb.Commit(ctx, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+}
+
+// validitySetup syncs a mailbox "Work" of n messages, then returns what the
+// far side holds.
+func validitySetup(t *testing.T, p *pairing, n int) []rawMsg {
+	t.Helper()
+	for i, subj := range names("w", n) {
+		addMany(t, p.spec.Far, "Work", []engine.Flag{0, engine.FlagSeen, engine.FlagFlagged}[i%3], subj)
+	}
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "Work", "")
+	msgs, _ := readBox(t, p.spec.Far, "Work")
+	return msgs
+}
+
+func otherMessages(prefix string, n int) []rawMsg {
+	var out []rawMsg
+	for _, s := range names(prefix, n) {
+		out = append(out, rawMsg{body: testBody(s)})
+	}
+	return out
+}
+
+// TestIMAPValidityChangeRepairs: the far mailbox is deleted and recreated on
+// Dovecot (new UIDVALIDITY). With enough messages matching by Message-ID and
+// size (≥ 80 % of the pairs, or ≥ 20), the pairs are re-established and the
+// sync goes on: nothing copied again, nothing deleted; later changes flow
+// over the new UIDs.
+func TestIMAPValidityChangeRepairs(t *testing.T) {
+	needDovecot(t)
+	for _, tc := range []struct {
+		name    string
+		n, keep int
+		extra   int
+	}{
+		{"all", 10, 10, 0},
+		{"80percent", 10, 8, 2},
+		{"20matches", 30, 21, 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPairing(t, imapMaildir)
+			orig := validitySetup(t, p, tc.n)
+			nearBefore := engine.ViewBox(t, p.spec.Near, "Work")
+			repl := append(append([]rawMsg{}, orig[:tc.keep]...), otherMessages("other", tc.extra)...)
+			recreateIMAPBox(t, p.raw[0], "Work", repl)
+			farBefore := engine.ViewBox(t, p.spec.Far, "Work")
+
+			res := sync1(t, p, engine.RunOptions{})
+			if !zeroCounts(res.Counts) {
+				t.Fatalf("re-pairing run did something: %+v", res.Counts)
+			}
+			if f, n := engine.ViewBox(t, p.spec.Far, "Work"), engine.ViewBox(t, p.spec.Near, "Work"); f != farBefore || n != nearBefore {
+				t.Fatalf("a side changed:\nfar:  %s\n  was %s\nnear: %s\n  was %s", f, farBefore, n, nearBefore)
+			}
+			// The pairs work: changes go both ways over the new UIDs.
+			engine.SetFlagsBySubject(t, p.spec.Far, "Work", "w00", engine.FlagFlagged, 0)
+			engine.SetFlagsBySubject(t, p.spec.Near, "Work", "w01", engine.FlagReplied, 0)
+			addMany(t, p.spec.Far, "Work", 0, "after")
+			res = sync1(t, p, engine.RunOptions{})
+			if res.Copied != [2]int{0, 1} || res.Flagged != [2]int{1, 1} {
+				t.Fatalf("after re-pairing: %+v", res.Counts)
+			}
+			if tc.keep == tc.n {
+				p.check(t, "Work", "")
+			}
+			for _, s := range []engine.Store{p.spec.Far, p.spec.Near} {
+				v := engine.ViewBox(t, s, "Work")
+				if !strings.Contains(v, "w00:F ") || !strings.Contains(v, "w01:RS ") || !strings.Contains(v, "after:") {
+					t.Fatalf("%s: %s", s.Name(), v)
+				}
+			}
+		})
+	}
+}
+
+// TestIMAPValidityChangeTooFewMatches: the recreated mailbox holds other
+// messages: the mailbox stops with an error that says what happened and how
+// to get out; nothing is copied or deleted on either side, every run.
+func TestIMAPValidityChangeTooFewMatches(t *testing.T) {
+	needDovecot(t)
+	for _, keep := range []int{0, 7} {
+		t.Run(fmt.Sprint("keep=", keep), func(t *testing.T) {
+			p := newPairing(t, imapMaildir)
+			orig := validitySetup(t, p, 10)
+			addMany(t, p.spec.Far, "INBOX", 0, "i1")
+			sync1(t, p, engine.RunOptions{})
+			nearBefore := engine.ViewBox(t, p.spec.Near, "Work")
+			recreateIMAPBox(t, p.raw[0], "Work", append(append([]rawMsg{}, orig[:keep]...), otherMessages("other", 10-keep)...))
+			farBefore := engine.ViewBox(t, p.spec.Far, "Work")
+			addMany(t, p.spec.Far, "INBOX", 0, "i2")
+			for run := 0; run < 2; run++ {
+				res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+				var werr error
+				for _, m := range res.Mailboxes {
+					if m.Mailbox == "Work" {
+						werr = m.Err
+					} else if m.Err != nil {
+						t.Fatalf("other mailbox failed too: %v", m.Err)
+					}
+				}
+				msg := fmt.Sprint(werr)
+				for _, w := range []string{"UIDVALIDITY", "far", fmt.Sprintf("only %d of 10", keep), "Nothing was copied or deleted", "move the state file"} {
+					if !strings.Contains(msg, w) {
+						t.Fatalf("run %d: error %q does not say %q", run, msg, w)
+					}
+				}
+				if f, n := engine.ViewBox(t, p.spec.Far, "Work"), engine.ViewBox(t, p.spec.Near, "Work"); f != farBefore || n != nearBefore {
+					t.Fatalf("run %d: a side changed:\nfar:  %s\nnear: %s", run, f, n)
+				}
+				p.check(t, "INBOX", "i1: i2:")
+			}
+		})
+	}
+}
+
+// TestMaildirValidityChange: the near folder's .uidvalidity is rewritten
+// (as after a restore or another program's reset): the pairs are re-found by
+// Message-ID and the sync goes on without copying or deleting anything.
+func TestMaildirValidityChange(t *testing.T) {
+	for _, kind := range []string{imapMaildir, maildirMaildir} {
+		t.Run(kind, func(t *testing.T) {
+			p := newPairing(t, kind)
+			validitySetup(t, p, 10)
+			before := engine.ViewBox(t, p.spec.Near, "Work")
+			rewriteUIDValidity(t, p, "Work", 0)
+			res := sync1(t, p, engine.RunOptions{})
+			if !zeroCounts(res.Counts) {
+				t.Fatalf("re-pairing run did something: %+v", res.Counts)
+			}
+			p.check(t, "Work", before)
+			engine.SetFlagsBySubject(t, p.spec.Near, "Work", "w03", engine.FlagFlagged, 0)
+			engine.SetFlagsBySubject(t, p.spec.Far, "Work", "w04", engine.FlagFlagged, 0)
+			res = sync1(t, p, engine.RunOptions{})
+			if res.Flagged != [2]int{1, 1} || res.Copied != [2]int{} {
+				t.Fatalf("after re-pairing: %+v", res.Counts)
+			}
+			p.check(t, "Work", "")
+		})
+	}
+}
+
+// rewriteUIDValidity gives the near Maildir folder a new UIDVALIDITY,
+// keeping its last UID (delta is added to the validity; 0 means +1000).
+func rewriteUIDValidity(t testing.TB, p *pairing, box string, delta uint32) {
+	t.Helper()
+	dir, err := p.spec.Near.(engine.LocalStore).MailboxDir(box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, ".uidvalidity")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v, last uint32
+	if _, err := fmt.Sscanf(string(b), "%d\n%d\n", &v, &last); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if delta == 0 {
+		delta = 1000
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d\n%d\n", v+delta, last)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBothValiditiesChanged: both sides' UIDVALIDITY changed: the mailbox
+// stops with an error; nothing is copied or deleted.
+func TestBothValiditiesChanged(t *testing.T) {
+	needDovecot(t)
+	p := newPairing(t, imapMaildir)
+	orig := validitySetup(t, p, 6)
+	recreateIMAPBox(t, p.raw[0], "Work", orig)
+	rewriteUIDValidity(t, p, "Work", 0)
+	far, near := engine.ViewBox(t, p.spec.Far, "Work"), engine.ViewBox(t, p.spec.Near, "Work")
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	err := mailboxErr(res)
+	if err == nil || !strings.Contains(err.Error(), "UIDVALIDITY of both sides changed") || !strings.Contains(err.Error(), "move the state file") {
+		t.Fatalf("want an error about both UIDVALIDITYs, got %v", err)
+	}
+	if f, n := engine.ViewBox(t, p.spec.Far, "Work"), engine.ViewBox(t, p.spec.Near, "Work"); f != far || n != near {
+		t.Fatalf("a side changed:\nfar:  %s\nnear: %s", f, n)
+	}
+}
