@@ -33,6 +33,7 @@
 #   --timeout S      kill a timed run after S seconds (default 3600)
 # Environment:
 #   QS_BIN           quixysync binary (default: go build -o bench/out/quixysync . from the repo root)
+#   QS_ARGS          extra arguments for quixysync sync/pull/push (e.g. --force)
 #   BENCH_MAIL_USER  owner of the server's mail when run as root (default nobody)
 # Exit status: 0 all runs succeeded and verified, 1 a run failed or did not verify, 2 usage.
 set -euo pipefail
@@ -112,7 +113,10 @@ install_pkgs() {
 }
 install_pkgs
 
-# --- quixysync binary -----------------------------------------------------------------
+# --- binaries: the exec helper that measures a run, and quixysync -----------------------
+command -v go >/dev/null || die "go is needed to build bench/cmd/benchexec"
+EXEC_BIN=$BENCH_DIR/out/benchexec
+(cd "$REPO" && go build -o "$EXEC_BIN" ./bench/cmd/benchexec) || die "go build ./bench/cmd/benchexec failed"
 if [[ $TOOLS == *quixysync* ]]; then
     if [[ -z ${QS_BIN:-} ]]; then
         QS_BIN=$BENCH_DIR/out/quixysync
@@ -308,7 +312,7 @@ set +e
 python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAIL" --dove-pid "$DPID" \
     --mail-uid "$MUID" --mail-gid "$MGID" --port "$PORT" --tlsport "$TLSPORT" --cafile "$CERT" \
     --tls "$TLS" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --reps "$REPS" \
-    --scenarios "$SCEN" --tools "$TOOLS" --qs-bin "${QS_BIN:-}" --tag "$TAG" \
+    --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
     --nojournal "$NOJOURNAL" --state-fs "$STATE_FS"
 rc=$?

@@ -13,11 +13,9 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -170,7 +168,8 @@ expunge = "both"
 """)
 
     def argv(self, mode):
-        return [self.a.qs_bin, "-q", "-c", os.path.join(self.work, "quixysync.toml"), mode, "--all"]
+        return [self.a.qs_bin, "-q", "-c", os.path.join(self.work, "quixysync.toml"), mode, "--all",
+                *self.a.qs_args.split()]
 
     local_names = "utf8"  # quixysync writes folder names as UTF-8
 
@@ -193,41 +192,23 @@ def tool_version(name, a):
 
 # --- one timed run ----------------------------------------------------------------
 
-def run_timed(argv, logpath, timeout):
-    """fork/exec/wait4: wall clock, and the child's own rusage (user, sys, peak RSS)."""
-    logf = open(logpath, "ab")
-    logf.write(f"\n=== {time.strftime('%F %T')} {' '.join(argv)}\n".encode())
-    logf.flush()
-    t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setpgid(0, 0)  # own group: a hung tool is killed whole
-            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-            os.dup2(logf.fileno(), 1)
-            os.dup2(logf.fileno(), 2)
-            os.execvp(argv[0], argv)
-        finally:
-            os._exit(127)
-    timed_out = []
-
-    def kill():
-        timed_out.append(True)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    timer = threading.Timer(timeout, kill)
-    timer.daemon = True
-    timer.start()
-    _, status, ru = os.wait4(pid, 0)
-    wall = time.monotonic() - t0
-    timer.cancel()
-    logf.close()
-    rc = 124 if timed_out else os.waitstatus_to_exitcode(status)
-    return {"wall_s": round(wall, 4), "user_s": round(ru.ru_utime, 4), "sys_s": round(ru.ru_stime, 4),
-            "cpu_s": round(ru.ru_utime + ru.ru_stime, 4), "maxrss_mib": round(ru.ru_maxrss / 1024, 1),
-            "rc": rc}
+def run_timed(exec_bin, argv, logpath, timeout):
+    """Through benchexec (bench/cmd/benchexec): wall clock and the tool's own rusage from
+    wait4. Forking the tool from this Python process would put the driver's RSS (10-30 MiB)
+    under the tool's peak RSS: Linux keeps the pre-exec high-water mark in ru_maxrss."""
+    with open(logpath, "ab") as logf:
+        logf.write(f"\n=== {time.strftime('%F %T')} {' '.join(argv)}\n".encode())
+    r = subprocess.run([exec_bin, "-log", logpath, "-timeout", f"{timeout}s", "--", *argv],
+                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise SystemExit(f"benchexec failed for {' '.join(argv)} (exit {r.returncode})")
+    x = json.loads(r.stdout)
+    rec = {"wall_s": round(x["wall_s"], 4), "user_s": round(x["user_s"], 4), "sys_s": round(x["sys_s"], 4),
+           "cpu_s": round(x["user_s"] + x["sys_s"], 4), "maxrss_mib": round(x["maxrss_kib"] / 1024, 1),
+           "rc": x["rc"]}
+    if x.get("timed_out"):
+        rec["timed_out"] = True
+    return rec
 
 
 class Bench:
@@ -289,7 +270,7 @@ class Bench:
         wait_server_idle(pid)
         s0 = server_cpu(pid)
         load = os.getloadavg()[0]  # other load on the machine skews everything: keep it on record
-        rec = run_timed(tool.argv(mode), tool.log, self.a.timeout)
+        rec = run_timed(self.a.exec_bin, tool.argv(mode), tool.log, self.a.timeout)
         rec["load1"] = round(load, 2)
         wait_server_idle(pid)
         s1 = server_cpu(pid)
@@ -354,7 +335,7 @@ class Bench:
             for t in self.tools:
                 log(f"untimed initial pull for {t.name}")
                 t.fresh()
-                rec = run_timed(t.argv("sync"), t.log, a.timeout)
+                rec = run_timed(a.exec_bin, t.argv("sync"), t.log, a.timeout)
                 if rec["rc"]:
                     log(f"  {t.name} initial pull exited {rec['rc']} (see {t.log})")
         k = a.k
@@ -491,8 +472,10 @@ def summarize(path):
             continue
         m, q = cols["mbsync"], cols["quixysync"]
 
-        def g(c, k, nd=3):
-            return fmt(c[k], nd) if c else "-"
+        def g(c, k):
+            if not c or c[k] is None:
+                return "-"
+            return f"{c[k]:.1f}" if k == "rss" else fmt(c[k])
 
         def wall(c):
             return f"{fmt(c['wall'])} ({fmt(c['min'])}-{fmt(c['max'])})" if c else "-"
@@ -505,7 +488,7 @@ def summarize(path):
             ver += ", same accounts" if all(cr) else f", accounts differ {cr.count(False)}/{len(cr)}"
         out.append(f"| {scen} | {wall(m)} | {wall(q)} | {ratio(q and q['wall'], m and m['wall'])} | "
                    f"{g(m, 'cpu')} | {g(q, 'cpu')} | {ratio(q and q['cpu'], m and m['cpu'])} | "
-                   f"{g(m, 'rss', 1)} | {g(q, 'rss', 1)} | {g(m, 'srv')} / {g(q, 'srv')} | {ver} |")
+                   f"{g(m, 'rss')} | {g(q, 'rss')} | {g(m, 'srv')} / {g(q, 'srv')} | {ver} |")
     return "\n".join(out) + "\n"
 
 
@@ -533,7 +516,9 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--scenarios", default="abcdef")
     p.add_argument("--tools", default="mbsync,quixysync")
+    p.add_argument("--exec-bin", required=True, help="bench/cmd/benchexec binary")
     p.add_argument("--qs-bin", default="quixysync")
+    p.add_argument("--qs-args", default="", help="extra arguments for quixysync's sync/pull/push")
     p.add_argument("--tag", required=True)
     p.add_argument("--results", required=True)
     p.add_argument("--settle", type=float, default=1.1)
