@@ -50,7 +50,14 @@ func (c *deadlineConn) effective(lib time.Time, now time.Time) time.Time {
 	return time.Time{}
 }
 
+// errTimedOut makes a timeout sticky: go-imap's buffered readers retry after
+// an error, and each retry would wait a whole timeout again.
+var errTimedOut = fmt.Errorf("no progress within the timeout: %w", os.ErrDeadlineExceeded)
+
 func (c *deadlineConn) Read(p []byte) (int, error) {
+	if c.timedOut.Load() {
+		return 0, errTimedOut
+	}
 	c.mu.Lock()
 	_ = c.Conn.SetReadDeadline(c.effective(c.libRead, time.Now()))
 	c.mu.Unlock()
@@ -62,6 +69,9 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 }
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
+	if c.timedOut.Load() {
+		return 0, errTimedOut
+	}
 	c.mu.Lock()
 	_ = c.Conn.SetWriteDeadline(c.effective(c.libWrite, time.Now()))
 	c.mu.Unlock()
@@ -222,6 +232,55 @@ type wireConn struct {
 	// bye is the text of the last untagged BYE: go-imap drops it, but it
 	// is the best explanation when the server hangs up.
 	bye atomic.Pointer[string]
+	// dropped holds LIST responses removed from the stream because their
+	// name holds a control character (see dropBadList).
+	dropMu  sync.Mutex
+	dropped []string
+}
+
+// takeDropped returns and forgets the names dropped so far.
+func (c *wireConn) takeDropped() []string {
+	c.dropMu.Lock()
+	defer c.dropMu.Unlock()
+	d := c.dropped
+	c.dropped = nil
+	return d
+}
+
+// dropBadList decides whether a LIST/LSUB response must be hidden from
+// go-imap: a mailbox name with NUL or another control character makes its
+// modified UTF-7 decoder fail, which closes the connection and loses the
+// whole listing. Hiding that one response keeps the honest mailboxes.
+// line is a complete line; when it announces a small literal (the name),
+// the literal and the rest of the response are read here too. It returns
+// the bytes to pass on (nil to drop).
+func (c *wireConn) dropBadList(line []byte) ([]byte, error) {
+	up := bytes.ToUpper(line[:min(len(line), 7)])
+	if !bytes.HasPrefix(up, []byte("* LIST ")) && !bytes.HasPrefix(up, []byte("* LSUB ")) {
+		return line, nil
+	}
+	full := append([]byte(nil), line...)
+	if n, ok := literalSize(line); ok && n <= 4096 {
+		lit := make([]byte, n)
+		if _, err := io.ReadFull(c.br, lit); err != nil {
+			return nil, err
+		}
+		rest, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return nil, err
+		}
+		full = append(append(full, lit...), rest...)
+	}
+	body := bytes.TrimRight(full, "\r\n")
+	for _, b := range body {
+		if b < 0x20 || b == 0x7f {
+			c.dropMu.Lock()
+			c.dropped = append(c.dropped, fmt.Sprintf("%q", body))
+			c.dropMu.Unlock()
+			return nil, nil
+		}
+	}
+	return full, nil
 }
 
 func newWireConn(c net.Conn, t *tracer, greeting string) *wireConn {
@@ -252,12 +311,18 @@ func (c *wireConn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
-	line, err := c.br.ReadSlice('\n')
+	var line []byte
+	var err error
+	for {
+		line, err = c.br.ReadSlice('\n')
+		if err != nil || !c.hideLine(&line, &err) {
+			break
+		}
+	}
 	if len(line) == 0 {
 		return 0, err
 	}
 	if err == nil { // a whole line
-		line = filterCaps(line)
 		if len(line) > 6 && bytes.EqualFold(line[:6], []byte("* BYE ")) {
 			txt := string(bytes.TrimRight(line[6:], "\r\n"))
 			c.bye.Store(&txt)
@@ -279,6 +344,25 @@ func (c *wireConn) Read(p []byte) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// hideLine rewrites a complete line in place (capability filter, hostile
+// LIST names) and reports whether it was dropped entirely.
+func (c *wireConn) hideLine(line *[]byte, err *error) bool {
+	l := filterCaps(*line)
+	l, e := c.dropBadList(l)
+	if e != nil {
+		*line, *err = nil, e
+		return false
+	}
+	if l == nil {
+		if c.t != nil {
+			c.t.line("S", []byte("[LIST response with a control character in the name dropped]"))
+		}
+		return true
+	}
+	*line = l
+	return false
 }
 
 func (c *wireConn) Write(p []byte) (int, error) {

@@ -75,7 +75,10 @@ func testLog(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func pw(s string) func(context.Context) (string, error) {
 	return func(context.Context) (string, error) { return s, nil }
@@ -491,4 +494,8 @@ func TestMemBadPassword(t *testing.T) {
 	if strings.Contains(err.Error(), "wrong-pass") {
 		t.Fatalf("secret in error: %v", err)
 	}
+}
+
+func slogTo(w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, nil))
 }

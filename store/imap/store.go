@@ -674,6 +674,10 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 	if err != nil {
 		return nil, err
 	}
+	for _, d := range cn.wc.takeDropped() {
+		s.log.Warn("skipping mailbox with an unsafe name", "store", s.cfg.Name,
+			"err", fmt.Errorf("server sent %s: control character in name: %w", d, engine.ErrBadName))
+	}
 	var out []engine.MailboxInfo
 	seen := map[string]bool{}
 	for _, d := range list {

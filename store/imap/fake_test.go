@@ -1,0 +1,338 @@
+package imap
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// fakeServer accepts connections on 127.0.0.1 and runs script on each.
+func fakeServer(t *testing.T, script func(c net.Conn, r *bufio.Reader)) (string, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				go func() { <-done; c.Close() }()
+				script(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	a := ln.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port
+}
+
+// scripted answers commands with handler; unknown commands get OK. It
+// handles CAPABILITY, LOGIN and the delimiter LIST itself unless handler
+// returns a non-empty answer for them.
+func scripted(greeting string, handler func(tag, cmd string) string) func(net.Conn, *bufio.Reader) {
+	return func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte(greeting))
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			tag, cmd, _ := strings.Cut(line, " ")
+			if ans := handler(tag, cmd); ans != "" {
+				if ans == "HANG" {
+					select {} // never answer (the test's cleanup closes the conn)
+				}
+				if ans == "CLOSE" {
+					return
+				}
+				c.Write([]byte(ans))
+				continue
+			}
+			up := strings.ToUpper(cmd)
+			switch {
+			case strings.HasPrefix(up, "CAPABILITY"):
+				c.Write([]byte("* CAPABILITY IMAP4rev1\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, `LIST "" ""`):
+				c.Write([]byte(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, "LOGOUT"):
+				c.Write([]byte("* BYE bye\r\n" + tag + " OK done\r\n"))
+				return
+			default:
+				c.Write([]byte(tag + " OK done\r\n"))
+			}
+		}
+	}
+}
+
+func fakeStore(t *testing.T, host string, port int, mod func(*Config)) *Store {
+	return newMemStore(t, host, port, func(c *Config) {
+		c.Timeout = 500 * time.Millisecond
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+const okGreeting = "* OK [CAPABILITY IMAP4rev1] fake ready\r\n"
+
+func TestFakeNeverAnswers(t *testing.T) {
+	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) { select {} })
+	s := fakeStore(t, host, port, nil)
+	start := time.Now()
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "no answer") || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v with a 500ms timeout", d)
+	}
+}
+
+func TestFakeHangsAfterSelect(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "SELECT") {
+			return "HANG"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, nil)
+	start := time.Now()
+	_, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err == nil || !strings.Contains(err.Error(), "no answer from 127.0.0.1 for 500ms") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	// The broken connection is not reused: the next operation dials anew.
+	n := s.dials.Load()
+	s.ListMailboxes(ctxT(t))
+	if s.dials.Load() != n+1 {
+		t.Fatalf("broken connection reused")
+	}
+}
+
+func TestFakeContextCancel(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "SELECT") {
+			return "HANG"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = time.Minute })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := s.OpenMailbox(ctx, "INBOX", false)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+func TestFakeIdleConnectionDoesNotTimeOut(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string { return "" }))
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 200 * time.Millisecond })
+	ctx := ctxT(t)
+	if _, err := s.ListMailboxes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond) // idle in the pool, longer than Timeout
+	if _, err := s.ListMailboxes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.dials.Load(); n != 1 {
+		t.Fatalf("idle pooled connection died: %d dials", n)
+	}
+}
+
+func TestFakeGarbageGreeting(t *testing.T) {
+	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+		time.Sleep(time.Second)
+	})
+	s := fakeStore(t, host, port, nil)
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "bad greeting") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeByeGreeting(t *testing.T) {
+	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("* BYE too many connections\r\n"))
+	})
+	s := fakeStore(t, host, port, nil)
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "too many connections") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeByeOnLogin(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "LOGIN") {
+			return "* BYE account locked\r\n"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, nil)
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism LOGIN): server said: account locked") {
+		t.Fatalf("got %v", err)
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Fatalf("secret in error: %v", err)
+	}
+}
+
+func TestFakeStartTLSNotOffered(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string { return "" }))
+	s := fakeStore(t, host, port, func(c *Config) { c.TLS = "starttls" })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeStartTLSCapabilityCommand(t *testing.T) {
+	// No capabilities in the greeting: the pre-phase asks, then refuses.
+	var saw string
+	host, port := fakeServer(t, scripted("* OK hi\r\n", func(tag, cmd string) string {
+		saw += cmd + ";"
+		return ""
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.TLS = "starttls" })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") || !strings.Contains(saw, "CAPABILITY") {
+		t.Fatalf("got %v (server saw %q)", err, saw)
+	}
+	if strings.Contains(saw, "LOGIN") {
+		t.Fatal("credentials sent")
+	}
+}
+
+func TestFakePreauthOnCleartextRefused(t *testing.T) {
+	host, port := fakeServer(t, scripted("* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome\r\n", func(tag, cmd string) string { return "" }))
+	s := fakeStore(t, host, port, func(c *Config) { c.TLS = "starttls" })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "PREAUTH") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeStartTLSInjection(t *testing.T) {
+	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "STARTTLS") {
+			return tag + " OK begin TLS\r\n* OK injected\r\n"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.TLS = "starttls" })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "injection") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeHostileNames(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, `LIST "" "*"`) {
+			return `* LIST () "/" "a/../b"` + "\r\n" +
+				`* LIST () "/" {4}` + "\r\n" + "x\x00yz" + "\r\n" +
+				`* LIST () "/" ".."` + "\r\n" +
+				`* LIST () "/" "Good"` + "\r\n" +
+				`* LIST (\Noselect) "/" "Parent"` + "\r\n" +
+				`* LIST () "/" "Parent/Kid"` + "\r\n" +
+				tag + " OK done\r\n"
+		}
+		return ""
+	}))
+	var logBuf syncBuf
+	s := fakeStore(t, host, port, nil)
+	s.log = slogTo(&logBuf)
+	infos, err := s.ListMailboxes(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(names(infos), ","); got != "Good,Parent/Kid" {
+		t.Fatalf("got %q", got)
+	}
+	if l := logBuf.String(); !strings.Contains(l, "a/../b") || !strings.Contains(l, "unsafe") {
+		t.Fatalf("no warning logged: %s", l)
+	}
+}
+
+func TestFakeUnknownUntagged(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, `LIST "" "*"`) {
+			return "* XWEIRD 1 2 3\r\n" + tag + " OK done\r\n"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, nil)
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "connection to 127.0.0.1 failed") || !strings.Contains(err.Error(), "XWEIRD") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeAppendTryCreateBeforeContinuation(t *testing.T) {
+	// The mailbox vanished after SELECT: Commit must notice before APPEND.
+	appended := false
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		switch {
+		case strings.HasPrefix(cmd, "SELECT"):
+			return "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 1] x\r\n" + tag + " OK [READ-WRITE] done\r\n"
+		case strings.HasPrefix(cmd, `LIST "" "Box"`):
+			return tag + " OK nothing\r\n"
+		case strings.HasPrefix(cmd, "APPEND"):
+			appended = true
+			return tag + " NO [TRYCREATE] no such mailbox\r\n"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, nil)
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "Box", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	st, err := mb.Stage(ctx, engine.NewMessage{Body: strings.NewReader(strings.Repeat("x\n", 5000))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := mb.Commit(ctx, []engine.Staged{st})
+	if !errors.Is(err, engine.ErrNoMailbox) || !errors.Is(res[0].Err, engine.ErrNoMailbox) || appended {
+		t.Fatalf("got %v %v appended=%v", err, res, appended)
+	}
+}
+
+func TestRefuseCleartextPasswordToRemote(t *testing.T) {
+	s, err := New(Config{Name: "imap.x", Host: "mail.example.com", TLS: "none", User: "u", Password: pw("p")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps := imap.CapSet{imap.CapIMAP4rev1: {}, "AUTH=PLAIN": {}}
+	err = s.authenticate(context.Background(), nil, caps, false, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 143})
+	if err == nil || !strings.Contains(err.Error(), "refusing to send credentials unencrypted") {
+		t.Fatalf("got %v", err)
+	}
+}
