@@ -304,6 +304,7 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 							// downloading many messages for nothing: drop
 							// the connection instead (it is redialled).
 							cn.markBroken()
+							_ = cmd.Close() // drains fast: the socket is closed
 							return callbackErr{err}
 						}
 						if _, err := io.Copy(io.Discard, it.Literal); err != nil {
@@ -540,9 +541,8 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 }
 
 // Expunge sets \Deleted on the UIDs and removes them: UID EXPUNGE with
-// UIDPLUS; without it a plain EXPUNGE, which removes every message marked
-// \Deleted in the mailbox (the engine only expunges when the channel says
-// so for this side).
+// UIDPLUS; without it EXPUNGE while the other \Deleted messages are
+// unmarked for the moment (see expungeNoUIDPlus).
 func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	if m.readOnly {
 		return m.errorf("%w", engine.ErrReadOnly)
@@ -559,16 +559,62 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	if err := m.storeFlags(ctx, cn, chunks, []*imap.StoreFlags{del}); err != nil {
 		return err
 	}
+	if !cn.caps.Has(imap.CapUIDPlus) {
+		return m.expungeNoUIDPlus(ctx, cn, uids)
+	}
 	return cn.run(ctx, "EXPUNGE", func() error {
-		if !cn.caps.Has(imap.CapUIDPlus) {
-			return cn.c.Expunge().Close()
-		}
 		var errs []error
 		for _, set := range chunks {
 			errs = append(errs, cn.c.UIDExpunge(set).Close())
 		}
 		return errors.Join(errs...)
 	})
+}
+
+// expungeNoUIDPlus emulates UID EXPUNGE: a plain EXPUNGE removes every
+// message marked \Deleted, so other \Deleted messages lose the flag for the
+// moment of the EXPUNGE and get it back right after. (If the connection dies
+// in between, they stay without \Deleted: a flag lost, never a message.)
+func (m *Mailbox) expungeNoUIDPlus(ctx context.Context, cn *conn, uids []engine.UID) error {
+	var marked []engine.UID
+	err := cn.run(ctx, "UID SEARCH DELETED", func() error {
+		d, err := cn.c.UIDSearch(&imap.SearchCriteria{Flag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+		if err != nil {
+			return err
+		}
+		for _, u := range d.AllUIDs() {
+			marked = append(marked, engine.UID(u))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	want := map[engine.UID]bool{}
+	for _, u := range uids {
+		want[u] = true
+	}
+	var others []engine.UID
+	for _, u := range marked {
+		if !want[u] {
+			others = append(others, u)
+		}
+	}
+	keep := uidChunks(others)
+	unmark := &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	remark := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	if len(keep) > 0 {
+		if err := m.storeFlags(ctx, cn, keep, []*imap.StoreFlags{unmark}); err != nil {
+			return err
+		}
+	}
+	err = cn.run(ctx, "EXPUNGE", func() error { return cn.c.Expunge().Close() })
+	if len(keep) > 0 {
+		if rerr := m.storeFlags(ctx, cn, keep, []*imap.StoreFlags{remark}); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return err
 }
 
 // Close UNSELECTs (never CLOSE: that would expunge) and returns the

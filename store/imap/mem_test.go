@@ -328,12 +328,20 @@ func TestMemNoListStatusAndStatusAll(t *testing.T) {
 	if err != nil || len(uids) != 3 {
 		t.Fatalf("%v %v", uids, err)
 	}
-	// Without UIDPLUS Expunge uses plain EXPUNGE.
+	// Without UIDPLUS Expunge must still remove only the given UIDs: another
+	// \Deleted message survives, keeping its flag.
+	if err := mb.SetFlags(ctx, []engine.UID{2}, engine.FlagDeleted, 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := mb.Expunge(ctx, []engine.UID{1}); err != nil {
 		t.Fatal(err)
 	}
-	if uids, _ := mb.UIDs(ctx, 100); len(uids) != 2 {
+	if uids, _ := mb.UIDs(ctx, 100); len(uids) != 2 || uids[0] != 2 {
 		t.Fatalf("%v", uids)
+	}
+	msgs, _, err := mb.List(ctx, engine.ListQuery{All: true})
+	if err != nil || len(msgs) != 2 || !msgs[0].Flags.Has(engine.FlagDeleted) {
+		t.Fatalf("%+v %v", msgs, err)
 	}
 }
 

@@ -197,11 +197,13 @@ type conn struct {
 	used   time.Time
 }
 
+// markBroken closes the network connection (not the client: Client.Close
+// waits for the reader goroutine, which may itself be waiting for us to
+// consume a literal). The caller keeps draining any open command, which now
+// fails fast; the client is closed when the connection goes back to the pool.
 func (cn *conn) markBroken() {
-	if !cn.broken {
-		cn.broken = true
-		cn.c.Close()
-	}
+	cn.broken = true
+	cn.dc.Conn.Close()
 }
 
 func (cn *conn) isClosed() bool {
@@ -215,6 +217,7 @@ func (cn *conn) isClosed() bool {
 
 func (cn *conn) logout() {
 	if cn.isClosed() {
+		cn.dc.Conn.Close()
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(cn.s.cfg.Timeout, 5*time.Second))
@@ -243,7 +246,7 @@ func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
 	var cancelled atomic.Bool
 	stop := context.AfterFunc(ctx, func() {
 		cancelled.Store(true)
-		cn.c.Close()
+		cn.dc.Conn.Close() // unblocks every read and write; see markBroken
 	})
 	err := fn()
 	stop()
@@ -301,7 +304,8 @@ func (s *Store) get(ctx context.Context) (*conn, error) {
 			break
 		}
 		if cn.isClosed() {
-			cn.c.Close()
+			cn.dc.Conn.Close()
+			go cn.c.Close()
 			continue
 		}
 		// A connection idle for a while may have been dropped by the server or
@@ -336,7 +340,8 @@ func (s *Store) put(cn *conn) {
 	if closed {
 		cn.logout()
 	} else if cn.isClosed() {
-		cn.c.Close()
+		cn.dc.Conn.Close()
+		go cn.c.Close() // returns once the reader goroutine has seen the close
 	}
 	<-s.sem
 }
