@@ -3,6 +3,7 @@ package imap
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"net"
 	"strings"
@@ -333,6 +334,17 @@ func TestRefuseCleartextPasswordToRemote(t *testing.T) {
 	caps := imap.CapSet{imap.CapIMAP4rev1: {}, "AUTH=PLAIN": {}}
 	err = s.authenticate(context.Background(), nil, caps, false, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 143})
 	if err == nil || !strings.Contains(err.Error(), "refusing to send credentials unencrypted") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestExplainTLSHostname(t *testing.T) {
+	s, err := New(Config{Name: "imap.x", Host: "mail.example.com", User: "u", Password: pw("p")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.explainTLS(x509.HostnameError{Certificate: &x509.Certificate{DNSNames: []string{"other.example"}}, Host: "mail.example.com"})
+	if err == nil || !strings.Contains(err.Error(), `not valid for host "mail.example.com"`) {
 		t.Fatalf("got %v", err)
 	}
 }

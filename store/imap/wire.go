@@ -101,26 +101,29 @@ func equalFold(a, b string) bool {
 type crlfToLF struct {
 	r      io.Reader
 	buf    []byte
+	obuf   []byte // backing array of out, reused for every chunk
 	out    []byte
 	heldCR bool // a CR at the end of the previous chunk
 	err    error
 }
 
-func newCRLFToLF(r io.Reader) *crlfToLF { return &crlfToLF{r: r, buf: make([]byte, 32<<10)} }
+func newCRLFToLF(r io.Reader) *crlfToLF {
+	return &crlfToLF{r: r, buf: make([]byte, 32<<10), obuf: make([]byte, 0, 32<<10+1)}
+}
 
 func (c *crlfToLF) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
 		if c.err != nil {
 			if c.heldCR {
 				c.heldCR = false
-				c.out = append(c.out[:0], '\r')
+				c.out = append(c.obuf[:0], '\r')
 				break
 			}
 			return 0, c.err
 		}
 		n, err := c.r.Read(c.buf)
 		c.err = err
-		o := c.out[:0]
+		o := c.obuf[:0]
 		for i := 0; i < n; i++ {
 			b := c.buf[i]
 			if c.heldCR {

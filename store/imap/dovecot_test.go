@@ -1,0 +1,278 @@
+package imap
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/dovecottest"
+)
+
+var dove *dovecottest.Server
+
+func TestMain(m *testing.M) {
+	dovecottest.Main(m, dovecottest.Options{}, func(s *dovecottest.Server) { dove = s })
+}
+
+func needDovecot(t *testing.T) *dovecottest.Server {
+	t.Helper()
+	if dove == nil {
+		t.Skip("no Dovecot in -short mode")
+	}
+	return dove
+}
+
+// doveStore returns a store for user on the shared Dovecot, wiping the
+// user's mail first (tests using the same user must not run in parallel).
+func doveStore(t *testing.T, user string, mod func(*Config)) *Store {
+	t.Helper()
+	d := needDovecot(t)
+	if err := d.ResetUser(user); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Name: "imap.dove", Host: d.Host, Port: d.TLSPort, TLS: "implicit", User: user,
+		Password: pw(d.Password(user)), CAFile: d.CAFile, Timeout: 20 * time.Second, SpoolDir: t.TempDir()}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestDoveCondStoreListAndUIDs(t *testing.T) {
+	s := doveStore(t, "alice", nil)
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []engine.UID
+	for i := 0; i < 5; i++ {
+		r := stageCommit(t, ctx, mb, "Subject: m\n\nbody\n", 0, time.Time{})
+		if r.UID == 0 {
+			t.Fatal("no APPENDUID from Dovecot")
+		}
+		uids = append(uids, r.UID)
+	}
+	mb.Close()
+
+	mb, err = s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	st := mb.Status()
+	if st.HighestModSeq == 0 || st.Stamp == "" || st.UIDNext != uids[4]+1 || st.Messages != 5 {
+		t.Fatalf("status %+v", st)
+	}
+	infos, err := s.ListMailboxes(ctx)
+	if err != nil || len(infos) != 1 || infos[0].Status == nil || infos[0].Status.Stamp != st.Stamp {
+		t.Fatalf("LIST-STATUS stamp differs from SELECT's: %+v %v (select %q)", infos, err, st.Stamp)
+	}
+	// Change flags on UID 2, then ask for new messages from UID 5 plus
+	// changes since the modseq seen at open.
+	if err := mb.SetFlags(ctx, uids[1:2], engine.FlagSeen, 0); err != nil {
+		t.Fatal(err)
+	}
+	msgs, complete, err := mb.List(ctx, engine.ListQuery{From: uids[4], ChangedSince: st.HighestModSeq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if complete || len(msgs) != 2 || msgs[0].UID != uids[1] || msgs[0].Flags != engine.FlagSeen || msgs[1].UID != uids[4] {
+		t.Fatalf("incremental list: complete=%v %+v", complete, msgs)
+	}
+	if msgs[1].Size <= 0 || !msgs[1].SizeIsCRLF || msgs[1].Date.IsZero() {
+		t.Fatalf("new message lacks size/date: %+v", msgs[1])
+	}
+	// From above every UID: "UID FETCH n:*" returns the last message anyway;
+	// it must be filtered out.
+	msgs, _, err = mb.List(ctx, engine.ListQuery{From: uids[4] + 10})
+	if err != nil || len(msgs) != 0 {
+		t.Fatalf("From beyond UIDNEXT: %+v %v", msgs, err)
+	}
+	// The stamp changes with a flag change (seen by a fresh open).
+	mb2, err := s.OpenMailbox(ctx, "INBOX", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb2.Status().Stamp == st.Stamp {
+		t.Fatal("stamp unchanged after a flag change")
+	}
+	mb2.Close()
+	// ESEARCH UIDs.
+	got, err := mb.UIDs(ctx, uids[3])
+	if err != nil || len(got) != 3 || got[2] != uids[2] {
+		t.Fatalf("UIDs: %v %v", got, err)
+	}
+	if err := mb.Expunge(ctx, uids[0:1]); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = mb.UIDs(ctx, 1000); len(got) != 4 || got[0] != uids[1] {
+		t.Fatalf("after expunge: %v", got)
+	}
+}
+
+func TestDoveStartTLSAndNonASCIINames(t *testing.T) {
+	d := needDovecot(t)
+	var buf syncBuf
+	s := doveStore(t, "bob", func(c *Config) { c.TLS = "starttls"; c.Port = d.Port; c.Debug = &buf })
+	ctx := ctxT(t)
+	names := []string{"Entwürfe & Co", "Entwürfe & Co/Unter ordner", "日本語", "Tom & Jerry"}
+	for _, n := range names {
+		if err := s.CreateMailbox(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	infos, err := s.ListMailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(namesOf(infos), "|")
+	for _, n := range names {
+		if !strings.Contains("|"+got+"|", "|"+n+"|") {
+			t.Fatalf("%q missing from %q", n, got)
+		}
+	}
+	if !strings.Contains(buf.String(), "Entw&APw-rfe &- Co") {
+		t.Fatal("names not sent as modified UTF-7")
+	}
+	mb, err := s.OpenMailbox(ctx, "Entwürfe & Co/Unter ordner", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stageCommit(t, ctx, mb, "Subject: ü\n\nx\n", 0, time.Time{})
+	mb.Close()
+	if err := s.DeleteMailbox(ctx, "Entwürfe & Co/Unter ordner"); !errors.Is(err, engine.ErrNotEmpty) {
+		t.Fatalf("delete non-empty: %v", err)
+	}
+	if err := s.DeleteMailbox(ctx, "日本語"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), d.Password("bob")) {
+		t.Fatal("password in trace")
+	}
+}
+
+func namesOf(infos []engine.MailboxInfo) []string { return names(infos) }
+
+func TestDoveTLSErrors(t *testing.T) {
+	d := needDovecot(t)
+	ctx := ctxT(t)
+	// No ca_file: the self-signed certificate is unknown.
+	s := doveStore(t, "alice", func(c *Config) { c.CAFile = "" })
+	_, err := s.ListMailboxes(ctx)
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority: set ca_file") {
+		t.Fatalf("got %v", err)
+	}
+	// Implicit TLS against the plain port.
+	s = doveStore(t, "alice", func(c *Config) { c.Port = d.Port })
+	_, err = s.ListMailboxes(ctx)
+	if err == nil || !strings.Contains(err.Error(), "TLS") {
+		t.Fatalf("got %v", err)
+	}
+	// Plain TCP to loopback is allowed.
+	s = doveStore(t, "alice", func(c *Config) { c.TLS = "none"; c.Port = d.Port })
+	if _, err := s.ListMailboxes(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDoveBadPassword(t *testing.T) {
+	s := doveStore(t, "alice", func(c *Config) { c.Password = pw("not-the-password") })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism PLAIN): server said: NO [AUTHENTICATIONFAILED]") {
+		t.Fatalf("got %v", err)
+	}
+	if strings.Contains(err.Error(), "not-the-password") {
+		t.Fatal("secret in error")
+	}
+	// The failure is remembered: no second login attempt.
+	n := s.dials.Load()
+	if _, err2 := s.ListMailboxes(ctxT(t)); err2 == nil || s.dials.Load() != n {
+		t.Fatalf("retried a refused login: %v", err2)
+	}
+}
+
+func TestDoveLoginMechanism(t *testing.T) {
+	s := doveStore(t, "alice", func(c *Config) { c.Auth = []string{"xoauth2", "login"}; c.Token = pw("tok") })
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatalf("LOGIN (xoauth2 not offered): %v", err)
+	}
+}
+
+// bigReader yields n bytes of LF text without holding them in memory.
+type bigReader struct{ n, off int64 }
+
+func (r *bigReader) Read(p []byte) (int, error) {
+	if r.off >= r.n {
+		return 0, io.EOF
+	}
+	line := []byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678\n")
+	k := 0
+	for k < len(p) && r.off < r.n {
+		p[k] = line[r.off%int64(len(line))]
+		k++
+		r.off++
+	}
+	return k, nil
+}
+
+func TestDoveLargeMessageStreamed(t *testing.T) {
+	s := doveStore(t, "bob", nil)
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	const size = 20 << 20
+	hdr := "Subject: big\n\n"
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	st, err := mb.Stage(ctx, engine.NewMessage{Body: io.MultiReader(strings.NewReader(hdr), &bigReader{n: size})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != size+int64(len(hdr)) {
+		t.Fatalf("staged %d", st.Size())
+	}
+	res, err := mb.Commit(ctx, []engine.Staged{st})
+	if err != nil || res[0].Err != nil || res[0].UID == 0 {
+		t.Fatalf("%v %+v", err, res)
+	}
+	var n int64
+	sum := bytes.Buffer{}
+	err = mb.Fetch(ctx, []engine.UID{res[0].UID}, func(uid engine.UID, r io.Reader) error {
+		var err error
+		head := make([]byte, len(hdr))
+		if _, err = io.ReadFull(r, head); err != nil {
+			return err
+		}
+		sum.Write(head)
+		m, err := io.Copy(io.Discard, r)
+		n = m + int64(len(hdr))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&ms)
+	alloc := ms.TotalAlloc - before
+	if n != size+int64(len(hdr)) || sum.String() != hdr {
+		t.Fatalf("fetched %d bytes, head %q", n, sum.String())
+	}
+	if alloc > size/4 {
+		t.Fatalf("allocated %d bytes for a %d-byte message: not streamed", alloc, size)
+	}
+	t.Logf("20 MB up and down with %d KiB allocated", alloc>>10)
+}

@@ -1,0 +1,84 @@
+package imap
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+func TestCRLFConversions(t *testing.T) {
+	for _, tc := range []struct{ crlf, lf string }{
+		{"a\r\nb\r\n", "a\nb\n"},
+		{"lone\rcr\r\n", "lone\rcr\n"},
+		{"end\r", "end\r"},
+		{"\r\r\n", "\r\n"},
+		{"", ""},
+	} {
+		// One byte at a time exercises the CR held across reads.
+		got, err := io.ReadAll(newCRLFToLF(iotest.OneByteReader(strings.NewReader(tc.crlf))))
+		if err != nil || string(got) != tc.lf {
+			t.Errorf("crlfToLF(%q) = %q, %v; want %q", tc.crlf, got, err, tc.lf)
+		}
+	}
+	var out bytes.Buffer
+	in, n, err := copyLFToCRLF(&out, iotest.OneByteReader(strings.NewReader("a\nb\r\nc\rd\n")))
+	if err != nil || out.String() != "a\r\nb\r\nc\rd\r\n" || in != 9 || n != int64(out.Len()) {
+		t.Fatalf("copyLFToCRLF: %q %d %d %v", out.String(), in, n, err)
+	}
+}
+
+func TestUIDChunks(t *testing.T) {
+	var uids []engine.UID
+	for i := 2500; i >= 1; i-- {
+		uids = append(uids, engine.UID(i*2), engine.UID(i*2)) // duplicates, reversed
+	}
+	uids = append(uids, 0)
+	ch := uidChunks(uids)
+	if len(ch) != 3 || len(ch[0]) != maxUIDsPerCommand || ch[0][0].Start != 2 {
+		t.Fatalf("%d chunks, first %v", len(ch), ch[0][:2])
+	}
+	if got := uidChunks([]engine.UID{1, 2, 3, 7, 8, 10}); len(got) != 1 || got[0].String() != "1:3,7:8,10" {
+		t.Fatalf("%v", got)
+	}
+	if uidChunks(nil) != nil || uidChunks([]engine.UID{0}) != nil {
+		t.Fatal("empty input must give no chunk")
+	}
+}
+
+func TestFilterCaps(t *testing.T) {
+	for in, want := range map[string]string{
+		"* CAPABILITY IMAP4rev1 IMAP4rev2 UIDPLUS\r\n":         "* CAPABILITY IMAP4rev1 UIDPLUS\r\n",
+		"T1 OK [CAPABILITY IMAP4REV1 IMAP4rev2] hi\r\n":        "T1 OK [CAPABILITY IMAP4REV1] hi\r\n",
+		"* CAPABILITY IMAP4rev2 UIDPLUS\r\n":                   "* CAPABILITY IMAP4rev2 UIDPLUS\r\n", // rev2 only: kept
+		"* 1 FETCH (BODY[] {5}\r\n":                            "* 1 FETCH (BODY[] {5}\r\n",
+		"* OK [CAPABILITY IMAP4rev1 IMAP4rev2X IMAP4rev2]\r\n": "* OK [CAPABILITY IMAP4rev1 IMAP4rev2X]\r\n",
+	} {
+		if got := string(filterCaps([]byte(in))); got != want {
+			t.Errorf("filterCaps(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	if w, err := toServer("inbox/Sub", '.'); err != nil || w != "INBOX.Sub" {
+		t.Fatalf("%q %v", w, err)
+	}
+	for _, bad := range []string{"", "/a", "a/", "a//b", "a/../b", ".", "a\x00b", "a\nb"} {
+		if _, err := toServer(bad, '/'); err == nil {
+			t.Errorf("toServer(%q) accepted", bad)
+		}
+	}
+	if _, err := toServer("a.b/c", '.'); err == nil {
+		t.Error("delimiter inside a component accepted")
+	}
+	if n, err := fromServer("INBOX.a/b", '.'); err == nil {
+		t.Errorf("server name with / inside a component mapped to %q", n)
+	}
+	if n, err := fromServer("Inbox.Sent", '.'); err != nil || n != "INBOX/Sent" {
+		t.Fatalf("%q %v", n, err)
+	}
+}
