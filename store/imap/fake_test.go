@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"net"
 	"strings"
@@ -345,6 +346,33 @@ func TestExplainTLSHostname(t *testing.T) {
 	}
 	err = s.explainTLS(x509.HostnameError{Certificate: &x509.Certificate{DNSNames: []string{"other.example"}}, Host: "mail.example.com"})
 	if err == nil || !strings.Contains(err.Error(), `not valid for host "mail.example.com"`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFakeXOAUTH2(t *testing.T) {
+	var got string
+	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN] hi\r\n", func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "AUTHENTICATE XOAUTH2 ") {
+			got = strings.TrimPrefix(cmd, "AUTHENTICATE XOAUTH2 ")
+			if got == base64.StdEncoding.EncodeToString([]byte("user=alice\x01auth=Bearer good-token\x01\x01")) {
+				return tag + " OK welcome\r\n"
+			}
+			return "+ eyJzdGF0dXMiOiI0MDEifQ==\r\n"
+		}
+		if cmd == "" || cmd == "*" { // the client's answer to the error challenge
+			return "HANG"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"xoauth2"}; c.Token = pw("good-token") })
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatalf("xoauth2: %v (server got %q)", err, got)
+	}
+	s = fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"xoauth2"}; c.Token = pw("bad-token") })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism XOAUTH2)") ||
+		strings.Contains(err.Error(), "bad-token") {
 		t.Fatalf("got %v", err)
 	}
 }
