@@ -272,6 +272,21 @@ func fetchAll(t *testing.T, ctx context.Context, mb engine.Mailbox, uids []engin
 	return got
 }
 
+// within runs f and fails the test if it has not returned after d. f keeps
+// running (it may be stuck for good); the test goroutine moves on.
+func within(t *testing.T, d time.Duration, what string, f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %v: the store hangs", what, d)
+		return nil
+	}
+}
+
 // sameBytes compares without dumping megabytes into the log.
 func sameBytes(t *testing.T, what string, got, want []byte) {
 	t.Helper()
@@ -1052,10 +1067,14 @@ func (s *suite) fetchErrors(t *testing.T, ctx context.Context) {
 	// An error from fn stops the fetch and comes back.
 	stop := errors.New("storetest: stop here")
 	calls = 0
-	err := mb.Fetch(ctx, uids, func(_ engine.UID, r io.Reader) error {
-		calls++
-		_, _ = io.Copy(io.Discard, r)
-		return stop
+	// Abandoning a fetch midway is where stores deadlock (a reader waiting
+	// for the literal to be consumed): fail fast instead of stalling go test.
+	err := within(t, time.Minute, "Fetch with a failing fn", func() error {
+		return mb.Fetch(ctx, uids, func(_ engine.UID, r io.Reader) error {
+			calls++
+			_, _ = io.Copy(io.Discard, r)
+			return stop
+		})
 	})
 	if !errors.Is(err, stop) {
 		t.Errorf("Fetch with failing fn: %v, want the fn's error", err)
