@@ -190,6 +190,21 @@ def tool_version(name, a):
     return "?"
 
 
+def repo_revision(qs_bin):
+    """", built from <commit>[+changes]" when the binary was built from this repo's work tree."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not os.path.abspath(qs_bin).startswith(os.path.join(repo, "bench", "out") + os.sep):
+        return ""
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, check=True).stdout.decode().strip()
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f", built from {head}" + (" + uncommitted changes" if dirty else "")
+
+
 # --- one timed run ----------------------------------------------------------------
 
 def run_timed(exec_bin, argv, logpath, timeout):
@@ -217,6 +232,8 @@ class Bench:
         self.tools = [TOOLS[t](t, a) for t in a.tools]
         self.push_tools = [TOOLS[t](t, a, push=True) for t in a.tools]
         self.versions = {t: tool_version(t, a) for t in a.tools}
+        if "quixysync" in self.versions:
+            self.versions["quixysync"] += repo_revision(a.qs_bin)
         self.corpus = os.path.join(a.state, "corpus", f"n{a.n}-m{a.folders}-s{a.seed}-{a.profile}")
         self.out = open(os.path.join(a.results, a.tag + ".jsonl"), "w")
         self.failed = 0
