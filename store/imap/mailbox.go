@@ -352,8 +352,10 @@ func truncUIDs(u []engine.UID) []engine.UID {
 }
 
 // staged is a message spooled to a file in CRLF form, waiting for APPEND.
+// The file is unlinked as soon as it is created: only the open descriptor
+// keeps it, so a run that is killed leaves nothing behind in the spool dir.
 type staged struct {
-	path     string
+	f        *os.File
 	flags    engine.Flag
 	date     time.Time
 	size     int64 // canonical (LF) bytes
@@ -376,22 +378,23 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	if err != nil {
 		return nil, m.errorf("spooling message: %w", err)
 	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, m.errorf("spooling message: %w", err)
+	}
 	in, out, err := copyLFToCRLF(f, nm.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		os.Remove(f.Name())
-		return nil, m.errorf("spooling message to %s: %w", f.Name(), err)
+		f.Close()
+		return nil, m.errorf("spooling message in %s: %w", dir, err)
 	}
-	return &staged{path: f.Name(), flags: nm.Flags, date: nm.Date, size: in, wireSize: out}, nil
+	return &staged{f: f, flags: nm.Flags, date: nm.Date, size: in, wireSize: out}, nil
 }
 
 // Discard deletes spool files.
 func (m *Mailbox) Discard(st []engine.Staged) {
 	for _, x := range st {
 		if sp, ok := x.(*staged); ok {
-			os.Remove(sp.path)
+			sp.f.Close()
 		}
 	}
 }
@@ -467,11 +470,11 @@ func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 }
 
 func (m *Mailbox) appendOne(ctx context.Context, cn *conn, sp *staged) (engine.UID, error) {
-	f, err := os.Open(sp.path)
-	if err != nil {
-		return 0, m.errorf("opening spool file: %w", err)
+	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+		return 0, m.errorf("rewinding spool file: %w", err)
 	}
-	defer f.Close()
+	f := sp.f
+	var err error
 	var d *imap.AppendData
 	err = cn.run(ctx, "APPEND", func() error {
 		cmd := cn.c.Append(m.wire, sp.wireSize, &imap.AppendOptions{Flags: m.appendFlags(sp.flags), Time: sp.date})
