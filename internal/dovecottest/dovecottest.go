@@ -161,7 +161,8 @@ func start(opts Options) (_ *Server, err error) {
 		}
 	}
 
-	dir, err := os.MkdirTemp("", "dovecottest-")
+	removeStale()
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("dovecottest: %w", err)
 	}
@@ -202,6 +203,36 @@ func start(opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+const dirPrefix = "dovecottest-"
+
+// staleAge is how old a directory without a live master must be before it
+// counts as left over: a starting instance has no master.pid for a moment.
+const staleAge = 10 * time.Minute
+
+// removeStale deletes directories of earlier instances whose test process
+// died without Stop (go test timeout, killed fuzz worker): Dovecot went with
+// it (Pdeathsig) but the directory stayed. Only our own, only dead ones.
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, d := range dirs {
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < staleAge {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, "dovecot.conf")); err != nil {
+			continue // not one of ours
+		}
+		s := &Server{Dir: d}
+		if _, err := s.masterPID(); err == nil {
+			continue // still running
+		}
+		_ = os.RemoveAll(d)
+	}
 }
 
 // freePort asks the kernel for a free port on 127.0.0.1.

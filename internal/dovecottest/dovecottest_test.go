@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -252,5 +253,51 @@ func TestStartReportsBadConfig(t *testing.T) {
 func TestBadUserName(t *testing.T) {
 	if _, err := Start(Options{Users: map[string]string{"a:b": "x"}}); err == nil {
 		t.Fatal("user name with ':' accepted")
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	s := need(t)
+	old := time.Now().Add(-2 * staleAge)
+	mk := func(withConf bool) string {
+		d, err := os.MkdirTemp("", dirPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		if withConf {
+			if err := os.WriteFile(filepath.Join(d, "dovecot.conf"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	stale := mk(true)
+	foreign := mk(false) // no dovecot.conf: not ours to judge
+	fresh := mk(true)
+	for _, d := range []string{stale, foreign, s.Dir} {
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStale()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale dir %s not removed: %v", stale, err)
+	}
+	for _, d := range []string{foreign, fresh, s.Dir} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed though it must stay: %v", d, err)
+		}
+	}
+	if err := os.Chtimes(s.Dir, time.Now(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialInsecure(s.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "secret").Wait(); err != nil {
+		t.Fatalf("live server damaged by removeStale: %v", err)
 	}
 }

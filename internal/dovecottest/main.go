@@ -23,7 +23,9 @@ func run(m *testing.M, opts Options, set func(*Server)) (code int) {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
-	if testing.Short() {
+	// Fuzz workers are child processes that run only the fuzz function; each
+	// would otherwise start (and, killed by the coordinator, leak) a Dovecot.
+	if testing.Short() || flagIsTrue("test.fuzzworker") {
 		set(nil)
 		return m.Run()
 	}
@@ -65,4 +67,9 @@ func run(m *testing.M, opts Options, set func(*Server)) (code int) {
 		}
 	}()
 	return m.Run()
+}
+
+func flagIsTrue(name string) bool {
+	f := flag.Lookup(name)
+	return f != nil && f.Value.String() == "true"
 }
