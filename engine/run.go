@@ -68,13 +68,42 @@ type RunOptions struct {
 	journalLines *atomic.Int64
 }
 
-// ProgressEvent reports progress of long runs.
+// ProgressEvent reports progress of long runs. Events come from the
+// goroutines that sync mailboxes, so a receiver must be goroutine-safe.
 type ProgressEvent struct {
+	// Kind says what happened; zero means the non-zero fields tell.
+	Kind             ProgressKind
 	Channel, Mailbox string
 	MailboxesDone    int
 	MailboxesTotal   int
-	Messages, Bytes  int64
+	// Messages, Bytes: copied since this mailbox's previous event (deltas).
+	Messages, Bytes int64
+	// PlannedMessages, PlannedBytes (ProgressPlanned): the copies the plan
+	// holds, both directions together, and their total size.
+	PlannedMessages, PlannedBytes int64
 }
+
+// ProgressKind is what a ProgressEvent reports.
+type ProgressKind uint8
+
+const (
+	// ProgressUnspecified: MailboxesDone > 0 means Mailbox finished;
+	// Messages/Bytes > 0 means a batch of copies was committed.
+	ProgressUnspecified ProgressKind = iota
+	// ProgressListed: the channel's mailboxes are selected (Mailbox is
+	// empty); MailboxesTotal is how many there are, possibly 0.
+	ProgressListed
+	// ProgressPlanned: Mailbox's plan is made (sent also when it copies
+	// nothing); PlannedMessages and PlannedBytes are set.
+	ProgressPlanned
+	// ProgressCopied: a batch of copies is committed; Messages and Bytes
+	// are that batch's.
+	ProgressCopied
+	// ProgressMailboxDone: Mailbox is finished (synced, skipped or failed);
+	// MailboxesDone counts the channel's finished mailboxes so far and
+	// MailboxesTotal all of its selected ones.
+	ProgressMailboxDone
+)
 
 // Counts are per-direction counters; index [Near] means "done on the near side"
 // (i.e. pulled), [Far] "done on the far side" (pushed).
