@@ -409,6 +409,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	}
 	var learnt []UID
 	var failed []Staged
+	var bytesDone int64
 	for _, sc := range staged {
 		in := sc.intent
 		if in.Failed || !in.Done {
@@ -423,6 +424,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		} else {
 			learnt = append(learnt, in.Target)
 			b.res.Copied[t]++
+			bytesDone += in.Size
 			if i, ok := pending[in.Src]; ok {
 				newSt.Pairs[i].setUID(t, in.Target)
 				newSt.Pairs[i].Flags = in.Flags
@@ -443,7 +445,9 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	if err := b.j.sync(); err != nil {
 		b.fail(err)
 	}
-	b.progress(len(staged))
+	if len(learnt) > 0 {
+		b.progress(ProgressEvent{Kind: ProgressCopied, Messages: int64(len(learnt)), Bytes: bytesDone})
+	}
 	return learnt, nil
 }
 

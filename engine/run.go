@@ -200,6 +200,9 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		}
 	}
 	names := selectMailboxes(spec, present)
+	if opt.Progress != nil {
+		opt.Progress(ProgressEvent{Kind: ProgressListed, Channel: spec.Name, MailboxesTotal: len(names)})
+	}
 	results := make([]MailboxResult, len(names))
 	workers := spec.MaxParallel
 	if workers <= 0 {
@@ -217,7 +220,8 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 				results[i] = syncOne(ctx, spec, opt, names[i], present, hook)
 				n := done.Add(1)
 				if opt.Progress != nil {
-					opt.Progress(ProgressEvent{Channel: spec.Name, Mailbox: names[i], MailboxesDone: int(n), MailboxesTotal: len(names)})
+					opt.Progress(ProgressEvent{Kind: ProgressMailboxDone, Channel: spec.Name, Mailbox: names[i],
+						MailboxesDone: int(n), MailboxesTotal: len(names)})
 				}
 			}
 		}()

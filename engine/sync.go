@@ -38,10 +38,24 @@ func (b *boxRun) fail(err error) {
 	b.errs = append(b.errs, err)
 }
 
-func (b *boxRun) progress(n int) {
+// progress reports one event of this mailbox pair (Channel and Mailbox filled in).
+func (b *boxRun) progress(ev ProgressEvent) {
 	if b.opt.Progress != nil {
-		b.opt.Progress(ProgressEvent{Channel: b.spec.Name, Mailbox: b.name, Messages: int64(n)})
+		ev.Channel, ev.Mailbox = b.spec.Name, b.name
+		b.opt.Progress(ev)
 	}
+}
+
+// plannedProgress reports the copies a plan holds and their known size.
+func (b *boxRun) plannedProgress(p *Plan) {
+	ev := ProgressEvent{Kind: ProgressPlanned}
+	for _, cs := range p.Copies {
+		ev.PlannedMessages += int64(len(cs))
+		for _, c := range cs {
+			ev.PlannedBytes += max(c.Size, 0)
+		}
+	}
+	b.progress(ev)
 }
 
 // syncMailbox runs one mailbox pair. missing[s] says the mailbox does not
@@ -188,6 +202,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		}
 	}
 
+	b.plannedProgress(&plan)
 	b.j = newJournal(b.statePath+".journal", journalHeader{
 		Generation: b.st.Generation, FarValidity: b.status[Far].UIDValidity, NearValidity: b.status[Near].UIDValidity,
 	}, b.hook)
