@@ -27,7 +27,8 @@ type SyncOptions struct {
 	DryRun bool
 	Force  bool
 
-	// progress receives progress events; nil until a progress display exists.
+	// progress, when set, receives the engine's progress events instead of
+	// the terminal display syncTargets starts on its own.
 	progress func(engine.ProgressEvent)
 }
 
@@ -93,8 +94,15 @@ func runTransfer(ctx context.Context, g *globalOptions, opts SyncOptions, mode e
 }
 
 // syncTargets runs every target's channel, up to maxParallelChannels at a
-// time, and returns the results in the targets' order.
+// time, and returns the results in the targets' order. On a terminal it shows
+// live progress meanwhile, gone before it returns.
 func (g *globalOptions) syncTargets(ctx context.Context, cfg *channel.Config, targets []channel.Target, mode engine.Mode, opts SyncOptions) []engine.ChannelResult {
+	if opts.progress == nil {
+		if d := g.startProgress(len(targets)); d != nil {
+			defer d.stop()
+			opts.progress = d.event
+		}
+	}
 	results := make([]engine.ChannelResult, len(targets))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelChannels)

@@ -283,6 +283,27 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// target is where writes go now.
+func (l *lockedWriter) target() io.Writer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w
+}
+
+// divert sends writes to w until the returned function is called (a
+// progress display prints them above its line).
+func (l *lockedWriter) divert(w io.Writer) (restore func()) {
+	l.mu.Lock()
+	old := l.w
+	l.w = w
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		l.w = old
+		l.mu.Unlock()
+	}
+}
+
 // channelList is "a, b, c" for messages that tell what exists.
 func channelList(cfg *channel.Config) string {
 	var b strings.Builder
