@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"time"
@@ -167,32 +168,40 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	}
 	byUID := map[engine.UID]engine.Message{}
 	err = cn.run(ctx, "UID FETCH", func() error {
-		newCmd := cn.c.Fetch(imap.UIDSet{imap.UIDRange{Start: imap.UID(from), Stop: 0}}, listItems)
+		// Pipelined: the sets are disjoint, so go-imap routes each FETCH
+		// response to its command by UID. The new range ends at the highest
+		// possible UID rather than "*": "n:*" also returns the highest message
+		// when its UID is below n (RFC 3501 §6.4.8), and go-imap would route
+		// that reply to the CHANGEDSINCE command, whose own reply for the
+		// same message would then be dropped as a duplicate.
 		var chCmd *imapclient.FetchCommand
 		if !all && q.ChangedSince > 0 && from > 1 {
-			// Pipelined: the two sets are disjoint, so go-imap routes each
-			// FETCH response to the right command by its UID.
 			chCmd = cn.c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: imap.UID(from - 1)}},
 				&imap.FetchOptions{UID: true, Flags: true, ChangedSince: q.ChangedSince})
 		}
-		err := collectList(newCmd, func(msg engine.Message) {
-			// "UID FETCH n:*" also returns the highest message when its UID
-			// is below n (RFC 3501 §6.4.8).
+		newSet := imap.UIDSet{imap.UIDRange{Start: imap.UID(from), Stop: 0}}
+		if from > 1 {
+			newSet = imap.UIDSet{imap.UIDRange{Start: imap.UID(from), Stop: math.MaxUint32}}
+		}
+		newCmd := cn.c.Fetch(newSet, listItems)
+		// Consumed in the order sent: a command whose replies are not read
+		// stalls go-imap's reader once its buffer is full.
+		var err error
+		if chCmd != nil {
+			err = collectList(chCmd, func(msg engine.Message, modseq uint64) {
+				// Every reply to CHANGEDSINCE carries MODSEQ; one without it
+				// is not an answer to this command.
+				if modseq > 0 && msg.UID < from {
+					byUID[msg.UID] = msg
+				}
+			})
+		}
+		err2 := collectList(newCmd, func(msg engine.Message, _ uint64) {
 			if msg.UID >= from {
 				byUID[msg.UID] = msg
 			}
 		})
-		if chCmd != nil {
-			err2 := collectList(chCmd, func(msg engine.Message) {
-				if old, ok := byUID[msg.UID]; ok && old.Size >= 0 {
-					old.Flags = msg.Flags
-					msg = old
-				}
-				byUID[msg.UID] = msg
-			})
-			err = errors.Join(err, err2)
-		}
-		return err
+		return errors.Join(err, err2)
 	})
 	if err != nil {
 		return nil, false, err
@@ -205,7 +214,7 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	return out, all, nil
 }
 
-func collectList(cmd *imapclient.FetchCommand, fn func(engine.Message)) error {
+func collectList(cmd *imapclient.FetchCommand, fn func(msg engine.Message, modseq uint64)) error {
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 		b, err := msg.Collect()
 		if err != nil || b.UID == 0 {
@@ -215,7 +224,7 @@ func collectList(cmd *imapclient.FetchCommand, fn func(engine.Message)) error {
 		if b.RFC822Size > 0 || !b.InternalDate.IsZero() {
 			em.Size, em.SizeIsCRLF = b.RFC822Size, true
 		}
-		fn(em)
+		fn(em, b.ModSeq)
 	}
 	return cmd.Close()
 }
