@@ -131,14 +131,23 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	return &staged{mb: m, uid: uid, size: n, name: name, flags: nm.Flags, date: nm.Date}, nil
 }
 
-// Commit sets each staged file's mtime to the message date (when given),
-// fsyncs it, renames it into cur/ (seen) or new/ (unseen, keeping the ":2,"
-// info as mbsync does) without ever replacing a file, and then fsyncs the
-// directories once. If only that final fsync fails, the results still carry
-// the UIDs (the files are in place) and the error is returned as well.
+// Commit makes the staged files durable, renames them into cur/ (seen) or
+// new/ (unseen, keeping the ":2," info as mbsync does) without ever replacing
+// a file, and then fsyncs those directories once. The order is what makes a
+// crash safe: data durable (one syncfs or an fsync per file, see durable.go)
+// → rename → directory fsync; success is reported only after the last. If
+// only that final fsync fails, the results still carry the UIDs (the files
+// are in place) and the error is returned as well.
 func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.CommitResult, error) {
 	res := make([]engine.CommitResult, len(list))
-	touched := map[string]bool{}
+	type job struct {
+		i    int
+		st   *staged
+		tmp  string
+		sub  string
+		dead bool
+	}
+	jobs := make([]job, 0, len(list))
 	for i, s := range list {
 		st, ok := s.(*staged)
 		switch {
@@ -150,19 +159,63 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			res[i].Err = err
+			res[i].Err = err // still staged: the caller discards it
 			continue
 		}
 		sub := "new"
 		if st.flags.Has(engine.FlagSeen) {
 			sub = "cur"
 		}
-		if err := m.commitOne(st, sub); err != nil {
-			res[i].Err = err
+		jobs = append(jobs, job{i: i, st: st, tmp: filepath.Join(m.dir, "tmp", st.name), sub: sub})
+	}
+	fail := func(j *job, err error) {
+		j.dead, j.st.done = true, true
+		_ = os.Remove(j.tmp)
+		res[j.i].Err = m.wrap("commit", err)
+	}
+	// The mtime is part of what must be durable.
+	for k := range jobs {
+		if d := jobs[k].st.date; !d.IsZero() {
+			if err := os.Chtimes(jobs[k].tmp, d, d); err != nil {
+				fail(&jobs[k], err)
+			}
+		}
+	}
+	if m.s.opt.Fsync {
+		var paths []string
+		var idx []int
+		for k := range jobs {
+			if !jobs[k].dead {
+				paths = append(paths, jobs[k].tmp)
+				idx = append(idx, k)
+			}
+		}
+		for n, err := range m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths) {
+			if err != nil {
+				fail(&jobs[idx[n]], err)
+			}
+		}
+	}
+	touched := map[string]bool{}
+	for k := range jobs {
+		j := &jobs[k]
+		if j.dead {
 			continue
 		}
-		touched[sub] = true
-		res[i].UID = st.uid
+		if err := ctx.Err(); err != nil {
+			res[j.i].Err = err // still staged: the caller discards it
+			continue
+		}
+		if err := renameNoReplace(j.tmp, filepath.Join(m.dir, j.sub, j.st.name)); err != nil {
+			fail(j, err)
+			continue
+		}
+		j.st.done = true
+		touched[j.sub] = true
+		res[j.i].UID = j.st.uid
+		if m.idx != nil {
+			m.idx[j.st.uid] = &entry{sub: j.sub, name: j.st.name, fn: parseName(j.st.name)}
+		}
 	}
 	if m.scanned {
 		m.status.Messages = int64(len(m.idx))
@@ -171,40 +224,6 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 		return res, err
 	}
 	return res, nil
-}
-
-func (m *Mailbox) commitOne(st *staged, sub string) error {
-	st.done = true
-	tmpPath := filepath.Join(m.dir, "tmp", st.name)
-	err := func() error {
-		if !st.date.IsZero() {
-			if err := os.Chtimes(tmpPath, st.date, st.date); err != nil {
-				return err
-			}
-		}
-		if m.s.opt.Fsync {
-			f, err := os.Open(tmpPath)
-			if err != nil {
-				return err
-			}
-			err = f.Sync()
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return renameNoReplace(tmpPath, filepath.Join(m.dir, sub, st.name))
-	}()
-	if err != nil {
-		_ = os.Remove(tmpPath)
-		return m.wrap("commit", err)
-	}
-	if m.idx != nil {
-		m.idx[st.uid] = &entry{sub: sub, name: st.name, fn: parseName(st.name)}
-	}
-	return nil
 }
 
 // Discard removes staged files; their reserved UIDs stay unused.

@@ -41,6 +41,11 @@ type Store struct {
 	log    *slog.Logger
 	host   string // escaped host name for unique file names
 	seq    atomic.Uint64
+	// syncfsErrs: this kernel's syncfs reports write-back errors, so Commit
+	// may use it (see durable.go).
+	syncfsErrs bool
+	// testHook, when set by a test, is called before each durability step.
+	testHook func(op, path string) error
 }
 
 var (
@@ -72,7 +77,7 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("maildir %s: inbox %q: %w", name, inbox, err)
 		}
 	}
-	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log}
+	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log, syncfsErrs: syncfsReportsErrors()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

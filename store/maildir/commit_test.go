@@ -1,0 +1,241 @@
+package maildir
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// commitFixture is a store with Fsync on whose durability steps are recorded
+// (and can be failed) through the test hook.
+type commitFixture struct {
+	t    *testing.T
+	s    *Store
+	dir  string
+	mb   *Mailbox
+	mu   sync.Mutex
+	ops  []string            // "syncfs", "fsync <name>", "fsyncdir <sub>"
+	fail map[string]error    // op or "fsync <name>" → error to return
+	seen map[string][]string // at each op: the files in tmp/ new/ cur/
+}
+
+func newCommitFixture(t *testing.T) *commitFixture {
+	root := t.TempDir()
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateMailbox(t.Context(), "INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	f := &commitFixture{t: t, s: s, dir: filepath.Join(root, "INBOX"), fail: map[string]error{}, seen: map[string][]string{}}
+	f.mb = open(t, s, "INBOX", false)
+	s.testHook = func(op, path string) error {
+		key := op
+		switch op {
+		case "fsync", "fsyncdir":
+			key = op + " " + filepath.Base(path)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.ops = append(f.ops, key)
+		if _, ok := f.seen[op]; !ok {
+			for _, sub := range []string{"tmp", "new", "cur"} {
+				for _, n := range files(t, f.dir, sub) {
+					f.seen[op] = append(f.seen[op], sub+"/"+n)
+				}
+			}
+		}
+		return f.fail[key]
+	}
+	return f
+}
+
+// stage stages n messages, every other one seen.
+func (f *commitFixture) stage(n int) []engine.Staged {
+	var list []engine.Staged
+	for i := 0; i < n; i++ {
+		var fl engine.Flag
+		if i%2 == 1 {
+			fl = engine.FlagSeen
+		}
+		x, err := f.mb.Stage(f.t.Context(), engine.NewMessage{Flags: fl, Body: strings.NewReader(fmt.Sprintf("message %d\n", i))})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		list = append(list, x)
+	}
+	f.ops = nil
+	return list
+}
+
+func (f *commitFixture) count(prefix string) int {
+	n := 0
+	for _, op := range f.ops {
+		if strings.HasPrefix(op, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkOrder: when the data was made durable every file was still in tmp/,
+// and when the directories were fsynced every committed file was in place.
+func (f *commitFixture) checkOrder(dataOp string, list []engine.Staged, res []engine.CommitResult) {
+	t := f.t
+	t.Helper()
+	at := f.seen[dataOp]
+	if len(at) != len(list) {
+		t.Errorf("at %s the folder held %v, want the %d staged files in tmp/ only", dataOp, at, len(list))
+	}
+	for _, p := range at {
+		if !strings.HasPrefix(p, "tmp/") {
+			t.Errorf("%s renamed before the data was durable (%s)", p, dataOp)
+		}
+	}
+	inPlace := 0
+	for _, p := range f.seen["fsyncdir"] {
+		if !strings.HasPrefix(p, "tmp/") {
+			inPlace++
+		}
+	}
+	ok := 0
+	for _, r := range res {
+		if r.Err == nil {
+			ok++
+		}
+	}
+	if inPlace != ok {
+		t.Errorf("at the first directory fsync %d files were in place, want %d: %v", inPlace, ok, f.seen["fsyncdir"])
+	}
+	if i, j := slices.Index(f.ops, "fsyncdir new"), slices.Index(f.ops, "fsyncdir cur"); i < 0 || j < 0 {
+		t.Errorf("new/ and cur/ not both fsynced: %v", f.ops)
+	}
+	if last := f.ops[len(f.ops)-1]; !strings.HasPrefix(last, "fsyncdir") {
+		t.Errorf("last durability step %q, want a directory fsync", last)
+	}
+}
+
+func (f *commitFixture) checkResults(list []engine.Staged, res []engine.CommitResult, failed ...int) {
+	t := f.t
+	t.Helper()
+	placed := map[string]bool{}
+	for _, sub := range []string{"new", "cur"} {
+		for _, n := range files(t, f.dir, sub) {
+			placed[n] = true
+		}
+	}
+	for i, r := range res {
+		name := list[i].(*staged).name
+		if slices.Contains(failed, i) {
+			if r.Err == nil || r.UID != 0 || placed[name] {
+				t.Errorf("message %d should have failed: %+v, in place %v", i, r, placed[name])
+			}
+			continue
+		}
+		if r.Err != nil || r.UID != list[i].UID() || !placed[name] {
+			t.Errorf("message %d: %+v, in place %v", i, r, placed[name])
+		}
+	}
+	if n := files(t, f.dir, "tmp"); len(n) != 0 {
+		t.Errorf("tmp/ not empty: %v", n)
+	}
+}
+
+func syncfsUsable(t *testing.T, dir string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return syncfsTypes[int64(st.Type)] && syncfsReportsErrors()
+}
+
+func TestCommitBatchSyncfs(t *testing.T) {
+	f := newCommitFixture(t)
+	if !syncfsUsable(t, f.dir) {
+		t.Skip("no trusted syncfs on the test directory's file system")
+	}
+	list := f.stage(10)
+	res, err := f.mb.Commit(t.Context(), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
+		t.Errorf("a batch of 10: %v, want one syncfs and no fsync per file", f.ops)
+	}
+	f.checkOrder("syncfs", list, res)
+	f.checkResults(list, res)
+}
+
+func TestCommitSmallBatchFsyncsEach(t *testing.T) {
+	f := newCommitFixture(t)
+	list := f.stage(syncfsMin - 1)
+	res, err := f.mb.Commit(t.Context(), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.count("syncfs") != 0 || f.count("fsync ") != len(list) {
+		t.Errorf("a batch of %d: %v, want an fsync per file", len(list), f.ops)
+	}
+	f.checkOrder("fsync", list, res)
+	f.checkResults(list, res)
+}
+
+func TestCommitWithoutSyncfs(t *testing.T) {
+	f := newCommitFixture(t)
+	f.s.syncfsErrs = false // an old kernel
+	list := f.stage(20)
+	res, err := f.mb.Commit(t.Context(), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.count("syncfs") != 0 || f.count("fsync ") != 20 {
+		t.Errorf("%v, want 20 fsyncs", f.ops)
+	}
+	f.checkOrder("fsync", list, res)
+	f.checkResults(list, res)
+}
+
+// A failing syncfs (perhaps another program's write-back error) falls back
+// to fsync per file, which tells which of ours failed: only that one is lost.
+func TestCommitSyncfsFails(t *testing.T) {
+	f := newCommitFixture(t)
+	if !syncfsUsable(t, f.dir) {
+		t.Skip("no trusted syncfs on the test directory's file system")
+	}
+	list := f.stage(6)
+	f.fail["syncfs"] = syscall.EIO
+	f.fail["fsync "+list[3].(*staged).name] = syscall.EIO
+	res, err := f.mb.Commit(t.Context(), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.count("syncfs") != 1 || f.count("fsync ") != 6 {
+		t.Errorf("%v, want syncfs then 6 fsyncs", f.ops)
+	}
+	f.checkOrder("syncfs", list, res)
+	f.checkResults(list, res, 3)
+	if !strings.Contains(res[3].Err.Error(), "input/output error") {
+		t.Errorf("error %v", res[3].Err)
+	}
+}
+
+func TestCommitDirFsyncFails(t *testing.T) {
+	f := newCommitFixture(t)
+	list := f.stage(4)
+	f.fail["fsyncdir cur"] = syscall.EIO
+	res, err := f.mb.Commit(t.Context(), list)
+	if err == nil {
+		t.Fatal("Commit succeeded although cur/ could not be fsynced")
+	}
+	// The files are in place: the results say so, and the error as well.
+	f.checkResults(list, res)
+}

@@ -1,0 +1,173 @@
+package maildir
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// How Commit makes a batch of tmp/ files durable before renaming them.
+//
+// One fsync per file makes a journaling file system commit its journal once
+// per message; mbsync does that and spends most of an initial pull waiting.
+// Measured on this project's 2-core VM (Linux 6.18), 100 files of 4 kB per
+// batch, median time to make the batch durable, rename it and fsync cur/:
+//
+//	                        journaled ext4 (loop)   ext4 without journal (/)
+//	fsync each, in turn     240-300 ms (2.4-3.0 ms/msg)   74-79 ms
+//	fsync, 4 goroutines      83-130 ms                    38-51 ms
+//	fsync, 16 goroutines     46-56 ms                     29-34 ms
+//	one syncfs(2)            12.6-13.1 ms (0.13 ms/msg)   7.5-8.7 ms
+//
+// and for small batches on journaled ext4: 1 file: fsync 3.4 ms, syncfs 6.3
+// ms; 3 files: 7.8 ms vs 5.5 ms; 10 files: 26 ms vs 6.2 ms. So a batch of
+// syncfsMin files or more is made durable with one syncfs(2) on a file system
+// where syncfs is known to write and wait for everything (and, since Linux
+// 5.8, to report write-back errors); smaller batches, and other file systems
+// (FUSE, network file systems: syncfs may not reach the server or daemon
+// there), fsync each file, from a few goroutines at once. The cost of syncfs
+// is that it also flushes other programs' dirty data on that file system.
+const syncfsMin = 3
+
+// fsyncWorkers bounds the goroutines fsyncing files at once.
+const fsyncWorkers = 8
+
+// Magic numbers (statfs f_type) of local file systems whose syncfs writes
+// back and waits for all data and metadata.
+var syncfsTypes = map[int64]bool{
+	unix.EXT4_SUPER_MAGIC:  true, // also ext2, ext3
+	unix.XFS_SUPER_MAGIC:   true,
+	unix.BTRFS_SUPER_MAGIC: true,
+	unix.F2FS_SUPER_MAGIC:  true,
+	unix.TMPFS_MAGIC:       true,
+	0x2fc12fc1:             true, // zfs
+}
+
+// syncfsReportsErrors says whether this kernel's syncfs returns write-back
+// errors (Linux 5.8 and later); before that it always returned 0, so a failed
+// write could go unnoticed.
+func syncfsReportsErrors() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	parts := strings.SplitN(rel, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minorStr := parts[1]
+	if i := strings.IndexFunc(minorStr, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		minorStr = minorStr[:i]
+	}
+	minor, err2 := strconv.Atoi(minorStr)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return major > 5 || major == 5 && minor >= 8
+}
+
+// hook lets tests watch and fail the durability steps: op is "syncfs",
+// "fsync" or "fsyncdir". Nil outside tests.
+func (s *Store) hook(op, path string) error {
+	if s.testHook == nil {
+		return nil
+	}
+	return s.testHook(op, path)
+}
+
+// syncDir fsyncs a directory (making renames and unlinks in it durable).
+func (s *Store) syncDir(dir string) error {
+	if err := s.hook("fsyncdir", dir); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func (s *Store) fsyncFile(path string) error {
+	if err := s.hook("fsync", path); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// makeDurable makes the files (all in dir, a tmp/) durable: one syncfs for a
+// batch where that is cheaper and trustworthy, else an fsync per file. errs[i]
+// is the error for paths[i].
+func (s *Store) makeDurable(dir string, paths []string) []error {
+	errs := make([]error, len(paths))
+	if len(paths) == 0 {
+		return errs
+	}
+	if len(paths) >= syncfsMin && s.syncfsErrs {
+		err := s.syncfs(dir)
+		if err == nil {
+			return errs
+		}
+		// Not a file system we trust syncfs on, or an error that may be
+		// another file's: fsync each of ours to learn which, if any, failed.
+		s.log.Debug("no syncfs, fsyncing each file", "dir", dir, "err", err)
+	}
+	s.fsyncAll(paths, errs)
+	return errs
+}
+
+// syncfs runs syncfs(2) on dir's file system, or fails with ENOTSUP where
+// that file system is not known to honour it.
+func (s *Store) syncfs(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	if !syncfsTypes[int64(st.Type)] {
+		return fmt.Errorf("syncfs on file system type %#x: %w", st.Type, unix.ENOTSUP)
+	}
+	if err := s.hook("syncfs", dir); err != nil {
+		return err
+	}
+	return unix.Syncfs(int(f.Fd()))
+}
+
+// fsyncAll fsyncs each file, several at once: a journaling file system then
+// folds the waiting fsyncs into fewer journal commits.
+func (s *Store) fsyncAll(paths []string, errs []error) {
+	workers := min(len(paths), fsyncWorkers)
+	if workers <= 1 {
+		for i, p := range paths {
+			errs[i] = s.fsyncFile(p)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = s.fsyncFile(paths[i])
+			}
+		})
+	}
+	for i := range paths {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
