@@ -40,6 +40,10 @@ Channels run concurrently (up to 4 at a time).
 flag changes, deletions, mailboxes to create) and changes nothing: no server
 command that writes, no file, no state.
 
+While it runs on a terminal, a line shows how far it is (mailboxes done,
+messages and bytes copied, rate, time left); it is gone at the end, and not
+shown with -q or when stdout is not a terminal.
+
 At the end one line per channel sums up what happened:
   work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 errors
 (← into the near side, i.e. pulled; → into the far side, i.e. pushed).

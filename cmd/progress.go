@@ -312,24 +312,37 @@ func clock(d time.Duration) string {
 // with github.com/vbauerster/mpb/v8. While it runs, what is written to the
 // diverted stderr (logs, traces) is printed above the line instead of
 // through it.
+//
+// It starts drawing at the first event, which comes after a channel has
+// connected and listed its mailboxes: a run that is over at once shows
+// nothing, and a password_cmd asking on the terminal is not drawn over.
 type progressDisplay struct {
-	st      *progressState
+	st     *progressState
+	out    io.Writer
+	divert *lockedWriter
+	opts   []mpb.ContainerOption
+
+	mu      sync.Mutex
+	stopped bool
 	p       *mpb.Progress
 	bar     *mpb.Bar
 	restore func()
-	once    sync.Once
 }
 
 // barScale is the bar's total: the fraction is drawn in thousandths.
 const barScale = 1000
 
-// newProgressDisplay starts drawing to out. divert, when non-nil, is the
-// stderr to route through the display while it runs.
+// newProgressDisplay prepares drawing to out. divert, when non-nil, is the
+// stderr to route through the display while it draws.
 func newProgressDisplay(out io.Writer, divert *lockedWriter, channels int, opts ...mpb.ContainerOption) *progressDisplay {
-	d := &progressDisplay{st: newProgressState(channels, time.Now())}
-	d.p = mpb.New(append([]mpb.ContainerOption{mpb.WithOutput(out), mpb.WithRefreshRate(200 * time.Millisecond)}, opts...)...)
+	return &progressDisplay{st: newProgressState(channels, time.Now()), out: out, divert: divert, opts: opts}
+}
+
+// start begins drawing; d.mu is held.
+func (d *progressDisplay) start() {
+	d.p = mpb.New(append([]mpb.ContainerOption{mpb.WithOutput(d.out), mpb.WithRefreshRate(200 * time.Millisecond)}, d.opts...)...)
 	// The bar is never completed by counting (total 0 at creation): the
-	// filler draws the state's fraction, so events never touch mpb at all.
+	// filler draws the state's fraction, so events never wait on mpb.
 	d.bar = d.p.New(0,
 		mpb.BarStyle().Lbound("[").Filler("=").Tip(">").Padding(" ").Rbound("]"),
 		mpb.BarWidth(30),
@@ -345,25 +358,38 @@ func newProgressDisplay(out io.Writer, divert *lockedWriter, channels int, opts 
 			})
 		}),
 	)
-	if divert != nil {
-		d.restore = divert.divert(d.p)
+	if d.divert != nil {
+		d.restore = d.divert.divert(d.p)
 	}
-	return d
 }
 
 // event is the engine's RunOptions.Progress.
-func (d *progressDisplay) event(ev engine.ProgressEvent) { d.st.apply(ev, time.Now()) }
+func (d *progressDisplay) event(ev engine.ProgressEvent) {
+	d.st.apply(ev, time.Now())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.p == nil && !d.stopped {
+		d.start()
+	}
+}
 
 // stop removes the line and gives stderr back; what follows (summaries,
 // errors) prints on a clean terminal. It may be called more than once.
 func (d *progressDisplay) stop() {
-	d.once.Do(func() {
-		if d.restore != nil {
-			d.restore()
-		}
-		d.bar.Abort(true)
-		d.p.Wait()
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return
+	}
+	d.stopped = true
+	if d.p == nil {
+		return
+	}
+	if d.restore != nil {
+		d.restore()
+	}
+	d.bar.Abort(true)
+	d.p.Wait()
 }
 
 // startProgress returns a progress display for a run over that many

@@ -167,6 +167,11 @@ func TestProgressDisplayRoutesLogs(t *testing.T) {
 	var out, realErr bytes.Buffer
 	lw := &lockedWriter{w: &realErr}
 	d := newProgressDisplay(&out, lw, 1, mpb.WithAutoRefresh(), mpb.WithRefreshRate(10*time.Millisecond))
+	fmt.Fprintln(lw, "before") // nothing is drawn before the first event
+	time.Sleep(30 * time.Millisecond)
+	if out.Len() != 0 {
+		t.Errorf("drawn before any event: %q", out.String())
+	}
 	d.event(engine.ProgressEvent{Kind: engine.ProgressListed, Channel: "a", MailboxesTotal: 2})
 	d.event(engine.ProgressEvent{Kind: engine.ProgressPlanned, Channel: "a", Mailbox: "INBOX", PlannedMessages: 1234})
 	d.event(engine.ProgressEvent{Kind: engine.ProgressCopied, Channel: "a", Mailbox: "INBOX", Messages: 34})
@@ -183,8 +188,8 @@ func TestProgressDisplayRoutesLogs(t *testing.T) {
 	if !strings.Contains(got, "level=WARN msg=\"a log line\"\n") {
 		t.Errorf("the log line was not printed through the display:\n%s", got)
 	}
-	if realErr.String() != "after\n" {
-		t.Errorf("stderr got %q, want only what was written after the display stopped", realErr.String())
+	if realErr.String() != "before\nafter\n" {
+		t.Errorf("stderr got %q, want only what was written before the first event and after the display stopped", realErr.String())
 	}
 }
 
