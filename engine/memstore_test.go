@@ -21,6 +21,8 @@ type memStore struct {
 	modseq  bool // CONDSTORE-like change counter: incremental List
 	crlf    bool // sizes reported in CRLF form
 	noStamp bool
+	// listStatus: ListMailboxes reports each mailbox's Status (LIST-STATUS).
+	listStatus bool
 
 	mu     sync.Mutex
 	boxes  map[string]*memBox
@@ -65,8 +67,13 @@ func (s *memStore) ListMailboxes(ctx context.Context) ([]MailboxInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []MailboxInfo
-	for n := range s.boxes {
-		out = append(out, MailboxInfo{Name: n})
+	for n, b := range s.boxes {
+		mi := MailboxInfo{Name: n}
+		if s.listStatus {
+			st := s.statusLocked(b)
+			mi.Status = &st
+		}
+		out = append(out, mi)
 	}
 	return out, nil
 }
@@ -97,6 +104,7 @@ func (s *memStore) DeleteMailbox(ctx context.Context, name string) error {
 func (s *memStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.count("OpenMailbox")
 	b := s.boxes[name]
 	if b == nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrNoMailbox)

@@ -183,23 +183,35 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	}
 	defer lk.Unlock()
 
-	var present [2]map[string]bool
+	// Both listings at once: on a run with nothing to do they are most of its cost.
+	var lists [2][]MailboxInfo
+	var listErr [2]error
+	var lw sync.WaitGroup
 	for _, s := range []Side{Far, Near} {
-		store := spec.Far
-		if s == Near {
-			store = spec.Near
-		}
-		list, err := store.ListMailboxes(ctx)
-		if err != nil {
-			res.Err = fmt.Errorf("channel %s: listing mailboxes of %s: %w", spec.Name, store.Name(), err)
+		lw.Add(1)
+		go func() {
+			defer lw.Done()
+			lists[s], listErr[s] = spec.store(s).ListMailboxes(ctx)
+		}()
+	}
+	lw.Wait()
+	var present [2]map[string]bool
+	var listed [2]map[string]*Status
+	for _, s := range []Side{Far, Near} {
+		if err := listErr[s]; err != nil {
+			res.Err = fmt.Errorf("channel %s: listing mailboxes of %s: %w", spec.Name, spec.store(s).Name(), err)
 			return res
 		}
-		present[s] = map[string]bool{}
-		for _, mi := range list {
+		present[s], listed[s] = map[string]bool{}, map[string]*Status{}
+		for _, mi := range lists[s] {
 			present[s][mi.Name] = true
+			if mi.Status != nil {
+				listed[s][mi.Name] = mi.Status
+			}
 		}
 	}
 	names := selectMailboxes(spec, present)
+	statusAll(ctx, spec, opt.Log, names, present, listed)
 	if opt.Progress != nil {
 		opt.Progress(ProgressEvent{Kind: ProgressListed, Channel: spec.Name, MailboxesTotal: len(names)})
 	}
@@ -217,7 +229,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				results[i] = syncOne(ctx, spec, opt, names[i], present, hook)
+				results[i] = syncOne(ctx, spec, opt, names[i], present, listed, hook)
 				n := done.Add(1)
 				if opt.Progress != nil {
 					opt.Progress(ProgressEvent{Kind: ProgressMailboxDone, Channel: spec.Name, Mailbox: names[i],
@@ -284,14 +296,15 @@ func selectMailboxes(spec ChannelSpec, present [2]map[string]bool) []string {
 
 // syncOne handles one mailbox name: creation or removal when it exists on one
 // side only, else a sync of the pair.
-func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, present [2]map[string]bool, hook *crashHook) MailboxResult {
+func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, present [2]map[string]bool,
+	statuses [2]map[string]*Status, hook *crashHook) MailboxResult {
 	res := MailboxResult{Mailbox: name}
 	if ctx.Err() != nil {
 		res.Err = fmt.Errorf("mailbox %s: %w", name, ErrStopped)
 		return res
 	}
 	if present[Far][name] && present[Near][name] {
-		return syncMailbox(ctx, spec, opt, name, hook, [2]bool{})
+		return syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{statuses[Far][name], statuses[Near][name]})
 	}
 	if !present[Far][name] && !present[Near][name] {
 		res.Err = fmt.Errorf("mailbox %s exists on neither side", name)
@@ -310,7 +323,10 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 		res.Err = err
 		return res
 	}
-	st, err := LoadState(statePath)
+	st, meta, err := loadState(statePath, false)
+	if err == nil {
+		err = meta.Owner.check(spec, name, statePath)
+	}
 	if err != nil {
 		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
 		return res
@@ -352,7 +368,7 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 		return res
 	}
 	if opt.DryRun {
-		r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{miss == Far, miss == Near})
+		r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{miss == Far, miss == Near}, [2]*Status{})
 		r.Created[miss] = 1
 		return r
 	}
@@ -364,7 +380,7 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 		res.Err = fmt.Errorf("mailbox %s: creating it on the %s side: %w", name, miss, err)
 		return res
 	}
-	r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{})
+	r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{})
 	r.Created[miss]++
 	return r
 }
@@ -395,7 +411,7 @@ func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, 
 	err = store.DeleteMailbox(ctx, name)
 	if err != nil {
 		if inside {
-			SaveState(statePath, st)
+			saveState(statePath, st, ownerOf(spec, name))
 		} else {
 			lk.Unlock()
 		}

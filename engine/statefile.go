@@ -60,18 +60,90 @@ func escapeBoxName(name string) string {
 	return b.String()
 }
 
+// StateOwner names the channel and the mailboxes a state file describes. Two
+// channels whose near mailboxes are one directory would otherwise share (and
+// corrupt) one state: the far UIDs in it mean something only for its far store
+// and mailbox.
+type StateOwner struct {
+	Channel                string
+	FarStore, FarMailbox   string
+	NearStore, NearMailbox string
+}
+
+func ownerOf(spec ChannelSpec, mailbox string) StateOwner {
+	return StateOwner{Channel: spec.Name, FarStore: spec.Far.Name(), FarMailbox: mailbox,
+		NearStore: spec.Near.Name(), NearMailbox: mailbox}
+}
+
+// ErrForeignState: a state file belongs to another channel's far mailbox.
+var ErrForeignState = errors.New("the state belongs to another channel")
+
+// check fails when the recorded owner (if any: files written before owners were
+// recorded have none) is another far store or mailbox than this channel's.
+func (o StateOwner) check(spec ChannelSpec, mailbox, path string) error {
+	if o.FarStore == "" && o.FarMailbox == "" {
+		return nil
+	}
+	me := ownerOf(spec, mailbox)
+	if o.FarStore == me.FarStore && o.FarMailbox == me.FarMailbox {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is the state of channel %q (far store %s, mailbox %q), but channel %q syncs "+
+		"far store %s, mailbox %q into the same near folder. Nothing was changed in this mailbox. Two channels "+
+		"must not share a near folder: give them different near folders (another near store path, or patterns "+
+		"that do not overlap). If this channel replaces the other one (a store or mailbox was renamed), edit the "+
+		"far-store and far-mailbox lines of that file to %q and %q",
+		ErrForeignState, path, o.Channel, o.FarStore, o.FarMailbox, spec.Name, me.FarStore, me.FarMailbox,
+		me.FarStore, me.FarMailbox)
+}
+
+// stateMeta is what a state file's header says beyond State.
+type stateMeta struct {
+	Owner StateOwner
+	// Deleted[s] counts pairs whose side-s message is flagged deleted (-1: the
+	// file does not say).
+	Deleted [2]int
+}
+
+// StateHeader is a state file's header: State without Pairs, plus what a run
+// needs to decide without reading the pairs that a mailbox is unchanged.
+type StateHeader struct {
+	State
+	Owner StateOwner
+	// Deleted[s] counts the pairs whose side-s message is flagged deleted, so
+	// whether an expunge is pending is known from the header; -1 when the file
+	// predates these counts.
+	Deleted [2]int
+}
+
 // LoadState reads a state file. A missing file yields the zero State (first
 // run); a damaged one an error naming the file, the line and the way out.
 func LoadState(path string) (State, error) {
+	st, _, err := loadState(path, false)
+	return st, err
+}
+
+// LoadStateHeader reads only the header of a state file (not the pairs): the
+// cost of a run over an unchanged mailbox must not grow with its size.
+func LoadStateHeader(path string) (StateHeader, error) {
+	st, meta, err := loadState(path, true)
+	return StateHeader{State: st, Owner: meta.Owner, Deleted: meta.Deleted}, err
+}
+
+func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return State{}, nil
+		return State{}, stateMeta{Deleted: [2]int{0, 0}}, nil
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("state %s: %w", path, err)
+		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, fmt.Errorf("state %s: %w", path, err)
 	}
 	defer f.Close()
-	return ParseState(f, path)
+	size := 64 << 10
+	if headerOnly {
+		size = 4 << 10 // a header is a few hundred bytes
+	}
+	return parseState(bufio.NewReaderSize(f, size), path, headerOnly)
 }
 
 // StateError is a damaged state file.
@@ -89,11 +161,17 @@ func (e *StateError) Error() string {
 
 // ParseState parses the text form of a state; name is used in errors.
 func ParseState(r io.Reader, name string) (State, error) {
+	st, _, err := parseState(bufio.NewReaderSize(r, 64<<10), name, false)
+	return st, err
+}
+
+// parseState parses a state; with headerOnly it stops after the header.
+func parseState(br *bufio.Reader, name string, headerOnly bool) (State, stateMeta, error) {
 	var st State
-	br := bufio.NewReaderSize(r, 64<<10)
+	meta := stateMeta{Deleted: [2]int{-1, -1}}
 	line := 0
-	bad := func(format string, a ...any) (State, error) {
-		return State{}, &StateError{File: name, Line: line, Msg: fmt.Sprintf(format, a...)}
+	bad := func(format string, a ...any) (State, stateMeta, error) {
+		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, &StateError{File: name, Line: line, Msg: fmt.Sprintf(format, a...)}
 	}
 	readLine := func() ([]byte, bool, error) {
 		b, err := br.ReadSlice('\n')
@@ -150,7 +228,7 @@ func ParseState(r io.Reader, name string) (State, error) {
 			return bad("header %q repeated", key)
 		}
 		seen[key] = true
-		if err := setHeader(&st, key, val); err != nil {
+		if err := setHeader(&st, &meta, key, val); err != nil {
 			return bad("header %s: %v", key, err)
 		}
 	}
@@ -158,6 +236,9 @@ func ParseState(r io.Reader, name string) (State, error) {
 		if !seen[k] {
 			return bad("header %q missing", k)
 		}
+	}
+	if headerOnly {
+		return st, meta, nil
 	}
 	for {
 		b, ok, err = readLine()
@@ -174,7 +255,7 @@ func ParseState(r io.Reader, name string) (State, error) {
 		}
 		st.Pairs = append(st.Pairs, p)
 	}
-	return st, nil
+	return st, meta, nil
 }
 
 func truncate(s string, n int) string {
@@ -184,7 +265,7 @@ func truncate(s string, n int) string {
 	return s
 }
 
-func setHeader(st *State, key, val string) error {
+func setHeader(st *State, meta *stateMeta, key, val string) error {
 	u32 := func(dst *uint32) error {
 		v, err := strconv.ParseUint(val, 10, 32)
 		*dst = uint32(v)
@@ -237,6 +318,20 @@ func setHeader(st *State, key, val string) error {
 		return i64(&st.Near.Messages)
 	case "near-stamp":
 		return str(&st.Near.Stamp)
+	case "far-deleted", "near-deleted":
+		v, err := strconv.ParseUint(val, 10, 31)
+		meta.Deleted[sideOfKey(key)] = int(v)
+		return err
+	case "channel":
+		return str(&meta.Owner.Channel)
+	case "far-store":
+		return str(&meta.Owner.FarStore)
+	case "far-mailbox":
+		return str(&meta.Owner.FarMailbox)
+	case "near-store":
+		return str(&meta.Owner.NearStore)
+	case "near-mailbox":
+		return str(&meta.Owner.NearMailbox)
 	}
 	return fmt.Errorf("unknown header")
 }
@@ -326,18 +421,54 @@ func cmpUID(a, b UID) int {
 	return 0
 }
 
+func sideOfKey(key string) Side {
+	if strings.HasPrefix(key, "near-") {
+		return Near
+	}
+	return Far
+}
+
+// deletedCounts counts the pairs whose message on each side is flagged deleted.
+func deletedCounts(ps []Pair) [2]int {
+	var n [2]int
+	for _, p := range ps {
+		if p.Flags&FlagDeleted != 0 {
+			if p.Far != 0 {
+				n[Far]++
+			}
+			if p.Near != 0 {
+				n[Near]++
+			}
+		}
+	}
+	return n
+}
+
 // WriteState writes the text form of st (pairs in the order given).
 func WriteState(w io.Writer, st State) error {
+	return writeState(w, st, StateOwner{})
+}
+
+// writeState writes st; the owner lines only when owner names a far store.
+func writeState(w io.Writer, st State, owner StateOwner) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	fmt.Fprintf(bw, "%s %d\n", stateMagic, stateVersion)
+	if owner.FarStore != "" {
+		fmt.Fprintf(bw, "channel %s\nfar-store %s\nfar-mailbox %s\nnear-store %s\nnear-mailbox %s\n",
+			strconv.Quote(owner.Channel), strconv.Quote(owner.FarStore), strconv.Quote(owner.FarMailbox),
+			strconv.Quote(owner.NearStore), strconv.Quote(owner.NearMailbox))
+	}
 	fmt.Fprintf(bw, "generation %d\nfar-validity %d\nnear-validity %d\nmax-pulled %d\nmax-pushed %d\n",
 		st.Generation, st.FarValidity, st.NearValidity, st.MaxPulled, st.MaxPushed)
+	del := deletedCounts(st.Pairs)
 	for _, m := range []struct {
 		side string
 		m    Markers
-	}{{"far", st.Far}, {"near", st.Near}} {
-		fmt.Fprintf(bw, "%s-uidnext %d\n%s-highestmodseq %d\n%s-messages %d\n%s-stamp %s\n",
-			m.side, m.m.UIDNext, m.side, m.m.HighestModSeq, m.side, m.m.Messages, m.side, strconv.Quote(m.m.Stamp))
+		del  int
+	}{{"far", st.Far, del[Far]}, {"near", st.Near, del[Near]}} {
+		fmt.Fprintf(bw, "%s-uidnext %d\n%s-highestmodseq %d\n%s-messages %d\n%s-stamp %s\n%s-deleted %d\n",
+			m.side, m.m.UIDNext, m.side, m.m.HighestModSeq, m.side, m.m.Messages, m.side, strconv.Quote(m.m.Stamp),
+			m.side, m.del)
 	}
 	bw.WriteByte('\n')
 	var buf []byte
@@ -363,6 +494,10 @@ func WriteState(w io.Writer, st State) error {
 // SaveState replaces the state file atomically: temp file, fsync, rename,
 // fsync of the directory. Pairs are sorted in place into file order.
 func SaveState(path string, st State) error {
+	return saveState(path, st, StateOwner{})
+}
+
+func saveState(path string, st State, owner StateOwner) error {
 	sortPairs(st.Pairs)
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -378,7 +513,7 @@ func SaveState(path string, st State) error {
 		os.Remove(tmp)
 		return fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := WriteState(f, st); err != nil {
+	if err := writeState(f, st, owner); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {

@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestLoadStateHeaderSkipsPairs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), StateFileName)
+	st := sampleState()
+	owner := StateOwner{Channel: "ch", FarStore: "imap.work", FarMailbox: "Lists/ä", NearStore: "local", NearMailbox: "Lists/ä"}
+	if err := saveState(path, st, owner); err != nil {
+		t.Fatal(err)
+	}
+	h, err := LoadStateHeader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := st
+	want.Pairs = nil
+	if !reflect.DeepEqual(h.State, want) || h.Owner != owner {
+		t.Fatalf("header:\n got %+v %+v\nwant %+v %+v", h.State, h.Owner, want, owner)
+	}
+	// sampleState: one far message and two near ones flagged deleted.
+	if h.Deleted != [2]int{0, 2} {
+		t.Fatalf("deleted counts %v", h.Deleted)
+	}
+	full, meta, err := loadState(path, false)
+	if err != nil || !reflect.DeepEqual(full, st) || meta.Owner != owner || meta.Deleted != h.Deleted {
+		t.Fatalf("full load: %+v %+v %v", full, meta, err)
+	}
+	// The header alone is read: damaged pair lines do not matter to it.
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, append(b, "garbage\n"...), 0o600)
+	if _, err := LoadStateHeader(path); err != nil {
+		t.Fatalf("header load read the pairs: %v", err)
+	}
+	if _, err := LoadState(path); err == nil {
+		t.Fatal("damaged pair line not reported by LoadState")
+	}
+	// A file from before the counts: unknown (-1), not zero.
+	old := regexp.MustCompile(`(?m)^(far|near)-deleted .*\n`).ReplaceAll(b, nil)
+	os.WriteFile(path, old, 0o600)
+	if h, err := LoadStateHeader(path); err != nil || h.Deleted != [2]int{-1, -1} {
+		t.Fatalf("old file: %v %v", h.Deleted, err)
+	}
+}
+
+func TestQuickUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(dir, far, near)
+	b := &boxRun{spec: spec, name: "INBOX", statePath: filepath.Join(dir, "st")}
+	fs := Status{UIDValidity: 5, UIDNext: 10, Stamp: "f1"}
+	ns := Status{UIDValidity: 7, UIDNext: 3, Stamp: "n1"}
+	h := StateHeader{State: State{Generation: 3, FarValidity: 5, NearValidity: 7,
+		Far: Markers{Stamp: "f1"}, Near: Markers{Stamp: "n1"}}, Deleted: [2]int{0, 2}}
+	opts := Options{Expunge: [2]bool{true, false}}
+	b.listed = [2]*Status{&fs, &ns}
+	if !b.quickUnchanged(h, opts) {
+		t.Fatal("unchanged pair not recognised")
+	}
+	try := func(what string, mod func(h *StateHeader, o *Options, l *[2]Status)) {
+		t.Helper()
+		h2, o2, l2 := h, opts, [2]Status{fs, ns}
+		mod(&h2, &o2, &l2)
+		b.listed = [2]*Status{&l2[0], &l2[1]}
+		if b.quickUnchanged(h2, o2) {
+			t.Errorf("%s: skipped", what)
+		}
+	}
+	try("first run", func(h *StateHeader, o *Options, l *[2]Status) { h.Generation = 0 })
+	try("far changed", func(h *StateHeader, o *Options, l *[2]Status) { l[0].Stamp = "f2" })
+	try("near changed", func(h *StateHeader, o *Options, l *[2]Status) { l[1].Stamp = "n2" })
+	try("no stamp", func(h *StateHeader, o *Options, l *[2]Status) { l[1].Stamp, h.Near.Stamp = "", "" })
+	try("validity", func(h *StateHeader, o *Options, l *[2]Status) { l[0].UIDValidity = 6 })
+	try("expunge pending", func(h *StateHeader, o *Options, l *[2]Status) { o.Expunge[Near] = true })
+	try("counts unknown", func(h *StateHeader, o *Options, l *[2]Status) { h.Deleted[Far] = -1 })
+	b.listed = [2]*Status{&fs, nil}
+	if b.quickUnchanged(h, opts) {
+		t.Error("skipped without a near status")
+	}
+	b.listed = [2]*Status{&fs, &ns}
+	os.WriteFile(b.statePath+".journal", []byte("x"), 0o600)
+	if b.quickUnchanged(h, opts) {
+		t.Error("skipped with a journal to replay")
+	}
+}
+
+// A state file written before the header carried the owner and the deleted
+// counts is rewritten by the first run that finds the pair unchanged, so the
+// run after it can skip the pair without opening it.
+func TestOldStateHeaderUpgraded(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	far.listStatus, near.listStatus = true, true
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{}) // records the stamps after the copy
+	path, _ := StatePath(spec, "INBOX")
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), "far-store \"far\"\n") {
+		t.Fatalf("no owner recorded:\n%s", b)
+	}
+	old := regexp.MustCompile(`(?m)^((far|near)-(deleted|store|mailbox)|channel) .*\n`).ReplaceAll(b, nil)
+	os.WriteFile(path, old, 0o600)
+	opens := func() int { return far.Calls("OpenMailbox") + near.Calls("OpenMailbox") }
+	o := opens()
+	mustSync(t, spec, RunOptions{})
+	if opens() == o {
+		t.Fatal("a state without counts was trusted")
+	}
+	if b2, _ := os.ReadFile(path); !reflect.DeepEqual(b2[len(b2)-20:], b[len(b)-20:]) || !strings.Contains(string(b2), "near-deleted 0\n") {
+		t.Fatalf("state not upgraded:\n%s", b2)
+	}
+	o = opens()
+	res := mustSync(t, spec, RunOptions{})
+	if opens() != o || res.Mailboxes[0].Skipped != "unchanged" {
+		t.Fatalf("upgraded state not used: %d opens, %+v", opens()-o, res.Mailboxes[0])
+	}
+}
