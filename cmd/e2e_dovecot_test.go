@@ -1,0 +1,691 @@
+package cmd
+
+// End-to-end tests of sync, pull and push through the command line against
+// the package's private Dovecot (srv, see main_test.go): every test writes a
+// config, runs `quixysync -c CFG <command> ...` in-process, and checks the exit
+// status, the output and what ends up on the server and in the Maildir. The
+// server is inspected and changed as "another mail client" would, with
+// go-imap's client; the Maildir as a local mail client would, with plain file
+// operations. Tests share the Dovecot accounts and run one after the other,
+// each starting from an empty account (ResetUser).
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// e2e is one test's world: an isolated HOME/XDG tree, a near Maildir root and
+// a config whose channel "ch" joins alice's account to it.
+type e2e struct {
+	t    *testing.T
+	dir  string // $HOME, with $XDG_STATE_HOME = dir/state
+	mail string // the near Maildir root
+	cfg  string
+}
+
+// e2eOpts shapes the config.
+type e2eOpts struct {
+	tls      string // "none" (default), "starttls" or "implicit"
+	password string // default: alice's
+	port     int    // default: the one tls calls for
+	channel  string // extra TOML lines for [channel.ch]
+	extra    string // extra TOML tables (more stores, channels, groups)
+}
+
+func newE2E(t *testing.T, o e2eOpts) *e2e {
+	t.Helper()
+	if srv == nil {
+		t.Skip("needs Dovecot (skipped with -short)")
+	}
+	if err := srv.ResetUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	dir := isolate(t)
+	e := &e2e{t: t, dir: dir, mail: filepath.Join(dir, "Mail")}
+	e.cfg = writeFile(t, filepath.Join(dir, "quixysync.toml"), e.config(o))
+	return e
+}
+
+func (e *e2e) config(o e2eOpts) string {
+	if o.tls == "" {
+		o.tls = "none"
+	}
+	if o.password == "" {
+		o.password = srv.Password("alice")
+	}
+	if o.port == 0 {
+		o.port = srv.Port
+		if o.tls == "implicit" {
+			o.port = srv.TLSPort
+		}
+	}
+	ca := ""
+	if o.tls != "none" {
+		ca = fmt.Sprintf("ca_file = %q\n", srv.CAFile)
+	}
+	return fmt.Sprintf(`
+[imap.dove]
+host = %q
+port = %d
+tls = %q
+%suser = "alice"
+password = %q
+timeout = "10s"
+
+[maildir.local]
+path = %q
+
+[channel.ch]
+far = "imap.dove"
+near = "maildir.local"
+%s
+%s`, srv.Host, o.port, o.tls, ca, o.password, e.mail, o.channel, o.extra)
+}
+
+// run runs quixysync with the test's config.
+func (e *e2e) run(args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	return run(e.t, append([]string{"-c", e.cfg}, args...)...)
+}
+
+// mustRun runs quixysync and fails the test unless it exits 0.
+func (e *e2e) mustRun(args ...string) (stdout, stderr string) {
+	e.t.Helper()
+	stdout, stderr, code := e.run(args...)
+	if code != exitOK {
+		e.t.Fatalf("quixysync %s: exit %d, want 0; stderr:\n%s", strings.Join(args, " "), code, stderr)
+	}
+	return stdout, stderr
+}
+
+// wantSummary checks the channel's summary line starts with want (e.g.
+// "copied ←1 →0, flags ←0 →0, deleted ←0 →0").
+func wantSummary(t *testing.T, stdout, channel, want string) {
+	t.Helper()
+	prefix := channel + ": " + want
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(l, channel+": copied") {
+			if !strings.HasPrefix(l, prefix) {
+				t.Errorf("summary line %q, want it to start with %q", l, prefix)
+			}
+			return
+		}
+	}
+	t.Errorf("no summary line for %s in %q (want %q)", channel, stdout, prefix)
+}
+
+// message builds a small RFC 5322 message whose Subject is id.
+func message(id string, bodySize int) string {
+	body := "body of " + id + "\r\n"
+	if bodySize > len(body) {
+		line := strings.Repeat("x", 70) + "\r\n"
+		body += strings.Repeat(line, (bodySize-len(body))/len(line)+1)
+	}
+	return "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.com>\r\n" +
+		"Subject: " + id + "\r\nMessage-ID: <" + id + "@e2e.test>\r\n" +
+		"Date: Mon, 02 Jun 2025 10:00:00 +0000\r\n\r\n" + body
+}
+
+// --- the server, as another client sees it ---
+
+type client struct {
+	t *testing.T
+	c *imapclient.Client
+}
+
+// dial logs in as user on the plain port (the server is on loopback).
+func dial(t *testing.T, user string) *client {
+	t.Helper()
+	c, err := imapclient.DialInsecure(srv.Addr(), nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", srv.Addr(), err)
+	}
+	if err := c.Login(user, srv.Password(user)).Wait(); err != nil {
+		c.Close()
+		t.Fatalf("login %s: %v", user, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c}
+}
+
+func (c *client) create(names ...string) {
+	c.t.Helper()
+	for _, n := range names {
+		if err := c.c.Create(n, nil).Wait(); err != nil {
+			c.t.Fatalf("CREATE %s: %v", n, err)
+		}
+	}
+}
+
+// add appends message(id) to box with flags and returns its UID.
+func (c *client) add(box, id string, flags ...imap.Flag) imap.UID {
+	c.t.Helper()
+	return c.addSized(box, id, 0, flags...)
+}
+
+func (c *client) addSized(box, id string, size int, flags ...imap.Flag) imap.UID {
+	c.t.Helper()
+	m := message(id, size)
+	cmd := c.c.Append(box, int64(len(m)), &imap.AppendOptions{Flags: flags})
+	if _, err := cmd.Write([]byte(m)); err != nil {
+		c.t.Fatalf("APPEND %s: %v", box, err)
+	}
+	if err := cmd.Close(); err != nil {
+		c.t.Fatalf("APPEND %s: %v", box, err)
+	}
+	data, err := cmd.Wait()
+	if err != nil {
+		c.t.Fatalf("APPEND %s: %v", box, err)
+	}
+	return data.UID
+}
+
+func (c *client) selectBox(box string, readOnly bool) *imap.SelectData {
+	c.t.Helper()
+	d, err := c.c.Select(box, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
+	if err != nil {
+		c.t.Fatalf("SELECT %s: %v", box, err)
+	}
+	return d
+}
+
+// uidOf finds the UID of the message with Subject id in box.
+func (c *client) uidOf(box, id string) imap.UID {
+	c.t.Helper()
+	m, ok := c.messages(box)[id]
+	if !ok {
+		c.t.Fatalf("no message %s in %s on the server", id, box)
+	}
+	return m.uid
+}
+
+// store changes the flags of message id in box.
+func (c *client) store(box, id string, op imap.StoreFlagsOp, flags ...imap.Flag) {
+	c.t.Helper()
+	uid := c.uidOf(box, id)
+	c.selectBox(box, false)
+	if err := c.c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: op, Silent: true, Flags: flags}, nil).Close(); err != nil {
+		c.t.Fatalf("STORE %s %s: %v", box, id, err)
+	}
+}
+
+// expunge removes the messages with these ids from box.
+func (c *client) expunge(box string, ids ...string) {
+	c.t.Helper()
+	msgs := c.messages(box)
+	var uids []imap.UID
+	for _, id := range ids {
+		m, ok := msgs[id]
+		if !ok {
+			c.t.Fatalf("no message %s in %s on the server", id, box)
+		}
+		uids = append(uids, m.uid)
+	}
+	c.selectBox(box, false)
+	set := imap.UIDSetNum(uids...)
+	if err := c.c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		c.t.Fatalf("STORE \\Deleted in %s: %v", box, err)
+	}
+	if err := c.c.UIDExpunge(set).Close(); err != nil {
+		c.t.Fatalf("UID EXPUNGE in %s: %v", box, err)
+	}
+}
+
+// srvMsg is a message on the server.
+type srvMsg struct {
+	uid   imap.UID
+	flags string // Maildir letters, sorted: "FS"
+}
+
+// messages maps Subject → message for box, read-only.
+func (c *client) messages(box string) map[string]srvMsg {
+	c.t.Helper()
+	d := c.selectBox(box, true)
+	out := map[string]srvMsg{}
+	if d.NumMessages == 0 {
+		return out
+	}
+	all := imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}} // 1:*
+	bufs, err := c.c.Fetch(all, &imap.FetchOptions{UID: true, Flags: true, Envelope: true}).Collect()
+	if err != nil {
+		c.t.Fatalf("FETCH %s: %v", box, err)
+	}
+	for _, b := range bufs {
+		id := ""
+		if b.Envelope != nil {
+			id = b.Envelope.Subject
+		}
+		if _, dup := out[id]; dup {
+			c.t.Errorf("%s holds message %q twice on the server", box, id)
+		}
+		out[id] = srvMsg{uid: b.UID, flags: letters(b.Flags)}
+	}
+	return out
+}
+
+// letters spells the standard IMAP flags as sorted Maildir letters.
+func letters(flags []imap.Flag) string {
+	var b []byte
+	for _, f := range flags {
+		switch {
+		case strings.EqualFold(string(f), string(imap.FlagDraft)):
+			b = append(b, 'D')
+		case strings.EqualFold(string(f), string(imap.FlagFlagged)):
+			b = append(b, 'F')
+		case strings.EqualFold(string(f), string(imap.FlagForwarded)):
+			b = append(b, 'P')
+		case strings.EqualFold(string(f), string(imap.FlagAnswered)):
+			b = append(b, 'R')
+		case strings.EqualFold(string(f), string(imap.FlagSeen)):
+			b = append(b, 'S')
+		case strings.EqualFold(string(f), string(imap.FlagDeleted)):
+			b = append(b, 'T')
+		}
+	}
+	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
+	return string(b)
+}
+
+// boxes lists the selectable mailboxes.
+func (c *client) boxes() []string {
+	c.t.Helper()
+	list, err := c.c.List("", "*", nil).Collect()
+	if err != nil {
+		c.t.Fatalf("LIST: %v", err)
+	}
+	var out []string
+	for _, l := range list {
+		if hasAttr(l.Attrs, imap.MailboxAttrNoSelect) || hasAttr(l.Attrs, imap.MailboxAttrNonExistent) {
+			continue
+		}
+		out = append(out, l.Mailbox)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func hasAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
+	for _, x := range attrs {
+		if strings.EqualFold(string(x), string(a)) {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshot describes every mailbox of the account: its STATUS (UIDVALIDITY,
+// UIDNEXT, HIGHESTMODSEQ, MESSAGES) and every message's UID and flags. Two
+// equal snapshots mean nobody wrote to the account in between.
+func (c *client) snapshot() map[string]string {
+	c.t.Helper()
+	out := map[string]string{}
+	for _, box := range c.boxes() {
+		st, err := c.c.Status(box, &imap.StatusOptions{UIDValidity: true, UIDNext: true, HighestModSeq: true, NumMessages: true}).Wait()
+		if err != nil {
+			c.t.Fatalf("STATUS %s: %v", box, err)
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "uidvalidity=%d uidnext=%d highestmodseq=%d messages=%d;", st.UIDValidity, st.UIDNext, st.HighestModSeq, *st.NumMessages)
+		msgs := c.messages(box)
+		var ids []string
+		for id := range msgs {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			fmt.Fprintf(&b, " %d:%s:%s", msgs[id].uid, id, msgs[id].flags)
+		}
+		out[box] = b.String()
+	}
+	return out
+}
+
+// --- the Maildir, as a local mail client sees it ---
+
+// folder is the near folder of a mailbox (verbatim layout).
+func (e *e2e) folder(box string) string { return filepath.Join(e.mail, filepath.FromSlash(box)) }
+
+type localMsg struct {
+	path  string
+	flags string // sorted standard letters
+}
+
+// local maps Subject → message in the near folder of box (cur/ and new/).
+func (e *e2e) local(box string) map[string]localMsg {
+	e.t.Helper()
+	out := map[string]localMsg{}
+	for _, sub := range []string{"new", "cur"} {
+		dir := filepath.Join(e.folder(box), sub)
+		ents, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			e.t.Fatal(err)
+		}
+		for _, de := range ents {
+			p := filepath.Join(dir, de.Name())
+			id := subjectOf(e.t, p)
+			if _, dup := out[id]; dup {
+				e.t.Errorf("%s holds message %q twice", e.folder(box), id)
+			}
+			out[id] = localMsg{path: p, flags: fileFlags(de.Name())}
+		}
+	}
+	return out
+}
+
+func subjectOf(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimRight(sc.Text(), "\r")
+		if l == "" {
+			break
+		}
+		if v, ok := strings.CutPrefix(l, "Subject: "); ok {
+			return v
+		}
+	}
+	t.Fatalf("%s has no Subject", path)
+	return ""
+}
+
+// fileFlags returns the standard flag letters of a Maildir file name, sorted.
+func fileFlags(name string) string {
+	i := strings.LastIndex(name, ":2,")
+	if i < 0 {
+		return ""
+	}
+	var b []byte
+	for _, c := range []byte(name[i+3:]) {
+		if strings.IndexByte("DFPRST", c) >= 0 {
+			b = append(b, c)
+		}
+	}
+	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
+	return string(b)
+}
+
+// addLocal delivers message(id) into the near folder of box as a mail client
+// would: through tmp/, into new/ without flags, else into cur/ with them.
+func (e *e2e) addLocal(box, id, flags string) {
+	e.t.Helper()
+	name := fmt.Sprintf("%d.e2e_%s.localhost", time.Now().UnixNano(), id)
+	sub := "new"
+	if flags != "" {
+		sub, name = "cur", name+":2,"+flags
+	}
+	tmp := filepath.Join(e.folder(box), "tmp", name)
+	body := strings.ReplaceAll(message(id, 0), "\r\n", "\n")
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(e.folder(box), sub, name)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// setLocalFlags renames message id's file to carry exactly flags (moving it
+// to cur/), keeping the rest of its name, as a mail client does.
+func (e *e2e) setLocalFlags(box, id, flags string) {
+	e.t.Helper()
+	m, ok := e.local(box)[id]
+	if !ok {
+		e.t.Fatalf("no message %s in %s", id, e.folder(box))
+	}
+	base := filepath.Base(m.path)
+	if i := strings.LastIndex(base, ":"); i >= 0 {
+		base = base[:i]
+	}
+	if err := os.Rename(m.path, filepath.Join(e.folder(box), "cur", base+":2,"+flags)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *e2e) removeLocal(box, id string) {
+	e.t.Helper()
+	m, ok := e.local(box)[id]
+	if !ok {
+		e.t.Fatalf("no message %s in %s", id, e.folder(box))
+	}
+	if err := os.Remove(m.path); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// wantLocal checks the near folder of box holds exactly these messages
+// (Subject → flag letters).
+func (e *e2e) wantLocal(box string, want map[string]string) {
+	e.t.Helper()
+	got := map[string]string{}
+	for id, m := range e.local(box) {
+		got[id] = m.flags
+	}
+	if !equalMaps(got, want) {
+		e.t.Errorf("near %s: %v, want %v", box, got, want)
+	}
+}
+
+// wantServer checks box on the server holds exactly these messages.
+func (c *client) wantServer(box string, want map[string]string) {
+	c.t.Helper()
+	got := map[string]string{}
+	for id, m := range c.messages(box) {
+		got[id] = m.flags
+	}
+	if !equalMaps(got, want) {
+		c.t.Errorf("server %s: %v, want %v", box, got, want)
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// tree lists everything under the roots: path, type, size and modification
+// time in nanoseconds (directories too: adding or removing a file changes
+// its directory's time). A missing root is listed as such.
+func tree(t *testing.T, roots ...string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, root := range roots {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if os.IsNotExist(err) && p == root {
+				out[p] = "absent"
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			out[p] = fmt.Sprintf("%v size=%d mtime=%d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// diffMaps describes how two listings differ ("" if they do not).
+func diffMaps(before, after map[string]string) string {
+	var b strings.Builder
+	keys := map[string]bool{}
+	for k := range before {
+		keys[k] = true
+	}
+	for k := range after {
+		keys[k] = true
+	}
+	var sorted []string
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	for _, k := range sorted {
+		x, inX := before[k]
+		y, inY := after[k]
+		switch {
+		case !inY:
+			fmt.Fprintf(&b, "  gone: %s (%s)\n", k, x)
+		case !inX:
+			fmt.Fprintf(&b, "  new: %s (%s)\n", k, y)
+		case x != y:
+			fmt.Fprintf(&b, "  changed: %s\n    before: %s\n    after:  %s\n", k, x, y)
+		}
+	}
+	return b.String()
+}
+
+// --- the tests ---
+
+// seedTree puts a small realistic tree on the server: INBOX, Archive/2025 and
+// a non-ASCII Entwürfe, with flags.
+func seedTree(c *client) {
+	c.t.Helper()
+	c.create("Archive/2025", "Entwürfe")
+	c.add("INBOX", "welcome", imap.FlagSeen)
+	c.add("INBOX", "invoice", imap.FlagFlagged, imap.FlagAnswered)
+	c.add("INBOX", "unread")
+	c.add("Archive/2025", "old-1", imap.FlagSeen)
+	c.add("Archive/2025", "old-2", imap.FlagSeen, imap.FlagForwarded)
+	c.add("Entwürfe", "draft", imap.FlagDraft)
+}
+
+var seededNear = map[string]map[string]string{
+	"INBOX":        {"welcome": "S", "invoice": "FR", "unread": ""},
+	"Archive/2025": {"old-1": "S", "old-2": "PS"},
+	"Entwürfe":     {"draft": "D"},
+}
+
+func TestE2EInitialSyncThenNothingToDo(t *testing.T) {
+	e := newE2E(t, e2eOpts{tls: "starttls"})
+	c := dial(t, "alice")
+	seedTree(c)
+
+	stdout, _ := e.mustRun("-v", "sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←6 →0, flags ←0 →0, deleted ←0 →0")
+	for box, want := range seededNear {
+		e.wantLocal(box, want)
+		if !strings.Contains(stdout, "  ch:"+box+": copied") {
+			t.Errorf("-v printed no line for %s", box)
+		}
+	}
+	// The folder is named in UTF-8 on disk, not in IMAP's modified UTF-7.
+	if _, err := os.Stat(filepath.Join(e.mail, "Entwürfe", "cur")); err != nil {
+		t.Errorf("no UTF-8 named Maildir folder: %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(e.mail, "Entw&*")); len(m) > 0 {
+		t.Errorf("a folder is named in modified UTF-7: %v", m)
+	}
+
+	// The second run has nothing to do: no message moves, no mail file or
+	// server mailbox changes. (It may rewrite the state: the first run
+	// recorded the markers seen when it opened the mailboxes, before it
+	// filled them.)
+	before, server := mailFiles(t, e.mail), c.snapshot()
+	stdout, stderr := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, 0 errors")
+	if stderr != "" {
+		t.Errorf("a sync with nothing to do wrote to stderr: %q", stderr)
+	}
+	for box, want := range seededNear {
+		e.wantLocal(box, want)
+	}
+	if d := diffMaps(server, c.snapshot()); d != "" {
+		t.Errorf("a sync with nothing to do changed the server:\n%s", d)
+	}
+	if d := diffMaps(before, mailFiles(t, e.mail)); d != "" {
+		t.Errorf("a sync with nothing to do changed mail files:\n%s", d)
+	}
+
+	// Once the folders have been quiet for a while (a change within the
+	// current second may not show in a directory's time, so until then the
+	// Maildir is read again), a run that finds nothing changed writes nothing
+	// at all but its locks.
+	backdate(t, e.mail, time.Minute)
+	e.mustRun("sync", "ch") // records the quiet folders' times
+	before = withoutLocks(tree(t, e.dir))
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, 0 errors")
+	if d := diffMaps(before, withoutLocks(tree(t, e.dir))); d != "" {
+		t.Errorf("a third sync with nothing to do changed local files:\n%s", d)
+	}
+	if d := diffMaps(server, c.snapshot()); d != "" {
+		t.Errorf("a third sync with nothing to do changed the server:\n%s", d)
+	}
+}
+
+// backdate sets the times of every cur/ and new/ directory under root to d
+// ago, as if nothing had touched them since.
+func backdate(t *testing.T, root string, d time.Duration) {
+	t.Helper()
+	then := time.Now().Add(-d)
+	for p, v := range tree(t, root) {
+		if b := filepath.Base(p); (b == "cur" || b == "new") && strings.HasPrefix(v, "d") {
+			if err := os.Chtimes(p, then, then); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// mailFiles lists the mail of a Maildir tree: the cur/, new/ and tmp/
+// directories and their files (not the state kept beside them).
+func mailFiles(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for p, v := range tree(t, root) {
+		switch filepath.Base(filepath.Dir(p)) {
+		case "cur", "new", "tmp":
+			out[p] = v
+			continue
+		}
+		switch filepath.Base(p) {
+		case "cur", "new", "tmp":
+			out[p] = v
+		}
+	}
+	return out
+}
+
+// withoutLocks drops lock files, which every run rewrites with its PID, and
+// the times of the directories that hold them.
+func withoutLocks(m map[string]string) map[string]string {
+	out := map[string]string{}
+	for p, v := range m {
+		if strings.HasSuffix(p, ".lock") {
+			continue
+		}
+		if strings.HasPrefix(v, "d") {
+			v = "dir"
+		}
+		out[p] = v
+	}
+	return out
+}
