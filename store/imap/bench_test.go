@@ -126,7 +126,7 @@ func BenchmarkFetchBodies(b *testing.B) {
 // BenchmarkAppendParallel commits batches of 100 messages of ~5 KiB, as the
 // engine does, with 1 and with 4 connections.
 func BenchmarkAppendParallel(b *testing.B) {
-	for _, conns := range []int{1, 4} {
+	for _, conns := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
 			const batch = 100
 			s := benchStore(b, conns)

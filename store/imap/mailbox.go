@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -285,6 +286,7 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 	}
 	got := map[engine.UID]bool{}
 	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+	conv := newCRLFToLF(nil)
 	for _, set := range chunks {
 		cn, err := m.conn(ctx)
 		if err != nil {
@@ -308,7 +310,7 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 							continue
 						}
 						got[u] = true
-						if err := fn(u, newCRLFToLF(it.Literal)); err != nil {
+						if err := fn(u, conv.reset(it.Literal)); err != nil {
 							// Draining the rest of the chunk could mean
 							// downloading many messages for nothing: drop
 							// the connection instead (it is redialled).
@@ -408,23 +410,39 @@ func (m *Mailbox) Discard(st []engine.Staged) {
 	}
 }
 
-// Commit APPENDs the staged messages one by one. A per-message failure is
-// reported in its result; after a connection failure the mailbox reconnects
-// and goes on with the next message (the failed one is not retried: it may
-// have arrived). The returned error is non-nil only when committing stopped
-// early; every result not attempted then carries it as well.
-// (Possible later optimisation: APPEND over several pool connections at once.)
+// minPerExtraConn is how many messages a commit needs per extra connection
+// before using it is worth a login.
+const minPerExtraConn = 8
+
+// Commit APPENDs the staged messages, pipelined. A batch is spread over the
+// mailbox's own connection and up to Config.CommitConnections-1 extra ones
+// taken from the pool, only if free right now (never waiting, so mailboxes committing at the
+// same time cannot deadlock). APPEND works in the authenticated state: the
+// extra connections SELECT nothing. Every APPEND costs a round trip (go-imap
+// sends literals over 4 KiB synchronizing) and the server's save (with
+// fsync), which parallel connections can overlap. With more than one
+// connection the UIDs of a batch do not ascend in staged order.
+//
+// A per-message failure is reported in its result. A message whose APPEND
+// failed is never retried: it may have arrived. When an extra connection
+// breaks it is dropped and the others carry on; when the own connection
+// breaks the mailbox reconnects and carries on. The returned error is non-nil
+// only when committing stopped early (UIDVALIDITY changed, ctx ended, the
+// mailbox could not be reconnected); every result not attempted then carries
+// it as well.
 func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.CommitResult, error) {
 	defer m.Discard(st)
 	res := make([]engine.CommitResult, len(st))
-	stopAt := func(i int, err error) ([]engine.CommitResult, error) {
-		for ; i < len(res); i++ {
-			res[i].Err = err
+	stopAt := func(err error) ([]engine.CommitResult, error) {
+		for i := range res {
+			if res[i].Err == nil {
+				res[i].Err = err
+			}
 		}
 		return res, err
 	}
 	if m.readOnly {
-		return stopAt(0, m.errorf("%w", engine.ErrReadOnly))
+		return stopAt(m.errorf("%w", engine.ErrReadOnly))
 	}
 	if len(st) == 0 {
 		return res, nil
@@ -433,35 +451,226 @@ func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.Comm
 	// continuation, which kills a go-imap connection: check first.
 	cn, err := m.conn(ctx)
 	if err != nil {
-		return stopAt(0, err)
+		return stopAt(err)
 	}
 	found, _, err := m.s.exists(ctx, cn, m.wire)
 	if err != nil {
-		return stopAt(0, err)
+		return stopAt(err)
 	}
 	if !found {
-		return stopAt(0, m.errorf("%w (deleted while open?)", engine.ErrNoMailbox))
+		return stopAt(m.errorf("%w (deleted while open?)", engine.ErrNoMailbox))
 	}
+	c := &committer{m: m, st: st, res: res, done: make([]bool, len(st))}
 	for i, x := range st {
-		sp, ok := x.(*staged)
-		if !ok {
+		if sp, ok := x.(*staged); ok {
+			c.todo = append(c.todo, sp)
+			c.idx = append(c.idx, i)
+		} else {
 			res[i].Err = m.errorf("commit: message was not staged by this store")
-			continue
+			c.done[i] = true
 		}
-		cn, err := m.conn(ctx)
+	}
+	var wg sync.WaitGroup
+	extra := min(m.s.cfg.CommitConnections-1, len(c.todo)/minPerExtraConn)
+	for range extra {
+		// Take the slots now, dial in the workers: a connection that
+		// cannot be had just leaves its share to the others.
+		xc, err := m.s.tryGet(ctx)
 		if err != nil {
-			return stopAt(i, err)
+			m.s.log.Debug("no extra connection for APPEND", "store", m.s.cfg.Name, "err", err)
+			break
 		}
-		uid, err := m.appendOne(ctx, cn, sp)
-		res[i] = engine.CommitResult{UID: uid, Err: err}
-		if errors.Is(err, engine.ErrValidity) || ctx.Err() != nil {
-			if res[i].Err == nil {
-				res[i].Err = ctx.Err()
+		if xc == nil {
+			break
+		}
+		wg.Go(func() { c.runExtra(ctx, xc) })
+	}
+	c.runOwn(ctx)
+	wg.Wait()
+	if c.stopErr != nil {
+		for i := range res {
+			if !c.done[i] {
+				res[i].Err = c.stopErr
 			}
-			return stopAt(i+1, res[i].Err)
 		}
+		return res, c.stopErr
 	}
 	return res, nil
+}
+
+// committer shares one Commit's queue among its connections.
+type committer struct {
+	m    *Mailbox
+	st   []engine.Staged
+	res  []engine.CommitResult
+	todo []*staged
+	idx  []int // todo[k] is st[idx[k]]
+
+	mu      sync.Mutex
+	next    int
+	done    []bool // by st index: attempted (or rejected up front)
+	stopErr error
+}
+
+// take returns the next message to append, or false when there is none or
+// the commit was stopped.
+func (c *committer) take() (int, *staged, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopErr != nil || c.next >= len(c.todo) {
+		return 0, nil, false
+	}
+	k := c.next
+	c.next++
+	c.done[c.idx[k]] = true
+	return c.idx[k], c.todo[k], true
+}
+
+func (c *committer) stop(err error) {
+	c.mu.Lock()
+	if c.stopErr == nil {
+		c.stopErr = err
+	}
+	c.mu.Unlock()
+}
+
+// record stores a result and stops the whole commit when continuing makes
+// no sense.
+func (c *committer) record(ctx context.Context, i int, uid engine.UID, err error) {
+	c.res[i] = engine.CommitResult{UID: uid, Err: err}
+	if errors.Is(err, engine.ErrValidity) {
+		c.stop(err)
+	} else if cerr := ctx.Err(); cerr != nil {
+		c.stop(c.m.errorf("commit interrupted: %w", cerr))
+	}
+}
+
+// runOwn appends on the mailbox's own connection, reconnecting after a
+// failure, until the queue is empty.
+func (c *committer) runOwn(ctx context.Context) {
+	buf := make([]byte, 32<<10)
+	for {
+		cn, err := c.m.conn(ctx)
+		if err != nil {
+			c.stop(err)
+			return
+		}
+		if !c.appendOn(ctx, cn, true, buf) {
+			return
+		}
+	}
+}
+
+// runExtra appends on an extra pool connection until the queue is empty or
+// the connection breaks; then it gives the connection back.
+func (c *committer) runExtra(ctx context.Context, cn *conn) {
+	defer c.m.s.put(cn)
+	c.appendOn(ctx, cn, false, make([]byte, 32<<10))
+}
+
+// appendWindow is how many APPENDs one connection keeps in flight. Sending
+// the next APPEND before the previous one's tagged reply hides a round trip
+// per message (all of them for literals go-imap sends non-synchronizing);
+// the window bounds how many outcomes a dropped connection leaves unknown.
+const appendWindow = 8
+
+type inflight struct {
+	i   int
+	cmd *imapclient.AppendCommand
+}
+
+// appendOn APPENDs queued messages on cn, pipelined, until the queue is
+// empty (false) or the connection broke (true). Every message taken gets a
+// result: its UID, the server's refusal, or the connection's error (never
+// retried: it may have arrived).
+func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte) (broken bool) {
+	m := c.m
+	hook := m.s.testAppend
+	var q []inflight
+	var lost []int // taken, outcome unknown because the connection failed
+	// finish waits for the oldest APPEND in flight; a non-nil error is the
+	// connection's.
+	finish := func() error {
+		f := q[0]
+		q = q[1:]
+		d, err := f.cmd.Wait()
+		var ie *imap.Error
+		switch {
+		case err == nil:
+			uid, err := m.appendUID(cn, d)
+			c.record(ctx, f.i, uid, err)
+		case errors.As(err, &ie):
+			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w", m.s.cfg.Name, err))
+		default:
+			lost = append(lost, f.i)
+			return err
+		}
+		return nil
+	}
+	err := cn.run(ctx, "APPEND", func() error {
+		for {
+			i, sp, ok := c.take()
+			if !ok {
+				break
+			}
+			// ReadAt-based, so no file offset is shared; and without
+			// WriteTo, so io.CopyBuffer uses buf instead of allocating.
+			src := io.NewSectionReader(sp.f, 0, sp.wireSize)
+			cmd := cn.c.Append(m.wire, sp.wireSize, &imap.AppendOptions{Flags: m.appendFlags(sp.flags), Time: sp.date})
+			if hook != nil {
+				hook(cn, i, false, own)
+			}
+			_, werr := io.CopyBuffer(cmd, src, buf)
+			cerr := cmd.Close()
+			if hook != nil {
+				hook(cn, i, true, own)
+			}
+			q = append(q, inflight{i, cmd})
+			if werr != nil || cerr != nil {
+				cn.markBroken() // the literal was cut short: the stream is out of sync
+				for len(q) > 0 {
+					_ = finish()
+				}
+				if len(lost) == 0 || lost[len(lost)-1] != i {
+					lost = append(lost, i)
+				}
+				return errors.Join(werr, cerr)
+			}
+			for len(q) >= appendWindow {
+				if err := finish(); err != nil {
+					return err
+				}
+			}
+		}
+		for len(q) > 0 {
+			if err := finish(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return false
+	}
+	// The connection failed: what was in flight is lost as well.
+	for _, f := range q {
+		_, _ = f.cmd.Wait()
+		lost = append(lost, f.i)
+	}
+	for _, i := range lost {
+		c.record(ctx, i, 0, err)
+	}
+	return true
+}
+
+func (m *Mailbox) appendUID(cn *conn, d *imap.AppendData) (engine.UID, error) {
+	if d.UID == 0 || !cn.caps.Has(imap.CapUIDPlus) {
+		return 0, nil
+	}
+	if d.UIDValidity != m.st.UIDValidity {
+		return 0, m.errorf("APPENDUID reports UIDVALIDITY %d, mailbox was opened with %d: %w", d.UIDValidity, m.st.UIDValidity, engine.ErrValidity)
+	}
+	return engine.UID(d.UID), nil
 }
 
 func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
@@ -476,39 +685,6 @@ func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 		return fl
 	}
 	return slices.DeleteFunc(fl, func(x imap.Flag) bool { return x == imap.FlagForwarded })
-}
-
-func (m *Mailbox) appendOne(ctx context.Context, cn *conn, sp *staged) (engine.UID, error) {
-	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
-		return 0, m.errorf("rewinding spool file: %w", err)
-	}
-	f := sp.f
-	var err error
-	var d *imap.AppendData
-	err = cn.run(ctx, "APPEND", func() error {
-		cmd := cn.c.Append(m.wire, sp.wireSize, &imap.AppendOptions{Flags: m.appendFlags(sp.flags), Time: sp.date})
-		_, werr := io.Copy(cmd, f)
-		cerr := cmd.Close()
-		var err error
-		d, err = cmd.Wait()
-		if werr != nil || cerr != nil {
-			cn.markBroken() // the literal was cut short: the stream is out of sync
-			if err == nil {
-				err = errors.Join(werr, cerr)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	if d.UID == 0 || !cn.caps.Has(imap.CapUIDPlus) {
-		return 0, nil
-	}
-	if d.UIDValidity != m.st.UIDValidity {
-		return 0, m.errorf("APPENDUID reports UIDVALIDITY %d, mailbox was opened with %d: %w", d.UIDValidity, m.st.UIDValidity, engine.ErrValidity)
-	}
-	return engine.UID(d.UID), nil
 }
 
 // storeFlags runs one UID STORE per chunk, all pipelined.

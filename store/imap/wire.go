@@ -111,6 +111,13 @@ func newCRLFToLF(r io.Reader) *crlfToLF {
 	return &crlfToLF{r: r, buf: make([]byte, 32<<10), obuf: make([]byte, 0, 32<<10+1)}
 }
 
+// reset makes c convert r, keeping its buffers: one converter serves every
+// message of a Fetch.
+func (c *crlfToLF) reset(r io.Reader) *crlfToLF {
+	c.r, c.out, c.heldCR, c.err = r, nil, false, nil
+	return c
+}
+
 func (c *crlfToLF) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
 		if c.err != nil {
