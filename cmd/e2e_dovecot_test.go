@@ -689,3 +689,117 @@ func withoutLocks(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+// synced sets up INBOX with these messages on the server (id → flags) and
+// syncs once, so both sides hold them.
+func synced(t *testing.T, e *e2e, c *client, box string, msgs map[string][]imap.Flag) {
+	t.Helper()
+	if box != "INBOX" {
+		c.create(box)
+	}
+	var ids []string
+	for id := range msgs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		c.add(box, id, msgs[id]...)
+	}
+	e.mustRun("sync", "ch")
+	if n := len(e.local(box)); n != len(msgs) {
+		t.Fatalf("after the first sync the near %s holds %d messages, want %d", box, n, len(msgs))
+	}
+}
+
+func TestE2ENewBothWays(t *testing.T) {
+	e := newE2E(t, e2eOpts{tls: "implicit"})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{"m1": {imap.FlagSeen}})
+
+	c.add("INBOX", "from-server", imap.FlagFlagged)
+	e.addLocal("INBOX", "from-mutt", "")
+	e.addLocal("INBOX", "filed-read", "RS")
+	stdout, stderr := e.mustRun("-q", "sync", "ch")
+	if stdout != "" || stderr != "" {
+		t.Errorf("-q sync printed stdout %q, stderr %q; want nothing", stdout, stderr)
+	}
+	want := map[string]string{"m1": "S", "from-server": "F", "from-mutt": "", "filed-read": "RS"}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+}
+
+func TestE2EFlagsBothWays(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{
+		"srv-flags": nil, "srv-unseen": {imap.FlagSeen}, "loc-reads": nil, "loc-unflags": {imap.FlagFlagged}, "both": nil, "same": nil,
+	})
+
+	c.store("INBOX", "srv-flags", imap.StoreFlagsAdd, imap.FlagFlagged)
+	c.store("INBOX", "srv-unseen", imap.StoreFlagsDel, imap.FlagSeen)
+	e.setLocalFlags("INBOX", "loc-reads", "S")
+	e.setLocalFlags("INBOX", "loc-unflags", "")
+	// The same message edited on both sides: both changes are kept.
+	c.store("INBOX", "both", imap.StoreFlagsAdd, imap.FlagFlagged)
+	e.setLocalFlags("INBOX", "both", "RS")
+	// The same change on both sides: nothing to do for it.
+	c.store("INBOX", "same", imap.StoreFlagsAdd, imap.FlagSeen)
+	e.setLocalFlags("INBOX", "same", "S")
+
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←3 →3, deleted ←0 →0")
+	want := map[string]string{"srv-flags": "F", "srv-unseen": "", "loc-reads": "S", "loc-unflags": "", "both": "FRS", "same": "S"}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+}
+
+func TestE2EDeletionsExpungeBoth(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{
+		"keep": {imap.FlagSeen}, "srv-del": nil, "loc-del": nil, "srv-del-loc-flag": nil, "loc-del-srv-flag": nil, "srv-trash": nil,
+	})
+	c.expunge("INBOX", "srv-del")
+	e.removeLocal("INBOX", "loc-del")
+	// A deletion on one side beats a flag change on the other.
+	c.expunge("INBOX", "srv-del-loc-flag")
+	e.setLocalFlags("INBOX", "srv-del-loc-flag", "F")
+	e.removeLocal("INBOX", "loc-del-srv-flag")
+	c.store("INBOX", "loc-del-srv-flag", imap.StoreFlagsAdd, imap.FlagFlagged)
+	// Flagged \Deleted but not expunged: expunge = "both" removes it everywhere.
+	c.store("INBOX", "srv-trash", imap.StoreFlagsAdd, imap.FlagDeleted)
+
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←3 →3")
+	want := map[string]string{"keep": "S"}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+}
+
+func TestE2EDeletionsExpungeNone(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "none"`})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{"keep": nil, "srv-del": {imap.FlagSeen}, "loc-del": nil})
+	c.expunge("INBOX", "srv-del")
+	e.removeLocal("INBOX", "loc-del")
+
+	stdout, _ := e.mustRun("sync", "ch")
+	// Nothing is removed: the partner of a removed message is only marked.
+	e.wantLocal("INBOX", map[string]string{"keep": "", "srv-del": "ST"})
+	c.wantServer("INBOX", map[string]string{"keep": "", "loc-del": "T"})
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←1 →1, deleted ←0 →0")
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+	e.wantLocal("INBOX", map[string]string{"keep": "", "srv-del": "ST"})
+	c.wantServer("INBOX", map[string]string{"keep": "", "loc-del": "T"})
+}
