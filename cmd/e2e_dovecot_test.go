@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -802,4 +803,182 @@ func TestE2EDeletionsExpungeNone(t *testing.T) {
 	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
 	e.wantLocal("INBOX", map[string]string{"keep": "", "srv-del": "ST"})
 	c.wantServer("INBOX", map[string]string{"keep": "", "loc-del": "T"})
+}
+
+// A pull moves nothing near → far, and what it left behind still goes with
+// the next sync (the pull must not have marked the local news as seen).
+func TestE2EPullThenSync(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{"old": nil, "old2": nil})
+	c.add("INBOX", "far-new")
+	c.store("INBOX", "old", imap.StoreFlagsAdd, imap.FlagSeen)
+	e.addLocal("INBOX", "near-new", "")
+	e.setLocalFlags("INBOX", "old2", "F")
+
+	stdout, _ := e.mustRun("pull", "ch")
+	wantSummary(t, stdout, "ch", "copied ←1 →0, flags ←1 →0, deleted ←0 →0")
+	e.wantLocal("INBOX", map[string]string{"old": "S", "old2": "F", "far-new": "", "near-new": ""})
+	c.wantServer("INBOX", map[string]string{"old": "S", "old2": "", "far-new": ""})
+
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →1, flags ←0 →1, deleted ←0 →0")
+	want := map[string]string{"old": "S", "old2": "F", "far-new": "", "near-new": ""}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+}
+
+func TestE2EPushThenSync(t *testing.T) {
+	e := newE2E(t, e2eOpts{tls: "starttls"})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{"old": nil, "old2": nil})
+	c.add("INBOX", "far-new")
+	c.store("INBOX", "old", imap.StoreFlagsAdd, imap.FlagSeen)
+	e.addLocal("INBOX", "near-new", "")
+	e.setLocalFlags("INBOX", "old2", "F")
+
+	stdout, _ := e.mustRun("push", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →1, flags ←0 →1, deleted ←0 →0")
+	e.wantLocal("INBOX", map[string]string{"old": "", "old2": "F", "near-new": ""})
+	c.wantServer("INBOX", map[string]string{"old": "S", "old2": "F", "far-new": "", "near-new": ""})
+
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←1 →0, flags ←1 →0, deleted ←0 →0")
+	want := map[string]string{"old": "S", "old2": "F", "far-new": "", "near-new": ""}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+}
+
+// CHANNEL:BOX syncs only that mailbox, a GROUP its channels, --all every
+// channel.
+func TestE2ETargets(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `mailboxes = ["INBOX"]`, extra: fmt.Sprintf(`
+[channel.arch]
+far = "imap.dove"
+near = "maildir.local"
+mailboxes = ["Archive/*"]
+
+[group.mine]
+channels = ["ch", "arch"]
+
+[imap.bob]
+host = %q
+port = %d
+tls = "none"
+user = "bob"
+password = %q
+
+[maildir.bob]
+path = %q
+
+[channel.bobch]
+far = "imap.bob"
+near = "maildir.bob"
+`, srv.Host, srv.Port, srv.Password("bob"), filepath.Join(t.TempDir(), "BobMail"))})
+	if err := srv.ResetUser("bob"); err != nil {
+		t.Fatal(err)
+	}
+	bobMail := regexp.MustCompile(`path = "([^"]*BobMail)"`).FindStringSubmatch(readFile(t, e.cfg))[1]
+	c := dial(t, "alice")
+	c.create("Archive/2024", "Archive/2025")
+	c.add("INBOX", "in")
+	c.add("Archive/2024", "a24")
+	c.add("Archive/2025", "a25")
+	dial(t, "bob").add("INBOX", "bobs")
+
+	stdout, _ := e.mustRun("sync", "arch:Archive/2025")
+	wantSummary(t, stdout, "arch", "copied ←1 →0")
+	if regexp.MustCompile(`(?m)^(ch|bobch):`).MatchString(stdout) {
+		t.Errorf("other channels ran: %q", stdout)
+	}
+	e.wantLocal("Archive/2025", map[string]string{"a25": ""})
+	for _, box := range []string{"INBOX", "Archive/2024"} {
+		if _, err := os.Stat(e.folder(box)); err == nil {
+			t.Errorf("sync arch:Archive/2025 also made %s", e.folder(box))
+		}
+	}
+
+	stdout, _ = e.mustRun("sync", "mine")
+	wantSummary(t, stdout, "ch", "copied ←1 →0")
+	wantSummary(t, stdout, "arch", "copied ←1 →0")
+	e.wantLocal("INBOX", map[string]string{"in": ""})
+	e.wantLocal("Archive/2024", map[string]string{"a24": ""})
+	e.wantLocal("Archive/2025", map[string]string{"a25": ""})
+	if _, err := os.Stat(bobMail); err == nil {
+		t.Errorf("sync mine also ran bobch")
+	}
+
+	stdout, _ = e.mustRun("sync", "--all")
+	wantSummary(t, stdout, "ch", "copied ←0 →0")
+	wantSummary(t, stdout, "arch", "copied ←0 →0")
+	wantSummary(t, stdout, "bobch", "copied ←1 →0")
+	bob := &e2e{t: t, mail: bobMail}
+	bob.wantLocal("INBOX", map[string]string{"bobs": ""})
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// create = "none": a mailbox on one side only is left alone, and -v says so;
+// create = "near" makes far-only mailboxes locally but not the reverse.
+func TestE2ECreate(t *testing.T) {
+	for _, tc := range []struct {
+		create               string
+		nearMade, farMade    bool
+		summaryCreated       string
+		skippedNear, skipFar bool
+	}{
+		{create: "none", summaryCreated: "created 0 mailboxes", skippedNear: true, skipFar: true},
+		{create: "near", nearMade: true, summaryCreated: "created 1 mailbox,", skipFar: true},
+		{create: "far", farMade: true, summaryCreated: "created 1 mailbox,", skippedNear: true},
+	} {
+		t.Run(tc.create, func(t *testing.T) {
+			e := newE2E(t, e2eOpts{channel: fmt.Sprintf("create = %q", tc.create)})
+			c := dial(t, "alice")
+			c.create("Projekte")
+			c.add("Projekte", "p1")
+			mkMaildir(t, e.folder("INBOX"))
+			mkMaildir(t, e.folder("Lokal"))
+			e.addLocal("Lokal", "l1", "S")
+
+			stdout, _ := e.mustRun("-v", "sync", "ch")
+			if !strings.Contains(stdout, tc.summaryCreated) {
+				t.Errorf("summary does not say %q: %q", tc.summaryCreated, stdout)
+			}
+			_, err := os.Stat(e.folder("Projekte"))
+			if made := err == nil; made != tc.nearMade {
+				t.Errorf("far-only Projekte made locally: %v, want %v", made, tc.nearMade)
+			}
+			if tc.nearMade {
+				e.wantLocal("Projekte", map[string]string{"p1": ""})
+			}
+			if made := contains(c.boxes(), "Lokal"); made != tc.farMade {
+				t.Errorf("near-only Lokal made on the server: %v, want %v", made, tc.farMade)
+			}
+			if tc.farMade {
+				c.wantServer("Lokal", map[string]string{"l1": "S"})
+			}
+			if tc.skippedNear && !regexp.MustCompile(`ch:Projekte: .*not created`).MatchString(stdout) {
+				t.Errorf("-v does not report Projekte as not created: %q", stdout)
+			}
+			if tc.skipFar && !regexp.MustCompile(`ch:Lokal: .*not created`).MatchString(stdout) {
+				t.Errorf("-v does not report Lokal as not created: %q", stdout)
+			}
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
