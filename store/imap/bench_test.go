@@ -80,7 +80,7 @@ func benchStore(b *testing.B, conns int) *Store {
 		b.Fatal(err)
 	}
 	cfg := Config{Name: "imap.bench", Host: dove.Host, Port: dove.Port, TLS: "none", User: "alice",
-		Password: pw(dove.Password("alice")), Timeout: 60 * time.Second, SpoolDir: b.TempDir(), Connections: conns}
+		Password: pw(dove.Password("alice")), Timeout: 60 * time.Second, SpoolDir: b.TempDir(), Connections: conns, CommitConnections: conns}
 	s, err := New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)
