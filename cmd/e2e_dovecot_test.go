@@ -982,3 +982,109 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// dryRun runs quixysync --dry-run and fails the test if anything changed:
+// any file under the test's HOME (Maildir, state, locks, config; names,
+// sizes, times) or anything on the server (every mailbox's UIDVALIDITY,
+// UIDNEXT, HIGHESTMODSEQ, message count, UIDs and flags).
+func (e *e2e) dryRun(c *client, wantCode int, args ...string) (stdout, stderr string) {
+	e.t.Helper()
+	files, server := tree(e.t, e.dir), c.snapshot()
+	stdout, stderr, code := e.run(append(args[:len(args):len(args)], "--dry-run")...)
+	if code != wantCode {
+		e.t.Errorf("%s --dry-run: exit %d, want %d", strings.Join(args, " "), code, wantCode)
+	}
+	if d := diffMaps(files, tree(e.t, e.dir)); d != "" {
+		e.t.Errorf("%s --dry-run changed local files:\n%s", strings.Join(args, " "), d)
+	}
+	if d := diffMaps(server, c.snapshot()); d != "" {
+		e.t.Errorf("%s --dry-run changed the server:\n%s", strings.Join(args, " "), d)
+	}
+	return stdout, stderr
+}
+
+// wantLines checks that text holds these lines, in this order (others may
+// come between them).
+func wantLines(t *testing.T, text string, lines ...string) {
+	t.Helper()
+	rest := text
+	for _, l := range lines {
+		re := regexp.MustCompile(`(?m)^` + l + `$`)
+		loc := re.FindStringIndex(rest)
+		if loc == nil {
+			t.Errorf("output lacks a line matching %q (after the ones before it):\n%s", l, text)
+			return
+		}
+		rest = rest[loc[1]:]
+	}
+}
+
+func TestE2EDryRunChangesNothing(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	seedTree(c)
+
+	// Before the first run: it would make the tree, and makes nothing, not
+	// even the Maildir root, a state or a lock file.
+	stdout, _ := e.dryRun(c, exitOK, "sync", "ch")
+	wantLines(t, stdout,
+		`ch:INBOX:`, `  create the mailbox on the near side`, `  copy far → near: 3 messages \(far UIDs 1:3, .*\)`,
+		`ch:Archive/2025:`, `  create the mailbox on the near side`, `  copy far → near: 2 messages .*`,
+		`ch:Entwürfe:`, `  create the mailbox on the near side`, `  copy far → near: 1 message .*`,
+		`ch \(dry run\): copied ←6 →0, flags ←0 →0, deleted ←0 →0, created 3 mailboxes, 0 errors`)
+	if _, err := os.Stat(e.mail); err == nil {
+		t.Errorf("the dry run made %s", e.mail)
+	}
+	e.dryRun(c, exitOK, "pull", "ch")
+	e.dryRun(c, exitOK, "push", "ch")
+
+	e.mustRun("sync", "ch")
+	// Changes on both sides: new messages, flags, deletions, new mailboxes.
+	c.add("INBOX", "far-new")
+	c.store("INBOX", "welcome", imap.StoreFlagsAdd, imap.FlagFlagged)
+	c.expunge("INBOX", "unread")
+	c.create("Neu")
+	c.add("Neu", "neu-1")
+	e.addLocal("INBOX", "near-new", "")
+	e.setLocalFlags("INBOX", "invoice", "FRS")
+	e.removeLocal("Archive/2025", "old-1")
+	mkMaildir(t, e.folder("Lokal"))
+	e.addLocal("Lokal", "lokal-1", "S")
+
+	stdout, _ = e.dryRun(c, exitOK, "sync", "ch")
+	wantLines(t, stdout,
+		`ch:INBOX:`,
+		`  copy far → near: 1 message \(far UIDs 4, .*\)`,
+		`  copy near → far: 1 message \(near UIDs 4, .*\)`,
+		`  flags on the near side: \+flagged on 1 message \(UIDs 1\)`,
+		`  flags on the far side: \+seen on 1 message \(UIDs 2\)`,
+		`  delete on the near side: 1 message \(UIDs 3\)`,
+		`ch:Archive/2025:`, `  delete on the far side: 1 message \(UIDs 1\)`,
+		`ch:Lokal:`, `  create the mailbox on the far side`, `  copy near → far: 1 message .*`,
+		`ch:Neu:`, `  create the mailbox on the near side`, `  copy far → near: 1 message .*`,
+		`ch \(dry run\): copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, 0 errors`)
+	if strings.Contains(stdout, "Entwürfe") {
+		t.Errorf("without -v a mailbox with nothing to do is listed: %q", stdout)
+	}
+	stdout, _ = e.dryRun(c, exitOK, "-v", "sync", "ch")
+	wantLines(t, stdout, `ch:Entwürfe: nothing to do.*`)
+	stdout, _ = e.dryRun(c, exitOK, "pull", "ch")
+	wantLines(t, stdout, `ch \(dry run\): copied ←2 →0, flags ←1 →0, deleted ←1 →0, created 1 mailbox, 0 errors`)
+	stdout, _ = e.dryRun(c, exitOK, "push", "ch")
+	wantLines(t, stdout, `ch \(dry run\): copied ←0 →2, flags ←0 →1, deleted ←0 →1, created 1 mailbox, 0 errors`)
+	stdout, _ = e.dryRun(c, exitOK, "sync", "ch:Neu")
+	wantLines(t, stdout, `ch \(dry run\): copied ←1 →0, flags ←0 →0, deleted ←0 →0, created 1 mailbox, 0 errors`)
+	if stdout, _ := e.dryRun(c, exitOK, "-q", "sync", "ch"); stdout != "" {
+		t.Errorf("-q --dry-run printed %q", stdout)
+	}
+
+	// The real run does what the dry run said.
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, 0 errors")
+	want := map[string]string{"welcome": "FS", "invoice": "FRS", "far-new": "", "near-new": ""}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+	c.wantServer("Archive/2025", map[string]string{"old-2": "PS"})
+	c.wantServer("Lokal", map[string]string{"lokal-1": "S"})
+	e.wantLocal("Neu", map[string]string{"neu-1": ""})
+}
