@@ -77,7 +77,7 @@ type Message struct {
 
 // ListQuery selects which messages List reports.
 type ListQuery struct {
-	// All reports every message of the mailbox; the other fields are ignored.
+	// All reports every message of the mailbox; From and ChangedSince are ignored.
 	All bool
 	// From reports every message with UID >= From (new messages).
 	From UID
@@ -86,6 +86,11 @@ type ListQuery struct {
 	// Stores without a change counter ignore it and report all messages
 	// (and say so by returning complete = true).
 	ChangedSince uint64
+	// NeedDetails, when set, says for which messages the caller will use Size
+	// and Date (those it may copy). A store that pays a system call per message
+	// for them (Maildir: stat) may report Size -1 and a zero Date for messages
+	// where it returns false. nil: all messages.
+	NeedDetails func(UID) bool
 }
 
 // Mailbox is an open mailbox. It is used by one goroutine at a time.
