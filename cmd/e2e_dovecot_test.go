@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -1087,4 +1088,190 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 	c.wantServer("Archive/2025", map[string]string{"old-2": "PS"})
 	c.wantServer("Lokal", map[string]string{"lokal-1": "S"})
 	e.wantLocal("Neu", map[string]string{"neu-1": ""})
+}
+
+// Deleting 15 of 20 messages on the server trips the safety guard: exit 4,
+// nothing deleted locally, until --force.
+func TestE2EGuard(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	msgs := map[string][]imap.Flag{}
+	var gone []string
+	for i := 1; i <= 20; i++ {
+		id := fmt.Sprintf("m%02d", i)
+		msgs[id] = nil
+		if i <= 15 {
+			gone = append(gone, id)
+		}
+	}
+	synced(t, e, c, "INBOX", msgs)
+	c.expunge("INBOX", gone...)
+
+	stdout, stderr := e.dryRun(c, exitGuard, "sync", "ch")
+	if !strings.Contains(stdout+stderr, "safety guard") {
+		t.Errorf("the dry run does not mention the safety guard: %q %q", stdout, stderr)
+	}
+	_, stderr, code := e.run("sync", "ch")
+	if code != exitGuard {
+		t.Errorf("sync: exit %d, want %d", code, exitGuard)
+	}
+	if !strings.Contains(stderr, "ch:INBOX") || !strings.Contains(stderr, "--force") {
+		t.Errorf("the guard message does not name ch:INBOX and --force: %q", stderr)
+	}
+	if n := strings.Count(stderr, "--force"); n != 1 {
+		t.Errorf("the guard message says --force %d times, want once: %q", n, stderr)
+	}
+	if n := strings.Count(stderr, "safety guard"); n != 1 {
+		t.Errorf("the guard message says \"safety guard\" %d times, want once: %q", n, stderr)
+	}
+	if n := len(e.local("INBOX")); n != 20 {
+		t.Errorf("after the guard stopped the run the near INBOX holds %d messages, want 20", n)
+	}
+	// Stopped again, not forgotten, on the next run.
+	if _, _, code := e.run("sync", "ch"); code != exitGuard {
+		t.Errorf("second sync: exit %d, want %d", code, exitGuard)
+	}
+
+	stdout, _ = e.mustRun("sync", "--force", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←15 →0")
+	e.wantLocal("INBOX", map[string]string{"m16": "", "m17": "", "m18": "", "m19": "", "m20": ""})
+	e.mustRun("sync", "ch")
+}
+
+// A run while another process holds the channel's lock exits 3 and names
+// that process; once it is gone the run goes through.
+func TestE2ELockedByAnotherProcess(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	c.add("INBOX", "m1")
+
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), holdLockEnv+"="+filepath.Join(e.dir, "state", "quixysync", "locks", "ch.lock"))
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		child.Process.Kill()
+		child.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		t.Fatalf("the lock holder said %q, %v", line, err)
+	}
+
+	for _, args := range [][]string{{"sync", "ch"}, {"pull", "ch"}, {"push", "ch:INBOX"}} {
+		_, stderr, code := e.run(args...)
+		if code != exitLocked {
+			t.Errorf("%v while locked: exit %d, want %d", args, code, exitLocked)
+		}
+		if !strings.Contains(stderr, "ch") || !strings.Contains(stderr, fmt.Sprintf("process %d", child.Process.Pid)) {
+			t.Errorf("%v: stderr does not name the channel and the holder's PID %d: %q", args, child.Process.Pid, stderr)
+		}
+	}
+	if _, err := os.Stat(e.mail); err == nil {
+		t.Errorf("a locked-out run touched the Maildir")
+	}
+
+	stdin.Close() // the holder lets go and exits
+	if err := child.Wait(); err != nil {
+		t.Fatalf("lock holder: %v", err)
+	}
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←1 →0")
+}
+
+// A message over max_size is not copied, reported once, and not looked at
+// again.
+func TestE2EMaxSize(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `max_size = "4k"`})
+	c := dial(t, "alice")
+	c.add("INBOX", "small")
+	c.addSized("INBOX", "huge", 20000)
+	mkMaildir(t, e.folder("INBOX"))
+	e.addLocal("INBOX", "local-small", "")
+
+	stdout, stderr := e.dryRun(c, exitOK, "sync", "ch")
+	wantLines(t, stdout, `  not copied far → near, larger than max_size: 1 message \(far UIDs 2\)`)
+
+	stdout, stderr = e.mustRun("-v", "sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←1 →1")
+	if !strings.Contains(stdout+stderr, "max_size") {
+		t.Errorf("the skipped message is not reported: stdout %q, stderr %q", stdout, stderr)
+	}
+	e.wantLocal("INBOX", map[string]string{"small": "", "local-small": ""})
+
+	c.add("INBOX", "later")
+	stdout, stderr = e.mustRun("-v", "sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←1 →0")
+	if strings.Contains(stdout+stderr, "max_size") {
+		t.Errorf("the skipped message is reported again: stdout %q, stderr %q", stdout, stderr)
+	}
+	e.wantLocal("INBOX", map[string]string{"small": "", "local-small": "", "later": ""})
+}
+
+// Wrong credentials and an unreachable server fail the channel (exit 1)
+// with a message naming the store and not the password.
+func TestE2EConnectionFailures(t *testing.T) {
+	const badPass = "not-alices-Passw0rd"
+	for _, tc := range []struct {
+		name string
+		o    e2eOpts
+		want string
+	}{
+		{"bad password", e2eOpts{password: badPass}, "imap.dove"},
+		{"bad password over TLS", e2eOpts{tls: "implicit", password: badPass}, "imap.dove"},
+		{"unreachable", e2eOpts{port: closedPort(t)}, "imap.dove"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newE2E(t, tc.o)
+			dial(t, "alice").add("INBOX", "m1")
+			stdout, stderr, code := e.run("sync", "ch")
+			if code != exitFailure {
+				t.Errorf("exit %d, want %d", code, exitFailure)
+			}
+			if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "ch") {
+				t.Errorf("stderr does not name the channel and store %s: %q", tc.want, stderr)
+			}
+			if strings.Contains(stdout+stderr, badPass) {
+				t.Errorf("the password appears in the output")
+			}
+			if !strings.Contains(stdout, "1 error") {
+				t.Errorf("the summary does not count the error: %q", stdout)
+			}
+			if _, err := os.Stat(e.folder("INBOX")); err == nil {
+				t.Errorf("a failed run made %s", e.folder("INBOX"))
+			}
+			// -q still reports errors, and only them.
+			stdout, stderr, code = e.run("-q", "sync", "ch")
+			if code != exitFailure || stdout != "" || !strings.Contains(stderr, tc.want) {
+				t.Errorf("-q: exit %d, stdout %q, stderr %q; want 1, nothing, the error", code, stdout, stderr)
+			}
+		})
+	}
+}
+
+// Without -v a message skipped for max_size must still be reported (once):
+// it is never copied, so a user who is not told never learns it is missing.
+func TestE2EMaxSizeReportedByDefault(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `max_size = "4k"`})
+	c := dial(t, "alice")
+	c.addSized("INBOX", "huge", 20000)
+	stdout, stderr := e.mustRun("sync", "ch")
+	if !strings.Contains(stdout+stderr, "max_size") {
+		t.Errorf("without -v the message skipped for max_size is not reported (the engine logs it at Info level, "+
+			"shown only with -v): stdout %q, stderr %q", stdout, stderr)
+	}
+	e.wantLocal("INBOX", map[string]string{})
+	if stdout, stderr, _ := e.run("-q", "sync", "ch"); stdout != "" || stderr != "" {
+		t.Errorf("-q: stdout %q, stderr %q; want nothing", stdout, stderr)
+	}
 }
