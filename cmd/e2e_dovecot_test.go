@@ -44,11 +44,16 @@ type e2eOpts struct {
 	extra    string // extra TOML tables (more stores, channels, groups)
 }
 
-func newE2E(t *testing.T, o e2eOpts) *e2e {
+func needDovecot(t *testing.T) {
 	t.Helper()
 	if srv == nil {
 		t.Skip("needs Dovecot (skipped with -short)")
 	}
+}
+
+func newE2E(t *testing.T, o e2eOpts) *e2e {
+	t.Helper()
+	needDovecot(t)
 	if err := srv.ResetUser("alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -853,6 +858,8 @@ func TestE2EPushThenSync(t *testing.T) {
 // CHANNEL:BOX syncs only that mailbox, a GROUP its channels, --all every
 // channel.
 func TestE2ETargets(t *testing.T) {
+	needDovecot(t)
+	bobMail := filepath.Join(t.TempDir(), "BobMail")
 	e := newE2E(t, e2eOpts{channel: `mailboxes = ["INBOX"]`, extra: fmt.Sprintf(`
 [channel.arch]
 far = "imap.dove"
@@ -875,11 +882,10 @@ path = %q
 [channel.bobch]
 far = "imap.bob"
 near = "maildir.bob"
-`, srv.Host, srv.Port, srv.Password("bob"), filepath.Join(t.TempDir(), "BobMail"))})
+`, srv.Host, srv.Port, srv.Password("bob"), bobMail)})
 	if err := srv.ResetUser("bob"); err != nil {
 		t.Fatal(err)
 	}
-	bobMail := regexp.MustCompile(`path = "([^"]*BobMail)"`).FindStringSubmatch(readFile(t, e.cfg))[1]
 	c := dial(t, "alice")
 	c.create("Archive/2024", "Archive/2025")
 	c.add("INBOX", "in")
@@ -915,15 +921,6 @@ near = "maildir.bob"
 	wantSummary(t, stdout, "bobch", "copied ←1 →0")
 	bob := &e2e{t: t, mail: bobMail}
 	bob.wantLocal("INBOX", map[string]string{"bobs": ""})
-}
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // create = "none": a mailbox on one side only is left alone, and -v says so;
@@ -1049,8 +1046,8 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 	e.addLocal("INBOX", "near-new", "")
 	e.setLocalFlags("INBOX", "invoice", "FRS")
 	e.removeLocal("Archive/2025", "old-1")
-	mkMaildir(t, e.folder("Lokal"))
-	e.addLocal("Lokal", "lokal-1", "S")
+	mkMaildir(t, e.folder("Privé"))
+	e.addLocal("Privé", "lokal-1", "S")
 
 	stdout, _ = e.dryRun(c, exitOK, "sync", "ch")
 	wantLines(t, stdout,
@@ -1061,8 +1058,8 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 		`  flags on the far side: \+seen on 1 message \(UIDs 2\)`,
 		`  delete on the near side: 1 message \(UIDs 3\)`,
 		`ch:Archive/2025:`, `  delete on the far side: 1 message \(UIDs 1\)`,
-		`ch:Lokal:`, `  create the mailbox on the far side`, `  copy near → far: 1 message .*`,
 		`ch:Neu:`, `  create the mailbox on the near side`, `  copy far → near: 1 message .*`,
+		`ch:Privé:`, `  create the mailbox on the far side`, `  copy near → far: 1 message .*`,
 		`ch \(dry run\): copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, 0 errors`)
 	if strings.Contains(stdout, "Entwürfe") {
 		t.Errorf("without -v a mailbox with nothing to do is listed: %q", stdout)
@@ -1086,7 +1083,7 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 	e.wantLocal("INBOX", want)
 	c.wantServer("INBOX", want)
 	c.wantServer("Archive/2025", map[string]string{"old-2": "PS"})
-	c.wantServer("Lokal", map[string]string{"lokal-1": "S"})
+	c.wantServer("Privé", map[string]string{"lokal-1": "S"})
 	e.wantLocal("Neu", map[string]string{"neu-1": ""})
 }
 
@@ -1168,7 +1165,7 @@ func TestE2ELockedByAnotherProcess(t *testing.T) {
 		t.Fatalf("the lock holder said %q, %v", line, err)
 	}
 
-	for _, args := range [][]string{{"sync", "ch"}, {"pull", "ch"}, {"push", "ch:INBOX"}} {
+	for _, args := range [][]string{{"sync", "ch"}, {"pull", "ch"}, {"push", "ch:INBOX"}, {"sync", "--dry-run", "ch"}} {
 		_, stderr, code := e.run(args...)
 		if code != exitLocked {
 			t.Errorf("%v while locked: exit %d, want %d", args, code, exitLocked)
@@ -1221,6 +1218,7 @@ func TestE2EMaxSize(t *testing.T) {
 // Wrong credentials and an unreachable server fail the channel (exit 1)
 // with a message naming the store and not the password.
 func TestE2EConnectionFailures(t *testing.T) {
+	needDovecot(t)
 	const badPass = "not-alices-Passw0rd"
 	for _, tc := range []struct {
 		name string
