@@ -1273,3 +1273,109 @@ func TestE2EMaxSizeReportedByDefault(t *testing.T) {
 		t.Errorf("-q: stdout %q, stderr %q; want nothing", stdout, stderr)
 	}
 }
+
+// A mail client moves a message between folders by renaming its file, which
+// keeps the ",U=" of the old folder: the message must leave the first
+// mailbox and arrive in the second on the server, without clobbering the
+// message that holds that UID there and without duplicates.
+func TestE2EMoveBetweenFolders(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	c.create("Archive/2025")
+	for _, id := range []string{"in-1", "in-2", "in-3"} {
+		c.add("INBOX", id)
+	}
+	for _, id := range []string{"ar-1", "ar-2", "ar-3"} {
+		c.add("Archive/2025", id, imap.FlagSeen)
+	}
+	e.mustRun("sync", "ch")
+	m := e.local("INBOX")["in-2"]
+	if !strings.Contains(m.path, ",U=2") {
+		t.Fatalf("in-2 is %s, expected it to carry U=2 like ar-2 in Archive/2025", m.path)
+	}
+	moved := filepath.Join(e.folder("Archive/2025"), "cur", strings.TrimSuffix(filepath.Base(m.path), ":2,")+":2,S")
+	if err := os.Rename(m.path, moved); err != nil {
+		t.Fatal(err)
+	}
+
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →1, flags ←0 →0, deleted ←0 →1")
+	in := map[string]string{"in-1": "", "in-3": ""}
+	ar := map[string]string{"ar-1": "S", "ar-2": "S", "ar-3": "S", "in-2": "S"}
+	e.wantLocal("INBOX", in)
+	c.wantServer("INBOX", in)
+	e.wantLocal("Archive/2025", ar)
+	c.wantServer("Archive/2025", ar)
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+	e.wantLocal("Archive/2025", ar)
+	c.wantServer("Archive/2025", ar)
+}
+
+// A mailbox deleted on the server: with remove = "near" its empty local
+// folder goes too; a non-empty one is left alone and the run exits 4.
+func TestE2EVanishedMailbox(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `remove = "near"` + "\n" + `expunge = "both"`})
+	c := dial(t, "alice")
+	c.create("Full", "Empty")
+	c.add("Full", "keep-me")
+	e.mustRun("sync", "ch")
+	for _, box := range []string{"Full", "Empty"} {
+		if err := c.c.Delete(box).Wait(); err != nil {
+			t.Fatalf("DELETE %s: %v", box, err)
+		}
+	}
+
+	// The dry run must say that the real run removes the local Empty (it
+	// lists it only with -v, as "nothing to do").
+	files, server := tree(t, e.dir), c.snapshot()
+	stdout, _, _ := e.run("sync", "--dry-run", "ch")
+	if !strings.Contains(stdout, "ch:Empty") {
+		t.Errorf("the dry run does not say it would remove the near folder Empty: %q", stdout)
+	}
+	if d := diffMaps(files, tree(t, e.dir)) + diffMaps(server, c.snapshot()); d != "" {
+		t.Errorf("the dry run changed something:\n%s", d)
+	}
+
+	_, stderr, code := e.run("sync", "ch")
+	if code != exitGuard {
+		t.Errorf("exit %d, want %d (a non-empty folder whose mailbox vanished)", code, exitGuard)
+	}
+	if !strings.Contains(stderr, "ch:Full") {
+		t.Errorf("stderr does not name ch:Full: %q", stderr)
+	}
+	// --force does not make a non-empty folder go (remove acts only on empty
+	// ones), so the message must not suggest it.
+	if _, _, code := e.run("sync", "--force", "ch"); code != exitGuard {
+		t.Errorf("sync --force: exit %d, want %d (still not empty)", code, exitGuard)
+	}
+	if strings.Contains(stderr, "--force") {
+		t.Errorf("the message for a non-empty vanished mailbox suggests --force, which changes nothing: %q", stderr)
+	}
+	e.wantLocal("Full", map[string]string{"keep-me": ""})
+	if _, err := os.Stat(e.folder("Empty")); err == nil {
+		t.Errorf("the empty folder whose mailbox vanished is still there")
+	}
+	if contains(c.boxes(), "Full") || contains(c.boxes(), "Empty") {
+		t.Errorf("a vanished mailbox was created again on the server: %v", c.boxes())
+	}
+}
+
+// Deleting a local folder downloads it again; it never deletes anything on
+// the server, even with expunge = "both".
+func TestE2ELocalFolderDeleted(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	seedTree(c)
+	e.mustRun("sync", "ch")
+	server := c.snapshot()
+	if err := os.RemoveAll(e.folder("INBOX")); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←3 →0, flags ←0 →0, deleted ←0 →0")
+	e.wantLocal("INBOX", seededNear["INBOX"])
+	if d := diffMaps(server, c.snapshot()); d != "" {
+		t.Errorf("deleting a local folder changed the server:\n%s", d)
+	}
+}
