@@ -1,7 +1,9 @@
 package maildir
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -97,16 +100,19 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
-		var entries []*entry
-		var keys []string
-		for _, sub := range []string{"new", "cur"} {
-			names, err := readNames(filepath.Join(m.dir, sub))
-			if err != nil {
+		var subNames [2][]string
+		for i, sub := range []string{"new", "cur"} {
+			if subNames[i], err = readNames(filepath.Join(m.dir, sub)); err != nil {
 				return nil, m.wrap("scan", err)
 			}
-			for _, n := range names {
-				entries = append(entries, &entry{sub: sub, name: n, fn: parseName(n)})
-				keys = append(keys, sub+"/"+n)
+		}
+		// One allocation for all entries of a large folder.
+		block := make([]entry, 0, len(subNames[0])+len(subNames[1]))
+		entries := make([]*entry, 0, cap(block))
+		for i, sub := range []string{"new", "cur"} {
+			for _, n := range subNames[i] {
+				block = append(block, entry{sub: sub, name: n, fn: parseName(n)})
+				entries = append(entries, &block[len(block)-1])
 			}
 		}
 		s2, err := dirStamp(m.dir)
@@ -114,8 +120,16 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 			return nil, m.wrap("scan", err)
 		}
 		if s1 == s2 {
+			if !s2.recent(t0, scanGuard) {
+				return m.dropStale(entries), nil
+			}
+			// Only a recently modified folder needs two listings compared.
+			keys := make([]string, len(entries))
+			for i, e := range entries {
+				keys[i] = e.sub + "/" + e.name
+			}
 			slices.Sort(keys)
-			if !s2.recent(t0, scanGuard) || (prev != nil && slices.Equal(prev, keys)) {
+			if prev != nil && slices.Equal(prev, keys) {
 				return m.dropStale(entries), nil
 			}
 			prev = keys
@@ -128,8 +142,12 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 }
 
 // readNames returns the message file names of a directory (no dot-files, no
-// subdirectories); a missing directory is empty.
-func readNames(dir string) ([]string, error) {
+// subdirectories); a missing directory is empty. It parses getdents(2)
+// itself, with a large buffer: for a folder of 100 000 files that costs half
+// of what os.File.ReadDir does (no DirEntry per file, fewer system calls).
+func readNames(dir string) ([]string, error) { return readNamesBuf(dir, 256<<10) }
+
+func readNamesBuf(dir string, bufSize int) ([]string, error) {
 	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -138,23 +156,57 @@ func readNames(dir string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	des, err := f.ReadDir(-1)
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(des))
-	for _, d := range des {
-		if n := d.Name(); !strings.HasPrefix(n, ".") && !d.IsDir() {
-			names = append(names, n)
+	fd := int(f.Fd())
+	buf := make([]byte, bufSize)
+	var names []string
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "getdents", Path: dir, Err: err}
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, name.
+			const nameOff = 19
+			if len(b) < nameOff {
+				return nil, fmt.Errorf("getdents %s: short record", dir)
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < nameOff || reclen > len(b) {
+				return nil, fmt.Errorf("getdents %s: bad record length %d", dir, reclen)
+			}
+			typ := b[18]
+			name := b[nameOff:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			b = b[reclen:]
+			if len(name) == 0 || name[0] == '.' {
+				continue
+			}
+			switch typ {
+			case unix.DT_DIR:
+				continue
+			case unix.DT_UNKNOWN: // some file systems do not say: ask
+				var st unix.Stat_t
+				if unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+					continue
+				}
+			}
+			names = append(names, string(name))
 		}
 	}
-	return names, nil
 }
 
 // dropStale removes listing artefacts of concurrent renames: when two
 // entries share a base name, those whose file no longer exists are dropped.
 func (m *Mailbox) dropStale(entries []*entry) []*entry {
-	byBase := map[string]int{}
+	byBase := make(map[string]int, len(entries))
 	for _, e := range entries {
 		byBase[e.fn.Base]++
 	}
@@ -225,7 +277,22 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	byUID := map[engine.UID][]*entry{}
+	idx := make(map[engine.UID]*entry, len(entries))
+	var dups map[engine.UID][]*entry // UIDs on more than one file: all of them
+	keep := func(u engine.UID, e *entry) {
+		prev, ok := idx[u]
+		if !ok {
+			idx[u] = e
+			return
+		}
+		if dups == nil {
+			dups = map[engine.UID][]*entry{}
+		}
+		if dups[u] == nil {
+			dups[u] = []*entry{prev}
+		}
+		dups[u] = append(dups[u], e)
+	}
 	var fresh []*entry
 	for _, e := range entries {
 		u := e.fn.UID
@@ -233,7 +300,7 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		case u == 0:
 			fresh = append(fresh, e)
 		case m.ours[u]:
-			byUID[u] = append(byUID[u], e)
+			keep(u, e)
 		case u > st.Last:
 			m.s.log.Info("file carries a UID above the last one assigned here: giving it a new UID", "mailbox", m.name, "file", e.sub+"/"+e.name)
 			fresh = append(fresh, e)
@@ -241,18 +308,15 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 			m.s.log.Info("file carries a UID this folder's state does not know (moved from another folder?): giving it a new UID", "mailbox", m.name, "file", e.sub+"/"+e.name)
 			fresh = append(fresh, e)
 		default:
-			byUID[u] = append(byUID[u], e)
+			keep(u, e)
 		}
 	}
-	idx := make(map[engine.UID]*entry, len(entries))
-	for u, es := range byUID {
-		if len(es) > 1 {
-			m.orderDuplicates(es)
-			for _, e := range es[1:] {
-				m.s.log.Info("duplicate UID: the newer file gets a new UID", "mailbox", m.name, "uid", u, "keeps", es[0].sub+"/"+es[0].name, "file", e.sub+"/"+e.name)
-			}
-			fresh = append(fresh, es[1:]...)
+	for u, es := range dups {
+		m.orderDuplicates(es)
+		for _, e := range es[1:] {
+			m.s.log.Info("duplicate UID: the newer file gets a new UID", "mailbox", m.name, "uid", u, "keeps", es[0].sub+"/"+es[0].name, "file", e.sub+"/"+e.name)
 		}
+		fresh = append(fresh, es[1:]...)
 		idx[u] = es[0]
 	}
 	if len(fresh) > 0 {
@@ -399,24 +463,34 @@ func renameNoReplace(oldPath, newPath string) error {
 // ---- listing ----
 
 // List reports every message (Maildir has no change counter), so complete
-// is always true. Size and Date come from stat.
+// is always true. Size and Date (the mtime) come from stat, for the messages
+// q.NeedDetails asks for (all when it is nil); the others get the size from a
+// ",S=" in the name, else -1, and a zero Date. A stat costs a system call per
+// file: for a folder of 100 000 files, most of a listing.
 func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Message, bool, error) {
 	for try := 0; ; try++ {
 		if err := m.scan(ctx); err != nil {
 			return nil, false, err
 		}
-		msgs := make([]engine.Message, 0, len(m.idx))
-		gone := false
-		for uid, e := range m.idx {
-			fi, err := os.Stat(m.path(e))
-			if errors.Is(err, fs.ErrNotExist) {
-				gone = true
-				break
+		uids := make([]engine.UID, 0, len(m.idx))
+		for uid := range m.idx {
+			uids = append(uids, uid)
+		}
+		slices.Sort(uids)
+		msgs := make([]engine.Message, 0, len(uids))
+		var es []*entry
+		var at []int // msgs[at[i]] is es[i]'s
+		for _, uid := range uids {
+			e := m.idx[uid]
+			if q.NeedDetails == nil || q.NeedDetails(uid) {
+				es = append(es, e)
+				at = append(at, len(msgs))
 			}
-			if err != nil {
-				return nil, false, m.wrap("stat", err)
-			}
-			msgs = append(msgs, engine.Message{UID: uid, Flags: e.fn.Flags, Size: fi.Size(), Date: fi.ModTime()})
+			msgs = append(msgs, engine.Message{UID: uid, Flags: e.fn.Flags, Size: e.fn.Size})
+		}
+		gone, err := m.statAll(ctx, es, msgs, at)
+		if err != nil {
+			return nil, false, err
 		}
 		if gone {
 			if try < 3 {
@@ -424,9 +498,96 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			}
 			return nil, false, m.errf("files kept being renamed while listed; try again later")
 		}
-		sort.Slice(msgs, func(i, j int) bool { return msgs[i].UID < msgs[j].UID })
 		return msgs, true, nil
 	}
+}
+
+// statParallelMin is the listing size from which statAll uses several
+// goroutines; statWorkers how many. Stat of a cached inode is kernel CPU time,
+// of an uncached one a disk read: either way a few at once finish sooner.
+const (
+	statParallelMin = 2000
+	statWorkers     = 4
+)
+
+// statAll fills in Size and Date of msgs[at[i]] from the file of es[i], with
+// fstatat relative to new/ and cur/ (no path lookup from the root per file).
+// gone reports a file that is no longer there. Symbolic links are followed,
+// as Fetch follows them.
+func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Message, at []int) (gone bool, err error) {
+	var fds [2]int // new, cur; -1 when the directory is missing
+	for i, sub := range []string{"new", "cur"} {
+		fds[i] = -1
+		f, err := os.Open(filepath.Join(m.dir, sub))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, m.wrap("stat", err)
+		}
+		defer f.Close()
+		fds[i] = int(f.Fd())
+	}
+	var goneFlag atomic.Bool
+	statRange := func(lo, hi int) error {
+		var st unix.Stat_t
+		for i := lo; i < hi; i++ {
+			if i&1023 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if goneFlag.Load() {
+				return nil
+			}
+			fd := fds[1]
+			if es[i].sub == "new" {
+				fd = fds[0]
+			}
+			if fd < 0 {
+				goneFlag.Store(true)
+				return nil
+			}
+			var err error
+			for {
+				err = unix.Fstatat(fd, es[i].name, &st, 0)
+				if err != unix.EINTR {
+					break
+				}
+			}
+			if err == unix.ENOENT {
+				goneFlag.Store(true)
+				return nil
+			}
+			if err != nil {
+				return m.wrap("stat "+es[i].sub+"/"+es[i].name, err)
+			}
+			msgs[at[i]].Size = st.Size
+			msgs[at[i]].Date = time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		return nil
+	}
+	n := len(es)
+	if n < statParallelMin {
+		err = statRange(0, n)
+	} else {
+		var wg sync.WaitGroup
+		errs := make([]error, statWorkers)
+		for w := range statWorkers {
+			wg.Go(func() { errs[w] = statRange(n*w/statWorkers, n*(w+1)/statWorkers) })
+		}
+		wg.Wait()
+		for _, e := range errs {
+			if e != nil {
+				err = e
+				break
+			}
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	return goneFlag.Load(), nil
 }
 
 // UIDs returns the UIDs below below of the messages that exist now.
