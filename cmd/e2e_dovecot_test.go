@@ -1379,3 +1379,72 @@ func TestE2ELocalFolderDeleted(t *testing.T) {
 		t.Errorf("deleting a local folder changed the server:\n%s", d)
 	}
 }
+
+// What mail clients do all day must not look like deletions or new mail:
+// moving files from new/ to cur/ (":2," without flags), and a delivery still
+// in tmp/ is not mail yet.
+func TestE2EMailClientHabits(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	synced(t, e, c, "INBOX", map[string][]imap.Flag{"a": nil, "b": nil, "c": {imap.FlagSeen}})
+	moved := 0
+	for _, m := range e.local("INBOX") {
+		if filepath.Base(filepath.Dir(m.path)) == "new" {
+			// As mutt does: the name without its info part, then ":2,".
+			base, _, _ := strings.Cut(filepath.Base(m.path), ":")
+			dst := filepath.Join(e.folder("INBOX"), "cur", base+":2,")
+			if err := os.Rename(m.path, dst); err != nil {
+				t.Fatal(err)
+			}
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no unflagged message was delivered into new/; the test needs one there")
+	}
+	writeFile(t, filepath.Join(e.folder("INBOX"), "tmp", "123.P1.localhost"), strings.ReplaceAll(message("in-tmp", 0), "\r\n", "\n"))
+
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+	want := map[string]string{"a": "", "b": "", "c": "S"}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+}
+
+// copy_arrival_date (on by default): a pulled message's file time is the
+// server's INTERNALDATE, and a pushed message's INTERNALDATE its file time.
+func TestE2EArrivalDate(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	arrived := time.Date(2024, 3, 5, 6, 7, 8, 0, time.UTC)
+	m := message("dated", 0)
+	cmd := c.c.Append("INBOX", int64(len(m)), &imap.AppendOptions{Time: arrived})
+	cmd.Write([]byte(m))
+	cmd.Close()
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	mkMaildir(t, e.folder("INBOX"))
+	e.addLocal("INBOX", "filed", "S")
+	filed := time.Date(2023, 11, 12, 13, 14, 15, 0, time.UTC)
+	if err := os.Chtimes(e.local("INBOX")["filed"].path, filed, filed); err != nil {
+		t.Fatal(err)
+	}
+
+	e.mustRun("sync", "ch")
+	fi, err := os.Stat(e.local("INBOX")["dated"].path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().Equal(arrived) {
+		t.Errorf("pulled message's file time %v, want the INTERNALDATE %v", fi.ModTime().UTC(), arrived)
+	}
+	c.selectBox("INBOX", true)
+	bufs, err := c.c.Fetch(imap.UIDSetNum(c.uidOf("INBOX", "filed")), &imap.FetchOptions{InternalDate: true}).Collect()
+	if err != nil || len(bufs) != 1 {
+		t.Fatalf("FETCH INTERNALDATE: %v (%d messages)", err, len(bufs))
+	}
+	if got := bufs[0].InternalDate; !got.Equal(filed) {
+		t.Errorf("pushed message's INTERNALDATE %v, want its file time %v", got.UTC(), filed)
+	}
+}
