@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -275,12 +276,33 @@ func BenchmarkNoopRun100k(b *testing.B) {
 // BenchmarkLocalChanges100k: 100 000 messages, then per run K=100 new
 // files, 100 flag renames and 100 deletions in the near Maildir (as a mail
 // client makes them), and one sync.
+//
+// QUIXYSYNC_BENCH_DIR=dir keeps the 100 000-message pair in dir between
+// invocations (built when missing); QUIXYSYNC_BENCH_CPUPROFILE=file profiles
+// the timed syncs only.
 func BenchmarkLocalChanges100k(b *testing.B) {
-	dir := b.TempDir()
-	spec, a := benchPair(b, dir, []string{"INBOX"}, bench100k)
+	dir := os.Getenv("QUIXYSYNC_BENCH_DIR")
+	var spec engine.ChannelSpec
+	var a *ager
+	if dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "near")); err == nil {
+			spec = engine.TestSpecFor(dir, benchMaildir(b, "far", filepath.Join(dir, "far")), benchMaildir(b, "near", filepath.Join(dir, "near")))
+			a = newAger()
+		}
+	} else {
+		dir = b.TempDir()
+	}
+	if a == nil {
+		spec, a = benchPair(b, dir, []string{"INBOX"}, bench100k)
+	}
 	near := spec.Near
 	roots := []string{filepath.Join(dir, "far"), filepath.Join(dir, "near")}
 	ctx := context.Background()
+	a.age(b, roots...)
+	if err := mailboxErr(engine.SyncChannel(ctx, spec, engine.RunOptions{})); err != nil {
+		b.Fatal(err)
+	}
+	a.age(b, roots...)
 	mb, err := near.OpenMailbox(ctx, "INBOX", true)
 	if err != nil {
 		b.Fatal(err)
@@ -290,9 +312,22 @@ func BenchmarkLocalChanges100k(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	uids := make([]engine.UID, len(msgs))
-	for i, m := range msgs {
-		uids[i] = m.UID
+	var uids []engine.UID // not flagged yet: each round flags some, deletes others
+	for _, m := range msgs {
+		if m.Flags&engine.FlagFlagged == 0 {
+			uids = append(uids, m.UID)
+		}
+	}
+	if prof := os.Getenv("QUIXYSYNC_BENCH_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	const k = 100
 	round := 0
@@ -319,7 +354,9 @@ func BenchmarkLocalChanges100k(b *testing.B) {
 		fillMailbox(b, near, "INBOX", k, 0)
 		a.age(b, roots...)
 		b.StartTimer()
+		pprofOn(true)
 		res := engine.SyncChannel(ctx, spec, engine.RunOptions{})
+		pprofOn(false)
 		b.StopTimer()
 		if err := mailboxErr(res); err != nil {
 			b.Fatal(err)
@@ -337,4 +374,14 @@ func BenchmarkLocalChanges100k(b *testing.B) {
 		b.StartTimer()
 	}
 	_ = time.Now
+}
+
+// pprofOn labels the timed part, so a profile of the whole benchmark can be
+// narrowed to it with -tagfocus=timed=yes.
+func pprofOn(on bool) {
+	if on {
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("timed", "yes")))
+	} else {
+		pprof.SetGoroutineLabels(context.Background())
+	}
 }

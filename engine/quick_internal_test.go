@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -121,5 +122,45 @@ func TestOldStateHeaderUpgraded(t *testing.T) {
 	res := mustSync(t, spec, RunOptions{})
 	if opens() != o || res.Mailboxes[0].Skipped != "unchanged" {
 		t.Fatalf("upgraded state not used: %d opens, %+v", opens()-o, res.Mailboxes[0])
+	}
+}
+
+// The one-pass pair parser agrees with the careful one on every input.
+func TestParsePairLineFastAgrees(t *testing.T) {
+	inputs := []string{"1 2", "1 2 S", "0 5 -T", "7 0 >", "4 0 x", "1 2 ", "1  2", " 1 2", "1 2 SQ", "0 0",
+		"4294967295 1", "4294967296 1", "12345678901 1", "1 2x", "1", "1 ", "", "x 1", "1 2 -", "1 2 DFPRST", "01 002 S"}
+	rng := uint64(1)
+	alphabet := []byte("0123456789 SFT>x-Q")
+	for i := 0; i < 20000; i++ {
+		n := int(rng % 14)
+		b := make([]byte, n)
+		for j := range b {
+			rng = rng*6364136223846793005 + 1442695040888963407
+			b[j] = alphabet[(rng>>33)%uint64(len(alphabet))]
+		}
+		rng = rng*6364136223846793005 + 1442695040888963407
+		inputs = append(inputs, string(b))
+	}
+	for _, in := range inputs {
+		p1, err1 := parsePairLine([]byte(in))
+		p2, err2 := parsePairLineSlow([]byte(in))
+		if (err1 == nil) != (err2 == nil) || (err1 == nil && p1 != p2) {
+			t.Fatalf("%q: fast %+v %v, careful %+v %v", in, p1, err1, p2, err2)
+		}
+	}
+}
+
+func TestUIDSet(t *testing.T) {
+	for _, uids := range [][]UID{{}, {0}, {1, 2, 3, 64, 65, 200}, {5, 4000000000, 17, 9}, {3, 1, 2}} {
+		in := map[UID]bool{}
+		for _, u := range uids {
+			in[u] = true
+		}
+		has := uidSet(slices.Clone(uids))
+		for _, u := range []UID{0, 1, 2, 3, 4, 5, 9, 17, 63, 64, 65, 66, 199, 200, 201, 4000000000, 4000000001, 1<<32 - 1} {
+			if has(u) != in[u] {
+				t.Fatalf("set %v: has(%d) = %v", uids, u, has(u))
+			}
+		}
 	}
 }

@@ -131,19 +131,26 @@ func LoadStateHeader(path string) (StateHeader, error) {
 }
 
 func loadState(path string, headerOnly bool) (State, stateMeta, error) {
+	if !headerOnly {
+		data, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return State{}, stateMeta{}, nil
+		}
+		if err != nil {
+			return State{}, stateMeta{Deleted: [2]int{-1, -1}}, fmt.Errorf("state %s: %w", path, err)
+		}
+		return parseState(nil, data, path, false)
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return State{}, stateMeta{Deleted: [2]int{0, 0}}, nil
+		return State{}, stateMeta{}, nil
 	}
 	if err != nil {
 		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, fmt.Errorf("state %s: %w", path, err)
 	}
 	defer f.Close()
-	size := 64 << 10
-	if headerOnly {
-		size = 4 << 10 // a header is a few hundred bytes
-	}
-	return parseState(bufio.NewReaderSize(f, size), path, headerOnly)
+	// A header is a few hundred bytes: do not read the pairs behind it.
+	return parseState(bufio.NewReaderSize(f, 4<<10), nil, path, true)
 }
 
 // StateError is a damaged state file.
@@ -161,12 +168,14 @@ func (e *StateError) Error() string {
 
 // ParseState parses the text form of a state; name is used in errors.
 func ParseState(r io.Reader, name string) (State, error) {
-	st, _, err := parseState(bufio.NewReaderSize(r, 64<<10), name, false)
+	st, _, err := parseState(bufio.NewReaderSize(r, 64<<10), nil, name, false)
 	return st, err
 }
 
 // parseState parses a state; with headerOnly it stops after the header.
-func parseState(br *bufio.Reader, name string, headerOnly bool) (State, stateMeta, error) {
+// It reads from data when br is nil: a whole file in memory lets the pairs be
+// allocated once at their exact number.
+func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (State, stateMeta, error) {
 	var st State
 	meta := stateMeta{Deleted: [2]int{-1, -1}}
 	line := 0
@@ -174,6 +183,19 @@ func parseState(br *bufio.Reader, name string, headerOnly bool) (State, stateMet
 		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, &StateError{File: name, Line: line, Msg: fmt.Sprintf(format, a...)}
 	}
 	readLine := func() ([]byte, bool, error) {
+		if br == nil {
+			i := bytes.IndexByte(data, '\n')
+			switch {
+			case i >= 0:
+				b := data[:i]
+				data = data[i+1:]
+				line++
+				return b, true, nil
+			case len(data) == 0:
+				return nil, false, nil
+			}
+			return nil, false, fmt.Errorf("file ends in the middle of a line")
+		}
 		b, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			return nil, false, fmt.Errorf("line too long")
@@ -239,6 +261,9 @@ func parseState(br *bufio.Reader, name string, headerOnly bool) (State, stateMet
 	}
 	if headerOnly {
 		return st, meta, nil
+	}
+	if br == nil {
+		st.Pairs = make([]Pair, 0, bytes.Count(data, []byte{'\n'}))
 	}
 	for {
 		b, ok, err = readLine()
@@ -336,8 +361,50 @@ func setHeader(st *State, meta *stateMeta, key, val string) error {
 	return fmt.Errorf("unknown header")
 }
 
-// parsePairLine parses "far near [skip]flags" without allocating.
+// parsePairLine parses "far near [skip]flags" without allocating: one pass
+// for the usual line, the careful one for anything unusual (and its error).
 func parsePairLine(b []byte) (Pair, error) {
+	var p Pair
+	var v [2]uint64
+	i := 0
+	for f := 0; f < 2; f++ {
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			v[f] = v[f]*10 + uint64(b[i]-'0')
+			i++
+		}
+		end := i == len(b)
+		if i == start || i-start > 10 || v[f] > 1<<32-1 || (!end && b[i] != ' ') || (end && f == 0) || (!end && i+1 == len(b)) {
+			return parsePairLineSlow(b)
+		}
+		i++ // the space (or one past the end)
+	}
+	if v[0] == 0 && v[1] == 0 {
+		return parsePairLineSlow(b)
+	}
+	p.Far, p.Near = UID(v[0]), UID(v[1])
+	if i >= len(b) {
+		return p, nil
+	}
+	switch b[i] {
+	case '>':
+		p.Skip, i = SkipTooBig, i+1
+	case 'x':
+		p.Skip, i = SkipDeleted, i+1
+	case '-':
+		p.Skip, i = SkipGone, i+1
+	}
+	for ; i < len(b); i++ {
+		g, ok := FlagFromLetter(b[i])
+		if !ok {
+			return parsePairLineSlow(b)
+		}
+		p.Flags |= g
+	}
+	return p, nil
+}
+
+func parsePairLineSlow(b []byte) (Pair, error) {
 	var p Pair
 	f1, rest, _ := bytes.Cut(b, []byte{' '})
 	f2, rest, has3 := bytes.Cut(rest, []byte{' '})

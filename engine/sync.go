@@ -325,19 +325,18 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 		if !ok {
 			continue
 		}
-		known := map[UID]bool{}
+		uids := make([]UID, 0, len(b.st.Pairs))
 		for _, p := range b.st.Pairs {
 			if u := p.uid(s); u != 0 {
-				known[u] = true
+				uids = append(uids, u)
 			}
 		}
 		if jd != nil {
 			for _, c := range jd.Copies {
 				if c.To == s {
-					known[c.Reserved] = true
-					known[c.Target] = true
+					uids = append(uids, c.Reserved, c.Target)
 				} else {
-					known[c.Src] = true
+					uids = append(uids, c.Src)
 				}
 			}
 		}
@@ -345,8 +344,31 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 		if s == Near {
 			above = b.st.MaxPushed
 		}
-		k.SetKnownUIDs(func(u UID) bool { return u > above || known[u] })
+		has := uidSet(uids)
+		k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
 	}
+}
+
+// uidSet returns a membership test for uids (which it may reorder). The store
+// asks it once per file: a bitmap where the UIDs are dense (the usual case:
+// 12 KiB for 100 000 messages), else binary search — both far cheaper than a
+// map of 100 000 entries, which cost more than the rest of the run's set-up.
+func uidSet(uids []UID) func(UID) bool {
+	var top UID
+	for _, u := range uids {
+		top = max(top, u)
+	}
+	if uint64(top) <= 64*uint64(len(uids))+1<<16 {
+		bits := make([]uint64, top/64+1)
+		for _, u := range uids {
+			bits[u/64] |= 1 << (u % 64)
+		}
+		return func(u UID) bool { return u <= top && bits[u/64]&(1<<(u%64)) != 0 }
+	}
+	if !slices.IsSorted(uids) {
+		slices.Sort(uids)
+	}
+	return func(u UID) bool { _, ok := slices.BinarySearch(uids, u); return ok }
 }
 
 // replay resolves every step of an interrupted run's journal, records the
