@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -228,7 +229,8 @@ func channelErr(name string, err error) error {
 // channel and mailbox, adding how to get past a safety guard.
 func withGuardHint(mailbox string, err error) string {
 	msg := strings.TrimPrefix(err.Error(), "mailbox "+mailbox+": ")
-	if exitCode(err) == exitGuard && !strings.Contains(msg, "--force") {
+	var ge *engine.GuardError
+	if errors.As(err, &ge) && !strings.Contains(msg, "--force") {
 		msg += " (nothing was deleted; if this is what you want, run again with --force)"
 	}
 	return msg
@@ -371,13 +373,17 @@ func writePlan(w io.Writer, ch string, mr engine.MailboxResult, verbose bool) {
 			}
 		}
 		if p.Guard != nil {
-			add("stopped by the safety guard: %s (the %s side would lose %d of %d messages; --force to confirm)",
-				p.Guard.Reason, p.Guard.Side, p.Guard.Removes, p.Guard.Of)
+			add("stopped by the safety guard: %s", p.Guard.Reason)
 		}
 	}
 	switch {
 	case mr.Err != nil:
 		return // reported on stderr
+	case len(lines) == 0 && strings.HasPrefix(mr.Skipped, "would "):
+		// A dry run's note about what the real run does to a whole mailbox
+		// (e.g. removing one that vanished on the other side) is an action.
+		fmt.Fprintf(w, "%s:%s: %s\n", ch, mr.Mailbox, mr.Skipped)
+		return
 	case len(lines) == 0 && !verbose:
 		return
 	case len(lines) == 0:

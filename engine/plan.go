@@ -116,5 +116,5 @@ type GuardError struct {
 }
 
 func (e *GuardError) Error() string {
-	return "safety guard: " + e.Reason
+	return e.Reason
 }

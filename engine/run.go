@@ -416,7 +416,9 @@ func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, 
 			lk.Unlock()
 		}
 		if errors.Is(err, ErrNotEmpty) {
-			res.Err = fmt.Errorf("mailbox %s: %w: it vanished on the %s side but is not empty on the %s side; left alone", name, ErrGuard, s.Other(), s)
+			res.Err = fmt.Errorf("mailbox %s: %w: it vanished on the %s side but still holds messages on the %s side, so it was left alone "+
+				"(remove only removes empty mailboxes). Move or delete those messages yourself, or create the mailbox on the %s side again to sync them back",
+				name, ErrGuard, s.Other(), s, s.Other())
 		} else {
 			res.Err = fmt.Errorf("mailbox %s: removing it on the %s side: %w", name, s, err)
 		}

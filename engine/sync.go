@@ -206,16 +206,16 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 			b.res.Deleted[s] = len(plan.Expunges[s])
 		}
 		if plan.Guard != nil {
-			return fmt.Errorf("%w: %v (run with --force to confirm)", ErrGuard, plan.Guard)
+			return fmt.Errorf("%w: %w", ErrGuard, plan.Guard)
 		}
 		return nil
 	}
 	if plan.Guard != nil {
-		return fmt.Errorf("%w: %v; nothing was changed in this mailbox (run with --force to confirm)", ErrGuard, plan.Guard)
+		return fmt.Errorf("%w: nothing was changed in this mailbox: %w", ErrGuard, plan.Guard)
 	}
 	for _, s := range plan.TooBig {
 		for _, u := range s {
-			b.log.Info("message over max_size not copied", "mailbox", b.name, "uid", u)
+			b.log.Warn("message over max_size not copied (reported once)", "mailbox", b.name, "uid", u)
 		}
 	}
 
