@@ -476,6 +476,18 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 	if incremental {
 		q = ListQuery{From: rec.UIDNext, ChangedSince: rec.HighestModSeq}
 	}
+	// Size and Date serve only copies: a message paired on both sides is
+	// never copied, so a Maildir need not stat it (100 000 stats: 0.4 s).
+	var paired []UID
+	for _, p := range b.st.Pairs {
+		if p.Far != 0 && p.Near != 0 {
+			paired = append(paired, p.uid(s))
+		}
+	}
+	if len(paired) > 0 {
+		has := uidSet(paired)
+		q.NeedDetails = func(u UID) bool { return !has(u) }
+	}
 	msgs, complete, err := b.mb[s].List(ctx, q)
 	if err != nil {
 		return r, fmt.Errorf("listing the %s side: %w", s, err)
