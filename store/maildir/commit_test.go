@@ -155,7 +155,7 @@ func syncfsUsable(t *testing.T, dir string) bool {
 	if err := unix.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
-	return syncfsTypes[int64(st.Type)] && syncfsReportsErrors()
+	return syncfsTrusted(int64(st.Type)) && syncfsReportsErrors()
 }
 
 func TestCommitBatchSyncfs(t *testing.T) {

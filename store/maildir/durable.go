@@ -36,15 +36,19 @@ const syncfsMin = 3
 // fsyncWorkers bounds the goroutines fsyncing files at once.
 const fsyncWorkers = 8
 
-// Magic numbers (statfs f_type) of local file systems whose syncfs writes
-// back and waits for all data and metadata.
-var syncfsTypes = map[int64]bool{
-	unix.EXT4_SUPER_MAGIC:  true, // also ext2, ext3
-	unix.XFS_SUPER_MAGIC:   true,
-	unix.BTRFS_SUPER_MAGIC: true,
-	unix.F2FS_SUPER_MAGIC:  true,
-	unix.TMPFS_MAGIC:       true,
-	0x2fc12fc1:             true, // zfs
+// syncfsTrusted says whether a file system (statfs f_type) is a local one
+// whose syncfs writes back and waits for all data and metadata.
+func syncfsTrusted(fsType int64) bool {
+	switch fsType {
+	case unix.EXT4_SUPER_MAGIC, // also ext2, ext3
+		unix.XFS_SUPER_MAGIC,
+		unix.BTRFS_SUPER_MAGIC,
+		unix.F2FS_SUPER_MAGIC,
+		unix.TMPFS_MAGIC,
+		0x2fc12fc1: // zfs
+		return true
+	}
+	return false
 }
 
 // syncfsReportsErrors says whether this kernel's syncfs returns write-back
@@ -137,7 +141,7 @@ func (s *Store) syncfs(dir string) error {
 	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
 		return err
 	}
-	if !syncfsTypes[int64(st.Type)] {
+	if !syncfsTrusted(int64(st.Type)) {
 		return fmt.Errorf("syncfs on file system type %#x: %w", st.Type, unix.ENOTSUP)
 	}
 	if err := s.hook("syncfs", dir); err != nil {
