@@ -86,26 +86,18 @@ func (s *Store) hook(op, path string) error {
 }
 
 // syncDir fsyncs a directory (making renames and unlinks in it durable).
-func (s *Store) syncDir(dir string) error {
+func (s *Store) syncPath(dir string) error {
 	if err := s.hook("fsyncdir", dir); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return syncPath(dir)
 }
 
 func (s *Store) fsyncFile(path string) error {
 	if err := s.hook("fsync", path); err != nil {
 		return err
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return syncPath(path)
 }
 
 // makeDurable makes the files (all in dir, a tmp/) durable: one syncfs for a

@@ -423,7 +423,7 @@ func (m *Mailbox) syncSubs(touched map[string]bool) error {
 	}
 	for _, sub := range []string{"new", "cur"} {
 		if touched[sub] {
-			if err := m.s.syncDir(filepath.Join(m.dir, sub)); err != nil {
+			if err := m.s.syncPath(filepath.Join(m.dir, sub)); err != nil {
 				return m.wrap("fsync "+sub, err)
 			}
 		}

@@ -309,7 +309,7 @@ func (s *Store) CreateMailbox(ctx context.Context, name string) error {
 		}
 	}
 	if s.opt.Fsync {
-		if err := syncDir(filepath.Dir(dir)); err != nil {
+		if err := syncPath(filepath.Dir(dir)); err != nil {
 			return fmt.Errorf("maildir %s: create mailbox %q: %w", s.name, name, err)
 		}
 	}
@@ -378,7 +378,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 		_ = os.Remove(dir) // fails, as it should, when subfolders or other files remain
 	}
 	if s.opt.Fsync {
-		_ = syncDir(filepath.Dir(dir))
+		_ = syncPath(filepath.Dir(dir))
 	}
 	return nil
 }

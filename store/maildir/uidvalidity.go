@@ -93,7 +93,7 @@ func (s *Store) writeUIDState(dir string, st uidState) error {
 		err = os.Rename(tmp, filepath.Join(dir, uidFile))
 	}
 	if err == nil && s.opt.Fsync {
-		err = syncDir(dir)
+		err = syncPath(dir)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
@@ -156,8 +156,9 @@ func (s *Store) reserveUIDs(dir string, n int) (st uidState, first engine.UID, e
 	return st, first, nil
 }
 
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
+// syncPath fsyncs a file or a directory.
+func syncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
