@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,9 +61,33 @@ func Execute() {
 		// A second Ctrl-C should kill at once, as users expect.
 		stop()
 	}()
+	stopProfile := startCPUProfile(os.Getenv("QUIXYSYNC_CPUPROFILE"))
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startCPUProfile writes a pprof CPU profile of the whole run to path, for
+// the benchmark's "profile before optimizing" (bench/README.md). Empty: off.
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_CPUPROFILE: %v\n", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // execute runs one command line with the given outputs and returns the exit status.
