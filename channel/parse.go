@@ -689,7 +689,7 @@ func storeList(cfg *Config) string {
 		refs = append(refs, "maildir."+n)
 	}
 	if len(refs) == 0 {
-		return " (no stores are defined yet)"
+		return " (no store is defined without errors)"
 	}
 	return " (defined stores: " + strings.Join(refs, ", ") + ")"
 }
