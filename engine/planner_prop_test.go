@@ -416,6 +416,7 @@ func (w *simWorld) sync(opt Options, how simExecMode) *Plan {
 		opt, simReportKind(far), simReportKind(near), pl.Copies[Far], pl.Copies[Near], pl.Flags[Far], pl.Flags[Near],
 		pl.Expunges[Far], pl.Expunges[Near], pl.Guard)
 	checkPlanShape(w.t, &pl, far, near, w.st)
+	checkSameAsRef(w.t, &pl, w.st, far, near, opt)
 	w.checkPlanRules(&pl, opt)
 	if pl.Guard != nil {
 		return &pl
@@ -510,10 +511,7 @@ func TestPlannerProperty(t *testing.T) {
 			t.Fatalf("QUIXY_PLANNER_SEED: %v", err)
 		}
 	}
-	scenarios := 3000
-	if testing.Short() {
-		scenarios = 500
-	}
+	scenarios := plannerCount(t, 3000, 500)
 	for i := range scenarios {
 		seed := base + uint64(i)
 		ok := t.Run("", func(t *testing.T) {
@@ -740,4 +738,20 @@ func (w *simWorld) checkPlanRules(pl *Plan, opt Options) {
 			}
 		}
 	}
+}
+
+// plannerCount is how many random cases a planner test runs: n, or short with -short, or
+// what QUIXY_PLANNER_SCENARIOS says (for a long run after a change to the planner).
+func plannerCount(t *testing.T, n, short int) int {
+	if v := os.Getenv("QUIXY_PLANNER_SCENARIOS"); v != "" {
+		c, err := strconv.Atoi(v)
+		if err != nil || c < 1 {
+			t.Fatalf("QUIXY_PLANNER_SCENARIOS=%q: want a positive count", v)
+		}
+		return c
+	}
+	if testing.Short() {
+		return short
+	}
+	return n
 }

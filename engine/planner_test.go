@@ -745,6 +745,7 @@ func FuzzPlanMailbox(f *testing.F) {
 			MaxSize: int64(r.next()), Force: r.next()&1 != 0}
 		pl := PlanMailbox(st, far, near, opt)
 		checkPlanShape(t, &pl, far, near, st)
+		checkSameAsRef(t, &pl, st, far, near, opt)
 		if opt.Force && pl.Guard != nil {
 			t.Fatal("guard set despite Force")
 		}
