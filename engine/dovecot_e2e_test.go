@@ -290,6 +290,17 @@ func (w *wrapStore) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, er
 	return w.Store.ListMailboxes(ctx)
 }
 
+// StatusAll forwards to the real store's pipelined STATUS when it has one (the
+// IMAP store: its ListMailboxes reports no status by default).
+func (w *wrapStore) StatusAll(ctx context.Context, names []string) (map[string]engine.Status, error) {
+	sl, ok := w.Store.(engine.StatusLister)
+	if !ok {
+		return nil, engine.ErrNotSupport
+	}
+	w.calls.inc("StatusAll")
+	return sl.StatusAll(ctx, names)
+}
+
 func (w *wrapStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (engine.Mailbox, error) {
 	w.calls.inc("OpenMailbox")
 	mb, err := w.Store.OpenMailbox(ctx, name, readOnly)

@@ -79,7 +79,7 @@ func TestDoveListIncrementalHighestMessageChanged(t *testing.T) {
 // stamp equals the one recorded after the previous run's SELECT.)
 func TestDoveListStatusStampMatchesSelect(t *testing.T) {
 	var trace countingWriter
-	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace; c.ListStatus = true })
 	ctx := ctxT(t)
 	for _, name := range []string{"A", "B", "C/D"} {
 		if err := s.CreateMailbox(ctx, name); err != nil {

@@ -146,7 +146,7 @@ func stageCommit(t *testing.T, ctx context.Context, mb engine.Mailbox, body stri
 func TestMemBasicRoundTrip(t *testing.T) {
 	host, port, u := memServer(t, imap.CapUIDPlus, imap.CapESearch, imap.CapListStatus, imap.CapMove)
 	seed(t, u, "INBOX", "Subject: one\r\n\r\nbody 1\r\n", "Subject: two\r\n\r\nbody 2\r\nlone\rcr\r\n")
-	s := newMemStore(t, host, port, nil)
+	s := newMemStore(t, host, port, func(c *Config) { c.ListStatus = true })
 	ctx := ctxT(t)
 
 	caps, err := s.Capabilities(ctx)

@@ -69,6 +69,13 @@ type Config struct {
 	// connection in our measurements; servers without such a lock, or a
 	// long round trip, gain from more.
 	CommitConnections int
+	// ListStatus makes ListMailboxes ask for every mailbox's status in the
+	// same LIST (RFC 5819) when the server offers it. Off by default: on
+	// Dovecot 2.3 (maildir_very_dirty_syncs) LIST-STATUS costs 120-170 ms on
+	// a 100 000-message mailbox where a STATUS costs 8-13 ms, and on 10
+	// small mailboxes 4-9 ms against 1.2 ms for ten pipelined STATUS
+	// (measured 2026-11-26); the engine then asks StatusAll, which pipelines.
+	ListStatus bool
 	// Timeout: no progress for this long while waiting for the server means
 	// the connection is dead (default 60s).
 	Timeout time.Duration
@@ -689,8 +696,8 @@ func stamp(st engine.Status) string {
 	return fmt.Sprintf("%d/%d/%d/%d", st.UIDValidity, st.UIDNext, st.Messages, st.HighestModSeq)
 }
 
-// ListMailboxes lists every selectable mailbox. With LIST-STATUS the status
-// of each comes in the same round trip. A name the server reports that cannot
+// ListMailboxes lists every selectable mailbox. With Config.ListStatus and a
+// server offering LIST-STATUS the status of each comes in the same round trip. A name the server reports that cannot
 // be mapped safely (".." component, NUL, "/" inside a component ...) is
 // skipped with a warning; the others are returned.
 func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
@@ -701,7 +708,7 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 	defer s.put(cn)
 	var opts *imap.ListOptions
 	condstore := cn.caps.Has(imap.CapCondStore)
-	if cn.caps.Has(imap.CapListStatus) {
+	if s.cfg.ListStatus && cn.caps.Has(imap.CapListStatus) {
 		opts = &imap.ListOptions{ReturnStatus: s.statusOptions(cn.caps)}
 	}
 	var list []*imap.ListData
