@@ -82,3 +82,45 @@ func (b *boxRun) quickUnchanged(h StateHeader, opts Options) bool {
 	}
 	return true
 }
+
+// statusFirst asks a far store that reports statuses by STATUS for the status
+// of the mailboxes the near side lists, before listing the far side itself.
+// Why: Dovecot 2.3 answers the first STATUS of a session from its mailbox list
+// index (8-13 ms on a 100 000-message mailbox) but takes 130-170 ms for a
+// STATUS, or a LIST-STATUS, that follows a LIST (measured 2026-11-26). Asked
+// before anything is changed, these are valid "before" markers like any other.
+// It lists the near side (filling lists/listErr for it) and returns the
+// statuses by side; it does nothing when both or neither side are StatusListers.
+func statusFirst(ctx context.Context, spec ChannelSpec, log *slog.Logger, lists *[2][]MailboxInfo, listErr *[2]error) (early [2]map[string]Status) {
+	sl, ok := spec.Far.(StatusLister)
+	if !ok {
+		return early
+	}
+	if _, both := spec.Near.(StatusLister); both {
+		return early
+	}
+	lists[Near], listErr[Near] = spec.Near.ListMailboxes(ctx)
+	if listErr[Near] != nil {
+		return early
+	}
+	var names []string
+	if spec.Mailboxes != nil {
+		names = spec.Mailboxes
+	} else {
+		for _, mi := range lists[Near] {
+			if spec.Match == nil || spec.Match(mi.Name) {
+				names = append(names, mi.Name)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return early
+	}
+	got, err := sl.StatusAll(ctx, names)
+	if err != nil {
+		log.Debug("early status not available", "store", spec.Far.Name(), "err", err)
+		return early
+	}
+	early[Far] = got
+	return early
+}

@@ -186,8 +186,12 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	// Both listings at once: on a run with nothing to do they are most of its cost.
 	var lists [2][]MailboxInfo
 	var listErr [2]error
+	early := statusFirst(ctx, spec, opt.Log, &lists, &listErr)
 	var lw sync.WaitGroup
 	for _, s := range []Side{Far, Near} {
+		if lists[s] != nil || listErr[s] != nil {
+			continue
+		}
 		lw.Add(1)
 		go func() {
 			defer lw.Done()
@@ -207,6 +211,8 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 			present[s][mi.Name] = true
 			if mi.Status != nil {
 				listed[s][mi.Name] = mi.Status
+			} else if st, ok := early[s][mi.Name]; ok {
+				listed[s][mi.Name] = &st
 			}
 		}
 	}
