@@ -390,7 +390,8 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	var unsure []*copyIntent
 	for i, sc := range staged {
 		switch {
-		case cerr != nil && len(results) != len(staged), i < len(results) && results[i].Err != nil:
+		case i >= len(results), results[i].Err != nil:
+			// No result (a store that broke its contract) or a failure: find out.
 			unsure = append(unsure, sc.intent)
 		case results[i].UID == 0:
 			unsure = append(unsure, sc.intent) // committed, UID unknown (no UIDPLUS)
