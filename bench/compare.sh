@@ -34,6 +34,7 @@
 # Environment:
 #   QS_BIN           quixysync binary (default: go build -o bench/out/quixysync . from the repo root)
 #   QS_ARGS          extra arguments for quixysync sync/pull/push (e.g. --force)
+#   QS_CONNECTIONS   connections = N for the quixysync IMAP store (default: its own, 4)
 #   BENCH_MAIL_USER  owner of the server's mail when run as root (default nobody)
 # Exit status: 0 all runs succeeded and verified, 1 a run failed or did not verify, 2 usage.
 set -euo pipefail

@@ -135,6 +135,7 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 	}
 	defer g.closeStores(far, near)
 	spec := channelSpec(ch, t.Mailboxes, far, near)
+	spec.MaxParallel = maxParallel(cfg, ch)
 	return engine.SyncChannel(ctx, spec, engine.RunOptions{
 		Mode:     mode,
 		DryRun:   opts.DryRun,
@@ -142,6 +143,23 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 		Log:      g.logger().With("channel", ch.Name),
 		Progress: opts.progress,
 	})
+}
+
+// maxParallel is how many mailbox pairs of a channel sync at once: each holds
+// one connection of an IMAP store while it runs, so no more than the smallest
+// `connections` of its IMAP stores (the engine's default when none is IMAP).
+func maxParallel(cfg *channel.Config, ch *channel.Channel) int {
+	n := 0
+	for _, ref := range []string{ch.Far, ch.Near} {
+		name, ok := strings.CutPrefix(ref, "imap.")
+		if !ok {
+			continue
+		}
+		if st := cfg.IMAP[name]; st != nil && st.Connections > 0 && (n == 0 || st.Connections < n) {
+			n = st.Connections
+		}
+	}
+	return n
 }
 
 // channelSpec is what the engine needs from a configured channel.

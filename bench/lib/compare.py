@@ -146,6 +146,10 @@ class Quixysync(Tool):
         tls = {"none": 'tls = "none"',
                "starttls": f'tls = "starttls"\nca_file = "{self.a.cafile}"',
                "imaps": f'tls = "implicit"\nca_file = "{self.a.cafile}"'}[self.a.tls]
+        # QS_CONNECTIONS: the store's connections setting, to measure what
+        # parallel mailbox pairs buy (default: quixysync's own default).
+        conns = os.environ.get("QS_CONNECTIONS", "")
+        conns = f"connections = {int(conns)}\n" if conns else ""
         with open(os.path.join(self.work, "quixysync.toml"), "w") as f:
             f.write(f"""[imap.far]
 host = "{self.a.host}"
@@ -153,7 +157,7 @@ port = {self.port()}
 {tls}
 user = "{self.user}"
 password = "{self.password}"
-
+{conns}
 [maildir.near]
 path = "{self.local}"
 inbox = "{self.local}/INBOX"
