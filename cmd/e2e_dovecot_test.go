@@ -1341,6 +1341,19 @@ func TestE2EVanishedMailbox(t *testing.T) {
 	if code != exitGuard {
 		t.Errorf("exit %d, want %d (a non-empty folder whose mailbox vanished)", code, exitGuard)
 	}
+	// The non-empty folder's state is left exactly as it was: not removed and
+	// written again (a crash in between would lose the pairing).
+	statePath := filepath.Join(e.folder("Full"), ".quixysync-state")
+	stateBefore, err := os.Stat(statePath)
+	if err != nil {
+		t.Fatalf("state of Full: %v", err)
+	}
+	defer func() {
+		after, err := os.Stat(statePath)
+		if err != nil || !os.SameFile(stateBefore, after) || !after.ModTime().Equal(stateBefore.ModTime()) {
+			t.Errorf("the state of the non-empty vanished folder was rewritten or removed (%v)", err)
+		}
+	}()
 	if !strings.Contains(stderr, "ch:Full") {
 		t.Errorf("stderr does not name ch:Full: %q", stderr)
 	}

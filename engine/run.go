@@ -404,8 +404,26 @@ func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, 
 		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
 		return res
 	}
+	notEmpty := func() MailboxResult {
+		res.Err = fmt.Errorf("mailbox %s: %w: it vanished on the %s side but still holds messages on the %s side, so it was left alone "+
+			"(remove only removes empty mailboxes). Move or delete those messages yourself, or create the mailbox on the %s side again to sync them back",
+			name, ErrGuard, s.Other(), s, s.Other())
+		return res
+	}
+	// Look before removing anything: a mailbox that still holds messages keeps
+	// its state untouched (removing and rewriting it every run would leave a
+	// window where a crash loses the pairing and the next run copies them all
+	// back to where they were deleted).
+	if mb, err := store.OpenMailbox(ctx, name, true); err == nil {
+		msgs, _, lerr := mb.List(ctx, ListQuery{All: true})
+		mb.Close()
+		if lerr == nil && len(msgs) > 0 {
+			lk.Unlock()
+			return notEmpty()
+		}
+	}
 	// The state may live inside the mailbox directory: move it out of the way
-	// first (and back if the mailbox is not empty).
+	// first (and back if the mailbox turned out not to be empty after all).
 	_, local := spec.Near.(LocalStore)
 	inside := local && s == Near
 	if inside {
@@ -422,12 +440,9 @@ func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, 
 			lk.Unlock()
 		}
 		if errors.Is(err, ErrNotEmpty) {
-			res.Err = fmt.Errorf("mailbox %s: %w: it vanished on the %s side but still holds messages on the %s side, so it was left alone "+
-				"(remove only removes empty mailboxes). Move or delete those messages yourself, or create the mailbox on the %s side again to sync them back",
-				name, ErrGuard, s.Other(), s, s.Other())
-		} else {
-			res.Err = fmt.Errorf("mailbox %s: removing it on the %s side: %w", name, s, err)
+			return notEmpty()
 		}
+		res.Err = fmt.Errorf("mailbox %s: removing it on the %s side: %w", name, s, err)
 		return res
 	}
 	if !inside {
