@@ -176,6 +176,17 @@ type UIDKeeper interface {
 	SetKnownUIDs(known func(UID) bool)
 }
 
+// Prefetcher is implemented by mailboxes that can start, in the background,
+// the reading the next List needs (Maildir: listing new/ and cur/), so that it
+// overlaps with work on the other side. The engine calls Prefetch only right
+// after opening, when it will list the mailbox and has nothing to replay. A
+// store uses what was prefetched only for a List that follows with nothing
+// changed through the Mailbox in between; what it read was read after the
+// Status was taken, so it is as valid a listing as one made later.
+type Prefetcher interface {
+	Prefetch(ctx context.Context)
+}
+
 // LocalStore is implemented by stores that live on the local file system; the
 // engine keeps a mailbox pair's state inside the near mailbox's directory when
 // the near store is one.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // boxRun is one run over one mailbox pair.
@@ -89,6 +90,19 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 	return res
 }
 
+// bothSides runs fn for the far and the near side concurrently and waits for
+// both. fn must only write what belongs to its side.
+func bothSides(fn func(s Side)) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fn(Near)
+	}()
+	fn(Far)
+	wg.Wait()
+}
+
 func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	dry := b.opt.DryRun
 	var err error
@@ -135,23 +149,32 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		}
 	}
 
-	for _, s := range []Side{Far, Near} {
+	// Both sides at once: selecting a large IMAP mailbox and scanning a large
+	// Maildir folder each take a good part of a run, on different machines.
+	var openErr [2]error
+	bothSides(func(s Side) {
 		if missing[s] {
-			continue
+			return
 		}
-		store := b.spec.Far
-		if s == Near {
-			store = b.spec.Near
+		mb, err := b.spec.store(s).OpenMailbox(ctx, b.name, dry)
+		if err != nil {
+			openErr[s] = err
+			return
 		}
-		mb, err := store.OpenMailbox(ctx, b.name, dry)
+		b.mb[s] = mb
+		b.status[s] = mb.Status()
+		if pf, ok := mb.(Prefetcher); ok && jd == nil && b.willList(s) {
+			pf.Prefetch(ctx)
+		}
+	})
+	for _, s := range []Side{Far, Near} {
+		err := openErr[s]
 		if errors.Is(err, ErrNoMailbox) && b.listsMessages(s) {
 			return b.vanished(s)
 		}
 		if err != nil {
 			return fmt.Errorf("opening on the %s side: %w", s, err)
 		}
-		b.mb[s] = mb
-		b.status[s] = mb.Status()
 	}
 	b.setKnownUIDs(jd)
 
@@ -170,12 +193,16 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return err
 	}
 	var rep [2]Report
-	for _, s := range []Side{Far, Near} {
+	var repErr [2]error
+	bothSides(func(s Side) {
 		if missing[s] {
 			rep[s] = Report{Complete: true}
-			continue
+			return
 		}
-		if rep[s], err = b.report(ctx, s); err != nil {
+		rep[s], repErr[s] = b.report(ctx, s)
+	})
+	for _, err := range repErr {
+		if err != nil {
 			return err
 		}
 	}
@@ -240,6 +267,17 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return fmt.Errorf("%w: %v", ErrStopped, ctx.Err())
 	}
 	return nil
+}
+
+// willList tells, right after opening, whether report will list side s: not
+// when its status stamp is the one recorded (unchanged since the last run).
+func (b *boxRun) willList(s Side) bool {
+	rec, validity := b.st.Far, b.st.FarValidity
+	if s == Near {
+		rec, validity = b.st.Near, b.st.NearValidity
+	}
+	st := b.status[s]
+	return b.st.Generation == 0 || validity != st.UIDValidity || st.Stamp == "" || st.Stamp != rec.Stamp
 }
 
 // options are the channel's rules for this pair in this run.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +47,12 @@ type Mailbox struct {
 	idx     map[engine.UID]*entry
 	scanned bool
 
+	// pre is a listing started by Prefetch: closed when preEntries/preErr
+	// are set. Nil when none is pending.
+	pre        chan struct{}
+	preEntries []*entry
+	preErr     error
+
 	dirsReady bool
 	pool      []engine.UID // reserved in .uidvalidity, not used yet
 	batch     int
@@ -63,8 +71,11 @@ func (m *Mailbox) Status() engine.Status { return m.status }
 // are foreign (a file moved here by a mail client) and get fresh UIDs.
 func (m *Mailbox) SetKnownUIDs(known func(engine.UID) bool) { m.known = known }
 
-// Close releases nothing: a Maildir holds no open resources.
-func (m *Mailbox) Close() error { return nil }
+// Close waits for a prefetch still running; a Maildir holds no other resources.
+func (m *Mailbox) Close() error {
+	m.dropPrefetched()
+	return nil
+}
 
 func (m *Mailbox) errf(format string, args ...any) error {
 	return fmt.Errorf("maildir %s: mailbox %q: %s", m.s.name, m.name, fmt.Sprintf(format, args...))
@@ -100,21 +111,13 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
-		var subNames [2][]string
-		for i, sub := range []string{"new", "cur"} {
-			if subNames[i], err = readNames(filepath.Join(m.dir, sub)); err != nil {
+		var l lister
+		for _, sub := range []string{"new", "cur"} {
+			if err := l.read(filepath.Join(m.dir, sub), sub, readBufSize); err != nil {
 				return nil, m.wrap("scan", err)
 			}
 		}
-		// One allocation for all entries of a large folder.
-		block := make([]entry, 0, len(subNames[0])+len(subNames[1]))
-		entries := make([]*entry, 0, cap(block))
-		for i, sub := range []string{"new", "cur"} {
-			for _, n := range subNames[i] {
-				block = append(block, entry{sub: sub, name: n, fn: parseName(n)})
-				entries = append(entries, &block[len(block)-1])
-			}
-		}
+		entries := l.entries()
 		s2, err := dirStamp(m.dir)
 		if err != nil {
 			return nil, m.wrap("scan", err)
@@ -141,44 +144,106 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 	return nil, m.errf("new/ and cur/ kept changing while being read; try again later")
 }
 
-// readNames returns the message file names of a directory (no dot-files, no
-// subdirectories); a missing directory is empty. It parses getdents(2)
-// itself, with a large buffer: for a folder of 100 000 files that costs half
-// of what os.File.ReadDir does (no DirEntry per file, fewer system calls).
-func readNames(dir string) ([]string, error) { return readNamesBuf(dir, 256<<10) }
+// readBufSize is the getdents(2) buffer of a directory listing: for a
+// folder of 100 000 files, a large one costs half of what os.File.ReadDir
+// does (no DirEntry per file, fewer system calls).
+const readBufSize = 256 << 10
 
-func readNamesBuf(dir string, bufSize int) ([]string, error) {
+// Chunk sizes of a lister: each chunk is twice the previous one up to the
+// maximum, so that a big folder needs few allocations and a small one wastes
+// little.
+const (
+	minNameChunk  = 1 << 10
+	maxNameChunk  = 64 << 10
+	minEntryChunk = 16
+	maxEntryChunk = 1024
+)
+
+// lister collects the entries of a listing without an allocation per file:
+// names are copied into shared byte chunks and entries into fixed-size
+// chunks. Neither kind of chunk is ever reallocated or written again where
+// something was stored, so the *entry and the name strings (unsafe.String
+// over chunk bytes) stay valid and immutable for as long as they are
+// referenced; the garbage collector keeps a chunk alive through any string
+// or pointer into it.
+type lister struct {
+	names  []byte    // current name chunk: only appended to
+	chunk  []entry   // current entry chunk: only appended to, within its capacity
+	chunks [][]entry // full chunks
+	n      int
+}
+
+// add records the file name (whose bytes may be reused once add returns) in
+// sub.
+func (l *lister) add(sub string, name []byte) {
+	if len(l.names)+len(name) > cap(l.names) {
+		size := min(max(2*cap(l.names), minNameChunk), maxNameChunk)
+		l.names = make([]byte, 0, max(size, len(name)))
+	}
+	start := len(l.names)
+	l.names = append(l.names, name...)
+	s := unsafe.String(&l.names[start], len(name))
+	if len(l.chunk) == cap(l.chunk) {
+		if l.chunk != nil {
+			l.chunks = append(l.chunks, l.chunk)
+		}
+		l.chunk = make([]entry, 0, min(max(2*cap(l.chunk), minEntryChunk), maxEntryChunk))
+	}
+	l.chunk = append(l.chunk, entry{sub: sub, name: s, fn: parseName(s)})
+	l.n++
+}
+
+// read adds the message files of dir (no dot-files, no subdirectories); a
+// missing directory is empty.
+func (l *lister) read(dir, sub string, bufSize int) error {
+	return readNamesBuf(dir, bufSize, func(name []byte) { l.add(sub, name) })
+}
+
+// entries returns everything added, in order.
+func (l *lister) entries() []*entry {
+	out := make([]*entry, 0, l.n)
+	for _, c := range append(l.chunks, l.chunk) {
+		for i := range c {
+			out = append(out, &c[i])
+		}
+	}
+	return out
+}
+
+// readNamesBuf passes each message file name of dir (no dot-files, no
+// subdirectories) to add, which must copy it to keep it; a missing
+// directory has none. It parses getdents(2) itself.
+func readNamesBuf(dir string, bufSize int, add func(name []byte)) error {
 	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	fd := int(f.Fd())
 	buf := make([]byte, bufSize)
-	var names []string
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "getdents", Path: dir, Err: err}
+			return &os.PathError{Op: "getdents", Path: dir, Err: err}
 		}
 		if n <= 0 {
-			return names, nil
+			return nil
 		}
 		for b := buf[:n]; len(b) > 0; {
 			// struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, name.
 			const nameOff = 19
 			if len(b) < nameOff {
-				return nil, fmt.Errorf("getdents %s: short record", dir)
+				return fmt.Errorf("getdents %s: short record", dir)
 			}
 			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 			if reclen < nameOff || reclen > len(b) {
-				return nil, fmt.Errorf("getdents %s: bad record length %d", dir, reclen)
+				return fmt.Errorf("getdents %s: bad record length %d", dir, reclen)
 			}
 			typ := b[18]
 			name := b[nameOff:reclen]
@@ -198,7 +263,7 @@ func readNamesBuf(dir string, bufSize int) ([]string, error) {
 					continue
 				}
 			}
-			names = append(names, string(name))
+			add(name)
 		}
 	}
 }
@@ -206,13 +271,13 @@ func readNamesBuf(dir string, bufSize int) ([]string, error) {
 // dropStale removes listing artefacts of concurrent renames: when two
 // entries share a base name, those whose file no longer exists are dropped.
 func (m *Mailbox) dropStale(entries []*entry) []*entry {
-	byBase := make(map[string]int, len(entries))
-	for _, e := range entries {
-		byBase[e.fn.Base]++
+	shared := sharedBases(entries)
+	if shared == nil {
+		return entries
 	}
 	out := entries[:0]
-	for _, e := range entries {
-		if byBase[e.fn.Base] > 1 {
+	for i, e := range entries {
+		if shared[i] {
 			if _, err := os.Lstat(m.path(e)); errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
@@ -222,11 +287,49 @@ func (m *Mailbox) dropStale(entries []*entry) []*entry {
 	return out
 }
 
+// sharedBases says which entries share their base name with another one;
+// nil when none does (the usual case). Instead of a map of all base names
+// (for 100 000 files, megabytes of fresh memory each scan) it uses an
+// open-addressing table of entry indices hashed by base.
+func sharedBases(entries []*entry) []bool {
+	if len(entries) < 2 {
+		return nil
+	}
+	size := 1
+	for size < 2*len(entries) {
+		size <<= 1
+	}
+	table := make([]int32, size) // entry index+1; 0 is empty
+	mask := uint64(size - 1)
+	seed := maphash.MakeSeed()
+	var shared []bool
+	for i, e := range entries {
+		for h := maphash.String(seed, e.fn.Base) & mask; ; h = (h + 1) & mask {
+			j := table[h] - 1
+			if j < 0 {
+				table[h] = int32(i + 1)
+				break
+			}
+			if entries[j].fn.Base == e.fn.Base {
+				if shared == nil {
+					shared = make([]bool, len(entries))
+				}
+				shared[i], shared[j] = true, true
+				break
+			}
+		}
+	}
+	return shared
+}
+
 // scan reads the folder and builds the UID index, giving fresh UIDs to
 // files without one, with a foreign one, or with a duplicate one.
 func (m *Mailbox) scan(ctx context.Context) error {
 	for round := 0; round < 4; round++ {
-		entries, err := m.readDirs(ctx)
+		entries, err := m.takePrefetched()
+		if entries == nil || err != nil {
+			entries, err = m.readDirs(ctx)
+		}
 		if err != nil {
 			return err
 		}
@@ -243,6 +346,36 @@ func (m *Mailbox) scan(ctx context.Context) error {
 	}
 	return m.errf("files kept changing while UIDs were assigned; try again later")
 }
+
+// Prefetch starts listing new/ and cur/ in the background for the next scan
+// (engine.Prefetcher). Any change made through m before that scan discards it.
+func (m *Mailbox) Prefetch(ctx context.Context) {
+	if m.pre != nil {
+		return
+	}
+	pre := make(chan struct{})
+	m.pre = pre
+	go func() {
+		defer close(pre)
+		m.preEntries, m.preErr = m.readDirs(ctx)
+	}()
+}
+
+// takePrefetched returns the prefetched listing, waiting for it, or nil when
+// none was started; either way none is pending afterwards.
+func (m *Mailbox) takePrefetched() ([]*entry, error) {
+	if m.pre == nil {
+		return nil, nil
+	}
+	<-m.pre
+	es, err := m.preEntries, m.preErr
+	m.pre, m.preEntries, m.preErr = nil, nil, nil
+	return es, err
+}
+
+// dropPrefetched is called before m changes the folder: a listing taken
+// before the change must not be used after it.
+func (m *Mailbox) dropPrefetched() { m.takePrefetched() }
 
 func (m *Mailbox) ensureScanned(ctx context.Context) error {
 	if m.scanned {
@@ -669,6 +802,7 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 	if m.readOnly {
 		return m.wrap("set flags", engine.ErrReadOnly)
 	}
+	m.dropPrefetched()
 	touched := map[string]bool{}
 	err := m.each(ctx, uids, func(uid engine.UID, e *entry) error {
 		fn := e.fn.withFlags((e.fn.Flags | add) &^ remove)
@@ -697,6 +831,7 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	if m.readOnly {
 		return m.wrap("expunge", engine.ErrReadOnly)
 	}
+	m.dropPrefetched()
 	touched := map[string]bool{}
 	err := m.each(ctx, uids, func(uid engine.UID, e *entry) error {
 		if err := os.Remove(m.path(e)); err != nil {

@@ -147,6 +147,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 // only that final fsync fails, the results still carry the UIDs (the files
 // are in place) and the error is returned as well.
 func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.CommitResult, error) {
+	m.dropPrefetched()
 	res := make([]engine.CommitResult, len(list))
 	type job struct {
 		i    int
