@@ -134,6 +134,13 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 		return engine.ChannelResult{Channel: ch.Name, Err: err}
 	}
 	defer g.closeStores(far, near)
+	// Log in while the engine takes its locks and lists the local side: on a
+	// run with little to do, the login is most of the time.
+	for _, st := range []engine.Store{far, near} {
+		if w, ok := st.(interface{ Warm() }); ok {
+			w.Warm()
+		}
+	}
 	spec := channelSpec(ch, t.Mailboxes, far, near)
 	spec.MaxParallel = maxParallel(cfg, ch)
 	return engine.SyncChannel(ctx, spec, engine.RunOptions{

@@ -30,7 +30,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,10 +86,14 @@ type Config struct {
 
 // Store is an IMAP account.
 type Store struct {
-	cfg   Config
-	log   *slog.Logger
-	tls   *tls.Config
-	sem   chan struct{}
+	cfg     Config
+	log     *slog.Logger
+	tlsOnce func() (*tls.Config, error) // nil with tls = "none"; see warm.go
+	sem     chan struct{}
+	// bg is the context of work the store does on its own (Warm); Close ends it.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	warming  chan struct{} // closed when Warm's dial is over; nil when never warmed
 	dbgs  atomic.Int64 // connection counter for trace names
 	dials atomic.Int64 // connections dialled (tests)
 
@@ -174,21 +177,13 @@ func New(cfg Config, log *slog.Logger) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: log, sem: make(chan struct{}, cfg.Connections)}
 	if cfg.TLS != "none" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
+		once, err := newTLSOnce(cfg)
+		if err != nil {
+			return nil, err
 		}
-		if cfg.CAFile != "" {
-			pem, err := os.ReadFile(cfg.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("%s: ca_file: %w", cfg.Name, err)
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%s: ca_file %s: no PEM certificate found", cfg.Name, cfg.CAFile)
-			}
-		}
-		s.tls = &tls.Config{ServerName: cfg.Host, RootCAs: pool, MinVersion: tls.VersionTLS12}
+		s.tlsOnce = once
 	}
+	s.bg, s.bgCancel = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -203,6 +198,9 @@ func (s *Store) Close() error {
 	s.idle = nil
 	s.closed = true
 	s.mu.Unlock()
+	if s.bgCancel != nil {
+		s.bgCancel() // a Warm still dialling gives up; put logs it out if it got through
+	}
 	for _, cn := range idle {
 		cn.logout()
 	}
@@ -307,6 +305,9 @@ func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
 // get takes a connection from the pool, dialling a new one if none is idle.
 // It waits for a free slot when Config.Connections are in use.
 func (s *Store) get(ctx context.Context) (*conn, error) {
+	if err := s.waitWarm(ctx); err != nil {
+		return nil, err
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -441,7 +442,11 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 	encrypted := false
 	switch s.cfg.TLS {
 	case "implicit":
-		tc := tls.Client(dc, s.tls)
+		tcfg, err := s.tlsOnce()
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(dc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, s.explainTLS(err)
 		}
@@ -450,7 +455,11 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 		if err := s.startTLSPrephase(dc, tr); err != nil {
 			return nil, err
 		}
-		tc := tls.Client(dc, s.tls)
+		tcfg, err := s.tlsOnce()
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(dc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, s.explainTLS(err)
 		}

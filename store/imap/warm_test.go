@@ -1,0 +1,177 @@
+package imap
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Warm's connection is the one the first command uses: one dial in all.
+func TestWarmConnectionIsReused(t *testing.T) {
+	host, port, _ := memServer(t)
+	s := newMemStore(t, host, port, nil)
+	s.Warm()
+	s.Warm() // a second call does nothing
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	if n := s.dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled, want 1 (the warm one)", n)
+	}
+}
+
+// A refused login during Warm is reported by the first command, and the
+// server is not asked again with the same bad secret.
+func TestWarmBadPasswordReportedOnce(t *testing.T) {
+	host, port, _ := memServer(t)
+	s := newMemStore(t, host, port, func(c *Config) { c.Password = pw("wrong-pass") })
+	s.Warm()
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice") {
+		t.Fatalf("got %v", err)
+	}
+	if n := s.dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled, want 1: the refused secret was tried again", n)
+	}
+}
+
+// A server that cannot be reached: the first command dials again and says why.
+func TestWarmUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := newMemStore(t, "127.0.0.1", port, nil)
+	s.Warm()
+	_, err = s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "connecting to 127.0.0.1") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// A command started while Warm is still waiting for the server's greeting
+// waits for that connection instead of opening a second one, and gives up
+// when its own context ends.
+func TestWarmSlowServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // never greets
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := newMemStore(t, "127.0.0.1", port, func(c *Config) { c.Timeout = 10 * time.Second })
+	s.Warm()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = s.ListMailboxes(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the caller's deadline", err)
+	}
+	if n := s.dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled while the warm one was pending, want 1", n)
+	}
+	// Close ends the pending warm-up without waiting for the timeout.
+	start := time.Now()
+	s.Close()
+	s.mu.Lock()
+	w := s.warming
+	s.mu.Unlock()
+	select {
+	case <-w:
+	case <-time.After(5 * time.Second):
+		t.Fatal("warm-up still pending 5 s after Close")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	for len(accepted) > 0 {
+		(<-accepted).Close()
+	}
+}
+
+// The trust anchors come from the first bundle file holding a certificate;
+// SSL_CERT_FILE or SSL_CERT_DIR hand over to crypto/x509.
+func TestRootsFromBundle(t *testing.T) {
+	dir := t.TempDir()
+	junk, good := filepath.Join(dir, "junk.pem"), filepath.Join(dir, "bundle.pem")
+	pemBytes := selfSignedPEM(t)
+	os.WriteFile(junk, []byte("no certificate here"), 0o600)
+	os.WriteFile(good, pemBytes, 0o600)
+	want := x509.NewCertPool()
+	want.AppendCertsFromPEM(pemBytes)
+	noEnv := func(string) string { return "" }
+	files := []string{filepath.Join(dir, "missing.pem"), junk, good}
+	if !rootsFrom(files, noEnv).Equal(want) {
+		t.Fatal("pool is not the first bundle file with a certificate")
+	}
+	for _, v := range []string{"SSL_CERT_FILE", "SSL_CERT_DIR"} {
+		env := func(k string) string {
+			if k == v {
+				return "/somewhere"
+			}
+			return ""
+		}
+		if rootsFrom(files, env).Equal(want) {
+			t.Fatalf("%s set, but the bundle file was used", v)
+		}
+	}
+}
+
+// A ca_file that is missing or holds no certificate is an error at New, before
+// anything connects.
+func TestNewBadCAFile(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	os.WriteFile(junk, []byte("not a certificate"), 0o600)
+	for _, f := range []string{filepath.Join(dir, "missing.pem"), junk} {
+		_, err := New(Config{Host: "127.0.0.1", TLS: "implicit", User: "u", Password: pw("p"), CAFile: f}, nil)
+		if err == nil || !strings.Contains(err.Error(), "ca_file") {
+			t.Fatalf("%s: got %v", f, err)
+		}
+	}
+}
+
+func selfSignedPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "warm test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
