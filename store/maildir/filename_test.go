@@ -1,6 +1,8 @@
 package maildir
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/quixysync/quixysync/engine"
@@ -85,6 +87,112 @@ func FuzzParseName(f *testing.F) {
 		m2 := parseName(out)
 		if m2.UID != engine.UID(uid) || m2.Flags != engine.Flag(flags)&engine.AllFlags || m2.String() != out {
 			t.Fatalf("%q with U=%d flags %s → %q parses as %+v", s, uid, engine.Flag(flags), out, m2)
+		}
+	})
+}
+
+// refName is the former fileName, with the fields split into a []string
+// (strings.Split): kept to check that the one-string form parses, rewrites
+// and formats names byte for byte as it did (mbsync compatibility).
+type refName struct {
+	base    string
+	fields  []string
+	uid     engine.UID
+	size    int64
+	hasInfo bool
+	info    string
+	flags   engine.Flag
+	extra   string
+}
+
+func refParse(name string) refName {
+	n := refName{size: -1}
+	head := name
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		head = name[:i]
+		info := name[i+1:]
+		n.hasInfo = true
+		if rest, ok := strings.CutPrefix(info, "2,"); ok {
+			var extra strings.Builder
+			for j := 0; j < len(rest); j++ {
+				if f, ok := engine.FlagFromLetter(rest[j]); ok {
+					n.flags |= f
+				} else {
+					extra.WriteByte(rest[j])
+				}
+			}
+			n.extra = extra.String()
+		} else {
+			n.info = info
+		}
+	}
+	parts := strings.Split(head, ",")
+	n.base = parts[0]
+	if len(parts) > 1 {
+		n.fields = parts[1:]
+	}
+	haveU, haveS := false, false
+	for _, f := range n.fields {
+		switch {
+		case !haveU && strings.HasPrefix(f, "U="):
+			haveU = true
+			if v, err := strconv.ParseUint(f[2:], 10, 32); err == nil && v > 0 {
+				n.uid = engine.UID(v)
+			}
+		case !haveS && strings.HasPrefix(f, "S="):
+			haveS = true
+			if v, err := strconv.ParseInt(f[2:], 10, 64); err == nil && v >= 0 {
+				n.size = v
+			}
+		}
+	}
+	return n
+}
+
+// refWithUID is the former withUID; the formatted result is the former
+// String() of it (flags formatted by the current flagString).
+func refWithUID(n refName, uid engine.UID) string {
+	fields := []string{}
+	done := false
+	for _, f := range n.fields {
+		if !done && strings.HasPrefix(f, "U=") {
+			f = "U=" + strconv.FormatUint(uint64(uid), 10)
+			done = true
+		}
+		fields = append(fields, f)
+	}
+	if !done {
+		fields = append(fields, "U="+strconv.FormatUint(uint64(uid), 10))
+	}
+	return n.base + "," + strings.Join(fields, ",")
+}
+
+func FuzzParseNameMatchesSplit(f *testing.F) {
+	for _, s := range []string{
+		"1795642845.21566_1.vm,U=1:2,RS", "1700000000.localmsg.host,U=4",
+		"1795642776.M978220P17764.vm,S=50,W=52:2,Sa", "x:1,foo", "a:b:2,\xff\xfeZ", ",,,:2,,", "",
+		"x,U=abc,U=7:2,T", "b,U=3:2,zSa", "a,,U=1,:2,", "a,XU=1,U=2", "u:2,aSbFc", "a,U=:2,S",
+	} {
+		f.Add(s, uint32(7))
+	}
+	f.Fuzz(func(t *testing.T, s string, uid uint32) {
+		n, r := parseName(s), refParse(s)
+		if n.Base != r.base || n.UID != r.uid || n.Size != r.size || n.HasInfo != r.hasInfo ||
+			n.Info != r.info || n.Flags != r.flags || n.Extra != r.extra {
+			t.Fatalf("parseName(%q) = %+v, was %+v", s, n, r)
+		}
+		rhead := r.base
+		if len(r.fields) > 0 {
+			rhead += "," + strings.Join(r.fields, ",")
+		}
+		if head := n.Base + n.fields; head != rhead {
+			t.Fatalf("parseName(%q): head %q, was %q", s, head, rhead)
+		}
+		if uid == 0 {
+			return
+		}
+		if got, want := n.withUID(engine.UID(uid)), refWithUID(r, engine.UID(uid)); got.Base+got.fields != want {
+			t.Fatalf("%q with U=%d: head %q, was %q", s, uid, got.Base+got.fields, want)
 		}
 	})
 }
