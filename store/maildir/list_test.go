@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,8 @@ func TestReadNamesSmallBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, size := range []int{200, 1000, 256 << 10} {
-		got, err := readNamesBuf(dir, size)
+		var got []string
+		err := readNamesBuf(dir, size, func(name []byte) { got = append(got, string(name)) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,8 +83,50 @@ func TestReadNamesSmallBuffer(t *testing.T) {
 			}
 		}
 	}
-	if names, err := readNames(filepath.Join(dir, "missing")); err != nil || names != nil {
-		t.Errorf("missing directory: %v %v", names, err)
+	called := false
+	if err := readNamesBuf(filepath.Join(dir, "missing"), 1000, func([]byte) { called = true }); err != nil || called {
+		t.Errorf("missing directory: %v, called %v", err, called)
+	}
+}
+
+// A lister keeps every name intact across its name and entry chunks (the
+// getdents buffer is reused under it) and parses each.
+func TestListerChunks(t *testing.T) {
+	root := t.TempDir()
+	want := map[string]string{} // sub/name → name
+	for _, sub := range []string{"new", "cur"} {
+		if err := os.Mkdir(filepath.Join(root, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 1500; i++ {
+			name := fmt.Sprintf("%d.%s.host,U=%d:2,S", i, strings.Repeat("y", i%200), i+1)
+			writeFile(t, filepath.Join(root, sub, name), "")
+			want[sub+"/"+name] = name
+		}
+	}
+	var l lister
+	for _, sub := range []string{"new", "cur"} {
+		if err := l.read(filepath.Join(root, sub), sub, 500); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es := l.entries()
+	if len(es) != len(want) {
+		t.Fatalf("%d entries, want %d", len(es), len(want))
+	}
+	seen := map[string]bool{}
+	for i, e := range es {
+		k := e.sub + "/" + e.name
+		if _, ok := want[k]; !ok || seen[k] {
+			t.Fatalf("entry %d: unexpected or repeated %q", i, k)
+		}
+		seen[k] = true
+		if e.fn.String() != e.name || e.fn.UID == 0 {
+			t.Fatalf("entry %d: %q parsed as %+v", i, e.name, e.fn)
+		}
+		if i < 1500 && e.sub != "new" || i >= 1500 && e.sub != "cur" {
+			t.Fatalf("entry %d in %s: new/ must be listed first", i, e.sub)
+		}
 	}
 }
 
@@ -125,6 +169,48 @@ func TestListNeedDetails(t *testing.T) {
 	for u, m := range list(t, mb) {
 		if m.Size <= 0 || !m.Date.Equal(date) {
 			t.Errorf("UID %d without NeedDetails: %+v", u, m)
+		}
+	}
+}
+
+// dropStale drops an entry whose file is gone only when another entry
+// shares its base name (a rename seen half-way), whatever their order and
+// however many entries there are.
+func TestDropStale(t *testing.T) {
+	root := t.TempDir()
+	mkMaildir(t, root)
+	m := &Mailbox{dir: root}
+	var es []*entry
+	exists := map[string]bool{}
+	add := func(sub, name string, onDisk bool) {
+		if onDisk {
+			writeFile(t, filepath.Join(root, sub, name), "")
+		}
+		exists[sub+"/"+name] = onDisk
+		es = append(es, &entry{sub: sub, name: name, fn: parseName(name)})
+	}
+	for i := 0; i < 5000; i++ {
+		add("cur", fmt.Sprintf("%d.x.host,U=%d:2,S", i, i+1), true)
+	}
+	add("new", "a.host,U=9001", false)     // renamed to cur/ while listed
+	add("cur", "a.host,U=9001:2,S", true)  // …where it is now
+	add("cur", "b.host,U=9002:2,", true)   // flags changed while listed:
+	add("cur", "b.host,U=9002:2,S", false) // the older name is gone
+	add("cur", "c.host,U=9003:2,", true)   // two files really share a base
+	add("cur", "c.host,U=9004:2,", true)   // (both kept)
+	add("cur", "d.host,U=9005:2,S", false) // gone, but no other name: kept
+	add("cur", "e.host,S=1,U=9006:2,", false)
+	add("cur", "e.host,U=9006:2,", false) // both gone: both dropped
+	add("cur", "e.host,S=1,U=9006:2,S", true)
+	got := map[string]bool{}
+	for _, e := range m.dropStale(slices.Clone(es)) {
+		got[e.sub+"/"+e.name] = true
+	}
+	for _, e := range es {
+		k := e.sub + "/" + e.name
+		want := exists[k] || k == "cur/d.host,U=9005:2,S"
+		if got[k] != want {
+			t.Errorf("%s kept %v, want %v", k, got[k], want)
 		}
 	}
 }
