@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -70,7 +71,7 @@ func TestReadNamesSmallBuffer(t *testing.T) {
 	}
 	for _, size := range []int{200, 1000, 256 << 10} {
 		var got []string
-		err := readNamesBuf(dir, size, func(name []byte) { got = append(got, string(name)) })
+		err := readNamesBuf(dir, make([]byte, size), func(name []byte) { got = append(got, string(name)) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +85,7 @@ func TestReadNamesSmallBuffer(t *testing.T) {
 		}
 	}
 	called := false
-	if err := readNamesBuf(filepath.Join(dir, "missing"), 1000, func([]byte) { called = true }); err != nil || called {
+	if err := readNamesBuf(filepath.Join(dir, "missing"), make([]byte, 1000), func([]byte) { called = true }); err != nil || called {
 		t.Errorf("missing directory: %v, called %v", err, called)
 	}
 }
@@ -104,9 +105,9 @@ func TestListerChunks(t *testing.T) {
 			want[sub+"/"+name] = name
 		}
 	}
-	var l lister
+	l := lister{buf: make([]byte, 500)}
 	for _, sub := range []string{"new", "cur"} {
-		if err := l.read(filepath.Join(root, sub), sub, 500); err != nil {
+		if err := l.read(filepath.Join(root, sub), sub); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -211,6 +212,34 @@ func TestDropStale(t *testing.T) {
 		want := exists[k] || k == "cur/d.host,U=9005:2,S"
 		if got[k] != want {
 			t.Errorf("%s kept %v, want %v", k, got[k], want)
+		}
+	}
+}
+
+// sortUIDs sorts like slices.Sort, dense (the bitmap) or sparse.
+func TestSortUIDs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []struct {
+		n    int
+		base engine.UID
+		span engine.UID // UIDs are drawn from base..base+span-1
+	}{
+		{10, 1, 20}, {300, 1, 300}, {5000, 1, 6000}, {5000, 4000000000, 70000}, {5000, 1, 1 << 31}, {300, 1, 300 * 16}, {300, 1, 300*16 + 1},
+	} {
+		seen := map[engine.UID]bool{}
+		var uids []engine.UID
+		for len(uids) < c.n {
+			u := c.base + engine.UID(rng.Uint32N(uint32(c.span)))
+			if !seen[u] {
+				seen[u] = true
+				uids = append(uids, u)
+			}
+		}
+		want := slices.Clone(uids)
+		slices.Sort(want)
+		sortUIDs(uids)
+		if !slices.Equal(uids, want) {
+			t.Errorf("%d UIDs in %d..+%d: sorted wrongly", c.n, c.base, c.span)
 		}
 	}
 }

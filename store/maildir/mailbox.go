@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"io"
 	"io/fs"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -102,6 +103,7 @@ const maxScanTries = 8
 // either they were old enough to trust or two listings in a row agree.
 func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 	var prev []string
+	buf := make([]byte, readBufSize) // for both directories and every try
 	for try := 0; try < maxScanTries; try++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -111,9 +113,9 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
-		var l lister
+		l := lister{buf: buf}
 		for _, sub := range []string{"new", "cur"} {
-			if err := l.read(filepath.Join(m.dir, sub), sub, readBufSize); err != nil {
+			if err := l.read(filepath.Join(m.dir, sub), sub); err != nil {
 				return nil, m.wrap("scan", err)
 			}
 		}
@@ -167,6 +169,7 @@ const (
 // referenced; the garbage collector keeps a chunk alive through any string
 // or pointer into it.
 type lister struct {
+	buf    []byte    // getdents buffer
 	names  []byte    // current name chunk: only appended to
 	chunk  []entry   // current entry chunk: only appended to, within its capacity
 	chunks [][]entry // full chunks
@@ -195,8 +198,8 @@ func (l *lister) add(sub string, name []byte) {
 
 // read adds the message files of dir (no dot-files, no subdirectories); a
 // missing directory is empty.
-func (l *lister) read(dir, sub string, bufSize int) error {
-	return readNamesBuf(dir, bufSize, func(name []byte) { l.add(sub, name) })
+func (l *lister) read(dir, sub string) error {
+	return readNamesBuf(dir, l.buf, func(name []byte) { l.add(sub, name) })
 }
 
 // entries returns everything added, in order.
@@ -212,8 +215,8 @@ func (l *lister) entries() []*entry {
 
 // readNamesBuf passes each message file name of dir (no dot-files, no
 // subdirectories) to add, which must copy it to keep it; a missing
-// directory has none. It parses getdents(2) itself.
-func readNamesBuf(dir string, bufSize int, add func(name []byte)) error {
+// directory has none. It parses getdents(2) itself, into buf.
+func readNamesBuf(dir string, buf []byte, add func(name []byte)) error {
 	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -223,7 +226,6 @@ func readNamesBuf(dir string, bufSize int, add func(name []byte)) error {
 	}
 	defer f.Close()
 	fd := int(f.Fd())
-	buf := make([]byte, bufSize)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
@@ -609,7 +611,7 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 		for uid := range m.idx {
 			uids = append(uids, uid)
 		}
-		slices.Sort(uids)
+		sortUIDs(uids)
 		msgs := make([]engine.Message, 0, len(uids))
 		var es []*entry
 		var at []int // msgs[at[i]] is es[i]'s
@@ -734,8 +736,39 @@ func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, err
 			out = append(out, u)
 		}
 	}
-	slices.Sort(out)
+	sortUIDs(out)
 	return out, nil
+}
+
+// sortUIDs sorts distinct UIDs. A folder's UIDs are usually dense (1..n with
+// some gaps): then a bitmap of the range sorts 100 000 of them in a fraction
+// of the time of a comparison sort.
+func sortUIDs(uids []engine.UID) {
+	if len(uids) < 256 {
+		slices.Sort(uids)
+		return
+	}
+	lo, hi := uids[0], uids[0]
+	for _, u := range uids {
+		lo, hi = min(lo, u), max(hi, u)
+	}
+	if uint64(hi-lo) >= 16*uint64(len(uids)) { // sparse: the bitmap would outgrow half of uids
+		slices.Sort(uids)
+		return
+	}
+	set := make([]uint64, (hi-lo)/64+1)
+	for _, u := range uids {
+		set[(u-lo)/64] |= 1 << ((u - lo) % 64)
+	}
+	out := uids[:0]
+	for w, word := range set {
+		for ; word != 0; word &= word - 1 {
+			out = append(out, lo+engine.UID(w*64+bits.TrailingZeros64(word)))
+		}
+	}
+	if len(out) != len(uids) {
+		panic("maildir: sortUIDs given repeated UIDs")
+	}
 }
 
 // ---- operations on existing messages ----
