@@ -26,20 +26,38 @@ type fileName struct {
 	// rather than a []string: parsing the 100 000 names of a large folder
 	// then allocates nothing per name.
 	fields string
-	// Info holds the info part (without the ':') when it is not the usual
-	// "2,<flags>" form; it is dropped when we write flags. HasInfo says the
-	// name had an info part (":...") at all.
-	Info string
-	// Flags are the standard letters, Extra every other letter after "2,"
-	// (Dovecot keywords a-z, unknown letters), in the order found.
-	Extra string
+	// tail is what info() or extra() return, whichever rawInfo says: they
+	// never both have something, and one string instead of two makes the
+	// struct 16 bytes smaller.
+	tail string
 	// Size is the value of the first "S=" field, -1 when absent or invalid.
 	Size int64
 	// UID is the value of the first "U=" field; 0 when there is none or it is
 	// not a valid UID.
-	UID     engine.UID
-	Flags   engine.Flag
-	HasInfo bool
+	UID engine.UID
+	// Flags are the standard letters after "2,".
+	Flags engine.Flag
+	// HasInfo says the name had an info part (":...") at all; rawInfo that
+	// it is not the usual "2,<flags>" form.
+	HasInfo, rawInfo bool
+}
+
+// info is the info part (without the ':') when it is not the usual
+// "2,<flags>" form; it is dropped when we write flags.
+func (n fileName) info() string {
+	if n.rawInfo {
+		return n.tail
+	}
+	return ""
+}
+
+// extra is every letter after "2," but the standard flags (Dovecot keywords
+// a-z, unknown letters), in the order found.
+func (n fileName) extra() string {
+	if n.rawInfo {
+		return ""
+	}
+	return n.tail
 }
 
 // parseName parses any file name; it never fails (a name without structure
@@ -52,9 +70,9 @@ func parseName(name string) fileName {
 		info := name[i+1:]
 		n.HasInfo = true
 		if rest, ok := strings.CutPrefix(info, "2,"); ok {
-			n.Flags, n.Extra = parseFlags(rest)
+			n.Flags, n.tail = parseFlags(rest)
 		} else {
-			n.Info = info
+			n.tail, n.rawInfo = info, true
 		}
 	}
 	n.Base = head
@@ -149,7 +167,9 @@ func (n fileName) withUID(uid engine.UID) fileName {
 func (n fileName) withFlags(f engine.Flag) fileName {
 	n.Flags = f & engine.AllFlags
 	n.HasInfo = true
-	n.Info = ""
+	if n.rawInfo { // the info is dropped; there were no extra letters
+		n.tail, n.rawInfo = "", false
+	}
 	return n
 }
 
@@ -162,7 +182,7 @@ func (n fileName) flagString() string {
 	for i := 0; i < len(std); i++ {
 		letters = append(letters, std[i:i+1])
 	}
-	for s := n.Extra; s != ""; {
+	for s := n.extra(); s != ""; {
 		_, size := utf8.DecodeRuneInString(s)
 		letters = append(letters, s[:size])
 		s = s[size:]
@@ -185,8 +205,8 @@ func (n fileName) String() string {
 	b.WriteString(n.fields)
 	if n.HasInfo {
 		b.WriteByte(':')
-		if n.Info != "" {
-			b.WriteString(n.Info)
+		if info := n.info(); info != "" {
+			b.WriteString(info)
 		} else {
 			b.WriteString("2,")
 			b.WriteString(n.flagString())

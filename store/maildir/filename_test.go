@@ -31,7 +31,7 @@ func TestParseName(t *testing.T) {
 	}
 	for _, c := range cases {
 		n := parseName(c.name)
-		if n.Base != c.base || n.UID != c.uid || n.Size != c.size || n.Flags != c.flags || n.Extra != c.extra || n.HasInfo != c.info {
+		if n.Base != c.base || n.UID != c.uid || n.Size != c.size || n.Flags != c.flags || n.extra() != c.extra || n.HasInfo != c.info {
 			t.Errorf("parseName(%q) = %+v", c.name, n)
 		}
 		if got := n.String(); got != c.name {
@@ -167,18 +167,42 @@ func refWithUID(n refName, uid engine.UID) string {
 	return n.base + "," + strings.Join(fields, ",")
 }
 
+// refString is the former String (flagString is unchanged).
+func refString(n refName) string {
+	s := n.base
+	for _, f := range n.fields {
+		s += "," + f
+	}
+	if n.hasInfo {
+		if n.info != "" {
+			s += ":" + n.info
+		} else {
+			s += ":2," + fileName{Flags: n.flags, tail: n.extra}.flagString()
+		}
+	}
+	return s
+}
+
 func FuzzParseNameMatchesSplit(f *testing.F) {
 	for _, s := range []string{
 		"1795642845.21566_1.vm,U=1:2,RS", "1700000000.localmsg.host,U=4",
 		"1795642776.M978220P17764.vm,S=50,W=52:2,Sa", "x:1,foo", "a:b:2,\xff\xfeZ", ",,,:2,,", "",
 		"x,U=abc,U=7:2,T", "b,U=3:2,zSa", "a,,U=1,:2,", "a,XU=1,U=2", "u:2,aSbFc", "a,U=:2,S",
 	} {
-		f.Add(s, uint32(7))
+		f.Add(s, uint32(7), uint8(0x15))
 	}
-	f.Fuzz(func(t *testing.T, s string, uid uint32) {
+	f.Fuzz(func(t *testing.T, s string, uid uint32, flags uint8) {
 		n, r := parseName(s), refParse(s)
+		if got, want := n.String(), refString(r); got != want {
+			t.Fatalf("parseName(%q).String() = %q, was %q", s, got, want)
+		}
+		r2 := r
+		r2.flags, r2.hasInfo, r2.info = engine.Flag(flags)&engine.AllFlags, true, ""
+		if got, want := n.withFlags(engine.Flag(flags)).String(), refString(r2); got != want {
+			t.Fatalf("%q with flags %#x: %q, was %q", s, flags, got, want)
+		}
 		if n.Base != r.base || n.UID != r.uid || n.Size != r.size || n.HasInfo != r.hasInfo ||
-			n.Info != r.info || n.Flags != r.flags || n.Extra != r.extra {
+			n.info() != r.info || n.Flags != r.flags || n.extra() != r.extra {
 			t.Fatalf("parseName(%q) = %+v, was %+v", s, n, r)
 		}
 		rhead := r.base
