@@ -236,6 +236,8 @@ type wireConn struct {
 	// name holds a control character (see dropBadList).
 	dropMu  sync.Mutex
 	dropped []string
+	// claim is the command written past go-imap, if any (multiappend.go).
+	claim atomic.Pointer[rawClaim]
 }
 
 // takeDropped returns and forgets the names dropped so far.
@@ -349,6 +351,12 @@ func (c *wireConn) Read(p []byte) (int, error) {
 // hideLine rewrites a complete line in place (capability filter, hostile
 // LIST names) and reports whether it was dropped entirely.
 func (c *wireConn) hideLine(line *[]byte, err *error) bool {
+	if c.claimLine(*line) {
+		if c.t != nil {
+			c.t.line("S", *line)
+		}
+		return true
+	}
 	l := filterCaps(*line)
 	l, e := c.dropBadList(l)
 	if e != nil {

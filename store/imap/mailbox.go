@@ -470,6 +470,32 @@ func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.Comm
 			c.done[i] = true
 		}
 	}
+	if len(c.todo) > 1 && m.s.cfg.CommitConnections <= 1 && canMultiAppend(cn) {
+		uids, err := m.multiAppend(ctx, cn, c.todo)
+		var ie *imap.Error
+		switch {
+		case err == nil:
+			for k, i := range c.idx {
+				res[i] = engine.CommitResult{UID: uids[k]}
+			}
+			return res, nil
+		case errors.As(err, &ie):
+			// Refused as a whole, so none of it was appended: one by one
+			// below, where a single bad message gets its own refusal.
+			m.s.log.Debug("MULTIAPPEND refused; appending one by one", "mailbox", m.name, "err", err)
+		case errors.Is(err, engine.ErrValidity):
+			return stopAt(m.errorf("%w", err))
+		case ctx.Err() != nil:
+			return stopAt(m.errorf("commit interrupted: %w", ctx.Err()))
+		default:
+			// The connection failed: the batch may or may not be there.
+			// Never sent again (it may have arrived); the engine finds out.
+			for _, i := range c.idx {
+				res[i].Err = err
+			}
+			return res, nil
+		}
+	}
 	var wg sync.WaitGroup
 	extra := min(m.s.cfg.CommitConnections-1, len(c.todo)/minPerExtraConn)
 	for range extra {

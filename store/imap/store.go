@@ -94,8 +94,8 @@ type Store struct {
 	bg       context.Context
 	bgCancel context.CancelFunc
 	warming  chan struct{} // closed when Warm's dial is over; nil when never warmed
-	dbgs  atomic.Int64 // connection counter for trace names
-	dials atomic.Int64 // connections dialled (tests)
+	dbgs     atomic.Int64  // connection counter for trace names
+	dials    atomic.Int64  // connections dialled (tests)
 
 	mu     sync.Mutex
 	idle   []*conn

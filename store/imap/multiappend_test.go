@@ -1,0 +1,287 @@
+package imap
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// On Dovecot (MULTIAPPEND, LITERAL+, UIDPLUS) a batch goes out as one
+// APPEND command, and every message arrives once, with its flags and date,
+// under the UID its result names.
+func TestDoveCommitMultiAppend(t *testing.T) {
+	var trace countingWriter
+	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	trace.commands()
+	const n = 60
+	res, in, err := commitBatch(t, mb, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appends := 0
+	for _, l := range trace.commands() {
+		if strings.Contains(l, " APPEND ") {
+			appends++
+		}
+	}
+	if appends != 1 {
+		t.Fatalf("%d APPEND commands for one batch, want 1 (MULTIAPPEND)", appends)
+	}
+	bySubj, byUID := serverView(t, s, "INBOX")
+	if len(byUID) != n {
+		t.Fatalf("%d messages on the server, want %d", len(byUID), n)
+	}
+	for i, r := range res {
+		if r.Err != nil || r.UID == 0 {
+			t.Fatalf("message %d: %+v", i, r)
+		}
+		if got := bySubj[i]; len(got) != 1 || got[0] != r.UID {
+			t.Fatalf("message %d: result UID %d, server has it as %v", i, r.UID, got)
+		}
+		m := byUID[r.UID]
+		if m.Flags != in[i].Flags || !m.Date.Equal(in[i].Date) {
+			t.Fatalf("message %d: flags %v date %v, want %v %v", i, m.Flags, m.Date, in[i].Flags, in[i].Date)
+		}
+	}
+	// The connection carries on normally after the raw command.
+	if _, _, err := mb.List(ctx, engine.ListQuery{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A one-message batch uses the ordinary APPEND.
+	if res, _, err := commitBatch(t, mb, 1); err != nil || res[0].Err != nil || res[0].UID == 0 {
+		t.Fatalf("single commit: %v %+v", err, res)
+	}
+}
+
+// A connection that dies in the middle of a MULTIAPPEND leaves every message
+// of the batch failed (never sent again: the outcome is unknown) and, the
+// command being all or nothing, none of them on the server.
+func TestDoveMultiAppendConnectionKilled(t *testing.T) {
+	s := doveStore(t, "alice", nil)
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	s.testAppend = func(cn *conn, idx int, afterLiteral, own bool) {
+		if idx == 10 {
+			cn.dc.Conn.Close()
+		}
+	}
+	res, _, err := commitBatch(t, mb, 20)
+	s.testAppend = nil
+	if err != nil {
+		t.Fatalf("commit stopped: %v", err)
+	}
+	for i, r := range res {
+		if r.Err == nil || r.UID != 0 {
+			t.Fatalf("message %d: %+v, want an error", i, r)
+		}
+	}
+	if _, byUID := serverView(t, s, "INBOX"); len(byUID) != 0 {
+		t.Fatalf("%d messages of the broken MULTIAPPEND on the server", len(byUID))
+	}
+	// The mailbox reconnects for the next batch.
+	if res, _, err := commitBatch(t, mb, 3); err != nil || res[2].Err != nil {
+		t.Fatalf("after reconnect: %v %+v", err, res)
+	}
+}
+
+// multiAppendServer is a scripted server offering MULTIAPPEND. For an APPEND
+// it reads the literals (LITERAL+) and answers with reply(tag, messages).
+func multiAppendServer(t *testing.T, reply func(tag string, msgs []string) string) (string, int) {
+	const caps = "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND"
+	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("* OK [CAPABILITY " + caps + "] fake ready\r\n"))
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			tag, cmd, _ := strings.Cut(line, " ")
+			up := strings.ToUpper(cmd)
+			switch {
+			case strings.HasPrefix(up, "APPEND "):
+				var msgs []string
+				for {
+					n, ok := literalSize([]byte(line))
+					if !ok {
+						break
+					}
+					buf := make([]byte, n)
+					if _, err := io.ReadFull(r, buf); err != nil {
+						return
+					}
+					msgs = append(msgs, string(buf))
+					if line, err = r.ReadString('\n'); err != nil {
+						return
+					}
+					line = strings.TrimRight(line, "\r\n")
+				}
+				c.Write([]byte(reply(tag, msgs)))
+			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
+				c.Write([]byte(tag + " OK [CAPABILITY " + caps + "] in\r\n"))
+			case strings.HasPrefix(up, `LIST "" ""`):
+				c.Write([]byte(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, "LIST"):
+				c.Write([]byte(`* LIST () "/" INBOX` + "\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, "SELECT") || strings.HasPrefix(up, "EXAMINE"):
+				c.Write([]byte("* 0 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 1] n\r\n" + tag + " OK [READ-WRITE] done\r\n"))
+			case strings.HasPrefix(up, "LOGOUT"):
+				c.Write([]byte("* BYE bye\r\n" + tag + " OK done\r\n"))
+				return
+			default:
+				c.Write([]byte(tag + " OK done\r\n"))
+			}
+		}
+	})
+}
+
+func stageN(t *testing.T, mb engine.Mailbox, n int) []engine.Staged {
+	t.Helper()
+	var st []engine.Staged
+	for i := range n {
+		x, err := mb.Stage(ctxT(t), engine.NewMessage{Flags: engine.FlagSeen, Body: strings.NewReader(fmt.Sprintf("Subject: m%d\n\nbody\n", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = append(st, x)
+	}
+	return st
+}
+
+// A refused MULTIAPPEND (all or nothing: nothing was appended) is sent again
+// one message at a time, so only the bad message fails.
+func TestFakeMultiAppendRefusedFallsBack(t *testing.T) {
+	var calls [][]string
+	uid := 0
+	host, port := multiAppendServer(t, func(tag string, msgs []string) string {
+		calls = append(calls, msgs)
+		if len(msgs) > 1 {
+			return tag + " NO [LIMIT] too much at once\r\n"
+		}
+		if strings.Contains(msgs[0], "m1\r\n") {
+			return tag + " NO message rejected\r\n"
+		}
+		uid++
+		return fmt.Sprintf("%s OK [APPENDUID 42 %d] ok\r\n", tag, uid)
+	})
+	s := fakeStore(t, host, port, nil)
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	res, err := mb.Commit(ctxT(t), stageN(t, mb, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 4 || len(calls[0]) != 3 {
+		t.Fatalf("APPEND calls %d (first with %d messages), want one MULTIAPPEND of 3 then 3 single", len(calls), len(calls[0]))
+	}
+	if res[0].Err != nil || res[0].UID != 1 || res[1].Err == nil || res[2].Err != nil || res[2].UID != 2 {
+		t.Fatalf("results %+v", res)
+	}
+	if !strings.Contains(calls[0][0], "Subject: m0\r\n") {
+		t.Fatalf("literal not in CRLF form: %q", calls[0][0])
+	}
+}
+
+// The UIDs of the reply are given to the messages in order; a UIDVALIDITY
+// other than the mailbox's stops the commit.
+func TestFakeMultiAppendUIDs(t *testing.T) {
+	validity := 42
+	host, port := multiAppendServer(t, func(tag string, msgs []string) string {
+		return fmt.Sprintf("%s OK [APPENDUID %d 7,9:10] ok\r\n", tag, validity)
+	})
+	s := fakeStore(t, host, port, nil)
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	res, err := mb.Commit(ctxT(t), stageN(t, mb, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []engine.UID
+	for _, r := range res {
+		got = append(got, r.UID)
+	}
+	if !slices.Equal(got, []engine.UID{7, 9, 10}) {
+		t.Fatalf("UIDs %v", got)
+	}
+	validity = 43
+	res, err = mb.Commit(ctxT(t), stageN(t, mb, 2))
+	if !errors.Is(err, engine.ErrValidity) || !errors.Is(res[0].Err, engine.ErrValidity) {
+		t.Fatalf("got %v, %+v", err, res)
+	}
+}
+
+func TestParseMultiAppendReply(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		n    int
+		want []engine.UID
+		no   bool
+		err  bool
+	}{
+		{"QX1 OK [APPENDUID 5 3:5] done\r\n", 3, []engine.UID{3, 4, 5}, false, false},
+		{"QX1 OK [APPENDUID 5 5:3] done\r\n", 3, []engine.UID{3, 4, 5}, false, false},
+		{"QX1 OK [APPENDUID 5 1,4,9:10] done\r\n", 4, []engine.UID{1, 4, 9, 10}, false, false},
+		{"QX1 OK done\r\n", 2, []engine.UID{0, 0}, false, false},                   // no UIDPLUS answer: unknown
+		{"QX1 OK [APPENDUID 5 1:9] done\r\n", 2, []engine.UID{0, 0}, false, false}, // count mismatch: unknown
+		{"QX1 OK [APPENDUID 5 x] done\r\n", 1, []engine.UID{0}, false, false},
+		{"QX1 NO [OVERQUOTA] full\r\n", 2, nil, true, false},
+		{"QX1 BAD what\r\n", 2, nil, true, false},
+		{"QX1 OK [APPENDUID 6 1:2] done\r\n", 2, nil, false, true}, // other UIDVALIDITY
+		{"QX2 OK done\r\n", 1, nil, false, true},
+		{"QX1 MAYBE\r\n", 1, nil, false, true},
+	} {
+		got, err := parseMultiAppendReply([]byte(tc.line), "QX1", tc.n, 5)
+		var ie *imap.Error
+		switch {
+		case tc.no:
+			if !errors.As(err, &ie) {
+				t.Errorf("%q: got %v, want a server refusal", tc.line, err)
+			}
+		case tc.err:
+			if err == nil || errors.As(err, &ie) {
+				t.Errorf("%q: got %v %v, want an error", tc.line, got, err)
+			}
+		default:
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("%q: got %v %v, want %v", tc.line, got, err, tc.want)
+			}
+		}
+	}
+}
+
+func TestQuoteMailbox(t *testing.T) {
+	for in, want := range map[string]string{`INBOX`: `"INBOX"`, `a "b"\c`: `"a \"b\"\\c"`, "Entw&APw-rfe": `"Entw&APw-rfe"`} {
+		if got, ok := quoteMailbox(in); !ok || got != want {
+			t.Errorf("%q: got %q %v", in, got, ok)
+		}
+	}
+	for _, bad := range []string{"a\r\nb", "caf\xc3\xa9", "x\x00"} {
+		if _, ok := quoteMailbox(bad); ok {
+			t.Errorf("%q quoted", bad)
+		}
+	}
+}
