@@ -614,10 +614,16 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 		sortUIDs(uids)
 		msgs := make([]engine.Message, 0, len(uids))
 		var es []*entry
-		var at []int // msgs[at[i]] is es[i]'s
+		var at []int // msgs[at[i]] is es[i]'s; nil when all are (i == at[i])
+		if q.NeedDetails == nil {
+			es = make([]*entry, 0, len(uids))
+		}
 		for _, uid := range uids {
 			e := m.idx[uid]
-			if q.NeedDetails == nil || q.NeedDetails(uid) {
+			switch {
+			case q.NeedDetails == nil:
+				es = append(es, e)
+			case q.NeedDetails(uid):
 				es = append(es, e)
 				at = append(at, len(msgs))
 			}
@@ -645,8 +651,9 @@ const (
 	statWorkers     = 4
 )
 
-// statAll fills in Size and Date of msgs[at[i]] from the file of es[i], with
-// fstatat relative to new/ and cur/ (no path lookup from the root per file).
+// statAll fills in Size and Date of msgs[at[i]] (msgs[i] when at is nil)
+// from the file of es[i], with fstatat relative to new/ and cur/ (no path
+// lookup from the root per file).
 // gone reports a file that is no longer there. Symbolic links are followed,
 // as Fetch follows them.
 func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Message, at []int) (gone bool, err error) {
@@ -697,8 +704,12 @@ func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Messag
 			if err != nil {
 				return m.wrap("stat "+es[i].sub+"/"+es[i].name, err)
 			}
-			msgs[at[i]].Size = st.Size
-			msgs[at[i]].Date = time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+			k := i
+			if at != nil {
+				k = at[i]
+			}
+			msgs[k].Size = st.Size
+			msgs[k].Date = time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
 		}
 		return nil
 	}
