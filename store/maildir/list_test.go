@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quixysync/quixysync/engine"
 )
 
@@ -240,6 +242,39 @@ func TestSortUIDs(t *testing.T) {
 		sortUIDs(uids)
 		if !slices.Equal(uids, want) {
 			t.Errorf("%d UIDs in %d..+%d: sorted wrongly", c.n, c.base, c.span)
+		}
+	}
+}
+
+// fstatName stats names relative to a directory with one reused buffer: a
+// shorter name after a longer one, a missing file, a name with a NUL.
+func TestFstatName(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a-rather-long-name,U=1:2,S"), "12345")
+	writeFile(t, filepath.Join(dir, "a"), "1")
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	var buf []byte
+	var st unix.Stat_t
+	for _, c := range []struct {
+		name string
+		size int64
+		err  error
+	}{
+		{"a-rather-long-name,U=1:2,S", 5, nil},
+		{"a", 1, nil},
+		{"a-rather", 0, unix.ENOENT},
+		{"a\x00b", 0, unix.EINVAL},
+		{"a", 1, nil},
+	} {
+		st = unix.Stat_t{}
+		err := fstatName(fd, c.name, &buf, &st)
+		if err != c.err || err == nil && st.Size != c.size {
+			t.Errorf("fstatName(%q): size %d, %v; want %d, %v", c.name, st.Size, err, c.size, c.err)
 		}
 	}
 }

@@ -673,6 +673,7 @@ func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Messag
 	var goneFlag atomic.Bool
 	statRange := func(lo, hi int) error {
 		var st unix.Stat_t
+		var nameBuf []byte
 		for i := lo; i < hi; i++ {
 			if i&1023 == 0 {
 				if err := ctx.Err(); err != nil {
@@ -692,7 +693,7 @@ func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Messag
 			}
 			var err error
 			for {
-				err = unix.Fstatat(fd, es[i].name, &st, 0)
+				err = fstatName(fd, es[i].name, &nameBuf, &st)
 				if err != unix.EINTR {
 					break
 				}
