@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,7 +103,7 @@ const maxScanTries = 8
 // consistent: the directories' mtimes did not change while reading, and
 // either they were old enough to trust or two listings in a row agree.
 func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
-	var prev []string
+	var prev []*entry                // the previous listing, sorted by compareFiles
 	buf := make([]byte, readBufSize) // for both directories and every try
 	for try := 0; try < maxScanTries; try++ {
 		if err := ctx.Err(); err != nil {
@@ -128,13 +129,10 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 			if !s2.recent(t0, scanGuard) {
 				return m.dropStale(entries), nil
 			}
-			// Only a recently modified folder needs two listings compared.
-			keys := make([]string, len(entries))
-			for i, e := range entries {
-				keys[i] = e.sub + "/" + e.name
-			}
-			slices.Sort(keys)
-			if prev != nil && slices.Equal(prev, keys) {
+			// Only a recently modified folder needs two listings compared
+			// (as sorted entries: no "sub/name" string per file).
+			keys := slices.SortedFunc(slices.Values(entries), compareFiles)
+			if prev != nil && slices.EqualFunc(prev, keys, func(a, b *entry) bool { return compareFiles(a, b) == 0 }) {
 				return m.dropStale(entries), nil
 			}
 			prev = keys
@@ -144,6 +142,14 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 		time.Sleep(time.Duration(1<<try) * time.Millisecond)
 	}
 	return nil, m.errf("new/ and cur/ kept changing while being read; try again later")
+}
+
+// compareFiles orders entries by directory, then name.
+func compareFiles(a, b *entry) int {
+	if c := strings.Compare(a.sub, b.sub); c != 0 {
+		return c
+	}
+	return strings.Compare(a.name, b.name)
 }
 
 // readBufSize is the getdents(2) buffer of a directory listing: for a
