@@ -131,7 +131,8 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 			}
 			// Only a recently modified folder needs two listings compared
 			// (as sorted entries: no "sub/name" string per file).
-			keys := slices.SortedFunc(slices.Values(entries), compareFiles)
+			keys := slices.Clone(entries)
+			slices.SortFunc(keys, compareFiles)
 			if prev != nil && slices.EqualFunc(prev, keys, func(a, b *entry) bool { return compareFiles(a, b) == 0 }) {
 				return m.dropStale(entries), nil
 			}
