@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -185,24 +186,32 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			newSet = imap.UIDSet{imap.UIDRange{Start: imap.UID(from), Stop: math.MaxUint32}}
 		}
 		newCmd := cn.c.Fetch(newSet, listItems)
-		// Consumed in the order sent: a command whose replies are not read
-		// stalls go-imap's reader once its buffer is full.
-		var err error
+		// Both drained at once: a server may answer pipelined commands
+		// interleaved (Dovecot runs FETCHes in parallel), and go-imap's reader
+		// stops once one command's unread replies fill its buffer (128): then
+		// the other command never completes either.
+		changed := map[engine.UID]engine.Message{}
+		var chErr error
+		var wg sync.WaitGroup
 		if chCmd != nil {
-			err = collectList(chCmd, func(msg engine.Message, modseq uint64) {
-				// Every reply to CHANGEDSINCE carries MODSEQ; one without it
-				// is not an answer to this command.
-				if modseq > 0 && msg.UID < from {
-					byUID[msg.UID] = msg
-				}
+			wg.Go(func() {
+				chErr = collectList(chCmd, func(msg engine.Message, modseq uint64) {
+					// Every reply to CHANGEDSINCE carries MODSEQ; one without it
+					// is not an answer to this command.
+					if modseq > 0 && msg.UID < from {
+						changed[msg.UID] = msg
+					}
+				})
 			})
 		}
-		err2 := collectList(newCmd, func(msg engine.Message, _ uint64) {
+		newErr := collectList(newCmd, func(msg engine.Message, _ uint64) {
 			if msg.UID >= from {
 				byUID[msg.UID] = msg
 			}
 		})
-		return errors.Join(err, err2)
+		wg.Wait()
+		maps.Copy(byUID, changed)
+		return errors.Join(chErr, newErr)
 	})
 	if err != nil {
 		return nil, false, err
@@ -722,10 +731,14 @@ func (m *Mailbox) storeFlags(ctx context.Context, cn *conn, chunks []imap.UIDSet
 				cmds = append(cmds, cn.c.Store(set, op, nil))
 			}
 		}
-		var errs []error
-		for _, cmd := range cmds {
-			errs = append(errs, cmd.Close())
+		// Drained all at once, for the reason given in List: with CONDSTORE
+		// even a .SILENT STORE gets a FETCH (MODSEQ) per message.
+		errs := make([]error, len(cmds))
+		var wg sync.WaitGroup
+		for i, cmd := range cmds {
+			wg.Go(func() { errs[i] = cmd.Close() })
 		}
+		wg.Wait()
 		return errors.Join(errs...)
 	})
 }

@@ -1,0 +1,91 @@
+package imap
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// interleavingServer answers the two pipelined UID FETCHes of an incremental
+// List the way a server running them in parallel may: every reply to the
+// second command (more than go-imap buffers per command) before the one
+// reply to the first.
+func interleavingServer(t *testing.T, newMsgs int) (string, int) {
+	const caps = "IMAP4rev1 CONDSTORE UIDPLUS"
+	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		w := bufio.NewWriter(c)
+		say := func(s string) { w.WriteString(s); w.Flush() }
+		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
+		var fetchTags []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			up := strings.ToUpper(cmd)
+			switch {
+			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
+				say(tag + " OK [CAPABILITY " + caps + "] in\r\n")
+			case strings.HasPrefix(up, `LIST "" ""`):
+				say(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n")
+			case strings.HasPrefix(up, "SELECT"):
+				say(fmt.Sprintf("* %d EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT %d] n\r\n* OK [HIGHESTMODSEQ 900] m\r\n%s OK [READ-WRITE] done\r\n",
+					100+newMsgs, 101+newMsgs, tag))
+			case strings.HasPrefix(up, "UID FETCH"):
+				fetchTags = append(fetchTags, tag)
+				if len(fetchTags) < 2 {
+					continue
+				}
+				for u := 101; u <= 100+newMsgs; u++ {
+					fmt.Fprintf(w, "* %d FETCH (UID %d FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n", u, u)
+				}
+				fmt.Fprintf(w, "* 5 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (901))\r\n")
+				say(fetchTags[0] + " OK done\r\n" + fetchTags[1] + " OK done\r\n")
+				fetchTags = nil
+			case strings.HasPrefix(up, "LOGOUT"):
+				say("* BYE bye\r\n" + tag + " OK done\r\n")
+				return
+			default:
+				say(tag + " OK done\r\n")
+			}
+		}
+	})
+}
+
+// An incremental List must not deadlock when the server interleaves the
+// replies of its two pipelined FETCH commands.
+func TestFakeListInterleavedReplies(t *testing.T) {
+	host, port := interleavingServer(t, 300)
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	type result struct {
+		msgs []engine.Message
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		msgs, _, err := mb.List(ctxT(t), engine.ListQuery{From: 101, ChangedSince: 5})
+		done <- result{msgs, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if len(r.msgs) != 301 || r.msgs[0].UID != 5 || r.msgs[0].Flags != engine.FlagSeen {
+			t.Fatalf("%d messages, first %+v", len(r.msgs), r.msgs[0])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("List hangs: the replies of one pipelined FETCH blocked go-imap's reader")
+	}
+}
