@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,6 +48,8 @@ type noListStatus struct {
 	engine.Store
 	sl    engine.StatusLister
 	calls atomic.Int64
+	mu    sync.Mutex
+	asked map[string]bool // every name asked since the last reset
 }
 
 func (n *noListStatus) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
@@ -59,6 +62,14 @@ func (n *noListStatus) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo,
 
 func (n *noListStatus) StatusAll(ctx context.Context, names []string) (map[string]engine.Status, error) {
 	n.calls.Add(1)
+	n.mu.Lock()
+	if n.asked == nil {
+		n.asked = map[string]bool{}
+	}
+	for _, name := range names {
+		n.asked[name] = true
+	}
+	n.mu.Unlock()
 	return n.sl.StatusAll(ctx, names)
 }
 
@@ -144,8 +155,15 @@ func TestUnchangedMailboxesAreNotOpened(t *testing.T) {
 			settle()
 			// One change on the near side in D/E.
 			addMany(t, p.raw[1], "D/E", 0, "E3")
+			if nls != nil {
+				nls.asked = nil
+			}
 			if got := run(); got != [2]int{1, 1} {
 				t.Fatalf("a near change in one mailbox opened %v (far, near), want one pair", got)
+			}
+			// Its far status decides nothing: not asked; the others are.
+			if nls != nil && (nls.asked["D/E"] || !nls.asked["INBOX"]) {
+				t.Fatalf("far STATUS asked for %v; want every mailbox but D/E", nls.asked)
 			}
 			p.check(t, "D/E", "D/E1: D/E2: E3:")
 			settle()

@@ -186,7 +186,8 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	// Both listings at once: on a run with nothing to do they are most of its cost.
 	var lists [2][]MailboxInfo
 	var listErr [2]error
-	early := statusFirst(ctx, spec, opt.Log, &lists, &listErr)
+	noStatus := map[string]bool{}
+	early := statusFirst(ctx, spec, opt.Log, &lists, &listErr, noStatus)
 	var lw sync.WaitGroup
 	for _, s := range []Side{Far, Near} {
 		if lists[s] != nil || listErr[s] != nil {
@@ -217,7 +218,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		}
 	}
 	names := selectMailboxes(spec, present)
-	statusAll(ctx, spec, opt.Log, names, present, listed)
+	statusAll(ctx, spec, opt.Log, names, present, listed, noStatus)
 	if opt.Progress != nil {
 		opt.Progress(ProgressEvent{Kind: ProgressListed, Channel: spec.Name, MailboxesTotal: len(names)})
 	}
