@@ -122,6 +122,16 @@ func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 		}
 	}
 	for _, s := range []Side{Far, Near} {
+		if fb, ok := b.mb[s].(FlagBatcher); ok && len(p.Flags[s]) > 1 {
+			if ctx.Err() != nil {
+				b.revertPairs(newSt, s, flagUIDs(p.Flags[s]))
+				continue
+			}
+			if err := b.applyFlagsBatch(ctx, s, fb, p.Flags[s], newSt); err != nil {
+				return err
+			}
+			continue
+		}
 		for i, fu := range p.Flags[s] {
 			if ctx.Err() != nil {
 				b.revertPairs(newSt, s, flagUIDs(p.Flags[s][i:]))
@@ -173,6 +183,44 @@ func (b *boxRun) applyFlags(ctx context.Context, s Side, fu FlagUpdate, newSt *S
 	}
 	b.res.Flagged[s] += len(fu.UIDs)
 	return b.j.addDone(fi.ID)
+}
+
+// applyFlagsBatch is applyFlags for all of a side's flag changes at once:
+// every intent journaled with one sync, then one batch to the store.
+func (b *boxRun) applyFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fus []FlagUpdate, newSt *State) error {
+	fis := make([]*flagIntent, len(fus))
+	changes := make([]FlagChange, len(fus))
+	for i, fu := range fus {
+		fis[i] = &flagIntent{Side: s, Add: fu.Add, Remove: fu.Remove, UIDs: fu.UIDs}
+		if err := b.j.addFlags(fis[i]); err != nil {
+			return err
+		}
+		changes[i] = FlagChange{UIDs: fu.UIDs, Add: fu.Add, Remove: fu.Remove}
+	}
+	if err := b.j.sync(); err != nil {
+		b.fail(err)
+		b.revertPairs(newSt, s, flagUIDs(fus))
+		return nil
+	}
+	errs := fb.SetFlagsBatch(ctx, changes)
+	for i, fu := range fus {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		} else {
+			err = fmt.Errorf("store reported no outcome")
+		}
+		if err != nil {
+			b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
+			b.revertPairs(newSt, s, fu.UIDs)
+			continue
+		}
+		b.res.Flagged[s] += len(fu.UIDs)
+		if err := b.j.addDone(fis[i].ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (b *boxRun) applyExpunge(ctx context.Context, s Side, uids []UID, newSt *State) error {

@@ -176,6 +176,20 @@ type UIDKeeper interface {
 	SetKnownUIDs(known func(UID) bool)
 }
 
+// FlagChange is one SetFlags call.
+type FlagChange struct {
+	UIDs        []UID
+	Add, Remove Flag
+}
+
+// FlagBatcher is implemented by mailboxes for which several flag changes cost
+// less together than one by one (IMAP: every STORE of the batch pipelined, one
+// round trip instead of one per change). SetFlagsBatch returns one error per
+// change, nil for a change made; each change must be complete or reported.
+type FlagBatcher interface {
+	SetFlagsBatch(ctx context.Context, changes []FlagChange) []error
+}
+
 // Prefetcher is implemented by mailboxes that can start, in the background,
 // the reading the next List needs (Maildir: listing new/ and cur/), so that it
 // overlaps with work on the other side. The engine calls Prefetch only right

@@ -724,23 +724,102 @@ func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 
 // storeFlags runs one UID STORE per chunk, all pipelined.
 func (m *Mailbox) storeFlags(ctx context.Context, cn *conn, chunks []imap.UIDSet, ops []*imap.StoreFlags) error {
-	return cn.run(ctx, "UID STORE", func() error {
-		var cmds []*imapclient.FetchCommand
-		for _, set := range chunks {
-			for _, op := range ops {
-				cmds = append(cmds, cn.c.Store(set, op, nil))
+	return m.storeMany(ctx, cn, []storeJob{{chunks, ops}})[0]
+}
+
+// storeJob is the STOREs of one flag change.
+type storeJob struct {
+	chunks []imap.UIDSet
+	ops    []*imap.StoreFlags
+}
+
+// storeMany runs the STOREs of several flag changes, all pipelined in one
+// round trip, and returns each change's outcome.
+func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []error {
+	out := make([]error, len(jobs))
+	ran := false
+	err := cn.run(ctx, "UID STORE", func() error {
+		ran = true
+		type sent struct {
+			job int
+			cmd *imapclient.FetchCommand
+		}
+		var cmds []sent
+		for j, job := range jobs {
+			for _, set := range job.chunks {
+				for _, op := range job.ops {
+					cmds = append(cmds, sent{j, cn.c.Store(set, op, nil)})
+				}
 			}
 		}
 		// Drained all at once, for the reason given in List: with CONDSTORE
 		// even a .SILENT STORE gets a FETCH (MODSEQ) per message.
 		errs := make([]error, len(cmds))
 		var wg sync.WaitGroup
-		for i, cmd := range cmds {
-			wg.Go(func() { errs[i] = cmd.Close() })
+		for i, c := range cmds {
+			wg.Go(func() { errs[i] = c.cmd.Close() })
 		}
 		wg.Wait()
+		for i, c := range cmds {
+			if errs[i] != nil && out[c.job] == nil {
+				out[c.job] = fmt.Errorf("%s: UID STORE: %w", m.s.cfg.Name, errs[i])
+			}
+		}
 		return errors.Join(errs...)
 	})
+	if err != nil && !ran {
+		// Nothing was sent (connection already broken, ctx ended).
+		for j := range out {
+			out[j] = err
+		}
+	}
+	return out
+}
+
+// SetFlagsBatch is engine.FlagBatcher: every change's STOREs pipelined.
+func (m *Mailbox) SetFlagsBatch(ctx context.Context, changes []engine.FlagChange) []error {
+	out := make([]error, len(changes))
+	if m.readOnly {
+		for i := range out {
+			out[i] = m.errorf("%w", engine.ErrReadOnly)
+		}
+		return out
+	}
+	var jobs []storeJob
+	var at []int // jobs[k] is changes[at[k]]
+	for i, c := range changes {
+		job := storeJob{chunks: uidChunks(c.UIDs), ops: flagOps(c.Add, c.Remove)}
+		if len(job.chunks) > 0 && len(job.ops) > 0 {
+			jobs = append(jobs, job)
+			at = append(at, i)
+		}
+	}
+	if len(jobs) == 0 {
+		return out
+	}
+	cn, err := m.conn(ctx)
+	if err != nil {
+		for _, i := range at {
+			out[i] = err
+		}
+		return out
+	}
+	for k, err := range m.storeMany(ctx, cn, jobs) {
+		out[at[k]] = err
+	}
+	return out
+}
+
+// flagOps are the +FLAGS.SILENT and -FLAGS.SILENT of a flag change.
+func flagOps(add, remove engine.Flag) []*imap.StoreFlags {
+	var ops []*imap.StoreFlags
+	if fl := toIMAPFlags(add); len(fl) > 0 {
+		ops = append(ops, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: fl})
+	}
+	if fl := toIMAPFlags(remove); len(fl) > 0 {
+		ops = append(ops, &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: fl})
+	}
+	return ops
 }
 
 // SetFlags adds and removes standard flags: one +FLAGS.SILENT and one
@@ -750,13 +829,7 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 		return m.errorf("%w", engine.ErrReadOnly)
 	}
 	chunks := uidChunks(uids)
-	var ops []*imap.StoreFlags
-	if fl := toIMAPFlags(add); len(fl) > 0 {
-		ops = append(ops, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: fl})
-	}
-	if fl := toIMAPFlags(remove); len(fl) > 0 {
-		ops = append(ops, &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: fl})
-	}
+	ops := flagOps(add, remove)
 	if len(chunks) == 0 || len(ops) == 0 {
 		return nil
 	}

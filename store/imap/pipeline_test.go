@@ -89,3 +89,64 @@ func TestFakeListInterleavedReplies(t *testing.T) {
 		t.Fatal("List hangs: the replies of one pipelined FETCH blocked go-imap's reader")
 	}
 }
+
+// SetFlagsBatch sends every change's STORE before reading any reply, and a
+// refused STORE fails only its own change.
+func TestFakeSetFlagsBatch(t *testing.T) {
+	const caps = "IMAP4rev1 UIDPLUS"
+	var stores []string
+	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		say := func(s string) { c.Write([]byte(s)) }
+		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
+		var pending []string // replies held until three STOREs are in
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			up := strings.ToUpper(cmd)
+			switch {
+			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
+				say(tag + " OK [CAPABILITY " + caps + "] in\r\n")
+			case strings.HasPrefix(up, `LIST "" ""`):
+				say(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n")
+			case strings.HasPrefix(up, "SELECT"):
+				say("* 9 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 10] n\r\n" + tag + " OK [READ-WRITE] done\r\n")
+			case strings.HasPrefix(up, "UID STORE"):
+				stores = append(stores, cmd)
+				reply := tag + " OK done\r\n"
+				if strings.HasPrefix(up, "UID STORE 5 ") {
+					reply = tag + " NO [CANNOT] not this one\r\n"
+				}
+				pending = append(pending, reply)
+				if len(pending) == 3 { // all three arrived without waiting for a reply
+					say(strings.Join(pending, ""))
+					pending = nil
+				}
+			case strings.HasPrefix(up, "LOGOUT"):
+				say("* BYE bye\r\n" + tag + " OK done\r\n")
+				return
+			default:
+				say(tag + " OK done\r\n")
+			}
+		}
+	})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	errs := mb.(*Mailbox).SetFlagsBatch(ctxT(t), []engine.FlagChange{
+		{UIDs: []engine.UID{1, 2}, Add: engine.FlagSeen},
+		{UIDs: []engine.UID{5}, Add: engine.FlagFlagged},
+		{UIDs: []engine.UID{7}, Remove: engine.FlagSeen},
+	})
+	if len(stores) != 3 || errs[0] != nil || errs[1] == nil || errs[2] != nil {
+		t.Fatalf("STOREs %q, errors %v", stores, errs)
+	}
+	if !strings.Contains(errs[1].Error(), "not this one") {
+		t.Fatalf("error %v", errs[1])
+	}
+}
