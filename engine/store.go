@@ -190,6 +190,26 @@ type FlagBatcher interface {
 	SetFlagsBatch(ctx context.Context, changes []FlagChange) []error
 }
 
+// Flusher is implemented by mailboxes that can postpone making flag changes
+// and removals durable (Maildir: the fsync of new/ and cur/ after renames and
+// unlinks) and do it once for all of them. After DeferSync, SetFlags and
+// Expunge may return before their effect is durable; Flush makes everything
+// done so far durable. The engine calls Flush before it saves a state that
+// records those changes: lost on a crash before that, they are only redone
+// (the old state still expects the old files). New messages (Commit) are
+// always durable when Commit returns: the journal records them as done.
+type Flusher interface {
+	DeferSync()
+	Flush() error
+}
+
+// CopyHinter is implemented by mailboxes that prepare better for new
+// messages when told how many are coming (Maildir: UIDs are reserved in
+// .uidvalidity with one durable write instead of several).
+type CopyHinter interface {
+	ExpectCopies(n int)
+}
+
 // Prefetcher is implemented by mailboxes that can start, in the background,
 // the reading the next List needs (Maildir: listing new/ and cur/), so that it
 // overlaps with work on the other side. The engine calls Prefetch only right

@@ -163,6 +163,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		}
 		b.mb[s] = mb
 		b.status[s] = mb.Status()
+		if f, ok := mb.(Flusher); ok && !dry {
+			f.DeferSync()
+		}
 		if pf, ok := mb.(Prefetcher); ok && jd == nil && b.willList(s) {
 			pf.Prefetch(ctx)
 		}
@@ -318,8 +321,17 @@ func (b *boxRun) finish(st State) error {
 	// The markers come from the plan: those seen at open (not now, so a change
 	// made by someone else during this run still looks like a change next
 	// time), or the old ones where the plan could not record a side exactly.
-	if err := b.j.sync(); err != nil {
-		return err
+	//
+	// What the state records must be durable before it is saved. The journal
+	// need not be synced here: every intent was synced before its act, and a
+	// result or "done" line lost in a crash only makes the next run look at
+	// the target; once the state is saved the journal is stale anyway.
+	for _, mb := range b.mb {
+		if f, ok := mb.(Flusher); ok {
+			if err := f.Flush(); err != nil {
+				return err
+			}
+		}
 	}
 	if err := b.save(st); err != nil {
 		return err

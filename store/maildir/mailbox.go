@@ -58,6 +58,12 @@ type Mailbox struct {
 	dirsReady bool
 	pool      []engine.UID // reserved in .uidvalidity, not used yet
 	batch     int
+	expect    int // messages still announced by ExpectCopies
+
+	// With deferSync (engine.Flusher), SetFlags and Expunge leave the fsync
+	// of the directories they changed to Flush; unsynced holds those.
+	deferSync bool
+	unsynced  map[string]bool
 }
 
 var (
@@ -73,10 +79,11 @@ func (m *Mailbox) Status() engine.Status { return m.status }
 // are foreign (a file moved here by a mail client) and get fresh UIDs.
 func (m *Mailbox) SetKnownUIDs(known func(engine.UID) bool) { m.known = known }
 
-// Close waits for a prefetch still running; a Maildir holds no other resources.
+// Close waits for a prefetch still running and makes deferred changes
+// durable; a Maildir holds no other resources.
 func (m *Mailbox) Close() error {
 	m.dropPrefetched()
-	return nil
+	return m.Flush()
 }
 
 func (m *Mailbox) errf(format string, args ...any) error {
@@ -559,6 +566,38 @@ func (m *Mailbox) assignFresh(fresh []*entry, idx map[engine.UID]*entry) (again 
 	return again, nil
 }
 
+// syncLater is syncSubs, or under DeferSync a note for Flush.
+func (m *Mailbox) syncLater(touched map[string]bool) error {
+	if !m.deferSync {
+		return m.syncSubs(touched)
+	}
+	if m.unsynced == nil {
+		m.unsynced = map[string]bool{}
+	}
+	for sub, t := range touched {
+		if t {
+			m.unsynced[sub] = true
+		}
+	}
+	return nil
+}
+
+// DeferSync is engine.Flusher: from now on SetFlags and Expunge leave the
+// directory fsyncs to Flush, one per directory instead of one per call.
+func (m *Mailbox) DeferSync() { m.deferSync = true }
+
+// Flush makes the renames and unlinks of SetFlags and Expunge durable.
+func (m *Mailbox) Flush() error {
+	if len(m.unsynced) == 0 {
+		return nil
+	}
+	err := m.syncSubs(m.unsynced)
+	if err == nil {
+		m.unsynced = nil
+	}
+	return err
+}
+
 func (m *Mailbox) syncSubs(touched map[string]bool) error {
 	if !m.s.opt.Fsync {
 		return nil
@@ -872,7 +911,7 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 		m.idx[uid] = ne
 		return nil
 	})
-	if serr := m.syncSubs(touched); err == nil {
+	if serr := m.syncLater(touched); err == nil {
 		err = serr
 	}
 	return err
@@ -896,7 +935,7 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 		delete(m.idx, uid)
 		return nil
 	})
-	if serr := m.syncSubs(touched); err == nil {
+	if serr := m.syncLater(touched); err == nil {
 		err = serr
 	}
 	m.status.Messages = int64(len(m.idx))

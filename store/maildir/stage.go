@@ -41,10 +41,15 @@ const (
 	batchGrowth = 8
 )
 
+// ExpectCopies is engine.CopyHinter: the next reservations cover n messages
+// at once (up to maxBatch each) instead of growing from one.
+func (m *Mailbox) ExpectCopies(n int) { m.expect = max(m.expect, n) }
+
 // takeUID hands out a durably reserved UID.
 func (m *Mailbox) takeUID() (engine.UID, error) {
 	if len(m.pool) == 0 {
-		m.batch = min(max(1, m.batch*batchGrowth), maxBatch)
+		m.batch = min(max(1, m.batch*batchGrowth, m.expect), maxBatch)
+		m.expect = max(0, m.expect-m.batch)
 		st, first, err := m.s.reserveUIDs(m.dir, m.batch)
 		if err != nil {
 			return 0, m.wrap("reserve UID", err)
