@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -174,4 +175,82 @@ func selfSignedPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T, name string) testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return testCA{c, key}
+}
+
+func (ca testCA) issue(t *testing.T, host string, notAfter time.Time) *x509.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
+		DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+// With a ca_file, a server certificate is checked against it first and
+// against the system's anchors only when it does not know the issuer; a
+// wrong name or an expired certificate fails without that second look.
+func TestVerifyPeerCAFileThenSystem(t *testing.T) {
+	own, public, stranger := newTestCA(t, "own CA"), newTestCA(t, "public CA"), newTestCA(t, "stranger")
+	ownPool, publicPool := x509.NewCertPool(), x509.NewCertPool()
+	ownPool.AddCert(own.cert)
+	publicPool.AddCert(public.cert)
+	later := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name     string
+		cert     *x509.Certificate
+		wantMore bool
+		check    func(error) bool
+	}{
+		{"own", own.issue(t, "mail.example", later), false, func(err error) bool { return err == nil }},
+		{"public", public.issue(t, "mail.example", later), true, func(err error) bool { return err == nil }},
+		{"stranger", stranger.issue(t, "mail.example", later), true, func(err error) bool {
+			var ua x509.UnknownAuthorityError
+			return errors.As(err, &ua)
+		}},
+		{"wrong name", own.issue(t, "other.example", later), false, func(err error) bool {
+			var he x509.HostnameError
+			return errors.As(err, &he)
+		}},
+		{"expired", own.issue(t, "mail.example", time.Now().Add(-time.Minute)), false, func(err error) bool {
+			var ci x509.CertificateInvalidError
+			return errors.As(err, &ci)
+		}},
+	} {
+		asked := false
+		more := func() *x509.CertPool { asked = true; return publicPool }
+		err := verifyPeer(tls.ConnectionState{PeerCertificates: []*x509.Certificate{tc.cert}}, "mail.example", ownPool, more)
+		if !tc.check(err) || asked != tc.wantMore {
+			t.Errorf("%s: err %v, system anchors read %v (want %v)", tc.name, err, asked, tc.wantMore)
+		}
+	}
+	if err := verifyPeer(tls.ConnectionState{}, "mail.example", ownPool, nil); err == nil {
+		t.Error("no certificate accepted")
+	}
 }
