@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -133,7 +134,14 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		return nil, m.wrap("add message", err)
 	}
 	path := f.Name()
-	n, err := io.Copy(f, ctxReader{ctx, nm.Body})
+	// Buffered: a body fetched over IMAP arrives in small pieces, and a
+	// write(2) per piece cost more CPU than the rest of the copy. The
+	// wrapper hides os.File's ReadFrom, which bufio would hand the copy to.
+	bw := bufio.NewWriterSize(struct{ io.Writer }{f}, 64<<10)
+	n, err := io.Copy(bw, ctxReader{ctx, nm.Body})
+	if err == nil {
+		err = bw.Flush()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
