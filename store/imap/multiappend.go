@@ -9,7 +9,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -37,8 +36,6 @@ type rawClaim struct {
 	tag  []byte // with the trailing space
 	done chan []byte
 }
-
-var rawTags atomic.Int64
 
 // claimLine reports whether a complete server line belongs to the raw
 // command in progress, taking it if so.
@@ -74,7 +71,7 @@ func (m *Mailbox) multiAppend(ctx context.Context, cn *conn, todo []*staged) ([]
 	if !ok {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "mailbox name needs a literal; not sent as MULTIAPPEND"}
 	}
-	tag := fmt.Sprintf("QX%d", rawTags.Add(1))
+	tag := fmt.Sprintf("QX%d", m.s.rawTags.Add(1))
 	cl := &rawClaim{tag: []byte(tag + " "), done: make(chan []byte, 1)}
 	var uids []engine.UID
 	err := cn.run(ctx, "MULTIAPPEND", func() error {

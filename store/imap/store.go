@@ -95,7 +95,9 @@ type Store struct {
 	bgCancel context.CancelFunc
 	warming  chan struct{} // closed when Warm's dial is over; nil when never warmed
 	dbgs     atomic.Int64  // connection counter for trace names
-	dials    atomic.Int64  // connections dialled (tests)
+	// rawTags numbers the commands written past go-imap (multiappend.go).
+	rawTags atomic.Int64
+	dials   atomic.Int64 // connections dialled (tests)
 
 	mu     sync.Mutex
 	idle   []*conn

@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -58,7 +59,8 @@ type Mailbox struct {
 	dirsReady bool
 	pool      []engine.UID // reserved in .uidvalidity, not used yet
 	batch     int
-	expect    int // messages still announced by ExpectCopies
+	expect    int           // messages still announced by ExpectCopies
+	wbuf      *bufio.Writer // Stage's, reused from message to message
 
 	// With deferSync (engine.Flusher), SetFlags and Expunge leave the fsync
 	// of the directories they changed to Flush; unsynced holds those.
