@@ -309,6 +309,31 @@ func TestStageFailureLeavesNothingStaged(t *testing.T) {
 	checkEqual(t, spec, "INBOX", "good: poison:")
 }
 
+// A commit whose outcome could not be found out keeps the journal past the
+// state saved by that run; the next run must still resolve it from that
+// journal (and find the message there) instead of copying it a second time.
+func TestUnresolvedCommitResolvedNextRun(t *testing.T) {
+	for _, reserve := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reserve=%v", reserve), func(t *testing.T) {
+			far, near := newMemStore("far"), newMemStore("near")
+			near.reserve = reserve
+			spec := testSpec(t.TempDir(), far, near)
+			addMsg(t, far, "INBOX", "a", 0)
+			mustSync(t, spec, RunOptions{})
+			addMsg(t, far, "INBOX", "b", 0)
+			near.lostCommit = true
+			res := SyncChannel(context.Background(), spec, RunOptions{})
+			if res.Mailboxes[0].Err == nil {
+				t.Fatal("the unresolved copy was not reported")
+			}
+			near.lostCommit, near.lookupDown = false, false
+			mustSync(t, spec, RunOptions{})
+			mustSync(t, spec, RunOptions{})
+			checkEqual(t, spec, "INBOX", "a: b:")
+		})
+	}
+}
+
 func TestLockedChannel(t *testing.T) {
 	far, near := newMemStore("far"), newMemStore("near")
 	spec := testSpec(t.TempDir(), far, near)

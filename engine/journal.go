@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -119,6 +120,37 @@ func (j *journal) close() {
 		j.f.Close()
 		j.f = nil
 	}
+}
+
+// rebase gives a journal kept past a state save (copies whose outcome could
+// not be found out) that state's generation: a journal of another generation
+// is discarded as stale, and the next run would copy those messages again.
+// The records stay; the file is replaced atomically.
+func (j *journal) rebase(gen uint64) error {
+	if j.f == nil {
+		return nil
+	}
+	if err := j.sync(); err != nil {
+		return err
+	}
+	j.close()
+	data, err := os.ReadFile(j.path)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	end := bytes.Index(data, []byte("\n\n"))
+	if end < 0 {
+		return fmt.Errorf("journal %s: no header", j.path)
+	}
+	j.header.Generation = gen
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %d\ngeneration %d\nfar-validity %d\nnear-validity %d\n\n",
+		journalMagic, journalVersion, j.header.Generation, j.header.FarValidity, j.header.NearValidity)
+	b.Write(data[end+2:])
+	if err := replaceFile(j.path, func(f *os.File) error { _, err := f.Write(b.Bytes()); return err }); err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	return nil
 }
 
 // remove deletes the journal once the state that includes it is durable.

@@ -30,6 +30,10 @@ type memStore struct {
 	staged int // staged, neither committed nor discarded
 	// failStage makes Stage fail for bodies containing this string.
 	failStage string
+	// lostCommit makes Commit store the messages but report a lost
+	// connection, after which List and UIDs fail until it is cleared.
+	lostCommit bool
+	lookupDown bool
 }
 
 type memBox struct {
@@ -153,6 +157,9 @@ func (m *memMailbox) List(ctx context.Context, q ListQuery) ([]Message, bool, er
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
 	m.s.count("List")
+	if m.s.lookupDown {
+		return nil, false, fmt.Errorf("list: injected failure")
+	}
 	all := q.All || !m.s.modseq
 	var out []Message
 	for uid, msg := range m.b.msgs {
@@ -172,6 +179,9 @@ func (m *memMailbox) UIDs(ctx context.Context, below UID) ([]UID, error) {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
 	m.s.count("UIDs")
+	if m.s.lookupDown {
+		return nil, fmt.Errorf("uids: injected failure")
+	}
 	var out []UID
 	for uid := range m.b.msgs {
 		if uid < below {
@@ -247,6 +257,12 @@ func (m *memMailbox) Commit(ctx context.Context, staged []Staged) ([]CommitResul
 		if m.s.reserve || m.s.uidplus {
 			res[i].UID = uid
 		}
+		if m.s.lostCommit {
+			res[i] = CommitResult{Err: fmt.Errorf("commit: injected lost connection")}
+		}
+	}
+	if m.s.lostCommit {
+		m.s.lookupDown = true
 	}
 	return res, nil
 }

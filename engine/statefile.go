@@ -566,21 +566,30 @@ func SaveState(path string, st State) error {
 
 func saveState(path string, st State, owner StateOwner) error {
 	sortPairs(st.Pairs)
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
+	if err := replaceFile(path, func(f *os.File) error { return writeState(f, st, owner) }); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	return nil
+}
+
+// replaceFile replaces path atomically with what write writes: temp file in
+// the same directory, fsync, rename, fsync of the directory.
+func replaceFile(path string, write func(f *os.File) error) error {
+	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
+		return err
 	}
 	tmp := f.Name()
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("state %s: %w", path, err)
+		return err
 	}
-	if err := writeState(f, st, owner); err != nil {
+	if err := write(f); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
@@ -591,7 +600,7 @@ func saveState(path string, st State, owner StateOwner) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("state %s: %w", path, err)
+		return err
 	}
 	return syncDir(dir)
 }

@@ -338,8 +338,7 @@ func (b *boxRun) finish(st State) error {
 	}
 	b.st = st
 	if b.keepJournal {
-		b.j.close()
-		return nil
+		return b.j.rebase(st.Generation)
 	}
 	return b.j.remove()
 }
