@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -105,51 +104,31 @@ func TestDoveMultiAppendConnectionKilled(t *testing.T) {
 // multiAppendServer is a scripted server offering MULTIAPPEND. For an APPEND
 // it reads the literals (LITERAL+) and answers with reply(tag, messages).
 func multiAppendServer(t *testing.T, reply func(tag string, msgs []string) string) (string, int) {
-	const caps = "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND"
-	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
-		c.Write([]byte("* OK [CAPABILITY " + caps + "] fake ready\r\n"))
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			line = strings.TrimRight(line, "\r\n")
-			tag, cmd, _ := strings.Cut(line, " ")
-			up := strings.ToUpper(cmd)
-			switch {
-			case strings.HasPrefix(up, "APPEND "):
-				var msgs []string
-				for {
-					n, ok := literalSize([]byte(line))
-					if !ok {
-						break
-					}
-					buf := make([]byte, n)
-					if _, err := io.ReadFull(r, buf); err != nil {
-						return
-					}
-					msgs = append(msgs, string(buf))
-					if line, err = r.ReadString('\n'); err != nil {
-						return
-					}
-					line = strings.TrimRight(line, "\r\n")
-				}
-				c.Write([]byte(reply(tag, msgs)))
-			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
-				c.Write([]byte(tag + " OK [CAPABILITY " + caps + "] in\r\n"))
-			case strings.HasPrefix(up, `LIST "" ""`):
-				c.Write([]byte(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n"))
-			case strings.HasPrefix(up, "LIST"):
-				c.Write([]byte(`* LIST () "/" INBOX` + "\r\n" + tag + " OK done\r\n"))
-			case strings.HasPrefix(up, "SELECT") || strings.HasPrefix(up, "EXAMINE"):
-				c.Write([]byte("* 0 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 1] n\r\n" + tag + " OK [READ-WRITE] done\r\n"))
-			case strings.HasPrefix(up, "LOGOUT"):
-				c.Write([]byte("* BYE bye\r\n" + tag + " OK done\r\n"))
-				return
-			default:
-				c.Write([]byte(tag + " OK done\r\n"))
-			}
+	selected := "* 0 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 1] n\r\n"
+	return selectedServer(t, "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND", selected, func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+		if !strings.HasPrefix(strings.ToUpper(cmd), "APPEND ") {
+			return false
 		}
+		var msgs []string
+		line := cmd
+		for {
+			n, ok := literalSize([]byte(line))
+			if !ok {
+				break
+			}
+			buf := make([]byte, n)
+			if _, err := io.ReadFull(r, buf); err != nil {
+				return true
+			}
+			msgs = append(msgs, string(buf))
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return true
+			}
+			line = strings.TrimRight(l, "\r\n")
+		}
+		say(reply(tag, msgs))
+		return true
 	})
 }
 

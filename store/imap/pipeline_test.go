@@ -11,43 +11,34 @@ import (
 	"github.com/quixysync/quixysync/engine"
 )
 
-// interleavingServer answers the two pipelined UID FETCHes of an incremental
-// List the way a server running them in parallel may: every reply to the
-// second command (more than go-imap buffers per command) before the one
-// reply to the first.
-func interleavingServer(t *testing.T, newMsgs int) (string, int) {
-	const caps = "IMAP4rev1 CONDSTORE UIDPLUS"
+// selectedServer is a scripted server for tests past the login: it greets
+// with caps, accepts any login, has INBOX (answering SELECT with the untagged
+// lines of selected) and says OK to the rest, unless handle (given the tag,
+// the command, the reader for literals and a writer) answers first.
+func selectedServer(t *testing.T, caps, selected string, handle func(tag, cmd string, r *bufio.Reader, say func(string)) bool) (string, int) {
 	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
 		w := bufio.NewWriter(c)
 		say := func(s string) { w.WriteString(s); w.Flush() }
 		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
-		var fetchTags []string
 		for {
 			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
 			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			if handle(tag, cmd, r, say) {
+				continue
+			}
 			up := strings.ToUpper(cmd)
 			switch {
 			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
 				say(tag + " OK [CAPABILITY " + caps + "] in\r\n")
 			case strings.HasPrefix(up, `LIST "" ""`):
 				say(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n")
-			case strings.HasPrefix(up, "SELECT"):
-				say(fmt.Sprintf("* %d EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT %d] n\r\n* OK [HIGHESTMODSEQ 900] m\r\n%s OK [READ-WRITE] done\r\n",
-					100+newMsgs, 101+newMsgs, tag))
-			case strings.HasPrefix(up, "UID FETCH"):
-				fetchTags = append(fetchTags, tag)
-				if len(fetchTags) < 2 {
-					continue
-				}
-				for u := 101; u <= 100+newMsgs; u++ {
-					fmt.Fprintf(w, "* %d FETCH (UID %d FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n", u, u)
-				}
-				fmt.Fprintf(w, "* 5 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (901))\r\n")
-				say(fetchTags[0] + " OK done\r\n" + fetchTags[1] + " OK done\r\n")
-				fetchTags = nil
+			case strings.HasPrefix(up, "LIST"):
+				say(`* LIST () "/" INBOX` + "\r\n" + tag + " OK done\r\n")
+			case strings.HasPrefix(up, "SELECT") || strings.HasPrefix(up, "EXAMINE"):
+				say(selected + tag + " OK [READ-WRITE] done\r\n")
 			case strings.HasPrefix(up, "LOGOUT"):
 				say("* BYE bye\r\n" + tag + " OK done\r\n")
 				return
@@ -55,6 +46,33 @@ func interleavingServer(t *testing.T, newMsgs int) (string, int) {
 				say(tag + " OK done\r\n")
 			}
 		}
+	})
+}
+
+// interleavingServer answers the two pipelined UID FETCHes of an incremental
+// List the way a server running them in parallel may: every reply to the
+// second command (more than go-imap buffers per command) before the one
+// reply to the first.
+func interleavingServer(t *testing.T, newMsgs int) (string, int) {
+	selected := fmt.Sprintf("* %d EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT %d] n\r\n* OK [HIGHESTMODSEQ 900] m\r\n",
+		100+newMsgs, 101+newMsgs)
+	var fetchTags []string
+	return selectedServer(t, "IMAP4rev1 CONDSTORE UIDPLUS", selected, func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+		if !strings.HasPrefix(strings.ToUpper(cmd), "UID FETCH") {
+			return false
+		}
+		fetchTags = append(fetchTags, tag)
+		if len(fetchTags) < 2 {
+			return true
+		}
+		var b strings.Builder
+		for u := 101; u <= 100+newMsgs; u++ {
+			fmt.Fprintf(&b, "* %d FETCH (UID %d FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n", u, u)
+		}
+		b.WriteString("* 5 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (901))\r\n")
+		say(b.String() + fetchTags[0] + " OK done\r\n" + fetchTags[1] + " OK done\r\n")
+		fetchTags = nil
+		return true
 	})
 }
 
@@ -93,44 +111,25 @@ func TestFakeListInterleavedReplies(t *testing.T) {
 // SetFlagsBatch sends every change's STORE before reading any reply, and a
 // refused STORE fails only its own change.
 func TestFakeSetFlagsBatch(t *testing.T) {
-	const caps = "IMAP4rev1 UIDPLUS"
 	var stores []string
-	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
-		say := func(s string) { c.Write([]byte(s)) }
-		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
-		var pending []string // replies held until three STOREs are in
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-			up := strings.ToUpper(cmd)
-			switch {
-			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
-				say(tag + " OK [CAPABILITY " + caps + "] in\r\n")
-			case strings.HasPrefix(up, `LIST "" ""`):
-				say(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n")
-			case strings.HasPrefix(up, "SELECT"):
-				say("* 9 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 10] n\r\n" + tag + " OK [READ-WRITE] done\r\n")
-			case strings.HasPrefix(up, "UID STORE"):
-				stores = append(stores, cmd)
-				reply := tag + " OK done\r\n"
-				if strings.HasPrefix(up, "UID STORE 5 ") {
-					reply = tag + " NO [CANNOT] not this one\r\n"
-				}
-				pending = append(pending, reply)
-				if len(pending) == 3 { // all three arrived without waiting for a reply
-					say(strings.Join(pending, ""))
-					pending = nil
-				}
-			case strings.HasPrefix(up, "LOGOUT"):
-				say("* BYE bye\r\n" + tag + " OK done\r\n")
-				return
-			default:
-				say(tag + " OK done\r\n")
-			}
+	var pending []string // replies held until three STOREs are in
+	selected := "* 9 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 10] n\r\n"
+	host, port := selectedServer(t, "IMAP4rev1 UIDPLUS", selected, func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+		up := strings.ToUpper(cmd)
+		if !strings.HasPrefix(up, "UID STORE") {
+			return false
 		}
+		stores = append(stores, cmd)
+		reply := tag + " OK done\r\n"
+		if strings.HasPrefix(up, "UID STORE 5 ") {
+			reply = tag + " NO [CANNOT] not this one\r\n"
+		}
+		pending = append(pending, reply)
+		if len(pending) == 3 { // all three arrived without waiting for a reply
+			say(strings.Join(pending, ""))
+			pending = nil
+		}
+		return true
 	})
 	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
 	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
