@@ -158,6 +158,9 @@ func New(cfg Config, log *slog.Logger) (*Store, error) {
 	if cfg.User == "" {
 		return nil, fmt.Errorf("%s: user is empty", cfg.Name)
 	}
+	// Normalised in a copy: the caller's slice may be shared (channels of
+	// one account open their stores at the same time).
+	cfg.Auth = slices.Clone(cfg.Auth)
 	for i, a := range cfg.Auth {
 		a = strings.ToLower(a)
 		switch a {

@@ -254,3 +254,17 @@ func TestVerifyPeerCAFileThenSystem(t *testing.T) {
 		t.Error("no certificate accepted")
 	}
 }
+
+// New normalises its own copy of Auth: channels of one account share the
+// configured slice and open their stores at the same time.
+func TestNewLeavesCallersAuthAlone(t *testing.T) {
+	auth := []string{"PLAIN", "Login"}
+	s, err := New(Config{Host: "127.0.0.1", TLS: "none", User: "u", Password: pw("p"), Auth: auth}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if auth[0] != "PLAIN" || auth[1] != "Login" || s.cfg.Auth[0] != "plain" {
+		t.Fatalf("caller's %v, store's %v", auth, s.cfg.Auth)
+	}
+}
