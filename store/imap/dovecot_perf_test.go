@@ -266,6 +266,24 @@ func serverView(t *testing.T, s *Store, name string) (map[int][]engine.UID, map[
 	return bySubj, byUID
 }
 
+// checkCommitted fails unless every message of in arrived once, under the
+// UID its result names, with its flags and date.
+func checkCommitted(t *testing.T, res []engine.CommitResult, in []engine.NewMessage, bySubj map[int][]engine.UID, byUID map[engine.UID]engine.Message) {
+	t.Helper()
+	for i, r := range res {
+		if r.Err != nil || r.UID == 0 {
+			t.Fatalf("message %d: %+v", i, r)
+		}
+		if got := bySubj[i]; len(got) != 1 || got[0] != r.UID {
+			t.Fatalf("message %d: result UID %d, server has it as %v", i, r.UID, got)
+		}
+		m := byUID[r.UID]
+		if m.Flags != in[i].Flags || !m.Date.Equal(in[i].Date) {
+			t.Fatalf("message %d: flags %v date %v, want %v %v", i, m.Flags, m.Date, in[i].Flags, in[i].Date)
+		}
+	}
+}
+
 func TestDoveCommitParallel(t *testing.T) {
 	var trace countingWriter
 	s := doveStore(t, "alice", func(c *Config) { c.Connections = 4; c.CommitConnections = 4; c.Debug = &trace })
@@ -295,18 +313,9 @@ func TestDoveCommitParallel(t *testing.T) {
 	if len(byUID) != n {
 		t.Fatalf("%d messages on the server, want %d", len(byUID), n)
 	}
+	checkCommitted(t, res, in, bySubj, byUID)
 	ordered := true
 	for i, r := range res {
-		if r.Err != nil || r.UID == 0 {
-			t.Fatalf("message %d: %+v", i, r)
-		}
-		if got := bySubj[i]; len(got) != 1 || got[0] != r.UID {
-			t.Fatalf("message %d: result UID %d, server has it as %v", i, r.UID, got)
-		}
-		m := byUID[r.UID]
-		if m.Flags != in[i].Flags || !m.Date.Equal(in[i].Date) {
-			t.Fatalf("message %d: flags %v date %v, want %v %v", i, m.Flags, m.Date, in[i].Flags, in[i].Date)
-		}
 		if i > 0 && r.UID < res[i-1].UID {
 			ordered = false
 		}

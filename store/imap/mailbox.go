@@ -456,18 +456,9 @@ func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.Comm
 	if len(st) == 0 {
 		return res, nil
 	}
-	// APPEND to a missing mailbox is refused before the literal's
-	// continuation, which kills a go-imap connection: check first.
 	cn, err := m.conn(ctx)
 	if err != nil {
 		return stopAt(err)
-	}
-	found, _, err := m.s.exists(ctx, cn, m.wire)
-	if err != nil {
-		return stopAt(err)
-	}
-	if !found {
-		return stopAt(m.errorf("%w (deleted while open?)", engine.ErrNoMailbox))
 	}
 	c := &committer{m: m, st: st, res: res, done: make([]bool, len(st))}
 	for i, x := range st {
@@ -504,6 +495,16 @@ func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.Comm
 			}
 			return res, nil
 		}
+	}
+	// APPEND to a missing mailbox is refused before the literal's
+	// continuation, which kills a go-imap connection: check first. (A
+	// MULTIAPPEND is written past go-imap and refused cleanly: no check.)
+	found, _, err := m.s.exists(ctx, cn, m.wire)
+	if err != nil {
+		return stopAt(err)
+	}
+	if !found {
+		return stopAt(m.errorf("%w (deleted while open?)", engine.ErrNoMailbox))
 	}
 	var wg sync.WaitGroup
 	extra := min(m.s.cfg.CommitConnections-1, len(c.todo)/minPerExtraConn)

@@ -44,18 +44,7 @@ func TestDoveCommitMultiAppend(t *testing.T) {
 	if len(byUID) != n {
 		t.Fatalf("%d messages on the server, want %d", len(byUID), n)
 	}
-	for i, r := range res {
-		if r.Err != nil || r.UID == 0 {
-			t.Fatalf("message %d: %+v", i, r)
-		}
-		if got := bySubj[i]; len(got) != 1 || got[0] != r.UID {
-			t.Fatalf("message %d: result UID %d, server has it as %v", i, r.UID, got)
-		}
-		m := byUID[r.UID]
-		if m.Flags != in[i].Flags || !m.Date.Equal(in[i].Date) {
-			t.Fatalf("message %d: flags %v date %v, want %v %v", i, m.Flags, m.Date, in[i].Flags, in[i].Date)
-		}
-	}
+	checkCommitted(t, res, in, bySubj, byUID)
 	// The connection carries on normally after the raw command.
 	if _, _, err := mb.List(ctx, engine.ListQuery{All: true}); err != nil {
 		t.Fatal(err)
@@ -101,6 +90,32 @@ func TestDoveMultiAppendConnectionKilled(t *testing.T) {
 	}
 }
 
+// A batch for a mailbox deleted meanwhile: the MULTIAPPEND is refused
+// (no existence check is made before it), the check before the one-by-one
+// path then says the mailbox is gone, and the connection stays usable.
+func TestDoveMultiAppendMailboxDeleted(t *testing.T) {
+	s := doveStore(t, "alice", nil)
+	ctx := ctxT(t)
+	if err := s.CreateMailbox(ctx, "Gone"); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := s.OpenMailbox(ctx, "Gone", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	if err := doveStoreNoReset(t, "alice").DeleteMailbox(ctx, "Gone"); err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := commitBatch(t, mb, 3)
+	if !errors.Is(err, engine.ErrNoMailbox) || !errors.Is(res[0].Err, engine.ErrNoMailbox) {
+		t.Fatalf("got %v, %+v", err, res)
+	}
+	if _, err := s.ListMailboxes(ctx); err != nil {
+		t.Fatalf("store unusable afterwards: %v", err)
+	}
+}
+
 // multiAppendServer is a scripted server offering MULTIAPPEND. For an APPEND
 // it reads the literals (LITERAL+) and answers with reply(tag, messages).
 func multiAppendServer(t *testing.T, reply func(tag string, msgs []string) string) (string, int) {
@@ -132,6 +147,17 @@ func multiAppendServer(t *testing.T, reply func(tag string, msgs []string) strin
 	})
 }
 
+// openFakeInbox opens INBOX on a fake server; the test's cleanup closes it.
+func openFakeInbox(t *testing.T, host string, port int) engine.Mailbox {
+	t.Helper()
+	mb, err := fakeStore(t, host, port, nil).OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	return mb
+}
+
 func stageN(t *testing.T, mb engine.Mailbox, n int) []engine.Staged {
 	t.Helper()
 	var st []engine.Staged
@@ -161,12 +187,7 @@ func TestFakeMultiAppendRefusedFallsBack(t *testing.T) {
 		uid++
 		return fmt.Sprintf("%s OK [APPENDUID 42 %d] ok\r\n", tag, uid)
 	})
-	s := fakeStore(t, host, port, nil)
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := openFakeInbox(t, host, port)
 	res, err := mb.Commit(ctxT(t), stageN(t, mb, 3))
 	if err != nil {
 		t.Fatal(err)
@@ -189,12 +210,7 @@ func TestFakeMultiAppendUIDs(t *testing.T) {
 	host, port := multiAppendServer(t, func(tag string, msgs []string) string {
 		return fmt.Sprintf("%s OK [APPENDUID %d 7,9:10] ok\r\n", tag, validity)
 	})
-	s := fakeStore(t, host, port, nil)
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := openFakeInbox(t, host, port)
 	res, err := mb.Commit(ctxT(t), stageN(t, mb, 3))
 	if err != nil {
 		t.Fatal(err)
