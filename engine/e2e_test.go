@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -404,5 +405,65 @@ func TestCrashAtEveryStep(t *testing.T) {
 				t.Fatalf("step %d: run after resume not idempotent: %+v", n, res.Counts)
 			}
 		}
+	})
+}
+
+// TestWillTouchAnnouncesPlan: before executing, the engine tells each side
+// which of its existing messages the plan reads, changes or removes, and
+// then touches no others.
+func TestWillTouchAnnouncesPlan(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		for _, s := range []string{"a", "b", "c", "d", "e"} {
+			addMsg(t, far, "INBOX", s, 0)
+		}
+		mustSync(t, spec, RunOptions{})
+		far.touched, near.touched = nil, nil
+		setFlagsBySubject(t, far, "INBOX", "a", FlagSeen, 0)
+		nearB := findUID(t, near, "INBOX", "b")
+		expungeBySubject(t, far, "INBOX", "b")
+		setFlagsBySubject(t, near, "INBOX", "c", FlagFlagged, 0)
+		addMsg(t, near, "INBOX", "new", 0)
+		mustSync(t, spec, RunOptions{})
+		nearWant := []UID{findUID(t, near, "INBOX", "a"), nearB, findUID(t, near, "INBOX", "new")}
+		slices.Sort(nearWant)
+		// far: the flag change from near; near: a's flags, b's removal,
+		// and the new message read for its copy to far.
+		if got, want := fmt.Sprint(far.touched), fmt.Sprint([][]UID{{findUID(t, far, "INBOX", "c")}}); got != want {
+			t.Errorf("far announced %s, want %s", got, want)
+		}
+		if got, want := fmt.Sprint(near.touched), fmt.Sprint([][]UID{nearWant}); got != want {
+			t.Errorf("near announced %s, want %s", got, want)
+		}
+		if n := far.Calls("untouched") + near.Calls("untouched"); n != 0 {
+			t.Errorf("%d operations on UIDs not announced", n)
+		}
+		checkEqual(t, spec, "INBOX", "a:S c:F d: e: new:")
+	})
+}
+
+// TestOneJournalSyncForChanges: the flag changes and removals of both sides
+// are journaled with a single sync, however many kinds of change there are.
+func TestOneJournalSyncForChanges(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		for _, s := range []string{"a", "b", "c", "d", "e", "f"} {
+			addMsg(t, far, "INBOX", s, FlagSeen)
+		}
+		mustSync(t, spec, RunOptions{})
+		setFlagsBySubject(t, far, "INBOX", "a", FlagFlagged, 0)
+		setFlagsBySubject(t, far, "INBOX", "b", 0, FlagSeen)
+		setFlagsBySubject(t, near, "INBOX", "c", FlagReplied, 0)
+		expungeBySubject(t, far, "INBOX", "d")
+		expungeBySubject(t, near, "INBOX", "e")
+		var syncs atomic.Int64
+		res := mustSync(t, spec, RunOptions{journalSyncs: &syncs})
+		if res.Flagged != [2]int{1, 2} || res.Deleted != [2]int{1, 1} {
+			t.Fatalf("counts: %+v", res.Counts)
+		}
+		if n := syncs.Load(); n != 1 {
+			t.Errorf("%d journal syncs, want 1", n)
+		}
+		checkEqual(t, spec, "INBOX", "a:FS b: c:RS f:S")
 	})
 }

@@ -115,47 +115,31 @@ func hashMessage(r io.Reader) (sum, msgID string, err error) {
 // goes on with what is still possible.
 func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 	newSt := &p.State
+	for _, s := range []Side{Far, Near} {
+		if h, ok := b.mb[s].(TouchHinter); ok {
+			if uids := p.touched(s); len(uids) > 0 {
+				h.WillTouch(uids)
+			}
+		}
+	}
 	// Pull first, then push: the order only matters for progress output.
 	for _, t := range []Side{Near, Far} {
 		if err := b.copyAll(ctx, t, p.Copies[t], newSt); err != nil {
 			return err
 		}
 	}
-	for _, s := range []Side{Far, Near} {
-		if fb, ok := b.mb[s].(FlagBatcher); ok && len(p.Flags[s]) > 1 {
-			if ctx.Err() != nil {
-				b.revertPairs(newSt, s, flagUIDs(p.Flags[s]))
-				continue
-			}
-			if err := b.applyFlagsBatch(ctx, s, fb, p.Flags[s], newSt); err != nil {
-				return err
-			}
-			continue
-		}
-		for i, fu := range p.Flags[s] {
-			if ctx.Err() != nil {
-				b.revertPairs(newSt, s, flagUIDs(p.Flags[s][i:]))
-				break
-			}
-			if err := b.applyFlags(ctx, s, fu, newSt); err != nil {
-				return err
-			}
-		}
+	return b.applyChanges(ctx, p, newSt)
+}
+
+// touched lists the existing messages of side s the plan acts on: the
+// sources of copies from s, and those whose flags change or that go.
+func (p *Plan) touched(s Side) []UID {
+	var out []UID
+	for _, c := range p.Copies[s.Other()] {
+		out = append(out, c.UID)
 	}
-	for _, s := range []Side{Far, Near} {
-		uids := p.Expunges[s]
-		if len(uids) == 0 {
-			continue
-		}
-		if ctx.Err() != nil {
-			b.revertPairs(newSt, s, uids)
-			continue
-		}
-		if err := b.applyExpunge(ctx, s, uids, newSt); err != nil {
-			return err
-		}
-	}
-	return nil
+	out = append(out, flagUIDs(p.Flags[s])...)
+	return append(out, p.Expunges[s]...)
 }
 
 func flagUIDs(fus []FlagUpdate) []UID {
@@ -166,44 +150,122 @@ func flagUIDs(fus []FlagUpdate) []UID {
 	return out
 }
 
-func (b *boxRun) applyFlags(ctx context.Context, s Side, fu FlagUpdate, newSt *State) error {
-	fi := &flagIntent{Side: s, Add: fu.Add, Remove: fu.Remove, UIDs: fu.UIDs}
-	if err := b.j.addFlags(fi); err != nil {
-		return err
+// sideChanges are one side's flag and removal intents of a plan.
+type sideChanges struct {
+	flags []*flagIntent
+	exp   *expungeIntent
+}
+
+func (c sideChanges) uids() []UID {
+	var out []UID
+	for _, fi := range c.flags {
+		out = append(out, fi.UIDs...)
+	}
+	if c.exp != nil {
+		out = append(out, c.exp.UIDs...)
+	}
+	return out
+}
+
+// applyChanges makes the flag changes and removals of both sides. Every
+// intent is journaled first, with one sync for all of them (each sync is a
+// disk flush: one per change made small incremental runs wait mostly on
+// the disk), then the acts follow: far flags, near flags, far removals, near
+// removals, as a resumed run would redo them. Copies are journaled before,
+// batch by batch: they can take long, and a removal journaled ahead of them
+// would be redone after a crash during the copies, long after it was decided.
+func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error {
+	var ch [2]sideChanges
+	journaled := false
+	for _, s := range []Side{Far, Near} {
+		if ctx.Err() != nil {
+			b.revertPairs(newSt, s, append(flagUIDs(p.Flags[s]), p.Expunges[s]...))
+			continue
+		}
+		for _, fu := range p.Flags[s] {
+			fi := &flagIntent{Side: s, Add: fu.Add, Remove: fu.Remove, UIDs: fu.UIDs}
+			if err := b.j.addFlags(fi); err != nil {
+				return err
+			}
+			ch[s].flags = append(ch[s].flags, fi)
+			journaled = true
+		}
+		if uids := p.Expunges[s]; len(uids) > 0 {
+			ch[s].exp = &expungeIntent{Side: s, UIDs: uids}
+			if err := b.j.addExpunge(ch[s].exp); err != nil {
+				return err
+			}
+			journaled = true
+		}
+	}
+	if !journaled {
+		return nil
 	}
 	if err := b.j.sync(); err != nil {
 		b.fail(err)
-		b.revertPairs(newSt, s, fu.UIDs)
+		for s := range ch {
+			b.revertPairs(newSt, Side(s), ch[s].uids())
+		}
 		return nil
 	}
-	if err := b.mb[s].SetFlags(ctx, fu.UIDs, fu.Add, fu.Remove); err != nil {
+	for _, s := range []Side{Far, Near} {
+		fis := ch[s].flags
+		if fb, ok := b.mb[s].(FlagBatcher); ok && len(fis) > 1 {
+			if ctx.Err() != nil {
+				b.revertPairs(newSt, s, sideChanges{flags: fis}.uids())
+				continue
+			}
+			if err := b.setFlagsBatch(ctx, s, fb, fis, newSt); err != nil {
+				return err
+			}
+			continue
+		}
+		for i, fi := range fis {
+			if ctx.Err() != nil {
+				b.revertPairs(newSt, s, sideChanges{flags: fis[i:]}.uids())
+				break
+			}
+			if err := b.setFlags(ctx, s, fi, newSt); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range []Side{Far, Near} {
+		ei := ch[s].exp
+		if ei == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			b.revertPairs(newSt, s, ei.UIDs)
+			continue
+		}
+		if err := b.expunge(ctx, s, ei, newSt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setFlags makes one journaled flag change; only a journal error is
+// returned, a store's failure is recorded and its pairs reverted.
+func (b *boxRun) setFlags(ctx context.Context, s Side, fi *flagIntent, newSt *State) error {
+	if err := b.mb[s].SetFlags(ctx, fi.UIDs, fi.Add, fi.Remove); err != nil {
 		b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
-		b.revertPairs(newSt, s, fu.UIDs)
+		b.revertPairs(newSt, s, fi.UIDs)
 		return nil
 	}
-	b.res.Flagged[s] += len(fu.UIDs)
+	b.res.Flagged[s] += len(fi.UIDs)
 	return b.j.addDone(fi.ID)
 }
 
-// applyFlagsBatch is applyFlags for all of a side's flag changes at once:
-// every intent journaled with one sync, then one batch to the store.
-func (b *boxRun) applyFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fus []FlagUpdate, newSt *State) error {
-	fis := make([]*flagIntent, len(fus))
-	changes := make([]FlagChange, len(fus))
-	for i, fu := range fus {
-		fis[i] = &flagIntent{Side: s, Add: fu.Add, Remove: fu.Remove, UIDs: fu.UIDs}
-		if err := b.j.addFlags(fis[i]); err != nil {
-			return err
-		}
-		changes[i] = FlagChange{UIDs: fu.UIDs, Add: fu.Add, Remove: fu.Remove}
-	}
-	if err := b.j.sync(); err != nil {
-		b.fail(err)
-		b.revertPairs(newSt, s, flagUIDs(fus))
-		return nil
+// setFlagsBatch is setFlags for all of a side's flag changes at once.
+func (b *boxRun) setFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fis []*flagIntent, newSt *State) error {
+	changes := make([]FlagChange, len(fis))
+	for i, fi := range fis {
+		changes[i] = FlagChange{UIDs: fi.UIDs, Add: fi.Add, Remove: fi.Remove}
 	}
 	errs := fb.SetFlagsBatch(ctx, changes)
-	for i, fu := range fus {
+	for i, fi := range fis {
 		var err error
 		if i < len(errs) {
 			err = errs[i]
@@ -212,33 +274,25 @@ func (b *boxRun) applyFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fu
 		}
 		if err != nil {
 			b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
-			b.revertPairs(newSt, s, fu.UIDs)
+			b.revertPairs(newSt, s, fi.UIDs)
 			continue
 		}
-		b.res.Flagged[s] += len(fu.UIDs)
-		if err := b.j.addDone(fis[i].ID); err != nil {
+		b.res.Flagged[s] += len(fi.UIDs)
+		if err := b.j.addDone(fi.ID); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (b *boxRun) applyExpunge(ctx context.Context, s Side, uids []UID, newSt *State) error {
-	ei := &expungeIntent{Side: s, UIDs: uids}
-	if err := b.j.addExpunge(ei); err != nil {
-		return err
-	}
-	if err := b.j.sync(); err != nil {
-		b.fail(err)
-		b.revertPairs(newSt, s, uids)
-		return nil
-	}
-	if err := b.mb[s].Expunge(ctx, uids); err != nil {
+// expunge makes one journaled removal, as setFlags.
+func (b *boxRun) expunge(ctx context.Context, s Side, ei *expungeIntent, newSt *State) error {
+	if err := b.mb[s].Expunge(ctx, ei.UIDs); err != nil {
 		b.fail(fmt.Errorf("expunging on the %s side: %w", s, err))
-		b.revertPairs(newSt, s, uids)
+		b.revertPairs(newSt, s, ei.UIDs)
 		return nil
 	}
-	b.res.Deleted[s] += len(uids)
+	b.res.Deleted[s] += len(ei.UIDs)
 	return b.j.addDone(ei.ID)
 }
 

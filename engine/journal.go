@@ -29,7 +29,8 @@ var errCrash = errors.New("simulated crash (test hook)")
 // a given number of them (isync's -Ts). A test-only device.
 type crashHook struct {
 	lines *atomic.Int64
-	after int64 // 0: never
+	syncs *atomic.Int64 // nil: not counted
+	after int64         // 0: never
 	exit  bool  // really exit the process (status 100) instead of returning errCrash
 }
 
@@ -109,6 +110,9 @@ func (j *journal) sync() error {
 	}
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	if j.hook != nil && j.hook.syncs != nil {
+		j.hook.syncs.Add(1)
 	}
 	return nil
 }

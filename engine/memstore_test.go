@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,8 @@ type memStore struct {
 	// connection, after which List and UIDs fail until it is cleared.
 	lostCommit bool
 	lookupDown bool
+	// touched: every WillTouch, its UIDs sorted.
+	touched [][]UID
 }
 
 type memBox struct {
@@ -86,7 +89,7 @@ func (s *memStore) CreateMailbox(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.boxes[name] == nil {
-		s.boxes[name] = &memBox{validity: uint32(1000 + len(s.boxes)), next: 1, msgs: map[UID]*memMsg{}}
+		s.boxes[name] = &memBox{validity: uint32(1000 + len(s.boxes)), next: 1, modseq: 1, msgs: map[UID]*memMsg{}}
 	}
 	return nil
 }
@@ -121,7 +124,9 @@ func (s *memStore) Close() error { return nil }
 func (s *memStore) statusLocked(b *memBox) Status {
 	st := Status{UIDValidity: b.validity, UIDNext: b.next, Messages: int64(len(b.msgs))}
 	if s.modseq {
-		st.HighestModSeq = b.modseq + 1
+		// As IMAP's HIGHESTMODSEQ: the highest mod-sequence given so far
+		// (from 1 on); every later change gets a higher one.
+		st.HighestModSeq = b.modseq
 	}
 	if !s.noStamp {
 		st.Stamp = fmt.Sprintf("%d.%d", b.validity, b.version)
@@ -139,6 +144,35 @@ type memMailbox struct {
 	b  *memBox
 	ro bool
 	st Status
+	// touch is what WillTouch announced; operations on UIDs outside it
+	// are counted as "untouched" calls.
+	touch map[UID]bool
+}
+
+// WillTouch records the announcement (engine.TouchHinter) in the store's
+// touched list, one sorted entry per call.
+func (m *memMailbox) WillTouch(uids []UID) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	m.touch = map[UID]bool{}
+	for _, u := range uids {
+		m.touch[u] = true
+	}
+	m.s.touched = append(m.s.touched, slices.Sorted(maps.Keys(m.touch)))
+}
+
+// checkTouch counts an operation on UIDs that existed at open and were not
+// announced (with m.s.mu held). Messages added since (say, appended without
+// UIDPLUS and then looked for) are not the plan's to announce.
+func (m *memMailbox) checkTouch(uids []UID) {
+	if m.touch == nil {
+		return
+	}
+	for _, u := range uids {
+		if !m.touch[u] && u < m.st.UIDNext {
+			m.s.count("untouched")
+		}
+	}
 }
 
 type memStaged struct {
@@ -195,6 +229,7 @@ func (m *memMailbox) UIDs(ctx context.Context, below UID) ([]UID, error) {
 func (m *memMailbox) Fetch(ctx context.Context, uids []UID, fn func(UID, io.Reader) error) error {
 	m.s.mu.Lock()
 	m.s.count("Fetch")
+	m.checkTouch(uids)
 	type item struct {
 		uid  UID
 		body []byte
@@ -285,6 +320,7 @@ func (m *memMailbox) SetFlags(ctx context.Context, uids []UID, add, remove Flag)
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
 	m.s.count("SetFlags")
+	m.checkTouch(uids)
 	for _, u := range uids {
 		if msg := m.b.msgs[u]; msg != nil {
 			nf := (msg.flags | add) &^ remove
@@ -304,6 +340,7 @@ func (m *memMailbox) Expunge(ctx context.Context, uids []UID) error {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
 	m.s.count("Expunge")
+	m.checkTouch(uids)
 	for _, u := range uids {
 		if m.b.msgs[u] != nil {
 			delete(m.b.msgs, u)

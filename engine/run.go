@@ -66,6 +66,8 @@ type RunOptions struct {
 	CrashAfter int
 	// journalLines counts journal lines written by the run (tests read it).
 	journalLines *atomic.Int64
+	// journalSyncs counts the journal's syncs (tests read it).
+	journalSyncs *atomic.Int64
 }
 
 // ProgressEvent reports progress of long runs. Events come from the
@@ -155,7 +157,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	hook := &crashHook{lines: opt.journalLines, after: int64(opt.CrashAfter)}
+	hook := &crashHook{lines: opt.journalLines, syncs: opt.journalSyncs, after: int64(opt.CrashAfter)}
 	if hook.lines == nil {
 		hook.lines = new(atomic.Int64)
 	}

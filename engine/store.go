@@ -210,6 +210,17 @@ type CopyHinter interface {
 	ExpectCopies(n int)
 }
 
+// TouchHinter is implemented by mailboxes that find existing messages faster
+// when told in advance which ones a plan will read, change or remove
+// (Maildir, when the engine did not list it because nothing changed there:
+// one pass over new/ and cur/ that looks for just those files instead of
+// indexing every one). The engine calls WillTouch once per side, before it
+// executes a plan; an operation on a UID outside it still works, at the cost
+// it would have had without the hint.
+type TouchHinter interface {
+	WillTouch(uids []UID)
+}
+
 // Prefetcher is implemented by mailboxes that can start, in the background,
 // the reading the next List needs (Maildir: listing new/ and cur/), so that it
 // overlaps with work on the other side. The engine calls Prefetch only right
