@@ -50,6 +50,12 @@ type Mailbox struct {
 	idx     map[engine.UID]*entry
 	scanned bool
 
+	// want is what the engine said it will touch (engine.TouchHinter);
+	// located says idx holds those of them that exist, found by locate
+	// without a scan.
+	want    map[engine.UID]bool
+	located bool
+
 	// pre is a listing started by Prefetch: closed when preEntries/preErr
 	// are set. Nil when none is pending.
 	pre        chan struct{}
@@ -69,8 +75,9 @@ type Mailbox struct {
 }
 
 var (
-	_ engine.Mailbox   = (*Mailbox)(nil)
-	_ engine.UIDKeeper = (*Mailbox)(nil)
+	_ engine.Mailbox     = (*Mailbox)(nil)
+	_ engine.UIDKeeper   = (*Mailbox)(nil)
+	_ engine.TouchHinter = (*Mailbox)(nil)
 )
 
 // Status is what was seen at open (the Stamp from stat before any read);
@@ -395,11 +402,124 @@ func (m *Mailbox) takePrefetched() ([]*entry, error) {
 // before the change must not be used after it.
 func (m *Mailbox) dropPrefetched() { m.takePrefetched() }
 
-func (m *Mailbox) ensureScanned(ctx context.Context) error {
+// ensureIndexed makes m.idx hold the files of uids: from a scan, or, when
+// the engine announced them all (WillTouch), from a locate.
+func (m *Mailbox) ensureIndexed(ctx context.Context, uids []engine.UID) error {
 	if m.scanned {
 		return nil
 	}
-	return m.scan(ctx)
+	covered := m.want != nil
+	for _, u := range uids {
+		if covered && !m.want[u] {
+			covered = false
+		}
+	}
+	if !covered {
+		return m.scan(ctx)
+	}
+	if m.located {
+		return nil
+	}
+	return m.locate(ctx)
+}
+
+// WillTouch is engine.TouchHinter. Operations on a folder that has not been
+// listed must find their files; for a few messages of a big folder, one
+// pass that picks out just those names costs a fraction of a scan, which
+// parses and indexes every file (for 100 000 files, 200 ms of CPU against
+// 30). Announced UIDs are found together by the first operation.
+func (m *Mailbox) WillTouch(uids []engine.UID) {
+	if m.scanned || m.located || len(uids) == 0 {
+		return
+	}
+	m.want = make(map[engine.UID]bool, len(uids))
+	for _, u := range uids {
+		m.want[u] = true
+	}
+}
+
+// locate fills m.idx with the files of m.want without indexing the rest of
+// the folder. The result must be what a scan would give for those UIDs, so
+// whenever a scan could decide otherwise — a wanted UID that a scan would
+// renumber (foreign, above the last assigned, on several files), or a folder
+// that changed while it was read or too recently to trust its mtimes — it
+// scans instead.
+func (m *Mailbox) locate(ctx context.Context) error {
+	if m.pre != nil {
+		return m.scan(ctx) // a listing is on its way anyway
+	}
+	st, err := m.uidState()
+	if err != nil {
+		return err
+	}
+	for u := range m.want {
+		if !m.ours[u] && (u > st.Last || (m.known != nil && !m.known(u))) {
+			return m.scan(ctx)
+		}
+	}
+	t0 := time.Now()
+	s1, err := dirStamp(m.dir)
+	if err != nil {
+		return m.wrap("locate", err)
+	}
+	l := lister{buf: make([]byte, readBufSize)}
+	for _, sub := range []string{"new", "cur"} {
+		err := readNamesBuf(filepath.Join(m.dir, sub), l.buf, func(name []byte) {
+			if mayCarryUID(name, m.want) {
+				l.add(sub, name)
+			}
+		})
+		if err != nil {
+			return m.wrap("locate", err)
+		}
+	}
+	s2, err := dirStamp(m.dir)
+	if err != nil {
+		return m.wrap("locate", err)
+	}
+	if s1 != s2 || s2.recent(t0, scanGuard) {
+		return m.scan(ctx)
+	}
+	idx := make(map[engine.UID]*entry, len(m.want))
+	for _, e := range l.entries() {
+		u := e.fn.UID
+		if !m.want[u] {
+			continue
+		}
+		if idx[u] != nil {
+			return m.scan(ctx) // a duplicate: the scan decides which file keeps u
+		}
+		idx[u] = e
+	}
+	for u, e := range m.idx { // committed in this session
+		if idx[u] == nil {
+			idx[u] = e
+		}
+	}
+	m.idx, m.located = idx, true
+	return nil
+}
+
+// mayCarryUID is a filter without false negatives for parseName(name).UID
+// being in want: parseName takes the UID from a ",U=<digits>" field, so a
+// name none of whose ",U=" is followed by the digits of a wanted UID cannot
+// carry one. It allocates nothing.
+func mayCarryUID(name []byte, want map[engine.UID]bool) bool {
+	for {
+		i := bytes.Index(name, []byte(",U="))
+		if i < 0 {
+			return false
+		}
+		name = name[i+3:]
+		var v uint64
+		j := 0
+		for ; j < len(name) && name[j] >= '0' && name[j] <= '9' && v <= 1<<32; j++ {
+			v = v*10 + uint64(name[j]-'0')
+		}
+		if j > 0 && v < 1<<32 && want[engine.UID(v)] {
+			return true
+		}
+	}
 }
 
 // uidState reads .uidvalidity and checks it still belongs to what was opened.
@@ -840,7 +960,7 @@ var errGone = errors.New("message file moved")
 // each runs op for every uid present in the index. op returning errGone means the file moved: after one rescan those uids
 // are tried again, and skipped if still gone.
 func (m *Mailbox) each(ctx context.Context, uids []engine.UID, op func(uid engine.UID, e *entry) error) error {
-	if err := m.ensureScanned(ctx); err != nil {
+	if err := m.ensureIndexed(ctx, uids); err != nil {
 		return err
 	}
 	pending := uids
@@ -940,6 +1060,8 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	if serr := m.syncLater(touched); err == nil {
 		err = serr
 	}
-	m.status.Messages = int64(len(m.idx))
+	if m.scanned {
+		m.status.Messages = int64(len(m.idx))
+	}
 	return err
 }
