@@ -133,13 +133,25 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		b.res.Skipped = "unchanged"
 		return nil
 	}
-	if b.st, b.meta, err = loadState(b.statePath, false); err != nil {
-		return err
-	}
 	jd, err := readJournal(b.statePath + ".journal")
 	if err != nil {
 		return err
 	}
+	// The pairs are read while both sides open: at 100 000 messages parsing
+	// them takes as long as a round trip or two, and selecting a large IMAP
+	// mailbox is often the longest step of a run. Until then b.st is the
+	// header, which is all that deciding what to prefetch needs.
+	b.st, b.meta = hdr.State, stateMeta{Owner: hdr.Owner, Deleted: hdr.Deleted}
+	var full struct {
+		st   State
+		meta stateMeta
+		err  error
+	}
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		full.st, full.meta, full.err = loadState(b.statePath, false)
+	}()
 	if jd != nil && jd.Header.Generation != b.st.Generation {
 		// Written before the state we loaded was saved: already included.
 		b.log.Info("discarding stale journal", "mailbox", b.name, "journal", jd.Header.Generation, "state", b.st.Generation)
@@ -170,6 +182,15 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 			pf.Prefetch(ctx)
 		}
 	})
+	<-loaded
+	if full.err != nil {
+		return full.err
+	}
+	if full.st.Generation != hdr.Generation {
+		// Nothing else writes the state while the pair is locked.
+		return fmt.Errorf("state %s changed while it was read", b.statePath)
+	}
+	b.st, b.meta = full.st, full.meta
 	for _, s := range []Side{Far, Near} {
 		err := openErr[s]
 		if errors.Is(err, ErrNoMailbox) && b.listsMessages(s) {
