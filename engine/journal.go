@@ -31,7 +31,7 @@ type crashHook struct {
 	lines *atomic.Int64
 	syncs *atomic.Int64 // nil: not counted
 	after int64         // 0: never
-	exit  bool  // really exit the process (status 100) instead of returning errCrash
+	exit  bool          // really exit the process (status 100) instead of returning errCrash
 }
 
 func (h *crashHook) line() error {

@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -162,5 +165,63 @@ func TestUIDSet(t *testing.T) {
 				t.Fatalf("set %v: has(%d) = %v", uids, u, has(u))
 			}
 		}
+	}
+}
+
+// statusWarmer is a far store that answers STATUS (StatusLister) and records
+// WarmFor.
+type statusWarmer struct {
+	*memStore
+	warmed []int
+}
+
+func (s *statusWarmer) StatusAll(ctx context.Context, names []string) (map[string]Status, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]Status{}
+	for _, n := range names {
+		if b := s.boxes[n]; b != nil {
+			out[n] = s.statusLocked(b)
+		}
+	}
+	return out, nil
+}
+
+func (s *statusWarmer) WarmFor(n int) { s.warmed = append(s.warmed, n) }
+
+// TestStatusFirstWarmsForChangedNear: mailboxes whose near side changed are
+// opened without a far STATUS, and when there are several the far store is
+// told to get that many connections ready (one change: no warm-up).
+func TestStatusFirstWarmsForChangedNear(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	near.reserve, near.modseq = true, false
+	near.listStatus = true // as a Maildir: its listing carries each folder's stamp
+	sw := &statusWarmer{memStore: far}
+	spec := testSpec(t.TempDir(), sw, near)
+	for _, box := range []string{"INBOX", "A", "B", "C"} {
+		addMsg(t, far, box, box+"1", 0)
+	}
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{}) // records the stamps the copies left
+	first := func() map[string]bool {
+		t.Helper()
+		var lists [2][]MailboxInfo
+		var listErr [2]error
+		noStatus := map[string]bool{}
+		statusFirst(t.Context(), spec, slog.New(slog.DiscardHandler), &lists, &listErr, noStatus)
+		if listErr[Near] != nil {
+			t.Fatal(listErr[Near])
+		}
+		return noStatus
+	}
+	addMsg(t, near, "A", "A2", 0)
+	sw.warmed = nil
+	if got := first(); len(got) != 1 || !got["A"] || sw.warmed != nil {
+		t.Fatalf("one near change: noStatus %v, WarmFor %v", got, sw.warmed)
+	}
+	addMsg(t, near, "B", "B2", 0)
+	addMsg(t, near, "C", "C2", 0)
+	if got := first(); len(got) != 3 || fmt.Sprint(sw.warmed) != "[3]" {
+		t.Fatalf("three near changes: noStatus %v, WarmFor %v, want [3]", got, sw.warmed)
 	}
 }

@@ -225,11 +225,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		opt.Progress(ProgressEvent{Kind: ProgressListed, Channel: spec.Name, MailboxesTotal: len(names)})
 	}
 	results := make([]MailboxResult, len(names))
-	workers := spec.MaxParallel
-	if workers <= 0 {
-		workers = 4
-	}
-	workers = min(workers, len(names))
+	workers := min(spec.parallelism(), len(names))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	var done atomic.Int64
@@ -266,6 +262,14 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		res.Err = fmt.Errorf("channel %s: %w", spec.Name, ErrStopped)
 	}
 	return res
+}
+
+// parallelism is how many mailbox pairs of the channel are synced at once.
+func (spec ChannelSpec) parallelism() int {
+	if spec.MaxParallel <= 0 {
+		return 4
+	}
+	return spec.MaxParallel
 }
 
 // selectMailboxes returns the names to sync: the union of both sides filtered

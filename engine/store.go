@@ -221,6 +221,14 @@ type TouchHinter interface {
 	WillTouch(uids []UID)
 }
 
+// Warmer is implemented by stores that can prepare in the background for
+// several mailboxes about to be opened at once (IMAP: dial and log in more
+// connections of the pool, up to its size), so that those logins overlap
+// with the work before the mailboxes are opened instead of delaying each.
+type Warmer interface {
+	WarmFor(mailboxes int)
+}
+
 // Prefetcher is implemented by mailboxes that can start, in the background,
 // the reading the next List needs (Maildir: listing new/ and cur/), so that it
 // overlaps with work on the other side. The engine calls Prefetch only right

@@ -173,3 +173,35 @@ func (s *Store) waitWarm(ctx context.Context) error {
 		return fmt.Errorf("%s: waiting for the connection being made: %w", s.cfg.Name, ctx.Err())
 	}
 }
+
+// WarmFor is engine.Warmer: it dials and logs in, in the background, as many
+// more connections as it takes for the pool to hold one per mailbox about to
+// be opened (up to the pool's size). Each login costs the server a process
+// start and the client a round trip or three; made here they overlap with
+// the work that comes before the mailboxes are opened. Failures are left to
+// the commands that need the connections, as with Warm.
+func (s *Store) WarmFor(mailboxes int) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	have := len(s.idle) + len(s.sem) // idle, in use and being dialled
+	s.mu.Unlock()
+	for ; have < min(mailboxes, cap(s.sem)); have++ {
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			return
+		}
+		go func() {
+			cn, err := s.dial(s.bg)
+			if err != nil {
+				s.log.Debug("warm-up connection failed; a later command will say why", "store", s.cfg.Name, "err", err)
+				<-s.sem
+				return
+			}
+			s.put(cn)
+		}()
+	}
+}
