@@ -479,9 +479,20 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			return nil, err
 		}
 	}
-	if err := b.j.sync(); err != nil {
+	// The intents must be durable before the commit makes a message
+	// visible. A Maildir target makes them so with the syncfs that makes
+	// the messages durable: one flush of the disk instead of two.
+	var jerr error
+	if br, ok := b.mb[t].(Barrierer); ok && br.Covers(b.j.path) {
+		if jerr = b.j.flush(); jerr == nil {
+			br.CommitWith(b.j.path)
+		}
+	} else {
+		jerr = b.j.sync()
+	}
+	if jerr != nil {
 		discardAll()
-		b.fail(err)
+		b.fail(jerr)
 		b.stopCopies[t] = true
 		return nil, nil
 	}

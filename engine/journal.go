@@ -117,6 +117,18 @@ func (j *journal) sync() error {
 	return nil
 }
 
+// flush hands every line added so far to the kernel, for a caller that
+// makes the file durable some other way (see Barrierer).
+func (j *journal) flush() error {
+	if j.f == nil {
+		return nil
+	}
+	if err := j.w.Flush(); err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	return nil
+}
+
 // close closes the file without removing it (crash path and errors).
 func (j *journal) close() {
 	if j.f != nil {

@@ -565,11 +565,17 @@ func SaveState(path string, st State) error {
 }
 
 func saveState(path string, st State, owner StateOwner) error {
+	return saveStateWith(path, st, owner, nil)
+}
+
+// saveStateWith is saveState with durable making the temporary file durable
+// instead of an fsync of it (nil: the fsync).
+func saveStateWith(path string, st State, owner StateOwner, durable func(tmp string) error) error {
 	sortPairs(st.Pairs)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := replaceFile(path, func(f *os.File) error { return writeState(f, st, owner) }); err != nil {
+	if err := replaceFileWith(path, func(f *os.File) error { return writeState(f, st, owner) }, durable); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
 	return nil
@@ -578,6 +584,12 @@ func saveState(path string, st State, owner StateOwner) error {
 // replaceFile replaces path atomically with what write writes: temp file in
 // the same directory, fsync, rename, fsync of the directory.
 func replaceFile(path string, write func(f *os.File) error) error {
+	return replaceFileWith(path, write, nil)
+}
+
+// replaceFileWith is replaceFile with durable (when not nil) making the
+// temporary file durable in place of its fsync.
+func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp string) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -592,11 +604,19 @@ func replaceFile(path string, write func(f *os.File) error) error {
 	if err := write(f); err != nil {
 		return fail(err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if durable == nil {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fail(err)
+	}
+	if durable != nil {
+		if err := durable(tmp); err != nil {
+			os.Remove(tmp)
+			return err
+		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)

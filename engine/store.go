@@ -221,6 +221,23 @@ type TouchHinter interface {
 	WillTouch(uids []UID)
 }
 
+// Barrierer is implemented by mailboxes that can make other files of their
+// file system durable in the same step as their own changes (Maildir: one
+// syncfs(2) covers every file and directory of the file system, where an
+// fsync covers one). Covers(path) says whether that works for path. When it
+// does, the engine leaves the durability of its journal and state file to
+// the mailbox:
+//   - CommitWith(paths): the next Commit makes paths durable before it makes
+//     any message visible (with the messages' data, in one step where it
+//     can); the engine calls it instead of syncing the journal's intents.
+//   - Barrier(paths): makes paths durable together with what Flush would;
+//     the engine calls it instead of Flush plus an fsync of the state.
+type Barrierer interface {
+	Covers(path string) bool
+	CommitWith(paths ...string)
+	Barrier(paths ...string) error
+}
+
 // Warmer is implemented by stores that can prepare in the background for
 // several mailboxes about to be opened at once (IMAP: dial and log in more
 // connections of the pool, up to its size), so that those logins overlap

@@ -347,14 +347,28 @@ func (b *boxRun) finish(st State) error {
 	// need not be synced here: every intent was synced before its act, and a
 	// result or "done" line lost in a crash only makes the next run look at
 	// the target; once the state is saved the journal is stale anyway.
+	//
+	// Where a mailbox can make the state file durable in the same step as
+	// its own changes (Barrierer: a Maildir's syncfs), one flush of the disk
+	// does what an fsync per changed directory plus one of the state did.
+	var barrier Barrierer
 	for _, mb := range b.mb {
+		if br, ok := mb.(Barrierer); ok && barrier == nil && br.Covers(b.statePath) {
+			barrier = br
+			continue
+		}
 		if f, ok := mb.(Flusher); ok {
 			if err := f.Flush(); err != nil {
 				return err
 			}
 		}
 	}
-	if err := b.save(st); err != nil {
+	if barrier != nil {
+		err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), func(tmp string) error { return barrier.Barrier(tmp) })
+		if err != nil {
+			return err
+		}
+	} else if err := b.save(st); err != nil {
 		return err
 	}
 	b.st = st
