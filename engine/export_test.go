@@ -19,6 +19,12 @@ func WithJournalCounter(opt RunOptions, n *atomic.Int64) RunOptions {
 	return opt
 }
 
+// WithJournalSyncCounter makes a run count its journal syncs into n.
+func WithJournalSyncCounter(opt RunOptions, n *atomic.Int64) RunOptions {
+	opt.journalSyncs = n
+	return opt
+}
+
 // More scenario helpers for the external integration tests.
 var (
 	SetFlagsBySubject = setFlagsBySubject

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quixysync/quixysync/engine"
 	"github.com/quixysync/quixysync/store/maildir"
 )
@@ -129,5 +131,44 @@ func TestMaildirSIGKILLMidTransfer(t *testing.T) {
 		}
 		engine.MustSync(t, spec, engine.RunOptions{})
 		checkSame(t, spec, "INBOX", want)
+	}
+}
+
+// TestMaildirJournalRidesOnSyncfs: copying into a Maildir, the journal's
+// intents are made durable by the syncfs that makes the messages durable
+// (no journal fsync of their own); flag changes and removals still sync it.
+func TestMaildirJournalRidesOnSyncfs(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || (st.Type != unix.EXT4_SUPER_MAGIC && st.Type != unix.TMPFS_MAGIC && st.Type != unix.XFS_SUPER_MAGIC && st.Type != unix.BTRFS_SUPER_MAGIC) {
+		t.Skip("not a file system whose syncfs the Maildir store trusts")
+	}
+	opt := maildir.Options{Fsync: true}
+	far, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := engine.TestSpecFor(dir, far, near)
+	for i := range 5 {
+		engine.AddMsg(t, far, "INBOX", fmt.Sprint("m", i), 0)
+	}
+	var syncs atomic.Int64
+	engine.MustSync(t, spec, engine.WithJournalSyncCounter(engine.RunOptions{}, &syncs))
+	checkSame(t, spec, "INBOX", "m0: m1: m2: m3: m4:")
+	if n := syncs.Load(); n != 0 {
+		t.Errorf("pulling 5 messages: %d journal fsyncs, want 0", n)
+	}
+	engine.SetFlagsBySubject(t, far, "INBOX", "m1", engine.FlagSeen, 0)
+	engine.ExpungeBySubject(t, far, "INBOX", "m2")
+	engine.AddMsg(t, far, "INBOX", "m5", 0)
+	syncs.Store(0)
+	engine.MustSync(t, spec, engine.WithJournalSyncCounter(engine.RunOptions{}, &syncs))
+	checkSame(t, spec, "INBOX", "m0: m1:S m3: m4: m5:")
+	if n := syncs.Load(); n != 1 {
+		t.Errorf("a copy, a flag change and a removal: %d journal fsyncs, want 1", n)
 	}
 }

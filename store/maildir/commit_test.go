@@ -47,10 +47,16 @@ func newCommitFixture(t *testing.T) *commitFixture {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.ops = append(f.ops, key)
-		if _, ok := f.seen[op]; !ok {
-			for _, sub := range []string{"tmp", "new", "cur"} {
-				for _, n := range files(t, f.dir, sub) {
-					f.seen[op] = append(f.seen[op], sub+"/"+n)
+		if op == "fsyncdir" && key != "fsyncdir new" && key != "fsyncdir cur" {
+			op = "fsyncdir other" // the folder's own (.uidvalidity)
+		}
+		for _, k := range []string{op, "at " + key} {
+			if _, ok := f.seen[k]; !ok {
+				f.seen[k] = []string{}
+				for _, sub := range []string{"tmp", "new", "cur"} {
+					for _, n := range files(t, f.dir, sub) {
+						f.seen[k] = append(f.seen[k], sub+"/"+n)
+					}
 				}
 			}
 		}
@@ -121,6 +127,18 @@ func (f *commitFixture) checkOrder(dataOp string, list []engine.Staged, res []en
 	}
 	if last := f.ops[len(f.ops)-1]; !strings.HasPrefix(last, "fsyncdir") {
 		t.Errorf("last durability step %q, want a directory fsync", last)
+	}
+	// The UIDs' reservation (.uidvalidity renamed in the folder) is durable
+	// before any file carrying them is in place: by the syncfs, else by an
+	// fsync of the folder before the renames.
+	if at, ok := f.seen["fsyncdir other"]; ok {
+		for _, p := range at {
+			if !strings.HasPrefix(p, "tmp/") {
+				t.Errorf("%s in place before the UID reservation was durable", p)
+			}
+		}
+	} else if dataOp != "syncfs" || f.count("syncfs") == 0 {
+		t.Errorf("the UID reservation was never made durable: %v", f.ops)
 	}
 }
 
@@ -238,4 +256,120 @@ func TestCommitDirFsyncFails(t *testing.T) {
 	}
 	// The files are in place: the results say so, and the error as well.
 	f.checkResults(list, res)
+}
+
+// engineFile is a file of the engine's (its journal) beside the folder.
+func (f *commitFixture) engineFile() string {
+	p := filepath.Join(filepath.Dir(f.dir), "journal")
+	writeFile(f.t, p, "intents\n")
+	return p
+}
+
+// CommitWith: the engine's file is durable before any message is in place;
+// with one syncfs for the batch that costs nothing more, else it gets an
+// fsync of its own, and if that fails nothing is committed.
+func TestCommitWithEngineFile(t *testing.T) {
+	t.Run("syncfs", func(t *testing.T) {
+		f := newCommitFixture(t)
+		if !syncfsUsable(t, f.dir) {
+			t.Skip("no trusted syncfs on the test directory's file system")
+		}
+		j := f.engineFile()
+		if !f.mb.Covers(j) {
+			t.Fatal("Covers: false for a file beside the folder")
+		}
+		list := f.stage(5)
+		f.mb.CommitWith(j)
+		res, err := f.mb.Commit(t.Context(), list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.count("syncfs") != 1 || f.count("fsync ") != 0 || f.count("fsyncdir INBOX") != 0 {
+			t.Errorf("%v: want one syncfs for messages, journal and UID reservation", f.ops)
+		}
+		f.checkOrder("syncfs", list, res)
+		f.checkResults(list, res)
+	})
+	t.Run("fsync", func(t *testing.T) {
+		f := newCommitFixture(t)
+		f.s.syncfsErrs = false
+		j := f.engineFile()
+		if f.mb.Covers(j) {
+			t.Fatal("Covers: true without a trusted syncfs")
+		}
+		list := f.stage(5)
+		f.mb.CommitWith(j)
+		res, err := f.mb.Commit(t.Context(), list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at, ok := f.seen["at fsync journal"]
+		if !ok {
+			t.Fatalf("the engine's file was not fsynced: %v", f.ops)
+		}
+		for _, p := range at {
+			if !strings.HasPrefix(p, "tmp/") {
+				t.Errorf("%s in place before the engine's file was durable", p)
+			}
+		}
+		f.checkOrder("fsync", list, res)
+		f.checkResults(list, res)
+		// Only for that Commit.
+		list = f.stage(5)
+		if _, err := f.mb.Commit(t.Context(), list); err != nil || f.count("fsync journal") != 0 {
+			t.Errorf("a later Commit: %v, %v", err, f.ops)
+		}
+	})
+	t.Run("fails", func(t *testing.T) {
+		f := newCommitFixture(t)
+		f.s.syncfsErrs = false
+		j := f.engineFile()
+		list := f.stage(4)
+		f.fail["fsync journal"] = syscall.EIO
+		f.mb.CommitWith(j)
+		res, _ := f.mb.Commit(t.Context(), list)
+		f.checkResults(list, res, 0, 1, 2, 3)
+	})
+}
+
+// Barrier: one syncfs makes the engine's file durable with the directory
+// changes waiting for Flush; with none waiting, an fsync of the file does.
+func TestBarrier(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		t.Run(fmt.Sprint("syncfs=", trusted), func(t *testing.T) {
+			f := newCommitFixture(t)
+			if trusted && !syncfsUsable(t, f.dir) {
+				t.Skip("no trusted syncfs on the test directory's file system")
+			}
+			f.s.syncfsErrs = trusted
+			list := f.stage(1)
+			res, err := f.mb.Commit(t.Context(), list)
+			if err != nil || res[0].Err != nil {
+				t.Fatal(err, res)
+			}
+			j := f.engineFile()
+			f.mb.DeferSync()
+			if err := f.mb.SetFlags(t.Context(), []engine.UID{res[0].UID}, engine.FlagFlagged, 0); err != nil {
+				t.Fatal(err)
+			}
+			f.ops = nil
+			if err := f.mb.Barrier(j); err != nil {
+				t.Fatal(err)
+			}
+			want := "[syncfs]"
+			if !trusted {
+				want = "[fsyncdir new fsyncdir cur fsync journal]"
+			}
+			if got := fmt.Sprint(f.ops); got != want {
+				t.Errorf("Barrier with renames waiting: %s, want %s", got, want)
+			}
+			f.ops = nil
+			if err := f.mb.Barrier(j); err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(f.ops); got != "[fsync journal]" {
+				t.Errorf("Barrier with nothing waiting: %s, want [fsync journal]", got)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package maildir
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,23 +103,38 @@ func (s *Store) fsyncFile(path string) error {
 
 // makeDurable makes the files (all in dir, a tmp/) durable: one syncfs for a
 // batch where that is cheaper and trustworthy, else an fsync per file. errs[i]
-// is the error for paths[i].
-func (s *Store) makeDurable(dir string, paths []string) []error {
-	errs := make([]error, len(paths))
+// is the error for paths[i]; whole says a syncfs made everything on dir's file
+// system durable (then nothing else written before needs its own fsync).
+func (s *Store) makeDurable(dir string, paths []string) (errs []error, whole bool) {
+	errs = make([]error, len(paths))
 	if len(paths) == 0 {
-		return errs
+		return errs, false
 	}
 	if len(paths) >= syncfsMin && s.syncfsErrs {
 		err := s.syncfs(dir)
 		if err == nil {
-			return errs
+			return errs, true
 		}
 		// Not a file system we trust syncfs on, or an error that may be
 		// another file's: fsync each of ours to learn which, if any, failed.
 		s.log.Debug("no syncfs, fsyncing each file", "dir", dir, "err", err)
 	}
 	s.fsyncAll(paths, errs)
-	return errs
+	return errs, false
+}
+
+// sameTrustedFS says whether path lies on the file system of dir and that
+// one is a file system whose syncfs the store trusts (see makeDurable).
+func (s *Store) sameTrustedFS(dir, path string) bool {
+	if !s.opt.Fsync || !s.syncfsErrs {
+		return false
+	}
+	var a, b unix.Stat_t
+	if unix.Stat(dir, &a) != nil || unix.Stat(filepath.Dir(path), &b) != nil || a.Dev != b.Dev {
+		return false
+	}
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && syncfsTrusted(int64(st.Type))
 }
 
 // syncfs runs syncfs(2) on dir's file system, or fails with ENOTSUP where

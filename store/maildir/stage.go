@@ -51,10 +51,14 @@ func (m *Mailbox) takeUID() (engine.UID, error) {
 	if len(m.pool) == 0 {
 		m.batch = min(max(1, m.batch*batchGrowth, m.expect), maxBatch)
 		m.expect = max(0, m.expect-m.batch)
-		st, first, err := m.s.reserveUIDs(m.dir, m.batch)
+		// The rename of .uidvalidity is made durable by Commit, before any
+		// file with these UIDs leaves tmp/: usually by the syncfs that
+		// makes the messages durable anyway.
+		st, first, err := m.s.reserveUIDs(m.dir, m.batch, false)
 		if err != nil {
 			return 0, m.wrap("reserve UID", err)
 		}
+		m.uidDirPending = m.s.opt.Fsync
 		if st.Validity != m.status.UIDValidity {
 			return 0, m.wrap("reserve UID", engine.ErrValidity)
 		}
@@ -216,12 +220,33 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 				idx = append(idx, k)
 			}
 		}
-		for n, err := range m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths) {
+		errs, whole := m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths)
+		for n, err := range errs {
 			if err != nil {
 				fail(&jobs[idx[n]], err)
 			}
 		}
+		if whole {
+			m.uidDirPending = false
+		} else if len(paths) > 0 {
+			// No syncfs covered them: the reservation and the engine's
+			// files get their own fsync, still before any rename.
+			err := m.syncUIDDir()
+			for _, p := range m.with {
+				if err == nil {
+					err = m.s.fsyncFile(p)
+				}
+			}
+			if err != nil {
+				for k := range jobs {
+					if !jobs[k].dead {
+						fail(&jobs[k], err)
+					}
+				}
+			}
+		}
 	}
+	m.with = nil
 	touched := map[string]bool{}
 	for k := range jobs {
 		j := &jobs[k]

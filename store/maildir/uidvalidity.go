@@ -76,7 +76,10 @@ func lockFolder(dir string) (unlock func(), err error) {
 }
 
 // writeUIDState replaces .uidvalidity atomically (caller holds the lock).
-func (s *Store) writeUIDState(dir string, st uidState) error {
+// The new file's content is durable before the rename; the rename itself
+// only when syncDir (else the caller makes it durable before any file
+// carrying one of its UIDs is).
+func (s *Store) writeUIDState(dir string, st uidState, syncDir bool) error {
 	tmp := filepath.Join(dir, uidTemp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -92,8 +95,8 @@ func (s *Store) writeUIDState(dir string, st uidState) error {
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(dir, uidFile))
 	}
-	if err == nil && s.opt.Fsync {
-		err = syncPath(dir)
+	if err == nil && s.opt.Fsync && syncDir {
+		err = s.syncPath(dir)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
@@ -127,12 +130,12 @@ func (s *Store) ensureUIDState(dir string) (uidState, error) {
 		return st, err
 	}
 	st = uidState{Validity: newValidity()}
-	return st, s.writeUIDState(dir, st)
+	return st, s.writeUIDState(dir, st, true)
 }
 
 // reserveUIDs durably hands out n fresh UIDs (first..first+n-1) from the
 // folder's .uidvalidity, creating it if needed.
-func (s *Store) reserveUIDs(dir string, n int) (st uidState, first engine.UID, err error) {
+func (s *Store) reserveUIDs(dir string, n int, syncDir bool) (st uidState, first engine.UID, err error) {
 	unlock, err := lockFolder(dir)
 	if err != nil {
 		return st, 0, err
@@ -150,7 +153,7 @@ func (s *Store) reserveUIDs(dir string, n int) (st uidState, first engine.UID, e
 	}
 	first = st.Last + 1
 	st.Last += engine.UID(n)
-	if err := s.writeUIDState(dir, st); err != nil {
+	if err := s.writeUIDState(dir, st, syncDir); err != nil {
 		return st, 0, err
 	}
 	return st, first, nil
