@@ -170,3 +170,58 @@ func BenchmarkSetFlags1000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSetFlagsUnlisted100k: a flag change on 100 messages of a
+// 100 000-file folder the engine did not list (nothing changed there since
+// the last run), as when the far side changed flags: with the UIDs announced
+// (engine.TouchHinter) the store picks out their files; without, it scans.
+func BenchmarkSetFlagsUnlisted100k(b *testing.B) {
+	const n = 100_000
+	s := benchFolder(b, n, false)
+	dir := filepath.Join(s.root, "INBOX")
+	var uids []engine.UID
+	for u := engine.UID(1); u <= n; u += n / 100 {
+		uids = append(uids, u)
+	}
+	ctx := context.Background()
+	for _, hint := range []bool{false, true} {
+		name := "scan"
+		if hint {
+			name = "announced"
+		}
+		b.Run(name, func(b *testing.B) {
+			flip := false
+			cpu0 := cpuTime(b)
+			for b.Loop() {
+				b.StopTimer()
+				old := time.Now().Add(-time.Hour) // an untouched folder
+				for _, sub := range []string{"new", "cur"} {
+					if err := os.Chtimes(filepath.Join(dir, sub), old, old); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				mb, err := s.OpenMailbox(ctx, "INBOX", false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if hint {
+					mb.(*Mailbox).WillTouch(uids)
+				}
+				add, remove := engine.FlagFlagged, engine.Flag(0)
+				if flip {
+					add, remove = remove, add
+				}
+				flip = !flip
+				if err := mb.SetFlags(ctx, uids, add, remove); err != nil {
+					b.Fatal(err)
+				}
+				if mb.(*Mailbox).scanned == hint {
+					b.Fatalf("scanned %v with hint %v", mb.(*Mailbox).scanned, hint)
+				}
+				mb.Close()
+			}
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
