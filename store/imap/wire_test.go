@@ -82,3 +82,40 @@ func TestNames(t *testing.T) {
 		t.Fatalf("%q %v", n, err)
 	}
 }
+
+// FuzzCopyLFToCRLF: the line-by-line copy, read in pieces of any size and
+// with its buffers reused, writes what converting byte by byte does.
+func FuzzCopyLFToCRLF(f *testing.F) {
+	for _, s := range []string{"", "a\nb\r\nc\rd\n", "\n\n\r\n\r\r\n", "x\r", "\rx\n"} {
+		f.Add(s, uint8(1))
+	}
+	var c crlfCopier // shared: reuse must not leak one message into the next
+	f.Fuzz(func(t *testing.T, s string, piece uint8) {
+		var want bytes.Buffer
+		var prev byte
+		for i := 0; i < len(s); i++ {
+			if s[i] == '\n' && prev != '\r' {
+				want.WriteByte('\r')
+			}
+			want.WriteByte(s[i])
+			prev = s[i]
+		}
+		var r io.Reader = strings.NewReader(s)
+		if piece > 0 {
+			r = &pieceReader{r: r, n: int(piece)}
+		}
+		var got bytes.Buffer
+		in, out, err := c.copy(&got, r)
+		if err != nil || got.String() != want.String() || in != int64(len(s)) || out != int64(got.Len()) {
+			t.Fatalf("copy(%q) = %q (in %d, out %d, %v); want %q", s, got.String(), in, out, err, want.String())
+		}
+	})
+}
+
+// pieceReader returns at most n bytes per Read.
+type pieceReader struct {
+	r io.Reader
+	n int
+}
+
+func (p *pieceReader) Read(b []byte) (int, error) { return p.r.Read(b[:min(len(b), p.n)]) }
