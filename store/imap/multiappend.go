@@ -77,7 +77,13 @@ func (m *Mailbox) multiAppend(ctx context.Context, cn *conn, todo []*staged) ([]
 	err := cn.run(ctx, "MULTIAPPEND", func() error {
 		cn.wc.claim.Store(cl)
 		defer cn.wc.claim.Store(nil)
-		w := bufio.NewWriterSize(cn.wc, 64<<10)
+		w, _ := m.s.appendBufs.Get().(*bufio.Writer)
+		if w == nil {
+			w = bufio.NewWriterSize(cn.wc, 64<<10)
+		} else {
+			w.Reset(cn.wc)
+		}
+		defer func() { w.Reset(nil); m.s.appendBufs.Put(w) }()
 		fmt.Fprintf(w, "%s APPEND %s", tag, name)
 		for k, sp := range todo {
 			if hook := m.s.testAppend; hook != nil {

@@ -97,6 +97,8 @@ type Store struct {
 	dbgs     atomic.Int64  // connection counter for trace names
 	// rawTags numbers the commands written past go-imap (multiappend.go).
 	rawTags atomic.Int64
+	// appendBufs keeps MULTIAPPEND's 64 KiB writers between batches.
+	appendBufs sync.Pool
 	dials   atomic.Int64 // connections dialled (tests)
 
 	mu     sync.Mutex

@@ -128,7 +128,8 @@ const maxScanTries = 8
 // either they were old enough to trust or two listings in a row agree.
 func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 	var prev []*entry                // the previous listing, sorted by compareFiles
-	buf := make([]byte, readBufSize) // for both directories and every try
+	buf := m.s.dirBuf() // for both directories and every try
+	defer m.s.dirBufs.Put(&buf)
 	for try := 0; try < maxScanTries; try++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -181,6 +182,15 @@ func compareFiles(a, b *entry) int {
 // folder of 100 000 files, a large one costs half of what os.File.ReadDir
 // does (no DirEntry per file, fewer system calls).
 const readBufSize = 256 << 10
+
+// dirBuf returns a getdents buffer of readBufSize from the store's pool; the
+// caller puts it back (as a *[]byte) when its listing is done.
+func (s *Store) dirBuf() []byte {
+	if b, ok := s.dirBufs.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, readBufSize)
+}
 
 // Chunk sizes of a lister: each chunk is twice the previous one up to the
 // maximum, so that a big folder needs few allocations and a small one wastes
@@ -470,7 +480,8 @@ func (m *Mailbox) locate(ctx context.Context) error {
 	if err != nil {
 		return m.wrap("locate", err)
 	}
-	l := lister{buf: make([]byte, readBufSize)}
+	l := lister{buf: m.s.dirBuf()}
+	defer m.s.dirBufs.Put(&l.buf)
 	for _, sub := range []string{"new", "cur"} {
 		err := readNamesBuf(filepath.Join(m.dir, sub), l.buf, func(name []byte) {
 			if mayCarryUID(name, m.want) {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,6 +45,10 @@ type Store struct {
 	// syncfsErrs: this kernel's syncfs reports write-back errors, so Commit
 	// may use it (see durable.go).
 	syncfsErrs bool
+	// dirBufs holds getdents buffers (readBufSize) between listings: a run
+	// lists many folders, and each fresh 256 KiB buffer costs the runtime
+	// the zeroing of it.
+	dirBufs sync.Pool
 	// testHook, when set by a test, is called before each durability step.
 	testHook func(op, path string) error
 }
