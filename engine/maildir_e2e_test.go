@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -140,7 +141,7 @@ func TestMaildirSIGKILLMidTransfer(t *testing.T) {
 func TestMaildirJournalRidesOnSyncfs(t *testing.T) {
 	dir := t.TempDir()
 	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil || (st.Type != unix.EXT4_SUPER_MAGIC && st.Type != unix.TMPFS_MAGIC && st.Type != unix.XFS_SUPER_MAGIC && st.Type != unix.BTRFS_SUPER_MAGIC) {
+	if err := unix.Statfs(dir, &st); err != nil || !slices.Contains([]int64{unix.EXT4_SUPER_MAGIC, unix.TMPFS_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC}, int64(st.Type)) {
 		t.Skip("not a file system whose syncfs the Maildir store trusts")
 	}
 	opt := maildir.Options{Fsync: true}

@@ -213,7 +213,7 @@ func sampleAttachment(n int) *attachment {
 	}
 	// A tiny deterministic binary blob, so the attachment is real base64.
 	data := make([]byte, 300)
-	x := uint32(n*2654435761 + 1)
+	x := uint32(n)*2654435761 + 1 // the low 32 bits, whatever the size of int
 	for i := range data {
 		x ^= x << 13
 		x ^= x >> 17

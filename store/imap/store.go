@@ -99,7 +99,7 @@ type Store struct {
 	rawTags atomic.Int64
 	// appendBufs keeps MULTIAPPEND's 64 KiB writers between batches.
 	appendBufs sync.Pool
-	dials   atomic.Int64 // connections dialled (tests)
+	dials      atomic.Int64 // connections dialled (tests)
 
 	mu     sync.Mutex
 	idle   []*conn

@@ -1,8 +1,8 @@
 package imap
 
 import (
-	"bytes"
 	"bufio"
+	"bytes"
 	"io"
 	"slices"
 

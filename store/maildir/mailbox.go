@@ -127,7 +127,7 @@ const maxScanTries = 8
 // consistent: the directories' mtimes did not change while reading, and
 // either they were old enough to trust or two listings in a row agree.
 func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
-	var prev []*entry                // the previous listing, sorted by compareFiles
+	var prev []*entry   // the previous listing, sorted by compareFiles
 	buf := m.s.dirBuf() // for both directories and every try
 	defer m.s.dirBufs.Put(&buf)
 	for try := 0; try < maxScanTries; try++ {
@@ -947,7 +947,7 @@ func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Messag
 				k = at[i]
 			}
 			msgs[k].Size = st.Size
-			msgs[k].Date = time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+			msgs[k].Date = time.Unix(int64(st.Mtim.Sec), int64(st.Mtim.Nsec)) // int32 fields on 32-bit systems
 		}
 		return nil
 	}

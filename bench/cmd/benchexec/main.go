@@ -101,7 +101,7 @@ func run(argv []string, logPath string, timeout time.Duration) (Result, error) {
 	res.WallS = wall.Seconds()
 	res.UserS = time.Duration(ru.Utime.Nano()).Seconds()
 	res.SysS = time.Duration(ru.Stime.Nano()).Seconds()
-	res.MaxRSSKiB = ru.Maxrss
+	res.MaxRSSKiB = int64(ru.Maxrss) // int32 on 32-bit systems
 	res.TimedOut = timedOut.Load()
 	switch {
 	case res.TimedOut:
