@@ -140,13 +140,13 @@ func (s *Store) sameTrustedFS(dir, path string) bool {
 // syncfs runs syncfs(2) on dir's file system, or fails with ENOTSUP where
 // that file system is not known to honour it.
 func (s *Store) syncfs(dir string) error {
-	f, err := os.Open(dir)
+	fd, err := openRaw(dir)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+	if err := unix.Fstatfs(fd, &st); err != nil {
 		return err
 	}
 	if !syncfsTrusted(int64(st.Type)) {
@@ -155,7 +155,7 @@ func (s *Store) syncfs(dir string) error {
 	if err := s.hook("syncfs", dir); err != nil {
 		return err
 	}
-	return unix.Syncfs(int(f.Fd()))
+	return unix.Syncfs(fd)
 }
 
 // fsyncAll fsyncs each file, several at once: a journaling file system then
@@ -182,4 +182,21 @@ func (s *Store) fsyncAll(paths []string, errs []error) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// openRaw opens path read-only as a bare file descriptor. The directories
+// and files that are only fsynced, listed or stat'ed relative to need no
+// os.File: opening one costs four fcntl calls and a failing epoll_ctl on top
+// (about 2 000 system calls in a run over ten changed folders).
+func openRaw(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
 }

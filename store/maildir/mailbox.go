@@ -258,15 +258,14 @@ func (l *lister) entries() []*entry {
 // subdirectories) to add, which must copy it to keep it; a missing
 // directory has none. It parses getdents(2) itself, into buf.
 func readNamesBuf(dir string, buf []byte, add func(name []byte)) error {
-	f, err := os.Open(dir)
+	fd, err := openRaw(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	fd := int(f.Fd())
+	defer unix.Close(fd)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
@@ -897,15 +896,15 @@ func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Messag
 	var fds [2]int // new, cur; -1 when the directory is missing
 	for i, sub := range []string{"new", "cur"} {
 		fds[i] = -1
-		f, err := os.Open(filepath.Join(m.dir, sub))
+		fd, err := openRaw(filepath.Join(m.dir, sub))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return false, m.wrap("stat", err)
 		}
-		defer f.Close()
-		fds[i] = int(f.Fd())
+		defer unix.Close(fd)
+		fds[i] = fd
 	}
 	var goneFlag atomic.Bool
 	statRange := func(lo, hi int) error {

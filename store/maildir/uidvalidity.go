@@ -55,23 +55,23 @@ func readUIDState(dir string) (st uidState, ok bool, err error) {
 // belong to the open file description, so two goroutines of one process
 // exclude each other as well as two processes do.
 func lockFolder(dir string) (unlock func(), err error) {
-	f, err := os.Open(dir)
+	fd, err := openRaw(dir)
 	if err != nil {
 		return nil, fmt.Errorf("maildir %s: lock: %w", dir, err)
 	}
 	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		err = unix.Flock(fd, unix.LOCK_EX)
 		if err != unix.EINTR {
 			break
 		}
 	}
 	if err != nil {
-		f.Close()
+		unix.Close(fd)
 		return nil, fmt.Errorf("maildir %s: lock: %w", dir, err)
 	}
 	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
+		_ = unix.Flock(fd, unix.LOCK_UN)
+		unix.Close(fd)
 	}, nil
 }
 
@@ -161,13 +161,21 @@ func (s *Store) reserveUIDs(dir string, n int, syncDir bool) (st uidState, first
 
 // syncPath fsyncs a file or a directory.
 func syncPath(path string) error {
-	f, err := os.Open(path)
+	fd, err := openRaw(path)
 	if err != nil {
 		return err
 	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
+	for {
+		err = unix.Fsync(fd)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return &os.PathError{Op: "fsync", Path: path, Err: err}
+	}
+	return nil
 }
