@@ -443,8 +443,9 @@ func (m *Mailbox) ensureIndexed(ctx context.Context, uids []engine.UID) error {
 // WillTouch is engine.TouchHinter. Operations on a folder that has not been
 // listed must find their files; for a few messages of a big folder, one
 // pass that picks out just those names costs a fraction of a scan, which
-// parses and indexes every file (for 100 000 files, 200 ms of CPU against
-// 30). Announced UIDs are found together by the first operation.
+// parses and indexes every file (for 100 000 files, 35 ms of CPU against 87
+// in BenchmarkSetFlagsUnlisted100k). Announced UIDs are found together by
+// the first operation.
 func (m *Mailbox) WillTouch(uids []engine.UID) {
 	if m.scanned || m.located || len(uids) == 0 {
 		return
