@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -30,7 +31,9 @@ type Mailbox struct {
 	// condstore: the server has CONDSTORE and the mailbox has mod-sequences
 	// (no NOMODSEQ).
 	condstore bool
-	permFlags []imap.Flag
+	// permFlags (PERMANENTFLAGS of the last SELECT) is read by APPENDs on
+	// extra connections while the own one may reconnect and select again.
+	permFlags atomic.Pointer[[]imap.Flag]
 	closed    bool
 	crlf      crlfCopier // Stage's, reused from message to message
 }
@@ -96,7 +99,8 @@ func (m *Mailbox) selectOn(ctx context.Context, cn *conn) (engine.Status, error)
 	}
 	m.caps = cn.caps
 	m.condstore = opts.CondStore && d.HighestModSeq > 0
-	m.permFlags = d.PermanentFlags
+	perm := d.PermanentFlags
+	m.permFlags.Store(&perm)
 	if m.condstore {
 		st.Stamp = stamp(st)
 	}
@@ -712,10 +716,14 @@ func (m *Mailbox) appendUID(cn *conn, d *imap.AppendData) (engine.UID, error) {
 
 func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 	fl := toIMAPFlags(f)
-	if len(m.permFlags) == 0 {
+	var perm []imap.Flag
+	if p := m.permFlags.Load(); p != nil {
+		perm = *p
+	}
+	if len(perm) == 0 {
 		return fl
 	}
-	keywordsOK := slices.ContainsFunc(m.permFlags, func(p imap.Flag) bool {
+	keywordsOK := slices.ContainsFunc(perm, func(p imap.Flag) bool {
 		return p == imap.FlagWildcard || equalFold(string(p), string(imap.FlagForwarded))
 	})
 	if keywordsOK {
