@@ -149,3 +149,69 @@ func TestFakeSetFlagsBatch(t *testing.T) {
 		t.Fatalf("error %v", errs[1])
 	}
 }
+
+// Close sends UNSELECT and returns without waiting for the answer; the
+// connection's next user collects it and then uses the connection.
+func TestCloseDoesNotWaitForUnselect(t *testing.T) {
+	release := make(chan struct{})
+	host, port := selectedServer(t, "IMAP4rev1 UNSELECT", "* 0 EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n* OK [UIDNEXT 1] x\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+			if strings.EqualFold(cmd, "UNSELECT") {
+				<-release
+				say(tag + " OK unselected\r\n")
+				return true
+			}
+			return false
+		})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 5 * time.Second })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- mb.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		close(release)
+		t.Fatal("Close waited for the UNSELECT's answer")
+	}
+	close(release)
+	mb, err = s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	if n := s.dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled, want the one, reused", n)
+	}
+}
+
+// An UNSELECT the server refuses leaves the connection in doubt: the next
+// user drops it and dials a fresh one.
+func TestRefusedUnselectDropsConnection(t *testing.T) {
+	host, port := selectedServer(t, "IMAP4rev1 UNSELECT", "* 0 EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n* OK [UIDNEXT 1] x\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+			if strings.EqualFold(cmd, "UNSELECT") {
+				say(tag + " BAD no\r\n")
+				return true
+			}
+			return false
+		})
+	s := fakeStore(t, host, port, nil)
+	for range 2 {
+		mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.dials.Load(); n != 2 {
+		t.Fatalf("%d connections dialled, want 2 (the first dropped after its refused UNSELECT)", n)
+	}
+}

@@ -224,6 +224,10 @@ type conn struct {
 	caps   imap.CapSet
 	broken bool
 	used   time.Time
+	// unselect is an UNSELECT sent by Mailbox.Close whose answer has not
+	// been read: the connection's next user waits for it (its LOGOUT just
+	// follows it).
+	unselect *imapclient.Command
 }
 
 // markBroken closes the network connection (not the client: Client.Close
@@ -251,6 +255,7 @@ func (cn *conn) logout() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(cn.s.cfg.Timeout, 5*time.Second))
 	defer cancel()
+	cn.unselect = nil // LOGOUT goes out behind it; its answer comes first
 	_ = cn.run(ctx, "LOGOUT", func() error { return cn.c.Logout().Wait() })
 	cn.c.Close()
 }
@@ -353,6 +358,14 @@ func (s *Store) fill(ctx context.Context) (*conn, error) {
 		s.mu.Unlock()
 		if cn == nil {
 			break
+		}
+		if cn.unselect != nil {
+			cmd := cn.unselect
+			cn.unselect = nil
+			if err := cn.run(ctx, "UNSELECT", cmd.Wait); err != nil {
+				s.log.Debug("UNSELECT failed; dropping the connection", "store", s.cfg.Name, "err", err)
+				cn.markBroken()
+			}
 		}
 		if cn.isClosed() {
 			cn.dc.Conn.Close()
