@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -372,4 +373,43 @@ func TestBarrier(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A file on another file system is not covered by the folder's syncfs: the
+// commit fsyncs it (before any rename) even when one syncfs did the rest.
+func TestCommitWithFileElsewhere(t *testing.T) {
+	f := newCommitFixture(t)
+	if !syncfsUsable(t, f.dir) {
+		t.Skip("no trusted syncfs on the test directory's file system")
+	}
+	other, err := os.MkdirTemp("/dev/shm", "quixysync-test-")
+	if err != nil {
+		t.Skip("no /dev/shm")
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	var a, b unix.Stat_t
+	if unix.Stat(other, &a) != nil || unix.Stat(f.dir, &b) != nil || a.Dev == b.Dev {
+		t.Skip("/dev/shm is on the test directory's file system")
+	}
+	j := filepath.Join(other, "journal")
+	writeFile(t, j, "intents\n")
+	if f.mb.Covers(j) {
+		t.Fatal("Covers: true for a file on another file system")
+	}
+	list := f.stage(5)
+	f.mb.CommitWith(j)
+	res, err := f.mb.Commit(t.Context(), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, ok := f.seen["at fsync journal"]
+	if !ok || f.count("syncfs") != 1 {
+		t.Fatalf("%v: want the batch's syncfs and an fsync of the other file", f.ops)
+	}
+	for _, p := range at {
+		if !strings.HasPrefix(p, "tmp/") {
+			t.Errorf("%s in place before the other file was durable", p)
+		}
+	}
+	f.checkResults(list, res)
 }

@@ -425,13 +425,7 @@ func (m *Mailbox) ensureIndexed(ctx context.Context, uids []engine.UID) error {
 	if m.scanned {
 		return nil
 	}
-	covered := m.want != nil
-	for _, u := range uids {
-		if covered && !m.want[u] {
-			covered = false
-		}
-	}
-	if !covered {
+	if m.want == nil || slices.ContainsFunc(uids, func(u engine.UID) bool { return !m.want[u] }) {
 		return m.scan(ctx)
 	}
 	if m.located {
@@ -744,7 +738,7 @@ func (m *Mailbox) Barrier(paths ...string) error {
 	if (len(m.unsynced) > 0 || m.uidDirPending) && m.s.syncfsErrs {
 		if err := m.s.syncfs(m.dir); err == nil {
 			m.unsynced, m.uidDirPending = nil, false
-			return nil
+			return m.syncUncovered(paths, true)
 		}
 	}
 	if err := m.Flush(); err != nil {
@@ -753,7 +747,18 @@ func (m *Mailbox) Barrier(paths ...string) error {
 	if err := m.syncUIDDir(); err != nil {
 		return err
 	}
+	return m.syncUncovered(paths, false)
+}
+
+// syncUncovered fsyncs those of paths that a syncfs of the folder's file
+// system (done when synced) did not make durable: all when none was done.
+// The engine only hands over paths Covers accepted; this keeps the promise
+// for any other.
+func (m *Mailbox) syncUncovered(paths []string, synced bool) error {
 	for _, p := range paths {
+		if synced && m.Covers(p) {
+			continue
+		}
 		if err := m.s.fsyncFile(p); err != nil {
 			return m.wrap("fsync "+p, err)
 		}

@@ -226,16 +226,17 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 				fail(&jobs[idx[n]], err)
 			}
 		}
-		if whole {
-			m.uidDirPending = false
-		} else if len(paths) > 0 {
-			// No syncfs covered them: the reservation and the engine's
-			// files get their own fsync, still before any rename.
-			err := m.syncUIDDir()
-			for _, p := range m.with {
-				if err == nil {
-					err = m.s.fsyncFile(p)
-				}
+		if len(paths) > 0 {
+			// Where no syncfs covered them, the reservation and the
+			// engine's files get their own fsync, still before any rename.
+			var err error
+			if whole {
+				m.uidDirPending = false
+			} else {
+				err = m.syncUIDDir()
+			}
+			if err == nil {
+				err = m.syncUncovered(m.with, whole)
 			}
 			if err != nil {
 				for k := range jobs {
