@@ -160,11 +160,7 @@ func BenchmarkSetFlags1000(b *testing.B) {
 	}
 	flip := false
 	for b.Loop() {
-		add, remove := engine.FlagFlagged, engine.Flag(0)
-		if flip {
-			add, remove = remove, add
-		}
-		flip = !flip
+		add, remove := toggleFlagged(&flip)
 		if err := mb.SetFlags(ctx, uids, add, remove); err != nil {
 			b.Fatal(err)
 		}
@@ -208,11 +204,7 @@ func BenchmarkSetFlagsUnlisted100k(b *testing.B) {
 				if hint {
 					mb.(*Mailbox).WillTouch(uids)
 				}
-				add, remove := engine.FlagFlagged, engine.Flag(0)
-				if flip {
-					add, remove = remove, add
-				}
-				flip = !flip
+				add, remove := toggleFlagged(&flip)
 				if err := mb.SetFlags(ctx, uids, add, remove); err != nil {
 					b.Fatal(err)
 				}
@@ -224,4 +216,15 @@ func BenchmarkSetFlagsUnlisted100k(b *testing.B) {
 			b.ReportMetric(float64((cpuTime(b)-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 		})
 	}
+}
+
+// toggleFlagged returns the flag change of the next round of a benchmark that
+// sets \Flagged and clears it again, turn by turn.
+func toggleFlagged(flip *bool) (add, remove engine.Flag) {
+	add, remove = engine.FlagFlagged, 0
+	if *flip {
+		add, remove = remove, add
+	}
+	*flip = !*flip
+	return add, remove
 }

@@ -94,6 +94,26 @@ func (f *commitFixture) count(prefix string) int {
 	return n
 }
 
+// inTmpOnly reports an error for every file that was already in new/ or
+// cur/ at the step seen under key: what that step made durable had to be.
+func (f *commitFixture) inTmpOnly(key, what string) {
+	f.t.Helper()
+	for _, p := range f.seen[key] {
+		if !strings.HasPrefix(p, "tmp/") {
+			f.t.Errorf("%s in place before %s", p, what)
+		}
+	}
+}
+
+// commitWith stages n messages and commits them with the engine's file j
+// handed over (CommitWith).
+func (f *commitFixture) commitWith(j string, n int) ([]engine.Staged, []engine.CommitResult, error) {
+	list := f.stage(n)
+	f.mb.CommitWith(j)
+	res, err := f.mb.Commit(f.t.Context(), list)
+	return list, res, err
+}
+
 // checkOrder: when the data was made durable every file was still in tmp/,
 // and when the directories were fsynced every committed file was in place.
 func (f *commitFixture) checkOrder(dataOp string, list []engine.Staged, res []engine.CommitResult) {
@@ -103,11 +123,7 @@ func (f *commitFixture) checkOrder(dataOp string, list []engine.Staged, res []en
 	if len(at) != len(list) {
 		t.Errorf("at %s the folder held %v, want the %d staged files in tmp/ only", dataOp, at, len(list))
 	}
-	for _, p := range at {
-		if !strings.HasPrefix(p, "tmp/") {
-			t.Errorf("%s renamed before the data was durable (%s)", p, dataOp)
-		}
-	}
+	f.inTmpOnly(dataOp, "the data was durable ("+dataOp+")")
 	inPlace := 0
 	for _, p := range f.seen["fsyncdir"] {
 		if !strings.HasPrefix(p, "tmp/") {
@@ -132,12 +148,8 @@ func (f *commitFixture) checkOrder(dataOp string, list []engine.Staged, res []en
 	// The UIDs' reservation (.uidvalidity renamed in the folder) is durable
 	// before any file carrying them is in place: by the syncfs, else by an
 	// fsync of the folder before the renames.
-	if at, ok := f.seen["fsyncdir other"]; ok {
-		for _, p := range at {
-			if !strings.HasPrefix(p, "tmp/") {
-				t.Errorf("%s in place before the UID reservation was durable", p)
-			}
-		}
+	if _, ok := f.seen["fsyncdir other"]; ok {
+		f.inTmpOnly("fsyncdir other", "the UID reservation was durable")
 	} else if dataOp != "syncfs" || f.count("syncfs") == 0 {
 		t.Errorf("the UID reservation was never made durable: %v", f.ops)
 	}
@@ -279,9 +291,7 @@ func TestCommitWithEngineFile(t *testing.T) {
 		if !f.mb.Covers(j) {
 			t.Fatal("Covers: false for a file beside the folder")
 		}
-		list := f.stage(5)
-		f.mb.CommitWith(j)
-		res, err := f.mb.Commit(t.Context(), list)
+		list, res, err := f.commitWith(j, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,21 +308,14 @@ func TestCommitWithEngineFile(t *testing.T) {
 		if f.mb.Covers(j) {
 			t.Fatal("Covers: true without a trusted syncfs")
 		}
-		list := f.stage(5)
-		f.mb.CommitWith(j)
-		res, err := f.mb.Commit(t.Context(), list)
+		list, res, err := f.commitWith(j, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
-		at, ok := f.seen["at fsync journal"]
-		if !ok {
+		if _, ok := f.seen["at fsync journal"]; !ok {
 			t.Fatalf("the engine's file was not fsynced: %v", f.ops)
 		}
-		for _, p := range at {
-			if !strings.HasPrefix(p, "tmp/") {
-				t.Errorf("%s in place before the engine's file was durable", p)
-			}
-		}
+		f.inTmpOnly("at fsync journal", "the engine's file was durable")
 		f.checkOrder("fsync", list, res)
 		f.checkResults(list, res)
 		// Only for that Commit.
@@ -325,10 +328,8 @@ func TestCommitWithEngineFile(t *testing.T) {
 		f := newCommitFixture(t)
 		f.s.syncfsErrs = false
 		j := f.engineFile()
-		list := f.stage(4)
 		f.fail["fsync journal"] = syscall.EIO
-		f.mb.CommitWith(j)
-		res, _ := f.mb.Commit(t.Context(), list)
+		list, res, _ := f.commitWith(j, 4)
 		f.checkResults(list, res, 0, 1, 2, 3)
 	})
 }
@@ -396,20 +397,13 @@ func TestCommitWithFileElsewhere(t *testing.T) {
 	if f.mb.Covers(j) {
 		t.Fatal("Covers: true for a file on another file system")
 	}
-	list := f.stage(5)
-	f.mb.CommitWith(j)
-	res, err := f.mb.Commit(t.Context(), list)
+	list, res, err := f.commitWith(j, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	at, ok := f.seen["at fsync journal"]
-	if !ok || f.count("syncfs") != 1 {
+	if _, ok := f.seen["at fsync journal"]; !ok || f.count("syncfs") != 1 {
 		t.Fatalf("%v: want the batch's syncfs and an fsync of the other file", f.ops)
 	}
-	for _, p := range at {
-		if !strings.HasPrefix(p, "tmp/") {
-			t.Errorf("%s in place before the other file was durable", p)
-		}
-	}
+	f.inTmpOnly("at fsync journal", "the other file was durable")
 	f.checkResults(list, res)
 }
