@@ -41,19 +41,14 @@ func (w *countingWriter) commands() []string {
 // TestDoveListIncrementalHighestMessageChanged: the highest message's flag
 // change must be reported by an incremental List (From above every UID).
 func TestDoveListIncrementalHighestMessageChanged(t *testing.T) {
-	s := doveStore(t, "alice", nil)
+	s, mb := doveInbox(t, "alice")
 	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
 	var uids []engine.UID
 	for i := 0; i < 3; i++ {
 		uids = append(uids, stageCommit(t, ctx, mb, benchBody(i, 100), 0, time.Time{}).UID)
 	}
 	mb.Close()
-	mb, err = s.OpenMailbox(ctx, "INBOX", false)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
 	if err != nil {
 		t.Fatal(err)
 	}

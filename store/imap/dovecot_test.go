@@ -27,6 +27,19 @@ func needDovecot(t *testing.T) *dovecottest.Server {
 	return dove
 }
 
+// doveInbox is doveStore for user with its INBOX open (closed at the end of
+// the test).
+func doveInbox(t *testing.T, user string) (*Store, engine.Mailbox) {
+	t.Helper()
+	s := doveStore(t, user, nil)
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	return s, mb
+}
+
 // doveStore returns a store for user on the shared Dovecot, wiping the
 // user's mail first (tests using the same user must not run in parallel).
 func doveStore(t *testing.T, user string, mod func(*Config)) *Store {
@@ -49,12 +62,8 @@ func doveStore(t *testing.T, user string, mod func(*Config)) *Store {
 }
 
 func TestDoveCondStoreListAndUIDs(t *testing.T) {
-	s := doveStore(t, "alice", nil)
+	s, mb := doveInbox(t, "alice")
 	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var uids []engine.UID
 	for i := 0; i < 5; i++ {
 		r := stageCommit(t, ctx, mb, "Subject: m\n\nbody\n", 0, time.Time{})
@@ -65,7 +74,7 @@ func TestDoveCondStoreListAndUIDs(t *testing.T) {
 	}
 	mb.Close()
 
-	mb, err = s.OpenMailbox(ctx, "INBOX", false)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,13 +240,8 @@ func (r *bigReader) Read(p []byte) (int, error) {
 }
 
 func TestDoveLargeMessageStreamed(t *testing.T) {
-	s := doveStore(t, "bob", nil)
+	_, mb := doveInbox(t, "bob")
 	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
 	const size = 20 << 20
 	hdr := "Subject: big\n\n"
 	var ms runtime.MemStats

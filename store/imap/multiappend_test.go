@@ -59,13 +59,7 @@ func TestDoveCommitMultiAppend(t *testing.T) {
 // of the batch failed (never sent again: the outcome is unknown) and, the
 // command being all or nothing, none of them on the server.
 func TestDoveMultiAppendConnectionKilled(t *testing.T) {
-	s := doveStore(t, "alice", nil)
-	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	s, mb := doveInbox(t, "alice")
 	s.testAppend = func(cn *conn, idx int, afterLiteral, own bool) {
 		if idx == 10 {
 			cn.dc.Conn.Close()
