@@ -108,6 +108,16 @@ func (g *globalOptions) syncTargets(ctx context.Context, cfg *channel.Config, ta
 			opts.progress = d.event
 		}
 	}
+	if lean := startLean(); lean != nil {
+		defer lean.stop()
+		show := opts.progress
+		opts.progress = func(ev engine.ProgressEvent) {
+			lean.observe(ev)
+			if show != nil {
+				show(ev)
+			}
+		}
+	}
 	results := make([]engine.ChannelResult, len(targets))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelChannels)

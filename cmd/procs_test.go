@@ -1,0 +1,117 @@
+package cmd
+
+import (
+	"io"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/quixysync/quixysync/channel"
+	"github.com/quixysync/quixysync/engine"
+)
+
+// A run stays on one processor while its plans copy little, and gets every
+// processor back once they add up to real work, or when it ends.
+func TestLeanProcs(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	full := runtime.GOMAXPROCS(0)
+	if full == 1 {
+		t.Skip("one processor: nothing to lower")
+	}
+	defer runtime.SetDefaultGOMAXPROCS()
+	l := startLean()
+	if l == nil || runtime.GOMAXPROCS(0) != 1 {
+		t.Fatalf("startLean: GOMAXPROCS %d, want 1", runtime.GOMAXPROCS(0))
+	}
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: leanMaxMessages / 2, PlannedBytes: 1 << 20})
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressCopied, Messages: 10 * leanMaxMessages}) // not a plan
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: leanMaxMessages / 2})
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Fatalf("GOMAXPROCS %d after %d planned messages, want 1", n, leanMaxMessages)
+	}
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1})
+	if n := runtime.GOMAXPROCS(0); n != full {
+		t.Fatalf("GOMAXPROCS %d past the threshold, want %d", n, full)
+	}
+
+	// Bytes count too, and stop gives back what observe did not.
+	l = startLean()
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1, PlannedBytes: leanMaxBytes + 1})
+	if n := runtime.GOMAXPROCS(0); n != full {
+		t.Fatalf("GOMAXPROCS %d past the byte threshold, want %d", n, full)
+	}
+	l = startLean()
+	l.stop()
+	if n := runtime.GOMAXPROCS(0); n != full {
+		t.Fatalf("GOMAXPROCS %d after stop, want %d", n, full)
+	}
+	l.stop() // twice is harmless
+}
+
+// A GOMAXPROCS the user set is left alone.
+func TestLeanProcsObeysEnvironment(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "2")
+	before := runtime.GOMAXPROCS(0)
+	if l := startLean(); l != nil {
+		l.stop()
+		t.Fatal("startLean lowered GOMAXPROCS set in the environment")
+	}
+	if n := runtime.GOMAXPROCS(0); n != before {
+		t.Fatalf("GOMAXPROCS %d, was %d", n, before)
+	}
+	var l *leanProcs
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1 << 20}) // nil is inert
+	l.stop()
+}
+
+// Through a real sync: a run that copies a few messages does so on one
+// processor; one that copies more than the threshold has every processor
+// from its first plan on; both end with every processor.
+func TestLeanProcsInSync(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	full := runtime.GOMAXPROCS(0)
+	if full == 1 {
+		t.Skip("one processor: nothing to lower")
+	}
+	for _, tc := range []struct {
+		messages int
+		want     int // GOMAXPROCS when the copies are committed
+	}{{3, 1}, {leanMaxMessages + 1, full}} {
+		dir := isolate(t)
+		cfgPath, _, _ := maildirPair(t, dir, tc.messages)
+		cfg, err := channel.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets, err := cfg.Resolve([]string{"mm"}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var at []int
+		opts := SyncOptions{progress: func(ev engine.ProgressEvent) {
+			if ev.Kind == engine.ProgressCopied {
+				mu.Lock()
+				at = append(at, runtime.GOMAXPROCS(0))
+				mu.Unlock()
+			}
+		}}
+		g := &globalOptions{stdout: io.Discard, stderr: &lockedWriter{w: io.Discard}}
+		g.setup()
+		res := g.syncTargets(t.Context(), cfg, targets, engine.ModeSync, opts)
+		if len(res) != 1 || res[0].Err != nil || res[0].Counts.Copied[engine.Near] != tc.messages {
+			t.Fatalf("%d messages: %+v", tc.messages, res)
+		}
+		if len(at) == 0 {
+			t.Fatalf("%d messages: no copy reported", tc.messages)
+		}
+		for _, n := range at {
+			if n != tc.want {
+				t.Errorf("%d messages: GOMAXPROCS %d while copying, want %d", tc.messages, n, tc.want)
+			}
+		}
+		if n := runtime.GOMAXPROCS(0); n != full {
+			t.Errorf("%d messages: GOMAXPROCS %d after the run, want %d", tc.messages, n, full)
+		}
+	}
+}
