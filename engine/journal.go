@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // The journal (<state>.journal) records each irreversible act before it
@@ -72,7 +74,7 @@ func (j *journal) open() error {
 	if j.f != nil {
 		return nil
 	}
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := sysfile.Open(j.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
@@ -150,7 +152,7 @@ func (j *journal) rebase(gen uint64) error {
 		return err
 	}
 	j.close()
-	data, err := os.ReadFile(j.path)
+	data, err := sysfile.ReadFile(j.path)
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
@@ -368,7 +370,7 @@ type journalData struct {
 // without newline is ignored (the writer died in the middle of it, so the act
 // it announces never started).
 func readJournal(path string) (*journalData, error) {
-	f, err := os.Open(path)
+	f, err := sysfile.Open(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // Lock is a held advisory lock (flock). The kernel releases it when the
@@ -25,7 +27,7 @@ func LockFile(path string) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := sysfile.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -49,7 +51,7 @@ func LockFile(path string) (*Lock, error) {
 // or writing anything (used by dry runs, which must not write files). A missing
 // file means no run ever held it: nil, nil.
 func LockFileShared(path string) (*Lock, error) {
-	f, err := os.Open(path)
+	f, err := sysfile.Open(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // StateFileName is the name of a mailbox pair's state file when it lives inside
@@ -132,7 +134,7 @@ func LoadStateHeader(path string) (StateHeader, error) {
 
 func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 	if !headerOnly {
-		data, err := os.ReadFile(path)
+		data, err := sysfile.ReadFile(path)
 		if errors.Is(err, os.ErrNotExist) {
 			return State{}, stateMeta{}, nil
 		}
@@ -141,7 +143,7 @@ func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 		}
 		return parseState(nil, data, path, false)
 	}
-	f, err := os.Open(path)
+	f, err := sysfile.Open(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return State{}, stateMeta{}, nil
 	}
@@ -591,7 +593,7 @@ func replaceFile(path string, write func(f *os.File) error) error {
 // temporary file durable in place of its fsync.
 func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp string) error) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	f, err := sysfile.CreateTemp(dir, filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
@@ -626,7 +628,7 @@ func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := sysfile.Open(dir, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}

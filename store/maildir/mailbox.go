@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // entry is one message file as last seen.
@@ -1071,7 +1072,7 @@ func (m *Mailbox) each(ctx context.Context, uids []engine.UID, op func(uid engin
 // LF form).
 func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engine.UID, r io.Reader) error) error {
 	return m.each(ctx, uids, func(uid engine.UID, e *entry) error {
-		f, err := os.Open(m.path(e))
+		f, err := sysfile.Open(m.path(e), os.O_RDONLY, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			return errGone
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // staged is a message written to tmp/ under the name it will keep, with its
@@ -129,7 +130,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	for try := 0; ; try++ {
 		unique := fmt.Sprintf("%d.%d_%d.%s", time.Now().Unix(), os.Getpid(), m.s.seq.Add(1), m.s.host)
 		name = fileName{Base: unique}.withUID(uid).withFlags(nm.Flags).String()
-		f, err = os.OpenFile(filepath.Join(m.dir, "tmp", name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err = sysfile.Open(filepath.Join(m.dir, "tmp", name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil || !errors.Is(err, fs.ErrExist) || try >= 10 {
 			break
 		}

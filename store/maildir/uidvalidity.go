@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // uidFile is mbsync's per-folder UID state: "<uidvalidity>\n<last uid>\n".
@@ -32,7 +33,7 @@ type uidState struct {
 // renumber every message).
 func readUIDState(dir string) (st uidState, ok bool, err error) {
 	path := filepath.Join(dir, uidFile)
-	b, err := os.ReadFile(path)
+	b, err := sysfile.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return st, false, nil
 	}
@@ -81,7 +82,7 @@ func lockFolder(dir string) (unlock func(), err error) {
 // carrying one of its UIDs is).
 func (s *Store) writeUIDState(dir string, st uidState, syncDir bool) error {
 	tmp := filepath.Join(dir, uidTemp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := sysfile.Open(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("maildir %s: %w", tmp, err)
 	}
