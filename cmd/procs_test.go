@@ -20,8 +20,12 @@ func TestLeanProcs(t *testing.T) {
 	}
 	defer runtime.SetDefaultGOMAXPROCS()
 	l := startLean()
-	if l == nil || runtime.GOMAXPROCS(0) != 1 {
-		t.Fatalf("startLean: GOMAXPROCS %d, want 1", runtime.GOMAXPROCS(0))
+	if l == nil || runtime.GOMAXPROCS(0) != full {
+		t.Fatalf("startLean: GOMAXPROCS %d, want %d until a plan", runtime.GOMAXPROCS(0), full)
+	}
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressListed, MailboxesTotal: 3}) // not a plan
+	if n := runtime.GOMAXPROCS(0); n != full {
+		t.Fatalf("GOMAXPROCS %d before any plan, want %d", n, full)
 	}
 	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: leanMaxMessages / 2, PlannedBytes: 1 << 20})
 	l.observe(engine.ProgressEvent{Kind: engine.ProgressCopied, Messages: 10 * leanMaxMessages}) // not a plan
@@ -34,13 +38,24 @@ func TestLeanProcs(t *testing.T) {
 		t.Fatalf("GOMAXPROCS %d past the threshold, want %d", n, full)
 	}
 
-	// Bytes count too, and stop gives back what observe did not.
+	// Decided for good: a later small plan does not lower it again.
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1})
+	if n := runtime.GOMAXPROCS(0); n != full {
+		t.Fatalf("GOMAXPROCS %d after a small plan past the threshold, want %d", n, full)
+	}
+
+	// A first plan over the byte threshold never lowers it.
 	l = startLean()
 	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1, PlannedBytes: leanMaxBytes + 1})
 	if n := runtime.GOMAXPROCS(0); n != full {
 		t.Fatalf("GOMAXPROCS %d past the byte threshold, want %d", n, full)
 	}
+	// stop gives back what observe did not.
 	l = startLean()
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1})
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Fatalf("GOMAXPROCS %d after a small plan, want 1", n)
+	}
 	l.stop()
 	if n := runtime.GOMAXPROCS(0); n != full {
 		t.Fatalf("GOMAXPROCS %d after stop, want %d", n, full)

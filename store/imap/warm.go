@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 )
 
@@ -155,6 +156,10 @@ func (s *Store) Warm() {
 		}
 		s.put(cn)
 	}()
+	// Let the dial reach its connect before the caller goes on: on one
+	// processor (GOMAXPROCS 1, or a one-CPU machine) the caller's local
+	// work would otherwise run first and the login start after it.
+	runtime.Gosched()
 }
 
 // waitWarm waits for a Warm in progress to finish, so that a caller takes the
