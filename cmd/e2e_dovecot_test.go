@@ -1294,6 +1294,10 @@ func TestE2EMoveBetweenFolders(t *testing.T) {
 		t.Fatalf("in-2 is %s, expected it to carry U=2 like ar-2 in Archive/2025", m.path)
 	}
 	moved := filepath.Join(e.folder("Archive/2025"), "cur", strings.TrimSuffix(filepath.Base(m.path), ":2,")+":2,S")
+	// Not in the clock tick of the state save: a tie is resolved the safe
+	// way, by copying both files again (see the next test), which this one
+	// does not expect.
+	time.Sleep(50 * time.Millisecond)
 	if err := os.Rename(m.path, moved); err != nil {
 		t.Fatal(err)
 	}
@@ -1307,6 +1311,52 @@ func TestE2EMoveBetweenFolders(t *testing.T) {
 	e.wantLocal("Archive/2025", ar)
 	c.wantServer("Archive/2025", ar)
 	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+	e.wantLocal("Archive/2025", ar)
+	c.wantServer("Archive/2025", ar)
+}
+
+// As above, but the message already holding that UID in the target folder is
+// changed too (flagged) after the move: its file is then the newer one, and
+// the older-file-keeps-the-UID rule alone would pair the moved message with
+// the other's server copy — the moved message would never reach the server
+// and the other would be uploaded twice. Neither file is unchanged since the
+// last sync, so both get new UIDs: the server copy of the old one is replaced
+// by an upload, and every message ends up exactly once on both sides.
+func TestE2EMoveBetweenFoldersThenFlagTheOther(t *testing.T) {
+	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
+	c := dial(t, "alice")
+	c.create("Archive/2025")
+	for _, id := range []string{"in-1", "in-2", "in-3"} {
+		c.add("INBOX", id)
+	}
+	for _, id := range []string{"ar-1", "ar-2", "ar-3"} {
+		c.add("Archive/2025", id, imap.FlagSeen)
+	}
+	e.mustRun("sync", "ch")
+	m := e.local("INBOX")["in-2"]
+	other := e.local("Archive/2025")["ar-2"]
+	if !strings.Contains(m.path, ",U=2") || !strings.Contains(other.path, ",U=2") {
+		t.Fatalf("in-2 is %s and ar-2 %s, expected both to carry U=2", m.path, other.path)
+	}
+	time.Sleep(50 * time.Millisecond)
+	moved := filepath.Join(e.folder("Archive/2025"), "cur", strings.TrimSuffix(filepath.Base(m.path), ":2,")+":2,S")
+	if err := os.Rename(m.path, moved); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // ar-2's file now newer than the moved one
+	if err := os.Rename(other.path, strings.TrimSuffix(other.path, ":2,S")+":2,FS"); err != nil {
+		t.Fatal(err)
+	}
+
+	e.mustRun("sync", "ch")
+	in := map[string]string{"in-1": "", "in-3": ""}
+	ar := map[string]string{"ar-1": "S", "ar-2": "FS", "ar-3": "S", "in-2": "S"}
+	e.wantLocal("INBOX", in)
+	c.wantServer("INBOX", in)
+	e.wantLocal("Archive/2025", ar)
+	c.wantServer("Archive/2025", ar)
+	stdout, _ := e.mustRun("sync", "ch")
 	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
 	e.wantLocal("Archive/2025", ar)
 	c.wantServer("Archive/2025", ar)

@@ -325,6 +325,8 @@ func (k wrapKeeper) SetKnownUIDs(known func(engine.UID) bool) {
 	k.Mailbox.(engine.UIDKeeper).SetKnownUIDs(known)
 }
 
+func (k wrapKeeper) SetLastSync(t time.Time) { k.Mailbox.(engine.UIDKeeper).SetLastSync(t) }
+
 func (m *wrapMailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Message, bool, error) {
 	if q.All {
 		m.w.calls.inc("ListAll")

@@ -172,8 +172,17 @@ var (
 // known returns false came from elsewhere (moved by a mail client keeping its
 // ",U="); the store gives it a fresh UID so it is treated as new here. Of
 // several files with the same UID, one keeps it and the others get fresh ones.
+//
+// SetLastSync tells when this mailbox's state was last saved (zero: never).
+// Of several files sharing a UID the state knows, the one the state pairs is
+// the one unchanged since then: a file moved or copied in later, keeping its
+// ",U=", was changed after. When that is not exactly one file, the store
+// cannot tell and gives every one of them a fresh UID: the pair's message
+// then looks removed here and each file new, so nothing is lost or doubled,
+// at the cost of copying them again.
 type UIDKeeper interface {
 	SetKnownUIDs(known func(UID) bool)
+	SetLastSync(t time.Time)
 }
 
 // FlagChange is one SetFlags call.

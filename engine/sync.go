@@ -430,6 +430,11 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 		}
 		has := uidSet(uids)
 		k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
+		if b.st.Generation > 0 {
+			if fi, err := os.Stat(b.statePath); err == nil {
+				k.SetLastSync(fi.ModTime())
+			}
+		}
 	}
 }
 

@@ -44,6 +44,9 @@ type Mailbox struct {
 	status   engine.Status
 
 	known func(engine.UID) bool
+	// lastSync is when the engine last saved this folder's state (zero:
+	// never): see owner.
+	lastSync time.Time
 	// ours are UIDs this Mailbox handed out itself (fresh assignments,
 	// staged and committed messages): never foreign.
 	ours map[engine.UID]bool
@@ -96,6 +99,9 @@ func (m *Mailbox) Status() engine.Status { return m.status }
 // SetKnownUIDs sets which ",U=" values this folder's sync state knows; others
 // are foreign (a file moved here by a mail client) and get fresh UIDs.
 func (m *Mailbox) SetKnownUIDs(known func(engine.UID) bool) { m.known = known }
+
+// SetLastSync sets when the engine last saved this folder's state.
+func (m *Mailbox) SetLastSync(t time.Time) { m.lastSync = t }
 
 // Close waits for a prefetch still running and makes deferred changes
 // durable; a Maildir holds no other resources.
@@ -597,7 +603,15 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		}
 	}
 	for u, es := range dups {
-		m.orderDuplicates(es)
+		if !m.owner(u, es) {
+			for _, e := range es {
+				m.s.log.Info("duplicate UID, and no one file unchanged since the last sync: every one gets a new UID (copied again, nothing lost)",
+					"mailbox", m.name, "uid", u, "file", e.sub+"/"+e.name)
+			}
+			fresh = append(fresh, es...)
+			delete(idx, u)
+			continue
+		}
 		for _, e := range es[1:] {
 			m.s.log.Info("duplicate UID: the newer file gets a new UID", "mailbox", m.name, "uid", u, "keeps", es[0].sub+"/"+es[0].name, "file", e.sub+"/"+e.name)
 		}
@@ -637,16 +651,54 @@ func (m *Mailbox) maxOurs() engine.UID {
 	return x
 }
 
+// owner puts first, of the files es sharing UID u, the one that keeps it and
+// reports whether there is one. A file moved or copied here keeping its
+// ",U=" was changed (ctime) after the file it collides with, unless that one
+// was changed too (its flags, say) — then the oldest ctime would pick the
+// newcomer, pair it with the other message's partner, and lose it. So when
+// the engine says when it last saved the state, the owner is the one file
+// unchanged since then, and when there is not exactly one, there is none
+// (the caller renumbers them all). UIDs this Mailbox handed out itself, and
+// folders without a saved state, keep the oldest-ctime rule: no pair of an
+// earlier run can be broken there.
+func (m *Mailbox) owner(u engine.UID, es []*entry) bool {
+	if m.ours[u] || m.lastSync.IsZero() {
+		m.orderDuplicates(es)
+		return true
+	}
+	// Not after: a change in the same clock tick as the state save counts
+	// as before it, which at worst finds two owners and renumbers them all.
+	last := m.lastSync.UnixNano()
+	found := -1
+	for i, e := range es {
+		if c := m.ctime(e); c <= last {
+			if found >= 0 {
+				return false
+			}
+			found = i
+		}
+	}
+	if found < 0 {
+		return false
+	}
+	es[0], es[found] = es[found], es[0]
+	return true
+}
+
+// ctime is the file's status change time in ns (the largest value when it
+// cannot be read: never the owner).
+func (m *Mailbox) ctime(e *entry) int64 {
+	var st unix.Stat_t
+	if err := unix.Lstat(m.path(e), &st); err != nil {
+		return 1<<63 - 1
+	}
+	return st.Ctim.Nano()
+}
+
 // orderDuplicates puts the file that keeps a shared UID first: the one with
 // the oldest ctime (a file moved or copied here later has a newer one).
 func (m *Mailbox) orderDuplicates(es []*entry) {
-	ctime := func(e *entry) int64 {
-		var st unix.Stat_t
-		if err := unix.Lstat(m.path(e), &st); err != nil {
-			return 1<<63 - 1
-		}
-		return st.Ctim.Nano()
-	}
+	ctime := m.ctime
 	type ce struct {
 		c int64
 		e *entry

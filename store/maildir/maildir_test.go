@@ -474,3 +474,69 @@ func TestCommitNeverOverwrites(t *testing.T) {
 		t.Errorf("failed commit left %v in tmp/", n)
 	}
 }
+
+// Of files sharing a UID the state knows, the one unchanged since the last
+// sync keeps it; when none or several are, all get fresh UIDs (the engine
+// then sees the old pair's message removed and every file new: copied again,
+// nothing paired with the wrong message).
+func TestDuplicateUIDOwnerSinceLastSync(t *testing.T) {
+	tick := func() { time.Sleep(30 * time.Millisecond) } // past the file system's clock tick
+	for _, tc := range []struct {
+		name string
+		// setup writes the files; last is when the state was saved.
+		setup func(dir string) (last time.Time)
+		keep  string // content keeping UID 3; "" = none
+	}{
+		{"moved in after the sync", func(dir string) time.Time {
+			writeFile(t, filepath.Join(dir, "cur", "owner,U=3:2,S"), "owner\n")
+			tick()
+			last := time.Now()
+			tick()
+			writeFile(t, filepath.Join(dir, "cur", "moved,U=3:2,S"), "moved\n")
+			return last
+		}, "owner\n"},
+		{"owner changed after the move", func(dir string) time.Time {
+			writeFile(t, filepath.Join(dir, "cur", "owner,U=3:2,S"), "owner\n")
+			tick()
+			last := time.Now()
+			tick()
+			writeFile(t, filepath.Join(dir, "cur", "moved,U=3:2,S"), "moved\n")
+			tick()
+			if err := os.Rename(filepath.Join(dir, "cur", "owner,U=3:2,S"), filepath.Join(dir, "cur", "owner,U=3:2,FS")); err != nil {
+				t.Fatal(err)
+			}
+			return last
+		}, ""},
+		{"both there before the sync", func(dir string) time.Time {
+			writeFile(t, filepath.Join(dir, "cur", "owner,U=3:2,S"), "owner\n")
+			writeFile(t, filepath.Join(dir, "cur", "moved,U=3:2,S"), "moved\n")
+			tick()
+			return time.Now()
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, root := newTestStore(t, LayoutVerbatim)
+			dir := filepath.Join(root, "box")
+			mkMaildir(t, dir)
+			writeFile(t, filepath.Join(dir, ".uidvalidity"), "42\n10\n")
+			last := tc.setup(dir)
+			mb := open(t, s, "box", false)
+			mb.SetKnownUIDs(func(u engine.UID) bool { return true })
+			mb.SetLastSync(last)
+			msgs := list(t, mb)
+			if len(msgs) != 2 {
+				t.Fatalf("got %v", msgs)
+			}
+			got := fetch(t, mb, 3, 11, 12)
+			if got[3] != tc.keep {
+				t.Errorf("UID 3 holds %q, want %q", got[3], tc.keep)
+			}
+			held := []string{got[3], got[11], got[12]}
+			sort.Strings(held)
+			want := []string{"", "moved\n", "owner\n"}
+			if !slices.Equal(held, want) {
+				t.Errorf("UIDs 3, 11, 12 hold %q; want each file once", held)
+			}
+		})
+	}
+}
