@@ -101,14 +101,8 @@ type Store struct {
 	appendBufs sync.Pool
 	dials      atomic.Int64 // connections dialled (tests)
 
-	// loginNanos is how long the latest dial took, connect to logged in:
-	// what one more connection costs in waiting (see fill).
-	loginNanos atomic.Int64
-
 	mu     sync.Mutex
 	idle   []*conn
-	freed  chan struct{} // closed and replaced by each put; nil until the first waiter
-	queued int           // callers of fill waiting for a connection to be put back
 	closed bool
 	delim  rune
 	hasDel bool
@@ -210,10 +204,6 @@ func (s *Store) Close() error {
 	idle := s.idle
 	s.idle = nil
 	s.closed = true
-	if s.freed != nil {
-		close(s.freed) // waiters in fill see closed at once
-		s.freed = nil
-	}
 	s.mu.Unlock()
 	if s.bgCancel != nil {
 		s.bgCancel() // a Warm still dialling gives up; put logs it out if it got through
@@ -335,7 +325,7 @@ func (s *Store) get(ctx context.Context) (*conn, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s: waiting for a free connection: %w", s.cfg.Name, ctx.Err())
 	}
-	return s.fill(ctx, true)
+	return s.fill(ctx)
 }
 
 // tryGet is get without waiting: it returns (nil, nil) when every slot is
@@ -347,23 +337,12 @@ func (s *Store) tryGet(ctx context.Context) (*conn, error) {
 	default:
 		return nil, nil
 	}
-	return s.fill(ctx, false)
+	return s.fill(ctx)
 }
 
 // fill returns an idle connection or a new one for a slot already taken; on
 // failure it gives the slot back.
-//
-// With patience, it does not dial at once while other connections are in
-// use: it first waits for one of them to come back, for as long as a login
-// took (times its place in the queue of such waiters), and dials only then.
-// This is the ski-rental rule: a sync with little to do per mailbox (the
-// common cron run) goes through one or two connections, each of which costs
-// the server a process and the client a login (measured at 2 000 messages /
-// 10 folders: 4 connections cost Dovecot 0.14 s of CPU where one cost 0.05
-// s, on a run of 0.2 s), while a long sync still grows to the whole pool,
-// having waited at most as long as the logins it made.
-func (s *Store) fill(ctx context.Context, patient bool) (*conn, error) {
-	var waited time.Duration
+func (s *Store) fill(ctx context.Context) (*conn, error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -376,42 +355,7 @@ func (s *Store) fill(ctx context.Context, patient bool) (*conn, error) {
 			cn = s.idle[n-1]
 			s.idle = s.idle[:n-1]
 		}
-		var wait time.Duration
-		var freed chan struct{}
-		if cn == nil && patient {
-			// Slots held by others are connections in use or being
-			// dialled, and waiters like this one.
-			if others := len(s.sem) - 1 - s.queued; others > 0 {
-				if wait = time.Duration(s.loginNanos.Load())*time.Duration(s.queued+1) - waited; wait > 0 {
-					if s.freed == nil {
-						s.freed = make(chan struct{})
-					}
-					freed = s.freed
-					s.queued++
-				}
-			}
-		}
 		s.mu.Unlock()
-		if freed != nil {
-			start := time.Now()
-			t := time.NewTimer(wait)
-			select {
-			case <-freed:
-			case <-t.C:
-				patient = false
-			case <-ctx.Done():
-			}
-			t.Stop()
-			waited += time.Since(start)
-			s.mu.Lock()
-			s.queued--
-			s.mu.Unlock()
-			if err := ctx.Err(); err != nil {
-				<-s.sem
-				return nil, fmt.Errorf("%s: waiting for a free connection: %w", s.cfg.Name, err)
-			}
-			continue
-		}
 		if cn == nil {
 			break
 		}
@@ -455,10 +399,6 @@ func (s *Store) put(cn *conn) {
 	closed := s.closed
 	if !closed && !cn.isClosed() {
 		s.idle = append(s.idle, cn)
-		if s.freed != nil {
-			close(s.freed)
-			s.freed = nil
-		}
 	}
 	s.mu.Unlock()
 	if closed {
@@ -488,7 +428,6 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		return nil, authErr // don't hammer the server with a known-bad secret
 	}
 	s.dials.Add(1)
-	start := time.Now()
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", s.addr())
 	if err != nil {
@@ -511,7 +450,6 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		return nil, err
 	}
 	dc.disarm()
-	s.loginNanos.Store(int64(time.Since(start)))
 	return cn, nil
 }
 

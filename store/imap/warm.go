@@ -179,20 +179,12 @@ func (s *Store) waitWarm(ctx context.Context) error {
 	}
 }
 
-// warmMax bounds the connections WarmFor makes ready ahead of need.
-const warmMax = 2
-
-// WarmFor is engine.Warmer: it dials and logs in, in the background, more
-// connections for mailboxes about to be opened, up to warmMax in all: each
-// login costs the server a process start and the client a round trip or
-// three, and made here they overlap with the work before the mailboxes are
-// opened. More than that is left to the pool's own rule (fill): a second
-// connection lets one mailbox's SELECT overlap another's work, while the
-// runs with many mailboxes that each have little to do — the usual cron run
-// — were measured no faster with four (2 000 messages / 10 folders, 100
-// server changes: 0.19-0.21 s with 1, 2 or 4 connections), only costlier
-// for the server (Dovecot 0.05-0.06 s of CPU with 1, 0.14 s with 4). Failures are
-// left to the commands that need the connections, as with Warm.
+// WarmFor is engine.Warmer: it dials and logs in, in the background, as many
+// more connections as it takes for the pool to hold one per mailbox about to
+// be opened (up to the pool's size). Each login costs the server a process
+// start and the client a round trip or three; made here they overlap with
+// the work that comes before the mailboxes are opened. Failures are left to
+// the commands that need the connections, as with Warm.
 func (s *Store) WarmFor(mailboxes int) {
 	s.mu.Lock()
 	if s.closed {
@@ -201,7 +193,7 @@ func (s *Store) WarmFor(mailboxes int) {
 	}
 	have := len(s.idle) + len(s.sem) // idle, in use and being dialled
 	s.mu.Unlock()
-	for ; have < min(mailboxes, cap(s.sem), warmMax); have++ {
+	for ; have < min(mailboxes, cap(s.sem)); have++ {
 		select {
 		case s.sem <- struct{}{}:
 		default:

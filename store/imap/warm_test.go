@@ -270,29 +270,29 @@ func TestNewLeavesCallersAuthAlone(t *testing.T) {
 }
 
 // WarmFor logs in, ahead of time, one connection per mailbox about to be
-// opened, up to warmMax, and those are the connections the mailboxes then
-// use: no dial beyond them.
+// opened (bounded by the pool's size), and those are the connections the
+// mailboxes then use: no dial beyond them.
 func TestWarmForDialsAhead(t *testing.T) {
 	host, port, _ := memServer(t)
-	s := newMemStore(t, host, port, func(c *Config) { c.Connections = 4 })
+	s := newMemStore(t, host, port, func(c *Config) { c.Connections = 3 })
 	s.Warm()
-	s.WarmFor(10) // more mailboxes than warmMax
+	s.WarmFor(10) // more mailboxes than connections: the pool's size
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s.mu.Lock()
 		idle := len(s.idle)
 		s.mu.Unlock()
-		if idle == warmMax {
+		if idle == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d idle connections after WarmFor, want %d (%d dialled)", idle, warmMax, s.dials.Load())
+			t.Fatalf("%d idle connections after WarmFor, want 3 (%d dialled)", idle, s.dials.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.WarmFor(3) // as many as it makes are there already: nothing more
+	s.WarmFor(3) // all there already: nothing more
 	var mbs []interface{ Close() error }
-	for range warmMax {
+	for range 3 {
 		mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
 		if err != nil {
 			t.Fatal(err)
@@ -302,7 +302,7 @@ func TestWarmForDialsAhead(t *testing.T) {
 	for _, mb := range mbs {
 		mb.Close()
 	}
-	if n := s.dials.Load(); n != warmMax {
-		t.Fatalf("%d connections dialled, want %d", n, warmMax)
+	if n := s.dials.Load(); n != 3 {
+		t.Fatalf("%d connections dialled, want 3", n)
 	}
 }
