@@ -34,6 +34,8 @@
 #   --keep           leave the server's and the tools' mail in DIR after the run
 #   --settle S       pause before each timed run (default 1.1; see README)
 #   --timeout S      kill a timed run after S seconds (default 3600)
+#   --rtt MS         put a delay proxy (bench/cmd/delayproxy) between the tools and Dovecot
+#                    adding MS of round trip, as to a remote server (default 0: none)
 # Environment:
 #   QS_BIN           quixysync binary (default: CGO_ENABLED=0 go build -o bench/out/quixysync .,
 #                    static as the README installs it)
@@ -47,7 +49,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
 N=2000 M=10 PROFILE="" K=100 REPS=3 SCEN="" TLS=none LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
-STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0
+STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS=""
 
 die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -64,14 +66,14 @@ while (($#)); do
         --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --reps) REPS=$2;;
         --scenarios) SCEN=$2;; --tls) TLS=$2;; --login) LOGIN_MODE=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
         --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;;
-        --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;;
+        --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;; --rtt) RTT=$2;;
         *) die "unknown option $1 (see --help)" 2;;
     esac
     shift 2
 done
 
 isnum() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a whole number, not '$2'" 2; }
-isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnum --seed "$SEED"
+isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnum --seed "$SEED"; isnum --rtt "$RTT"
 ((N > 0 && M > 0 && REPS > 0)) || die "--n, --folders and --reps must be > 0" 2
 [[ -z $PORT ]] || isnum --port "$PORT"
 [[ -z $TLSPORT ]] || isnum --tls-port "$TLSPORT"
@@ -123,6 +125,10 @@ install_pkgs
 command -v go >/dev/null || die "go is needed to build bench/cmd/benchexec"
 EXEC_BIN=$BENCH_DIR/out/benchexec
 (cd "$REPO" && go build -o "$EXEC_BIN" ./bench/cmd/benchexec) || die "go build ./bench/cmd/benchexec failed"
+PROXY_BIN=$BENCH_DIR/out/delayproxy
+if ((RTT > 0)); then
+    (cd "$REPO" && go build -o "$PROXY_BIN" ./bench/cmd/delayproxy) || die "go build ./bench/cmd/delayproxy failed"
+fi
 if [[ $TOOLS == *quixysync* ]]; then
     if [[ -z ${QS_BIN:-} ]]; then
         QS_BIN=$BENCH_DIR/out/quixysync
@@ -141,6 +147,8 @@ flock -n 9 || die "another compare.sh is using $STATE"
 
 cleanup() {
     local rc=$?
+    local p
+    for p in $PROXY_PIDS; do kill "$p" 2>/dev/null && while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
     [[ -z ${CONF:-} ]] || stop_dovecot
     if ((!KEEP)) && [[ -n ${MAIL:-} ]]; then
         rm -rf "$MAIL" "$STATE/local" "$STATE/work"
@@ -321,9 +329,26 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && br
 DPID=$(dove_pid) || { tail -20 "$DOVE/log/dovecot.log" >&2; die "dovecot did not start"; }
 log "dovecot pid $DPID on 127.0.0.1:$PORT (imaps $TLSPORT), state $STATE ($STATE_FS)"
 
+# With --rtt, the tools reach Dovecot through one delay proxy per port (RTT/2 each way).
+TOOL_PORT=$PORT TOOL_TLSPORT=$TLSPORT
+start_proxy() { # target port; sets PROXY_PORT (not a $(...): its PID must reach cleanup)
+    local out="$STATE/dovecot/proxy-$1.out"
+    PROXY_PORT=$(free_port)
+    setsid "$PROXY_BIN" -listen "127.0.0.1:$PROXY_PORT" -to "127.0.0.1:$1" -delay "$((RTT * 500))us" </dev/null >"$out" 2>&1 &
+    PROXY_PIDS="$PROXY_PIDS $!"
+    for _ in $(seq 1 100); do grep -q ready "$out" 2>/dev/null && break; sleep 0.05; done
+    grep -q ready "$out" || die "delay proxy did not start: $(cat "$out")"
+}
+if ((RTT > 0)); then
+    start_proxy "$PORT"; TOOL_PORT=$PROXY_PORT
+    start_proxy "$TLSPORT"; TOOL_TLSPORT=$PROXY_PORT
+    log "delay proxies: $TOOL_PORT → $PORT, $TOOL_TLSPORT → $TLSPORT, round trip +${RTT} ms"
+fi
+
 set +e
 python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAIL" --dove-pid "$DPID" \
     --mail-uid "$MUID" --mail-gid "$MGID" --port "$PORT" --tlsport "$TLSPORT" --cafile "$CERT" \
+    --tool-port "$TOOL_PORT" --tool-tlsport "$TOOL_TLSPORT" --rtt "$RTT" \
     --tls "$TLS" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --reps "$REPS" \
     --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \

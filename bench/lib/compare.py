@@ -105,7 +105,11 @@ class Tool:
         self.log = os.path.join(a.state, "work", f"{name}{suffix}.log")
 
     def port(self):
-        return self.a.tlsport if self.a.tls == "imaps" else self.a.port
+        # The tools connect through --tool-port(s) (a delay proxy with --rtt);
+        # the corpus and the mutations go to Dovecot directly.
+        if self.a.tls == "imaps":
+            return self.a.tool_tlsport or self.a.tlsport
+        return self.a.tool_port or self.a.port
 
     def fresh(self):
         for p in (self.local, self.work):
@@ -343,6 +347,7 @@ class Bench:
         scen = a.scenarios
         self.emit({"type": "meta", "tag": a.tag, "time": time.strftime("%FT%T%z"), "n": a.n, "folders": a.folders,
                    "profile": a.profile, "seed": a.seed, "k": a.k, "reps": a.reps, "tls": a.tls, "login": a.login,
+                   "rtt_ms": a.rtt,
                    "scenarios": scen, "versions": self.versions, "machine": machine(a)})
         if not os.path.exists(os.path.join(self.corpus, "manifest.json")):
             log(f"building corpus n={a.n} folders={a.folders} profile={a.profile}")
@@ -474,7 +479,8 @@ def summarize(path):
     loads = [r.get("load1") for rs in runs.values() for r in rs if r.get("load1") is not None]
     out = [f"Corpus n={meta.get('n')} folders={meta.get('folders')} profile={meta.get('profile')}, "
            f"k={meta.get('k')}, tls={meta.get('tls')}, reps={meta.get('reps')}, "
-           f"Dovecot login processes: {meta.get('login', 'secure')}; {meta.get('time')}.",
+           + (f"round trip to the server {meta['rtt_ms']} ms (delay proxy), " if meta.get("rtt_ms") else "")
+           + f"Dovecot login processes: {meta.get('login', 'secure')}; {meta.get('time')}.",
            f"Tools: " + ", ".join(f"{t} ({v})" for t, v in meta.get("versions", {}).items())
            + f"; Dovecot {mc.get('dovecot')}.",
            f"Machine: {mc.get('cpu')}, {mc.get('cores')} cores (shared with the server), {mc.get('mem')}, "
@@ -540,6 +546,9 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--tlsport", type=int, required=True)
+    p.add_argument("--tool-port", type=int, default=0, help="port the tools use (default --port)")
+    p.add_argument("--tool-tlsport", type=int, default=0, help="IMAPS port the tools use (default --tlsport)")
+    p.add_argument("--rtt", type=int, default=0, help="round trip added by the delay proxy, ms (for the record)")
     p.add_argument("--cafile", required=True)
     p.add_argument("--tls", choices=["none", "starttls", "imaps"], default="none")
     p.add_argument("--login", choices=["fast", "secure"], default="fast")
