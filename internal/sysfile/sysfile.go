@@ -23,33 +23,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Open is os.OpenFile for a regular file or a directory.
-func Open(name string, flag int, perm os.FileMode) (*os.File, error) {
+// OpenFD opens name as a bare file descriptor (close-on-exec), for what is
+// only fsynced, listed, locked or stat'ed relative to: no os.File at all.
+func OpenFD(name string, flag int, perm os.FileMode) (int, error) {
 	for {
 		fd, err := unix.Open(name, flag|unix.O_CLOEXEC, uint32(perm.Perm()))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: name, Err: err}
+			return -1, &os.PathError{Op: "open", Path: name, Err: err}
 		}
-		return os.NewFile(uintptr(fd), name), nil
+		return fd, nil
 	}
+}
+
+// Open is os.OpenFile for a regular file or a directory.
+func Open(name string, flag int, perm os.FileMode) (*os.File, error) {
+	fd, err := OpenFD(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // ReadFile is os.ReadFile: open, fstat, read to the end, close.
 func ReadFile(name string) ([]byte, error) {
-	var fd int
-	for {
-		var err error
-		fd, err = unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: name, Err: err}
-		}
-		break
+	fd, err := OpenFD(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
 	}
 	defer unix.Close(fd)
 	size := 512

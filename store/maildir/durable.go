@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 // How Commit makes a batch of tmp/ files durable before renaming them.
@@ -188,15 +190,4 @@ func (s *Store) fsyncAll(paths []string, errs []error) {
 // and files that are only fsynced, listed or stat'ed relative to need no
 // os.File: opening one costs four fcntl calls and a failing epoll_ctl on top
 // (about 2 000 system calls in a run over ten changed folders).
-func openRaw(path string) (int, error) {
-	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
-	}
-}
+func openRaw(path string) (int, error) { return sysfile.OpenFD(path, os.O_RDONLY, 0) }
