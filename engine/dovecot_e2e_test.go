@@ -335,6 +335,15 @@ func (m *wrapMailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Me
 	return m.Mailbox.List(ctx, q)
 }
 
+// PrefetchUIDs forwards to a mailbox that prefetches (and counts it); for
+// one that does not, it does nothing, as the engine would.
+func (m *wrapMailbox) PrefetchUIDs(below engine.UID) {
+	if pf, ok := m.Mailbox.(engine.UIDPrefetcher); ok {
+		m.w.calls.inc("PrefetchUIDs")
+		pf.PrefetchUIDs(below)
+	}
+}
+
 func (m *wrapMailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, error) {
 	m.w.calls.inc("UIDs")
 	return m.Mailbox.UIDs(ctx, below)

@@ -85,7 +85,13 @@ func TestPairingSemantics(t *testing.T) {
 			engine.ExpungeBySubject(t, far, "INBOX", "a")
 			engine.ExpungeBySubject(t, near, "INBOX", "c")
 			engine.SetFlagsBySubject(t, near, "Sent", "s1", engine.FlagDeleted, 0)
+			pf0 := p.far.calls.get("PrefetchUIDs")
 			res = sync1(t, p, engine.RunOptions{})
+			// The far INBOX opened with fewer messages than known and none
+			// new: an IMAP side asks for its UIDs along with the listing.
+			if _, local := p.far.Store.(engine.LocalStore); !local && p.far.calls.get("PrefetchUIDs") == pf0 {
+				t.Errorf("deletion run: the far IMAP INBOX lost a message, but its UIDs were not prefetched")
+			}
 			p.check(t, "INBOX", "b:FRS")
 			p.check(t, "Sent", "s2:PS")
 			if res.Copied != [2]int{} {

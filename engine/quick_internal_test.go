@@ -225,3 +225,31 @@ func TestStatusFirstWarmsForChangedNear(t *testing.T) {
 		t.Fatalf("three near changes: noStatus %v, WarmFor %v, want [3]", got, sw.warmed)
 	}
 }
+
+// removalsLikely: fewer messages than known even if every UID since the last
+// run were a new message.
+func TestRemovalsLikely(t *testing.T) {
+	pairs := []Pair{{Far: 1, Near: 1}, {Far: 2, Near: 2}, {Far: 3, Near: 3}, {Far: 4}, {Near: 9}}
+	rec := Markers{UIDNext: 5, Messages: 4}
+	for _, tc := range []struct {
+		name   string
+		status Status
+		want   bool
+	}{
+		{"nothing changed", Status{UIDNext: 5, Messages: 4}, false},
+		{"one removed", Status{UIDNext: 5, Messages: 3}, true},
+		{"two new, none removed", Status{UIDNext: 7, Messages: 6}, false},
+		{"two new, one removed", Status{UIDNext: 7, Messages: 5}, true},
+		{"count unknown", Status{UIDNext: 5, Messages: -1}, false},
+		{"UIDNEXT unknown", Status{Messages: 0}, false},
+		{"UIDNEXT went back", Status{UIDNext: 4, Messages: 0}, false},
+	} {
+		if got := removalsLikely(tc.status, rec, pairs, Far); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// Fewer known than the recorded count (a pair dropped): the count decides.
+	if !removalsLikely(Status{UIDNext: 5, Messages: 3}, Markers{UIDNext: 5, Messages: 4}, pairs[:2], Far) {
+		t.Error("recorded count: want true")
+	}
+}

@@ -185,6 +185,16 @@ type UIDKeeper interface {
 	SetLastSync(t time.Time)
 }
 
+// UIDPrefetcher is implemented by mailboxes that can answer UIDs in the same
+// round trip as an incremental List (IMAP: UID SEARCH pipelined with the
+// FETCHes). The engine calls PrefetchUIDs(below) just before List when the
+// opening status says messages below were removed (so UIDs will very likely
+// be asked for); UIDs(below) then answers from what List received. After a
+// List that failed, or for another bound, UIDs asks the server as usual.
+type UIDPrefetcher interface {
+	PrefetchUIDs(below UID)
+}
+
 // FlagChange is one SetFlags call.
 type FlagChange struct {
 	UIDs        []UID

@@ -577,6 +577,9 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 		has := uidSet(paired)
 		q.NeedDetails = func(u UID) bool { return !has(u) }
 	}
+	if pf, ok := b.mb[s].(UIDPrefetcher); ok && incremental && removalsLikely(status, rec, b.st.Pairs, s) {
+		pf.PrefetchUIDs(rec.UIDNext)
+	}
 	msgs, complete, err := b.mb[s].List(ctx, q)
 	if err != nil {
 		return r, fmt.Errorf("listing the %s side: %w", s, err)
@@ -621,6 +624,27 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 		r.Existing, r.ExistingKnown = uids, true
 	}
 	return r, nil
+}
+
+// removalsLikely tells, from the status seen at opening alone, that some
+// messages the state knows below rec.UIDNext are gone from side s: even if
+// every UID from there to the current UIDNEXT were a message that arrived
+// since, fewer than those known would be left. Only a message that arrived
+// and was removed again between two runs makes it wrong, and then the
+// prefetched UIDs are just not used. report then asks for UIDs, and a store
+// can fetch them along with the listing (UIDPrefetcher).
+func removalsLikely(status Status, rec Markers, pairs []Pair, s Side) bool {
+	if status.Messages < 0 || status.UIDNext == 0 || status.UIDNext < rec.UIDNext {
+		return false
+	}
+	knownBelow := 0
+	for _, p := range pairs {
+		if u := p.uid(s); u != 0 && u < rec.UIDNext {
+			knownBelow++
+		}
+	}
+	old := status.Messages - int64(status.UIDNext-rec.UIDNext)
+	return old < int64(knownBelow) || (rec.Messages >= 0 && old < rec.Messages)
 }
 
 // checkValidity handles a changed UIDVALIDITY: one side changed → re-pair by

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +284,75 @@ func TestDoveLargeMessageStreamed(t *testing.T) {
 		t.Fatalf("allocated %d bytes for a %d-byte message: not streamed", alloc, size)
 	}
 	t.Logf("20 MB up and down with %d KiB allocated", alloc>>10)
+}
+
+// PrefetchUIDs: the UID SEARCH goes out with List's FETCHes, before their
+// answers are read, and UIDs then answers from it — the removals of a
+// mailbox are known without a round trip of their own. A UIDs with another
+// bound, or after a List that did not carry it, asks the server.
+func TestDovePrefetchUIDs(t *testing.T) {
+	var trace countingWriter
+	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []engine.UID
+	for range 6 {
+		uids = append(uids, stageCommit(t, ctx, mb, "Subject: m\n\nbody\n", 0, time.Time{}).UID)
+	}
+	st := mb.Status()
+	mb.Close()
+	// Another session removes two known messages and adds one.
+	other, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Expunge(ctx, []engine.UID{uids[1], uids[3]}); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+
+	mb, err = s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	below := uids[5] + 1
+	trace.mu.Lock()
+	trace.text.Reset()
+	trace.mu.Unlock()
+	mb.(engine.UIDPrefetcher).PrefetchUIDs(below)
+	if _, _, err := mb.List(ctx, engine.ListQuery{From: below, ChangedSince: st.HighestModSeq}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := mb.UIDs(ctx, below)
+	want := []engine.UID{uids[0], uids[2], uids[4], uids[5]}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("UIDs: %v %v, want %v", got, err, want)
+	}
+	var searches, fetchDone int
+	searchFirst := false
+	for _, l := range strings.Split(trace.text.String(), "\n") {
+		switch {
+		case strings.Contains(l, " C: ") && strings.Contains(l, "UID SEARCH"):
+			searches++
+			searchFirst = fetchDone == 0
+		case strings.Contains(l, " S: ") && strings.Contains(l, "OK Fetch completed"):
+			fetchDone++
+		}
+	}
+	if searches != 1 || !searchFirst {
+		t.Errorf("%d UID SEARCH commands (want 1), sent before any FETCH was answered: %v\n%s", searches, searchFirst, trace.text.String())
+	}
+	// Used once: the next UIDs asks the server again, as does another bound.
+	for _, b := range []engine.UID{below, uids[3]} {
+		if got, err := mb.UIDs(ctx, b); err != nil || len(got) == 0 {
+			t.Fatalf("UIDs(%d) after the prefetched one: %v %v", b, got, err)
+		}
+	}
+	if n := strings.Count(trace.text.String(), "UID SEARCH"); n != 3 {
+		t.Errorf("%d UID SEARCH in all, want 3", n)
+	}
 }

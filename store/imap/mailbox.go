@@ -36,9 +36,27 @@ type Mailbox struct {
 	permFlags atomic.Pointer[[]imap.Flag]
 	closed    bool
 	crlf      crlfCopier // Stage's, reused from message to message
+	// uidsBelow, when > 1, asks the next List to send UID SEARCH for the
+	// UIDs below it along with its FETCHes; uids holds the answer for UIDs.
+	uidsBelow engine.UID
+	uids      *prefetchedUIDs
 }
 
-var _ engine.Mailbox = (*Mailbox)(nil)
+// prefetchedUIDs is what a UID SEARCH sent with List answered.
+type prefetchedUIDs struct {
+	below engine.UID
+	uids  []engine.UID
+}
+
+var (
+	_ engine.Mailbox       = (*Mailbox)(nil)
+	_ engine.UIDPrefetcher = (*Mailbox)(nil)
+)
+
+// PrefetchUIDs is engine.UIDPrefetcher: the next incremental List also asks
+// for the UIDs below below, pipelined with its FETCHes, and UIDs(below)
+// then answers from that without a round trip of its own.
+func (m *Mailbox) PrefetchUIDs(below engine.UID) { m.uidsBelow = below }
 
 // OpenMailbox SELECTs (or EXAMINEs, readOnly) a mailbox on a connection of
 // its own.
@@ -174,6 +192,9 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 		from = 1
 	}
 	byUID := map[engine.UID]engine.Message{}
+	below := m.uidsBelow
+	m.uidsBelow, m.uids = 0, nil
+	var found []engine.UID
 	err = cn.run(ctx, "UID FETCH", func() error {
 		// Pipelined: the sets are disjoint, so go-imap routes each FETCH
 		// response to its command by UID. The new range ends at the highest
@@ -191,6 +212,12 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			newSet = imap.UIDSet{imap.UIDRange{Start: imap.UID(from), Stop: math.MaxUint32}}
 		}
 		newCmd := cn.c.Fetch(newSet, listItems)
+		// Sent before any reply is read: the removals are then known one
+		// round trip sooner (the UID set is disjoint from the new range).
+		var searched func() ([]engine.UID, error)
+		if !all && below > 1 {
+			searched = m.startSearch(cn, imap.UIDSet{imap.UIDRange{Start: 1, Stop: imap.UID(below - 1)}}, below)
+		}
 		// Both drained at once: a server may answer pipelined commands
 		// interleaved (Dovecot runs FETCHes in parallel), and go-imap's reader
 		// stops once one command's unread replies fill its buffer (128): then
@@ -216,10 +243,17 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 		})
 		wg.Wait()
 		maps.Copy(byUID, changed)
-		return errors.Join(chErr, newErr)
+		var searchErr error
+		if searched != nil {
+			found, searchErr = searched()
+		}
+		return errors.Join(chErr, newErr, searchErr)
 	})
 	if err != nil {
 		return nil, false, err
+	}
+	if below > 1 && !all {
+		m.uids = &prefetchedUIDs{below: below, uids: found}
 	}
 	out := make([]engine.Message, 0, len(byUID))
 	for _, msg := range byUID {
@@ -249,6 +283,10 @@ func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, err
 	if below <= 1 {
 		return nil, nil
 	}
+	if p := m.uids; p != nil && p.below == below {
+		m.uids = nil
+		return p.uids, nil
+	}
 	cn, err := m.conn(ctx)
 	if err != nil {
 		return nil, err
@@ -257,30 +295,41 @@ func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, err
 }
 
 func (m *Mailbox) search(ctx context.Context, cn *conn, set imap.UIDSet, below engine.UID) ([]engine.UID, error) {
+	var out []engine.UID
+	err := cn.run(ctx, "UID SEARCH", func() error {
+		var err error
+		out, err = m.startSearch(cn, set, below)()
+		return err
+	})
+	return out, err
+}
+
+// startSearch sends UID SEARCH for the UIDs in set; the returned function
+// waits for the answer: the existing UIDs (below below when it is not 0),
+// ascending. It must be called inside cn.run.
+func (m *Mailbox) startSearch(cn *conn, set imap.UIDSet, below engine.UID) func() ([]engine.UID, error) {
 	crit := &imap.SearchCriteria{UID: []imap.UIDSet{set}}
 	var opts *imap.SearchOptions
 	if cn.caps.Has(imap.CapESearch) {
 		opts = &imap.SearchOptions{ReturnAll: true}
 	}
-	var d *imap.SearchData
-	err := cn.run(ctx, "UID SEARCH", func() error {
-		var err error
-		d, err = cn.c.UIDSearch(crit, opts).Wait()
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []engine.UID
-	if d.All != nil {
-		for _, u := range d.AllUIDs() {
-			if u > 0 && (below == 0 || engine.UID(u) < below) {
-				out = append(out, engine.UID(u))
+	cmd := cn.c.UIDSearch(crit, opts)
+	return func() ([]engine.UID, error) {
+		d, err := cmd.Wait()
+		if err != nil {
+			return nil, err
+		}
+		var out []engine.UID
+		if d.All != nil {
+			for _, u := range d.AllUIDs() {
+				if u > 0 && (below == 0 || engine.UID(u) < below) {
+					out = append(out, engine.UID(u))
+				}
 			}
 		}
+		slices.Sort(out)
+		return slices.Compact(out), nil
 	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
 }
 
 // Fetch streams message bodies (BODY.PEEK[], CRLF converted to LF) to fn.
