@@ -1274,11 +1274,10 @@ func TestE2EMaxSizeReportedByDefault(t *testing.T) {
 	}
 }
 
-// A mail client moves a message between folders by renaming its file, which
-// keeps the ",U=" of the old folder: the message must leave the first
-// mailbox and arrive in the second on the server, without clobbering the
-// message that holds that UID there and without duplicates.
-func TestE2EMoveBetweenFolders(t *testing.T) {
+// moveSetup syncs INBOX (in-1..3) and Archive/2025 (ar-1..3, seen) once, so
+// that in-2 and ar-2 both carry U=2 in their folders.
+func moveSetup(t *testing.T) (*e2e, *client) {
+	t.Helper()
 	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
 	c := dial(t, "alice")
 	c.create("Archive/2025")
@@ -1289,6 +1288,15 @@ func TestE2EMoveBetweenFolders(t *testing.T) {
 		c.add("Archive/2025", id, imap.FlagSeen)
 	}
 	e.mustRun("sync", "ch")
+	return e, c
+}
+
+// A mail client moves a message between folders by renaming its file, which
+// keeps the ",U=" of the old folder: the message must leave the first
+// mailbox and arrive in the second on the server, without clobbering the
+// message that holds that UID there and without duplicates.
+func TestE2EMoveBetweenFolders(t *testing.T) {
+	e, c := moveSetup(t)
 	m := e.local("INBOX")["in-2"]
 	if !strings.Contains(m.path, ",U=2") {
 		t.Fatalf("in-2 is %s, expected it to carry U=2 like ar-2 in Archive/2025", m.path)
@@ -1324,16 +1332,7 @@ func TestE2EMoveBetweenFolders(t *testing.T) {
 // last sync, so both get new UIDs: the server copy of the old one is replaced
 // by an upload, and every message ends up exactly once on both sides.
 func TestE2EMoveBetweenFoldersThenFlagTheOther(t *testing.T) {
-	e := newE2E(t, e2eOpts{channel: `expunge = "both"`})
-	c := dial(t, "alice")
-	c.create("Archive/2025")
-	for _, id := range []string{"in-1", "in-2", "in-3"} {
-		c.add("INBOX", id)
-	}
-	for _, id := range []string{"ar-1", "ar-2", "ar-3"} {
-		c.add("Archive/2025", id, imap.FlagSeen)
-	}
-	e.mustRun("sync", "ch")
+	e, c := moveSetup(t)
 	m := e.local("INBOX")["in-2"]
 	other := e.local("Archive/2025")["ar-2"]
 	if !strings.Contains(m.path, ",U=2") || !strings.Contains(other.path, ",U=2") {

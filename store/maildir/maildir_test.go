@@ -481,26 +481,24 @@ func TestCommitNeverOverwrites(t *testing.T) {
 // nothing paired with the wrong message).
 func TestDuplicateUIDOwnerSinceLastSync(t *testing.T) {
 	tick := func() { time.Sleep(30 * time.Millisecond) } // past the file system's clock tick
+	// moveAfterSync: the owner's file, the state saved, then a file moved in.
+	moveAfterSync := func(dir string) time.Time {
+		writeFile(t, filepath.Join(dir, "cur", "owner,U=3:2,S"), "owner\n")
+		tick()
+		last := time.Now()
+		tick()
+		writeFile(t, filepath.Join(dir, "cur", "moved,U=3:2,S"), "moved\n")
+		return last
+	}
 	for _, tc := range []struct {
 		name string
 		// setup writes the files; last is when the state was saved.
 		setup func(dir string) (last time.Time)
 		keep  string // content keeping UID 3; "" = none
 	}{
-		{"moved in after the sync", func(dir string) time.Time {
-			writeFile(t, filepath.Join(dir, "cur", "owner,U=3:2,S"), "owner\n")
-			tick()
-			last := time.Now()
-			tick()
-			writeFile(t, filepath.Join(dir, "cur", "moved,U=3:2,S"), "moved\n")
-			return last
-		}, "owner\n"},
+		{"moved in after the sync", moveAfterSync, "owner\n"},
 		{"owner changed after the move", func(dir string) time.Time {
-			writeFile(t, filepath.Join(dir, "cur", "owner,U=3:2,S"), "owner\n")
-			tick()
-			last := time.Now()
-			tick()
-			writeFile(t, filepath.Join(dir, "cur", "moved,U=3:2,S"), "moved\n")
+			last := moveAfterSync(dir)
 			tick()
 			if err := os.Rename(filepath.Join(dir, "cur", "owner,U=3:2,S"), filepath.Join(dir, "cur", "owner,U=3:2,FS")); err != nil {
 				t.Fatal(err)
