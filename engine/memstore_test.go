@@ -37,6 +37,27 @@ type memStore struct {
 	lookupDown bool
 	// touched: every WillTouch, its UIDs sorted.
 	touched [][]UID
+	// events, when set, records every mailbox operation as "store op",
+	// in order (it may be shared by both stores of a channel).
+	events *eventLog
+}
+
+// eventLog is an ordered record of mailbox operations.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []string
+}
+
+func (l *eventLog) add(ev string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = append(l.evs, ev)
+}
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evs)
 }
 
 type memBox struct {
@@ -140,10 +161,11 @@ func (b *memBox) touch() {
 }
 
 type memMailbox struct {
-	s  *memStore
-	b  *memBox
-	ro bool
-	st Status
+	s      *memStore
+	b      *memBox
+	ro     bool
+	st     Status
+	closed bool
 	// touch is what WillTouch announced; operations on UIDs outside it
 	// are counted as "untouched" calls.
 	touch map[UID]bool
@@ -151,6 +173,20 @@ type memMailbox struct {
 
 // WillTouch records the announcement (engine.TouchHinter) in the store's
 // touched list, one sorted entry per call.
+// op counts and records an operation (under m.s.mu); it fails once the
+// mailbox is closed, so that every test catches a use after release.
+func (m *memMailbox) op(name string) error {
+	m.s.count(name)
+	if m.s.events != nil {
+		m.s.events.add(m.s.name + " " + name)
+	}
+	if m.closed {
+		m.s.count("afterClose")
+		return fmt.Errorf("%s: %s on a closed mailbox", m.s.name, name)
+	}
+	return nil
+}
+
 func (m *memMailbox) WillTouch(uids []UID) {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
@@ -190,7 +226,9 @@ func (m *memMailbox) Status() Status { return m.st }
 func (m *memMailbox) List(ctx context.Context, q ListQuery) ([]Message, bool, error) {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	m.s.count("List")
+	if err := m.op("List"); err != nil {
+		return nil, false, err
+	}
 	if m.s.lookupDown {
 		return nil, false, fmt.Errorf("list: injected failure")
 	}
@@ -212,7 +250,9 @@ func (m *memMailbox) List(ctx context.Context, q ListQuery) ([]Message, bool, er
 func (m *memMailbox) UIDs(ctx context.Context, below UID) ([]UID, error) {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	m.s.count("UIDs")
+	if err := m.op("UIDs"); err != nil {
+		return nil, err
+	}
 	if m.s.lookupDown {
 		return nil, fmt.Errorf("uids: injected failure")
 	}
@@ -228,7 +268,10 @@ func (m *memMailbox) UIDs(ctx context.Context, below UID) ([]UID, error) {
 
 func (m *memMailbox) Fetch(ctx context.Context, uids []UID, fn func(UID, io.Reader) error) error {
 	m.s.mu.Lock()
-	m.s.count("Fetch")
+	if err := m.op("Fetch"); err != nil {
+		m.s.mu.Unlock()
+		return err
+	}
 	m.checkTouch(uids)
 	type item struct {
 		uid  UID
@@ -261,6 +304,10 @@ func (m *memMailbox) Stage(ctx context.Context, nm NewMessage) (Staged, error) {
 		return nil, err
 	}
 	m.s.mu.Lock()
+	if err := m.op("Stage"); err != nil {
+		m.s.mu.Unlock()
+		return nil, err
+	}
 	defer m.s.mu.Unlock()
 	if m.s.failStage != "" && bytes.Contains(body, []byte(m.s.failStage)) {
 		return nil, fmt.Errorf("stage: injected failure")
@@ -277,6 +324,9 @@ func (m *memMailbox) Stage(ctx context.Context, nm NewMessage) (Staged, error) {
 func (m *memMailbox) Commit(ctx context.Context, staged []Staged) ([]CommitResult, error) {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
+	if err := m.op("Commit"); err != nil {
+		return nil, err
+	}
 	res := make([]CommitResult, len(staged))
 	for i, x := range staged {
 		st := x.(*memStaged)
@@ -319,7 +369,9 @@ func (m *memMailbox) SetFlags(ctx context.Context, uids []UID, add, remove Flag)
 	}
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	m.s.count("SetFlags")
+	if err := m.op("SetFlags"); err != nil {
+		return err
+	}
 	m.checkTouch(uids)
 	for _, u := range uids {
 		if msg := m.b.msgs[u]; msg != nil {
@@ -339,7 +391,9 @@ func (m *memMailbox) Expunge(ctx context.Context, uids []UID) error {
 	}
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	m.s.count("Expunge")
+	if err := m.op("Expunge"); err != nil {
+		return err
+	}
 	m.checkTouch(uids)
 	for _, u := range uids {
 		if m.b.msgs[u] != nil {
@@ -350,7 +404,19 @@ func (m *memMailbox) Expunge(ctx context.Context, uids []UID) error {
 	return nil
 }
 
-func (m *memMailbox) Close() error { return nil }
+func (m *memMailbox) Close() error {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	if m.closed {
+		m.s.count("doubleClose")
+	}
+	m.closed = true
+	m.s.count("Close")
+	if m.s.events != nil {
+		m.s.events.add(m.s.name + " Close")
+	}
+	return nil
+}
 
 // msgBody builds a small message whose subject names it.
 func msgBody(subject string) string {

@@ -34,6 +34,9 @@ type boxRun struct {
 	errs        []error
 	stopCopies  [2]bool
 	keepJournal bool
+	// released[s]: mb[s] was closed as soon as the plan no longer needed
+	// it (see release).
+	released [2]bool
 }
 
 func (b *boxRun) fail(err error) {
@@ -73,7 +76,7 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 	b := &boxRun{spec: spec, opt: opt, name: name, hook: hook, log: log, res: &res, listed: listed}
 	err := b.run(ctx, missing)
 	for s := 0; s < 2; s++ {
-		if b.mb[s] != nil {
+		if b.mb[s] != nil && !b.released[s] {
 			b.mb[s].Close()
 		}
 	}
@@ -88,6 +91,30 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 		res.Err = fmt.Errorf("mailbox %s: %d errors, the first: %w", name, len(b.errs), b.errs[0])
 	}
 	return res
+}
+
+// release closes side s's mailbox once the plan has no more use for it, so
+// that what it holds (an IMAP connection of the store's pool) serves the next
+// mailbox pair while this one finishes on the other side: with the local
+// commit of a pull (fsyncs, renames, the state file) no longer holding the
+// connection, one connection does what took several, and a server pays for
+// fewer logins. A mailbox that must still make changes durable when the
+// state is saved (Flusher, Barrierer: a Maildir) stays open until the end.
+func (b *boxRun) release(s Side) {
+	mb := b.mb[s]
+	if mb == nil || b.released[s] {
+		return
+	}
+	if _, ok := mb.(Flusher); ok {
+		return
+	}
+	if _, ok := mb.(Barrierer); ok {
+		return
+	}
+	b.released[s] = true
+	if err := mb.Close(); err != nil {
+		b.log.Debug("closing mailbox", "mailbox", b.name, "side", s, "err", err)
+	}
 }
 
 // bothSides runs fn for the far and the near side concurrently and waits for
