@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -87,4 +88,46 @@ func TestReleaseWhenThePlanIsDoneWithASide(t *testing.T) {
 		t.Errorf("push: far released before its commit: %s", strings.Join(evs, ", "))
 	}
 	checkEqual(t, spec, "INBOX", "")
+}
+
+// scalingStore records what the engine reports to a Scaler.
+type scalingStore struct {
+	*memStore
+	mu              sync.Mutex
+	messages, bytes int64
+	calls           int
+}
+
+func (s *scalingStore) PlannedCopies(messages int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.messages += int64(messages)
+	s.bytes += bytes
+	s.calls++
+}
+
+// Both stores hear of every plan's copies, both directions together, and
+// of nothing when a plan copies nothing.
+func TestScalerHearsThePlannedCopies(t *testing.T) {
+	far, near := &scalingStore{memStore: newMemStore("far")}, &scalingStore{memStore: newMemStore("near")}
+	spec := testSpec(t.TempDir(), far, near)
+	var size int64
+	for i := range 3 {
+		addMsg(t, far.memStore, "INBOX", fmt.Sprint("f", i), 0)
+		size += int64(len(msgBody(fmt.Sprint("f", i))))
+	}
+	addMsg(t, near.memStore, "INBOX", "n0", 0)
+	size += int64(len(msgBody("n0")))
+	addMsg(t, far.memStore, "Other", "o0", 0)
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{}) // nothing to copy: nothing reported
+	for _, s := range []*scalingStore{far, near} {
+		// INBOX: 3 pulled, 1 pushed; Other: 1 pulled.
+		if s.messages != 5 || s.calls != 2 {
+			t.Errorf("%s heard of %d messages in %d calls, want 5 in 2", s.name, s.messages, s.calls)
+		}
+		if s.bytes < size {
+			t.Errorf("%s heard of %d bytes, want at least %d", s.name, s.bytes, size)
+		}
+	}
 }

@@ -265,6 +265,15 @@ type Warmer interface {
 	WarmFor(mailboxes int)
 }
 
+// Scaler is implemented by stores that size themselves to a run's work (IMAP
+// to a near server: a few connections for a run that copies little, the
+// whole pool for one that copies much). The engine reports each mailbox
+// plan's copies, both directions together (each reads one store and writes
+// the other), as soon as the plan is made.
+type Scaler interface {
+	PlannedCopies(messages int, bytes int64)
+}
+
 // Prefetcher is implemented by mailboxes that can start, in the background,
 // the reading the next List needs (Maildir: listing new/ and cur/), so that it
 // overlaps with work on the other side. The engine calls Prefetch only right

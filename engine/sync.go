@@ -52,13 +52,21 @@ func (b *boxRun) progress(ev ProgressEvent) {
 	}
 }
 
-// plannedProgress reports the copies a plan holds and their known size.
+// plannedProgress reports the copies a plan holds and their known size, to
+// the progress receiver and to stores that size themselves to the work.
 func (b *boxRun) plannedProgress(p *Plan) {
 	ev := ProgressEvent{Kind: ProgressPlanned}
 	for _, cs := range p.Copies {
 		ev.PlannedMessages += int64(len(cs))
 		for _, c := range cs {
 			ev.PlannedBytes += max(c.Size, 0)
+		}
+	}
+	if ev.PlannedMessages > 0 {
+		for _, st := range []Store{b.spec.Far, b.spec.Near} {
+			if sc, ok := st.(Scaler); ok {
+				sc.PlannedCopies(int(ev.PlannedMessages), ev.PlannedBytes)
+			}
 		}
 	}
 	b.progress(ev)

@@ -291,6 +291,7 @@ func TestDoveCommitParallel(t *testing.T) {
 	dials := s.dials.Load()
 	trace.commands()
 	const n = 200
+	s.PlannedCopies(n, 200<<20) // as the engine does: the pool may grow
 	res, in, err := commitBatch(t, mb, n)
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,15 @@ type Store struct {
 	appendBufs sync.Pool
 	dials      atomic.Int64 // connections dialled (tests)
 
+	// Pool sizing for a near server (size.go).
+	connectNanos atomic.Int64  // the latest TCP connect's duration: about one round trip
+	connectDone  chan struct{} // closed once the first connect is over (connectNanos set if it worked)
+	connectOnce  sync.Once
+	nearBelow    time.Duration // nearRTT; tests change it
+	held         int           // slots of sem held back while the pool is small (under mu)
+	planned      int64         // messages of the plans reported (under mu)
+	plannedBytes int64         // and their bytes (under mu)
+
 	mu     sync.Mutex
 	idle   []*conn
 	closed bool
@@ -119,6 +128,8 @@ type Store struct {
 }
 
 var _ engine.Store = (*Store)(nil)
+var _ engine.Scaler = (*Store)(nil)
+var _ engine.Warmer = (*Store)(nil)
 
 // New validates cfg and returns a store; it connects lazily.
 func New(cfg Config, log *slog.Logger) (*Store, error) {
@@ -182,7 +193,7 @@ func New(cfg Config, log *slog.Logger) (*Store, error) {
 	if len(cfg.Auth) == 0 && cfg.Password == nil {
 		return nil, fmt.Errorf("%s: no password configured", cfg.Name)
 	}
-	s := &Store{cfg: cfg, log: log, sem: make(chan struct{}, cfg.Connections)}
+	s := &Store{cfg: cfg, log: log, sem: make(chan struct{}, cfg.Connections), connectDone: make(chan struct{}), nearBelow: nearRTT}
 	if cfg.TLS != "none" {
 		once, err := newTLSOnce(cfg)
 		if err != nil {
@@ -429,7 +440,9 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	}
 	s.dials.Add(1)
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
+	start := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", s.addr())
+	s.connected(time.Since(start), err)
 	if err != nil {
 		return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), err)
 	}

@@ -181,19 +181,41 @@ func (s *Store) waitWarm(ctx context.Context) error {
 
 // WarmFor is engine.Warmer: it dials and logs in, in the background, as many
 // more connections as it takes for the pool to hold one per mailbox about to
-// be opened (up to the pool's size). Each login costs the server a process
-// start and the client a round trip or three; made here they overlap with
-// the work that comes before the mailboxes are opened. Failures are left to
-// the commands that need the connections, as with Warm.
+// be opened (up to the pool's size, see size.go). Each login costs the server
+// a process start and the client a round trip or three; made here they
+// overlap with the work that comes before the mailboxes are opened. Failures
+// are left to the commands that need the connections, as with Warm.
+//
+// The pool's size depends on whether the server is near, which is known
+// once the first connect is over: while a Warm is dialling, WarmFor waits
+// for that connect (a round trip at most) in the background.
 func (s *Store) WarmFor(mailboxes int) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	warming := s.warming != nil
+	s.mu.Unlock()
+	if !warming {
+		s.warmFor(mailboxes)
 		return
 	}
-	have := len(s.idle) + len(s.sem) // idle, in use and being dialled
+	go func() {
+		select {
+		case <-s.connectDone:
+		case <-s.bg.Done():
+			return
+		}
+		s.warmFor(mailboxes)
+	}()
+}
+
+func (s *Store) warmFor(mailboxes int) {
+	s.mu.Lock()
+	closed := s.closed
 	s.mu.Unlock()
-	for ; have < min(mailboxes, cap(s.sem)); have++ {
+	if closed {
+		return
+	}
+	room, have := s.poolRoom()
+	for ; have < min(mailboxes, room); have++ {
 		select {
 		case s.sem <- struct{}{}:
 		default:

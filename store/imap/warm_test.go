@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quixysync/quixysync/engine"
 )
 
 // Warm's connection is the one the first command uses: one dial in all.
@@ -269,40 +271,112 @@ func TestNewLeavesCallersAuthAlone(t *testing.T) {
 	}
 }
 
-// WarmFor logs in, ahead of time, one connection per mailbox about to be
-// opened (bounded by the pool's size), and those are the connections the
-// mailboxes then use: no dial beyond them.
-func TestWarmForDialsAhead(t *testing.T) {
+// warmedStore returns a store of 4 connections, taken for a near server or
+// not whatever the real connect time, with its first connection logged in
+// and idle.
+func warmedStore(t *testing.T, near bool) *Store {
+	t.Helper()
 	host, port, _ := memServer(t)
-	s := newMemStore(t, host, port, func(c *Config) { c.Connections = 3 })
+	s := newMemStore(t, host, port, func(c *Config) { c.Connections = 4 })
+	s.nearBelow = time.Hour
+	if !near {
+		s.nearBelow = time.Nanosecond
+	}
 	s.Warm()
-	s.WarmFor(10) // more mailboxes than connections: the pool's size
+	if err := s.waitWarm(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitIdle waits until the store holds want idle connections, and checks
+// that it dialled no more than those.
+func waitIdle(t *testing.T, s *Store, want int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s.mu.Lock()
 		idle := len(s.idle)
 		s.mu.Unlock()
-		if idle == 3 {
+		if idle == want {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d idle connections after WarmFor, want 3 (%d dialled)", idle, s.dials.Load())
+			t.Fatalf("%d idle connections after WarmFor, want %d (%d dialled)", idle, want, s.dials.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.WarmFor(3) // all there already: nothing more
-	var mbs []interface{ Close() error }
-	for range 3 {
+	time.Sleep(20 * time.Millisecond) // a dial too many would show now
+	if n := s.dials.Load(); n != int64(want) {
+		t.Fatalf("%d connections dialled, want %d", n, want)
+	}
+}
+
+// openAll opens INBOX n times, failing the test unless each gets a connection.
+func openAll(t *testing.T, s *Store, n int) []engine.Mailbox {
+	t.Helper()
+	var mbs []engine.Mailbox
+	for range n {
 		mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		mbs = append(mbs, mb)
 	}
-	for _, mb := range mbs {
+	return mbs
+}
+
+// For a remote server, WarmFor logs in, ahead of time, one connection per
+// mailbox about to be opened, up to the pool's size, and those are the
+// connections the mailboxes then use: no dial beyond them.
+func TestWarmForDialsAhead(t *testing.T) {
+	s := warmedStore(t, false)
+	s.WarmFor(3)
+	waitIdle(t, s, 3)
+	s.WarmFor(3) // as many as it makes are there already: nothing more
+	for _, mb := range openAll(t, s, 3) {
 		mb.Close()
 	}
 	if n := s.dials.Load(); n != 3 {
 		t.Fatalf("%d connections dialled, want 3", n)
 	}
+	s = warmedStore(t, false)
+	s.WarmFor(10)
+	waitIdle(t, s, 4)
+}
+
+// For a near server the pool keeps to smallPool connections while the plans
+// copy little: a third mailbox waits for a connection instead of a login
+// (tryGet, which never waits, finds none), and WarmFor makes no more. Once
+// the plans reported add up to more than growMessages, the pool grows to its
+// size.
+func TestNearServerPoolGrowsWithThePlannedCopies(t *testing.T) {
+	s := warmedStore(t, true)
+	s.WarmFor(10)
+	waitIdle(t, s, smallPool)
+	mbs := openAll(t, s, smallPool)
+	if cn, err := s.tryGet(ctxT(t)); cn != nil || err != nil {
+		t.Fatalf("a connection beyond %d: %v, %v", smallPool, cn, err)
+	}
+	s.PlannedCopies(growMessages/2, 1000)
+	if cn, _ := s.tryGet(ctxT(t)); cn != nil {
+		t.Fatal("the pool grew for half the messages that make it grow")
+	}
+	s.PlannedCopies(growMessages/2+1, 1000) // together: one more than growMessages
+	more := openAll(t, s, 4-smallPool)
+	if cn, _ := s.tryGet(ctxT(t)); cn != nil {
+		t.Fatal("a connection beyond the pool's size")
+	}
+	for _, mb := range append(mbs, more...) {
+		mb.Close()
+	}
+	if n := s.dials.Load(); n != 4 {
+		t.Fatalf("%d connections dialled, want 4", n)
+	}
+
+	// Bytes count as well.
+	s = warmedStore(t, true)
+	s.PlannedCopies(1, growBytes+1)
+	s.WarmFor(10)
+	waitIdle(t, s, 4)
 }
