@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -62,7 +63,9 @@ func Execute() {
 		stop()
 	}()
 	stopProfile := startCPUProfile(os.Getenv("QUIXYSYNC_CPUPROFILE"))
+	stopAllocs := startAllocProfile(os.Getenv("QUIXYSYNC_ALLOCPROFILE"))
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopAllocs()
 	stopProfile()
 	stop()
 	os.Exit(code)
@@ -87,6 +90,28 @@ func startCPUProfile(path string) (stop func()) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+	}
+}
+
+// startAllocProfile records every allocation of the run (MemProfileRate 1:
+// slow, for profiling only) and writes them as a pprof allocs profile to
+// path at the end. Empty: off.
+func startAllocProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	runtime.MemProfileRate = 1
+	return func() {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(f, 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_ALLOCPROFILE: %v\n", err)
+		}
 	}
 }
 
