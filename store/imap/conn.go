@@ -34,6 +34,9 @@ type deadlineConn struct {
 	libRead  time.Time
 	libWrite time.Time
 	timedOut atomic.Bool
+	// onFirstRead, when set, is called once, when the first bytes arrive.
+	onFirstRead func()
+	readSome    atomic.Bool
 }
 
 func newDeadlineConn(c net.Conn, timeout time.Duration) *deadlineConn {
@@ -64,6 +67,9 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.timedOut.Store(true)
+	}
+	if n > 0 && c.onFirstRead != nil && !c.readSome.Load() && c.readSome.CompareAndSwap(false, true) {
+		c.onFirstRead()
 	}
 	return n, err
 }

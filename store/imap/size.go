@@ -15,22 +15,28 @@ import "time"
 // pool holds back all but smallPool of its slots until the plans reported
 // so far (PlannedCopies) copy more than growMessages messages or growBytes
 // bytes, as an initial sync does; then it grows to Config.Connections.
+//
+// Near means that the first connection's first answer (the greeting, or
+// the TLS server hello) came within nearAnswer of the dial: about two round
+// trips (connect, then the answer) of at most 2 ms. The connect time alone
+// would not do: through a local proxy or tunnel (ssh -L, stunnel) the connect
+// is answered at once, however far the server is.
 const (
-	// nearRTT is the connect time under which a server counts as near.
-	nearRTT      = 2 * time.Millisecond
+	nearAnswer   = 4 * time.Millisecond
 	smallPool    = 2
 	growMessages = 256
 	growBytes    = 16 << 20
 )
 
-// connected records the outcome of a TCP connect that took d. The first one
-// decides whether the server is near, and then holds back the slots of the
-// pool beyond smallPool.
-func (s *Store) connected(d time.Duration, err error) {
-	if err == nil {
-		s.connectNanos.Store(int64(d))
-	}
-	s.connectOnce.Do(func() {
+// firstAnswer records, once, how long the first connection took from its
+// dial to the first bytes from the server (ok false: the dial failed before
+// any). When that makes the server near, it holds back the slots of the pool
+// beyond smallPool.
+func (s *Store) firstAnswer(d time.Duration, ok bool) {
+	s.answerOnce.Do(func() {
+		if ok {
+			s.answerNanos.Store(int64(d))
+		}
 		if s.near() {
 			s.mu.Lock()
 			if s.planned <= growMessages && s.plannedBytes <= growBytes {
@@ -48,17 +54,16 @@ func (s *Store) connected(d time.Duration, err error) {
 			s.mu.Unlock()
 			if held > 0 {
 				s.log.Debug("server is near: few connections until there is much to copy",
-					"store", s.cfg.Name, "connect", d, "connections", cap(s.sem)-held)
+					"store", s.cfg.Name, "first answer", d, "connections", cap(s.sem)-held)
 			}
 		}
-		close(s.connectDone)
+		close(s.answered)
 	})
 }
 
-// near reports whether the server answered the latest TCP connect within
-// nearRTT.
+// near reports whether the server's first answer came within nearAnswer.
 func (s *Store) near() bool {
-	ns := s.connectNanos.Load()
+	ns := s.answerNanos.Load()
 	return ns > 0 && time.Duration(ns) < s.nearBelow
 }
 

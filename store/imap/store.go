@@ -102,10 +102,10 @@ type Store struct {
 	dials      atomic.Int64 // connections dialled (tests)
 
 	// Pool sizing for a near server (size.go).
-	connectNanos atomic.Int64  // the latest TCP connect's duration: about one round trip
-	connectDone  chan struct{} // closed once the first connect is over (connectNanos set if it worked)
-	connectOnce  sync.Once
-	nearBelow    time.Duration // nearRTT; tests change it
+	answerNanos  atomic.Int64  // the first connection's dial-to-first-answer time (see answered)
+	answered     chan struct{} // closed once that is known (or the dial failed)
+	answerOnce   sync.Once
+	nearBelow    time.Duration // nearAnswer; tests change it
 	held         int           // slots of sem held back while the pool is small (under mu)
 	planned      int64         // messages of the plans reported (under mu)
 	plannedBytes int64         // and their bytes (under mu)
@@ -193,7 +193,7 @@ func New(cfg Config, log *slog.Logger) (*Store, error) {
 	if len(cfg.Auth) == 0 && cfg.Password == nil {
 		return nil, fmt.Errorf("%s: no password configured", cfg.Name)
 	}
-	s := &Store{cfg: cfg, log: log, sem: make(chan struct{}, cfg.Connections), connectDone: make(chan struct{}), nearBelow: nearRTT}
+	s := &Store{cfg: cfg, log: log, sem: make(chan struct{}, cfg.Connections), answered: make(chan struct{}), nearBelow: nearAnswer}
 	if cfg.TLS != "none" {
 		once, err := newTLSOnce(cfg)
 		if err != nil {
@@ -442,17 +442,19 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
 	start := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", s.addr())
-	s.connected(time.Since(start), err)
 	if err != nil {
+		s.firstAnswer(0, false)
 		return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), err)
 	}
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
+	dc.onFirstRead = func() { s.firstAnswer(time.Since(start), true) }
 	dc.arm()
 	var cancelled atomic.Bool
 	stop := context.AfterFunc(ctx, func() { cancelled.Store(true); raw.Close() })
 	cn, err := s.setup(ctx, raw, dc)
 	stop()
 	if err != nil {
+		s.firstAnswer(0, false)
 		raw.Close()
 		switch {
 		case cancelled.Load():

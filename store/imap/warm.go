@@ -186,20 +186,30 @@ func (s *Store) waitWarm(ctx context.Context) error {
 // overlap with the work that comes before the mailboxes are opened. Failures
 // are left to the commands that need the connections, as with Warm.
 //
-// The pool's size depends on whether the server is near, which is known
-// once the first connect is over: while a Warm is dialling, WarmFor waits
-// for that connect (a round trip at most) in the background.
+// How many the pool will use depends on whether the server is near, known
+// once Warm's connection has its first answer: up to smallPool are dialled
+// at once (either way the pool has them), the others, for a remote server,
+// once that is known.
 func (s *Store) WarmFor(mailboxes int) {
 	s.mu.Lock()
 	warming := s.warming != nil
 	s.mu.Unlock()
+	select {
+	case <-s.answered:
+		warming = false
+	default:
+	}
 	if !warming {
 		s.warmFor(mailboxes)
 		return
 	}
+	s.warmFor(min(mailboxes, smallPool))
+	if mailboxes <= smallPool {
+		return
+	}
 	go func() {
 		select {
-		case <-s.connectDone:
+		case <-s.answered:
 		case <-s.bg.Done():
 			return
 		}

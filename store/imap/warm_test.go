@@ -10,10 +10,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -379,4 +381,84 @@ func TestNearServerPoolGrowsWithThePlannedCopies(t *testing.T) {
 	s.PlannedCopies(1, growBytes+1)
 	s.WarmFor(10)
 	waitIdle(t, s, 4)
+}
+
+// slowProxy forwards connections to addr, holding back what the server sends
+// by delay: a far server reached through a local tunnel, whose connect is
+// answered at once.
+func slowProxy(t *testing.T, addr string, delay time.Duration) (host string, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.Close() }()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := up.Read(buf)
+					if n > 0 {
+						time.Sleep(delay)
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	a := ln.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port
+}
+
+// Whether the server is near is judged by its first answer, not by the
+// connect: behind a local tunnel the connect is instant however far the
+// server is. Directly on loopback it is near; through a tunnel that delays
+// the answers by 10 ms it is not, and the pool is warmed whole.
+func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
+	host, port, _ := memServer(t)
+	// A busy machine can stall one answer past nearAnswer: a few tries.
+	var answers []time.Duration
+	for range 5 {
+		direct := newMemStore(t, host, port, func(c *Config) { c.Connections = 4 })
+		direct.Warm()
+		if err := direct.waitWarm(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		answers = append(answers, time.Duration(direct.answerNanos.Load()))
+		if direct.near() {
+			break
+		}
+	}
+	if a := answers[len(answers)-1]; a <= 0 || a >= nearAnswer {
+		t.Fatalf("a server on loopback is not near (first answers after %v)", answers)
+	}
+
+	ph, pp := slowProxy(t, net.JoinHostPort(host, strconv.Itoa(port)), 10*time.Millisecond)
+	far := newMemStore(t, ph, pp, func(c *Config) { c.Connections = 4 })
+	far.Warm()
+	far.WarmFor(4) // before the first answer: it waits for it
+	if err := far.waitWarm(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if far.near() {
+		t.Fatalf("a server behind a 10 ms tunnel is near (first answer after %v)", time.Duration(far.answerNanos.Load()))
+	}
+	waitIdle(t, far, 4)
 }
