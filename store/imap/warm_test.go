@@ -430,7 +430,7 @@ func slowProxy(t *testing.T, addr string, delay time.Duration) (host string, por
 // Whether the server is near is judged by its first answer, not by the
 // connect: behind a local tunnel the connect is instant however far the
 // server is. Directly on loopback it is near; through a tunnel that delays
-// the answers by 10 ms it is not, and the pool is warmed whole.
+// the answers by 20 ms it is not, and the pool is warmed whole.
 func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
 	host, port, _ := memServer(t)
 	// A busy machine can stall one answer past nearAnswer: a few tries.
@@ -450,7 +450,7 @@ func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
 		t.Fatalf("a server on loopback is not near (first answers after %v)", answers)
 	}
 
-	ph, pp := slowProxy(t, net.JoinHostPort(host, strconv.Itoa(port)), 10*time.Millisecond)
+	ph, pp := slowProxy(t, net.JoinHostPort(host, strconv.Itoa(port)), 20*time.Millisecond)
 	far := newMemStore(t, ph, pp, func(c *Config) { c.Connections = 4 })
 	far.Warm()
 	far.WarmFor(4) // before the first answer: it waits for it
@@ -458,7 +458,7 @@ func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if far.near() {
-		t.Fatalf("a server behind a 10 ms tunnel is near (first answer after %v)", time.Duration(far.answerNanos.Load()))
+		t.Fatalf("a server behind a 20 ms tunnel is near (first answer after %v)", time.Duration(far.answerNanos.Load()))
 	}
 	waitIdle(t, far, 4)
 }
