@@ -356,3 +356,39 @@ func TestDovePrefetchUIDs(t *testing.T) {
 		t.Errorf("%d UID SEARCH in all, want 3", n)
 	}
 }
+
+// Opening or deleting a mailbox below another is a fresh store's first
+// act when the engine starts mailboxes before it lists them: the name's
+// wire form needs the hierarchy delimiter, learnt at login.
+func TestDoveHierarchyNameAsFirstCommand(t *testing.T) {
+	setup := doveStore(t, "alice", nil)
+	ctx := ctxT(t)
+	for _, name := range []string{"Archive/2025", "Old/Gone"} {
+		if err := setup.CreateMailbox(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := func() *Store {
+		s, err := New(setup.cfg, testLog(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	mb, err := fresh().OpenMailbox(ctx, "Archive/2025", false)
+	if err != nil {
+		t.Fatalf("opening Archive/2025 first: %v", err)
+	}
+	mb.Close()
+	if err := fresh().DeleteMailbox(ctx, "Old/Gone"); err != nil {
+		t.Fatalf("deleting Old/Gone first: %v", err)
+	}
+	infos, err := setup.ListMailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(infos); slices.Contains(got, "Old/Gone") || !slices.Contains(got, "Archive/2025") {
+		t.Fatalf("mailboxes after: %v", got)
+	}
+}

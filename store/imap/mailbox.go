@@ -61,12 +61,16 @@ func (m *Mailbox) PrefetchUIDs(below engine.UID) { m.uidsBelow = below }
 // OpenMailbox SELECTs (or EXAMINEs, readOnly) a mailbox on a connection of
 // its own.
 func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (engine.Mailbox, error) {
-	wire, err := s.wireName(name)
+	// The connection first: a mailbox can be opened before anything else
+	// (the engine starts some before the listing), and the name's wire form
+	// needs the hierarchy delimiter, which a connection learns at login.
+	cn, err := s.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cn, err := s.get(ctx)
+	wire, err := s.wireName(name)
 	if err != nil {
+		s.put(cn)
 		return nil, err
 	}
 	m := &Mailbox{s: s, name: name, wire: wire, readOnly: readOnly}

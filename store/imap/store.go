@@ -507,7 +507,7 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 		c.Close()
 		return nil, fmt.Errorf("%s: %s: %s", s.cfg.Name, s.addr(), fmt.Sprintf(format, args...))
 	}
-	if err := c.WaitGreeting(); err != nil {
+	if err := waitGreeting(c); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			return fail("server refused the connection: %s %s", ie.Type, ie.Text)
@@ -544,6 +544,24 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 		}
 	}
 	return cn, nil
+}
+
+// waitGreeting is Client.WaitGreeting without its coin toss: once a greeting
+// has been read and the connection closed after it, both of the channels it
+// waits on are ready and it picks one at random, so a server that said BYE
+// and hung up looked, every other time, like one that said nothing. A BYE
+// greeting leaves the client in the logout state; then asking again finds
+// the greeting soon enough.
+func waitGreeting(c *imapclient.Client) error {
+	err := c.WaitGreeting()
+	for i := 0; i < 64 && err != nil && c.State() == imap.ConnStateLogout; i++ {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			break
+		}
+		err = c.WaitGreeting()
+	}
+	return err
 }
 
 func (s *Store) explainTLS(err error) error {
@@ -917,6 +935,13 @@ func (s *Store) create(ctx context.Context, cn *conn, name string) error {
 // the DELETE are two commands: a message delivered in between would be lost
 // with the mailbox on servers that delete non-empty mailboxes.
 func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
+	// The connection first: the wire name needs the hierarchy delimiter,
+	// which a connection learns at login.
+	cn, err := s.get(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.put(cn)
 	wire, err := s.wireName(name)
 	if err != nil {
 		return err
@@ -924,11 +949,6 @@ func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 	if isInbox(wire) {
 		return fmt.Errorf("%s: refusing to delete INBOX", s.cfg.Name)
 	}
-	cn, err := s.get(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.put(cn)
 	var d *imap.StatusData
 	err = cn.run(ctx, "STATUS "+name, func() error {
 		var err error
