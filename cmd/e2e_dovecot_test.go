@@ -110,7 +110,7 @@ func (e *e2e) mustRun(args ...string) (stdout, stderr string) {
 	e.t.Helper()
 	stdout, stderr, code := e.run(args...)
 	if code != exitOK {
-		e.t.Fatalf("quixysync %s: exit %d, want 0; stderr:\n%s", strings.Join(args, " "), code, stderr)
+		e.t.Fatalf("quixysync %s: exit %d, want 0; stderr:\n%s\nstdout:\n%s", strings.Join(args, " "), code, stderr, stdout)
 	}
 	return stdout, stderr
 }

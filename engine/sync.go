@@ -37,7 +37,13 @@ type boxRun struct {
 	// released[s]: mb[s] was closed as soon as the plan no longer needed
 	// it (see release).
 	released [2]bool
+	// ahead: started before the far side was listed (see syncAhead).
+	ahead bool
 }
+
+// errNotThereYet ends, before anything is changed, the run of a mailbox
+// started before the far side was listed that the far side does not have.
+var errNotThereYet = errors.New("not on the far side (it was started before the far side was listed)")
 
 func (b *boxRun) fail(err error) {
 	b.log.Warn("sync error", "mailbox", b.name, "err", err)
@@ -75,13 +81,15 @@ func (b *boxRun) plannedProgress(p *Plan) {
 // syncMailbox runs one mailbox pair. missing[s] says the mailbox does not
 // exist on side s and a dry run pretends it was created (empty).
 // listed holds the statuses the channel's listing reported (nil where none).
-func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, hook *crashHook, missing [2]bool, listed [2]*Status) (res MailboxResult) {
+// ahead says the far side was not listed yet: when it lacks the mailbox, the
+// run ends with errNotThereYet before it changes anything.
+func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, hook *crashHook, missing [2]bool, listed [2]*Status, ahead bool) (res MailboxResult) {
 	res.Mailbox = name
 	log := opt.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &boxRun{spec: spec, opt: opt, name: name, hook: hook, log: log, res: &res, listed: listed}
+	b := &boxRun{spec: spec, opt: opt, name: name, hook: hook, log: log, res: &res, listed: listed, ahead: ahead}
 	err := b.run(ctx, missing)
 	for s := 0; s < 2; s++ {
 		if b.mb[s] != nil && !b.released[s] {
@@ -228,6 +236,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	b.st, b.meta = full.st, full.meta
 	for _, s := range []Side{Far, Near} {
 		err := openErr[s]
+		if errors.Is(err, ErrNoMailbox) && b.ahead && s == Far {
+			return errNotThereYet
+		}
 		if errors.Is(err, ErrNoMailbox) && b.listsMessages(s) {
 			return b.vanished(s)
 		}
