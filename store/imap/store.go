@@ -110,11 +110,15 @@ type Store struct {
 	planned      int64         // messages of the plans reported (under mu)
 	plannedBytes int64         // and their bytes (under mu)
 
-	mu     sync.Mutex
-	idle   []*conn
-	closed bool
-	delim  rune
-	hasDel bool
+	mu   sync.Mutex
+	idle []*conn
+	// urgent counts store-wide commands waiting for a connection (see
+	// getFirst); urgentGone is closed when that drops to 0 (nil while 0).
+	urgent     int
+	urgentGone chan struct{}
+	closed     bool
+	delim      rune
+	hasDel     bool
 
 	// testAppend, set only by tests, is called on the committing goroutine
 	// just before an APPEND's literal is sent (afterLiteral false) and right
@@ -326,17 +330,73 @@ func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
 }
 
 // get takes a connection from the pool, dialling a new one if none is idle.
-// It waits for a free slot when Config.Connections are in use.
-func (s *Store) get(ctx context.Context) (*conn, error) {
+// It waits for a free slot when Config.Connections are in use, and lets the
+// store-wide commands waiting for one go first (getFirst).
+func (s *Store) get(ctx context.Context) (*conn, error) { return s.acquire(ctx, false) }
+
+// getFirst is get for the store-wide commands (LIST, STATUS, CREATE,
+// DELETE): mailboxes wait to open until those have their connection. The
+// engine lists the far side while it already syncs the mailboxes it opens
+// in any case; a LIST queued behind those would hold up every other one.
+func (s *Store) getFirst(ctx context.Context) (*conn, error) { return s.acquire(ctx, true) }
+
+func (s *Store) acquire(ctx context.Context, urgent bool) (*conn, error) {
+	if urgent {
+		s.mu.Lock()
+		s.urgent++
+		s.mu.Unlock()
+		defer s.urgentDone()
+	}
 	if err := s.waitWarm(ctx); err != nil {
 		return nil, err
 	}
+	if !urgent {
+		if err := s.waitUrgent(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s.take(ctx)
+}
+
+// take waits for a free slot and fills it.
+func (s *Store) take(ctx context.Context) (*conn, error) {
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s: waiting for a free connection: %w", s.cfg.Name, ctx.Err())
 	}
 	return s.fill(ctx)
+}
+
+// urgentDone ends a store-wide command's wait for a connection.
+func (s *Store) urgentDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.urgent--; s.urgent == 0 && s.urgentGone != nil {
+		close(s.urgentGone)
+		s.urgentGone = nil
+	}
+}
+
+// waitUrgent waits until no store-wide command waits for a connection.
+func (s *Store) waitUrgent(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		if s.urgent == 0 {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.urgentGone == nil {
+			s.urgentGone = make(chan struct{})
+		}
+		gone := s.urgentGone
+		s.mu.Unlock()
+		select {
+		case <-gone:
+		case <-ctx.Done():
+			return fmt.Errorf("%s: waiting for a free connection: %w", s.cfg.Name, ctx.Err())
+		}
+	}
 }
 
 // tryGet is get without waiting: it returns (nil, nil) when every slot is
@@ -763,7 +823,7 @@ func stamp(st engine.Status) string {
 // be mapped safely (".." component, NUL, "/" inside a component ...) is
 // skipped with a warning; the others are returned.
 func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
-	cn, err := s.get(ctx)
+	cn, err := s.getFirst(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -822,7 +882,7 @@ func (s *Store) StatusAll(ctx context.Context, names []string) (map[string]engin
 	if len(names) == 0 {
 		return out, nil
 	}
-	cn, err := s.get(ctx)
+	cn, err := s.getFirst(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -887,7 +947,7 @@ func (s *Store) exists(ctx context.Context, cn *conn, wire string) (found, selec
 
 // CreateMailbox creates a mailbox and, if the server needs it, its parents.
 func (s *Store) CreateMailbox(ctx context.Context, name string) error {
-	cn, err := s.get(ctx)
+	cn, err := s.getFirst(ctx)
 	if err != nil {
 		return err
 	}
@@ -937,7 +997,7 @@ func (s *Store) create(ctx context.Context, cn *conn, name string) error {
 func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 	// The connection first: the wire name needs the hierarchy delimiter,
 	// which a connection learns at login.
-	cn, err := s.get(ctx)
+	cn, err := s.getFirst(ctx)
 	if err != nil {
 		return err
 	}

@@ -462,3 +462,48 @@ func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
 	}
 	waitIdle(t, far, 4)
 }
+
+// While a store-wide command (LIST, STATUS, CREATE, DELETE) waits for a
+// connection, a mailbox does not take one, not even a free one: the engine
+// lists the far side while it already opens mailboxes, and a LIST behind
+// those would hold up every other mailbox. Once the command has its
+// connection, the mailbox gets the next.
+func TestStoreCommandsGoBeforeMailboxes(t *testing.T) {
+	host, port, _ := memServer(t)
+	s := newMemStore(t, host, port, func(c *Config) { c.Connections = 2 })
+	busy, err := s.getFirst(ctxT(t)) // one connection in use, the other slot free
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A LIST about to ask for a connection (as getFirst counts itself).
+	s.mu.Lock()
+	s.urgent++
+	s.mu.Unlock()
+	opened := make(chan error, 1)
+	go func() {
+		mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+		if err == nil {
+			mb.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("a mailbox opened while a store-wide command waited (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// The LIST gets the free connection, and then no longer waits.
+	list, err := s.take(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.urgentDone()
+	s.put(list)
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	s.put(busy)
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
