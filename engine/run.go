@@ -284,7 +284,11 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 // opened in any case), that the near side lists and that were synced before
 // (so they existed on the far side at the last run). A far side that no
 // longer has one makes its run end, before anything is changed, with
-// errNotThereYet.
+// errNotThereYet. Only when there are two or more: statusFirst then had the
+// far store log in connections for them (Warmer), while a single one would
+// make the store log in a second connection beside the listing's, which
+// costs more than the listing (local changes at 100 000 messages, one
+// folder: 0.60 s before the early start, 0.71 s with it).
 func syncAhead(spec ChannelSpec, noStatus map[string]bool, nearList []MailboxInfo, nearErr error) []string {
 	if len(noStatus) == 0 || nearErr != nil {
 		return nil
@@ -302,6 +306,9 @@ func syncAhead(spec ChannelSpec, noStatus map[string]bool, nearList []MailboxInf
 			continue
 		}
 		out = append(out, mi.Name)
+	}
+	if len(out) < 2 {
+		return nil
 	}
 	slices.SortFunc(out, compareMailboxes)
 	return out

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -374,5 +375,53 @@ func TestFakeXOAUTH2(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism XOAUTH2)") ||
 		strings.Contains(err.Error(), "bad-token") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// Close logs out of its idle connections all at once: each LOGOUT waits a
+// round trip for its answer. The server here answers no LOGOUT before it has
+// all three (or 3 s have passed); one at a time, each would wait out the
+// store's 500 ms timeout first.
+func TestFakeCloseLogsOutAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	var arrived []time.Time
+	all := make(chan struct{})
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+		if !strings.HasPrefix(strings.ToUpper(cmd), "LOGOUT") {
+			return ""
+		}
+		mu.Lock()
+		arrived = append(arrived, time.Now())
+		if len(arrived) == 3 {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(3 * time.Second):
+		}
+		return "* BYE bye\r\n" + tag + " OK done\r\n"
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.Connections = 3 })
+	s.nearBelow = time.Nanosecond // the whole pool, not the near server's two
+	var cns []*conn
+	for range 3 {
+		cn, err := s.get(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cns = append(cns, cn)
+	}
+	for _, cn := range cns {
+		s.put(cn)
+	}
+	s.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(arrived) != 3 {
+		t.Fatalf("%d LOGOUTs, want 3", len(arrived))
+	}
+	if spread := arrived[2].Sub(arrived[0]); spread > 400*time.Millisecond {
+		t.Fatalf("the LOGOUTs came %v apart: one after the other", spread)
 	}
 }

@@ -223,9 +223,12 @@ func (s *Store) Close() error {
 	if s.bgCancel != nil {
 		s.bgCancel() // a Warm still dialling gives up; put logs it out if it got through
 	}
+	// All at once: each LOGOUT waits a round trip for its answer.
+	var wg sync.WaitGroup
 	for _, cn := range idle {
-		cn.logout()
+		wg.Go(cn.logout)
 	}
+	wg.Wait()
 	return nil
 }
 
