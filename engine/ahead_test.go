@@ -110,3 +110,28 @@ func TestSyncAheadOfAMailboxGoneOnTheFarSide(t *testing.T) {
 		t.Errorf("near B holds %d messages, want its 2", got)
 	}
 }
+
+// A single mailbox whose near side changed waits for the far listing: the
+// far store has no connection warmed for it, and logging in another one
+// beside the listing's costs more than the listing.
+func TestSingleChangedMailboxWaitsForTheListing(t *testing.T) {
+	spec, far, g := aheadSetup(t) // A and B changed on the near side
+	close(g.gate)
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{})
+	addMsg(t, spec.Near, "A", "A3", 0)
+	g.gate = make(chan struct{})
+	opened := far.Calls("OpenMailbox")
+	done := make(chan ChannelResult)
+	go func() { done <- SyncChannel(context.Background(), spec, RunOptions{}) }()
+	time.Sleep(100 * time.Millisecond)
+	early := far.Calls("OpenMailbox") - opened
+	close(g.gate)
+	if res := <-done; res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if early != 0 {
+		t.Fatalf("%d far mailboxes opened before the listing, want 0", early)
+	}
+	checkEqual(t, spec, "A", "")
+}
