@@ -190,6 +190,10 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	var listErr [2]error
 	noStatus := map[string]bool{}
 	early := statusFirst(ctx, spec, opt.Log, &lists, &listErr, noStatus)
+	// What statusFirst listed of the near side, before the listings below
+	// (which write lists) start.
+	nearList, nearErr := lists[Near], listErr[Near]
+	nearDone := nearList != nil || nearErr != nil
 	var lw sync.WaitGroup
 	for _, s := range []Side{Far, Near} {
 		if lists[s] != nil || listErr[s] != nil {
@@ -205,10 +209,13 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	// Mailboxes whose near side changed are opened whatever the far side
 	// says: they start while the far side is still being listed (a LIST
 	// after changes cost Dovecot 10-16 ms, and it is a round trip).
-	ahead := syncAhead(spec, noStatus, lists[Near], listErr[Near])
+	var ahead []string
+	if nearDone {
+		ahead = syncAhead(spec, noStatus, nearList, nearErr)
+	}
 	for _, name := range ahead {
 		pool.submit(name, func() MailboxResult {
-			return syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{Near: nearStatus(lists[Near], name)}, true)
+			return syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{Near: nearStatus(nearList, name)}, true)
 		})
 	}
 	lw.Wait()
