@@ -1,7 +1,15 @@
 package cmd
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/quixysync/quixysync/channel"
 )
@@ -27,6 +35,143 @@ func TestMaxParallelFollowsConnections(t *testing.T) {
 		ch := &channel.Channel{Name: "c", Far: c.far, Near: c.near}
 		if got := maxParallel(cfg, ch); got != c.want {
 			t.Errorf("%s <-> %s: %d mailboxes at once, want %d", c.far, c.near, got, c.want)
+		}
+	}
+}
+
+// silentServer accepts connections and never says a word. hangUp closes
+// them all and stops listening.
+func silentServer(t *testing.T) (port int, accepted <-chan struct{}, hangUp func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	first := make(chan struct{})
+	var once sync.Once
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			once.Do(func() { close(first) })
+		}
+	}()
+	hangUp = func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+		held = nil
+	}
+	t.Cleanup(hangUp)
+	return ln.Addr().(*net.TCPAddr).Port, first, hangUp
+}
+
+// Channels sync at once: two whose servers accepted the connection and then
+// went silent are both waiting at the same time, and a third channel syncs
+// meanwhile. (Run one after the other, each would wait out the one before
+// it: its timeout, a minute here.)
+func TestStuckChannelsDoNotHoldUpTheOthers(t *testing.T) {
+	dir := isolate(t)
+	port1, accepted1, hangUp1 := silentServer(t)
+	port2, accepted2, hangUp2 := silentServer(t)
+	far, near := filepath.Join(dir, "far"), filepath.Join(dir, "near")
+	mkMaildir(t, filepath.Join(far, "INBOX"))
+	for i := range 3 {
+		writeFile(t, filepath.Join(far, "INBOX", "new", fmt.Sprintf("100%d.M%dP1.test", i, i)),
+			fmt.Sprintf("From: a@example.com\nSubject: test %d\nMessage-ID: <%d@test>\n\nbody %d\n", i, i, i))
+	}
+	cfg := writeFile(t, filepath.Join(dir, "q.toml"), fmt.Sprintf(`
+[imap.silent1]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "me"
+password = "secret"
+timeout = "60s"
+
+[imap.silent2]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+user = "me"
+password = "secret"
+timeout = "60s"
+
+[maildir.near1]
+path = %q
+
+[maildir.near2]
+path = %q
+
+[maildir.far]
+path = %q
+
+[maildir.near]
+path = %q
+
+[channel.stuck1]
+far = "imap.silent1"
+near = "maildir.near1"
+
+[channel.stuck2]
+far = "imap.silent2"
+near = "maildir.near2"
+
+[channel.mm]
+far = "maildir.far"
+near = "maildir.near"
+`, port1, port2, filepath.Join(dir, "n1"), filepath.Join(dir, "n2"), far, near))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := make(chan int, 1)
+	go func() { code <- execute(ctx, []string{"-c", cfg, "sync", "--all"}, &out, &errb) }()
+
+	for i, acc := range []<-chan struct{}{accepted1, accepted2} {
+		select {
+		case <-acc:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("stuck%d never connected while the other stuck channel waited: channels run one at a time", i+1)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for countFiles(t, filepath.Join(near, "INBOX")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("channel mm did not sync while two others waited for their servers (%d of 3 messages)",
+				countFiles(t, filepath.Join(near, "INBOX")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The silent servers hang up: both stuck channels fail, mm has synced.
+	hangUp1()
+	hangUp2()
+	var got int
+	select {
+	case got = <-code:
+	case <-time.After(30 * time.Second):
+		t.Fatal("sync did not end after the silent servers hung up")
+	}
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+	if got != exitFailure {
+		t.Errorf("exit %d, want %d (channels failed)", got, exitFailure)
+	}
+	if !strings.Contains(out.String(), "mm: copied ←3 →0") {
+		t.Errorf("no summary of mm's copies: %q", out.String())
+	}
+	for _, ch := range []string{"stuck1", "stuck2"} {
+		if !strings.Contains(errb.String(), "channel "+ch) {
+			t.Errorf("the failed channel %s is not named: %q", ch, errb.String())
 		}
 	}
 }

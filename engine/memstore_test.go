@@ -40,6 +40,28 @@ type memStore struct {
 	// events, when set, records every mailbox operation as "store op",
 	// in order (it may be shared by both stores of a channel).
 	events *eventLog
+	// gates hold Fetch of the named mailboxes until released.
+	gates map[string]*gate
+}
+
+// gate holds an operation: started is closed when the first one arrives,
+// which then waits for release (or its context).
+type gate struct {
+	once    sync.Once
+	started chan struct{}
+	release chan struct{}
+}
+
+func newGate() *gate { return &gate{started: make(chan struct{}), release: make(chan struct{})} }
+
+func (g *gate) wait(ctx context.Context) error {
+	g.once.Do(func() { close(g.started) })
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // eventLog is an ordered record of mailbox operations.
@@ -137,7 +159,7 @@ func (s *memStore) OpenMailbox(ctx context.Context, name string, readOnly bool) 
 	if b == nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrNoMailbox)
 	}
-	return &memMailbox{s: s, b: b, ro: readOnly, st: s.statusLocked(b)}, nil
+	return &memMailbox{s: s, b: b, name: name, ro: readOnly, st: s.statusLocked(b), gate: s.gates[name]}, nil
 }
 
 func (s *memStore) Close() error { return nil }
@@ -163,6 +185,8 @@ func (b *memBox) touch() {
 type memMailbox struct {
 	s      *memStore
 	b      *memBox
+	name   string
+	gate   *gate // holds Fetch when set
 	ro     bool
 	st     Status
 	closed bool
@@ -284,6 +308,11 @@ func (m *memMailbox) Fetch(ctx context.Context, uids []UID, fn func(UID, io.Read
 		}
 	}
 	m.s.mu.Unlock()
+	if m.gate != nil {
+		if err := m.gate.wait(ctx); err != nil {
+			return err
+		}
+	}
 	for _, it := range items {
 		if err := ctx.Err(); err != nil {
 			return err
