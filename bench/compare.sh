@@ -15,13 +15,15 @@
 #   --profile P      normal | small (default: small at --n >= 100000, else normal)
 #   --k K            messages per kind of change in c, d, e (default 100)
 #   --reps R         timed runs per scenario and tool (default 3)
-#   --scenarios L    comma list of a,b,c,d,e,f (default all; b,c,d at --n >= 100000)
+#   --scenarios L    comma list of a,b,c,d,e,f,g (default all; b,c,d at --n >= 100000)
 #                      a initial pull into an empty Maildir
 #                      b no-op resync
 #                      c server changes: K new, K flag changes, K deletions (over IMAP)
 #                      d local changes: K new files, K flag renames, K deletions
 #                      e pull-only after c-like changes, push-only after d-like changes
 #                      f initial push of a full Maildir into an empty account
+#                      g one large message (--big MB) pulled, then one pushed: peak RSS
+#   --big MB         size of scenario g's message (default 100)
 #   --tls T          none | starttls | imaps (default none)
 #   --login L        fast | secure: Dovecot's imap-login in high-performance mode (long-lived,
 #                    pre-started processes, as large installations run it) or in its default
@@ -48,7 +50,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
-N=2000 M=10 PROFILE="" K=100 REPS=3 SCEN="" TLS=none LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
+N=2000 M=10 PROFILE="" K=100 BIG=100 REPS=3 SCEN="" TLS=none LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
 STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS=""
 
 die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
@@ -63,7 +65,7 @@ while (($#)); do
     esac
     need_arg "$@"
     case $1 in
-        --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --reps) REPS=$2;;
+        --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --big) BIG=$2;; --reps) REPS=$2;;
         --scenarios) SCEN=$2;; --tls) TLS=$2;; --login) LOGIN_MODE=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
         --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;;
         --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;; --rtt) RTT=$2;;
@@ -81,8 +83,9 @@ isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnu
 [[ $LOGIN_MODE =~ ^(fast|secure)$ ]] || die "--login must be fast or secure" 2
 PROFILE=${PROFILE:-$( ((N >= 100000)) && echo small || echo normal)}
 [[ $PROFILE =~ ^(normal|small)$ ]] || die "--profile must be normal or small" 2
-SCEN=${SCEN:-$( ((N >= 100000)) && echo b,c,d || echo a,b,c,d,e,f)}
-[[ $SCEN =~ ^[a-f](,[a-f])*$ ]] || die "--scenarios is a comma list of a b c d e f, not '$SCEN'" 2
+SCEN=${SCEN:-$( ((N >= 100000)) && echo b,c,d || echo a,b,c,d,e,f,g)}
+[[ $SCEN =~ ^[a-g](,[a-g])*$ ]] || die "--scenarios is a comma list of a b c d e f g, not '$SCEN'" 2
+[[ $BIG =~ ^[1-9][0-9]*$ ]] || die "--big is a size in MB, not '$BIG'" 2
 case $ONLY in
     "") TOOLS=mbsync,quixysync;;
     mbsync|quixysync) TOOLS=$ONLY;;
@@ -349,7 +352,7 @@ set +e
 python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAIL" --dove-pid "$DPID" \
     --mail-uid "$MUID" --mail-gid "$MGID" --port "$PORT" --tlsport "$TLSPORT" --cafile "$CERT" \
     --tool-port "$TOOL_PORT" --tool-tlsport "$TOOL_TLSPORT" --rtt "$RTT" \
-    --tls "$TLS" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --reps "$REPS" \
+    --tls "$TLS" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --big "$BIG" --reps "$REPS" \
     --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
     --nojournal "$NOJOURNAL" --state-fs "$STATE_FS"

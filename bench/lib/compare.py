@@ -28,6 +28,7 @@ SCENARIOS = {  # id -> (label, mode)
     "c": [("c-server-changes", "sync")],
     "d": [("d-local-changes", "sync")],
     "e": [("e-pull-only", "pull"), ("e-push-only", "push")],
+    "g": [("g-large-pull", "sync"), ("g-large-push", "sync")],
     "f": [("f-push-initial", "sync")],
 }
 TCK = os.sysconf("SC_CLK_TCK")
@@ -339,6 +340,31 @@ class Bench:
         if problems:
             log(f"  accounts of {n1} and {n2} differ after {scen}#{rep}: {problems[0]}")
 
+    def large(self, a):
+        """g: one message of --big MB arrives on the server (pulled) or in the local INBOX
+        (pushed). Peak RSS against the no-op's shows what holding it costs: streamed, little;
+        read whole, its size or more. Each rep's message is removed again, untimed."""
+        for label, _mode in SCENARIOS["g"]:
+            log(f"[g] {label} ({a.big} MB)")
+            for rep in range(1, a.reps + 1):
+                msgid, data = corpus.big_message(a.big, f"{label}-{rep}")
+                for t in self.tools:
+                    if label == "g-large-pull":
+                        corpus.append_server(a.host, a.port, t.user, t.password, "INBOX", data)
+                    else:
+                        corpus.add_local(os.path.join(t.local, "INBOX"), data, f"{int(time.time())}.big{rep}.qsbench")
+                snaps = {}
+                for t in self.order(self.tools, rep):
+                    snaps[t.name] = self.timed(t, label, rep, "sync")
+                self.cross(label, rep, snaps)
+                for t in self.tools:
+                    self.doveadm("expunge", "-u", t.user, "mailbox", "INBOX", "header", "Message-ID", msgid)
+                    corpus.remove_local(os.path.join(t.local, "INBOX"), msgid)
+                    rec = run_timed(a.exec_bin, t.argv("sync"), t.log, a.timeout)
+                    if rec["rc"]:
+                        log(f"  {t.name} sync after removing the large message exited {rec['rc']} (see {t.log})")
+                del data
+
     def order(self, tools, rep):
         return tools if rep % 2 else tools[::-1]
 
@@ -355,7 +381,7 @@ class Bench:
         man = corpus.manifest(self.corpus)
         log(f"corpus: {man['n']} messages, {man['bytes'] / 1e6:.1f} MB, {len(man['folders'])} folders")
 
-        if any(s in scen for s in "abcde"):
+        if any(s in scen for s in "abcdeg"):
             for t in self.tools:
                 log(f"installing the corpus into account {t.user}")
                 self.install_server(t.user)
@@ -369,7 +395,7 @@ class Bench:
                     self.settle_disk()
                     snaps[t.name] = self.timed(t, "a-pull-initial", rep, "sync")
                 self.cross("a-pull-initial", rep, snaps)
-        elif any(s in scen for s in "bcde"):
+        elif any(s in scen for s in "bcdeg"):
             for t in self.tools:
                 log(f"untimed initial pull for {t.name}")
                 t.fresh()
@@ -400,6 +426,8 @@ class Bench:
                     for t in self.order(ready, rep):
                         snaps[t.name] = self.timed(t, label, rep, mode)
                     self.cross(label, rep, snaps)
+        if "g" in scen:
+            self.large(a)
         if "f" in scen:
             for t in self.tools:
                 shutil.rmtree(t.local, ignore_errors=True)
@@ -493,7 +521,7 @@ def summarize(path):
            "| scenario | mbsync wall | quixysync wall | wall ratio | mbsync cpu | quixysync cpu | cpu ratio "
            "| mbsync RSS | quixysync RSS | server cpu | verify |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = [lab for s in "abcdef" for lab, _ in SCENARIOS[s]]
+    order = [lab for s in "abcdefg" for lab, _ in SCENARIOS[s]]
     for scen in order:
         cols = {}
         for tool in ("mbsync", "quixysync"):
@@ -557,6 +585,7 @@ def main():
     p.add_argument("--profile", choices=["normal", "small"], default="normal")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--k", type=int, default=100)
+    p.add_argument("--big", type=int, default=100, help="size of scenario g's message, MB")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--scenarios", default="abcdef")
     p.add_argument("--tools", default="mbsync,quixysync")

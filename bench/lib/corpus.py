@@ -264,3 +264,49 @@ def mutate_local(root, k, rnd, seed):
         with open(tp, "wb") as f:
             f.write(data)
         os.rename(tp, os.path.join(d, "new", fn))
+
+
+def big_message(mb, tag):
+    """A deterministic message of about mb MB with LF line endings, as a mail client stores
+    it: a short text part and a base64 attachment of pseudo-random bytes (it compresses
+    and deduplicates like real attachments: not at all). Returns (Message-ID, bytes)."""
+    import base64
+    msgid = f"<big-{tag}@qsbench.test>"
+    head = (f"From: Big Sender <big@example.org>\nTo: bench@qsbench.test\n"
+            f"Subject: large message {tag}\nMessage-ID: {msgid}\n"
+            "Date: Mon, 02 Mar 2026 10:00:00 +0000\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/mixed; boundary="b1"\n\n'
+            "--b1\nContent-Type: text/plain; charset=utf-8\n\nThe scan is attached.\n\n"
+            '--b1\nContent-Type: application/octet-stream; name="scan.bin"\n'
+            "Content-Transfer-Encoding: base64\n\n").encode()
+    raw = random.Random(f"big/{tag}").randbytes(mb * 1_000_000 * 3 // 4)
+    return msgid, head + base64.encodebytes(raw) + b"\n--b1--\n"
+
+
+def append_server(host, port, user, password, box, data):
+    """APPEND one message (LF line endings, sent as CRLF) to box."""
+    c = imaplib.IMAP4(host, port)
+    c.login(user, password)
+    typ, d = c.append(_quote(box), None, None, data.replace(b"\n", b"\r\n"))
+    c.logout()
+    if typ != "OK":
+        raise SystemExit(f"APPEND of a large message to {user}/{box} failed: {d}")
+
+
+def add_local(folder, data, name):
+    """Deliver one message into the Maildir folder's new/ (tmp/, then rename)."""
+    tp = os.path.join(folder, "tmp", name)
+    with open(tp, "wb") as f:
+        f.write(data)
+    os.rename(tp, os.path.join(folder, "new", name))
+
+
+def remove_local(folder, msgid):
+    """Remove the files of folder (cur/ and new/) whose Message-ID is msgid."""
+    for sub in ("cur", "new"):
+        sd = os.path.join(folder, sub)
+        for fn in os.listdir(sd):
+            p = os.path.join(sd, fn)
+            with open(p, "rb") as f:
+                if msgid_of_bytes(f.read(16384)) == msgid:
+                    os.unlink(p)
