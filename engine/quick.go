@@ -16,6 +16,15 @@ type StatusLister interface {
 	StatusAll(ctx context.Context, names []string) (map[string]Status, error)
 }
 
+// StatusThenLister is a StatusLister that can list the store's mailboxes in
+// the same round trip as the statuses, asked after them (an IMAP store sends
+// LIST right behind the pipelined STATUS commands). list is nil when only the
+// listing failed: the caller then lists as usual.
+type StatusThenLister interface {
+	StatusLister
+	StatusThenList(ctx context.Context, names []string) (st map[string]Status, list []MailboxInfo, err error)
+}
+
 // store returns the store of side s.
 func (spec ChannelSpec) store(s Side) Store {
 	if s == Near {
@@ -110,8 +119,8 @@ func nearChanged(spec ChannelSpec, name string, st *Status) bool {
 // index (8-13 ms on a 100 000-message mailbox) but takes 130-170 ms for a
 // STATUS, or a LIST-STATUS, that follows a LIST (measured 2026-11-26). Asked
 // before anything is changed, these are valid "before" markers like any other.
-// It lists the near side (filling lists/listErr for it) and returns the
-// statuses by side; it does nothing when both or neither side are StatusListers.
+// It lists the near side (filling lists/listErr for it), the far side too
+// when that is a StatusThenLister, and returns the statuses by side; it does nothing when both or neither side are StatusListers.
 // Mailboxes it leaves out because their near side changed are put in noStatus.
 func statusFirst(ctx context.Context, spec ChannelSpec, log *slog.Logger, lists *[2][]MailboxInfo, listErr *[2]error, noStatus map[string]bool) (early [2]map[string]Status) {
 	sl, ok := spec.Far.(StatusLister)
@@ -157,7 +166,19 @@ func statusFirst(ctx context.Context, spec ChannelSpec, log *slog.Logger, lists 
 	if len(names) == 0 {
 		return early
 	}
-	got, err := sl.StatusAll(ctx, names)
+	var got map[string]Status
+	var err error
+	if stl, ok := sl.(StatusThenLister); ok {
+		// The far listing rides along, still after the statuses: a round
+		// trip (2 ms of a 45 ms no-op on loopback) less.
+		var list []MailboxInfo
+		got, list, err = stl.StatusThenList(ctx, names)
+		if err == nil && list != nil {
+			lists[Far] = list
+		}
+	} else {
+		got, err = sl.StatusAll(ctx, names)
+	}
 	if err != nil {
 		log.Debug("early status not available", "store", spec.Far.Name(), "err", err)
 		return early

@@ -253,3 +253,63 @@ func TestRemovalsLikely(t *testing.T) {
 		t.Error("recorded count: want true")
 	}
 }
+
+// statusThenLister also lists in StatusThenList's round trip, and counts the
+// listings asked of it separately.
+type statusThenLister struct {
+	statusWarmer
+	thenList, lists int
+	failList        bool // StatusThenList's listing fails (list nil)
+}
+
+func (s *statusThenLister) StatusThenList(ctx context.Context, names []string) (map[string]Status, []MailboxInfo, error) {
+	st, _ := s.StatusAll(ctx, names)
+	s.thenList++
+	if s.failList {
+		return st, nil, nil
+	}
+	list, err := s.memStore.ListMailboxes(ctx)
+	return st, list, err
+}
+
+func (s *statusThenLister) ListMailboxes(ctx context.Context) ([]MailboxInfo, error) {
+	s.lists++
+	return s.memStore.ListMailboxes(ctx)
+}
+
+// A far store that lists in the round trip of its statuses is not asked to
+// list again; one whose listing failed there is (and the run is the same).
+func TestStatusFirstTakesTheListingAlong(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	near.reserve, near.modseq = true, false
+	near.listStatus = true
+	stl := &statusThenLister{statusWarmer: statusWarmer{memStore: far}}
+	spec := testSpec(t.TempDir(), stl, near)
+	for _, box := range []string{"INBOX", "A", "B"} {
+		addMsg(t, far, box, box+"1", 0)
+	}
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{})
+	for _, failList := range []bool{false, true} {
+		stl.failList, stl.thenList, stl.lists = failList, 0, 0
+		addMsg(t, far, "C", fmt.Sprint("C", failList), 0) // a mailbox only the far listing shows
+		res := mustSync(t, spec, RunOptions{})
+		wantLists := 0
+		if failList {
+			wantLists = 1
+		}
+		if stl.thenList != 1 || stl.lists != wantLists {
+			t.Errorf("listing failed %v: %d StatusThenList, %d ListMailboxes; want 1, %d", failList, stl.thenList, stl.lists, wantLists)
+		}
+		if res.Counts.Copied[Near] != 1 || res.Counts.Created[Near] != btoi(!failList) {
+			t.Errorf("listing failed %v: copied %d, created %d near; the new far mailbox was missed", failList, res.Counts.Copied[Near], res.Counts.Created[Near])
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -354,6 +355,66 @@ func TestDovePrefetchUIDs(t *testing.T) {
 	}
 	if n := strings.Count(trace.text.String(), "UID SEARCH"); n != 3 {
 		t.Errorf("%d UID SEARCH in all, want 3", n)
+	}
+}
+
+// StatusThenList: the LIST goes out right behind the pipelined STATUS
+// commands, before they are answered, and still comes back after them. What
+// it returns is what StatusAll and ListMailboxes return one after the other;
+// a mailbox the server refuses is left out of the statuses.
+func TestDoveStatusThenList(t *testing.T) {
+	var trace countingWriter
+	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	ctx := ctxT(t)
+	names := []string{"INBOX", "Archive/2025", "Lists/go.dev", "Sent"}
+	for _, name := range names[1:] {
+		if err := s.CreateMailbox(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asked := append(slices.Clone(names), "Missing")
+	wantSt, err := s.StatusAll(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantList, err := s.ListMailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace.mu.Lock()
+	trace.text.Reset()
+	trace.mu.Unlock()
+	st, list, err := s.StatusThenList(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(st, wantSt) || len(st) != len(names) {
+		t.Errorf("statuses %v, want %v (without Missing)", st, wantSt)
+	}
+	if !slices.Equal(list, wantList) {
+		t.Errorf("listing %v, want %v", list, wantList)
+	}
+	var statusDone, listSentAt, lastStatusAt, firstListAt = 0, -1, -1, -1
+	lines := strings.Split(trace.text.String(), "\n")
+	for i, l := range lines {
+		switch {
+		case strings.Contains(l, " C: ") && strings.Contains(l, `LIST "" "*"`):
+			if listSentAt < 0 && statusDone < len(asked) {
+				listSentAt = i
+			}
+		case strings.Contains(l, " S: ") && strings.Contains(l, "Status completed"),
+			strings.Contains(l, " S: ") && strings.Contains(l, " NO "):
+			statusDone++
+			lastStatusAt = i
+		case strings.Contains(l, " S: * LIST") && firstListAt < 0:
+			firstListAt = i
+		}
+	}
+	if listSentAt < 0 {
+		t.Errorf("the LIST waited for every STATUS answer:\n%s", trace.text.String())
+	}
+	if firstListAt < lastStatusAt {
+		t.Errorf("the listing came back before the last STATUS:\n%s", trace.text.String())
 	}
 }
 

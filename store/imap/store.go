@@ -831,27 +831,43 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 		return nil, err
 	}
 	defer s.put(cn)
+	var out []engine.MailboxInfo
+	err = cn.run(ctx, "LIST", func() error {
+		var err error
+		out, err = s.readList(cn, s.sendList(cn))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// sendList sends LIST "" "*" (asking for the statuses where ListMailboxes
+// would) without waiting for the answer.
+func (s *Store) sendList(cn *conn) *imapclient.ListCommand {
 	var opts *imap.ListOptions
-	condstore := cn.caps.Has(imap.CapCondStore)
 	if s.cfg.ListStatus && cn.caps.Has(imap.CapListStatus) {
 		opts = &imap.ListOptions{ReturnStatus: s.statusOptions(cn.caps)}
 	}
+	return cn.c.List("", "*", opts)
+}
+
+// readList reads the answer to sendList's LIST.
+func (s *Store) readList(cn *conn, cmd *imapclient.ListCommand) ([]engine.MailboxInfo, error) {
 	var list []*imap.ListData
-	err = cn.run(ctx, "LIST", func() error {
-		cmd := cn.c.List("", "*", opts)
-		for d := cmd.Next(); d != nil; d = cmd.Next() {
-			list = append(list, d)
-		}
-		return cmd.Close()
-	})
-	if err != nil {
+	for d := cmd.Next(); d != nil; d = cmd.Next() {
+		list = append(list, d)
+	}
+	if err := cmd.Close(); err != nil {
 		return nil, err
 	}
 	for _, d := range cn.wc.takeDropped() {
 		s.log.Warn("skipping mailbox with an unsafe name", "store", s.cfg.Name,
 			"err", fmt.Errorf("server sent %s: control character in name: %w", d, engine.ErrBadName))
 	}
-	var out []engine.MailboxInfo
+	condstore := cn.caps.Has(imap.CapCondStore)
+	out := []engine.MailboxInfo{}
 	seen := map[string]bool{}
 	for _, d := range list {
 		if slices.ContainsFunc(d.Attrs, func(a imap.MailboxAttr) bool {
@@ -881,32 +897,53 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 // commands (for servers without LIST-STATUS). Mailboxes the server refuses
 // (e.g. gone meanwhile) are left out of the map.
 func (s *Store) StatusAll(ctx context.Context, names []string) (map[string]engine.Status, error) {
+	out, _, err := s.statusAll(ctx, names, false)
+	return out, err
+}
+
+// StatusThenList is engine.StatusThenLister: StatusAll, with the LIST of
+// ListMailboxes sent right behind the last STATUS instead of a round trip
+// later. The server answers in order, so every STATUS is still answered
+// before the LIST (which Dovecot needs, see engine's statusFirst). A list
+// that failed while the statuses did not comes back nil, for the caller to
+// ask again.
+func (s *Store) StatusThenList(ctx context.Context, names []string) (map[string]engine.Status, []engine.MailboxInfo, error) {
+	return s.statusAll(ctx, names, true)
+}
+
+func (s *Store) statusAll(ctx context.Context, names []string, thenList bool) (map[string]engine.Status, []engine.MailboxInfo, error) {
 	out := make(map[string]engine.Status, len(names))
-	if len(names) == 0 {
-		return out, nil
+	if len(names) == 0 && !thenList {
+		return out, nil, nil
 	}
 	cn, err := s.getFirst(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.put(cn)
 	condstore := cn.caps.Has(imap.CapCondStore)
 	opts := s.statusOptions(cn.caps)
 	const batch = 64
-	for len(names) > 0 {
+	var list []engine.MailboxInfo
+	for len(names) > 0 || thenList {
 		n := min(len(names), batch)
 		part := names[:n]
 		names = names[n:]
 		wires := make([]string, len(part))
 		for i, name := range part {
 			if wires[i], err = s.wireName(name); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
+		last := len(names) == 0
 		err := cn.run(ctx, "STATUS", func() error {
 			cmds := make([]*imapclient.StatusCommand, len(part))
 			for i := range part {
 				cmds[i] = cn.c.Status(wires[i], opts)
+			}
+			var listCmd *imapclient.ListCommand
+			if last && thenList {
+				listCmd = s.sendList(cn)
 			}
 			var connErr error
 			for i, cmd := range cmds {
@@ -921,13 +958,28 @@ func (s *Store) StatusAll(ctx context.Context, names []string) (map[string]engin
 					connErr = err
 				}
 			}
+			if listCmd != nil {
+				var lerr error
+				list, lerr = s.readList(cn, listCmd)
+				var ie *imap.Error
+				switch {
+				case lerr == nil:
+				case errors.As(lerr, &ie):
+					s.log.Debug("LIST refused", "store", s.cfg.Name, "err", lerr)
+				case connErr == nil:
+					connErr = lerr
+				}
+			}
 			return connErr
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if last {
+			break
 		}
 	}
-	return out, nil
+	return out, list, nil
 }
 
 // exists reports whether the server lists the mailbox (and whether it is
