@@ -416,6 +416,16 @@ func TestDoveStatusThenList(t *testing.T) {
 	if firstListAt < lastStatusAt {
 		t.Errorf("the listing came back before the last STATUS:\n%s", trace.text.String())
 	}
+	// As a fresh store's first command, before the delimiter is known.
+	fresh, err := New(s.cfg, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	st, list, err = fresh.StatusThenList(ctx, asked)
+	if err != nil || !maps.Equal(st, wantSt) || !slices.Equal(list, wantList) {
+		t.Errorf("first command of a fresh store: %v %v %v; want %v %v", st, list, err, wantSt, wantList)
+	}
 }
 
 // Opening or deleting a mailbox below another is a fresh store's first

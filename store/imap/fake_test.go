@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -423,5 +425,86 @@ func TestFakeCloseLogsOutAtOnce(t *testing.T) {
 	}
 	if spread := arrived[2].Sub(arrived[0]); spread > 400*time.Millisecond {
 		t.Fatalf("the LOGOUTs came %v apart: one after the other", spread)
+	}
+}
+
+// A store's first STATUS commands do not wait for the hierarchy delimiter:
+// they go out behind LIST "" "", written with "/". On a server whose
+// delimiter is "." the names that guess got wrong are asked again, and what
+// came back for them (here another mailbox, literally "Lists/go") is dropped.
+func TestFakeStatusDoesNotWaitForTheDelimiter(t *testing.T) {
+	var mu sync.Mutex
+	pipelined := false
+	var asked []string
+	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte(okGreeting))
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			up := strings.ToUpper(cmd)
+			switch {
+			case strings.HasPrefix(up, `LIST "" ""`):
+				// Answered once the next command is in (or after a while).
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				_, perr := r.Peek(1)
+				c.SetReadDeadline(time.Time{})
+				mu.Lock()
+				pipelined = perr == nil
+				mu.Unlock()
+				c.Write([]byte(`* LIST (\Noselect) "." ""` + "\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, "STATUS "):
+				name := strings.TrimPrefix(cmd[len("STATUS "):], `"`)
+				name, _, _ = strings.Cut(name, ` `)
+				name = strings.TrimSuffix(name, `"`)
+				mu.Lock()
+				asked = append(asked, name)
+				mu.Unlock()
+				n, ok := map[string]int{"INBOX": 3, "Lists.go": 5, "Lists/go": 99}[name]
+				if !ok {
+					c.Write([]byte(tag + " NO no such mailbox\r\n"))
+					continue
+				}
+				fmt.Fprintf(c, "* STATUS %q (MESSAGES %d UIDNEXT %d UIDVALIDITY 7)\r\n%s OK done\r\n", name, n, n+1, tag)
+			case strings.HasPrefix(up, "CAPABILITY"):
+				c.Write([]byte("* CAPABILITY IMAP4rev1\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, `LIST "" "*"`):
+				c.Write([]byte(`* LIST () "." INBOX` + "\r\n" + `* LIST () "." Lists.go` + "\r\n" + tag + " OK done\r\n"))
+			case strings.HasPrefix(up, "LOGOUT"):
+				c.Write([]byte("* BYE bye\r\n" + tag + " OK done\r\n"))
+				return
+			default:
+				c.Write([]byte(tag + " OK done\r\n"))
+			}
+		}
+	})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 5 * time.Second })
+	st, list, err := s.StatusThenList(t.Context(), []string{"INBOX", "Lists/go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !pipelined {
+		t.Error("the STATUS commands waited for the answer to LIST \"\" \"\"")
+	}
+	if st["INBOX"].Messages != 3 || st["Lists/go"].Messages != 5 || len(st) != 2 {
+		t.Errorf("statuses %+v; want INBOX 3 messages and Lists/go (Lists.go on the wire) 5", st)
+	}
+	if want := []string{"INBOX", "Lists/go", "Lists.go"}; !slices.Equal(asked, want) {
+		t.Errorf("asked %q, want %q", asked, want)
+	}
+	if len(list) != 2 || list[0].Name != "INBOX" || list[1].Name != "Lists/go" {
+		t.Errorf("listing %+v", list)
+	}
+	// Known now: no guessing, one round.
+	asked = nil
+	mu.Unlock()
+	st, err = s.StatusAll(t.Context(), []string{"Lists/go"})
+	mu.Lock()
+	if err != nil || st["Lists/go"].Messages != 5 || !slices.Equal(asked, []string{"Lists.go"}) {
+		t.Errorf("second StatusAll: %+v %v, asked %q", st, err, asked)
 	}
 }

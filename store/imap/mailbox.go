@@ -68,7 +68,7 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 	if err != nil {
 		return nil, err
 	}
-	wire, err := s.wireName(name)
+	wire, err := s.wireName(ctx, name)
 	if err != nil {
 		s.put(cn)
 		return nil, err

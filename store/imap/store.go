@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -119,6 +120,10 @@ type Store struct {
 	closed     bool
 	delim      rune
 	hasDel     bool
+	// delimReady is closed when askDelim's answer is in (nil before it is
+	// asked, and again after it failed, with delimErr saying why).
+	delimReady chan struct{}
+	delimErr   error
 
 	// testAppend, set only by tests, is called on the committing goroutine
 	// just before an APPEND's literal is sent (afterLiteral false) and right
@@ -597,15 +602,7 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 		return fail("unexpected connection state %v", c.State())
 	}
 	cn.caps = caps
-	s.mu.Lock()
-	known := s.hasDel
-	s.mu.Unlock()
-	if !known {
-		if err := s.learnDelim(ctx, cn); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
+	s.askDelim(cn)
 	return cn, nil
 }
 
@@ -751,33 +748,82 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	return aerr
 }
 
-// learnDelim asks the server for its hierarchy delimiter (LIST "" "").
-func (s *Store) learnDelim(ctx context.Context, cn *conn) error {
-	var delim rune
-	found := false
-	err := cn.run(ctx, "LIST delimiter", func() error {
-		cmd := cn.c.List("", "", nil)
+// askDelim sends LIST "" "" for the hierarchy delimiter, once per store,
+// without waiting for the answer: a connection's first use follows it on the
+// wire (so its answer comes first) and only waits for it when it needs a
+// hierarchical name (see delimiter). Over a network that is a round trip
+// less before the first command; statusAll does not wait at all.
+func (s *Store) askDelim(cn *conn) {
+	s.mu.Lock()
+	if s.hasDel || s.delimReady != nil {
+		s.mu.Unlock()
+		return
+	}
+	ready := make(chan struct{})
+	s.delimReady = ready
+	s.mu.Unlock()
+	cmd := cn.c.List("", "", nil)
+	go func() {
+		var delim rune
+		found := false
 		for d := cmd.Next(); d != nil; d = cmd.Next() {
 			delim, found = d.Delim, true
 		}
-		return cmd.Close()
-	})
-	if err != nil {
-		return err
-	}
-	if !found {
-		delim = '/'
-	}
-	s.mu.Lock()
-	s.delim, s.hasDel = delim, true
-	s.mu.Unlock()
-	return nil
+		err := cmd.Close()
+		s.mu.Lock()
+		switch {
+		case err != nil:
+			// The connection failed (its user sees why); the next one asks.
+			s.delimReady = nil
+			s.delimErr = err
+		case !found:
+			s.delim, s.hasDel = '/', true
+		default:
+			s.delim, s.hasDel = delim, true
+		}
+		s.mu.Unlock()
+		close(ready)
+	}()
 }
 
-func (s *Store) wireName(name string) (string, error) {
+// knownDelim returns the hierarchy delimiter if it is known already.
+func (s *Store) knownDelim() (rune, bool) {
 	s.mu.Lock()
-	delim := s.delim
+	defer s.mu.Unlock()
+	return s.delim, s.hasDel
+}
+
+// delimiter returns the hierarchy delimiter, waiting for askDelim's answer.
+func (s *Store) delimiter(ctx context.Context) (rune, error) {
+	s.mu.Lock()
+	known, delim, ready, lastErr := s.hasDel, s.delim, s.delimReady, s.delimErr
 	s.mu.Unlock()
+	if known {
+		return delim, nil
+	}
+	if ready == nil {
+		// Asked on a connection that broke, and no other has logged in since.
+		return 0, fmt.Errorf("%s: hierarchy delimiter unknown (LIST \"\" \"\" failed: %v)", s.cfg.Name, lastErr)
+	}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(s.cfg.Timeout):
+		return 0, fmt.Errorf("%s: no answer to LIST \"\" \"\" (the hierarchy delimiter) for %v (timeout)", s.cfg.Name, s.cfg.Timeout)
+	}
+	return s.delimiter(ctx)
+}
+
+func (s *Store) wireName(ctx context.Context, name string) (string, error) {
+	delim, err := s.delimiter(ctx)
+	if err != nil {
+		return "", err
+	}
+	return s.wireWith(name, delim)
+}
+
+func (s *Store) wireWith(name string, delim rune) (string, error) {
 	w, err := toServer(name, delim)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", s.cfg.Name, err)
@@ -912,34 +958,63 @@ func (s *Store) StatusThenList(ctx context.Context, names []string) (map[string]
 }
 
 func (s *Store) statusAll(ctx context.Context, names []string, thenList bool) (map[string]engine.Status, []engine.MailboxInfo, error) {
-	out := make(map[string]engine.Status, len(names))
-	if len(names) == 0 && !thenList {
-		return out, nil, nil
+	out, list, redo, err := s.statusRound(ctx, names, thenList)
+	if err != nil || len(redo) == 0 {
+		return out, list, err
 	}
-	cn, err := s.getFirst(ctx)
+	more, _, _, err := s.statusRound(ctx, redo, false)
 	if err != nil {
 		return nil, nil, err
 	}
+	maps.Copy(out, more)
+	return out, list, nil
+}
+
+// statusRound is statusAll on one connection. Before the hierarchy delimiter
+// is known (a run's first command) it does not wait for it: it writes the
+// names with "/", the most common delimiter, and once the answer is in (it
+// comes before the statuses) returns as redo the names whose wire form that
+// got wrong, with their statuses dropped.
+func (s *Store) statusRound(ctx context.Context, names []string, thenList bool) (out map[string]engine.Status, list []engine.MailboxInfo, redo []string, err error) {
+	out = make(map[string]engine.Status, len(names))
+	if len(names) == 0 && !thenList {
+		return out, nil, nil, nil
+	}
+	cn, err := s.getFirst(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	defer s.put(cn)
+	delim, known := s.knownDelim()
+	if !known {
+		delim = '/'
+	}
+	all := names
+	guessed := make(map[string]string, len(names))
 	condstore := cn.caps.Has(imap.CapCondStore)
 	opts := s.statusOptions(cn.caps)
 	const batch = 64
-	var list []engine.MailboxInfo
 	for len(names) > 0 || thenList {
 		n := min(len(names), batch)
 		part := names[:n]
 		names = names[n:]
 		wires := make([]string, len(part))
 		for i, name := range part {
-			if wires[i], err = s.wireName(name); err != nil {
-				return nil, nil, err
+			if wires[i], err = s.wireWith(name, delim); err != nil {
+				if known {
+					return nil, nil, nil, err
+				}
+				wires[i] = "" // a name "/" cannot write: asked again below
 			}
+			guessed[name] = wires[i]
 		}
 		last := len(names) == 0
 		err := cn.run(ctx, "STATUS", func() error {
 			cmds := make([]*imapclient.StatusCommand, len(part))
 			for i := range part {
-				cmds[i] = cn.c.Status(wires[i], opts)
+				if wires[i] != "" {
+					cmds[i] = cn.c.Status(wires[i], opts)
+				}
 			}
 			var listCmd *imapclient.ListCommand
 			if last && thenList {
@@ -947,6 +1022,9 @@ func (s *Store) statusAll(ctx context.Context, names []string, thenList bool) (m
 			}
 			var connErr error
 			for i, cmd := range cmds {
+				if cmd == nil {
+					continue
+				}
 				d, err := cmd.Wait()
 				var ie *imap.Error
 				switch {
@@ -973,13 +1051,32 @@ func (s *Store) statusAll(ctx context.Context, names []string, thenList bool) (m
 			return connErr
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if last {
 			break
 		}
 	}
-	return out, list, nil
+	if known {
+		return out, list, nil, nil
+	}
+	real, err := s.delimiter(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, name := range all {
+		w, err := s.wireWith(name, real)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if w != guessed[name] {
+			// Asked under another name: what came back may be another
+			// mailbox's status.
+			delete(out, name)
+			redo = append(redo, name)
+		}
+	}
+	return out, list, redo, nil
 }
 
 // exists reports whether the server lists the mailbox (and whether it is
@@ -1011,7 +1108,7 @@ func (s *Store) CreateMailbox(ctx context.Context, name string) error {
 }
 
 func (s *Store) create(ctx context.Context, cn *conn, name string) error {
-	wire, err := s.wireName(name)
+	wire, err := s.wireName(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -1057,7 +1154,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 		return err
 	}
 	defer s.put(cn)
-	wire, err := s.wireName(name)
+	wire, err := s.wireName(ctx, name)
 	if err != nil {
 		return err
 	}
