@@ -228,12 +228,9 @@ func (s *Store) Close() error {
 	if s.bgCancel != nil {
 		s.bgCancel() // a Warm still dialling gives up; put logs it out if it got through
 	}
-	// All at once: each LOGOUT waits a round trip for its answer.
-	var wg sync.WaitGroup
 	for _, cn := range idle {
-		wg.Go(cn.logout)
+		cn.quit()
 	}
-	wg.Wait()
 	return nil
 }
 
@@ -280,6 +277,20 @@ func (cn *conn) logout() {
 	defer cancel()
 	cn.unselect = nil // LOGOUT goes out behind it; its answer comes first
 	_ = cn.run(ctx, "LOGOUT", func() error { return cn.c.Logout().Wait() })
+	cn.c.Close()
+}
+
+// quit ends a connection for good at the end of a run: LOGOUT is written,
+// and the connection closed without waiting for the answer. Every command
+// before it has been answered (an UNSELECT not waited for is answered first
+// anyway), so nothing depends on the answer; waiting for it was a round trip
+// at the end of every run (23 ms of a 130 ms no-op over a 20 ms link).
+func (cn *conn) quit() {
+	if !cn.isClosed() {
+		cn.unselect = nil
+		cn.c.Logout() // written and flushed before it returns
+	}
+	cn.dc.Conn.Close()
 	cn.c.Close()
 }
 
