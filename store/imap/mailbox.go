@@ -999,8 +999,9 @@ func (m *Mailbox) Close() error {
 			// Sent, not waited for: its answer (after the server has
 			// written back its index: up to 8 ms on a 100 000-message
 			// Dovecot mailbox) is collected by the connection's next user,
-			// so the caller goes on at once, and a run's final LOGOUT
-			// follows the UNSELECT without a round trip between them.
+			// so the caller goes on at once, and the next command (the
+			// next mailbox's SELECT, a LOGOUT) follows the UNSELECT
+			// without a round trip between them.
 			cn.unselect = cn.c.Unselect()
 		} else {
 			cn.logout()

@@ -190,8 +190,38 @@ func TestCloseDoesNotWaitForUnselect(t *testing.T) {
 	}
 }
 
-// An UNSELECT the server refuses leaves the connection in doubt: the next
-// user drops it and dials a fresh one.
+// The next mailbox's SELECT goes out right behind the previous one's
+// UNSELECT, without waiting for its answer (a round trip per mailbox over a
+// network). The server here answers UNSELECT only once the next command is in.
+func TestSelectFollowsUnselectAtOnce(t *testing.T) {
+	host, port := selectedServer(t, "IMAP4rev1 UNSELECT", "* 0 EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n* OK [UIDNEXT 1] x\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+			if strings.EqualFold(cmd, "UNSELECT") {
+				if _, err := r.Peek(1); err != nil {
+					return true
+				}
+				say(tag + " OK unselected\r\n")
+				return true
+			}
+			return false
+		})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
+	for _, name := range []string{"INBOX", "INBOX", "INBOX"} {
+		mb, err := s.OpenMailbox(ctxT(t), name, false)
+		if err != nil {
+			t.Fatalf("open after an UNSELECT: %v (did it wait for the answer?)", err)
+		}
+		if err := mb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled, want the one, reused", n)
+	}
+}
+
+// An UNSELECT the server refuses leaves the connection in doubt: the command
+// sent behind it goes through, and the connection is not used again.
 func TestRefusedUnselectDropsConnection(t *testing.T) {
 	host, port := selectedServer(t, "IMAP4rev1 UNSELECT", "* 0 EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n* OK [UIDNEXT 1] x\r\n",
 		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
@@ -202,16 +232,18 @@ func TestRefusedUnselectDropsConnection(t *testing.T) {
 			return false
 		})
 	s := fakeStore(t, host, port, nil)
-	for range 2 {
+	for i := range 3 {
 		mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("open %d: %v", i, err)
 		}
 		if err := mb.Close(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if n := s.dials.Load(); n != 2 {
-		t.Fatalf("%d connections dialled, want 2 (the first dropped after its refused UNSELECT)", n)
+		// 1st: dialled; 2nd: reused behind the refused UNSELECT, then
+		// dropped; 3rd: dialled afresh.
+		if want := []int64{1, 1, 2}[i]; s.dials.Load() != want {
+			t.Fatalf("after open %d: %d connections dialled, want %d", i+1, s.dials.Load(), want)
+		}
 	}
 }

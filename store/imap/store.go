@@ -245,9 +245,11 @@ type conn struct {
 	broken bool
 	used   time.Time
 	// unselect is an UNSELECT sent by Mailbox.Close whose answer has not
-	// been read: the connection's next user waits for it (its LOGOUT just
-	// follows it).
+	// been read: the connection's next user sends its commands right behind
+	// it (a SELECT of the next mailbox, a LOGOUT), and run collects it.
 	unselect *imapclient.Command
+	// doubt: the server refused that UNSELECT; the connection is not reused.
+	doubt bool
 }
 
 // markBroken closes the network connection (not the client: Client.Close
@@ -317,6 +319,19 @@ func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
 		cn.dc.Conn.Close() // unblocks every read and write; see markBroken
 	})
 	err := fn()
+	if u := cn.unselect; u != nil && !cn.broken {
+		// fn's commands went out behind it, so its answer is in already
+		// (unless fn sent none).
+		cn.unselect = nil
+		var uie *imap.Error
+		if uerr := u.Wait(); errors.As(uerr, &uie) {
+			// The connection's state is in doubt; what fn did went through.
+			s.log.Debug("UNSELECT refused; the connection goes after this use", "store", s.cfg.Name, "err", uerr)
+			cn.doubt = true
+		} else if uerr != nil && err == nil {
+			err = uerr
+		}
+	}
 	stop()
 	cn.dc.disarm()
 	cn.used = time.Now()
@@ -449,14 +464,6 @@ func (s *Store) fill(ctx context.Context) (*conn, error) {
 		if cn == nil {
 			break
 		}
-		if cn.unselect != nil {
-			cmd := cn.unselect
-			cn.unselect = nil
-			if err := cn.run(ctx, "UNSELECT", cmd.Wait); err != nil {
-				s.log.Debug("UNSELECT failed; dropping the connection", "store", s.cfg.Name, "err", err)
-				cn.markBroken()
-			}
-		}
 		if cn.isClosed() {
 			cn.dc.Conn.Close()
 			go cn.c.Close()
@@ -487,12 +494,14 @@ func (s *Store) put(cn *conn) {
 	}
 	s.mu.Lock()
 	closed := s.closed
-	if !closed && !cn.isClosed() {
+	if !closed && !cn.isClosed() && !cn.doubt {
 		s.idle = append(s.idle, cn)
 	}
 	s.mu.Unlock()
 	if closed {
 		cn.logout()
+	} else if cn.doubt && !cn.isClosed() {
+		go cn.quit()
 	} else if cn.isClosed() {
 		cn.dc.Conn.Close()
 		go cn.c.Close() // returns once the reader goroutine has seen the close
