@@ -290,7 +290,11 @@ func (cn *conn) logout() {
 func (cn *conn) quit() {
 	if !cn.isClosed() {
 		cn.unselect = nil
-		cn.c.Logout() // written and flushed before it returns
+		// Written and flushed before it returns, unless the server has
+		// stopped reading: then the close below ends the write.
+		t := time.AfterFunc(time.Second, func() { cn.dc.Conn.Close() })
+		cn.c.Logout()
+		t.Stop()
 	}
 	cn.dc.Conn.Close()
 	cn.c.Close()
