@@ -303,7 +303,22 @@ func (w *wrapStore) StatusAll(ctx context.Context, names []string) (map[string]e
 
 func (w *wrapStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (engine.Mailbox, error) {
 	w.calls.inc("OpenMailbox")
-	mb, err := w.Store.OpenMailbox(ctx, name, readOnly)
+	return w.wrap(w.Store.OpenMailbox(ctx, name, readOnly))
+}
+
+// OpenMailboxListing forwards to the real store's when it has one (the IMAP
+// store), so that the engine's tests over Dovecot go through it.
+func (w *wrapStore) OpenMailboxListing(ctx context.Context, name string, readOnly bool, ahead engine.ListAhead) (engine.Mailbox, error) {
+	lao, ok := w.Store.(engine.ListAheadOpener)
+	if !ok {
+		return w.OpenMailbox(ctx, name, readOnly)
+	}
+	w.calls.inc("OpenMailbox")
+	w.calls.inc("OpenMailboxListing")
+	return w.wrap(lao.OpenMailboxListing(ctx, name, readOnly, ahead))
+}
+
+func (w *wrapStore) wrap(mb engine.Mailbox, err error) (engine.Mailbox, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -195,6 +195,27 @@ type UIDPrefetcher interface {
 	PrefetchUIDs(below UID)
 }
 
+// ListAhead is the incremental listing a ListAheadOpener sends right
+// behind a mailbox's SELECT.
+type ListAhead struct {
+	// UIDValidity the listing is for: opened with another, it is dropped.
+	UIDValidity uint32
+	// From and ChangedSince as in ListQuery.
+	From         UID
+	ChangedSince uint64
+	// UIDsBelow > 1 also asks for the UIDs below it (see UIDPrefetcher).
+	UIDsBelow UID
+}
+
+// ListAheadOpener is a Store that can ask for a mailbox's incremental
+// listing in the round trip that opens it (IMAP: the FETCHes pipelined behind
+// the SELECT) instead of the next one. The next List with the same From and
+// ChangedSince (and PrefetchUIDs, if called, with the same bound) answers
+// from it; any other call drops it first.
+type ListAheadOpener interface {
+	OpenMailboxListing(ctx context.Context, name string, readOnly bool, ahead ListAhead) (Mailbox, error)
+}
+
 // FlagChange is one SetFlags call.
 type FlagChange struct {
 	UIDs        []UID

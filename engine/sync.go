@@ -211,7 +211,14 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		if missing[s] {
 			return
 		}
-		mb, err := b.spec.store(s).OpenMailbox(ctx, b.name, dry)
+		var mb Mailbox
+		var err error
+		lao, ok := b.spec.store(s).(ListAheadOpener)
+		if ahead, want := b.listAhead(s); ok && want && jd == nil {
+			mb, err = lao.OpenMailboxListing(ctx, b.name, dry, ahead)
+		} else {
+			mb, err = b.spec.store(s).OpenMailbox(ctx, b.name, dry)
+		}
 		if err != nil {
 			openErr[s] = err
 			return
@@ -337,6 +344,37 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return fmt.Errorf("%w: %v", ErrStopped, ctx.Err())
 	}
 	return nil
+}
+
+// listAhead is, before side s is opened, the incremental listing report
+// will very likely ask of it: its query from the recorded markers, when the
+// status seen before opening (a STATUS or LIST-STATUS, if any) says the side
+// changed under the same UIDVALIDITY, and the UIDs below too when that
+// status shows removals or there is none. Only the state's header is loaded
+// at this point, so removals are judged by the recorded count alone.
+func (b *boxRun) listAhead(s Side) (ListAhead, bool) {
+	rec, validity := b.st.Far, b.st.FarValidity
+	if s == Near {
+		rec, validity = b.st.Near, b.st.NearValidity
+	}
+	if b.st.Generation == 0 || validity == 0 || rec.UIDNext <= 1 || rec.HighestModSeq == 0 {
+		return ListAhead{}, false
+	}
+	a := ListAhead{UIDValidity: validity, From: rec.UIDNext, ChangedSince: rec.HighestModSeq}
+	seen := b.listed[s]
+	if seen == nil {
+		// Nothing to judge removals by: ask for the UIDs too (a UID SEARCH
+		// of the known range is cheap); report may not need them.
+		a.UIDsBelow = rec.UIDNext
+		return a, true
+	}
+	if seen.UIDValidity != validity || seen.HighestModSeq == 0 || (seen.Stamp != "" && seen.Stamp == rec.Stamp) {
+		return ListAhead{}, false
+	}
+	if removalsLikely(*seen, rec, nil, s) {
+		a.UIDsBelow = rec.UIDNext
+	}
+	return a, true
 }
 
 // willList tells, right after opening, whether report will list side s: not

@@ -3,8 +3,10 @@ package imap
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -425,6 +427,142 @@ func TestDoveStatusThenList(t *testing.T) {
 	st, list, err = fresh.StatusThenList(ctx, asked)
 	if err != nil || !maps.Equal(st, wantSt) || !slices.Equal(list, wantList) {
 		t.Errorf("first command of a fresh store: %v %v %v; want %v %v", st, list, err, wantSt, wantList)
+	}
+}
+
+// OpenMailboxListing: the listing's FETCHes and UID SEARCH go out behind the
+// SELECT, before it is answered, and List and UIDs then answer from them
+// without a command of their own, with what a plain open and List return.
+// Opened under another UIDVALIDITY, or left unused, the listing is dropped
+// and the mailbox works as ever.
+func TestDoveOpenMailboxListing(t *testing.T) {
+	var trace countingWriter
+	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []engine.UID
+	for i := range 6 {
+		uids = append(uids, stageCommit(t, ctx, mb, fmt.Sprintf("Subject: m%d\n\nbody\n", i), 0, time.Time{}).UID)
+	}
+	mb.Close()
+	if mb, err = s.OpenMailbox(ctx, "INBOX", false); err != nil {
+		t.Fatal(err)
+	}
+	before := mb.Status()
+	// Changes since: a flag, a removal, a new message.
+	if err := mb.SetFlags(ctx, uids[1:2], engine.FlagSeen, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.Expunge(ctx, uids[3:4]); err != nil {
+		t.Fatal(err)
+	}
+	stageCommit(t, ctx, mb, "Subject: new\n\nbody\n", 0, time.Time{})
+	mb.Close()
+
+	q := engine.ListQuery{From: before.UIDNext, ChangedSince: before.HighestModSeq}
+	plain, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.(engine.UIDPrefetcher).PrefetchUIDs(before.UIDNext)
+	wantMsgs, _, err := plain.List(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUIDs, err := plain.UIDs(ctx, before.UIDNext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Close()
+
+	ahead := engine.ListAhead{UIDValidity: before.UIDValidity, From: q.From, ChangedSince: q.ChangedSince, UIDsBelow: before.UIDNext}
+	trace.commands()
+	trace.mu.Lock()
+	trace.text.Reset()
+	trace.mu.Unlock()
+	la, err := s.OpenMailboxListing(ctx, "INBOX", false, ahead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	la.(engine.UIDPrefetcher).PrefetchUIDs(before.UIDNext)
+	gotMsgs, complete, err := la.List(ctx, q)
+	if err != nil || complete {
+		t.Fatalf("List: %v, complete %v", err, complete)
+	}
+	gotUIDs, err := la.UIDs(ctx, before.UIDNext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotMsgs, wantMsgs) || !slices.Equal(gotUIDs, wantUIDs) {
+		t.Errorf("listing ahead: %+v %v; plain: %+v %v", gotMsgs, gotUIDs, wantMsgs, wantUIDs)
+	}
+	if len(wantMsgs) != 2 || len(wantUIDs) != 5 {
+		t.Errorf("plain listing %+v, UIDs %v: want the flag change and the new message, 5 UIDs left", wantMsgs, wantUIDs)
+	}
+	var fetches, searches int
+	sentBeforeSelected := false
+	for _, l := range strings.Split(trace.text.String(), "\n") {
+		switch {
+		case strings.Contains(l, " C: ") && strings.Contains(l, "UID FETCH"):
+			fetches++
+		case strings.Contains(l, " C: ") && strings.Contains(l, "UID SEARCH"):
+			searches++
+			sentBeforeSelected = !strings.Contains(trace.text.String()[:strings.Index(trace.text.String(), l)], "Select completed")
+		}
+	}
+	if fetches != 2 || searches != 1 || !sentBeforeSelected {
+		t.Errorf("%d UID FETCH, %d UID SEARCH (want 2 and 1, sent before SELECT was answered: %v):\n%s",
+			fetches, searches, sentBeforeSelected, trace.text.String())
+	}
+	la.Close()
+
+	// Under another UIDVALIDITY, and when something else comes first.
+	for _, tc := range []struct {
+		name  string
+		ahead engine.ListAhead
+		first func(engine.Mailbox) error
+	}{
+		{"other validity", engine.ListAhead{UIDValidity: before.UIDValidity + 1, From: q.From, ChangedSince: q.ChangedSince}, nil},
+		{"fetch first", ahead, func(mb engine.Mailbox) error {
+			return mb.Fetch(ctx, uids[:1], func(engine.UID, io.Reader) error { return nil })
+		}},
+		{"other query", engine.ListAhead{UIDValidity: before.UIDValidity, From: q.From - 1, ChangedSince: q.ChangedSince}, nil},
+	} {
+		mb, err := s.OpenMailboxListing(ctx, "INBOX", false, tc.ahead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.first != nil {
+			if err := tc.first(mb); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+		}
+		got, _, err := mb.List(ctx, q)
+		if err != nil || !reflect.DeepEqual(got, wantMsgs) {
+			t.Errorf("%s: %+v %v, want %+v", tc.name, got, err, wantMsgs)
+		}
+		got2, err := mb.UIDs(ctx, before.UIDNext)
+		if err != nil || !slices.Equal(got2, wantUIDs) {
+			t.Errorf("%s: UIDs %v %v, want %v", tc.name, got2, err, wantUIDs)
+		}
+		mb.Close()
+	}
+	// Left unused: closing reads it, and the connection serves the next open.
+	mb, err = s.OpenMailboxListing(ctx, "INBOX", false, ahead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	plain, err = s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if got, _, err := plain.List(ctx, q); err != nil || !reflect.DeepEqual(got, wantMsgs) {
+		t.Errorf("after an unused listing: %+v %v", got, err)
 	}
 }
 
