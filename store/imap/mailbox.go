@@ -243,7 +243,8 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	below := m.uidsBelow
 	m.uidsBelow, m.uids = 0, nil
 	all := q.All || !m.condstore
-	if a := m.ahead; a != nil && !all && a.from == max(q.From, 1) && a.changedSince == q.ChangedSince && (below <= 1 || a.below == below) {
+	if a := m.ahead; a != nil && !all && a.from == max(q.From, 1) && a.changedSince == q.ChangedSince && (below <= 1 || a.below == below) &&
+		!m.closed && m.cn != nil && !m.cn.isClosed() {
 		// Sent behind the SELECT (OpenMailboxListing): its answers are in.
 		m.ahead = nil
 		var out []engine.Message
