@@ -640,7 +640,11 @@ func (m *Mailbox) Commit(ctx context.Context, st []engine.Staged) ([]engine.Comm
 			c.done[i] = true
 		}
 	}
-	if len(c.todo) > 1 && m.s.cfg.CommitConnections <= 1 && canMultiAppend(cn) {
+	// One message too: written past go-imap with a non-synchronizing
+	// literal, it needs neither the existence check below nor a
+	// continuation (3 round trips down to 1 for the one message a run
+	// pushes most often: a mail just sent).
+	if len(c.todo) > 0 && m.s.cfg.CommitConnections <= 1 && canMultiAppend(cn) {
 		uids, err := m.multiAppend(ctx, cn, c.todo)
 		var ie *imap.Error
 		switch {
@@ -1031,17 +1035,30 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 		return err
 	}
 	del := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
-	if err := m.storeFlags(ctx, cn, chunks, []*imap.StoreFlags{del}); err != nil {
-		return err
-	}
 	if !cn.caps.Has(imap.CapUIDPlus) {
+		if err := m.storeFlags(ctx, cn, chunks, []*imap.StoreFlags{del}); err != nil {
+			return err
+		}
 		return m.expungeNoUIDPlus(ctx, cn, uids)
 	}
+	// Each UID EXPUNGE goes out right behind its STORE, a round trip
+	// sooner: it removes only messages it names that have \Deleted, so even
+	// if the STORE fails it removes nothing it was not asked to.
 	return cn.run(ctx, "EXPUNGE", func() error {
-		var errs []error
-		for _, set := range chunks {
-			errs = append(errs, cn.c.UIDExpunge(set).Close())
+		errs := make([]error, 2*len(chunks))
+		var wg sync.WaitGroup
+		for i, set := range chunks {
+			st := cn.c.Store(set, del, nil)
+			ex := cn.c.UIDExpunge(set)
+			// Drained at once, as in storeMany.
+			wg.Go(func() {
+				if err := st.Close(); err != nil {
+					errs[2*i] = fmt.Errorf("UID STORE: %w", err)
+				}
+			})
+			wg.Go(func() { errs[2*i+1] = ex.Close() })
 		}
+		wg.Wait()
 		return errors.Join(errs...)
 	})
 }

@@ -62,7 +62,7 @@ func canMultiAppend(cn *conn) bool {
 	return cn.caps.Has(imap.CapMultiAppend) && cn.caps.Has(imap.CapLiteralPlus) && cn.caps.Has(imap.CapUIDPlus)
 }
 
-// multiAppend appends todo (at least two messages) with one MULTIAPPEND on
+// multiAppend appends todo (one message or more) with one MULTIAPPEND on
 // cn. It returns the UIDs in order, or an *imap.Error when the server refused
 // the batch (then none of it was appended), or another error when the
 // connection failed (then the outcome is unknown).

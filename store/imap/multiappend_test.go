@@ -49,9 +49,22 @@ func TestDoveCommitMultiAppend(t *testing.T) {
 	if _, _, err := mb.List(ctx, engine.ListQuery{All: true}); err != nil {
 		t.Fatal(err)
 	}
-	// A one-message batch uses the ordinary APPEND.
-	if res, _, err := commitBatch(t, mb, 1); err != nil || res[0].Err != nil || res[0].UID == 0 {
+	// A one-message batch goes the same way: one command, with a
+	// non-synchronizing literal, and no LIST first (one round trip, not 3).
+	trace.commands()
+	res, _, err = commitBatch(t, mb, 1)
+	if err != nil || res[0].Err != nil || res[0].UID == 0 {
 		t.Fatalf("single commit: %v %+v", err, res)
+	}
+	cmds := slices.DeleteFunc(trace.commands(), func(c string) bool { return strings.TrimSpace(c) == "" })
+	if len(cmds) != 1 || !strings.Contains(cmds[0], " APPEND ") || !strings.Contains(cmds[0], "+}") {
+		t.Fatalf("a one-message commit sent %q; want one APPEND with a non-synchronizing literal", cmds)
+	}
+	if _, byUID = serverView(t, s, "INBOX"); len(byUID) != n+1 {
+		t.Fatalf("%d messages on the server after the single commit, want %d", len(byUID), n+1)
+	}
+	if _, ok := byUID[res[0].UID]; !ok {
+		t.Fatalf("the single commit reported UID %d, which the server does not have", res[0].UID)
 	}
 }
 

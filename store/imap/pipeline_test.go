@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,5 +246,50 @@ func TestRefusedUnselectDropsConnection(t *testing.T) {
 		if want := []int64{1, 1, 2}[i]; s.dials.Load() != want {
 			t.Fatalf("after open %d: %d connections dialled, want %d", i+1, s.dials.Load(), want)
 		}
+	}
+}
+
+// Expunge sends each UID EXPUNGE right behind its STORE +FLAGS (\Deleted),
+// before the STORE is answered: the server here answers the STORE only
+// once the next command is in.
+func TestExpungeFollowsStoreAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	host, port := selectedServer(t, "IMAP4rev1 UIDPLUS", "* 3 EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n* OK [UIDNEXT 4] x\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+			up := strings.ToUpper(cmd)
+			switch {
+			case strings.HasPrefix(up, "UID STORE"):
+				_, err := r.Peek(1) // the UID EXPUNGE, if it was sent at once
+				mu.Lock()
+				seen = append(seen, cmd)
+				mu.Unlock()
+				if err != nil {
+					return true
+				}
+				say(tag + " OK stored\r\n")
+				return true
+			case strings.HasPrefix(up, "UID EXPUNGE"):
+				mu.Lock()
+				seen = append(seen, cmd)
+				mu.Unlock()
+				say("* 2 EXPUNGE\r\n" + tag + " OK expunged\r\n")
+				return true
+			}
+			return false
+		})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	if err := mb.Expunge(ctxT(t), []engine.UID{2}); err != nil {
+		t.Fatalf("Expunge: %v (did the UID EXPUNGE wait for the STORE's answer?)", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || !strings.Contains(seen[0], `+FLAGS.SILENT (\Deleted)`) || !strings.HasPrefix(strings.ToUpper(seen[1]), "UID EXPUNGE 2") {
+		t.Fatalf("commands %q", seen)
 	}
 }
