@@ -84,29 +84,11 @@ func TestStuckChannelsDoNotHoldUpTheOthers(t *testing.T) {
 	dir := isolate(t)
 	port1, accepted1, hangUp1 := silentServer(t)
 	port2, accepted2, hangUp2 := silentServer(t)
-	far, near := filepath.Join(dir, "far"), filepath.Join(dir, "near")
-	mkMaildir(t, filepath.Join(far, "INBOX"))
-	for i := range 3 {
-		writeFile(t, filepath.Join(far, "INBOX", "new", fmt.Sprintf("100%d.M%dP1.test", i, i)),
-			fmt.Sprintf("From: a@example.com\nSubject: test %d\nMessage-ID: <%d@test>\n\nbody %d\n", i, i, i))
+	_, far, near := maildirPair(t, dir, 3)
+	silent := func(name string, port int) string {
+		return fmt.Sprintf("[imap.%s]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\nuser = \"me\"\npassword = \"secret\"\ntimeout = \"60s\"\n", name, port)
 	}
-	cfg := writeFile(t, filepath.Join(dir, "q.toml"), fmt.Sprintf(`
-[imap.silent1]
-host = "127.0.0.1"
-port = %d
-tls = "none"
-user = "me"
-password = "secret"
-timeout = "60s"
-
-[imap.silent2]
-host = "127.0.0.1"
-port = %d
-tls = "none"
-user = "me"
-password = "secret"
-timeout = "60s"
-
+	cfg := writeFile(t, filepath.Join(dir, "q.toml"), silent("silent1", port1)+silent("silent2", port2)+fmt.Sprintf(`
 [maildir.near1]
 path = %q
 
@@ -130,7 +112,7 @@ near = "maildir.near2"
 [channel.mm]
 far = "maildir.far"
 near = "maildir.near"
-`, port1, port2, filepath.Join(dir, "n1"), filepath.Join(dir, "n2"), far, near))
+`, filepath.Join(dir, "n1"), filepath.Join(dir, "n2"), far, near))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

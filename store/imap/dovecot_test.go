@@ -44,6 +44,19 @@ func doveInbox(t *testing.T, user string) (*Store, engine.Mailbox) {
 	return s, mb
 }
 
+// doveTracedInbox is doveInbox with the store's protocol trace.
+func doveTracedInbox(t *testing.T, user string) (*Store, engine.Mailbox, *countingWriter) {
+	t.Helper()
+	trace := &countingWriter{}
+	s := doveStore(t, user, func(c *Config) { c.Debug = trace })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	return s, mb, trace
+}
+
 // doveStore returns a store for user on the shared Dovecot, wiping the
 // user's mail first (tests using the same user must not run in parallel).
 func doveStore(t *testing.T, user string, mod func(*Config)) *Store {
@@ -294,13 +307,9 @@ func TestDoveLargeMessageStreamed(t *testing.T) {
 // mailbox are known without a round trip of their own. A UIDs with another
 // bound, or after a List that did not carry it, asks the server.
 func TestDovePrefetchUIDs(t *testing.T) {
-	var trace countingWriter
-	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	s, mb, trace := doveTracedInbox(t, "alice")
 	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	var uids []engine.UID
 	for range 6 {
 		uids = append(uids, stageCommit(t, ctx, mb, "Subject: m\n\nbody\n", 0, time.Time{}).UID)
@@ -436,13 +445,9 @@ func TestDoveStatusThenList(t *testing.T) {
 // Opened under another UIDVALIDITY, or left unused, the listing is dropped
 // and the mailbox works as ever.
 func TestDoveOpenMailboxListing(t *testing.T) {
-	var trace countingWriter
-	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	s, mb, trace := doveTracedInbox(t, "alice")
 	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	var uids []engine.UID
 	for i := range 6 {
 		uids = append(uids, stageCommit(t, ctx, mb, fmt.Sprintf("Subject: m%d\n\nbody\n", i), 0, time.Time{}).UID)

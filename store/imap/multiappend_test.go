@@ -17,14 +17,8 @@ import (
 // APPEND command, and every message arrives once, with its flags and date,
 // under the UID its result names.
 func TestDoveCommitMultiAppend(t *testing.T) {
-	var trace countingWriter
-	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	s, mb, trace := doveTracedInbox(t, "alice")
 	ctx := ctxT(t)
-	mb, err := s.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
 	trace.commands()
 	const n = 60
 	res, in, err := commitBatch(t, mb, n)
