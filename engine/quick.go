@@ -120,7 +120,8 @@ func nearChanged(spec ChannelSpec, name string, st *Status) bool {
 // STATUS, or a LIST-STATUS, that follows a LIST (measured 2026-11-26). Asked
 // before anything is changed, these are valid "before" markers like any other.
 // It lists the near side (filling lists/listErr for it), the far side too
-// when that is a StatusThenLister, and returns the statuses by side; it does nothing when both or neither side are StatusListers.
+// when that is a StatusThenLister, and returns the statuses by side; it does
+// nothing when both or neither side are StatusListers.
 // Mailboxes it leaves out because their near side changed are put in noStatus.
 func statusFirst(ctx context.Context, spec ChannelSpec, log *slog.Logger, lists *[2][]MailboxInfo, listErr *[2]error, noStatus map[string]bool) (early [2]map[string]Status) {
 	sl, ok := spec.Far.(StatusLister)
