@@ -453,6 +453,37 @@ func (m *wrapMailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	return m.Mailbox.Expunge(ctx, uids)
 }
 
+// SetFlagsBatch and SetFlagsAndExpunge forward to the real mailbox's where
+// it has them (IMAP), so that the engine's tests over Dovecot, the crash
+// tests among them, go through them; each counts as the calls it stands for.
+func (m *wrapMailbox) SetFlagsBatch(ctx context.Context, changes []engine.FlagChange) []error {
+	fb, ok := m.Mailbox.(engine.FlagBatcher)
+	if !ok {
+		out := make([]error, len(changes))
+		for i, c := range changes {
+			out[i] = m.SetFlags(ctx, c.UIDs, c.Add, c.Remove)
+		}
+		return out
+	}
+	for range changes {
+		m.w.calls.inc("SetFlags")
+	}
+	return fb.SetFlagsBatch(ctx, changes)
+}
+
+func (m *wrapMailbox) SetFlagsAndExpunge(ctx context.Context, changes []engine.FlagChange, expunge []engine.UID) ([]error, error) {
+	cb, ok := m.Mailbox.(engine.ChangeBatcher)
+	if !ok {
+		return m.SetFlagsBatch(ctx, changes), m.Expunge(ctx, expunge)
+	}
+	for range changes {
+		m.w.calls.inc("SetFlags")
+	}
+	m.w.calls.inc("Expunge")
+	m.w.calls.inc("SetFlagsAndExpunge")
+	return cb.SetFlagsAndExpunge(ctx, changes, expunge)
+}
+
 // ---- helpers acting through the Store interface ----
 
 // addMany adds messages with the given subjects in one mailbox open and one

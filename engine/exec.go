@@ -245,6 +245,13 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 // applySide makes one side's journaled flag changes, then its removals.
 func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *State) error {
 	fis := ch.flags
+	if cb, ok := b.mb[s].(ChangeBatcher); ok && len(fis) > 0 && ch.exp != nil && ctx.Err() == nil {
+		flagErrs, expErr := cb.SetFlagsAndExpunge(ctx, flagChanges(fis), ch.exp.UIDs)
+		if err := b.flagOutcomes(s, fis, flagErrs, newSt); err != nil {
+			return err
+		}
+		return b.expungeOutcome(s, ch.exp, expErr, newSt)
+	}
 	if fb, ok := b.mb[s].(FlagBatcher); ok && len(fis) > 1 {
 		if ctx.Err() != nil {
 			b.revertPairs(newSt, s, sideChanges{flags: fis}.uids())
@@ -287,11 +294,20 @@ func (b *boxRun) setFlags(ctx context.Context, s Side, fi *flagIntent, newSt *St
 
 // setFlagsBatch is setFlags for all of a side's flag changes at once.
 func (b *boxRun) setFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fis []*flagIntent, newSt *State) error {
+	return b.flagOutcomes(s, fis, fb.SetFlagsBatch(ctx, flagChanges(fis)), newSt)
+}
+
+func flagChanges(fis []*flagIntent) []FlagChange {
 	changes := make([]FlagChange, len(fis))
 	for i, fi := range fis {
 		changes[i] = FlagChange{UIDs: fi.UIDs, Add: fi.Add, Remove: fi.Remove}
 	}
-	errs := fb.SetFlagsBatch(ctx, changes)
+	return changes
+}
+
+// flagOutcomes records what a batch of flag changes did: the changes made
+// are journaled done, the others' pairs reverted.
+func (b *boxRun) flagOutcomes(s Side, fis []*flagIntent, errs []error, newSt *State) error {
 	for i, fi := range fis {
 		var err error
 		if i < len(errs) {
@@ -314,7 +330,12 @@ func (b *boxRun) setFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fis 
 
 // expunge makes one journaled removal, as setFlags.
 func (b *boxRun) expunge(ctx context.Context, s Side, ei *expungeIntent, newSt *State) error {
-	if err := b.mb[s].Expunge(ctx, ei.UIDs); err != nil {
+	return b.expungeOutcome(s, ei, b.mb[s].Expunge(ctx, ei.UIDs), newSt)
+}
+
+// expungeOutcome records what a removal did, as flagOutcomes.
+func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *State) error {
+	if err != nil {
 		b.fail(fmt.Errorf("expunging on the %s side: %w", s, err))
 		b.revertPairs(newSt, s, ei.UIDs)
 		return nil

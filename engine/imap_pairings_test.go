@@ -183,3 +183,24 @@ func TestPairingPullPush(t *testing.T) {
 		})
 	}
 }
+
+// A side's flag changes and removals go to an IMAP server in one go
+// (engine.ChangeBatcher): the near side changes a flag and removes a
+// message, and the far side gets both through one SetFlagsAndExpunge.
+func TestFlagsAndRemovalsInOneGo(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	far, near := p.spec.Far, p.spec.Near
+	addMany(t, far, "INBOX", 0, "a", "b", "c")
+	sync1(t, p, engine.RunOptions{})
+	engine.SetFlagsBySubject(t, near, "INBOX", "a", engine.FlagFlagged, 0)
+	engine.ExpungeBySubject(t, near, "INBOX", "b")
+	before := p.far.calls.get("SetFlagsAndExpunge")
+	res := sync1(t, p, engine.RunOptions{})
+	if n := p.far.calls.get("SetFlagsAndExpunge") - before; n != 1 {
+		t.Errorf("%d SetFlagsAndExpunge on the far side, want 1", n)
+	}
+	if res.Flagged != [2]int{1, 0} || res.Deleted != [2]int{1, 0} {
+		t.Errorf("counts %+v", res.Counts)
+	}
+	p.check(t, "INBOX", "a:F c:")
+}

@@ -230,6 +230,15 @@ type FlagBatcher interface {
 	SetFlagsBatch(ctx context.Context, changes []FlagChange) []error
 }
 
+// ChangeBatcher is a FlagBatcher that can also remove messages in the same
+// go (IMAP: the STOREs, the STORE \Deleted and the UID EXPUNGE pipelined in
+// one round trip instead of two). The outcomes are SetFlagsBatch's and
+// Expunge's: a change or the removal that failed did not happen.
+type ChangeBatcher interface {
+	FlagBatcher
+	SetFlagsAndExpunge(ctx context.Context, changes []FlagChange, expunge []UID) (flagErrs []error, expungeErr error)
+}
+
 // Flusher is implemented by mailboxes that can postpone making flag changes
 // and removals durable (Maildir: the fsync of new/ and cur/ after renames and
 // unlinks) and do it once for all of them. After DeferSync, SetFlags and

@@ -915,13 +915,25 @@ type storeJob struct {
 // storeMany runs the STOREs of several flag changes, all pipelined in one
 // round trip, and returns each change's outcome.
 func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []error {
+	out, _ := m.storeAndExpunge(ctx, cn, jobs, nil)
+	return out
+}
+
+// storeAndExpunge is storeMany followed, in the same round trip, by the
+// removal of the messages in exp (UIDPLUS only): STORE +FLAGS.SILENT
+// (\Deleted) and UID EXPUNGE per chunk. A UID EXPUNGE removes only messages
+// it names that have \Deleted, so sending it before its STORE is answered
+// removes nothing it was not asked to, even if that STORE fails. It returns
+// each change's outcome and the removal's.
+func (m *Mailbox) storeAndExpunge(ctx context.Context, cn *conn, jobs []storeJob, exp []imap.UIDSet) ([]error, error) {
 	out := make([]error, len(jobs))
+	var expErr error
 	ran := false
 	err := cn.run(ctx, "UID STORE", func() error {
 		ran = true
 		type sent struct {
-			job int
-			cmd *imapclient.FetchCommand
+			job int // -1: part of the removal
+			cmd interface{ Close() error }
 		}
 		var cmds []sent
 		for j, job := range jobs {
@@ -931,6 +943,10 @@ func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []er
 				}
 			}
 		}
+		del := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+		for _, set := range exp {
+			cmds = append(cmds, sent{-1, cn.c.Store(set, del, nil)}, sent{-1, cn.c.UIDExpunge(set)})
+		}
 		// Drained all at once, for the reason given in List: with CONDSTORE
 		// even a .SILENT STORE gets a FETCH (MODSEQ) per message.
 		errs := make([]error, len(cmds))
@@ -939,10 +955,18 @@ func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []er
 			wg.Go(func() { errs[i] = c.cmd.Close() })
 		}
 		wg.Wait()
+		var expErrs []error
 		for i, c := range cmds {
-			if errs[i] != nil && out[c.job] == nil {
+			switch {
+			case errs[i] == nil:
+			case c.job < 0:
+				expErrs = append(expErrs, errs[i])
+			case out[c.job] == nil:
 				out[c.job] = fmt.Errorf("%s: UID STORE: %w", m.s.cfg.Name, errs[i])
 			}
+		}
+		if len(expErrs) > 0 {
+			expErr = fmt.Errorf("%s: EXPUNGE: %w", m.s.cfg.Name, errors.Join(expErrs...))
 		}
 		return errors.Join(errs...)
 	})
@@ -951,8 +975,47 @@ func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []er
 		for j := range out {
 			out[j] = err
 		}
+		if len(exp) > 0 {
+			expErr = err
+		}
 	}
-	return out
+	return out, expErr
+}
+
+// SetFlagsAndExpunge is engine.ChangeBatcher: SetFlagsBatch and Expunge in
+// one round trip where the server has UIDPLUS, else one after the other.
+func (m *Mailbox) SetFlagsAndExpunge(ctx context.Context, changes []engine.FlagChange, expunge []engine.UID) ([]error, error) {
+	exp := uidChunks(expunge)
+	jobs, at := flagJobs(changes)
+	if m.readOnly || len(exp) == 0 || len(jobs) == 0 || !m.caps.Has(imap.CapUIDPlus) {
+		return m.SetFlagsBatch(ctx, changes), m.Expunge(ctx, expunge)
+	}
+	out := make([]error, len(changes))
+	cn, err := m.conn(ctx)
+	if err != nil {
+		for _, i := range at {
+			out[i] = err
+		}
+		return out, err
+	}
+	errs, expErr := m.storeAndExpunge(ctx, cn, jobs, exp)
+	for k, err := range errs {
+		out[at[k]] = err
+	}
+	return out, expErr
+}
+
+// flagJobs are the STOREs of flag changes; jobs[k] is changes[at[k]]
+// (changes that change nothing have none).
+func flagJobs(changes []engine.FlagChange) (jobs []storeJob, at []int) {
+	for i, c := range changes {
+		job := storeJob{chunks: uidChunks(c.UIDs), ops: flagOps(c.Add, c.Remove)}
+		if len(job.chunks) > 0 && len(job.ops) > 0 {
+			jobs = append(jobs, job)
+			at = append(at, i)
+		}
+	}
+	return jobs, at
 }
 
 // SetFlagsBatch is engine.FlagBatcher: every change's STOREs pipelined.
@@ -964,15 +1027,7 @@ func (m *Mailbox) SetFlagsBatch(ctx context.Context, changes []engine.FlagChange
 		}
 		return out
 	}
-	var jobs []storeJob
-	var at []int // jobs[k] is changes[at[k]]
-	for i, c := range changes {
-		job := storeJob{chunks: uidChunks(c.UIDs), ops: flagOps(c.Add, c.Remove)}
-		if len(job.chunks) > 0 && len(job.ops) > 0 {
-			jobs = append(jobs, job)
-			at = append(at, i)
-		}
-	}
+	jobs, at := flagJobs(changes)
 	if len(jobs) == 0 {
 		return out
 	}
@@ -1041,26 +1096,9 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 		}
 		return m.expungeNoUIDPlus(ctx, cn, uids)
 	}
-	// Each UID EXPUNGE goes out right behind its STORE, a round trip
-	// sooner: it removes only messages it names that have \Deleted, so even
-	// if the STORE fails it removes nothing it was not asked to.
-	return cn.run(ctx, "EXPUNGE", func() error {
-		errs := make([]error, 2*len(chunks))
-		var wg sync.WaitGroup
-		for i, set := range chunks {
-			st := cn.c.Store(set, del, nil)
-			ex := cn.c.UIDExpunge(set)
-			// Drained at once, as in storeMany.
-			wg.Go(func() {
-				if err := st.Close(); err != nil {
-					errs[2*i] = fmt.Errorf("UID STORE: %w", err)
-				}
-			})
-			wg.Go(func() { errs[2*i+1] = ex.Close() })
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	})
+	// Each UID EXPUNGE right behind its STORE: see storeAndExpunge.
+	_, err = m.storeAndExpunge(ctx, cn, nil, chunks)
+	return err
 }
 
 // expungeNoUIDPlus emulates UID EXPUNGE: a plain EXPUNGE removes every

@@ -293,3 +293,50 @@ func TestExpungeFollowsStoreAtOnce(t *testing.T) {
 		t.Fatalf("commands %q", seen)
 	}
 }
+
+// SetFlagsAndExpunge writes the flag STOREs, the STORE +FLAGS (\Deleted)
+// and the UID EXPUNGE before reading any answer: the server here answers
+// nothing until it has read all three.
+func TestFlagsAndExpungeInOneRoundTrip(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	host, port := selectedServer(t, "IMAP4rev1 UIDPLUS", "* 3 EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n* OK [UIDNEXT 4] x\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+			if !strings.HasPrefix(strings.ToUpper(cmd), "UID STORE") || strings.Contains(cmd, `\Deleted`) {
+				return false
+			}
+			// The first STORE: read the two commands behind it before
+			// answering anything.
+			tags, cmds := []string{tag}, []string{cmd}
+			for range 2 {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return true
+				}
+				tg, c, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+				tags, cmds = append(tags, tg), append(cmds, c)
+			}
+			mu.Lock()
+			got = cmds
+			mu.Unlock()
+			say(tags[0] + " OK stored\r\n" + tags[1] + " OK stored\r\n* 2 EXPUNGE\r\n" + tags[2] + " OK expunged\r\n")
+			return true
+		})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	flagErrs, expErr := mb.(engine.ChangeBatcher).SetFlagsAndExpunge(ctxT(t),
+		[]engine.FlagChange{{UIDs: []engine.UID{1}, Add: engine.FlagSeen}}, []engine.UID{2})
+	if len(flagErrs) != 1 || flagErrs[0] != nil || expErr != nil {
+		t.Fatalf("flags %v, expunge %v (did it wait for an answer between commands?)", flagErrs, expErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 || !strings.Contains(got[0], `+FLAGS.SILENT (\Seen)`) || !strings.Contains(got[1], `+FLAGS.SILENT (\Deleted)`) ||
+		!strings.HasPrefix(strings.ToUpper(got[2]), "UID EXPUNGE 2") {
+		t.Fatalf("commands %q", got)
+	}
+}
