@@ -50,6 +50,18 @@ func selectedServer(t *testing.T, caps, selected string, handle func(tag, cmd st
 	})
 }
 
+// fakeInbox opens INBOX of a fake server (2 s timeout), closed at the end.
+func fakeInbox(t *testing.T, host string, port int) engine.Mailbox {
+	t.Helper()
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	return mb
+}
+
 // interleavingServer answers the two pipelined UID FETCHes of an incremental
 // List the way a server running them in parallel may: every reply to the
 // second command (more than go-imap buffers per command) before the one
@@ -81,12 +93,7 @@ func interleavingServer(t *testing.T, newMsgs int) (string, int) {
 // replies of its two pipelined FETCH commands.
 func TestFakeListInterleavedReplies(t *testing.T) {
 	host, port := interleavingServer(t, 300)
-	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := fakeInbox(t, host, port)
 	type result struct {
 		msgs []engine.Message
 		err  error
@@ -132,12 +139,7 @@ func TestFakeSetFlagsBatch(t *testing.T) {
 		}
 		return true
 	})
-	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := fakeInbox(t, host, port)
 	errs := mb.(*Mailbox).SetFlagsBatch(ctxT(t), []engine.FlagChange{
 		{UIDs: []engine.UID{1, 2}, Add: engine.FlagSeen},
 		{UIDs: []engine.UID{5}, Add: engine.FlagFlagged},
@@ -278,12 +280,7 @@ func TestExpungeFollowsStoreAtOnce(t *testing.T) {
 			}
 			return false
 		})
-	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := fakeInbox(t, host, port)
 	if err := mb.Expunge(ctxT(t), []engine.UID{2}); err != nil {
 		t.Fatalf("Expunge: %v (did the UID EXPUNGE wait for the STORE's answer?)", err)
 	}
@@ -322,12 +319,7 @@ func TestFlagsAndExpungeInOneRoundTrip(t *testing.T) {
 			say(tags[0] + " OK stored\r\n" + tags[1] + " OK stored\r\n* 2 EXPUNGE\r\n" + tags[2] + " OK expunged\r\n")
 			return true
 		})
-	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 2 * time.Second })
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := fakeInbox(t, host, port)
 	flagErrs, expErr := mb.(engine.ChangeBatcher).SetFlagsAndExpunge(ctxT(t),
 		[]engine.FlagChange{{UIDs: []engine.UID{1}, Add: engine.FlagSeen}}, []engine.UID{2})
 	if len(flagErrs) != 1 || flagErrs[0] != nil || expErr != nil {
