@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestLoadStateHeaderSkipsPairs(t *testing.T) {
@@ -159,7 +159,14 @@ func TestUIDSet(t *testing.T) {
 		for _, u := range uids {
 			in[u] = true
 		}
-		has := uidSet(slices.Clone(uids))
+		has, n := uidSet(func(yield func(UID)) {
+			for _, u := range uids {
+				yield(u)
+			}
+		})
+		if n != len(uids) {
+			t.Fatalf("set %v: %d UIDs counted", uids, n)
+		}
 		for _, u := range []UID{0, 1, 2, 3, 4, 5, 9, 17, 63, 64, 65, 66, 199, 200, 201, 4000000000, 4000000001, 1<<32 - 1} {
 			if has(u) != in[u] {
 				t.Fatalf("set %v: has(%d) = %v", uids, u, has(u))
@@ -312,4 +319,12 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// A listing holds one Message per message: a padding hole costs 100 000 × 8
+// bytes of fresh memory at 100 000 messages.
+func TestMessageHasNoPadding(t *testing.T) {
+	if got := unsafe.Sizeof(Message{}); got != 40 {
+		t.Fatalf("Message is %d bytes, want 40: order its fields by size", got)
+	}
 }

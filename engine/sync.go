@@ -493,18 +493,20 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 		if !ok {
 			continue
 		}
-		uids := make([]UID, 0, len(b.st.Pairs))
-		for _, p := range b.st.Pairs {
-			if u := p.uid(s); u != 0 {
-				uids = append(uids, u)
+		known := func(yield func(UID)) {
+			for _, p := range b.st.Pairs {
+				if u := p.uid(s); u != 0 {
+					yield(u)
+				}
 			}
-		}
-		if jd != nil {
-			for _, c := range jd.Copies {
-				if c.To == s {
-					uids = append(uids, c.Reserved, c.Target)
-				} else {
-					uids = append(uids, c.Src)
+			if jd != nil {
+				for _, c := range jd.Copies {
+					if c.To == s {
+						yield(c.Reserved)
+						yield(c.Target)
+					} else {
+						yield(c.Src)
+					}
 				}
 			}
 		}
@@ -512,7 +514,7 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 		if s == Near {
 			above = b.st.MaxPushed
 		}
-		has := uidSet(uids)
+		has, _ := uidSet(known)
 		k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
 		if b.st.Generation > 0 {
 			if fi, err := os.Stat(b.statePath); err == nil {
@@ -522,26 +524,25 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 	}
 }
 
-// uidSet returns a membership test for uids (which it may reorder). The store
-// asks it once per file: a bitmap where the UIDs are dense (the usual case:
-// 12 KiB for 100 000 messages), else binary search — both far cheaper than a
-// map of 100 000 entries, which cost more than the rest of the run's set-up.
-func uidSet(uids []UID) func(UID) bool {
+// uidSet returns a membership test for the UIDs each yields, and how many
+// it yielded; each is called once or twice. The store asks the test once per
+// file: a bitmap where the UIDs are dense (the usual case: 12 KiB for 100 000
+// messages), else binary search — both far cheaper than a map of 100 000
+// entries, which cost more than the rest of the run's set-up. No slice of
+// the UIDs is built in the dense case: at 100 000 pairs its memory, first
+// touched, cost more than the rest of report.
+func uidSet(each func(yield func(UID))) (has func(UID) bool, n int) {
 	var top UID
-	for _, u := range uids {
-		top = max(top, u)
-	}
-	if uint64(top) <= 64*uint64(len(uids))+1<<16 {
+	each(func(u UID) { top = max(top, u); n++ })
+	if uint64(top) <= 64*uint64(n)+1<<16 {
 		bits := make([]uint64, top/64+1)
-		for _, u := range uids {
-			bits[u/64] |= 1 << (u % 64)
-		}
-		return func(u UID) bool { return u <= top && bits[u/64]&(1<<(u%64)) != 0 }
+		each(func(u UID) { bits[u/64] |= 1 << (u % 64) })
+		return func(u UID) bool { return u <= top && bits[u/64]&(1<<(u%64)) != 0 }, n
 	}
-	if !slices.IsSorted(uids) {
-		slices.Sort(uids)
-	}
-	return func(u UID) bool { _, ok := slices.BinarySearch(uids, u); return ok }
+	uids := make([]UID, 0, n)
+	each(func(u UID) { uids = append(uids, u) })
+	slices.Sort(uids)
+	return func(u UID) bool { _, ok := slices.BinarySearch(uids, u); return ok }, n
 }
 
 // replay resolves every step of an interrupted run's journal, records the
@@ -651,14 +652,14 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 	}
 	// Size and Date serve only copies: a message paired on both sides is
 	// never copied, so a Maildir need not stat it (100 000 stats: 0.4 s).
-	var paired []UID
-	for _, p := range b.st.Pairs {
-		if p.Far != 0 && p.Near != 0 {
-			paired = append(paired, p.uid(s))
+	paired := func(yield func(UID)) {
+		for _, p := range b.st.Pairs {
+			if p.Far != 0 && p.Near != 0 {
+				yield(p.uid(s))
+			}
 		}
 	}
-	if len(paired) > 0 {
-		has := uidSet(paired)
+	if has, n := uidSet(paired); n > 0 {
 		q.NeedDetails = func(u UID) bool { return !has(u) }
 	}
 	if pf, ok := b.mb[s].(UIDPrefetcher); ok && incremental && removalsLikely(status, rec, b.st.Pairs, s) {
