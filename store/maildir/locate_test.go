@@ -198,7 +198,7 @@ func TestLocateMatchesScan(t *testing.T) {
 			for _, u := range touch {
 				e := mb.idx[u]
 				if e != nil {
-					res[u] = e.sub + "/" + e.name
+					res[u] = e.sub() + "/" + e.name
 				}
 			}
 			if err := mb.Close(); err != nil {

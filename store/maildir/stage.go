@@ -267,7 +267,7 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 		touched[j.sub] = true
 		res[j.i].UID = j.st.uid
 		if m.idx != nil {
-			m.idx[j.st.uid] = &entry{sub: j.sub, name: j.st.name, fn: parseName(j.st.name)}
+			m.idx[j.st.uid] = new(newEntry(j.sub, j.st.name))
 		}
 	}
 	if m.scanned {
