@@ -435,17 +435,59 @@ func (m *Mailbox) startSearch(cn *conn, set imap.UIDSet, below engine.UID) func(
 		if err != nil {
 			return nil, err
 		}
-		var out []engine.UID
-		if d.All != nil {
-			for _, u := range d.AllUIDs() {
-				if u > 0 && (below == 0 || engine.UID(u) < below) {
-					out = append(out, engine.UID(u))
-				}
-			}
-		}
-		slices.Sort(out)
-		return slices.Compact(out), nil
+		return searchUIDs(d.All, below)
 	}
+}
+
+// maxSearchUIDs bounds the UIDs a SEARCH answer may expand to: a range such
+// as 1:4294967295 from a broken server must be an error, not 16 GiB.
+const maxSearchUIDs = 1 << 24
+
+// searchUIDs lists the UIDs of a SEARCH answer below below (0: all), sorted
+// and without duplicates. It counts before it allocates: an ESEARCH answer
+// for 100 000 messages is a few ranges, and a slice grown to 100 000 UIDs
+// cost more (fresh memory, collections) than the rest of the listing.
+func searchUIDs(all imap.NumSet, below engine.UID) ([]engine.UID, error) {
+	if all == nil {
+		return nil, nil
+	}
+	set, ok := all.(imap.UIDSet)
+	if !ok {
+		return nil, fmt.Errorf("UID SEARCH answered with sequence numbers, not UIDs")
+	}
+	n := 0
+	for _, r := range set {
+		if r.Start == 0 || r.Stop == 0 {
+			return nil, fmt.Errorf("UID SEARCH answer %v holds \"*\", not UIDs", set)
+		}
+		if lo, hi := searchRange(r, below); hi >= lo {
+			n += int(hi-lo) + 1
+		}
+		if n > maxSearchUIDs {
+			return nil, fmt.Errorf("UID SEARCH answer %v: more than %d UIDs", set, maxSearchUIDs)
+		}
+	}
+	out := make([]engine.UID, 0, n)
+	for _, r := range set {
+		lo, hi := searchRange(r, below)
+		for u := uint64(lo); u <= uint64(hi); u++ { // uint64: hi may be the largest UID
+			out = append(out, engine.UID(u))
+		}
+	}
+	if !slices.IsSorted(out) {
+		slices.Sort(out)
+	}
+	return slices.Compact(out), nil
+}
+
+// searchRange is r as lowest and highest UID below below (0: no bound);
+// hi < lo when none is.
+func searchRange(r imap.UIDRange, below engine.UID) (lo, hi engine.UID) {
+	lo, hi = engine.UID(min(r.Start, r.Stop)), engine.UID(max(r.Start, r.Stop))
+	if below != 0 {
+		hi = min(hi, below-1)
+	}
+	return lo, hi
 }
 
 // Fetch streams message bodies (BODY.PEEK[], CRLF converted to LF) to fn.
