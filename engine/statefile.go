@@ -134,13 +134,16 @@ func LoadStateHeader(path string) (StateHeader, error) {
 
 func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 	if !headerOnly {
-		data, err := sysfile.ReadFile(path)
+		// parseState copies what it keeps (it also parses from a reused
+		// bufio buffer), so the mapping can go when it returns.
+		data, done, err := sysfile.MapFile(path)
 		if errors.Is(err, os.ErrNotExist) {
 			return State{}, stateMeta{}, nil
 		}
 		if err != nil {
 			return State{}, stateMeta{Deleted: [2]int{-1, -1}}, fmt.Errorf("state %s: %w", path, err)
 		}
+		defer done()
 		return parseState(nil, data, path, false)
 	}
 	f, err := sysfile.Open(path, os.O_RDONLY, 0)

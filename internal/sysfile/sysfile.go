@@ -78,6 +78,35 @@ func ReadFile(name string) ([]byte, error) {
 	}
 }
 
+// mapMin is the size from which MapFile maps rather than reads: below it a
+// read into the heap is as cheap.
+const mapMin = 256 << 10
+
+// MapFile is ReadFile for a file that is only parsed: from mapMin bytes up it
+// maps the file's pages instead of copying them into fresh heap memory. On
+// the paravirtualized machine we measure on, a first-touched heap page costs
+// 15 µs; mapped page-cache pages come 16 at a time (fault-around), so a
+// 1.3 MB state file costs ~20 faults instead of ~330 (~5 ms). done unmaps:
+// nothing may reference data after it. The file must not be truncated while
+// mapped (state files are replaced by rename, never rewritten in place).
+func MapFile(name string) (data []byte, done func(), err error) {
+	fd, err := OpenFD(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Size >= mapMin && st.Size < 1<<30 {
+		b, err := unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ, unix.MAP_SHARED)
+		if err == nil {
+			unix.Close(fd)
+			return b, func() { unix.Munmap(b) }, nil
+		}
+	}
+	unix.Close(fd)
+	b, err := ReadFile(name) // small, or a file system that cannot map
+	return b, func() {}, err
+}
+
 // CreateTemp is os.CreateTemp: a new file in dir, opened for reading and
 // writing with mode 0600, named by pattern with its last "*" replaced by a
 // random string (appended when there is none).

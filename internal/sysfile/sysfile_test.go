@@ -36,6 +36,38 @@ func TestReadFile(t *testing.T) {
 	}
 }
 
+// MapFile reads what ReadFile reads, mapped from mapMin bytes up, and the
+// data stays valid until done.
+func TestMapFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, size := range []int{0, 100, mapMin - 1, mapMin, 3*mapMin + 17} {
+		want := bytes.Repeat([]byte("pair 1 2 S\n"), size/11+1)[:size]
+		p := filepath.Join(dir, "f")
+		if err := os.WriteFile(p, want, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, done, err := MapFile(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("size %d: got %d bytes, %v", size, len(got), err)
+		}
+		// A state is replaced by rename while it may be mapped: the
+		// mapping keeps the old file's bytes.
+		if err := os.WriteFile(p+".new", []byte("other"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(p+".new", p); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("size %d: mapped bytes changed after a rename over the file", size)
+		}
+		done()
+	}
+	if _, _, err := MapFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v, want ErrNotExist", err)
+	}
+}
+
 func TestOpen(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
