@@ -54,5 +54,23 @@ func TestBodyCounterMessageID(t *testing.T) {
 		if bc.n != int64(len(msg)) {
 			t.Errorf("read size %d: counted %d bytes", size, bc.n)
 		}
+		// Only the header is kept, not the rest of the read it came in.
+		if want := msg[:strings.Index(msg, "\n\n")+1]; string(bc.hdr) != want {
+			t.Errorf("read size %d: kept %q, want the header %q", size, bc.hdr, want)
+		}
+	}
+	// A header without end is kept up to maxHeader bytes, however it is read.
+	huge := strings.Repeat("X-Filler: 0123456789abcdef\n", maxHeader/27+100) + "\nbody\n"
+	for _, size := range []int{1000, 32 << 10, 1 << 20} {
+		bc := newBodyCounter(strings.NewReader(huge))
+		buf := make([]byte, size)
+		for {
+			if _, err := bc.Read(buf); err != nil {
+				break
+			}
+		}
+		if len(bc.hdr) != maxHeader || string(bc.hdr) != huge[:maxHeader] {
+			t.Errorf("read size %d: kept %d bytes of an endless header, want the first %d", size, len(bc.hdr), maxHeader)
+		}
 	}
 }
