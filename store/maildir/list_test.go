@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -219,31 +220,62 @@ func TestDropStale(t *testing.T) {
 	}
 }
 
-// sortUIDs sorts like slices.Sort, dense (the bitmap) or sparse.
-func TestSortUIDs(t *testing.T) {
+// uidIndex behaves as a map of UIDs (get, set, del, len) whose all yields
+// in ascending order, whether a UID falls in its table, just above it (new
+// messages extend it) or anywhere else (the map).
+func TestUIDIndex(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, c := range []struct {
-		n    int
-		base engine.UID
-		span engine.UID // UIDs are drawn from base..base+span-1
+		lo, hi engine.UID // the range the index is made for
+		n      int
+		span   engine.UID // operations draw UIDs from 1..span
 	}{
-		{10, 1, 20}, {300, 1, 300}, {5000, 1, 6000}, {5000, 4000000000, 70000}, {5000, 1, 1 << 31}, {300, 1, 300 * 16}, {300, 1, 300*16 + 1},
+		{1, 100, 100, 140}, {50, 60, 10, 100}, {1, 0, 0, 300}, {1, 1 << 31, 10, 500}, {4000000000, 4000000100, 100, 4294967295},
 	} {
-		seen := map[engine.UID]bool{}
-		var uids []engine.UID
-		for len(uids) < c.n {
-			u := c.base + engine.UID(rng.Uint32N(uint32(c.span)))
-			if !seen[u] {
-				seen[u] = true
-				uids = append(uids, u)
+		x := newUIDIndex(c.lo, c.hi, c.n)
+		ref := map[engine.UID]*entry{}
+		for op := 0; op < 5000; op++ {
+			u := engine.UID(1 + rng.Uint64N(uint64(c.span)))
+			if c.lo > 1000 {
+				u = c.lo - 10 + engine.UID(rng.Uint32N(130))
+			}
+			if op%7 == 0 && len(x.table) > 0 {
+				u = x.lo + engine.UID(len(x.table)) // just above: extends the table
+			}
+			switch rng.IntN(3) {
+			case 0, 1:
+				e := &entry{uid: u}
+				x.set(u, e)
+				ref[u] = e
+			case 2:
+				x.del(u)
+				delete(ref, u)
+			}
+			if x.get(u) != ref[u] {
+				t.Fatalf("range %d..%d: get(%d) after op %d differs", c.lo, c.hi, u, op)
 			}
 		}
-		want := slices.Clone(uids)
-		slices.Sort(want)
-		sortUIDs(uids)
-		if !slices.Equal(uids, want) {
-			t.Errorf("%d UIDs in %d..+%d: sorted wrongly", c.n, c.base, c.span)
+		if x.len() != len(ref) {
+			t.Fatalf("range %d..%d: len %d, want %d", c.lo, c.hi, x.len(), len(ref))
 		}
+		var got []engine.UID
+		for u, e := range x.all {
+			if ref[u] != e {
+				t.Fatalf("range %d..%d: all yields %d with the wrong file", c.lo, c.hi, u)
+			}
+			got = append(got, u)
+		}
+		want := slices.Sorted(maps.Keys(ref))
+		if !slices.Equal(got, want) {
+			t.Fatalf("range %d..%d: all yields %d UIDs, want %d in order", c.lo, c.hi, len(got), len(want))
+		}
+	}
+	var none *uidIndex
+	if none.len() != 0 {
+		t.Fatal("a nil index has files")
+	}
+	for range none.all {
+		t.Fatal("a nil index yields")
 	}
 }
 

@@ -196,7 +196,7 @@ func TestLocateMatchesScan(t *testing.T) {
 			}
 			res := map[engine.UID]string{}
 			for _, u := range touch {
-				e := mb.idx[u]
+				e := mb.idx.get(u)
 				if e != nil {
 					res[u] = e.sub() + "/" + e.name
 				}

@@ -267,11 +267,11 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 		touched[j.sub] = true
 		res[j.i].UID = j.st.uid
 		if m.idx != nil {
-			m.idx[j.st.uid] = new(newEntry(j.sub, j.st.name))
+			m.idx.set(j.st.uid, new(newEntry(j.sub, j.st.name)))
 		}
 	}
 	if m.scanned {
-		m.status.Messages = int64(len(m.idx))
+		m.status.Messages = int64(m.idx.len())
 	}
 	if err := m.syncSubs(touched); err != nil {
 		return res, err
