@@ -131,8 +131,25 @@ func (s *Store) sameTrustedFS(dir, path string) bool {
 	if !s.opt.Fsync || !s.syncfsErrs {
 		return false
 	}
+	key := [2]string{dir, filepath.Dir(path)}
+	s.trustedMu.Lock()
+	defer s.trustedMu.Unlock()
+	if ok, known := s.trusted[key]; known {
+		return ok
+	}
+	ok := s.statTrustedFS(key[0], key[1])
+	if s.trusted == nil {
+		s.trusted = map[[2]string]bool{}
+	}
+	s.trusted[key] = ok
+	return ok
+}
+
+// statTrustedFS is sameTrustedFS without the cache: path's directory is on
+// dir's file system, and that is a trusted one.
+func (s *Store) statTrustedFS(dir, pathDir string) bool {
 	var a, b unix.Stat_t
-	if unix.Stat(dir, &a) != nil || unix.Stat(filepath.Dir(path), &b) != nil || a.Dev != b.Dev {
+	if unix.Stat(dir, &a) != nil || unix.Stat(pathDir, &b) != nil || a.Dev != b.Dev {
 		return false
 	}
 	var st unix.Statfs_t

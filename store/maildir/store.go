@@ -41,6 +41,7 @@ type Store struct {
 	opt    Options
 	log    *slog.Logger
 	host   string // escaped host name for unique file names
+	pid    int    // for unique file names: os.Getpid is a system call each time
 	seq    atomic.Uint64
 	// syncfsErrs: this kernel's syncfs reports write-back errors, so Commit
 	// may use it (see durable.go).
@@ -49,6 +50,11 @@ type Store struct {
 	// lists many folders, and each fresh 256 KiB buffer costs the runtime
 	// the zeroing of it.
 	dirBufs sync.Pool
+	// trusted caches sameTrustedFS by folder and directory: the engine asks
+	// at every journal and state flush, and the answer (three stat calls)
+	// does not change during a run.
+	trustedMu sync.Mutex
+	trusted   map[[2]string]bool
 	// testHook, when set by a test, is called before each durability step.
 	testHook func(op, path string) error
 }
@@ -92,6 +98,7 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 		host = "localhost"
 	}
 	s.host = escapeHost(host)
+	s.pid = os.Getpid()
 	return s, nil
 }
 
