@@ -457,14 +457,15 @@ func searchUIDs(all imap.NumSet, below engine.UID) ([]engine.UID, error) {
 	}
 	n := 0
 	for _, r := range set {
+		// Name the range, not the set: an answer can hold thousands.
 		if r.Start == 0 || r.Stop == 0 {
-			return nil, fmt.Errorf("UID SEARCH answer %v holds \"*\", not UIDs", set)
+			return nil, fmt.Errorf("UID SEARCH answer holds %v: \"*\" is not a UID", imap.UIDSet{r})
 		}
 		if lo, hi := searchRange(r, below); hi >= lo {
 			n += int(hi-lo) + 1
 		}
 		if n > maxSearchUIDs {
-			return nil, fmt.Errorf("UID SEARCH answer %v: more than %d UIDs", set, maxSearchUIDs)
+			return nil, fmt.Errorf("UID SEARCH answer holds more than %d UIDs (up to %v)", maxSearchUIDs, imap.UIDSet{r})
 		}
 	}
 	out := make([]engine.UID, 0, n)

@@ -56,6 +56,8 @@ func TestSearchUIDsRefusesWhatIsNoUIDList(t *testing.T) {
 		got, err := searchUIDs(c.set, 0)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %d UIDs, error %v; want an error about %s", c.name, len(got), err, c.want)
+		} else {
+			t.Logf("%s: %v", c.name, err)
 		}
 	}
 }
