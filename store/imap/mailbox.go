@@ -457,7 +457,8 @@ func searchUIDs(all imap.NumSet, below engine.UID) ([]engine.UID, error) {
 	}
 	n := 0
 	for _, r := range set {
-		// Name the range, not the set: an answer can hold thousands.
+		// Name the range, not the set: an answer can hold thousands. go-imap
+		// refuses "*" while parsing; AllUIDs would panic on it.
 		if r.Start == 0 || r.Stop == 0 {
 			return nil, fmt.Errorf("UID SEARCH answer holds %v: \"*\" is not a UID", imap.UIDSet{r})
 		}

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bufio"
 	"slices"
 	"strings"
 	"testing"
@@ -58,6 +59,38 @@ func TestSearchUIDsRefusesWhatIsNoUIDList(t *testing.T) {
 			t.Errorf("%s: got %d UIDs, error %v; want an error about %s", c.name, len(got), err, c.want)
 		} else {
 			t.Logf("%s: %v", c.name, err)
+		}
+	}
+}
+
+// Over the wire: a server that answers UID SEARCH with "1:*" fails the
+// listing with an error (go-imap refuses the set while parsing), and one that
+// answers with UIDs beyond what was asked is held to the range asked for,
+// without expanding 4 billion UIDs.
+func TestFakeSearchAnswerNotUIDs(t *testing.T) {
+	for _, c := range []struct {
+		answer string
+		want   []engine.UID // nil: an error
+	}{
+		{"1:*", nil},
+		{"1:4294967295", []engine.UID{1, 2, 3}},
+	} {
+		host, port := selectedServer(t, "IMAP4rev1 CONDSTORE UIDPLUS ESEARCH",
+			"* 3 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 4] n\r\n",
+			func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+				if !strings.HasPrefix(strings.ToUpper(cmd), "UID SEARCH") {
+					return false
+				}
+				say(`* ESEARCH (TAG "` + tag + `") UID ALL ` + c.answer + "\r\n" + tag + " OK done\r\n")
+				return true
+			})
+		mb := fakeInbox(t, host, port)
+		uids, err := mb.UIDs(ctxT(t), 4)
+		switch {
+		case c.want == nil && err == nil:
+			t.Errorf("answer %s: got %v, want an error", c.answer, uids)
+		case c.want != nil && (err != nil || !slices.Equal(uids, c.want)):
+			t.Errorf("answer %s: got %v, %v; want %v", c.answer, uids, err, c.want)
 		}
 	}
 }
