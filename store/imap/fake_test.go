@@ -380,6 +380,40 @@ func TestFakeXOAUTH2(t *testing.T) {
 	}
 }
 
+// OAUTHBEARER (RFC 7628) over the wire: the initial response carries the user,
+// the host and port the client connected to, and the token; a refused token
+// (the server's JSON error challenge, answered by the client's cancel) is an
+// authentication error that does not show the token.
+func TestFakeOAuthBearer(t *testing.T) {
+	var got, authTag string
+	var port int
+	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=OAUTHBEARER AUTH=PLAIN] hi\r\n", func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "AUTHENTICATE OAUTHBEARER ") {
+			authTag, got = tag, strings.TrimPrefix(cmd, "AUTHENTICATE OAUTHBEARER ")
+			want := fmt.Sprintf("n,a=alice,\x01host=127.0.0.1\x01port=%d\x01auth=Bearer good-token\x01\x01", port)
+			if got == base64.StdEncoding.EncodeToString([]byte(want)) {
+				return tag + " OK welcome\r\n"
+			}
+			return "+ " + base64.StdEncoding.EncodeToString([]byte(`{"status":"invalid_token","scope":"mail"}`)) + "\r\n"
+		}
+		if tag == "*" { // the client's cancel of the exchange
+			return authTag + " NO [AUTHENTICATIONFAILED] invalid token\r\n"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"oauthbearer"}; c.Token = pw("good-token") })
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		raw, _ := base64.StdEncoding.DecodeString(got)
+		t.Fatalf("oauthbearer: %v (server got %q)", err, raw)
+	}
+	s = fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"oauthbearer"}; c.Token = pw("bad-token") })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism OAUTHBEARER)") ||
+		strings.Contains(err.Error(), "bad-token") {
+		t.Fatalf("got %v", err)
+	}
+}
+
 // Close logs out of every idle connection without waiting for the answers
 // (nothing depends on them; over a network each is a round trip). The server
 // here never answers LOGOUT: all three arrive, and Close returns at once
