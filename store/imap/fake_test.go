@@ -368,15 +368,24 @@ func TestFakeXOAUTH2(t *testing.T) {
 		}
 		return ""
 	}))
-	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"xoauth2"}; c.Token = pw("good-token") })
+	checkTokenAuth(t, host, port, "xoauth2", func() string { return got })
+}
+
+// checkTokenAuth logs in with mech and "good-token", which the server must
+// accept, then with "bad-token", which must fail with an error naming the
+// user, host and mechanism but not the token. sent is what the server got.
+func checkTokenAuth(t *testing.T, host string, port int, mech string, sent func() string) {
+	t.Helper()
+	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{mech}; c.Token = pw("good-token") })
 	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
-		t.Fatalf("xoauth2: %v (server got %q)", err, got)
+		raw, _ := base64.StdEncoding.DecodeString(sent())
+		t.Fatalf("%s: %v (server got %q)", mech, err, raw)
 	}
-	s = fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"xoauth2"}; c.Token = pw("bad-token") })
+	s = fakeStore(t, host, port, func(c *Config) { c.Auth = []string{mech}; c.Token = pw("bad-token") })
 	_, err := s.ListMailboxes(ctxT(t))
-	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism XOAUTH2)") ||
-		strings.Contains(err.Error(), "bad-token") {
-		t.Fatalf("got %v", err)
+	want := "authentication failed for alice at 127.0.0.1 (mechanism " + strings.ToUpper(mech) + ")"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "bad-token") {
+		t.Fatalf("%s with a bad token: got %v, want an error containing %q", mech, err, want)
 	}
 }
 
@@ -401,17 +410,7 @@ func TestFakeOAuthBearer(t *testing.T) {
 		}
 		return ""
 	}))
-	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"oauthbearer"}; c.Token = pw("good-token") })
-	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
-		raw, _ := base64.StdEncoding.DecodeString(got)
-		t.Fatalf("oauthbearer: %v (server got %q)", err, raw)
-	}
-	s = fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"oauthbearer"}; c.Token = pw("bad-token") })
-	_, err := s.ListMailboxes(ctxT(t))
-	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice at 127.0.0.1 (mechanism OAUTHBEARER)") ||
-		strings.Contains(err.Error(), "bad-token") {
-		t.Fatalf("got %v", err)
-	}
+	checkTokenAuth(t, host, port, "oauthbearer", func() string { return got })
 }
 
 // Close logs out of every idle connection without waiting for the answers
