@@ -64,10 +64,8 @@ func (n fileName) extra() string {
 // is all Base). The strings in the result are substrings of name.
 func parseName(name string) fileName {
 	n := fileName{Size: -1}
-	head := name
-	if i := strings.LastIndexByte(name, ':'); i >= 0 {
-		head = name[:i]
-		info := name[i+1:]
+	head, info, hasInfo := cutInfo(name)
+	if hasInfo {
 		n.HasInfo = true
 		if rest, ok := strings.CutPrefix(info, "2,"); ok {
 			n.Flags, n.tail = parseFlags(rest)
@@ -75,10 +73,7 @@ func parseName(name string) fileName {
 			n.tail, n.rawInfo = info, true
 		}
 	}
-	n.Base = head
-	if i := strings.IndexByte(head, ','); i >= 0 {
-		n.Base, n.fields = head[:i], head[i:]
-	}
+	n.Base, n.fields = cutBase(head)
 	haveU, haveS := false, false
 	for f, rest := "", n.fields; rest != "" && !(haveU && haveS); {
 		f, rest = nextField(rest)
@@ -96,6 +91,24 @@ func parseName(name string) fileName {
 		}
 	}
 	return n
+}
+
+// cutInfo splits a file name at its last ':' into what comes before and the
+// info part; ok says there was a ':'.
+func cutInfo(name string) (head, info string, ok bool) {
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		return name[:i], name[i+1:], true
+	}
+	return name, "", false
+}
+
+// cutBase splits what comes before the info into the unique base and the
+// ",X=..." fields (with their leading comma).
+func cutBase(head string) (base, fields string) {
+	if i := strings.IndexByte(head, ','); i >= 0 {
+		return head[:i], head[i:]
+	}
+	return head, ""
 }
 
 // nextField splits fields (",a,b...") into its first field without the

@@ -71,6 +71,11 @@ func FuzzParseName(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string, uid uint32, flags uint8) {
 		n := parseName(s)
+		// A scan's entry keeps a few fields of the parse and cuts the base
+		// out itself: both must agree with the full parse.
+		if e := newEntry("cur", s); e.uid != n.UID || e.flags != n.Flags || e.size != n.Size || e.base() != n.Base {
+			t.Fatalf("entry of %q: uid %d flags %s size %d base %q; parse: %+v", s, e.uid, e.flags, e.size, e.base(), n)
+		}
 		out := n.String()
 		n2 := parseName(out)
 		if n2.String() != out {

@@ -63,14 +63,9 @@ func (e *entry) fn() fileName { return parseName(e.name) }
 
 // base is fn().Base, without the rest of the parse.
 func (e *entry) base() string {
-	head := e.name
-	if i := strings.LastIndexByte(head, ':'); i >= 0 {
-		head = head[:i]
-	}
-	if i := strings.IndexByte(head, ','); i >= 0 {
-		head = head[:i]
-	}
-	return head
+	head, _, _ := cutInfo(e.name)
+	base, _ := cutBase(head)
+	return base
 }
 
 // Mailbox is an open Maildir folder. It implements engine.Mailbox and
