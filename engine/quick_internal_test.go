@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
 func TestLoadStateHeaderSkipsPairs(t *testing.T) {
@@ -326,5 +328,37 @@ func btoi(b bool) int {
 func TestMessageHasNoPadding(t *testing.T) {
 	if got := unsafe.Sizeof(Message{}); got != 40 {
 		t.Fatalf("Message is %d bytes, want 40: order its fields by size", got)
+	}
+}
+
+// A large state is mapped while parsed. Truncating it under the mapping (no
+// quixysync does that: states are replaced by rename) makes the reads fault:
+// that is an error naming the file, not a crash of the run. The same file,
+// whole, loads as saved.
+func TestMappedStateTruncatedIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), StateFileName)
+	st := State{Generation: 3, FarValidity: 7, NearValidity: 9}
+	for u := UID(1); u <= 40000; u++ { // ~0.5 MB: mapped, not read
+		st.Pairs = append(st.Pairs, Pair{Far: u, Near: u, Flags: FlagSeen})
+	}
+	st.MaxPulled, st.MaxPushed = 40000, 40000
+	if err := saveState(path, st, StateOwner{}); err != nil {
+		t.Fatal(err)
+	}
+	full, _, err := loadState(path, false)
+	if err != nil || len(full.Pairs) != len(st.Pairs) {
+		t.Fatalf("whole file: %d pairs, %v", len(full.Pairs), err)
+	}
+	data, done, err := sysfile.MapFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = parseMapped(data, path)
+	if err == nil || !strings.Contains(err.Error(), "shrank while it was read") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("truncated under the mapping: %v", err)
 	}
 }

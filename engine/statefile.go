@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,7 +145,7 @@ func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 			return State{}, stateMeta{Deleted: [2]int{-1, -1}}, fmt.Errorf("state %s: %w", path, err)
 		}
 		defer done()
-		return parseState(nil, data, path, false)
+		return parseMapped(data, path)
 	}
 	f, err := sysfile.Open(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -156,6 +157,26 @@ func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 	defer f.Close()
 	// A header is a few hundred bytes: do not read the pairs behind it.
 	return parseState(bufio.NewReaderSize(f, 4<<10), nil, path, true)
+}
+
+// parseMapped parses a state mapped from its file. The file is replaced by
+// rename, never rewritten, but if something truncates it anyway, reading
+// the lost pages faults (SIGBUS): that becomes an error here instead of a
+// crash of the whole run.
+func parseMapped(data []byte, path string) (st State, meta stateMeta, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			// Only a memory fault (its error has the faulting address);
+			// anything else is a bug and stays a panic.
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			st, meta = State{}, stateMeta{Deleted: [2]int{-1, -1}}
+			err = fmt.Errorf("state %s: the file shrank while it was read (%v); run again", path, r)
+		}
+	}()
+	return parseState(nil, data, path, false)
 }
 
 // StateError is a damaged state file.
