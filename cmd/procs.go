@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/oneproc"
 )
 
 // Below these, summed over the run's plans so far, a sync stays on one
@@ -17,9 +18,9 @@ const (
 	leanMaxBytes    = 16 << 20
 )
 
-// leanProcs runs a sync on one processor (GOMAXPROCS 1) once its first plan
-// shows little to copy, until the plans add up to real copying, then gives
-// back the default.
+// leanProcs keeps a sync on one processor (GOMAXPROCS 1) while its plans
+// show little to copy, and gives back the default once they add up to real
+// copying.
 //
 // Why: a sync with little to do waits on the server and on fsync nearly all
 // the time. With more processors, Go's scheduler spins idle threads looking
@@ -27,10 +28,13 @@ const (
 // 2 000 messages / 10 folders runs with 100 changes that was 20-30% of the
 // client's CPU (0.142 → 0.113 s with one processor, same wall time). A run
 // that copies hundreds of messages is the other way round: the initial pull
-// took 19% longer on one processor. Lowering waits for a plan because the
-// change itself stops the world and flushes a processor's caches (about 2 ms
-// of CPU, 6% of a run with nothing to do, which never plans). A GOMAXPROCS
-// in the environment is obeyed and left alone.
+// took 19% longer on one processor. The program starts on one processor:
+// internal/oneproc, which this package imports, lowers GOMAXPROCS in an init
+// that runs before nearly every other package's, because lowering later
+// stops the world and flushes a processor's caches (about 2 ms of CPU, 6% of
+// a run with nothing to do). Where a run finds the default already given
+// back (a second run in one process, as in tests), its first small plan
+// lowers it. A GOMAXPROCS in the environment is obeyed and left alone.
 type leanProcs struct {
 	mu       sync.Mutex
 	on       bool // lowered and not yet given back
@@ -42,6 +46,15 @@ type leanProcs struct {
 // startLean returns the governor of one run, or nil when the environment
 // sets GOMAXPROCS or there is one processor anyway.
 func startLean() *leanProcs {
+	return newLean(oneproc.Lowered() && runtime.GOMAXPROCS(0) == 1)
+}
+
+// newLean is startLean with the start-up's doing passed in: lowered says the
+// program is on one processor because internal/oneproc put it there.
+func newLean(lowered bool) *leanProcs {
+	if lowered {
+		return &leanProcs{on: true}
+	}
 	if os.Getenv("GOMAXPROCS") != "" || runtime.GOMAXPROCS(0) == 1 {
 		return nil
 	}
