@@ -185,10 +185,6 @@ func maxParallel(cfg *channel.Config, ch *channel.Channel) int {
 		}
 	}
 	if sides == 1 {
-		if v := os.Getenv("QS_EXTRA"); v != "" {
-			k, _ := strconv.Atoi(v)
-			return n + k
-		}
 		return 2 * n
 	}
 	return n
