@@ -55,6 +55,7 @@ type prefetchedUIDs struct {
 var (
 	_ engine.Mailbox       = (*Mailbox)(nil)
 	_ engine.UIDPrefetcher = (*Mailbox)(nil)
+	_ engine.Identifier    = (*Mailbox)(nil)
 )
 
 // PrefetchUIDs is engine.UIDPrefetcher: the next incremental List also asks

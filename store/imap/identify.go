@@ -1,0 +1,75 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"io"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// maxIdentifyHeader bounds what is kept of the Message-ID field a server
+// returns for one message; a longer answer is read and dropped past it.
+const maxIdentifyHeader = 64 << 10
+
+var identifyItems = &imap.FetchOptions{UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{{
+	Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID"}, Peek: true,
+}}}
+
+// Identify streams the Message-ID field and RFC822.SIZE (the size in CRLF
+// form) of uids: one UID FETCH per chunk, without bodies
+// (engine.Identifier). A first sync of a mailbox both sides hold reads this
+// instead of every message.
+func (m *Mailbox) Identify(ctx context.Context, uids []engine.UID, fn func(uid engine.UID, header io.Reader, crlfSize int64) error) error {
+	var hdr bytes.Buffer
+	for _, set := range uidChunks(uids) {
+		cn, err := m.conn(ctx)
+		if err != nil {
+			return err
+		}
+		err = cn.run(ctx, "UID FETCH (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", func() error {
+			cmd := cn.c.Fetch(set, identifyItems)
+			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+				// The items come in the server's order: the field is kept
+				// until the UID and size are known.
+				var uid imap.UID
+				size := int64(-1)
+				hdr.Reset()
+				for item := msg.Next(); item != nil; item = msg.Next() {
+					switch it := item.(type) {
+					case imapclient.FetchItemDataUID:
+						uid = it.UID
+					case imapclient.FetchItemDataRFC822Size:
+						size = it.Size
+					case imapclient.FetchItemDataBodySection:
+						if it.Literal == nil {
+							continue
+						}
+						if _, err := io.Copy(&hdr, io.LimitReader(it.Literal, maxIdentifyHeader)); err != nil {
+							return err
+						}
+						if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+							return err
+						}
+					}
+				}
+				if uid == 0 || size < 0 {
+					continue
+				}
+				if err := fn(engine.UID(uid), bytes.NewReader(hdr.Bytes()), size); err != nil {
+					cn.markBroken()
+					_ = cmd.Close()
+					return callbackErr{err}
+				}
+			}
+			return cmd.Close()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
