@@ -1510,3 +1510,59 @@ func TestE2EArrivalDate(t *testing.T) {
 		t.Errorf("pushed message's INTERNALDATE %v, want its file time %v", got.UTC(), filed)
 	}
 }
+
+// A first sync of a Maildir that already mirrors the account (made by
+// mbsync, or a state file lost) pairs the messages both sides hold instead
+// of copying each side's to the other: no message ends up twice, the
+// one-sided ones are copied, and flags set on either side are kept.
+func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	c.create("Lists")
+	c.add("INBOX", "m1", imap.FlagSeen)
+	c.add("INBOX", "m2")
+	c.add("INBOX", "m3", imap.FlagFlagged)
+	c.add("INBOX", "only-server")
+	c.add("Lists", "l1", imap.FlagSeen)
+	for _, box := range []string{"INBOX", "Lists"} {
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(e.folder(box), sub), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// As mbsync leaves them: its UIDs in the names, its .uidvalidity.
+	if err := os.WriteFile(filepath.Join(e.folder("INBOX"), ".uidvalidity"), []byte("1700000000\n3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []struct{ id, flags string }{{"m1", "S"}, {"m2", ""}, {"m3", "S"}} {
+		name := fmt.Sprintf("1700000000.%d_1.host,U=%d:2,%s", i, i+1, m.flags)
+		body := strings.ReplaceAll(message(m.id, 0), "\r\n", "\n")
+		if err := os.WriteFile(filepath.Join(e.folder("INBOX"), "cur", name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.addLocal("INBOX", "only-local", "R")
+	e.addLocal("Lists", "l1", "")
+
+	e.mustRun("sync", "ch")
+	want := map[string]string{"m1": "S", "m2": "", "m3": "FS", "only-server": "", "only-local": "R"}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+	e.wantLocal("Lists", map[string]string{"l1": "S"})
+	c.wantServer("Lists", map[string]string{"l1": "S"})
+	for box, n := range map[string]uint32{"INBOX": 5, "Lists": 1} {
+		if got := c.selectBox(box, true).NumMessages; got != n {
+			t.Errorf("server %s holds %d messages, want %d: a message was copied twice", box, got, n)
+		}
+	}
+	// mbsync's names and UIDs stay: a file is renamed for its flags only.
+	for i, m := range []string{"m1", "m2", "m3"} {
+		base := fmt.Sprintf("1700000000.%d_1.host,U=%d:2,", i, i+1)
+		if p := e.local("INBOX")[m].path; !strings.HasPrefix(filepath.Base(p), base) {
+			t.Errorf("%s is now %s, want the name %s<flags>", m, filepath.Base(p), base)
+		}
+	}
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+}

@@ -283,6 +283,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 			return err
 		}
 	}
+	if err := b.pairExisting(ctx, &rep, opts); err != nil {
+		return err
+	}
 	if rep[Far].Unchanged && rep[Near].Unchanged && !b.expungePending(opts) {
 		b.res.Skipped = "unchanged"
 		if !dry && (b.meta.Deleted[Far] < 0 || b.meta.Deleted[Near] < 0 || b.meta.Owner.FarStore == "") {

@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// addBody adds a message with exactly body (LF line ends) to box.
+func addBody(t testing.TB, s Store, box, body string, flags Flag) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.CreateMailbox(ctx, box); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := s.OpenMailbox(ctx, box, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	st, err := mb.Stage(ctx, NewMessage{Flags: flags, Body: strings.NewReader(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := mb.Commit(ctx, []Staged{st}); err != nil || res[0].Err != nil {
+		t.Fatalf("commit: %v %v", err, res)
+	}
+}
+
+// A first sync where both sides already hold the same messages (a Maildir
+// made by another tool, a lost state file) copies only what one side lacks,
+// and merges the flags of the messages it pairs.
+func TestFirstSyncPairsWhatBothSidesHold(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", FlagSeen)
+		addMsg(t, far, "INBOX", "b", 0)
+		addMsg(t, far, "INBOX", "c", FlagFlagged)
+		addMsg(t, far, "INBOX", "d", 0)
+		addMsg(t, near, "INBOX", "a", FlagSeen)
+		addMsg(t, near, "INBOX", "b", FlagReplied)
+		addMsg(t, near, "INBOX", "c", FlagSeen)
+		addMsg(t, near, "INBOX", "e", FlagFlagged)
+		res := mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "a:S b:R c:FS d: e:F")
+		if res.Copied != [2]int{1, 1} {
+			t.Fatalf("copied %v, want one each way (d and e): %+v", res.Copied, res.Counts)
+		}
+		res = mustSync(t, spec, RunOptions{})
+		if res.Copied != [2]int{} || res.Flagged != [2]int{} || res.Deleted != [2]int{} {
+			t.Fatalf("second run not idempotent: %+v", res.Counts)
+		}
+	})
+}
+
+// Only the same Message-ID and the same size pair messages: a changed
+// version, or a message without a Message-ID, is copied (never left out),
+// and a Message-ID held twice on one side pairs once.
+func TestFirstSyncPairsOnlyIdentical(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addBody(t, far, "INBOX", "Message-ID: <v@test>\nSubject: v1\n\nfirst version\n", 0)
+		addBody(t, near, "INBOX", "Message-ID: <v@test>\nSubject: v2\n\nthe second, longer version\n", 0)
+		addBody(t, far, "INBOX", "Subject: noid\n\nno Message-ID here\n", 0)
+		addBody(t, near, "INBOX", "Subject: noid\n\nno Message-ID here\n", 0)
+		addMsg(t, far, "INBOX", "twice", 0)
+		addMsg(t, far, "INBOX", "twice", 0)
+		addMsg(t, near, "INBOX", "twice", FlagSeen)
+		// CRLF in a file and LF in the other are the same message.
+		addBody(t, far, "INBOX", "Message-ID: <crlf@test>\nSubject: crlf\n\nline\n", 0)
+		addBody(t, near, "INBOX", "Message-ID: <crlf@test>\r\nSubject: crlf\r\n\r\nline\r\n", 0)
+		mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "crlf: noid: noid: twice: twice:S v1: v2:")
+	})
+}
+
+// A pull as the first run pairs too: the Maildir does not get a second copy
+// of what it has, and a later sync pushes only what the far side lacks.
+func TestFirstPullPairs(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", 0)
+		addMsg(t, far, "INBOX", "b", 0)
+		addMsg(t, near, "INBOX", "a", 0)
+		addMsg(t, near, "INBOX", "local", 0)
+		res := mustSync(t, spec, RunOptions{Mode: ModePull})
+		if res.Copied != [2]int{Near: 1} {
+			t.Fatalf("pull copied %v, want b only: %+v", res.Copied, res.Counts)
+		}
+		if got := view(t, near, "INBOX"); got != "a: b: local:" {
+			t.Fatalf("near after pull: %s", got)
+		}
+		res = mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "a: b: local:")
+		if res.Copied != [2]int{Far: 1} {
+			t.Fatalf("sync copied %v, want local only: %+v", res.Copied, res.Counts)
+		}
+	})
+}
+
+// Killed at any journal step of a first sync where both sides hold mail,
+// the next run still ends with every message once on each side.
+func TestFirstSyncCrashAtEveryStep(t *testing.T) {
+	for _, k := range storeKinds {
+		t.Run(k.name, func(t *testing.T) {
+			build := func() ChannelSpec {
+				far, near := k.mk()
+				spec := testSpec(t.TempDir(), far, near)
+				for i := 1; i <= 6; i++ {
+					addMsg(t, far, "INBOX", fmt.Sprintf("both%d", i), FlagSeen*Flag(i%2))
+					addMsg(t, near, "INBOX", fmt.Sprintf("both%d", i), FlagFlagged*Flag(i%3/2))
+				}
+				addMsg(t, far, "INBOX", "far1", 0)
+				addMsg(t, far, "INBOX", "far2", FlagSeen)
+				addMsg(t, near, "INBOX", "near1", FlagReplied)
+				addMsg(t, near, "INBOX", "near2", 0)
+				return spec
+			}
+			ref := build()
+			var lines atomic.Int64
+			mustSync(t, ref, RunOptions{journalLines: &lines})
+			want := view(t, ref.Far, "INBOX")
+			checkEqual(t, ref, "INBOX", want)
+			if strings.Count(want, "both1:") != 1 || strings.Count(want, "far1:") != 1 {
+				t.Fatalf("reference run duplicated: %s", want)
+			}
+			steps := int(lines.Load())
+			if steps < 4 {
+				t.Fatalf("scenario has only %d journal steps", steps)
+			}
+			for n := 1; n <= steps; n++ {
+				spec := build()
+				res := SyncChannel(context.Background(), spec, RunOptions{CrashAfter: n})
+				crashed := false
+				for _, m := range res.Mailboxes {
+					crashed = crashed || errors.Is(m.Err, errCrash)
+				}
+				if !crashed {
+					t.Fatalf("step %d: no crash happened", n)
+				}
+				mustSync(t, spec, RunOptions{})
+				checkEqual(t, spec, "INBOX", want)
+				res = mustSync(t, spec, RunOptions{})
+				if res.Copied != [2]int{} || res.Deleted != [2]int{} {
+					t.Fatalf("step %d: run after resume not idempotent: %+v", n, res.Counts)
+				}
+			}
+		})
+	}
+}
+
+func TestCRLFSizer(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"", 0}, {"a", 1}, {"a\n", 3}, {"a\r\n", 3}, {"\n\n", 4}, {"\r\n\r\n", 4}, {"a\rb\n", 5}, {"x\r", 2},
+	} {
+		for chunk := 1; chunk <= 3; chunk++ {
+			c := &crlfSizer{r: &chunkReader{s: tc.in, n: chunk}}
+			buf := make([]byte, 8)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					break
+				}
+			}
+			if got := c.size(); got != tc.want {
+				t.Errorf("%q in chunks of %d: %d, want %d", tc.in, chunk, got, tc.want)
+			}
+		}
+	}
+}
+
+// chunkReader returns s n bytes at a time, so that a CR and its LF can fall
+// into different reads.
+type chunkReader struct {
+	s string
+	n int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.s)
+	r.s = r.s[k:]
+	return k, nil
+}
