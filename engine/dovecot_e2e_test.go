@@ -326,7 +326,18 @@ func (w *wrapStore) wrap(mb engine.Mailbox, err error) (engine.Mailbox, error) {
 	if _, ok := mb.(engine.UIDKeeper); ok {
 		return wrapKeeper{wm}, nil
 	}
+	if _, ok := mb.(engine.Identifier); ok {
+		return wrapIdentifier{wm}, nil
+	}
 	return wm, nil
+}
+
+// wrapIdentifier forwards Identify (the IMAP store's), counting it.
+type wrapIdentifier struct{ *wrapMailbox }
+
+func (m wrapIdentifier) Identify(ctx context.Context, uids []engine.UID, fn func(engine.UID, io.Reader, int64) error) error {
+	m.w.calls.inc("Identify")
+	return m.Mailbox.(engine.Identifier).Identify(ctx, uids, fn)
 }
 
 type wrapMailbox struct {
