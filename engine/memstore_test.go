@@ -42,6 +42,10 @@ type memStore struct {
 	events *eventLog
 	// gates hold Fetch of the named mailboxes until released.
 	gates map[string]*gate
+	// pool, when set, is a connection pool: an open mailbox holds a slot
+	// until Close, and OpenMailbox waits for one (after openDelay[name]).
+	pool      chan struct{}
+	openDelay map[string]time.Duration
 }
 
 // gate holds an operation: started is closed when the first one arrives,
@@ -152,11 +156,26 @@ func (s *memStore) DeleteMailbox(ctx context.Context, name string) error {
 }
 
 func (s *memStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
+	if s.pool != nil {
+		select {
+		case <-time.After(s.openDelay[name]):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		select {
+		case s.pool <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: waiting for a free connection: %w", s.name, ctx.Err())
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.count("OpenMailbox")
 	b := s.boxes[name]
 	if b == nil {
+		if s.pool != nil {
+			<-s.pool
+		}
 		return nil, fmt.Errorf("%s: %w", name, ErrNoMailbox)
 	}
 	return &memMailbox{s: s, b: b, name: name, ro: readOnly, st: s.statusLocked(b), gate: s.gates[name]}, nil
@@ -438,6 +457,8 @@ func (m *memMailbox) Close() error {
 	defer m.s.mu.Unlock()
 	if m.closed {
 		m.s.count("doubleClose")
+	} else if m.s.pool != nil {
+		<-m.s.pool
 	}
 	m.closed = true
 	m.s.count("Close")

@@ -69,3 +69,38 @@ func TestSlowMailboxDoesNotHoldUpTheOthers(t *testing.T) {
 		}
 	}
 }
+
+// Two stores with connection pools smaller than the number of pairs running
+// at once: a pair must not hold one store's connection while it waits for
+// the other's in the opposite order of another pair, or both wait for
+// ever. The delays make the opposite orders happen: A and B get the near
+// side's two connections first, C and D the far side's.
+func TestPooledStoresDoNotDeadlock(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	far.reserve, near.reserve = true, true
+	boxes := []string{"A", "B", "C", "D"}
+	for _, box := range boxes {
+		addMsg(t, far, box, box+"1", 0)
+		addMsg(t, near, box, box+"2", 0)
+	}
+	const late = 100 * time.Millisecond
+	far.pool, near.pool = make(chan struct{}, 2), make(chan struct{}, 2)
+	far.openDelay = map[string]time.Duration{"A": late, "B": late}
+	near.openDelay = map[string]time.Duration{"C": late, "D": late}
+	spec := testSpec(t.TempDir(), far, near)
+	spec.MaxParallel = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := SyncChannel(ctx, spec, RunOptions{})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			t.Fatalf("%s: %v (deadlocked until the timeout?)", m.Mailbox, m.Err)
+		}
+	}
+	for _, box := range boxes {
+		checkEqual(t, spec, box, box+"1: "+box+"2:")
+	}
+}

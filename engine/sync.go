@@ -146,6 +146,19 @@ func bothSides(fn func(s Side)) {
 	wg.Wait()
 }
 
+// farThenNear runs fn for the far side, then for the near side.
+func farThenNear(fn func(s Side)) {
+	fn(Far)
+	fn(Near)
+}
+
+// isLocal says whether a store keeps its mailboxes on this machine (no
+// connections to wait for).
+func isLocal(s Store) bool {
+	_, ok := s.(LocalStore)
+	return ok
+}
+
 func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	dry := b.opt.DryRun
 	var err error
@@ -206,8 +219,19 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 
 	// Both sides at once: selecting a large IMAP mailbox and scanning a large
 	// Maildir folder each take a good part of a run, on different machines.
+	// Not when both stores are remote: each then hands out connections from a
+	// pool that can be smaller than the number of pairs running (an IMAP
+	// store keeps to two on a near server), and a pair holding one store's
+	// last connection while it waits for the other's, with another pair
+	// doing the opposite, would wait for ever. Far first, then near, is one
+	// order for every pair, so whoever holds a near connection holds a far
+	// one and can finish.
+	open := bothSides
+	if !isLocal(b.spec.Far) && !isLocal(b.spec.Near) {
+		open = farThenNear
+	}
 	var openErr [2]error
-	bothSides(func(s Side) {
+	open(func(s Side) {
 		if missing[s] {
 			return
 		}
