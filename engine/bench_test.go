@@ -385,3 +385,39 @@ func pprofOn(on bool) {
 		pprof.SetGoroutineLabels(context.Background())
 	}
 }
+
+// BenchmarkFirstSyncPairing100k: a Maildir↔Maildir pair of 100 000 messages
+// each, synced before, whose state file is removed before each run: the run
+// pairs every message by Message-ID and size (reading every file of both
+// sides) and copies none. QUIXYSYNC_BENCH_DIR as for BenchmarkLocalChanges100k.
+func BenchmarkFirstSyncPairing100k(b *testing.B) {
+	dir := os.Getenv("QUIXYSYNC_BENCH_DIR")
+	var spec engine.ChannelSpec
+	if dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "near")); err == nil {
+			spec = engine.TestSpecFor(dir, benchMaildir(b, "far", filepath.Join(dir, "far")), benchMaildir(b, "near", filepath.Join(dir, "near")))
+		}
+	} else {
+		dir = b.TempDir()
+	}
+	if spec.Near == nil {
+		spec, _ = benchPair(b, dir, []string{"INBOX"}, bench100k)
+	}
+	statePath, err := engine.StatePath(spec, "INBOX")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := os.Remove(statePath); err != nil {
+			b.Fatal(err)
+		}
+		res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+		if err := mailboxErr(res); err != nil {
+			b.Fatal(err)
+		}
+		if res.Counts.Copied != [2]int{} {
+			b.Fatalf("copied %v: not paired", res.Counts.Copied)
+		}
+	}
+}

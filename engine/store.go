@@ -109,7 +109,8 @@ type Mailbox interface {
 	// ascending. It is how removals are found without listing every message.
 	UIDs(ctx context.Context, below UID) ([]UID, error)
 	// Fetch streams the bytes of each message in canonical form (LF line endings)
-	// to fn, in any order; fn must consume r before returning. UIDs that no longer
+	// to fn, one message at a time, in any order; fn must consume r before
+	// returning. UIDs that no longer
 	// exist are skipped (fn is not called for them). An error from fn stops the
 	// fetch and is returned.
 	Fetch(ctx context.Context, uids []UID, fn func(uid UID, r io.Reader) error) error
@@ -139,8 +140,8 @@ type Mailbox interface {
 // it streams, for each of uids, the message's header (at least its
 // Message-ID field) and its size with CRLF line ends, without the body
 // where the store can avoid reading it (IMAP: RFC822.SIZE and
-// BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]). fn must consume header. UIDs that
-// no longer exist are skipped. Mailboxes without it are read with Fetch.
+// BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]). fn is called for one message at a
+// time and must consume header. UIDs that no longer exist are skipped. Mailboxes without it are read with Fetch.
 type Identifier interface {
 	Identify(ctx context.Context, uids []UID, fn func(uid UID, header io.Reader, crlfSize int64) error) error
 }
