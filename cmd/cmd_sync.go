@@ -169,9 +169,11 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 // one IMAP side, twice its `connections` pairs run, so that pairs finishing
 // locally or scanning their Maildir folder do not keep the connections idle;
 // those over the limit wait for a connection while they open. With two IMAP
-// sides, no more than the smaller limit: a pair holding one store's
-// connection while waiting for the other's could wait for ever on a pair
-// doing the opposite. 0 (no IMAP side) means the engine's default.
+// sides, no more than the smaller limit, since a pair needs one connection
+// of each (the engine takes them far first, then near, so that two pairs
+// cannot each hold what the other waits for; a near server's pool of two
+// can still be smaller than this). 0 (no IMAP side) means the engine's
+// default.
 func maxParallel(cfg *channel.Config, ch *channel.Channel) int {
 	n, sides := 0, 0
 	for _, ref := range []string{ch.Far, ch.Near} {
