@@ -40,7 +40,9 @@ func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options)
 			return nil // an initial pull or push: nothing to pair with
 		}
 	}
-	var cand [2][]Message
+	// Everything here is sized for a first sync of 100 000 messages a side:
+	// UIDs and 20-byte keys in slices, no map per message.
+	var cand [2][]UID
 	for _, s := range []Side{Far, Near} {
 		has, _ := uidSet(func(yield func(UID)) {
 			for _, p := range b.st.Pairs {
@@ -51,77 +53,115 @@ func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options)
 		})
 		for _, m := range rep[s].Messages {
 			if !has(m.UID) {
-				cand[s] = append(cand[s], m)
+				cand[s] = append(cand[s], m.UID)
 			}
 		}
 		if len(cand[s]) == 0 {
 			return nil
 		}
 	}
-	var keys [2]map[UID]identKey
+	var keyed [2][]keyedUID
 	for _, s := range []Side{Far, Near} {
-		uids := make([]UID, len(cand[s]))
-		for i, m := range cand[s] {
-			uids[i] = m.UID
-		}
-		k, err := identify(ctx, b.mb[s], uids)
+		k, err := identify(ctx, b.mb[s], cand[s])
 		if err != nil {
 			return fmt.Errorf("pairing the messages both sides hold: the %s side: %w", s, err)
 		}
-		keys[s] = k
+		keyed[s] = k
 	}
-	// Near messages by key, in UID order (cand is in listing order; sort it).
-	byKey := map[identKey][]Message{}
-	slices.SortFunc(cand[Near], func(a, b Message) int { return cmpUID(a.UID, b.UID) })
-	for _, m := range cand[Near] {
-		if k, ok := keys[Near][m.UID]; ok {
-			byKey[k] = append(byKey[k], m)
+	nCand := [2]int{len(cand[Far]), len(cand[Near])}
+	cand = [2][]UID{}
+	// Far messages in UID order each take the near message of their key
+	// with the lowest UID not taken yet.
+	near := keyed[Near]
+	slices.SortFunc(near, func(a, b keyedUID) int {
+		if c := bytes.Compare(a.key[:], b.key[:]); c != 0 {
+			return c
 		}
-	}
-	slices.SortFunc(cand[Far], func(a, b Message) int { return cmpUID(a.UID, b.UID) })
+		return cmpUID(a.uid, b.uid)
+	})
+	taken := make([]bool, len(near))
+	far := keyed[Far]
+	slices.SortFunc(far, func(a, b keyedUID) int { return cmpUID(a.uid, b.uid) })
+	flags := [2]func(UID) Flag{flagsByUID(rep[Far].Messages), flagsByUID(rep[Near].Messages)}
 	paired := 0
-	for _, fm := range cand[Far] {
-		k, ok := keys[Far][fm.UID]
-		if !ok || len(byKey[k]) == 0 {
+	for _, f := range far {
+		i, _ := slices.BinarySearchFunc(near, f.key, func(e keyedUID, k identKey) int { return bytes.Compare(e.key[:], k[:]) })
+		for i < len(near) && near[i].key == f.key && taken[i] {
+			i++
+		}
+		if i == len(near) || near[i].key != f.key {
 			continue
 		}
-		nm := byKey[k][0]
-		byKey[k] = byKey[k][1:]
-		b.st.Pairs = append(b.st.Pairs, Pair{Far: fm.UID, Near: nm.UID, Flags: fm.Flags & nm.Flags})
+		taken[i] = true
+		n := near[i].uid
+		b.st.Pairs = append(b.st.Pairs, Pair{Far: f.uid, Near: n, Flags: flags[Far](f.uid) & flags[Near](n)})
 		paired++
 	}
 	if paired > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
 		b.log.Info("paired messages both sides already hold (same Message-ID and size); only the others are copied",
-			"mailbox", b.name, "paired", paired, "far_unpaired", len(cand[Far])-paired, "near_unpaired", len(cand[Near])-paired)
+			"mailbox", b.name, "paired", paired, "far_unpaired", nCand[Far]-paired, "near_unpaired", nCand[Near]-paired)
 	}
 	return nil
 }
 
-// identKey is what a first sync pairs messages by: a hash of the Message-ID
-// and the size in CRLF form. 16 bytes per message instead of the ID itself
-// keep a mailbox of 100 000 messages at a few MiB; two different messages
-// share a key with a chance of about n²/2¹²⁹.
+// flagsByUID looks a listed message's flags up by UID: by binary search in
+// msgs when they are in UID order (as the stores list them), else in a
+// sorted copy of UIDs and flags.
+func flagsByUID(msgs []Message) func(UID) Flag {
+	type uf struct {
+		uid   UID
+		flags Flag
+	}
+	if slices.IsSortedFunc(msgs, func(a, b Message) int { return cmpUID(a.UID, b.UID) }) {
+		return func(u UID) Flag {
+			i, ok := slices.BinarySearchFunc(msgs, u, func(m Message, u UID) int { return cmpUID(m.UID, u) })
+			if !ok {
+				return 0
+			}
+			return msgs[i].Flags
+		}
+	}
+	s := make([]uf, len(msgs))
+	for i, m := range msgs {
+		s[i] = uf{m.UID, m.Flags}
+	}
+	slices.SortFunc(s, func(a, b uf) int { return cmpUID(a.uid, b.uid) })
+	return func(u UID) Flag {
+		i, ok := slices.BinarySearchFunc(s, u, func(e uf, u UID) int { return cmpUID(e.uid, u) })
+		if !ok {
+			return 0
+		}
+		return s[i].flags
+	}
+}
+
+// identKey is what a first sync pairs messages by: a hash of the size in
+// CRLF form and the Message-ID. 16 bytes per message instead of the ID
+// itself keep a mailbox of 100 000 messages at a few MiB; two different
+// messages share a key with a chance of about n²/2¹²⁹.
 type identKey [16]byte
 
-func keyOf(id string, size int64) identKey {
-	h := sha256.New()
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(size))
-	h.Write(n[:])
-	io.WriteString(h, id)
-	var k identKey
-	copy(k[:], h.Sum(nil))
-	return k
+// keyedUID is a message and its key.
+type keyedUID struct {
+	key identKey
+	uid UID
 }
 
 // identify returns the key of each of uids that has a Message-ID.
-func identify(ctx context.Context, mb Mailbox, uids []UID) (map[UID]identKey, error) {
-	out := make(map[UID]identKey, len(uids))
+func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
+	out := make([]keyedUID, 0, len(uids))
+	var buf []byte
 	add := func(uid UID, id string, size int64) {
-		if id != "" && size >= 0 {
-			out[uid] = keyOf(id, size)
+		if id == "" || size < 0 {
+			return
 		}
+		buf = binary.BigEndian.AppendUint64(buf[:0], uint64(size))
+		buf = append(buf, id...)
+		sum := sha256.Sum256(buf)
+		var k identKey
+		copy(k[:], sum[:])
+		out = append(out, keyedUID{k, uid})
 	}
 	// One reader for all messages: fn is called for one message at a time.
 	br := bufio.NewReaderSize(nil, 4096)
