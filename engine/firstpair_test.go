@@ -45,7 +45,17 @@ func TestFirstSyncPairsWhatBothSidesHold(t *testing.T) {
 		addMsg(t, near, "INBOX", "b", FlagReplied)
 		addMsg(t, near, "INBOX", "c", FlagSeen)
 		addMsg(t, near, "INBOX", "e", FlagFlagged)
-		res := mustSync(t, spec, RunOptions{})
+		// A dry run, as a careful user makes before the first real one,
+		// already shows the pairing and changes nothing.
+		before := [2]string{view(t, far, "INBOX"), view(t, near, "INBOX")}
+		res := mustSync(t, spec, RunOptions{DryRun: true})
+		if res.Copied != [2]int{1, 1} {
+			t.Fatalf("dry run would copy %v, want one each way: %+v", res.Copied, res.Counts)
+		}
+		if after := [2]string{view(t, far, "INBOX"), view(t, near, "INBOX")}; after != before {
+			t.Fatalf("dry run changed the mailboxes: %v → %v", before, after)
+		}
+		res = mustSync(t, spec, RunOptions{})
 		checkEqual(t, spec, "INBOX", "a:S b:R c:FS d: e:F")
 		if res.Copied != [2]int{1, 1} {
 			t.Fatalf("copied %v, want one each way (d and e): %+v", res.Copied, res.Counts)
