@@ -148,12 +148,19 @@ type keyedUID struct {
 	uid UID
 }
 
-// identify returns the key of each of uids that has a Message-ID.
+// identify returns the key of each of uids that has a Message-ID. Whatever
+// else a store reports (a server's answer for a UID not asked for, one UID
+// twice) is left out: a message must not be paired twice.
 func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
 	out := make([]keyedUID, 0, len(uids))
+	asked, _ := uidSet(func(yield func(UID)) {
+		for _, u := range uids {
+			yield(u)
+		}
+	})
 	var buf []byte
 	add := func(uid UID, id string, size int64) {
-		if id == "" || size < 0 {
+		if id == "" || size < 0 || !asked(uid) {
 			return
 		}
 		buf = binary.BigEndian.AppendUint64(buf[:0], uint64(size))
@@ -165,24 +172,28 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
 	}
 	// One reader for all messages: fn is called for one message at a time.
 	br := bufio.NewReaderSize(nil, 4096)
+	var err error
 	if idf, ok := mb.(Identifier); ok {
-		err := idf.Identify(ctx, uids, func(uid UID, header io.Reader, size int64) error {
+		err = idf.Identify(ctx, uids, func(uid UID, header io.Reader, size int64) error {
 			br.Reset(header)
 			id := readMessageID(br)
 			_, err := io.Copy(io.Discard, br)
 			add(uid, id, size)
 			return err
 		})
-		return out, err
+	} else {
+		err = mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
+			cr := &crlfSizer{r: r}
+			br.Reset(cr)
+			id := readMessageID(br)
+			_, err := io.Copy(io.Discard, br)
+			add(uid, id, cr.size())
+			return err
+		})
 	}
-	err := mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
-		cr := &crlfSizer{r: r}
-		br.Reset(cr)
-		id := readMessageID(br)
-		_, err := io.Copy(io.Discard, br)
-		add(uid, id, cr.size())
-		return err
-	})
+	// The first answer for a UID counts.
+	slices.SortStableFunc(out, func(a, b keyedUID) int { return cmpUID(a.uid, b.uid) })
+	out = slices.CompactFunc(out, func(a, b keyedUID) bool { return a.uid == b.uid })
 	return out, err
 }
 

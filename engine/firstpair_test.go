@@ -2,9 +2,12 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,4 +202,46 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	k := copy(p[:min(len(p), r.n)], r.s)
 	r.s = r.s[k:]
 	return k, nil
+}
+
+// identifyAnswers is a Mailbox whose Identify answers as a careless server
+// might: a UID twice (the first answer counts), one not asked for, one
+// without a size.
+type identifyAnswers struct{ Mailbox }
+
+func (identifyAnswers) Identify(ctx context.Context, uids []UID, fn func(UID, io.Reader, int64) error) error {
+	for _, a := range []struct {
+		uid  UID
+		id   string
+		size int64
+	}{{1, "<a@x>", 10}, {2, "<b@x>", 20}, {2, "<c@x>", 30}, {99, "<d@x>", 40}, {3, "<e@x>", -1}, {4, "", 50}} {
+		h := "Message-ID: " + a.id + "\r\n\r\n"
+		if a.id == "" {
+			h = "\r\n"
+		}
+		if err := fn(a.uid, strings.NewReader(h), a.size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestIdentifyKeepsToWhatWasAsked(t *testing.T) {
+	got, err := identify(context.Background(), identifyAnswers{}, []UID{1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []keyedUID{{keyOfTest("<a@x>", 10), 1}, {keyOfTest("<b@x>", 20), 2}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("identify: %v, want %v", got, want)
+	}
+}
+
+// keyOfTest computes a key the way identify does, independently.
+func keyOfTest(id string, size int64) identKey {
+	b := binary.BigEndian.AppendUint64(nil, uint64(size))
+	sum := sha256.Sum256(append(b, id...))
+	var k identKey
+	copy(k[:], sum[:])
+	return k
 }
