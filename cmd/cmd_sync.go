@@ -292,9 +292,18 @@ func mailboxLine(mr engine.MailboxResult) string {
 		return mr.Skipped
 	}
 	c := mr.Counts
-	return fmt.Sprintf("copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d%s",
+	return fmt.Sprintf("copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d%s%s",
 		c.Copied[engine.Near], c.Copied[engine.Far], c.Flagged[engine.Near], c.Flagged[engine.Far],
-		c.Deleted[engine.Near], c.Deleted[engine.Far], createdNote(c))
+		c.Deleted[engine.Near], c.Deleted[engine.Far], createdNote(c), pairedNote(c))
+}
+
+// pairedNote tells, after a first sync, how many messages both sides already
+// held: what a user moving from another tool wants to see was not copied.
+func pairedNote(c engine.Counts) string {
+	if c.Paired == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %s already on both sides", count(c.Paired, "message"))
 }
 
 func createdNote(c engine.Counts) string {
@@ -312,11 +321,11 @@ func createdNote(c engine.Counts) string {
 }
 
 func summaryLine(name string, c engine.Counts, errs int) string {
-	return fmt.Sprintf("%s: copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d, created %s, %s",
+	return fmt.Sprintf("%s: copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d, created %s, %s%s",
 		name, c.Copied[engine.Near], c.Copied[engine.Far], c.Flagged[engine.Near], c.Flagged[engine.Far],
 		c.Deleted[engine.Near], c.Deleted[engine.Far],
 		count(c.Created[engine.Near]+c.Created[engine.Far], "mailbox"),
-		count(errs, "error"))
+		count(errs, "error"), pairedNote(c))
 }
 
 // channelCounts totals a channel's counts. The engine counts per mailbox
@@ -342,6 +351,7 @@ func channelCounts(r engine.ChannelResult, dry bool) engine.Counts {
 			sum.Deleted[s] += c.Deleted[s]
 			sum.Created[s] += c.Created[s]
 		}
+		sum.Paired += c.Paired
 	}
 	if dry {
 		return sum
@@ -358,7 +368,7 @@ func channelCounts(r engine.ChannelResult, dry bool) engine.Counts {
 // planCounts is what a plan would do; creation is not part of a plan, so it
 // is kept from the engine's counts.
 func planCounts(p *engine.Plan, c engine.Counts) engine.Counts {
-	out := engine.Counts{Created: c.Created}
+	out := engine.Counts{Created: c.Created, Paired: c.Paired}
 	for s := 0; s < 2; s++ {
 		out.Copied[s] = len(p.Copies[s])
 		out.Flagged[s] = len(flaggedUIDs(p.Flags[s]))
@@ -390,6 +400,9 @@ func writePlan(w io.Writer, ch string, mr engine.MailboxResult, verbose bool) {
 		if mr.Created[s] > 0 {
 			add("create the mailbox on the %s side", s)
 		}
+	}
+	if mr.Paired > 0 {
+		add("pair %s both sides already hold (same Message-ID and size): not copied", count(mr.Paired, "message"))
 	}
 	if p := mr.Plan; p != nil {
 		for _, s := range []engine.Side{engine.Near, engine.Far} {

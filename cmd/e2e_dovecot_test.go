@@ -1545,7 +1545,18 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 	e.addLocal("INBOX", "only-local", "R")
 	e.addLocal("Lists", "l1", "")
 
-	e.mustRun("sync", "ch")
+	stdout, _ := e.mustRun("sync", "--dry-run", "ch")
+	for _, want := range []string{
+		"ch:INBOX:\n  pair 3 messages both sides already hold (same Message-ID and size): not copied\n",
+		"ch:Lists:\n  pair 1 message both sides already hold",
+		"ch (dry run): copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, 0 errors, 4 messages already on both sides\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("dry run output %q lacks %q", stdout, want)
+		}
+	}
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, 0 errors, 4 messages already on both sides")
 	want := map[string]string{"m1": "S", "m2": "", "m3": "FS", "only-server": "", "only-local": "R"}
 	e.wantLocal("INBOX", want)
 	c.wantServer("INBOX", want)
@@ -1563,6 +1574,9 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 			t.Errorf("%s is now %s, want the name %s<flags>", m, filepath.Base(p), base)
 		}
 	}
-	stdout, _ := e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+	stdout, _ = e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, 0 errors")
+	if strings.Contains(stdout, "already on both sides") {
+		t.Errorf("a later run still reports paired messages: %q", stdout)
+	}
 }

@@ -97,6 +97,7 @@ func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options)
 		b.st.Pairs = append(b.st.Pairs, Pair{Far: f.uid, Near: n, Flags: flags[Far](f.uid) & flags[Near](n)})
 		paired++
 	}
+	b.res.Paired = paired
 	if paired > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
 		b.log.Info("paired messages both sides already hold (same Message-ID and size); only the others are copied",

@@ -115,6 +115,9 @@ type Counts struct {
 	// Failed counts messages that could not be copied to that side (they stay
 	// pending and are retried next run).
 	Failed [2]int
+	// Paired counts messages a first sync found on both sides already and
+	// paired instead of copying (see pairExisting).
+	Paired int
 }
 
 func (c *Counts) add(o Counts) {
@@ -125,6 +128,7 @@ func (c *Counts) add(o Counts) {
 		c.Created[s] += o.Created[s]
 		c.Failed[s] += o.Failed[s]
 	}
+	c.Paired += o.Paired
 }
 
 // MailboxResult is the outcome for one mailbox pair.
