@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/cyrustest"
 	"github.com/quixysync/quixysync/internal/dovecottest"
 	"github.com/quixysync/quixysync/store/imap"
 	"github.com/quixysync/quixysync/store/storetest"
@@ -72,6 +73,36 @@ func TestContractDovecot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestContractCyrus runs the contract against a private Cyrus IMAP, a second
+// real server with its own answers (CONDSTORE, UIDPLUS, QRESYNC offered,
+// LOGINDISABLED-free plain IMAP on loopback). Skipped where Cyrus is not
+// installed, unless QUIXYSYNC_REQUIRE_CYRUS=1 (.ci/run sets it).
+func TestContractCyrus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Cyrus; skipped in -short mode")
+	}
+	if err := cyrustest.Available(); err != nil {
+		cyrustest.Skip(t, err)
+	}
+	srv, err := cyrustest.Start(map[string]string{"carol": "carol-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	storetest.Run(t, opener(imap.Config{
+		Name:     "imap.cyrus",
+		Host:     srv.Host,
+		Port:     srv.Port,
+		TLS:      "none",
+		User:     "carol",
+		Password: password("carol-pw"),
+	}), storetest.Caps{CondStore: true, UIDPlus: true})
 }
 
 // TestContractMemServer runs the contract against go-imap's in-memory server:
