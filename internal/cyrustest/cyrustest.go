@@ -234,7 +234,8 @@ func (s *Server) launch() error {
 		return fmt.Errorf("cyrustest: starting master: %w", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- s.cmd.Wait() }()
+	cmd := s.cmd // Stop clears the field while this goroutine may still wait
+	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
