@@ -22,21 +22,7 @@ import (
 // state gone (the messages both sides hold are paired, none copied). Skipped
 // where Cyrus is not installed, unless QUIXYSYNC_REQUIRE_CYRUS=1 (.ci/run).
 func TestE2ECyrus(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Cyrus; skipped in -short mode")
-	}
-	if err := cyrustest.Available(); err != nil {
-		cyrustest.Skip(t, err)
-	}
-	cy, err := cyrustest.Start(map[string]string{"dave": "dave-pw"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cy.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cy := cyrustest.ForTest(t, map[string]string{"dave": "dave-pw"})
 	dir := isolate(t)
 	e := &e2e{t: t, dir: dir, mail: filepath.Join(dir, "Mail")}
 	e.cfg = writeFile(t, filepath.Join(dir, "quixysync.toml"), fmt.Sprintf(`

@@ -13,27 +13,6 @@ import (
 	"testing"
 )
 
-// addBody adds a message with exactly body (LF line ends) to box.
-func addBody(t testing.TB, s Store, box, body string, flags Flag) {
-	t.Helper()
-	ctx := context.Background()
-	if err := s.CreateMailbox(ctx, box); err != nil {
-		t.Fatal(err)
-	}
-	mb, err := s.OpenMailbox(ctx, box, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
-	st, err := mb.Stage(ctx, NewMessage{Flags: flags, Body: strings.NewReader(body)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res, err := mb.Commit(ctx, []Staged{st}); err != nil || res[0].Err != nil {
-		t.Fatalf("commit: %v %v", err, res)
-	}
-}
-
 // A first sync where both sides already hold the same messages (a Maildir
 // made by another tool, a lost state file) copies only what one side lacks,
 // and merges the flags of the messages it pairs.

@@ -16,6 +16,13 @@ import (
 
 func addMsg(t testing.TB, s Store, box, subject string, flags Flag) UID {
 	t.Helper()
+	return addBody(t, s, box, msgBody(subject), flags)
+}
+
+// addBody adds a message with exactly body (LF line ends) to box, creating
+// box if needed, and returns its UID.
+func addBody(t testing.TB, s Store, box, body string, flags Flag) UID {
+	t.Helper()
 	ctx := context.Background()
 	if err := s.CreateMailbox(ctx, box); err != nil {
 		t.Fatal(err)
@@ -25,7 +32,7 @@ func addMsg(t testing.TB, s Store, box, subject string, flags Flag) UID {
 		t.Fatal(err)
 	}
 	defer mb.Close()
-	st, err := mb.Stage(ctx, NewMessage{Flags: flags, Body: strings.NewReader(msgBody(subject))})
+	st, err := mb.Stage(ctx, NewMessage{Flags: flags, Body: strings.NewReader(body)})
 	if err != nil {
 		t.Fatal(err)
 	}

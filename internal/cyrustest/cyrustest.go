@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -311,17 +312,36 @@ func (s *Server) Stop() error {
 	return err
 }
 
+// ForTest starts a server with users for the test t and stops it when t
+// ends. It skips t in -short mode and where Cyrus is not available (see
+// Skip).
+func ForTest(t testing.TB, users map[string]string) *Server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Cyrus; skipped in -short mode")
+	}
+	if err := Available(); err != nil {
+		Skip(t, err)
+	}
+	s, err := Start(users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
 // RequireEnv, set to 1 (as .ci/run does once it installed Cyrus), turns a
 // missing Cyrus from a skip into a failure.
 const RequireEnv = "QUIXYSYNC_REQUIRE_CYRUS"
 
 // Skip skips t because Cyrus is not available (why), or fails it when
 // RequireEnv is set.
-func Skip(t interface {
-	Helper()
-	Skipf(string, ...any)
-	Fatalf(string, ...any)
-}, why error) {
+func Skip(t testing.TB, why error) {
 	t.Helper()
 	if os.Getenv(RequireEnv) == "1" {
 		t.Fatalf("%s=1 but Cyrus is not available: %v", RequireEnv, why)

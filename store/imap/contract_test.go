@@ -80,21 +80,7 @@ func TestContractDovecot(t *testing.T) {
 // LOGINDISABLED-free plain IMAP on loopback). Skipped where Cyrus is not
 // installed, unless QUIXYSYNC_REQUIRE_CYRUS=1 (.ci/run sets it).
 func TestContractCyrus(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Cyrus; skipped in -short mode")
-	}
-	if err := cyrustest.Available(); err != nil {
-		cyrustest.Skip(t, err)
-	}
-	srv, err := cyrustest.Start(map[string]string{"carol": "carol-pw"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	srv := cyrustest.ForTest(t, map[string]string{"carol": "carol-pw"})
 	storetest.Run(t, opener(imap.Config{
 		Name:     "imap.cyrus",
 		Host:     srv.Host,
