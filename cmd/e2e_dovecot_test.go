@@ -1531,9 +1531,17 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 			}
 		}
 	}
-	// As mbsync leaves them: its UIDs in the names, its .uidvalidity.
-	if err := os.WriteFile(filepath.Join(e.folder("INBOX"), ".uidvalidity"), []byte("1700000000\n3\n"), 0o600); err != nil {
-		t.Fatal(err)
+	// As mbsync leaves them: its UIDs in the names, its .uidvalidity, and
+	// its own state files (left alone).
+	mbsyncFiles := map[string]string{
+		".uidvalidity":         "1700000000\n3\n",
+		".mbsyncstate":         "FarUidValidity 1\nNearUidValidity 1700000000\nMaxPulledUid 3\n\n1 1 S\n",
+		".mbsyncstate.journal": "3\n",
+	}
+	for name, text := range mbsyncFiles {
+		if err := os.WriteFile(filepath.Join(e.folder("INBOX"), name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, m := range []struct{ id, flags string }{{"m1", "S"}, {"m2", ""}, {"m3", "S"}} {
 		name := fmt.Sprintf("1700000000.%d_1.host,U=%d:2,%s", i, i+1, m.flags)
@@ -1565,6 +1573,11 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 	for box, n := range map[string]uint32{"INBOX": 5, "Lists": 1} {
 		if got := c.selectBox(box, true).NumMessages; got != n {
 			t.Errorf("server %s holds %d messages, want %d: a message was copied twice", box, got, n)
+		}
+	}
+	for _, name := range []string{".mbsyncstate", ".mbsyncstate.journal"} {
+		if got, err := os.ReadFile(filepath.Join(e.folder("INBOX"), name)); err != nil || string(got) != mbsyncFiles[name] {
+			t.Errorf("mbsync's %s: %q %v, want it untouched", name, got, err)
 		}
 	}
 	// mbsync's names and UIDs stay: a file is renamed for its flags only.
