@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/quixysync/quixysync/engine"
 	"github.com/quixysync/quixysync/internal/cyrustest"
 )
 
@@ -82,7 +83,7 @@ expunge = "both"
 
 	// The state gone (a new machine, a lost file): paired, not copied.
 	for _, box := range []string{"INBOX", "Lists", "Lists/go"} {
-		if err := os.Remove(filepath.Join(e.folder(box), ".quixysync-state")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(filepath.Join(e.folder(box), engine.StateFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Fatal(err)
 		}
 	}

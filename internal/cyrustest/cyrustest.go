@@ -12,7 +12,6 @@
 package cyrustest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -294,10 +293,9 @@ func (s *Server) Stop() error {
 	if s.cmd != nil && s.cmd.Process != nil {
 		pgid := s.cmd.Process.Pid
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+		deadline := time.Now().Add(10 * time.Second)
 		for syscall.Kill(-pgid, 0) == nil {
-			if ctx.Err() != nil {
+			if time.Now().After(deadline) {
 				_ = syscall.Kill(-pgid, syscall.SIGKILL)
 				err = fmt.Errorf("cyrustest: master %d did not stop within 10 s; killed", pgid)
 				break
