@@ -34,6 +34,7 @@
 #   --state DIR      server, corpus and Maildirs (default /tmp/quixybench)
 #   --loopfs yes|no  put DIR on a loop-mounted journaled ext4 image (default yes as root)
 #   --keep           leave the server's and the tools' mail in DIR after the run
+#   --no-floors      do not probe the server's part of b and c (see README, "Floors")
 #   --settle S       pause before each timed run (default 1.1; see README)
 #   --timeout S      kill a timed run after S seconds (default 3600)
 #   --rtt MS         put a delay proxy (bench/cmd/delayproxy) between the tools and Dovecot
@@ -51,7 +52,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
 N=2000 M=10 PROFILE="" K=100 BIG=100 REPS=3 SCEN="" TLS=none LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
-STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS=""
+STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS="" FLOORS=1
 
 die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -62,6 +63,7 @@ while (($#)); do
     case $1 in
         -h|--help) usage; exit 0;;
         --keep) KEEP=1; shift; continue;;
+        --no-floors) FLOORS=0; shift; continue;;
     esac
     need_arg "$@"
     case $1 in
@@ -355,7 +357,7 @@ python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAI
     --tls "$TLS" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --big "$BIG" --reps "$REPS" \
     --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
-    --nojournal "$NOJOURNAL" --state-fs "$STATE_FS"
+    --nojournal "$NOJOURNAL" --state-fs "$STATE_FS" --floors "$FLOORS"
 rc=$?
 set -e
 log "results: $BENCH_DIR/results/$TAG.md and .jsonl"

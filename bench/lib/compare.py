@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import corpus  # noqa: E402
+import floor  # noqa: E402
 import verify  # noqa: E402
 
 SCENARIOS = {  # id -> (label, mode)
@@ -365,6 +366,43 @@ class Bench:
                         log(f"  {t.name} sync after removing the large message exited {rec['rc']} (see {t.log})")
                 del data
 
+    def floor(self, scen, rep):
+        """The server's part of scen (bench/lib/floor.py) and a Go program that does
+        nothing, timed after the tools' runs of this rep: what no Go client can beat
+        here. Server changes need changes of their own, so that the probe neither pays
+        for a tool nor spares it the first SELECT after them: one more round of changes
+        on one account, the probe, then an untimed sync of that account's tool."""
+        a = self.a
+        if a.tls != "none" or not self.tools:
+            return  # the probe speaks plain IMAP only
+        t = next((x for x in self.tools if x.name == "quixysync"), self.tools[0])
+        host, port = a.host, t.port()
+        names = floor.mailboxes(a.host, a.port, t.user, t.password)
+        rec = {"type": "floor", "scenario": scen, "rep": rep, "account": t.user}
+        if scen == "b-noop":
+            wait_server_idle(a.dove_pid, a.resident)
+            rec["server_s"] = round(floor.noop(host, port, t.user, t.password, names), 4)
+        else:
+            # Every account gets the same changes, so that the accounts still compare
+            # equal after the next rep; each tool then syncs them away, untimed.
+            before = floor.status_all(a.host, a.port, t.user, t.password, names)
+            for x in self.tools:
+                corpus.mutate_server(a.host, a.port, x.user, x.password, a.k, 1000 + rep, a.seed)
+            os.sync()
+            time.sleep(a.settle)
+            wait_server_idle(a.dove_pid, a.resident)
+            secs, rec["bytes"] = floor.changes(host, port, t.user, t.password, before)
+            rec["server_s"] = round(secs, 4)
+            for x in self.tools:
+                sync = run_timed(a.exec_bin, x.argv("sync"), x.log, a.timeout)
+                if sync["rc"]:
+                    self.failed += 1
+                    log(f"  {x.name} sync after the floor's changes exited {sync['rc']} (see {x.log})")
+        proc = run_timed(a.exec_bin, [a.exec_bin, "-nothing"], os.devnull, 60)
+        rec["proc_s"], rec["proc_cpu_s"] = proc["wall_s"], proc["cpu_s"]
+        self.emit(rec)
+        log(f"  floor     {scen}#{rep}: server {rec['server_s']:.3f}s + Go process {rec['proc_s']:.3f}s")
+
     def order(self, tools, rep):
         return tools if rep % 2 else tools[::-1]
 
@@ -426,6 +464,8 @@ class Bench:
                     for t in self.order(ready, rep):
                         snaps[t.name] = self.timed(t, label, rep, mode)
                     self.cross(label, rep, snaps)
+                    if label in ("b-noop", "c-server-changes") and a.floors:
+                        self.floor(label, rep)
         if "g" in scen:
             self.large(a)
         if "f" in scen:
@@ -491,7 +531,7 @@ def ratio(q, m):
 
 
 def summarize(path):
-    meta, runs, cross, skips = {}, {}, {}, {}
+    meta, runs, cross, skips, floors = {}, {}, {}, {}, {}
     with open(path) as f:
         for line in f:
             r = json.loads(line)
@@ -503,6 +543,8 @@ def summarize(path):
                 skips[(r["scenario"], r["tool"])] = skips.get((r["scenario"], r["tool"]), 0) + 1
             elif r["type"] == "cross":
                 cross.setdefault(r["scenario"], []).append(r["ok"])
+            elif r["type"] == "floor":
+                floors.setdefault(r["scenario"], []).append(r)
     mc = meta.get("machine", {})
     loads = [r.get("load1") for rs in runs.values() for r in rs if r.get("load1") is not None]
     out = [f"Corpus n={meta.get('n')} folders={meta.get('folders')} profile={meta.get('profile')}, "
@@ -557,6 +599,20 @@ def summarize(path):
         out.append(f"| {scen} | {wall(m)} | {wall(q)} | {ratio(q and q['wall'], m and m['wall'])} | "
                    f"{g(m, 'cpu')} | {g(q, 'cpu')} | {ratio(q and q['cpu'], m and m['cpu'])} | "
                    f"{g(m, 'rss')} | {g(q, 'rss')} | {g(m, 'srv')} / {g(q, 'srv')} | {ver} |")
+    if floors:
+        out += ["", "Floors: the server's part of the scenario, asked over one connection with every command "
+                "pipelined (`bench/lib/floor.py`), plus a Go program that does nothing (`benchexec -nothing`): "
+                "no Go client can take less here. Medians, seconds.", "",
+                "| scenario | server's part | Go process | floor | mbsync wall | floor / mbsync | quixysync wall "
+                "| quixysync above the floor |",
+                "|---|---|---|---|---|---|---|---|"]
+        for scen, fs in floors.items():
+            srv, proc = med([f["server_s"] for f in fs]), med([f["proc_s"] for f in fs])
+            fl = srv + proc
+            m = med([r["wall_s"] for r in runs.get((scen, "mbsync"), [])])
+            q = med([r["wall_s"] for r in runs.get((scen, "quixysync"), [])])
+            out.append(f"| {scen} | {fmt(srv)} | {fmt(proc)} | {fmt(fl)} | {fmt(m)} | {ratio(fl, m)} | {fmt(q)} | "
+                       + (f"{fmt(q - fl)} |" if q is not None else "- |"))
     return "\n".join(out) + "\n"
 
 
@@ -597,6 +653,7 @@ def main():
     p.add_argument("--settle", type=float, default=1.1)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--nojournal", type=int, default=0)
+    p.add_argument("--floors", type=int, default=1, help="probe the server's part of b and c (bench/lib/floor.py)")
     p.add_argument("--state-fs", default="?")
     a = p.parse_args()
     a.resident = resident_logins(a.dove_pid) if a.login == "fast" else frozenset()

@@ -2,6 +2,10 @@
 // /usr/bin/time -v would: wall clock, user and system CPU, and peak RSS.
 //
 //	benchexec [-log FILE] [-timeout 1h] -- COMMAND [ARG...]
+//	benchexec -nothing
+//
+// With -nothing it exits at once: timed by another benchexec, that is what starting
+// and ending a Go program costs on this machine, a floor under any Go client's run.
 //
 // It exists because the benchmark driver is a Python process of 10-30 MiB: a child
 // forked from it starts with that RSS, and Linux carries the pre-exec high-water mark
@@ -38,7 +42,11 @@ type Result struct {
 func main() {
 	logPath := flag.String("log", "/dev/null", "file that receives the command's stdout and stderr (appended)")
 	timeout := flag.Duration("timeout", time.Hour, "kill the command's process group after this long")
+	nothing := flag.Bool("nothing", false, "exit at once (what a Go program's start and exit cost)")
 	flag.Parse()
+	if *nothing {
+		return
+	}
 	if flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: benchexec [-log FILE] [-timeout D] -- COMMAND [ARG...]")
 		os.Exit(2)
