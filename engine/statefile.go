@@ -544,7 +544,9 @@ func WriteState(w io.Writer, st State) error {
 
 // writeState writes st; the owner lines only when owner names a far store.
 func writeState(w io.Writer, st State, owner StateOwner) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
+	// Sized to the state (about 20 bytes a pair): a run over many small
+	// mailboxes would otherwise take 64 KiB of fresh memory for each.
+	bw := bufio.NewWriterSize(w, min(max(1024+20*len(st.Pairs), 4<<10), 64<<10))
 	fmt.Fprintf(bw, "%s %d\n", stateMagic, stateVersion)
 	if owner.FarStore != "" {
 		fmt.Fprintf(bw, "channel %s\nfar-store %s\nfar-mailbox %s\nnear-store %s\nnear-mailbox %s\n",

@@ -1,7 +1,6 @@
 package maildir
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -103,8 +102,7 @@ type Mailbox struct {
 	dirsReady bool
 	pool      []engine.UID // reserved in .uidvalidity, not used yet
 	batch     int
-	expect    int           // messages still announced by ExpectCopies
-	wbuf      *bufio.Writer // Stage's, reused from message to message
+	expect    int // messages still announced by ExpectCopies
 
 	// With deferSync (engine.Flusher), SetFlags and Expunge leave the fsync
 	// of the directories they changed to Flush; unsynced holds those.

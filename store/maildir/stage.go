@@ -142,15 +142,17 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	// Buffered: a body fetched over IMAP arrives in small pieces, and a
 	// write(2) per piece cost more CPU than the rest of the copy. The
 	// wrapper hides os.File's ReadFrom, which bufio would hand the copy to.
-	if m.wbuf == nil {
-		m.wbuf = bufio.NewWriterSize(nil, 32<<10)
+	bw, _ := m.s.stageBufs.Get().(*bufio.Writer)
+	if bw == nil {
+		bw = bufio.NewWriterSize(nil, 32<<10)
 	}
-	bw := m.wbuf
 	bw.Reset(struct{ io.Writer }{f})
 	n, err := io.Copy(bw, ctxReader{ctx, nm.Body})
 	if err == nil {
 		err = bw.Flush()
 	}
+	bw.Reset(nil)
+	m.s.stageBufs.Put(bw)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

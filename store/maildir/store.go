@@ -50,6 +50,9 @@ type Store struct {
 	// lists many folders, and each fresh 256 KiB buffer costs the runtime
 	// the zeroing of it.
 	dirBufs sync.Pool
+	// stageBufs holds Stage's 32 KiB write buffers: one per message being
+	// written at once, not one per folder a run copies into.
+	stageBufs sync.Pool
 	// trusted caches sameTrustedFS by folder and directory: the engine asks
 	// at every journal and state flush, and the answer (three stat calls)
 	// does not change during a run.
