@@ -146,7 +146,9 @@ def changes(host, port, user, password, before):
         cmds = []
         for i, (n, (uidnext, modseq)) in enumerate(sorted(before.items())):
             cmds.append(b"A%d SELECT %s (CONDSTORE)\r\n" % (i, _q(n)))
-            cmds.append(b"B%d UID FETCH %d:* (FLAGS BODY.PEEK[])\r\n" % (i, uidnext))
+            # Not "%d:*": with no new message, * is the last UID and the range
+            # would fetch that message's body again.
+            cmds.append(b"B%d UID FETCH %d:4294967295 (FLAGS BODY.PEEK[])\r\n" % (i, uidnext))
             if uidnext > 1:
                 cmds.append(b"C%d UID FETCH 1:%d (FLAGS) (CHANGEDSINCE %d)\r\n" % (i, uidnext - 1, modseq))
             cmds.append(b"D%d UID SEARCH RETURN (ALL) ALL\r\n" % i)
