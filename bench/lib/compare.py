@@ -602,7 +602,8 @@ def summarize(path):
     if floors:
         out += ["", "Floors: the server's part of the scenario, asked over one connection with every command "
                 "pipelined (`bench/lib/floor.py`), plus a Go program that does nothing (`benchexec -nothing`): "
-                "no Go client can take less here. Medians, seconds.", "",
+                "no Go client can take less here, unless more connections share out the server's work (they "
+                "cannot share a login, or one mailbox's SELECT). Medians, seconds.", "",
                 "| scenario | server's part | Go process | floor | mbsync wall | floor / mbsync | quixysync wall "
                 "| quixysync above the floor |",
                 "|---|---|---|---|---|---|---|---|"]
