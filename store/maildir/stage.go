@@ -160,6 +160,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		_ = os.Remove(path)
 		return nil, m.wrap("add message: write "+path, err)
 	}
+	m.s.unflushed.Add(n)
 	return &staged{mb: m, uid: uid, size: n, name: name, flags: nm.Flags, date: nm.Date}, nil
 }
 
@@ -217,13 +218,15 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 	if m.s.opt.Fsync {
 		var paths []string
 		var idx []int
+		var size int64
 		for k := range jobs {
 			if !jobs[k].dead {
 				paths = append(paths, jobs[k].tmp)
 				idx = append(idx, k)
+				size += jobs[k].st.size
 			}
 		}
-		errs, whole := m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths)
+		errs, whole := m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths, size)
 		for n, err := range errs {
 			if err != nil {
 				fail(&jobs[idx[n]], err)
@@ -290,5 +293,6 @@ func (m *Mailbox) Discard(list []engine.Staged) {
 		}
 		st.done = true
 		_ = os.Remove(filepath.Join(m.dir, "tmp", st.name))
+		m.s.flushed(st.size)
 	}
 }

@@ -60,6 +60,13 @@ type Store struct {
 	trusted   map[[2]string]bool
 	// testHook, when set by a test, is called before each durability step.
 	testHook func(op, path string) error
+	// meminfo and dirtyMax decide when a syncfs would wait for other
+	// programs' writes (see othersDirty); fields so that tests can fake them.
+	meminfo  string
+	dirtyMax int64
+	// unflushed counts the bytes Stage wrote that no flush has made durable
+	// yet: the store's own part of the page cache waiting to be written.
+	unflushed atomic.Int64
 }
 
 var (
@@ -91,7 +98,8 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("maildir %s: inbox %q: %w", name, inbox, err)
 		}
 	}
-	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log, syncfsErrs: syncfsReportsErrors()}
+	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log, syncfsErrs: syncfsReportsErrors(),
+		meminfo: "/proc/meminfo", dirtyMax: syncfsDirtyMax}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
