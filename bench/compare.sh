@@ -35,6 +35,8 @@
 #   --loopfs yes|no  put DIR on a loop-mounted journaled ext4 image (default yes as root)
 #   --keep           leave the server's and the tools' mail in DIR after the run
 #   --no-floors      do not probe the server's part of b and c (see README, "Floors")
+#   --dirty MB       before each timed run, write MB of another program's data (not synced) on
+#                    the tools' file system, as a download in progress would (default 0)
 #   --settle S       pause before each timed run (default 1.1; see README)
 #   --timeout S      kill a timed run after S seconds (default 3600)
 #   --rtt MS         put a delay proxy (bench/cmd/delayproxy) between the tools and Dovecot
@@ -52,7 +54,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
 N=2000 M=10 PROFILE="" K=100 BIG=100 REPS=3 SCEN="" TLS=none LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
-STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS="" FLOORS=1
+STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS="" FLOORS=1 DIRTY=0
 
 die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -70,14 +72,14 @@ while (($#)); do
         --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --big) BIG=$2;; --reps) REPS=$2;;
         --scenarios) SCEN=$2;; --tls) TLS=$2;; --login) LOGIN_MODE=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
         --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;;
-        --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;; --rtt) RTT=$2;;
+        --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;; --rtt) RTT=$2;; --dirty) DIRTY=$2;;
         *) die "unknown option $1 (see --help)" 2;;
     esac
     shift 2
 done
 
 isnum() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a whole number, not '$2'" 2; }
-isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnum --seed "$SEED"; isnum --rtt "$RTT"
+isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnum --seed "$SEED"; isnum --rtt "$RTT"; isnum --dirty "$DIRTY"
 ((N > 0 && M > 0 && REPS > 0)) || die "--n, --folders and --reps must be > 0" 2
 [[ -z $PORT ]] || isnum --port "$PORT"
 [[ -z $TLSPORT ]] || isnum --tls-port "$TLSPORT"
@@ -357,7 +359,7 @@ python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAI
     --tls "$TLS" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --big "$BIG" --reps "$REPS" \
     --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
-    --nojournal "$NOJOURNAL" --state-fs "$STATE_FS" --floors "$FLOORS"
+    --nojournal "$NOJOURNAL" --state-fs "$STATE_FS" --floors "$FLOORS" --dirty "$DIRTY"
 rc=$?
 set -e
 log "results: $BENCH_DIR/results/$TAG.md and .jsonl"

@@ -307,9 +307,14 @@ class Bench:
         time.sleep(self.a.settle)  # mbsync sleeps 1 s if a Maildir changed within the current second
         pid = self.a.dove_pid
         wait_server_idle(pid, self.a.resident)
+        dirty = self.write_dirty()
         s0 = server_cpu(pid)
         load = os.getloadavg()[0]  # other load on the machine skews everything: keep it on record
-        rec = run_timed(self.a.exec_bin, tool.argv(mode), tool.log, self.a.timeout)
+        try:
+            rec = run_timed(self.a.exec_bin, tool.argv(mode), tool.log, self.a.timeout)
+        finally:
+            if dirty:
+                os.unlink(dirty)  # its pages go unwritten
         rec["load1"] = round(load, 2)
         wait_server_idle(pid, self.a.resident)
         s1 = server_cpu(pid)
@@ -330,6 +335,19 @@ class Bench:
                 tail = f.read()[-600:].decode(errors="replace").strip()
             log(f"    tail of {tool.log}:\n{tail}")
         return srv
+
+    def write_dirty(self):
+        """--dirty MB: another program's unwritten data on the tools' file system,
+        as a download or a copy in progress leaves it, written just before a timed
+        run and deleted after it (so its pages are never written)."""
+        if not self.a.dirty:
+            return None
+        path = os.path.join(self.a.state, "work", "dirty.bin")
+        block = os.urandom(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(self.a.dirty):
+                f.write(block)
+        return path
 
     def cross(self, scen, rep, snaps):
         """Both tools had the same changes: their accounts must now be the same."""
@@ -411,7 +429,7 @@ class Bench:
         scen = a.scenarios
         self.emit({"type": "meta", "tag": a.tag, "time": time.strftime("%FT%T%z"), "n": a.n, "folders": a.folders,
                    "profile": a.profile, "seed": a.seed, "k": a.k, "reps": a.reps, "tls": a.tls, "login": a.login,
-                   "rtt_ms": a.rtt,
+                   "rtt_ms": a.rtt, "dirty_mb": a.dirty,
                    "scenarios": scen, "versions": self.versions, "machine": machine(a)})
         if not os.path.exists(os.path.join(self.corpus, "manifest.json")):
             log(f"building corpus n={a.n} folders={a.folders} profile={a.profile}")
@@ -550,6 +568,7 @@ def summarize(path):
     out = [f"Corpus n={meta.get('n')} folders={meta.get('folders')} profile={meta.get('profile')}, "
            f"k={meta.get('k')}, tls={meta.get('tls')}, reps={meta.get('reps')}, "
            + (f"round trip to the server {meta['rtt_ms']} ms (delay proxy), " if meta.get("rtt_ms") else "")
+           + (f"{meta['dirty_mb']} MB of another program's unwritten data on the tools' file system, " if meta.get("dirty_mb") else "")
            + f"Dovecot login processes: {meta.get('login', 'secure')}; {meta.get('time')}.",
            f"Tools: " + ", ".join(f"{t} ({v})" for t, v in meta.get("versions", {}).items())
            + f"; Dovecot {mc.get('dovecot')}.",
@@ -654,6 +673,7 @@ def main():
     p.add_argument("--settle", type=float, default=1.1)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--nojournal", type=int, default=0)
+    p.add_argument("--dirty", type=int, default=0, help="MB of another program's unwritten data during each timed run")
     p.add_argument("--floors", type=int, default=1, help="probe the server's part of b and c (bench/lib/floor.py)")
     p.add_argument("--state-fs", default="?")
     a = p.parse_args()
