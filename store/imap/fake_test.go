@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -543,5 +544,58 @@ func TestFakeStatusDoesNotWaitForTheDelimiter(t *testing.T) {
 	mu.Lock()
 	if err != nil || st["Lists/go"].Messages != 5 || !slices.Equal(asked, []string{"Lists.go"}) {
 		t.Errorf("second StatusAll: %+v %v, asked %q", st, err, asked)
+	}
+}
+
+// A run cancelled in the middle of a message body: the body's reader fails
+// once the connection is closed under it, the callback returns that error,
+// and Fetch releases the command. go-imap's decoder goes on as soon as the
+// body has failed; Fetch must not read the body again while it does (run
+// with -race: that was a data race on the connection's buffer).
+func TestFakeFetchCancelledInTheMiddleOfABody(t *testing.T) {
+	const size = 400 << 10
+	host, port := selectedServer(t, "IMAP4rev1", "* 1 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 2] n\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+			if !strings.HasPrefix(strings.ToUpper(cmd), "UID FETCH") {
+				return false
+			}
+			// A part of the body, then nothing more: the client's cancel
+			// closes the connection.
+			say(fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n", size) + strings.Repeat("x", 96<<10))
+			return true
+		})
+	s := fakeStore(t, host, port, func(c *Config) { c.Timeout = time.Minute })
+	for round := range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		mb, err := s.OpenMailbox(ctx, "INBOX", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		var read int64
+		err = mb.Fetch(ctx, []engine.UID{1}, func(uid engine.UID, r io.Reader) error {
+			buf := make([]byte, 4<<10)
+			for {
+				n, err := r.Read(buf)
+				read += int64(n)
+				if read >= 8<<10 {
+					cancel()
+				}
+				if err != nil {
+					return fmt.Errorf("body: %w", err)
+				}
+			}
+		})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "body:") {
+			t.Fatalf("round %d: Fetch returned %v, want the callback's error", round, err)
+		}
+		if read >= size {
+			t.Fatalf("round %d: read the whole body (%d bytes) from a server that sent part of it", round, read)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("round %d: took %v", round, d)
+		}
+		mb.Close()
 	}
 }

@@ -534,19 +534,23 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 						}
 						u := engine.UID(uid)
 						if uid == 0 || !want[u] || got[u] {
-							_, _ = io.Copy(io.Discard, it.Literal)
+							if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+								return err // see literalLatch: never read it again
+							}
 							continue
 						}
 						got[u] = true
-						if err := fn(u, conv.reset(it.Literal)); err != nil {
+						lit := &literalLatch{r: it.Literal}
+						if err := fn(u, conv.reset(lit)); err != nil {
 							// Draining the rest of the chunk could mean
 							// downloading many messages for nothing: drop
 							// the connection instead (it is redialled).
 							cn.markBroken()
+							lit.settle(cn.c)
 							_ = cmd.Close() // drains fast: the socket is closed
 							return callbackErr{err}
 						}
-						if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+						if _, err := io.Copy(io.Discard, lit); err != nil {
 							return err
 						}
 					}
@@ -1231,4 +1235,51 @@ func (m *Mailbox) Close() error {
 	}
 	m.s.put(cn)
 	return nil
+}
+
+// settleWait bounds literalLatch.settle's wait for go-imap's decoder.
+const settleWait = time.Second
+
+// literalLatch reads a FETCH literal and remembers how that ended.
+//
+// Why: once a literal's Read has returned an error other than EOF (the
+// connection closed under it), go-imap lets its decoder goroutine go on
+// reading the connection's buffer, while FetchCommand.Close still reads that
+// literal again (go-imap's discard), from the same buffer: a data race, found
+// by the race detector when a run was cancelled in the middle of a body.
+type literalLatch struct {
+	r   io.Reader
+	err error
+}
+
+func (l *literalLatch) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	n, err := l.r.Read(p)
+	if err != nil {
+		l.err = err
+	}
+	return n, err
+}
+
+// settle makes it safe to Close the FETCH after its callback failed on a
+// connection already closed: the literal is read to its end or first error,
+// and where that was an error, the decoder (which it released) is given time
+// to fail on the closed connection and stop before Close reads the literal
+// again. A decoder that parked on a later literal instead does not read
+// until Close drains that one; the wait only bounds the time to find out.
+func (l *literalLatch) settle(c interface{ Closed() <-chan struct{} }) {
+	if l.err == nil {
+		_, _ = io.Copy(io.Discard, l)
+	}
+	if l.err == io.EOF {
+		return
+	}
+	t := time.NewTimer(settleWait)
+	defer t.Stop()
+	select {
+	case <-c.Closed():
+	case <-t.C:
+	}
 }

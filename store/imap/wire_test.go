@@ -2,10 +2,12 @@ package imap
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/quixysync/quixysync/engine"
 )
@@ -119,3 +121,52 @@ type pieceReader struct {
 }
 
 func (p *pieceReader) Read(b []byte) (int, error) { return p.r.Read(b[:min(len(b), p.n)]) }
+
+type closedChan chan struct{}
+
+func (c closedChan) Closed() <-chan struct{} { return c }
+
+// settle: after a body that failed (not at its end), wait for the decoder to
+// stop before the command is closed; after a body read to its end, do not
+// wait; a body the callback left unread is read to its end or error first.
+func TestLiteralLatchSettle(t *testing.T) {
+	broken := errors.New("use of closed network connection")
+	failing := &literalLatch{r: io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(broken))}
+	if _, err := io.ReadAll(failing); !errors.Is(err, broken) {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	if n, err := failing.Read(make([]byte, 8)); n != 0 || !errors.Is(err, broken) {
+		t.Fatalf("read after the error: %d, %v; want 0 and the same error", n, err)
+	}
+	dec := make(closedChan)
+	done := make(chan struct{})
+	go func() { failing.settle(dec); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("settle returned while the decoder still runs")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(dec)
+	select {
+	case <-done:
+	case <-time.After(settleWait / 2):
+		t.Fatal("settle did not return once the decoder stopped")
+	}
+
+	start := time.Now()
+	unread := &literalLatch{r: strings.NewReader("the rest of a body")}
+	unread.settle(make(closedChan)) // never closed: must not wait
+	if unread.err != io.EOF {
+		t.Fatalf("an unread body was not read to its end: %v", unread.err)
+	}
+	if d := time.Since(start); d > settleWait/2 {
+		t.Fatalf("settle waited %v after a body read to its end", d)
+	}
+
+	start = time.Now()
+	stuck := &literalLatch{r: iotest.ErrReader(broken)}
+	stuck.settle(make(closedChan)) // a decoder parked elsewhere: bounded
+	if d := time.Since(start); d < settleWait || d > 3*settleWait {
+		t.Fatalf("settle with a decoder that never stops took %v, want about %v", d, settleWait)
+	}
+}
