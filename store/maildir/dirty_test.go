@@ -83,6 +83,19 @@ func TestCommitSkipsSyncfsWhenOthersWrite(t *testing.T) {
 		t.Errorf("8 MiB waiting: %v, want one syncfs", f.ops)
 	}
 	f.checkResults(list, res)
+	// A large run (more than syncfsCheckFiles messages staged) pays for the
+	// others' data once rather than fsyncing thousands of files.
+	f.setDirty(1<<20, 0)
+	f.s.stagedFiles.Store(syncfsCheckFiles - 10)
+	list = f.stage(11)
+	res, err = f.mb.Commit(t.Context(), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
+		t.Errorf("%d messages staged, 1 GiB waiting: %v, want one syncfs", f.s.stagedFiles.Load(), f.ops)
+	}
+	f.checkResults(list, res)
 }
 
 // The store's own unwritten messages are not "other programs' writes": a

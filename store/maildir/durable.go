@@ -51,7 +51,17 @@ const syncfsMin = 3
 // so past this bound the store fsyncs its own files, from a few goroutines.
 // 16 MiB takes a few tens of milliseconds to write out on a slow disk, about
 // what fsyncing a batch of a hundred messages costs.
-const syncfsDirtyMax = 16 << 20
+//
+// Only while the store has staged at most syncfsCheckFiles messages: a large
+// run is better off paying for the others' data once, since the first syncfs
+// writes it out and the ones after it are cheap again, than fsyncing each of
+// thousands of files. An initial pull of 20 000 messages with 1 GB of other
+// data waiting took 4.4 s with syncfs throughout, 5.8 s with fsyncs (3.7-4.2 s
+// with nothing waiting).
+const (
+	syncfsDirtyMax   = 16 << 20
+	syncfsCheckFiles = 256
+)
 
 // fsyncWorkers bounds the goroutines fsyncing files at once.
 const fsyncWorkers = 8
@@ -267,9 +277,12 @@ func (s *Store) syncfs(dir string) error {
 	if !syncfsTrusted(int64(st.Type)) {
 		return fmt.Errorf("syncfs on file system type %#x: %w", st.Type, unix.ENOTSUP)
 	}
-	// Without /proc/meminfo there is no telling; syncfs as before.
-	if n, ok := s.othersDirty(); ok && n > s.dirtyMax {
-		return fmt.Errorf("syncfs: %d MiB: %w", n>>20, errBusyFS)
+	// A large run syncfs's whatever waits (see syncfsCheckFiles); without
+	// /proc/meminfo there is no telling, and syncfs is used as before.
+	if s.stagedFiles.Load() <= syncfsCheckFiles {
+		if n, ok := s.othersDirty(); ok && n > s.dirtyMax {
+			return fmt.Errorf("syncfs: %d MiB: %w", n>>20, errBusyFS)
+		}
 	}
 	if err := s.hook("syncfs", dir); err != nil {
 		return err

@@ -161,6 +161,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		return nil, m.wrap("add message: write "+path, err)
 	}
 	m.s.unflushed.Add(n)
+	m.s.stagedFiles.Add(1)
 	return &staged{mb: m, uid: uid, size: n, name: name, flags: nm.Flags, date: nm.Date}, nil
 }
 

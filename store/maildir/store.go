@@ -67,6 +67,8 @@ type Store struct {
 	// unflushed counts the bytes Stage wrote that no flush has made durable
 	// yet: the store's own part of the page cache waiting to be written.
 	unflushed atomic.Int64
+	// stagedFiles counts the messages Stage wrote (see syncfsCheckFiles).
+	stagedFiles atomic.Int64
 }
 
 var (
