@@ -292,6 +292,24 @@ func (f *commitFixture) engineFile() string {
 	return p
 }
 
+// renameWaiting commits a message and changes its flags with the directory
+// fsyncs deferred, so that a Barrier has renames to make durable; it returns
+// the engine's file for the Barrier.
+func (f *commitFixture) renameWaiting() string {
+	f.t.Helper()
+	list := f.stage(1)
+	res, err := f.mb.Commit(f.t.Context(), list)
+	if err != nil || res[0].Err != nil {
+		f.t.Fatal(err, res)
+	}
+	j := f.engineFile()
+	f.mb.DeferSync()
+	if err := f.mb.SetFlags(f.t.Context(), []engine.UID{res[0].UID}, engine.FlagFlagged, 0); err != nil {
+		f.t.Fatal(err)
+	}
+	return j
+}
+
 // CommitWith: the engine's file is durable before any message is in place;
 // with one syncfs for the batch that costs nothing more, else it gets an
 // fsync of its own, and if that fails nothing is committed.
@@ -358,16 +376,7 @@ func TestBarrier(t *testing.T) {
 				t.Skip("no trusted syncfs on the test directory's file system")
 			}
 			f.s.syncfsErrs = trusted
-			list := f.stage(1)
-			res, err := f.mb.Commit(t.Context(), list)
-			if err != nil || res[0].Err != nil {
-				t.Fatal(err, res)
-			}
-			j := f.engineFile()
-			f.mb.DeferSync()
-			if err := f.mb.SetFlags(t.Context(), []engine.UID{res[0].UID}, engine.FlagFlagged, 0); err != nil {
-				t.Fatal(err)
-			}
+			j := f.renameWaiting()
 			f.ops = nil
 			if err := f.mb.Barrier(j); err != nil {
 				t.Fatal(err)

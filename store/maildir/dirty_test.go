@@ -161,16 +161,7 @@ func TestBarrierSkipsSyncfsWhenOthersWrite(t *testing.T) {
 	if !syncfsUsable(t, f.dir) {
 		t.Skip("no trusted syncfs on the test directory's file system")
 	}
-	list := f.stage(1)
-	res, err := f.mb.Commit(t.Context(), list)
-	if err != nil || res[0].Err != nil {
-		t.Fatal(err, res)
-	}
-	j := f.engineFile()
-	f.mb.DeferSync()
-	if err := f.mb.SetFlags(t.Context(), []engine.UID{res[0].UID}, engine.FlagFlagged, 0); err != nil {
-		t.Fatal(err)
-	}
+	j := f.renameWaiting()
 	f.setDirty(64<<10, 0)
 	f.ops = nil
 	if err := f.mb.Barrier(j); err != nil {
