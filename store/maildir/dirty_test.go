@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -169,5 +170,28 @@ func TestBarrierSkipsSyncfsWhenOthersWrite(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(f.ops), "[fsyncdir new fsyncdir cur fsync journal]"; got != want {
 		t.Errorf("Barrier with 64 MiB of others' writes waiting: %s, want %s", got, want)
+	}
+}
+
+// Without a readable /proc/meminfo (a container without /proc, another
+// kernel's format) there is no telling: syncfs is used as before.
+func TestCommitSyncfsWithoutMeminfo(t *testing.T) {
+	f := newCommitFixture(t)
+	if !syncfsUsable(t, f.dir) {
+		t.Skip("no trusted syncfs on the test directory's file system")
+	}
+	garbled := filepath.Join(t.TempDir(), "meminfo")
+	writeFile(t, garbled, "Dirty: lots\nWriteback: 0 kB\n")
+	for _, meminfo := range []string{filepath.Join(t.TempDir(), "missing"), garbled} {
+		f.s.meminfo = meminfo
+		list := f.stage(10)
+		res, err := f.mb.Commit(t.Context(), list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
+			t.Errorf("meminfo %s: %v, want one syncfs", meminfo, f.ops)
+		}
+		f.checkResults(list, res)
 	}
 }
