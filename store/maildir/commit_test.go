@@ -69,6 +69,18 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	return f
 }
 
+// commit stages n messages and commits them; an error of Commit itself
+// fails the test (per-message errors are in the results).
+func (f *commitFixture) commit(n int) ([]engine.Staged, []engine.CommitResult) {
+	f.t.Helper()
+	list := f.stage(n)
+	res, err := f.mb.Commit(f.t.Context(), list)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return list, res
+}
+
 // setDirty makes the store read Dirty and Writeback (in KiB) from a fake
 // /proc/meminfo.
 func (f *commitFixture) setDirty(dirtyKiB, writebackKiB int64) {
@@ -208,11 +220,7 @@ func TestCommitBatchSyncfs(t *testing.T) {
 	if !syncfsUsable(t, f.dir) {
 		t.Skip("no trusted syncfs on the test directory's file system")
 	}
-	list := f.stage(10)
-	res, err := f.mb.Commit(t.Context(), list)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list, res := f.commit(10)
 	if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
 		t.Errorf("a batch of 10: %v, want one syncfs and no fsync per file", f.ops)
 	}
@@ -222,11 +230,7 @@ func TestCommitBatchSyncfs(t *testing.T) {
 
 func TestCommitSmallBatchFsyncsEach(t *testing.T) {
 	f := newCommitFixture(t)
-	list := f.stage(syncfsMin - 1)
-	res, err := f.mb.Commit(t.Context(), list)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list, res := f.commit(syncfsMin - 1)
 	if f.count("syncfs") != 0 || f.count("fsync ") != len(list) {
 		t.Errorf("a batch of %d: %v, want an fsync per file", len(list), f.ops)
 	}
@@ -237,11 +241,7 @@ func TestCommitSmallBatchFsyncsEach(t *testing.T) {
 func TestCommitWithoutSyncfs(t *testing.T) {
 	f := newCommitFixture(t)
 	f.s.syncfsErrs = false // an old kernel
-	list := f.stage(20)
-	res, err := f.mb.Commit(t.Context(), list)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list, res := f.commit(20)
 	if f.count("syncfs") != 0 || f.count("fsync ") != 20 {
 		t.Errorf("%v, want 20 fsyncs", f.ops)
 	}

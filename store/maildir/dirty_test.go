@@ -63,11 +63,7 @@ func TestCommitSkipsSyncfsWhenOthersWrite(t *testing.T) {
 	}
 	for _, tc := range []struct{ dirty, writeback int64 }{{1 << 20, 0}, {0, 1 << 20}, {12 << 10, 12 << 10}} {
 		f.setDirty(tc.dirty, tc.writeback)
-		list := f.stage(10)
-		res, err := f.mb.Commit(t.Context(), list)
-		if err != nil {
-			t.Fatal(err)
-		}
+		list, res := f.commit(10)
 		if f.count("syncfs") != 0 || f.count("fsync ") != 10 {
 			t.Errorf("Dirty %d KiB, Writeback %d KiB: %v, want an fsync per file", tc.dirty, tc.writeback, f.ops)
 		}
@@ -75,11 +71,7 @@ func TestCommitSkipsSyncfsWhenOthersWrite(t *testing.T) {
 		f.checkResults(list, res)
 	}
 	f.setDirty(8<<10, 0) // under the bound
-	list := f.stage(10)
-	res, err := f.mb.Commit(t.Context(), list)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list, res := f.commit(10)
 	if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
 		t.Errorf("8 MiB waiting: %v, want one syncfs", f.ops)
 	}
@@ -88,11 +80,7 @@ func TestCommitSkipsSyncfsWhenOthersWrite(t *testing.T) {
 	// others' data once rather than fsyncing thousands of files.
 	f.setDirty(1<<20, 0)
 	f.s.stagedFiles.Store(syncfsCheckFiles - 10)
-	list = f.stage(11)
-	res, err = f.mb.Commit(t.Context(), list)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list, res = f.commit(11)
 	if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
 		t.Errorf("%d messages staged, 1 GiB waiting: %v, want one syncfs", f.s.stagedFiles.Load(), f.ops)
 	}
@@ -184,11 +172,7 @@ func TestCommitSyncfsWithoutMeminfo(t *testing.T) {
 	writeFile(t, garbled, "Dirty: lots\nWriteback: 0 kB\n")
 	for _, meminfo := range []string{filepath.Join(t.TempDir(), "missing"), garbled} {
 		f.s.meminfo = meminfo
-		list := f.stage(10)
-		res, err := f.mb.Commit(t.Context(), list)
-		if err != nil {
-			t.Fatal(err)
-		}
+		list, res := f.commit(10)
 		if f.count("syncfs") != 1 || f.count("fsync ") != 0 {
 			t.Errorf("meminfo %s: %v, want one syncfs", meminfo, f.ops)
 		}
