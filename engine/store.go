@@ -262,10 +262,23 @@ type ChangeBatcher interface {
 // done so far durable. The engine calls Flush before it saves a state that
 // records those changes: lost on a crash before that, they are only redone
 // (the old state still expects the old files). New messages (Commit) are
-// always durable when Commit returns: the journal records them as done.
+// always durable when Commit reports them without an error: the journal
+// records them as done. A message Commit put in place without being sure it
+// is durable gets an error of its own, and the engine finds out (see Settler).
 type Flusher interface {
 	DeferSync()
 	Flush() error
+}
+
+// Settler is implemented by mailboxes whose listing can show a message that
+// a power loss would still take away (Maildir: a file renamed into new/ or
+// cur/ whose directory was not fsynced, by a run killed in between or one
+// whose fsync failed). Settle makes everything the listing shows durable.
+// The engine settles a mailbox before it records a copy it found there only
+// by looking: a state naming a message that then vanishes would propagate
+// the loss to the other side as a deletion.
+type Settler interface {
+	Settle() error
 }
 
 // CopyHinter is implemented by mailboxes that prepare better for new

@@ -869,6 +869,22 @@ func (m *Mailbox) syncUIDDir() error {
 	return nil
 }
 
+// Settle is engine.Settler: new/ and cur/ are fsynced whatever this
+// process did to them, since the renames a listing shows may be another
+// run's, killed before it could fsync them (and the reservation's rename
+// with them, if one waits).
+func (m *Mailbox) Settle() error {
+	if !m.s.opt.Fsync {
+		return nil
+	}
+	if err := m.syncSubs(map[string]bool{"new": true, "cur": true}); err != nil {
+		return err
+	}
+	delete(m.unsynced, "new")
+	delete(m.unsynced, "cur")
+	return m.syncUIDDir()
+}
+
 // DeferSync is engine.Flusher: from now on SetFlags and Expunge leave the
 // directory fsyncs to Flush, one per directory instead of one per call.
 func (m *Mailbox) DeferSync() { m.deferSync = true }

@@ -280,6 +280,14 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 		m.status.Messages = int64(m.idx.len())
 	}
 	if err := m.syncSubs(touched); err != nil {
+		// In place, but maybe not for good: each result says so, with its
+		// UID, and the engine finds out whether Settle can make it durable
+		// before it records any of them.
+		for k := range jobs {
+			if j := &jobs[k]; !j.dead && j.st.done && res[j.i].Err == nil {
+				res[j.i].Err = err
+			}
+		}
 		return res, err
 	}
 	return res, nil
