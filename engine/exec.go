@@ -584,7 +584,14 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		}
 	}
 	if len(unsure) > 0 {
-		if err := b.resolveCopies(ctx, t, unsure, newSt); err != nil {
+		// The batch's copies known done go along: their targets are taken.
+		all := unsure
+		for _, sc := range staged {
+			if sc.intent.Done && !sc.intent.Failed && sc.intent.Target != 0 {
+				all = append(all, sc.intent)
+			}
+		}
+		if err := b.resolveCopies(ctx, t, all, newSt); err != nil {
 			// Cannot tell what happened: keep the journal so the next run resolves it.
 			b.fail(err)
 			b.keepJournal = true
@@ -626,6 +633,10 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	}
 	if len(failed) > 0 {
 		b.mb[t].Discard(failed)
+	} else if cerr != nil {
+		// Every copy was found in place and made durable after all, but the
+		// store met an error on the way (a directory's fsync): say so.
+		b.fail(fmt.Errorf("copying to the %s side: %w", t, cerr))
 	}
 	// The results need no sync of their own: the commit made the messages
 	// durable, and a result lost in a crash only makes the replay look at
@@ -641,14 +652,30 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 // iff the target has that UID. Any other is searched among the target's
 // unpaired messages at or above the UIDNEXT seen before it, one to one: by
 // size and SHA-256, else (a server that rewrites messages on APPEND) by
-// Message-ID and size. Resolved intents get Done and Target; the others
-// Failed (they did not happen: the source will be copied again).
+// Message-ID, of the same size first. Resolved intents get Done and Target;
+// the others Failed (they did not happen: the source will be copied again).
+//
+// intents may hold copies already known to be done (a result line in the
+// journal, a UID from the commit): they are not resolved again, but their
+// targets are taken, as the state's pairs are. Two byte-identical messages
+// copied in one batch would otherwise both find the first one's target.
+//
+// A copy found only by looking (a listing shows it) is recorded once the
+// target has made what it shows durable (Settler): a Maildir file renamed
+// into place by a run killed before its directory's fsync is visible, yet a
+// power loss could still take it away, and a state naming it would then
+// propagate its loss as a deletion.
 func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyIntent, st *State) error {
 	mb := b.mb[t]
 	var reserved, searched []*copyIntent
 	var maxReserved UID
 	minNext := UID(0)
+	taken := map[UID]bool{}
 	for _, in := range intents {
+		if in.Done && !in.Failed && in.Target != 0 {
+			taken[in.Target] = true
+			continue
+		}
 		if in.Reserved != 0 {
 			reserved = append(reserved, in)
 			maxReserved = max(maxReserved, in.Reserved)
@@ -672,9 +699,35 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 			}
 		}
 	}
-	if len(searched) == 0 {
+	if len(searched) > 0 {
+		if err := b.searchCopies(ctx, t, searched, minNext, st, taken); err != nil {
+			return err
+		}
+	}
+	for _, in := range slices.Concat(reserved, searched) {
+		if in.Done && !in.Failed {
+			return b.settle(t)
+		}
+	}
+	return nil
+}
+
+// settle makes what side t's listing shows durable, where the store needs
+// that (Settler); see resolveCopies.
+func (b *boxRun) settle(t Side) error {
+	st, ok := b.mb[t].(Settler)
+	if !ok {
 		return nil
 	}
+	if err := st.Settle(); err != nil {
+		return fmt.Errorf("making the interrupted copies found on the %s side durable: %w", t, err)
+	}
+	return nil
+}
+
+// searchCopies is resolveCopies for copies without a reserved UID.
+func (b *boxRun) searchCopies(ctx context.Context, t Side, searched []*copyIntent, minNext UID, st *State, taken map[UID]bool) error {
+	mb := b.mb[t]
 	if minNext == 0 {
 		minNext = 1
 	}
@@ -682,15 +735,10 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 	if err != nil {
 		return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
 	}
-	paired := map[UID]bool{}
+	paired := taken
 	for _, p := range st.Pairs {
 		if u := p.uid(t); u != 0 {
 			paired[u] = true
-		}
-	}
-	for _, in := range intents {
-		if in.Done && !in.Failed && in.Target != 0 {
-			paired[in.Target] = true
 		}
 	}
 	sizeOK := func(m Message, in *copyIntent) bool {
@@ -702,13 +750,17 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 		}
 		return m.Size == in.Size
 	}
+	// A candidate is any unpaired message that arrived after an intent's
+	// APPEND began and has its size or, for an intent with a Message-ID,
+	// any size: a server that adds a header on APPEND changes the size, and
+	// without UIDPLUS that copy would otherwise be made again at every run.
 	var cand []UID
 	for _, m := range msgs {
 		if m.UID < minNext || paired[m.UID] {
 			continue
 		}
 		for _, in := range searched {
-			if m.UID >= in.UIDNext && sizeOK(m, in) {
+			if m.UID >= in.UIDNext && (sizeOK(m, in) || in.MessageID != "") {
 				cand = append(cand, m.UID)
 				break
 			}
@@ -731,7 +783,7 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 	}
 	match := func(in *copyIntent, same func(u UID) bool) {
 		for _, u := range cand {
-			if !paired[u] && u >= in.UIDNext && sizeOK(sizeOf[u], in) && same(u) {
+			if !paired[u] && u >= in.UIDNext && same(u) {
 				in.Done, in.Failed, in.Target = true, false, u
 				paired[u] = true
 				return
@@ -740,9 +792,15 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 	}
 	for _, in := range searched {
 		in.Done, in.Failed, in.Target = true, true, 0
-		match(in, func(u UID) bool { return sums[u] == in.SHA256 })
+		match(in, func(u UID) bool { return sizeOK(sizeOf[u], in) && sums[u] == in.SHA256 })
 	}
-	// Only after every exact match is taken: the Message-ID is weaker evidence.
+	// Only after every exact match is taken: the Message-ID is weaker
+	// evidence, and with the size as well stronger than without.
+	for _, in := range searched {
+		if in.Failed && in.MessageID != "" {
+			match(in, func(u UID) bool { return sizeOK(sizeOf[u], in) && ids[u] == in.MessageID })
+		}
+	}
 	for _, in := range searched {
 		if in.Failed && in.MessageID != "" {
 			match(in, func(u UID) bool { return ids[u] == in.MessageID })

@@ -35,6 +35,9 @@ type memStore struct {
 	// connection, after which List and UIDs fail until it is cleared.
 	lostCommit bool
 	lookupDown bool
+	// rewrite, when set, changes each message as Commit stores it, as a
+	// server that rewrites messages on APPEND (adds a header) does.
+	rewrite func([]byte) []byte
 	// touched: every WillTouch, its UIDs sorted.
 	touched [][]UID
 	// events, when set, records every mailbox operation as "store op",
@@ -384,7 +387,11 @@ func (m *memMailbox) Commit(ctx context.Context, staged []Staged) ([]CommitResul
 			m.b.next++
 		}
 		m.b.touch()
-		m.b.msgs[uid] = &memMsg{body: st.body, flags: st.flags, date: st.date, modseq: m.b.modseq}
+		body := st.body
+		if m.s.rewrite != nil {
+			body = m.s.rewrite(body)
+		}
+		m.b.msgs[uid] = &memMsg{body: body, flags: st.flags, date: st.date, modseq: m.b.modseq}
 		st.done = true
 		m.s.staged--
 		if m.s.reserve || m.s.uidplus {
