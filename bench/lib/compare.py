@@ -391,15 +391,16 @@ class Bench:
         for a tool nor spares it the first SELECT after them: one more round of changes
         on one account, the probe, then an untimed sync of that account's tool."""
         a = self.a
-        if a.tls != "none" or not self.tools:
-            return  # the probe speaks plain IMAP only
+        if not self.tools:
+            return
         t = next((x for x in self.tools if x.name == "quixysync"), self.tools[0])
         host, port = a.host, t.port()
+        tls = floor.TLS(a.tls, a.cafile, a.host)
         names = floor.mailboxes(a.host, a.port, t.user, t.password)
         rec = {"type": "floor", "scenario": scen, "rep": rep, "account": t.user}
         if scen == "b-noop":
             wait_server_idle(a.dove_pid, a.resident)
-            rec["server_s"] = round(floor.noop(host, port, t.user, t.password, names), 4)
+            rec["server_s"] = round(floor.noop(host, port, t.user, t.password, names, tls), 4)
         else:
             # Every account gets the same changes, so that the accounts still compare
             # equal after the next rep; each tool then syncs them away, untimed.
@@ -409,7 +410,7 @@ class Bench:
             os.sync()
             time.sleep(a.settle)
             wait_server_idle(a.dove_pid, a.resident)
-            secs, rec["bytes"] = floor.changes(host, port, t.user, t.password, before)
+            secs, rec["bytes"] = floor.changes(host, port, t.user, t.password, before, tls)
             rec["server_s"] = round(secs, 4)
             for x in self.tools:
                 sync = run_timed(a.exec_bin, x.argv("sync"), x.log, a.timeout)
