@@ -572,8 +572,9 @@ func uidSet(each func(yield func(UID))) (has func(UID) bool, n int) {
 	return func(u UID) bool { _, ok := slices.BinarySearch(uids, u); return ok }, n
 }
 
-// replay resolves every step of an interrupted run's journal, records the
-// copies that happened, saves the state and removes the journal.
+// replay resolves the copies and flag changes of an interrupted run's
+// journal, records them in the state, saves it and removes the journal.
+// Removals are left to this run's planner (see below).
 func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 	dry := b.opt.DryRun
 	b.log.Info("resuming an interrupted run", "mailbox", b.name, "copies", len(jd.Copies), "flags", len(jd.Flags), "expunges", len(jd.Expunges))
@@ -630,21 +631,39 @@ func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 	if dry {
 		return nil
 	}
-	// Flag changes and expunges are idempotent: redo the unfinished ones.
+	// Flag changes are idempotent: redo the unfinished ones. Each one,
+	// done before or now, made both sides agree on its flags: the pairs
+	// record that agreement as their merge base, as the killed run's state
+	// would have. Otherwise a flag the run propagated (a \Deleted above all)
+	// would look like a fresh change of its target side and win over the
+	// user taking it back on the side it came from since.
 	for _, f := range jd.Flags {
-		if !f.Done && b.mb[f.Side] != nil {
+		if !f.Done {
+			if b.mb[f.Side] == nil {
+				continue
+			}
 			if err := b.mb[f.Side].SetFlags(ctx, f.UIDs, f.Add, f.Remove); err != nil {
 				return fmt.Errorf("resuming the interrupted run: flags on the %s side: %w", f.Side, err)
 			}
 		}
-	}
-	for _, e := range jd.Expunges {
-		if !e.Done && b.mb[e.Side] != nil {
-			if err := b.mb[e.Side].Expunge(ctx, e.UIDs); err != nil {
-				return fmt.Errorf("resuming the interrupted run: expunge on the %s side: %w", e.Side, err)
+		for _, u := range f.UIDs {
+			if i, ok := idx[f.Side][u]; ok {
+				b.st.Pairs[i].Flags = (b.st.Pairs[i].Flags | f.Add) &^ f.Remove
 			}
 		}
 	}
+	// Unfinished expunges are not redone: the user may have taken the
+	// \Deleted back since (an expunge cannot be undone, and the stores make
+	// it unconditional: IMAP stores +\Deleted itself before UID EXPUNGE). The
+	// state saved below still holds those pairs with their recorded flags,
+	// so this run's planner decides again from what the sides show now: a
+	// message still flagged \Deleted is expunged again, a partner of one
+	// already gone is removed as any removal is, and a message whose
+	// \Deleted was taken back stays. A half-done IMAP expunge (our +\Deleted
+	// stored, UID EXPUNGE not sent) shows \Deleted and is expunged again;
+	// that \Deleted, on a partner whose own \Deleted the user takes back in
+	// the meantime, cannot be told from the user's and still wins.
+	//
 	// Save with the old markers: this run still has to look at everything.
 	st := b.st
 	st.Generation++
