@@ -34,6 +34,28 @@ type crashHook struct {
 	syncs *atomic.Int64 // nil: not counted
 	after int64         // 0: never
 	exit  bool          // really exit the process (status 100) instead of returning errCrash
+	// at, when set, simulates a crash at that named point of the run
+	// (crashBeforeState and the like) instead of after a journal line.
+	at string
+}
+
+// Named crash points (crashHook.at): around the state saves that a kept
+// journal must survive in either order.
+const (
+	crashBeforeState = "before saving the state"  // finish: journal rebased, state not yet saved
+	crashAfterState  = "after saving the state"   // finish: state saved
+	crashAfterReplay = "after the replay's state" // replay: state saved, journal not yet removed
+)
+
+// point simulates a crash when the run reaches the named point.
+func (h *crashHook) point(name string) error {
+	if h == nil || h.at == "" || h.at != name {
+		return nil
+	}
+	if h.exit {
+		os.Exit(100)
+	}
+	return errCrash
 }
 
 func (h *crashHook) line() error {
@@ -143,9 +165,12 @@ func (j *journal) close() {
 }
 
 // rebase gives a journal kept past a state save (copies whose outcome could
-// not be found out) that state's generation: a journal of another generation
-// is discarded as stale, and the next run would copy those messages again.
-// The records stay; the file is replaced atomically.
+// not be found out) the generation of the state about to be saved, before
+// it is saved: a journal of another generation than the state's or the
+// next one is discarded as stale, and the next run would copy those
+// messages again. Written first, the records survive a crash on either
+// side of the state's rename (see boxRun.run). The records stay; the file
+// is replaced atomically.
 func (j *journal) rebase(gen uint64) error {
 	if j.f == nil {
 		return nil

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 )
 
-// Crash recovery of removals.
+// Crash recovery of removals and of a journal kept past a state save.
 
 // syncCrashing runs spec once with a crash after n journal lines and
 // reports whether the crash happened (false: the run finished first).
@@ -195,4 +196,82 @@ func checkExpungeFinished(t *testing.T, spec ChannelSpec) {
 	if t.Failed() {
 		t.Logf("far=%s near=%s", view(t, spec.Far, "INBOX"), view(t, spec.Near, "INBOX"))
 	}
+}
+
+// A run that cannot find out whether its copies landed (the connection
+// broke during the commit and lookups fail) keeps its journal past its state
+// save. Killed at any point around that save, or around the save of the
+// next run's replay, the records must survive: the next runs pair the copy
+// that landed instead of making it again.
+func TestKeptJournalSurvivesCrashAroundStateSave(t *testing.T) {
+	for _, at := range []string{"", crashBeforeState, crashAfterState} {
+		for _, atReplay := range []string{"", crashAfterReplay} {
+			t.Run(fmt.Sprintf("%q/%q", at, atReplay), func(t *testing.T) {
+				far, near := newMemStore("far"), newMemStore("near")
+				spec := testSpec(t.TempDir(), far, near)
+				addMsg(t, far, "INBOX", "a", 0)
+				mustSync(t, spec, RunOptions{})
+				addMsg(t, far, "INBOX", "b", 0)
+				p, err := StatePath(spec, "INBOX")
+				if err != nil {
+					t.Fatal(err)
+				}
+				st0, err := LoadState(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				near.lostCommit = true
+				res := runMailbox(spec, at)
+				near.lostCommit, near.lookupDown = false, false
+				if at != "" && !errors.Is(res.Err, errCrash) {
+					t.Fatalf("no crash at %q: %v", at, res.Err)
+				}
+				if at == "" && (res.Err == nil || errors.Is(res.Err, errCrash)) {
+					t.Fatalf("the lost commit was not reported: %v", res.Err)
+				}
+				jd, err := readJournal(p + ".journal")
+				if err != nil || jd == nil || len(jd.Copies) != 1 {
+					t.Fatalf("kept journal: %+v %v", jd, err)
+				}
+				st, err := LoadState(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("state generation %d→%d, journal %d", st0.Generation, st.Generation, jd.Header.Generation)
+				if view(t, near, "INBOX") != "a: b:" {
+					t.Fatalf("the lost commit did not land: near=%s", view(t, near, "INBOX"))
+				}
+
+				if atReplay != "" {
+					if res := runMailbox(spec, atReplay); !errors.Is(res.Err, errCrash) {
+						t.Fatalf("no crash at %q: %v", atReplay, res.Err)
+					}
+					// The replayed journal, left behind, must now be stale:
+					// replayed once more it would redo its flag changes.
+					st, err := LoadState(p)
+					jd, jerr := readJournal(p + ".journal")
+					if err != nil || jerr != nil || jd == nil || jd.Header.Generation >= st.Generation {
+						t.Errorf("after the replay's save: state %d, journal %+v (%v, %v)", st.Generation, jd, err, jerr)
+					}
+				}
+				mustSync(t, spec, RunOptions{})
+				mustSync(t, spec, RunOptions{})
+				f, n := view(t, far, "INBOX"), view(t, near, "INBOX")
+				if f != "a: b:" || n != f {
+					t.Errorf("DUPLICATE or loss: far=%s near=%s", f, n)
+				}
+				if j := journalText(t, spec); j != "(none)" {
+					t.Errorf("journal left after two clean runs: %q", j)
+				}
+			})
+		}
+	}
+}
+
+// runMailbox syncs INBOX of spec (both sides exist) with a crash at the
+// named point ("": none).
+func runMailbox(spec ChannelSpec, at string) MailboxResult {
+	hook := &crashHook{lines: new(atomic.Int64), at: at}
+	return syncMailbox(context.Background(), spec, RunOptions{}, "INBOX", hook, [2]bool{}, [2]*Status{}, false)
 }

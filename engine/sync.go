@@ -208,8 +208,13 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		defer close(loaded)
 		full.st, full.meta, full.err = loadState(b.statePath, false)
 	}()
-	if jd != nil && jd.Header.Generation != b.st.Generation {
+	if jd != nil && jd.Header.Generation != b.st.Generation && jd.Header.Generation != b.st.Generation+1 {
 		// Written before the state we loaded was saved: already included.
+		// A journal one generation ahead is not stale: finish writes a
+		// journal it keeps (copies whose outcome is unknown) with the next
+		// state's generation before it saves that state, so that the
+		// records survive a crash before the save as well as after it;
+		// replay then saves a generation above both.
 		b.log.Info("discarding stale journal", "mailbox", b.name, "journal", jd.Header.Generation, "state", b.st.Generation)
 		jd = nil
 		if !dry {
@@ -474,6 +479,19 @@ func (b *boxRun) finish(st State) error {
 			}
 		}
 	}
+	if b.keepJournal {
+		// The kept journal gets the new generation first: a crash before
+		// the state's rename leaves it one ahead of the old state, which
+		// run accepts, one after it leaves both equal. Rebased after the
+		// save, a crash in between left an older journal beside the new
+		// state, discarded as stale: its copies were made again.
+		if err := b.j.rebase(st.Generation); err != nil {
+			return err
+		}
+	}
+	if err := b.hook.point(crashBeforeState); err != nil {
+		return err
+	}
 	if barrier != nil {
 		err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), func(tmp string) error { return barrier.Barrier(tmp) })
 		if err != nil {
@@ -482,9 +500,12 @@ func (b *boxRun) finish(st State) error {
 	} else if err := b.save(st); err != nil {
 		return err
 	}
+	if err := b.hook.point(crashAfterState); err != nil {
+		return err
+	}
 	b.st = st
 	if b.keepJournal {
-		return b.j.rebase(st.Generation)
+		return nil
 	}
 	return b.j.remove()
 }
@@ -665,12 +686,18 @@ func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 	// the meantime, cannot be told from the user's and still wins.
 	//
 	// Save with the old markers: this run still has to look at everything.
+	// The generation goes above the journal's too (one written just before
+	// a state save that did not happen is one ahead, see finish), so that
+	// the journal, if a crash keeps it from being removed below, is stale.
 	st := b.st
-	st.Generation++
+	st.Generation = max(st.Generation, jd.Header.Generation) + 1
 	if err := b.save(st); err != nil {
 		return err
 	}
 	b.st = st
+	if err := b.hook.point(crashAfterReplay); err != nil {
+		return err
+	}
 	if err := os.Remove(b.statePath + ".journal"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("journal: %w", err)
 	}
