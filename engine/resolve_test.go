@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"errors"
 	"testing"
 )
 
@@ -24,4 +26,35 @@ func TestRewriteOnAppendWithoutUIDPlus(t *testing.T) {
 		}
 	}
 	checkEqual(t, spec, "INBOX", "a: new:")
+}
+
+// Two byte-identical new messages copied in one batch, the run killed right
+// after the first one's result line: the replay must not give the second
+// copy the first one's target (it would then be copied again, and the first
+// target, left unpaired, copied back).
+func TestReplayIdenticalCopies(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", 0)
+		mustSync(t, spec, RunOptions{})
+		addMsg(t, near, "INBOX", "same", 0)
+		addMsg(t, near, "INBOX", "same", 0)
+		// Journal lines: the two intents, then the first result.
+		res := SyncChannel(context.Background(), spec, RunOptions{CrashAfter: 3})
+		if len(res.Mailboxes) == 0 || !stoppedByCrash(res) {
+			t.Fatalf("the run was not stopped at the first result: %+v", res)
+		}
+		mustSync(t, spec, RunOptions{})
+		mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "a: same: same:")
+	})
+}
+
+func stoppedByCrash(res ChannelResult) bool {
+	for _, m := range res.Mailboxes {
+		if errors.Is(m.Err, errCrash) {
+			return true
+		}
+	}
+	return false
 }

@@ -612,6 +612,12 @@ func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 		if b.mb[t] == nil {
 			continue
 		}
+		// The copies with a result line go along: their targets are taken.
+		for _, c := range jd.Copies {
+			if c.To == t && c.Done && !c.Failed && c.Target != 0 {
+				open = append(open, c)
+			}
+		}
 		if err := b.resolveCopies(ctx, t, open, &b.st); err != nil {
 			return fmt.Errorf("resuming the interrupted run: %w", err)
 		}
