@@ -212,8 +212,10 @@ func (c sideChanges) uids() []UID {
 // the disk), then the acts follow side by side: far flags and removals, then
 // near ones (the sides are independent; going side by side lets the far
 // mailbox be released before the near side's renames and unlinks). Copies are journaled before,
-// batch by batch: they can take long, and a removal journaled ahead of them
-// would be redone after a crash during the copies, long after it was decided.
+// batch by batch: they can take long, and a flag change journaled ahead of
+// them would be replayed after a crash during the copies, long after it was
+// decided (a removal is never replayed: the next run's planner decides it
+// again).
 func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error {
 	var ch [2]sideChanges
 	journaled := false
