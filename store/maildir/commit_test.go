@@ -470,3 +470,60 @@ func TestCommitWithFileElsewhere(t *testing.T) {
 	f.inTmpOnly("at fsync journal", "the other file was durable")
 	f.checkResults(list, res)
 }
+
+// A syncfs's write-back error is reported to the first caller that looks:
+// when another mailbox's syncfs failed after this batch was written, that
+// failure may have been this batch's, so a syncfs that then succeeds is not
+// trusted and each file is fsynced, which reports a file's own error.
+func TestSyncfsAfterAnotherMailboxFailed(t *testing.T) {
+	f := newCommitFixture(t)
+	if !syncfsUsable(t, f.dir) {
+		t.Skip("no trusted syncfs on the test directory's file system")
+	}
+	if err := f.s.CreateMailbox(t.Context(), "Other"); err != nil {
+		t.Fatal(err)
+	}
+	other := open(t, f.s, "Other", false)
+	mine := f.stage(4)
+	var theirs []engine.Staged
+	for i := range 4 {
+		x, err := other.Stage(t.Context(), engine.NewMessage{Body: strings.NewReader(fmt.Sprintf("other %d\n", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs = append(theirs, x)
+	}
+	// Their syncfs fails; each of their files is then fsynced, and fine.
+	f.fail["syncfs"] = syscall.EIO
+	res, err := other.Commit(t.Context(), theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("their message %d: %v", i, r.Err)
+		}
+	}
+	delete(f.fail, "syncfs")
+	f.ops = nil
+	res, err = f.mb.Commit(t.Context(), mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkResults(mine, res)
+	for _, s := range mine {
+		if op := "fsync " + s.(*staged).name; !slices.Contains(f.ops, op) {
+			t.Errorf("%s missing: a syncfs was trusted after another one failed: %v", op, f.ops)
+		}
+	}
+	// Files written after the failure are covered by a syncfs again.
+	later := f.stage(4)
+	res, err = f.mb.Commit(t.Context(), later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkResults(later, res)
+	if f.count("fsync ") != 0 || f.count("syncfs") == 0 {
+		t.Errorf("a batch written after the failure was not covered by one syncfs: %v", f.ops)
+	}
+}

@@ -135,13 +135,15 @@ func (s *Store) fsyncFile(path string) error {
 // is the error for paths[i]; whole says a syncfs made everything on dir's file
 // system durable (then nothing else written before needs its own fsync).
 // size is what the files hold, for the count of unflushed bytes.
-func (s *Store) makeDurable(dir string, paths []string, size int64) (errs []error, whole bool) {
+// since is the store's count of failed syncfs calls when the first of the
+// files was written (see syncfs).
+func (s *Store) makeDurable(dir string, paths []string, size int64, since uint64) (errs []error, whole bool) {
 	errs = make([]error, len(paths))
 	if len(paths) == 0 {
 		return errs, false
 	}
 	if len(paths) >= syncfsMin && s.syncfsErrs {
-		err := s.syncfs(dir)
+		err := s.syncfs(dir, since)
 		if err == nil {
 			return errs, true
 		}
@@ -262,9 +264,26 @@ func (s *Store) statTrustedFS(dir, pathDir string) bool {
 	return unix.Statfs(dir, &st) == nil && syncfsTrusted(int64(st.Type))
 }
 
+// errSyncfsShared says a syncfs succeeded, but another one of this store's
+// failed since the files it was to cover were written.
+var errSyncfsShared = errors.New("another syncfs of this store failed meanwhile: its error may have been this one's")
+
 // syncfs runs syncfs(2) on dir's file system, or fails with ENOTSUP where
 // that file system is not known to honour it.
-func (s *Store) syncfs(dir string) error {
+//
+// A write-back error is reported to one syncfs caller only: the first to
+// look after it (Linux's errseq, per open file; each call here opens its
+// own). When two mailboxes flush at once and one's file fails to be
+// written, the other's syncfs may be the one told, and the first's then
+// returns success. So every syncfs of the store that fails is counted, and
+// a syncfs that succeeds still fails, with errSyncfsShared, when the count
+// moved since since (taken before the files it covers were written): the
+// caller then fsyncs each file, and a file's own fsync reports its own
+// error whoever saw the file system's. syncfsMu makes a successful caller
+// wait for the calls in flight beside it, so that their count is in.
+// (Another program's syncfs can take the report as well; that case is not
+// covered.)
+func (s *Store) syncfs(dir string, since uint64) error {
 	fd, err := openRaw(dir)
 	if err != nil {
 		return err
@@ -284,12 +303,24 @@ func (s *Store) syncfs(dir string) error {
 			return fmt.Errorf("syncfs: %d MiB: %w", n>>20, errBusyFS)
 		}
 	}
-	if err := s.hook("syncfs", dir); err != nil {
+	own := s.unflushed.Load()
+	s.syncfsMu.RLock()
+	err = s.hook("syncfs", dir)
+	if err == nil {
+		err = unix.Syncfs(fd)
+	}
+	if err != nil {
+		s.syncfsFailures.Add(1)
+	}
+	s.syncfsMu.RUnlock()
+	if err != nil {
 		return err
 	}
-	own := s.unflushed.Load()
-	if err := unix.Syncfs(fd); err != nil {
-		return err
+	s.syncfsMu.Lock()
+	failed := s.syncfsFailures.Load() != since
+	s.syncfsMu.Unlock()
+	if failed {
+		return errSyncfsShared
 	}
 	s.flushed(own)
 	return nil

@@ -115,6 +115,10 @@ type Mailbox struct {
 	// before it renames anything (engine.Barrierer).
 	uidDirPending bool
 	with          []string
+
+	// failures is the store's count of failed syncfs calls when the
+	// mailbox was opened, before it wrote anything (see Store.syncfs).
+	failures uint64
 }
 
 var (
@@ -827,7 +831,7 @@ func (m *Mailbox) Barrier(paths ...string) error {
 		return nil
 	}
 	if (len(m.unsynced) > 0 || m.uidDirPending) && m.s.syncfsErrs {
-		if err := m.s.syncfs(m.dir); err == nil {
+		if err := m.s.syncfs(m.dir, m.failures); err == nil {
 			m.unsynced, m.uidDirPending = nil, false
 			return m.syncUncovered(paths, true)
 		}

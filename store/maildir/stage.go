@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"math"
 	"bufio"
 	"context"
 	"errors"
@@ -25,6 +26,9 @@ type staged struct {
 	flags engine.Flag
 	date  time.Time
 	done  bool
+	// failures is the store's count of failed syncfs calls when the file
+	// was written (see Store.syncfs).
+	failures uint64
 }
 
 func (st *staged) UID() engine.UID { return st.uid }
@@ -125,6 +129,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	if err != nil {
 		return nil, err
 	}
+	failures := m.s.syncfsFailures.Load()
 	var f *os.File
 	var name string
 	for try := 0; ; try++ {
@@ -162,7 +167,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	}
 	m.s.unflushed.Add(n)
 	m.s.stagedFiles.Add(1)
-	return &staged{mb: m, uid: uid, size: n, name: name, flags: nm.Flags, date: nm.Date}, nil
+	return &staged{mb: m, uid: uid, size: n, name: name, flags: nm.Flags, date: nm.Date, failures: failures}, nil
 }
 
 // Commit makes the staged files durable, renames them into cur/ (seen) or
@@ -220,14 +225,16 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 		var paths []string
 		var idx []int
 		var size int64
+		since := uint64(math.MaxUint64)
 		for k := range jobs {
 			if !jobs[k].dead {
 				paths = append(paths, jobs[k].tmp)
 				idx = append(idx, k)
 				size += jobs[k].st.size
+				since = min(since, jobs[k].st.failures)
 			}
 		}
-		errs, whole := m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths, size)
+		errs, whole := m.s.makeDurable(filepath.Join(m.dir, "tmp"), paths, size, since)
 		for n, err := range errs {
 			if err != nil {
 				fail(&jobs[idx[n]], err)

@@ -69,6 +69,10 @@ type Store struct {
 	unflushed atomic.Int64
 	// stagedFiles counts the messages Stage wrote (see syncfsCheckFiles).
 	stagedFiles atomic.Int64
+	// syncfsFailures counts the syncfs calls that failed; syncfsMu lets a
+	// caller wait for those in flight (see syncfs).
+	syncfsMu       sync.RWMutex
+	syncfsFailures atomic.Uint64
 }
 
 var (
@@ -466,7 +470,8 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 			Messages:    -1,
 			Stamp:       stamp.String(now),
 		},
-		ours: map[engine.UID]bool{},
+		ours:     map[engine.UID]bool{},
+		failures: s.syncfsFailures.Load(),
 	}
 	return m, nil
 }
