@@ -24,8 +24,9 @@ import (
 //     gone UID, so a later run that propagates removals still sees the removal.
 //   - Both gone: the pair is dropped.
 //   - One-sided pairs (SkipGone, SkipTooBig, SkipDeleted) are kept while their message
-//     exists and are never retried; a one-sided SkipNone pair is a copy not done yet and is
-//     retried while that direction has OpNew.
+//     exists and are never retried, except a SkipDeleted one whose \Deleted was taken away:
+//     it is then pending like a new message. A one-sided SkipNone pair is a copy not done
+//     yet and is retried while that direction has OpNew.
 //   - A listed message in no pair is new when its UID is above MaxPulled (far) / MaxPushed
 //     (near). Unpaired messages at or below it are "old" (mbsync's Sync Old, which we do not
 //     offer): they were considered before (for instance a message whose pair was dropped
@@ -535,6 +536,13 @@ func (p *planner) skipped(pr Pair) {
 	s, u := oneSide(pr)
 	cur, ok, _ := p.views[s].lookup(u, pr.Flags)
 	if !ok {
+		return
+	}
+	if pr.Skip == SkipDeleted && !cur.Has(FlagDeleted) {
+		// Not copied because it arrived already deleted; the user took the
+		// deletion back (a webmail's undo before the expunge): it is a
+		// message to copy like any other.
+		p.pending(s, u, pr.Flags, true, -1)
 		return
 	}
 	p.existed[s]++

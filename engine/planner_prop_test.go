@@ -493,6 +493,9 @@ func (w *simWorld) check() {
 			if m := w.side[s].msgs[u[s]]; skip == SkipGone && !m.flags.Has(FlagDeleted) && !w.userUndeleted[id] {
 				t.Fatalf("id %d stays on the %s side after its partner was removed, without \\Deleted", id, Side(s))
 			}
+			if m := w.side[s].msgs[u[s]]; skip == SkipDeleted && !m.flags.Has(FlagDeleted) {
+				t.Fatalf("id %d stays on the %s side as deleted on arrival, though it no longer has \\Deleted", id, Side(s))
+			}
 			if !w.userDeleted[id] && !(skip == SkipTooBig && tooBig) {
 				t.Fatalf("id %d is only on the %s side (skip %q) but the user never deleted it", id, Side(s), skip)
 			}

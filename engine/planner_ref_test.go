@@ -302,6 +302,10 @@ func (p *refPlanner) skipped(pr Pair) {
 	if !ok {
 		return
 	}
+	if pr.Skip == SkipDeleted && !cur.Has(FlagDeleted) {
+		p.pending(s, u, pr.Flags, true) // undeleted: a message to copy after all
+		return
+	}
 	p.existed[s]++
 	if p.opt.Expunge[s] && cur.Has(FlagDeleted) {
 		p.expunge(s, u)

@@ -322,9 +322,24 @@ func TestPlanMailboxRules(t *testing.T) {
 		},
 		{
 			name: "toobig/kept-and-not-retried",
-			st:   ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "", SkipDeleted)),
-			far:  ptComplete(ptMsgSize(5, "S", 1e9)), near: ptComplete(ptMsg(6, "")), opt: ptBoth,
-			pairs: []Pair{ptPairSkip(5, 0, "S", SkipTooBig), ptPairSkip(0, 6, "", SkipDeleted)},
+			st:   ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "T", SkipDeleted)),
+			far:  ptComplete(ptMsgSize(5, "S", 1e9)), near: ptComplete(ptMsg(6, "T")), opt: ptBoth,
+			pairs: []Pair{ptPairSkip(5, 0, "S", SkipTooBig), ptPairSkip(0, 6, "T", SkipDeleted)},
+		},
+		{
+			// Skipped as new and already deleted; the user took the deletion
+			// back (a webmail's undo before the expunge): copied after all.
+			name: "skipdeleted/undeleted-is-copied",
+			st:   ptState(10, 10, ptPairSkip(0, 6, "T", SkipDeleted), ptPairSkip(7, 0, "T", SkipDeleted)),
+			far:  ptComplete(ptMsg(7, "S")), near: ptComplete(ptMsg(6, "F")), opt: ptBoth,
+			copies: [2][]UID{Far: {6}, Near: {7}},
+			pairs:  []Pair{ptPair(7, 0, "S"), ptPair(0, 6, "F")},
+		},
+		{
+			name: "skipdeleted/undeleted-kept-without-OpNew",
+			st:   ptState(10, 10, ptPairSkip(7, 0, "T", SkipDeleted)),
+			far:  ptComplete(ptMsg(7, "S")), near: ptComplete(), opt: ptPushOnly,
+			pairs: []Pair{ptPair(7, 0, "S")},
 		},
 		{
 			name: "toobig/dropped-when-source-gone",
