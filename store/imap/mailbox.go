@@ -533,14 +533,14 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 							continue
 						}
 						u := engine.UID(uid)
-						if uid == 0 || !want[u] || got[u] {
+						if uid == 0 || !want[u] || got[u] || !isWholeBody(it.Section) {
 							if _, err := io.Copy(io.Discard, it.Literal); err != nil {
 								return err // see literalLatch: never read it again
 							}
 							continue
 						}
 						got[u] = true
-						lit := &literalLatch{r: it.Literal}
+						lit := &literalLatch{r: it.Literal, left: it.Literal.Size()}
 						if err := fn(u, conv.reset(lit)); err != nil {
 							// Draining the rest of the chunk could mean
 							// downloading many messages for nothing: drop
@@ -1247,9 +1247,15 @@ const settleWait = time.Second
 // reading the connection's buffer, while FetchCommand.Close still reads that
 // literal again (go-imap's discard), from the same buffer: a data race, found
 // by the race detector when a run was cancelled in the middle of a body.
+//
+// It also holds the literal to its announced size: go-imap reads a literal
+// through an io.LimitReader, so a connection that ends in the middle of one
+// (the server closed it, or TLS ended on a record boundary) reads as a clean
+// io.EOF, and a cut-off message would be taken for the whole of it.
 type literalLatch struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	left int64 // bytes announced and not read yet
+	err  error
 }
 
 func (l *literalLatch) Read(p []byte) (int, error) {
@@ -1257,10 +1263,22 @@ func (l *literalLatch) Read(p []byte) (int, error) {
 		return 0, l.err
 	}
 	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if err == io.EOF && l.left > 0 {
+		err = fmt.Errorf("the message ended %d bytes before the size the server announced: %w", l.left, io.ErrUnexpectedEOF)
+	}
 	if err != nil {
 		l.err = err
 	}
 	return n, err
+}
+
+// isWholeBody says whether a FETCH answer's section is the one Fetch asks
+// for, the whole message (BODY[]), and not a part, a header or a piece of
+// it (BODY[]<0>), which a server has no business sending instead.
+func isWholeBody(s *imap.FetchItemBodySection) bool {
+	return s != nil && s.Specifier == imap.PartSpecifierNone && len(s.Part) == 0 &&
+		len(s.HeaderFields) == 0 && len(s.HeaderFieldsNot) == 0 && s.Partial == nil
 }
 
 // settle makes it safe to Close the FETCH after its callback failed on a
