@@ -33,6 +33,8 @@ type bodyCounter struct {
 	// Message-ID, which identifies a copy a server rewrote on APPEND.
 	hdr     []byte
 	hdrDone bool
+	// heldCR: the last byte read was a CR not hashed yet (see hashLF).
+	heldCR bool
 }
 
 // maxHeader bounds how much of a message is kept to find its Message-ID.
@@ -55,7 +57,7 @@ func (b *bodyCounter) account(p []byte) {
 	if !b.hdrDone && len(p) > 0 {
 		b.keepHeader(p)
 	}
-	b.h.Write(p)
+	b.hashLF(p)
 	b.n += int64(len(p))
 	b.crlf += int64(len(p))
 	for _, c := range p {
@@ -65,6 +67,42 @@ func (b *bodyCounter) account(p []byte) {
 		b.prevCR = c == '\r'
 	}
 }
+
+// hashLF adds p to the hash with every CRLF taken as LF. The hash finds a
+// copy again on the target (resolveCopies), and the target may hand back
+// other line ends than the source gave: a Maildir file can hold CRLF, which
+// an IMAP APPEND keeps and a FETCH turns back into LF. Hashing one form of
+// both keeps such a copy from counting as lost (and being made again at
+// every run, where no Message-ID is there to find it by).
+func (b *bodyCounter) hashLF(p []byte) {
+	if b.heldCR {
+		if len(p) == 0 {
+			return
+		}
+		if p[0] != '\n' {
+			b.h.Write(crByte)
+		}
+		b.heldCR = false
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\r')
+		if i < 0 {
+			b.h.Write(p)
+			return
+		}
+		b.h.Write(p[:i])
+		if i+1 == len(p) {
+			b.heldCR = true
+			return
+		}
+		if p[i+1] != '\n' {
+			b.h.Write(p[i : i+1])
+		}
+		p = p[i+1:]
+	}
+}
+
+var crByte = []byte{'\r'}
 
 // keepHeader appends to hdr what of p belongs to the header block (up to and
 // including the newline before the empty line), at most maxHeader bytes in
@@ -106,7 +144,13 @@ func (b *bodyCounter) drain() error {
 	}
 }
 
-func (b *bodyCounter) sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
+func (b *bodyCounter) sum() string {
+	if b.heldCR { // a CR at the very end, not followed by LF: it is part of the message
+		b.h.Write(crByte)
+		b.heldCR = false
+	}
+	return hex.EncodeToString(b.h.Sum(nil))
+}
 
 // messageID returns the Message-ID header of the message read so far ("" if none).
 func (b *bodyCounter) messageID() string {

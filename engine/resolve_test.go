@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -57,4 +58,45 @@ func stoppedByCrash(res ChannelResult) bool {
 		}
 	}
 	return false
+}
+
+// A message whose file holds CRLF line ends, pushed to a server without
+// UIDPLUS that hands it back with LF (an IMAP FETCH converts) and without a
+// Message-ID to find it by: the copy is found by its hash, which must not
+// depend on the line ends, instead of being made again at every run.
+func TestResolveCopyWithOtherLineEnds(t *testing.T) {
+	far, near := storeKinds[2].mk() // imap-plain: no UIDPLUS
+	far.rewrite = func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")) }
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	addBody(t, near, "INBOX", "From: b@example.org\r\nSubject: crlf\r\n\r\nbody\r\nend\r\n", 0)
+	for i := range 3 {
+		res := mustSync(t, spec, RunOptions{})
+		if res.Failed != [2]int{} {
+			t.Errorf("run %d: failed copies %v", i, res.Failed)
+		}
+	}
+	checkEqual(t, spec, "INBOX", "a: crlf:")
+}
+
+// The hash takes CRLF as LF wherever the reads split the message, and keeps
+// a lone CR (not before LF), at the end too.
+func TestBodyHashLineEnds(t *testing.T) {
+	sum := func(chunks ...string) string {
+		bc := newBodyCounter(nil)
+		for _, c := range chunks {
+			bc.account([]byte(c))
+		}
+		return bc.sum()
+	}
+	lf := sum("a\nb\n")
+	for _, c := range [][]string{{"a\r\nb\r\n"}, {"a\r", "\nb\r\n"}, {"a\r", "", "\nb\r", "\n"}, {"a", "\r\nb\n"}} {
+		if got := sum(c...); got != lf {
+			t.Errorf("%q: hash differs from the LF form's", c)
+		}
+	}
+	if sum("a\rb\n") == sum("ab\n") || sum("a\n\r") == sum("a\n") || sum("a\r", "b") == sum("ab") {
+		t.Error("a lone CR was dropped from the hash")
+	}
 }
