@@ -196,6 +196,15 @@ func expandUIDSet(set string, n int) ([]engine.UID, error) {
 	if len(out) != n {
 		return nil, fmt.Errorf("%d UIDs for %d messages", len(out), n)
 	}
+	// Each message has a UID of its own: a set naming one twice (only a
+	// broken server writes that) would pair two sources with one target.
+	seen := make(map[engine.UID]bool, n)
+	for _, u := range out {
+		if seen[u] {
+			return nil, fmt.Errorf("UID %d given to two messages", u)
+		}
+		seen[u] = true
+	}
 	return out, nil
 }
 

@@ -244,6 +244,8 @@ func TestParseMultiAppendReply(t *testing.T) {
 		{"QX1 OK done\r\n", 2, []engine.UID{0, 0}, false, false},                   // no UIDPLUS answer: unknown
 		{"QX1 OK [APPENDUID 5 1:9] done\r\n", 2, []engine.UID{0, 0}, false, false}, // count mismatch: unknown
 		{"QX1 OK [APPENDUID 5 x] done\r\n", 1, []engine.UID{0}, false, false},
+		{"QX1 OK [APPENDUID 5 5,5] done\r\n", 2, []engine.UID{0, 0}, false, false}, // a UID twice: unknown
+		{"QX1 OK [APPENDUID 5 4:5,5] done\r\n", 3, []engine.UID{0, 0, 0}, false, false},
 		{"QX1 NO [OVERQUOTA] full\r\n", 2, nil, true, false},
 		{"QX1 BAD what\r\n", 2, nil, true, false},
 		{"QX1 OK [APPENDUID 6 1:2] done\r\n", 2, nil, false, true}, // other UIDVALIDITY
