@@ -75,7 +75,7 @@ func TestReadNamesSmallBuffer(t *testing.T) {
 	}
 	for _, size := range []int{200, 1000, 256 << 10} {
 		var got []string
-		err := readNamesBuf(dir, make([]byte, size), func(name []byte) { got = append(got, string(name)) })
+		err := readNamesBuf(dir, make([]byte, size), func(name []byte) { got = append(got, string(name)) }, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +89,7 @@ func TestReadNamesSmallBuffer(t *testing.T) {
 		}
 	}
 	called := false
-	if err := readNamesBuf(filepath.Join(dir, "missing"), make([]byte, 1000), func([]byte) { called = true }); err != nil || called {
+	if err := readNamesBuf(filepath.Join(dir, "missing"), make([]byte, 1000), func([]byte) { called = true }, nil); err != nil || called {
 		t.Errorf("missing directory: %v, called %v", err, called)
 	}
 }

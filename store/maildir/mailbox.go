@@ -182,7 +182,7 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
-		l := lister{buf: buf}
+		l := lister{buf: buf, skip: m.skipLink}
 		for _, sub := range []string{"new", "cur"} {
 			if err := l.read(filepath.Join(m.dir, sub), sub); err != nil {
 				return nil, m.wrap("scan", err)
@@ -258,6 +258,8 @@ type lister struct {
 	chunk  []entry   // current entry chunk: only appended to, within its capacity
 	chunks [][]entry // full chunks
 	n      int
+	// skip, when set, hears of the symbolic links read leaves out.
+	skip func(sub string, name []byte, why error)
 }
 
 // add records the file name (whose bytes may be reused once add returns) in
@@ -281,9 +283,14 @@ func (l *lister) add(sub string, name []byte) {
 }
 
 // read adds the message files of dir (no dot-files, no subdirectories); a
-// missing directory is empty.
+// missing directory is empty. Symbolic links that lead to no file go to
+// l.skip, when set.
 func (l *lister) read(dir, sub string) error {
-	return readNamesBuf(dir, l.buf, func(name []byte) { l.add(sub, name) })
+	var skip func(name []byte, why error)
+	if l.skip != nil {
+		skip = func(name []byte, why error) { l.skip(sub, name, why) }
+	}
+	return readNamesBuf(dir, l.buf, func(name []byte) { l.add(sub, name) }, skip)
 }
 
 // entries returns everything added, in order.
@@ -299,8 +306,10 @@ func (l *lister) entries() []*entry {
 
 // readNamesBuf passes each message file name of dir (no dot-files, no
 // subdirectories) to add, which must copy it to keep it; a missing
-// directory has none. It parses getdents(2) itself, into buf.
-func readNamesBuf(dir string, buf []byte, add func(name []byte)) error {
+// directory has none. It parses getdents(2) itself, into buf. A symbolic
+// link that leads to no file or to a directory is not a message either: it
+// goes to skip (when not nil) with the reason, not to add (see badLink).
+func readNamesBuf(dir string, buf []byte, add func(name []byte), skip func(name []byte, why error)) error {
 	fd, err := openRaw(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -339,17 +348,83 @@ func readNamesBuf(dir string, buf []byte, add func(name []byte)) error {
 			if len(name) == 0 || name[0] == '.' {
 				continue
 			}
+			link := typ == unix.DT_LNK
 			switch typ {
 			case unix.DT_DIR:
 				continue
 			case unix.DT_UNKNOWN: // some file systems do not say: ask
 				var st unix.Stat_t
-				if unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+					switch st.Mode & unix.S_IFMT {
+					case unix.S_IFDIR:
+						continue
+					case unix.S_IFLNK:
+						link = true
+					}
+				}
+			}
+			if link {
+				if why := badLink(fd, string(name)); why != nil {
+					if skip != nil {
+						skip(name, why)
+					}
 					continue
 				}
 			}
 			add(name)
 		}
+	}
+}
+
+// badLink says why the symbolic link name in the directory fd is not a
+// message the store can read: it dangles or loops (stat fails with ENOENT or
+// ELOOP while the link itself is there), or it leads to a directory. It is
+// nil for a link to a file, which is listed, renamed and read like any file
+// (statAll and Fetch follow it), and for a link that vanished meanwhile,
+// which the listing's own checks deal with as with any file.
+//
+// Left in the listing, a dangling link would be renamed to carry a ",U=",
+// and then statAll, following it, would take its ENOENT for a file renamed
+// by a mail client and rescan until List gave up: the folder would never
+// sync again. It costs a stat per link; links are rare, and other files pay
+// nothing.
+func badLink(fd int, name string) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(fd, name, &st, 0)
+	for err == unix.EINTR {
+		err = unix.Fstatat(fd, name, &st, 0)
+	}
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return errors.New("symbolic link to a directory")
+	case err == unix.ENOENT || err == unix.ELOOP:
+		var lst unix.Stat_t
+		if unix.Fstatat(fd, name, &lst, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return nil // gone itself: not a link problem
+		}
+		if err == unix.ENOENT {
+			return errors.New("dangling symbolic link")
+		}
+		return errors.New("symbolic link loop")
+	}
+	return nil
+}
+
+// skipLink warns, once per run (per Store), that the link sub/name of m is
+// not a message and is left alone.
+func (m *Mailbox) skipLink(sub string, name []byte, why error) {
+	path := filepath.Join(m.dir, sub, string(name))
+	m.s.warnedMu.Lock()
+	seen := m.s.warned[path]
+	if !seen {
+		if m.s.warned == nil {
+			m.s.warned = map[string]bool{}
+		}
+		m.s.warned[path] = true
+	}
+	m.s.warnedMu.Unlock()
+	if !seen {
+		m.s.log.Warn("not a message, left alone: "+why.Error(), "mailbox", m.name, "file", path)
 	}
 }
 
@@ -524,7 +599,7 @@ func (m *Mailbox) locate(ctx context.Context) error {
 			if mayCarryUID(name, m.want) {
 				l.add(sub, name)
 			}
-		})
+		}, func(name []byte, why error) { m.skipLink(sub, name, why) })
 		if err != nil {
 			return m.wrap("locate", err)
 		}
@@ -1002,7 +1077,7 @@ const (
 // from the file of es[i], with fstatat relative to new/ and cur/ (no path
 // lookup from the root per file).
 // gone reports a file that is no longer there. Symbolic links are followed,
-// as Fetch follows them.
+// as Fetch follows them (the scan left out those that lead nowhere).
 func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Message, at []int) (gone bool, err error) {
 	var fds [2]int // new, cur; -1 when the directory is missing
 	for i, sub := range []string{"new", "cur"} {
@@ -1045,7 +1120,10 @@ func (m *Mailbox) statAll(ctx context.Context, es []*entry, msgs []engine.Messag
 					break
 				}
 			}
-			if err == unix.ENOENT {
+			if err == unix.ENOENT || err == unix.ELOOP {
+				// Renamed or removed since the scan, or a link whose target
+				// went away (or now loops) meanwhile: the rescan leaves
+				// such a link out (badLink).
 				goneFlag.Store(true)
 				return nil
 			}

@@ -58,6 +58,10 @@ type Store struct {
 	// does not change during a run.
 	trustedMu sync.Mutex
 	trusted   map[[2]string]bool
+	// warned holds the paths of files a listing left out with a warning
+	// (see skipLink): each is warned of once per run, not at every scan.
+	warnedMu sync.Mutex
+	warned   map[string]bool
 	// testHook, when set by a test, is called before each durability step.
 	testHook func(op, path string) error
 	// meminfo and dirtyMax decide when a syncfs would wait for other
