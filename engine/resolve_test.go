@@ -100,3 +100,41 @@ func TestBodyHashLineEnds(t *testing.T) {
 		t.Error("a lone CR was dropped from the hash")
 	}
 }
+
+// A channel that never pushes new messages (push = ["flags"]) leaves a
+// local-only message local; its runs then plan nothing, and must not write
+// the same state again at every run (a disk flush and a new generation per
+// mailbox and run). Once the channel pushes new messages, it is pushed.
+func TestNothingToRecordWritesNoState(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	spec.Push = OpFlags
+	addMsg(t, far, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	addMsg(t, near, "INBOX", "local", 0)
+	mustSync(t, spec, RunOptions{})
+	path, err := StatePath(spec, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		mustSync(t, spec, RunOptions{})
+		again, err := LoadState(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Generation != st.Generation {
+			t.Fatalf("run %d wrote the state again (generation %d → %d) with nothing to record", i, st.Generation, again.Generation)
+		}
+	}
+	if got := view(t, far, "INBOX"); got != "a:" {
+		t.Fatalf("far holds %s; a channel without new in push pushed a message", got)
+	}
+	spec.Push = OpAll
+	mustSync(t, spec, RunOptions{})
+	checkEqual(t, spec, "INBOX", "a: local:")
+}

@@ -317,7 +317,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	}
 	if rep[Far].Unchanged && rep[Near].Unchanged && !b.expungePending(opts) {
 		b.res.Skipped = "unchanged"
-		if !dry && (b.meta.Deleted[Far] < 0 || b.meta.Deleted[Near] < 0 || b.meta.Owner.FarStore == "") {
+		if !dry && !b.headerCurrent() {
 			// A state from before the header said all the next run needs
 			// to skip this pair without opening it: write it once more.
 			st := b.st
@@ -349,6 +349,15 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	if plan.Guard != nil {
 		return fmt.Errorf("%w: nothing was changed in this mailbox: %w", ErrGuard, plan.Guard)
 	}
+	if plan.Empty() && len(plan.TooBig[Far])+len(plan.TooBig[Near]) == 0 && b.headerCurrent() && sameState(b.st, plan.State) {
+		// Nothing to do and nothing new to record. A channel that never
+		// copies one way (push = ["flags"]: local messages stay local) keeps
+		// that side's old markers, so each run lists the side and plans
+		// nothing; writing the same state again each time was a disk flush
+		// (and a new generation) per mailbox and run for nothing.
+		b.res.Skipped = "unchanged"
+		return nil
+	}
 	for _, s := range plan.TooBig {
 		for _, u := range s {
 			b.log.Warn("message over max_size not copied (reported once)", "mailbox", b.name, "uid", u)
@@ -376,6 +385,24 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return fmt.Errorf("%w: %v", ErrStopped, ctx.Err())
 	}
 	return nil
+}
+
+// headerCurrent says the state file's header holds everything this version
+// writes there (see the unchanged path in run): the state need not be
+// written again just for that.
+func (b *boxRun) headerCurrent() bool {
+	return b.meta.Deleted[Far] >= 0 && b.meta.Deleted[Near] >= 0 && b.meta.Owner.FarStore != ""
+}
+
+// sameState says a and b record the same, generation aside.
+func sameState(a, b State) bool {
+	if a.FarValidity != b.FarValidity || a.NearValidity != b.NearValidity || a.MaxPulled != b.MaxPulled ||
+		a.MaxPushed != b.MaxPushed || a.Far != b.Far || a.Near != b.Near || len(a.Pairs) != len(b.Pairs) {
+		return false
+	}
+	sortPairs(a.Pairs)
+	sortPairs(b.Pairs)
+	return slices.Equal(a.Pairs, b.Pairs)
 }
 
 // listAhead is, before side s is opened, the incremental listing report
