@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 )
 
@@ -137,4 +139,25 @@ func TestNothingToRecordWritesNoState(t *testing.T) {
 	spec.Push = OpAll
 	mustSync(t, spec, RunOptions{})
 	checkEqual(t, spec, "INBOX", "a: local:")
+}
+
+// Patterns that match no mailbox (a typo) are reported, not passed over in
+// silence as a run that had nothing to do.
+func TestPatternsMatchingNothingAreReported(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	spec.Match = func(name string) bool { return name == "Inbxo" }
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mustSync(t, spec, RunOptions{Log: log})
+	if !strings.Contains(logged.String(), "match no mailbox") {
+		t.Errorf("no warning; log: %q", logged.String())
+	}
+	logged.Reset()
+	spec.Match = nil
+	mustSync(t, spec, RunOptions{Log: log})
+	if strings.Contains(logged.String(), "match no mailbox") {
+		t.Errorf("warned with mailboxes selected; log: %q", logged.String())
+	}
 }

@@ -248,6 +248,12 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		}
 	}
 	names := selectMailboxes(spec, present)
+	if len(names) == 0 && spec.Mailboxes == nil && len(present[Far])+len(present[Near]) > 0 {
+		// Most likely a pattern with a typo: say so rather than report a
+		// run that synced nothing as a success in silence.
+		opt.Log.Warn("the channel's mailbox patterns match no mailbox on either side; `quixysync list` shows which are excluded",
+			"channel", spec.Name, "far mailboxes", len(present[Far]), "near mailboxes", len(present[Near]))
+	}
 	statusAll(ctx, spec, opt.Log, names, present, listed, noStatus)
 	pool.setTotal(len(names))
 	if opt.Progress != nil {
