@@ -178,23 +178,26 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 			return nil, err
 		}
 		t0 := time.Now()
-		s1, err := dirStamp(m.dir)
+		s1, err := m.s.dirStamp(m.dir)
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
-		l := lister{buf: buf, skip: m.skipLink}
+		l := lister{buf: buf, skip: m.skipLink, listHook: m.s.listHook}
 		for _, sub := range []string{"new", "cur"} {
 			if err := l.read(filepath.Join(m.dir, sub), sub); err != nil {
 				return nil, m.wrap("scan", err)
 			}
 		}
 		entries := l.entries()
-		s2, err := dirStamp(m.dir)
+		s2, err := m.s.dirStamp(m.dir)
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
 		if s1 == s2 {
-			if !s2.recent(t0, scanGuard) {
+			// A coarse file system's mtimes need a longer guard (see
+			// coarseGuard): within it, listings are compared as for a
+			// recently modified folder.
+			if !s2.recent(t0, s2.guard()) {
 				return m.dropStale(entries), nil
 			}
 			// Only a recently modified folder needs two listings compared
@@ -260,11 +263,16 @@ type lister struct {
 	n      int
 	// skip, when set, hears of the symbolic links read leaves out.
 	skip func(sub string, name []byte, why error)
+	// listHook, when set by a test, is called with each name added.
+	listHook func(sub string, name []byte)
 }
 
 // add records the file name (whose bytes may be reused once add returns) in
 // sub.
 func (l *lister) add(sub string, name []byte) {
+	if l.listHook != nil {
+		l.listHook(sub, name)
+	}
 	if len(l.names)+len(name) > cap(l.names) {
 		size := min(max(2*cap(l.names), minNameChunk), maxNameChunk)
 		l.names = make([]byte, 0, max(size, len(name)))
@@ -588,7 +596,7 @@ func (m *Mailbox) locate(ctx context.Context) error {
 		}
 	}
 	t0 := time.Now()
-	s1, err := dirStamp(m.dir)
+	s1, err := m.s.dirStamp(m.dir)
 	if err != nil {
 		return m.wrap("locate", err)
 	}
@@ -604,11 +612,11 @@ func (m *Mailbox) locate(ctx context.Context) error {
 			return m.wrap("locate", err)
 		}
 	}
-	s2, err := dirStamp(m.dir)
+	s2, err := m.s.dirStamp(m.dir)
 	if err != nil {
 		return m.wrap("locate", err)
 	}
-	if s1 != s2 || s2.recent(t0, scanGuard) {
+	if s1 != s2 || s2.recent(t0, s2.guard()) {
 		return m.scan(ctx)
 	}
 	idx := newUIDIndex(1, 0, 0) // a few UIDs: a map

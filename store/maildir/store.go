@@ -62,6 +62,11 @@ type Store struct {
 	// (see skipLink): each is warned of once per run, not at every scan.
 	warnedMu sync.Mutex
 	warned   map[string]bool
+	// mtimeRes, when set by a test, makes dirStamp see mtimes rounded down
+	// to it, as on a file system with coarse timestamps; listHook, when set
+	// by a test, is called with each name a scan's listing reads.
+	mtimeRes time.Duration
+	listHook func(sub string, name []byte)
 	// testHook, when set by a test, is called before each durability step.
 	testHook func(op, path string) error
 	// meminfo and dirtyMax decide when a syncfs would wait for other
@@ -313,7 +318,7 @@ func (s *Store) walkMaildirPP(add func(name, dir string)) error {
 // the folder has no .uidvalidity yet.
 func (s *Store) cheapStatus(dir string) (engine.Status, bool, error) {
 	now := time.Now()
-	stamp, err := dirStamp(dir)
+	stamp, err := s.dirStamp(dir)
 	if err != nil {
 		return engine.Status{}, false, err
 	}
@@ -446,7 +451,7 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 		return nil, fmt.Errorf("maildir %s: mailbox %q (%s): %w", s.name, name, dir, engine.ErrNoMailbox)
 	}
 	now := time.Now()
-	stamp, err := dirStamp(dir)
+	stamp, err := s.dirStamp(dir)
 	if err != nil {
 		return nil, fmt.Errorf("maildir %s: mailbox %q: %w", s.name, name, err)
 	}
