@@ -1,13 +1,13 @@
 package maildir
 
 import (
-	"math"
 	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
