@@ -42,6 +42,11 @@ type Pair struct {
 	// Skip says why a message is deliberately present on one side only, so it is
 	// neither retried every run nor mistaken for a removal.
 	Skip SkipReason
+	// Ident is, per side, the store's fingerprint of the message under that
+	// UID (see IdentKeeper); 0 when unknown. It survives flag changes but not
+	// another message taking the UID (a Maildir file moved in from another
+	// folder keeping its ",U="), so a store can tell the two apart.
+	Ident [2]uint32
 }
 
 // SkipReason tells why a pair has only one side on purpose.

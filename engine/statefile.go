@@ -387,8 +387,9 @@ func setHeader(st *State, meta *stateMeta, key, val string) error {
 	return fmt.Errorf("unknown header")
 }
 
-// parsePairLine parses "far near [skip]flags" without allocating: one pass
-// for the usual line, the careful one for anything unusual (and its error).
+// parsePairLine parses "far near [[skip]flags] [#ident/ident]" without
+// allocating: one pass for the usual line, the careful one for anything
+// unusual (and its error).
 func parsePairLine(b []byte) (Pair, error) {
 	var p Pair
 	var v [2]uint64
@@ -412,29 +413,71 @@ func parsePairLine(b []byte) (Pair, error) {
 	if i >= len(b) {
 		return p, nil
 	}
-	switch b[i] {
-	case '>':
-		p.Skip, i = SkipTooBig, i+1
-	case 'x':
-		p.Skip, i = SkipDeleted, i+1
-	case '-':
-		p.Skip, i = SkipGone, i+1
-	}
-	for ; i < len(b); i++ {
-		g, ok := FlagFromLetter(b[i])
-		if !ok {
+	if b[i] != '#' {
+		start := i
+		switch b[i] {
+		case '>':
+			p.Skip, i = SkipTooBig, i+1
+		case 'x':
+			p.Skip, i = SkipDeleted, i+1
+		case '-':
+			p.Skip, i = SkipGone, i+1
+		}
+		for ; i < len(b) && b[i] != ' '; i++ {
+			g, ok := FlagFromLetter(b[i])
+			if !ok {
+				return parsePairLineSlow(b)
+			}
+			p.Flags |= g
+		}
+		if i == len(b) {
+			return p, nil
+		}
+		if i == start || i+1 == len(b) || b[i+1] != '#' {
 			return parsePairLineSlow(b)
 		}
-		p.Flags |= g
+		i++
 	}
+	id, ok := parseIdents(b[i+1:])
+	if !ok {
+		return parsePairLineSlow(b)
+	}
+	p.Ident = id
 	return p, nil
+}
+
+// parseIdents parses the idents field after its '#': "far/near", each 1 to
+// 8 lower-case hex digits.
+func parseIdents(b []byte) (id [2]uint32, ok bool) {
+	f := 0
+	n := 0
+	for _, c := range b {
+		switch {
+		case c == '/' && f == 0 && n > 0:
+			f, n = 1, 0
+			continue
+		case c >= '0' && c <= '9':
+			id[f] = id[f]<<4 | uint32(c-'0')
+		case c >= 'a' && c <= 'f':
+			id[f] = id[f]<<4 | uint32(c-'a'+10)
+		default:
+			return id, false
+		}
+		if n++; n > 8 {
+			return id, false
+		}
+	}
+	return id, f == 1 && n > 0
 }
 
 func parsePairLineSlow(b []byte) (Pair, error) {
 	var p Pair
-	f1, rest, _ := bytes.Cut(b, []byte{' '})
-	f2, rest, has3 := bytes.Cut(rest, []byte{' '})
-	far, err := parseUID(f1)
+	fields := bytes.Split(b, []byte{' '})
+	f2 := []byte(nil)
+	if len(fields) > 1 {
+		f2 = fields[1]
+	}
+	far, err := parseUID(fields[0])
 	if err != nil {
 		return p, fmt.Errorf("far UID: %v", err)
 	}
@@ -446,19 +489,32 @@ func parsePairLineSlow(b []byte) (Pair, error) {
 		return p, fmt.Errorf("pair without any UID")
 	}
 	p.Far, p.Near = far, near
-	if has3 {
-		if len(rest) == 0 {
+	rest := fields[min(len(fields), 2):]
+	if n := len(rest); n > 0 && len(rest[n-1]) > 0 && rest[n-1][0] == '#' {
+		id, ok := parseIdents(rest[n-1][1:])
+		if !ok {
+			return p, fmt.Errorf("bad ident field %q (want #far/near, each 1 to 8 lower-case hex digits)", truncate(string(rest[n-1]), 30))
+		}
+		p.Ident = id
+		rest = rest[:n-1]
+	}
+	switch {
+	case len(rest) > 1:
+		return p, fmt.Errorf("unexpected field %q", truncate(string(rest[1]), 20))
+	case len(rest) == 1:
+		fl := rest[0]
+		if len(fl) == 0 {
 			return p, fmt.Errorf("empty flags field")
 		}
-		switch rest[0] {
+		switch fl[0] {
 		case '>':
-			p.Skip, rest = SkipTooBig, rest[1:]
+			p.Skip, fl = SkipTooBig, fl[1:]
 		case 'x':
-			p.Skip, rest = SkipDeleted, rest[1:]
+			p.Skip, fl = SkipDeleted, fl[1:]
 		case '-':
-			p.Skip, rest = SkipGone, rest[1:]
+			p.Skip, fl = SkipGone, fl[1:]
 		}
-		for _, c := range rest {
+		for _, c := range fl {
 			g, ok := FlagFromLetter(c)
 			if !ok {
 				return p, fmt.Errorf("unknown flag letter %q", c)
@@ -579,6 +635,12 @@ func writeState(w io.Writer, st State, owner StateOwner) error {
 					buf = append(buf, flagLetters[i])
 				}
 			}
+		}
+		if p.Ident != [2]uint32{} {
+			buf = append(buf, " #"...)
+			buf = strconv.AppendUint(buf, uint64(p.Ident[Far]), 16)
+			buf = append(buf, '/')
+			buf = strconv.AppendUint(buf, uint64(p.Ident[Near]), 16)
 		}
 		buf = append(buf, '\n')
 		bw.Write(buf)

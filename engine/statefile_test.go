@@ -24,6 +24,9 @@ func sampleState() State {
 			{Far: 4701, Near: 0, Flags: FlagSeen},
 			{Far: 4702, Near: 0, Skip: SkipTooBig},
 			{Far: 4703, Near: 121},
+			{Far: 4704, Near: 124, Flags: FlagSeen, Ident: [2]uint32{0, 0xdeadbeef}},
+			{Far: 4705, Near: 125, Ident: [2]uint32{1, 0xa}},
+			{Far: 4706, Near: 0, Skip: SkipTooBig, Ident: [2]uint32{0xffffffff, 0}},
 			{Far: 0, Near: 122, Skip: SkipGone, Flags: FlagDeleted},
 			{Far: 0, Near: 123, Skip: SkipDeleted, Flags: FlagDeleted | FlagDraft},
 		},
@@ -44,7 +47,8 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, st)
 	}
 	b, _ := os.ReadFile(path)
-	for _, want := range []string{"quixysync-state 1\n", "max-pulled 4711\n", "\n4700 120 FS\n", "\n4701 0 S\n", "\n4702 0 >\n", "\n4703 121\n", "\n0 122 -T\n"} {
+	for _, want := range []string{"quixysync-state 1\n", "max-pulled 4711\n", "\n4700 120 FS\n", "\n4701 0 S\n", "\n4702 0 >\n", "\n4703 121\n", "\n0 122 -T\n",
+		"\n4704 124 S #0/deadbeef\n", "\n4705 125 #1/a\n", "\n4706 0 > #ffffffff/0\n"} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("state file lacks %q:\n%s", want, b)
 		}
@@ -66,13 +70,20 @@ func TestCorruptStateNamesFileAndLine(t *testing.T) {
 	WriteState(&buf, sampleState())
 	good := buf.String()
 	cases := map[string]string{
-		"bad flag":  strings.Replace(good, "4700 120 FS", "4700 120 FQ", 1),
-		"bad uid":   strings.Replace(good, "4703 121", "4703 12x", 1),
-		"truncated": good[:len(good)-3],
-		"version":   strings.Replace(good, "quixysync-state 1", "quixysync-state 9", 1),
-		"header":    strings.Replace(good, "max-pushed 123\n", "", 1),
-		"empty":     "",
-		"zero pair": good + "0 0\n",
+		"bad flag":        strings.Replace(good, "4700 120 FS", "4700 120 FQ", 1),
+		"bad uid":         strings.Replace(good, "4703 121", "4703 12x", 1),
+		"truncated":       good[:len(good)-3],
+		"version":         strings.Replace(good, "quixysync-state 1", "quixysync-state 9", 1),
+		"header":          strings.Replace(good, "max-pushed 123\n", "", 1),
+		"empty":           "",
+		"zero pair":       good + "0 0\n",
+		"bad ident":       strings.Replace(good, "#0/deadbeef", "#0/deadbeeg", 1),
+		"long ident":      strings.Replace(good, "#0/deadbeef", "#0/deadbeef0", 1),
+		"one ident":       strings.Replace(good, "#1/a", "#1", 1),
+		"upper ident":     strings.Replace(good, "#1/a", "#1/A", 1),
+		"empty flags":     strings.Replace(good, "4705 125 #1/a", "4705 125  #1/a", 1),
+		"field after":     strings.Replace(good, "#1/a", "#1/a S", 1),
+		"two flag fields": strings.Replace(good, "4704 124 S", "4704 124 S F", 1),
 	}
 	for name, text := range cases {
 		path := filepath.Join(t.TempDir(), "st")
@@ -91,6 +102,7 @@ func FuzzParseState(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add([]byte("quixysync-state 1\n\n"))
 	f.Add([]byte("quixysync-state 1\ngeneration 1\nfar-validity 1\nnear-validity 2\nmax-pulled 3\nmax-pushed 4\n\n1 2 >DT\n"))
+	f.Add([]byte("quixysync-state 1\ngeneration 1\nfar-validity 1\nnear-validity 2\nmax-pulled 3\nmax-pushed 4\n\n1 2 >DT #0/1f\n3 4 #a/0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		st, err := ParseState(bytes.NewReader(b), "fuzz")
 		if err != nil {
@@ -106,6 +118,47 @@ func FuzzParseState(f *testing.F) {
 			t.Fatalf("round trip failed: %v\n%+v\n%+v", err, st, st2)
 		}
 	})
+}
+
+// The pair line's ident field: the fast parser and the careful one agree on
+// every line (same pair, or both an error), and a line without the field
+// (a state written before idents) parses as before, with no idents.
+func TestPairLineIdents(t *testing.T) {
+	for line, want := range map[string]*Pair{
+		"1 2":                {Far: 1, Near: 2},
+		"1 2 FS":             {Far: 1, Near: 2, Flags: FlagFlagged | FlagSeen},
+		"0 2 -T":             {Near: 2, Skip: SkipGone, Flags: FlagDeleted},
+		"1 2 #0/1":           {Far: 1, Near: 2, Ident: [2]uint32{0, 1}},
+		"1 2 S #ab/cd":       {Far: 1, Near: 2, Flags: FlagSeen, Ident: [2]uint32{0xab, 0xcd}},
+		"1 0 > #ffffffff/0":  {Far: 1, Skip: SkipTooBig, Ident: [2]uint32{0xffffffff, 0}},
+		"1 2 x #1/2":         {Far: 1, Near: 2, Skip: SkipDeleted, Ident: [2]uint32{1, 2}},
+		"1 2 #00000001/0000": {Far: 1, Near: 2, Ident: [2]uint32{1, 0}},
+		"1 2 #":              nil,
+		"1 2 #/1":            nil,
+		"1 2 #1/":            nil,
+		"1 2 #1/2/3":         nil,
+		"1 2 #100000000/1":   nil,
+		"1 2 #g/1":           nil,
+		"1 2 S #1/2 ":        nil,
+		"1 2 S  #1/2":        nil,
+		"1 2  #1/2":          nil,
+		"1 2 #1/2 S":         nil,
+		"1 2 S F":            nil,
+		"1 2 S ":             nil,
+		"0 0 #1/2":           nil,
+	} {
+		fast, ferr := parsePairLine([]byte(line))
+		slow, serr := parsePairLineSlow([]byte(line))
+		if (ferr == nil) != (serr == nil) || (ferr == nil && fast != slow) {
+			t.Errorf("%q: fast %+v %v, slow %+v %v", line, fast, ferr, slow, serr)
+		}
+		switch {
+		case want == nil && ferr == nil:
+			t.Errorf("%q parsed as %+v, want an error", line, fast)
+		case want != nil && (ferr != nil || fast != *want):
+			t.Errorf("%q = %+v %v, want %+v", line, fast, ferr, *want)
+		}
+	}
 }
 
 func TestLargeStateIsFast(t *testing.T) {

@@ -201,6 +201,28 @@ type UIDKeeper interface {
 	SetLastSync(t time.Time)
 }
 
+// IdentKeeper is implemented by mailboxes that can fingerprint where a
+// message lives, so that a message arriving under a UID the state knows can
+// be told from the one the state paired (Maildir: a file moved in from
+// another folder keeping its ",U=N", in the interval in which this folder's
+// own message N was removed or changed). An ident survives flag changes;
+// 0 means unknown.
+//
+// Before List, the engine passes the idents its state recorded here
+// (SetKnownIdents; ident returns 0 where none was recorded): a file whose
+// UID is known but whose ident is recorded and differs is foreign and gets
+// a fresh UID, as one with an unknown UID does. Where no ident is recorded
+// the UID is trusted, as without this interface. A UID with a recorded
+// ident therefore keeps it while it exists. Before it saves the state, the
+// engine asks IdentOf for each UID it pairs here without a recorded ident
+// (new messages; all of them in a state written before idents); ok is false
+// when the mailbox has not seen the message in this session (the ident stays
+// unknown).
+type IdentKeeper interface {
+	SetKnownIdents(ident func(UID) uint32)
+	IdentOf(uid UID) (ident uint32, ok bool)
+}
+
 // UIDPrefetcher is implemented by mailboxes that can answer UIDs in the same
 // round trip as an incremental List (IMAP: UID SEARCH pipelined with the
 // FETCHes). The engine calls PrefetchUIDs(below) just before List when the

@@ -349,7 +349,13 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	if plan.Guard != nil {
 		return fmt.Errorf("%w: nothing was changed in this mailbox: %w", ErrGuard, plan.Guard)
 	}
-	if plan.Empty() && len(plan.TooBig[Far])+len(plan.TooBig[Near]) == 0 && b.headerCurrent() && sameState(b.st, plan.State) {
+	empty := plan.Empty() && len(plan.TooBig[Far])+len(plan.TooBig[Near]) == 0 && b.headerCurrent()
+	if empty {
+		// The idents too: a state without them (older, or one whose
+		// messages were not listed since) gets them once.
+		b.fillIdents(&plan.State)
+	}
+	if empty && sameState(b.st, plan.State) {
 		// Nothing to do and nothing new to record. A channel that never
 		// copies one way (push = ["flags"]: local messages stay local) keeps
 		// that side's old markers, so each run lists the side and plans
@@ -480,6 +486,7 @@ func (b *boxRun) expungePending(opts Options) bool {
 
 // finish writes the new state and removes the journal.
 func (b *boxRun) finish(st State) error {
+	b.fillIdents(&st)
 	st.Generation = b.st.Generation + 1
 	st.FarValidity, st.NearValidity = b.status[Far].UIDValidity, b.status[Near].UIDValidity
 	// The markers come from the plan: those seen at open (not now, so a change
@@ -591,9 +598,108 @@ func (b *boxRun) setKnownUIDs(jd *journalData) {
 		}
 		has, _ := uidSet(known)
 		k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
+		// Idents recorded under another UIDVALIDITY describe other UIDs
+		// (repair renumbers the pairs and forgets them).
+		validity := b.st.FarValidity
+		if s == Near {
+			validity = b.st.NearValidity
+		}
+		if ik, ok := b.mb[s].(IdentKeeper); ok && validity == b.status[s].UIDValidity {
+			if ident := identsOf(b.st.Pairs, s); ident != nil {
+				ik.SetKnownIdents(ident)
+			}
+		}
 		if b.st.Generation > 0 {
 			if fi, err := os.Stat(b.statePath); err == nil {
 				k.SetLastSync(fi.ModTime())
+			}
+		}
+	}
+}
+
+// identsOf returns the idents pairs record for side s by UID (0 where none
+// is), or nil when they record none (a state written before idents were).
+// Like uidSet, a table where the UIDs are dense, else binary search.
+func identsOf(pairs []Pair, s Side) func(UID) uint32 {
+	var top UID
+	n := 0
+	for _, p := range pairs {
+		if u := p.uid(s); u != 0 && p.Ident[s] != 0 {
+			top = max(top, u)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if uint64(top) <= 2*uint64(n)+1<<12 {
+		tab := make([]uint32, top+1)
+		for _, p := range pairs {
+			if u := p.uid(s); u != 0 && p.Ident[s] != 0 {
+				tab[u] = p.Ident[s]
+			}
+		}
+		return func(u UID) uint32 {
+			if u <= top {
+				return tab[u]
+			}
+			return 0
+		}
+	}
+	type ui struct {
+		u  UID
+		id uint32
+	}
+	l := make([]ui, 0, n)
+	for _, p := range pairs {
+		if u := p.uid(s); u != 0 && p.Ident[s] != 0 {
+			l = append(l, ui{u, p.Ident[s]})
+		}
+	}
+	slices.SortFunc(l, func(a, b ui) int { return cmpUID(a.u, b.u) })
+	return func(u UID) uint32 {
+		if i, ok := slices.BinarySearchFunc(l, u, func(e ui, u UID) int { return cmpUID(e.u, u) }); ok {
+			return l[i].id
+		}
+		return 0
+	}
+}
+
+// fillIdents sets the idents of st's pairs before st is saved: the planner
+// and the executor build pairs without them. Each is the one b.st, the state
+// this run started from, recorded for the UID, else the mailbox's when it
+// has seen the message in this run (IdentKeeper.IdentOf). A recorded ident
+// still holds: setKnownUIDs passed it to the mailbox, which gave any message
+// with another ident a fresh UID (and repair forgot those of renumbered
+// UIDs), so the mailbox is asked only for the others — new messages, and all
+// of a state written before idents — not for every message at every save.
+func (b *boxRun) fillIdents(st *State) {
+	var ik [2]IdentKeeper
+	var old [2]func(UID) uint32
+	some := false
+	for _, s := range []Side{Far, Near} {
+		ik[s], _ = b.mb[s].(IdentKeeper)
+		old[s] = identsOf(b.st.Pairs, s)
+		some = some || ik[s] != nil || old[s] != nil
+	}
+	if !some {
+		return
+	}
+	for i := range st.Pairs {
+		p := &st.Pairs[i]
+		for _, s := range []Side{Far, Near} {
+			p.Ident[s] = 0
+			u := p.uid(s)
+			if u == 0 {
+				continue
+			}
+			if old[s] != nil {
+				if p.Ident[s] = old[s](u); p.Ident[s] != 0 {
+					continue
+				}
+			}
+			if ik[s] != nil {
+				p.Ident[s], _ = ik[s].IdentOf(u)
 			}
 		}
 	}
@@ -723,6 +829,7 @@ func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 	// a state save that did not happen is one ahead, see finish), so that
 	// the journal, if a crash keeps it from being removed below, is stale.
 	st := b.st
+	b.fillIdents(&st)
 	st.Generation = max(st.Generation, jd.Header.Generation) + 1
 	if err := b.save(st); err != nil {
 		return err
@@ -946,6 +1053,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			kept = append(kept, p)
 			continue
 		}
+		p.Ident[c] = 0 // it was the old UID's
 		if nu, ok := newUID[p.uid(u)]; ok && p.uid(u) != 0 {
 			p.setUID(c, nu)
 			kept = append(kept, p)
