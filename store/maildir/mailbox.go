@@ -67,8 +67,8 @@ func (e *entry) base() string {
 	return base
 }
 
-// Mailbox is an open Maildir folder. It implements engine.Mailbox and
-// engine.UIDKeeper.
+// Mailbox is an open Maildir folder. It implements engine.Mailbox,
+// engine.UIDKeeper and engine.IdentKeeper.
 type Mailbox struct {
 	s        *Store
 	name     string
@@ -77,6 +77,9 @@ type Mailbox struct {
 	status   engine.Status
 
 	known func(engine.UID) bool
+	// idents gives the ident (nameIdent) the state recorded for a UID, 0 for
+	// none; nil when it recorded none (engine.IdentKeeper).
+	idents func(engine.UID) uint32
 	// lastSync is when the engine last saved this folder's state (zero:
 	// never): see owner.
 	lastSync time.Time
@@ -124,6 +127,7 @@ type Mailbox struct {
 var (
 	_ engine.Mailbox     = (*Mailbox)(nil)
 	_ engine.UIDKeeper   = (*Mailbox)(nil)
+	_ engine.IdentKeeper = (*Mailbox)(nil)
 	_ engine.TouchHinter = (*Mailbox)(nil)
 	_ engine.Barrierer   = (*Mailbox)(nil)
 )
@@ -135,6 +139,52 @@ func (m *Mailbox) Status() engine.Status { return m.status }
 // SetKnownUIDs sets which ",U=" values this folder's sync state knows; others
 // are foreign (a file moved here by a mail client) and get fresh UIDs.
 func (m *Mailbox) SetKnownUIDs(known func(engine.UID) bool) { m.known = known }
+
+// SetKnownIdents is engine.IdentKeeper: ident gives, for a UID the state
+// knows, the nameIdent of the file it paired (0: not recorded, trust the UID).
+func (m *Mailbox) SetKnownIdents(ident func(engine.UID) uint32) { m.idents = ident }
+
+// IdentOf is engine.IdentKeeper: the nameIdent of the file that has uid, when
+// this session has indexed it.
+func (m *Mailbox) IdentOf(uid engine.UID) (uint32, bool) {
+	if m.idx == nil {
+		return 0, false
+	}
+	e := m.idx.get(uid)
+	if e == nil {
+		return 0, false
+	}
+	return nameIdent(e.name), true
+}
+
+// foreignIdent says e, which carries the UID u the state knows, is not the
+// file the state paired under u: the state recorded another file's ident. A
+// mail client that moves a file here from another folder keeps its name,
+// ",U=" included, and every folder numbers from 1, so a known UID on a file
+// is not enough when this folder's own message with that UID went or
+// changed in the same interval.
+func (m *Mailbox) foreignIdent(u engine.UID, e *entry) bool {
+	if m.idents == nil || m.ours[u] {
+		return false
+	}
+	rec := m.idents(u)
+	return rec != 0 && rec != nameIdent(e.name)
+}
+
+// nameIdent is a file's ident for engine.IdentKeeper: FNV-1a of the unique
+// part of its name (before the first ',' or ':'), which flag changes and
+// UID assignments leave alone and which differs between messages. Never 0
+// (0 means unknown to the engine).
+func nameIdent(name string) uint32 {
+	// FNV-1a, 32 bit (hash/fnv's New32a), inline: it runs once per file of
+	// a scan, and hash/fnv would allocate twice per call.
+	h := uint32(2166136261)
+	for i := 0; i < len(name) && name[i] != ',' && name[i] != ':'; i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return max(h, 1)
+}
 
 // SetLastSync sets when the engine last saved this folder's state.
 func (m *Mailbox) SetLastSync(t time.Time) { m.lastSync = t }
@@ -625,8 +675,8 @@ func (m *Mailbox) locate(ctx context.Context) error {
 		if !m.want[u] {
 			continue
 		}
-		if idx.get(u) != nil {
-			return m.scan(ctx) // a duplicate: the scan decides which file keeps u
+		if idx.get(u) != nil || m.foreignIdent(u, e) {
+			return m.scan(ctx) // a duplicate or a newcomer: the scan decides which file keeps u
 		}
 		idx.set(u, e)
 	}
@@ -723,6 +773,9 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		case m.known != nil && !m.known(u):
 			m.s.log.Info("file carries a UID this folder's state does not know (moved from another folder?): giving it a new UID", "mailbox", m.name, "file", e.sub()+"/"+e.name)
 			fresh = append(fresh, e)
+		case m.foreignIdent(u, e):
+			m.s.log.Info("file carries a UID this folder's state pairs with another file (moved from another folder?): giving it a new UID", "mailbox", m.name, "file", e.sub()+"/"+e.name)
+			fresh = append(fresh, e)
 		default:
 			keep(u, e)
 		}
@@ -785,7 +838,10 @@ func (m *Mailbox) maxOurs() engine.UID {
 // unchanged since then, and when there is not exactly one, there is none
 // (the caller renumbers them all). UIDs this Mailbox handed out itself, and
 // folders without a saved state, keep the oldest-ctime rule: no pair of an
-// earlier run can be broken there.
+// earlier run can be broken there. Where the state recorded u's ident, index
+// has already given every file with another ident a fresh UID (foreignIdent),
+// so es are files with the recorded ident (the same name copied within the
+// folder) or u has no recorded ident: neither is decided by the ident.
 func (m *Mailbox) owner(u engine.UID, es []*entry) bool {
 	if m.ours[u] || m.lastSync.IsZero() {
 		m.orderDuplicates(es)
