@@ -366,15 +366,18 @@ func (w *simWorld) execute(pl *Plan, crash, failCopies bool) {
 			sd.remove(a.u)
 		}
 	}
+	// As the replay does (boxRun.replay): the source's one-sided pair gets the
+	// target, whatever it recorded as skipped before (a message skipped as
+	// deleted on arrival is copied once undeleted).
 	fill := func(st *State, d done, add bool) {
 		for i := range st.Pairs {
 			pr := &st.Pairs[i]
-			if d.src == Far && pr.Far == d.srcUID && pr.Near == 0 && pr.Skip == SkipNone {
-				pr.Near = d.newUID
+			if d.src == Far && pr.Far == d.srcUID && pr.Near == 0 && (pr.Skip == SkipNone || add) {
+				pr.Near, pr.Flags, pr.Skip = d.newUID, d.flags, SkipNone
 				return
 			}
-			if d.src == Near && pr.Near == d.srcUID && pr.Far == 0 && pr.Skip == SkipNone {
-				pr.Far = d.newUID
+			if d.src == Near && pr.Near == d.srcUID && pr.Far == 0 && (pr.Skip == SkipNone || add) {
+				pr.Far, pr.Flags, pr.Skip = d.newUID, d.flags, SkipNone
 				return
 			}
 		}
