@@ -8,6 +8,7 @@ package engine_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,7 @@ func needDovecot(t testing.TB) {
 type conninfo struct {
 	host   string
 	port   int
+	tls    string // "" is starttls
 	caFile string
 	pass   map[string]string
 }
@@ -85,7 +87,7 @@ func newIMAPStore(t testing.TB, ci conninfo, user, spool string) *imap.Store {
 	t.Helper()
 	pw := ci.pass[user]
 	st, err := imap.New(imap.Config{
-		Name: "imap." + user, Host: ci.host, Port: ci.port, TLS: "starttls", User: user,
+		Name: "imap." + user, Host: ci.host, Port: ci.port, TLS: cmp.Or(ci.tls, "starttls"), User: user,
 		Password: func(context.Context) (string, error) { return pw, nil },
 		CAFile:   ci.caFile, SpoolDir: spool, Timeout: 20 * time.Second,
 	}, nil)
@@ -368,6 +370,15 @@ func (m *wrapMailbox) PrefetchUIDs(below engine.UID) {
 		m.w.calls.inc("PrefetchUIDs")
 		pf.PrefetchUIDs(below)
 	}
+}
+
+// KeptFlags forwards the real mailbox's engine.FlagKeeper (every flag for
+// one that does not implement it, as the engine takes it).
+func (m *wrapMailbox) KeptFlags() engine.Flag {
+	if fk, ok := m.Mailbox.(engine.FlagKeeper); ok {
+		return fk.KeptFlags()
+	}
+	return engine.AllFlags
 }
 
 func (m *wrapMailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, error) {

@@ -223,6 +223,18 @@ type IdentKeeper interface {
 	IdentOf(uid UID) (ident uint32, ok bool)
 }
 
+// FlagKeeper is an optional Mailbox interface for a mailbox that cannot
+// keep some of the standard flags from one session to the next (IMAP: a
+// PERMANENTFLAGS without $Forwarded and without \*). KeptFlags, asked after
+// the mailbox is opened, names the flags it keeps. The engine takes what the
+// state recorded as this side's value of the others, so a flag the other
+// side set is not taken back at the next run because this side dropped it;
+// the store leaves those flags out of what it sends. Without the interface,
+// every flag is kept.
+type FlagKeeper interface {
+	KeptFlags() Flag
+}
+
 // UIDPrefetcher is implemented by mailboxes that can answer UIDs in the same
 // round trip as an incremental List (IMAP: UID SEARCH pipelined with the
 // FETCHes). The engine calls PrefetchUIDs(below) just before List when the

@@ -883,6 +883,11 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 		return r, fmt.Errorf("listing the %s side: %w", s, err)
 	}
 	r.Messages, r.Complete = msgs, complete
+	if fk, ok := b.mb[s].(FlagKeeper); ok {
+		if kept := fk.KeptFlags() & AllFlags; kept != AllFlags {
+			keepRecordedFlags(msgs, b.st.Pairs, s, kept)
+		}
+	}
 	if complete {
 		return r, nil
 	}
@@ -922,6 +927,27 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 		r.Existing, r.ExistingKnown = uids, true
 	}
 	return r, nil
+}
+
+// keepRecordedFlags gives each listed message of side s that is paired the
+// recorded value of the flags the side does not keep (see FlagKeeper): the
+// side cannot have changed them, so what it reports of them is no change.
+// A message not yet paired is left as reported.
+func keepRecordedFlags(msgs []Message, pairs []Pair, s Side, kept Flag) {
+	if len(msgs) == 0 {
+		return
+	}
+	rec := make(map[UID]Flag, min(len(msgs), len(pairs)))
+	for _, p := range pairs {
+		if p.Far != 0 && p.Near != 0 {
+			rec[p.uid(s)] = p.Flags
+		}
+	}
+	for i := range msgs {
+		if f, ok := rec[msgs[i].UID]; ok {
+			msgs[i].Flags = msgs[i].Flags&kept | f&^kept
+		}
+	}
 }
 
 // removalsLikely tells, from the status seen at opening alone, that some

@@ -937,21 +937,25 @@ func (m *Mailbox) appendUID(cn *conn, d *imap.AppendData) (engine.UID, error) {
 }
 
 func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
-	fl := toIMAPFlags(f)
+	return toIMAPFlags(f & m.KeptFlags())
+}
+
+// KeptFlags is engine.FlagKeeper. Of the flags synced, only $Forwarded is a
+// keyword, and a server whose PERMANENTFLAGS name neither it nor \* (new
+// keywords allowed) does not keep it: an APPEND naming it may be refused,
+// a STORE of it lasts the session. No PERMANENTFLAGS at all means every
+// flag is kept (RFC 3501, 7.1).
+func (m *Mailbox) KeptFlags() engine.Flag {
 	var perm []imap.Flag
 	if p := m.permFlags.Load(); p != nil {
 		perm = *p
 	}
-	if len(perm) == 0 {
-		return fl
-	}
-	keywordsOK := slices.ContainsFunc(perm, func(p imap.Flag) bool {
+	if len(perm) == 0 || slices.ContainsFunc(perm, func(p imap.Flag) bool {
 		return p == imap.FlagWildcard || equalFold(string(p), string(imap.FlagForwarded))
-	})
-	if keywordsOK {
-		return fl
+	}) {
+		return engine.AllFlags
 	}
-	return slices.DeleteFunc(fl, func(x imap.Flag) bool { return x == imap.FlagForwarded })
+	return engine.AllFlags &^ engine.FlagPassed
 }
 
 // storeFlags runs one UID STORE per chunk, all pipelined.
@@ -1039,7 +1043,7 @@ func (m *Mailbox) storeAndExpunge(ctx context.Context, cn *conn, jobs []storeJob
 // one round trip where the server has UIDPLUS, else one after the other.
 func (m *Mailbox) SetFlagsAndExpunge(ctx context.Context, changes []engine.FlagChange, expunge []engine.UID) ([]error, error) {
 	exp := uidChunks(expunge)
-	jobs, at := flagJobs(changes)
+	jobs, at := flagJobs(changes, m.KeptFlags())
 	if m.readOnly || len(exp) == 0 || len(jobs) == 0 || !m.caps.Has(imap.CapUIDPlus) {
 		return m.SetFlagsBatch(ctx, changes), m.Expunge(ctx, expunge)
 	}
@@ -1058,11 +1062,11 @@ func (m *Mailbox) SetFlagsAndExpunge(ctx context.Context, changes []engine.FlagC
 	return out, expErr
 }
 
-// flagJobs are the STOREs of flag changes; jobs[k] is changes[at[k]]
-// (changes that change nothing have none).
-func flagJobs(changes []engine.FlagChange) (jobs []storeJob, at []int) {
+// flagJobs are the STOREs of flag changes, of the flags kept; jobs[k] is
+// changes[at[k]] (changes that change nothing have none).
+func flagJobs(changes []engine.FlagChange, kept engine.Flag) (jobs []storeJob, at []int) {
 	for i, c := range changes {
-		job := storeJob{chunks: uidChunks(c.UIDs), ops: flagOps(c.Add, c.Remove)}
+		job := storeJob{chunks: uidChunks(c.UIDs), ops: flagOps(c.Add&kept, c.Remove&kept)}
 		if len(job.chunks) > 0 && len(job.ops) > 0 {
 			jobs = append(jobs, job)
 			at = append(at, i)
@@ -1080,7 +1084,7 @@ func (m *Mailbox) SetFlagsBatch(ctx context.Context, changes []engine.FlagChange
 		}
 		return out
 	}
-	jobs, at := flagJobs(changes)
+	jobs, at := flagJobs(changes, m.KeptFlags())
 	if len(jobs) == 0 {
 		return out
 	}
@@ -1116,7 +1120,8 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 		return m.errorf("%w", engine.ErrReadOnly)
 	}
 	chunks := uidChunks(uids)
-	ops := flagOps(add, remove)
+	kept := m.KeptFlags()
+	ops := flagOps(add&kept, remove&kept)
 	if len(chunks) == 0 || len(ops) == 0 {
 		return nil
 	}

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/emersion/go-imap/v2"
 
 	"github.com/quixysync/quixysync/engine"
 )
@@ -168,5 +171,36 @@ func TestLiteralLatchSettle(t *testing.T) {
 	stuck.settle(make(closedChan)) // a decoder parked elsewhere: bounded
 	if d := time.Since(start); d < settleWait || d > 3*settleWait {
 		t.Fatalf("settle with a decoder that never stops took %v, want about %v", d, settleWait)
+	}
+}
+
+// TestKeptFlags: $Forwarded is kept unless PERMANENTFLAGS is given and names
+// neither it (in any case) nor \*; the system flags always are.
+func TestKeptFlags(t *testing.T) {
+	sys := []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagSeen, imap.FlagDraft}
+	for _, c := range []struct {
+		perm []imap.Flag
+		want engine.Flag
+	}{
+		{nil, engine.AllFlags},
+		{append(slices.Clone(sys), imap.FlagWildcard), engine.AllFlags},
+		{append(slices.Clone(sys), "$forwarded"), engine.AllFlags},
+		{sys, engine.AllFlags &^ engine.FlagPassed},
+		{[]imap.Flag{imap.FlagSeen, "$Junk"}, engine.AllFlags &^ engine.FlagPassed},
+	} {
+		m := &Mailbox{}
+		if c.perm != nil {
+			m.permFlags.Store(&c.perm)
+		}
+		if got := m.KeptFlags(); got != c.want {
+			t.Errorf("PERMANENTFLAGS %v: kept %v, want %v", c.perm, got, c.want)
+		}
+		wantAppend := 5
+		if c.want == engine.AllFlags {
+			wantAppend = 6
+		}
+		if got := m.appendFlags(engine.AllFlags); len(got) != wantAppend {
+			t.Errorf("PERMANENTFLAGS %v: APPEND flags %v", c.perm, got)
+		}
 	}
 }
