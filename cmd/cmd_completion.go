@@ -15,7 +15,7 @@ completed from the configuration.
   zsh:         quixysync completion zsh > "${fpath[1]}/_quixysync"
   fish:        quixysync completion fish > ~/.config/fish/completions/quixysync.fish
   powershell:  quixysync completion powershell | Out-String | Invoke-Expression
-` + exitStatusHelp,
+` + exitStatusHelp("", exitOK, exitUsage),
 		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {

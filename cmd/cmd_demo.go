@@ -33,7 +33,7 @@ sent message in the Maildir), syncs again and tells what happened.
 
 DIR defaults to a new temporary directory; DIR/Mail must not exist yet or be
 empty. The server stops when the demo ends; DIR stays for you to look at.
-` + exitStatusHelp,
+` + exitStatusHelp("the demo failed (the message says where)", exitOK, exitFailure, exitUsage, exitInterrupted),
 		Args: cobra.MaximumNArgs(1),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			return runDemo(cmd.Context(), g, opts, args)

@@ -26,7 +26,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
 of its stores: whether a mailbox exists on both sides, the far side only or
 the near side only, and whether the channel's mailboxes patterns select it
 (matched) or not (excluded). Nothing is changed.
-` + exitStatusHelp,
+` + exitStatusHelp("a store could not be reached or its mailboxes listed", exitOK, exitFailure, exitUsage, exitInterrupted),
 		ValidArgsFunction: completeChannels(g),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			return runList(cmd.Context(), g, opts, args)

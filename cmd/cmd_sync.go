@@ -68,7 +68,7 @@ func newTransferCommand(g *globalOptions, mode engine.Mode, name, short, long st
 	cmd := &cobra.Command{
 		Use:               name + " [TARGET...] [--all] [--dry-run] [--force]",
 		Short:             short,
-		Long:              long + "\n" + targetHelp + exitStatusHelp,
+		Long:              long + "\n" + targetHelp + syncExitStatus,
 		ValidArgsFunction: completeChannels(g),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			return runTransfer(cmd.Context(), g, opts, mode, args)

@@ -14,7 +14,7 @@ func newVersionCommand(g *globalOptions) *cobra.Command {
 		Short: "Print the version",
 		Long: `Print quixysync's version (the module version it was built as, or "devel"),
 its source revision when known, and the Go version and platform.
-` + exitStatusHelp,
+` + exitStatusHelp("", exitOK, exitUsage),
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			fmt.Fprintln(g.stdout, versionString())

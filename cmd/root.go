@@ -23,7 +23,7 @@ import (
 	"github.com/quixysync/quixysync/engine"
 )
 
-// Exit statuses, the same for every command.
+// Exit statuses, the same meaning in every command.
 const (
 	exitOK          = 0
 	exitFailure     = 1 // some mailbox or message failed (the others went through)
@@ -33,14 +33,31 @@ const (
 	exitInterrupted = 130
 )
 
-const exitStatusHelp = `
-EXIT STATUS
-  0    success
-  1    at least one mailbox or message failed (the others still went through)
-  2    usage or configuration error
-  3    another run holds a lock (the message names its PID)
-  4    a safety guard stopped a mailbox before deleting (confirm with --force)
-  130  interrupted (Ctrl-C, SIGTERM)`
+// failedSync is what status 1 means for the commands that sync.
+const failedSync = "at least one mailbox or message failed (the others still went through)"
+
+// exitStatusHelp is the EXIT STATUS section of a command's help, listing
+// only the statuses the command can end with; fail says what 1 means for it
+// ("" when it cannot end with 1).
+func exitStatusHelp(fail string, codes ...int) string {
+	text := map[int]string{
+		exitOK:          "success",
+		exitFailure:     fail,
+		exitUsage:       "usage or configuration error",
+		exitLocked:      "another run holds a lock (the message names its PID)",
+		exitGuard:       "a safety guard stopped a mailbox before deleting (confirm with --force)",
+		exitInterrupted: "interrupted (Ctrl-C, SIGTERM)",
+	}
+	var b strings.Builder
+	b.WriteString("\nEXIT STATUS")
+	for _, c := range codes {
+		fmt.Fprintf(&b, "\n  %-4d %s", c, text[c])
+	}
+	return b.String()
+}
+
+// syncExitStatus is the section of the commands that sync, and of the root.
+var syncExitStatus = exitStatusHelp(failedSync, exitOK, exitFailure, exitUsage, exitLocked, exitGuard, exitInterrupted)
 
 // globalOptions are the root command's flags and what is derived from them.
 type globalOptions struct {
@@ -204,7 +221,7 @@ safety guards against mass deletion, and incremental runs.
 The configuration is read from -c FILE, else $QUIXYSYNC_CONFIG, else
 $XDG_CONFIG_HOME/quixysync/config.toml (~/.config/quixysync/config.toml).
 Try it without an account: quixysync demo
-` + exitStatusHelp,
+` + syncExitStatus,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		DisableAutoGenTag: true,
