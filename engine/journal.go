@@ -432,6 +432,13 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 		return nil, nil
 	}
 	lineNo = 1
+	if magic, ver, _ := strings.Cut(lines[0], " "); magic == journalMagic {
+		if v, err := strconv.Atoi(ver); err == nil && v > journalVersion {
+			return nil, fmt.Errorf("journal %s: written by a newer quixysync (format version %d; this one reads version %d): "+
+				"it holds what an interrupted run of that version did; keep it and run that version (or a later one) to finish it",
+				name, v, journalVersion)
+		}
+	}
 	if lines[0] != journalMagic+" "+strconv.Itoa(journalVersion) {
 		return nil, bad("not a quixysync journal of version %d", journalVersion)
 	}

@@ -179,14 +179,21 @@ func parseMapped(data []byte, path string) (st State, meta stateMeta, err error)
 	return parseState(nil, data, path, false)
 }
 
-// StateError is a damaged state file.
+// StateError is a damaged state file, or one of a format newer than this
+// quixysync reads (Newer is then its version).
 type StateError struct {
-	File string
-	Line int
-	Msg  string
+	File  string
+	Line  int
+	Msg   string
+	Newer int
 }
 
 func (e *StateError) Error() string {
+	if e.Newer > 0 {
+		return fmt.Sprintf("state file %s: written by a newer quixysync (format version %d; this one reads version %d). "+
+			"The file is not damaged: keep it and run the newer quixysync (or a later one); moving it away "+
+			"would make this one re-pair the mailbox from scratch", e.File, e.Newer, stateVersion)
+	}
 	return fmt.Sprintf("state file %s line %d: %s (the file is damaged; move it away to make the next run "+
 		"re-pair this mailbox from scratch — messages present on only one side are then copied again)",
 		e.File, e.Line, e.Msg)
@@ -254,7 +261,9 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 	if magic != stateMagic {
 		return bad("not a quixysync state file (first line %q)", truncate(string(b), 40))
 	}
-	if v, err := strconv.Atoi(ver); err != nil || v != stateVersion {
+	if v, err := strconv.Atoi(ver); err == nil && v > stateVersion {
+		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, &StateError{File: name, Line: line, Newer: v}
+	} else if err != nil || v != stateVersion {
 		return bad("unsupported format version %q (this quixysync reads version %d)", ver, stateVersion)
 	}
 	// Header: "key value" lines up to an empty line.

@@ -73,7 +73,8 @@ func TestCorruptStateNamesFileAndLine(t *testing.T) {
 		"bad flag":        strings.Replace(good, "4700 120 FS", "4700 120 FQ", 1),
 		"bad uid":         strings.Replace(good, "4703 121", "4703 12x", 1),
 		"truncated":       good[:len(good)-3],
-		"version":         strings.Replace(good, "quixysync-state 1", "quixysync-state 9", 1),
+		"version":         strings.Replace(good, "quixysync-state 1", "quixysync-state 0", 1),
+		"no version":      strings.Replace(good, "quixysync-state 1", "quixysync-state x", 1),
 		"header":          strings.Replace(good, "max-pushed 123\n", "", 1),
 		"empty":           "",
 		"zero pair":       good + "0 0\n",
@@ -93,6 +94,31 @@ func TestCorruptStateNamesFileAndLine(t *testing.T) {
 		if !errors.As(err, &se) || se.File != path || se.Line == 0 || !strings.Contains(err.Error(), "move it away") {
 			t.Errorf("%s: want a StateError naming %s and a line, got %v", name, path, err)
 		}
+	}
+}
+
+// A state of a newer format is not called damaged: the advice is to run
+// the newer quixysync, not to move the file away (which re-pairs from
+// scratch). Likewise for a journal.
+func TestNewerFormatSaysUpgrade(t *testing.T) {
+	var buf bytes.Buffer
+	WriteState(&buf, sampleState())
+	path := filepath.Join(t.TempDir(), "st")
+	os.WriteFile(path, []byte(strings.Replace(buf.String(), "quixysync-state 1", "quixysync-state 2", 1)), 0o600)
+	_, err := LoadState(path)
+	var se *StateError
+	if !errors.As(err, &se) || se.Newer != 2 || !strings.Contains(err.Error(), "newer quixysync") ||
+		strings.Contains(err.Error(), "damaged;") || !strings.Contains(err.Error(), path) {
+		t.Errorf("state of version 2: %v", err)
+	}
+	j := "quixysync-journal 2\ngeneration 1\nfar-validity 1\nnear-validity 1\n\n"
+	_, err = parseJournal(strings.NewReader(j), "jx")
+	if err == nil || !strings.Contains(err.Error(), "newer quixysync") || strings.Contains(err.Error(), "damaged") {
+		t.Errorf("journal of version 2: %v", err)
+	}
+	_, err = parseJournal(strings.NewReader(strings.Replace(j, " 2\n", " 0\n", 1)), "jx")
+	if err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("journal of version 0: %v", err)
 	}
 }
 
