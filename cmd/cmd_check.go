@@ -2,7 +2,10 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sort"
 	"strings"
 
@@ -27,7 +30,7 @@ problem is reported with the file, line and key, and how to fix it.
 With --connect it also logs in to every IMAP store and prints the server's
 capabilities, so a wrong host, port, TLS mode, certificate or password shows
 up before the first sync.
-` + exitStatusHelp,
+` + exitStatusHelp("with --connect, a store could not be reached or logged in to", exitOK, exitFailure, exitUsage, exitInterrupted),
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			return runCheck(cmd.Context(), g, opts)
@@ -45,10 +48,13 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 	g.printf("config %s: OK, %s, %s, %s, %s\n", cfg.File,
 		count(len(cfg.Channels), "channel"), count(len(cfg.IMAP), "IMAP store"),
 		count(len(cfg.Maildir), "Maildir store"), count(len(cfg.Groups), "group"))
+	code := checkMaildirs(g, cfg)
 	if !opts.Connect {
+		if code != exitOK {
+			return exitStatus(code)
+		}
 		return nil
 	}
-	code := exitOK
 	for _, name := range sortedNames(cfg.IMAP) {
 		is := cfg.IMAP[name]
 		caps, err := checkIMAP(ctx, g, is)
@@ -63,6 +69,29 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 		return exitStatus(code)
 	}
 	return nil
+}
+
+// checkMaildirs looks at each Maildir store's path: one that does not
+// exist is fine (the first sync creates it) but worth a word, since a typo
+// there would sync the whole account into a new directory; one that is not
+// a directory is an error.
+func checkMaildirs(g *globalOptions, cfg *channel.Config) int {
+	code := exitOK
+	for _, name := range sortedNames(cfg.Maildir) {
+		ms := cfg.Maildir[name]
+		fi, err := os.Stat(ms.Path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			g.printf("%s: %s does not exist yet; the first sync creates it (if you expected mail there, check its path)\n", ms.Ref(), ms.Path)
+		case err != nil:
+			g.errorf("%s: %v", ms.Ref(), err)
+			code = worse(code, exitUsage)
+		case !fi.IsDir():
+			g.errorf("%s: path %s is not a directory: set path to the directory that holds (or will hold) the Maildir folders", ms.Ref(), ms.Path)
+			code = worse(code, exitUsage)
+		}
+	}
+	return code
 }
 
 func checkIMAP(ctx context.Context, g *globalOptions, is *channel.IMAPStore) ([]string, error) {

@@ -172,6 +172,9 @@ colour = "blue"
 func TestCheckGoodConfig(t *testing.T) {
 	dir := isolate(t)
 	cfg := goodConfig(t, dir)
+	if err := os.Mkdir(filepath.Join(dir, "Mail"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	stdout, _, code := run(t, "-c", cfg, "check")
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
@@ -182,6 +185,24 @@ func TestCheckGoodConfig(t *testing.T) {
 	}
 	if stdout, stderr, code := run(t, "-q", "-c", cfg, "check"); code != 0 || stdout != "" || stderr != "" {
 		t.Errorf("-q check: exit %d, stdout %q, stderr %q; want silence", code, stdout, stderr)
+	}
+}
+
+// TestCheckMaildirPath: check says when a Maildir path does not exist yet
+// (a typo there would sync the account into a new directory) and fails when
+// it is not a directory.
+func TestCheckMaildirPath(t *testing.T) {
+	dir := isolate(t)
+	cfg := goodConfig(t, dir)
+	mail := filepath.Join(dir, "Mail")
+	stdout, _, code := run(t, "-c", cfg, "check")
+	if code != exitOK || !strings.Contains(stdout, "maildir.local: "+mail+" does not exist yet") {
+		t.Errorf("missing path: exit %d, stdout %q", code, stdout)
+	}
+	writeFile(t, mail, "not a directory")
+	_, stderr, code := run(t, "-c", cfg, "check")
+	if code != exitUsage || !strings.Contains(stderr, "maildir.local: path "+mail+" is not a directory") {
+		t.Errorf("file as path: exit %d, stderr %q", code, stderr)
 	}
 }
 
@@ -281,11 +302,35 @@ func TestCompletion(t *testing.T) {
 	}
 }
 
+// TestHelpDocumentsExitStatus: each command's help lists the exit statuses
+// it can end with, and only those.
 func TestHelpDocumentsExitStatus(t *testing.T) {
-	for _, c := range []string{"sync", "pull", "push", "list", "check", "demo", "version", "completion"} {
-		stdout, _, code := run(t, c, "--help")
-		if code != exitOK || !strings.Contains(stdout, "EXIT STATUS") || !strings.Contains(stdout, "safety guard") {
+	syncing := "0 1 2 3 4 130"
+	for c, want := range map[string]string{
+		"sync": syncing, "pull": syncing, "push": syncing, "": syncing,
+		"list": "0 1 2 130", "check": "0 1 2 130", "demo": "0 1 2 130",
+		"version": "0 2", "completion": "0 2",
+	} {
+		args := []string{"--help"}
+		if c != "" {
+			args = []string{c, "--help"}
+		}
+		stdout, _, code := run(t, args...)
+		_, section, ok := strings.Cut(stdout, "EXIT STATUS\n")
+		if code != exitOK || !ok {
 			t.Errorf("%s --help: exit %d, no EXIT STATUS section", c, code)
+			continue
+		}
+		var got []string
+		for _, line := range strings.Split(section, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || !strings.HasPrefix(line, "  ") {
+				break
+			}
+			got = append(got, f[0])
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s --help: exit statuses %v, want %s", c, got, want)
 		}
 	}
 }
