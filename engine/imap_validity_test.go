@@ -295,3 +295,42 @@ func TestBothValiditiesChanged(t *testing.T) {
 		t.Fatalf("a side changed:\nfar:  %s\nnear: %s", f, n)
 	}
 }
+
+// TestCrashThenValidityChange: a run dies after copying messages both ways
+// but before recording them, and then the near folder's UIDVALIDITY changes
+// (a restore, another program's reset), which voids the journal. The
+// recovery pairs the copies it finds by Message-ID and size instead of
+// copying them again: at every point the run can die, the sides settle with
+// every message once on each. (A near message the crashed run had not
+// copied yet is pushed by the run after the recovery: the recovery leaves
+// messages of the changed side that no pair accounts for alone, and the
+// next run takes their Maildir UIDs, unknown to it, for new ones.)
+func TestCrashThenValidityChange(t *testing.T) {
+	for _, kind := range []string{maildirMaildir, imapMaildir} {
+		t.Run(kind, func(t *testing.T) {
+			for crash := 1; ; crash++ {
+				p := newPairing(t, kind)
+				validitySetup(t, p, 6)
+				addMany(t, p.spec.Far, "Work", engine.FlagSeen, names("c", 3)...)
+				addMany(t, p.spec.Near, "Work", engine.FlagFlagged, names("d", 3)...)
+				res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{CrashAfter: crash})
+				if mailboxErr(res) == nil {
+					if crash < 4 {
+						t.Fatalf("the run never reached its copies (crash point %d)", crash)
+					}
+					break // past the last crash point
+				}
+				p.reopen(t)
+				rewriteUIDValidity(t, p, "Work", 0)
+				for run := 0; run < 2; run++ {
+					res := sync1(t, p, engine.RunOptions{})
+					t.Logf("crash point %d, run %d: %+v", crash, run, res.Counts)
+				}
+				p.check(t, "Work", "c00:S c01:S c02:S d00:F d01:F d02:F w00: w01:S w02:F w03: w04:S w05:F")
+				if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+					t.Fatalf("crash point %d: not idempotent: %+v", crash, res.Counts)
+				}
+			}
+		})
+	}
+}

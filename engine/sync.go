@@ -1023,7 +1023,25 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	for uid := range all[c] {
 		changedUIDs = append(changedUIDs, uid)
 	}
-	idsU, err := fetchMessageIDs(ctx, b.mb[u], sortedUIDs(unchangedUIDs))
+	// Messages of the unchanged side no pair holds, and those waiting to be
+	// copied: new since the last run, or copied by a run that crashed before
+	// recording it — the journal that knew is void with the UIDVALIDITY. If
+	// the changed side holds the same message, it is the copy (or, for a new
+	// one, the same delivery): they are paired, like the messages both sides
+	// hold at a first sync, rather than copied into duplicates both ways.
+	inPair := map[UID]bool{}
+	for _, p := range b.st.Pairs {
+		if p.uid(u) != 0 && (p.uid(c) != 0 || p.Skip != SkipNone) {
+			inPair[p.uid(u)] = true
+		}
+	}
+	var looseUIDs []UID
+	for uid := range all[u] {
+		if !inPair[uid] {
+			looseUIDs = append(looseUIDs, uid)
+		}
+	}
+	idsU, err := fetchMessageIDs(ctx, b.mb[u], sortedUIDs(append(unchangedUIDs, looseUIDs...)))
 	if err != nil {
 		return fmt.Errorf("UIDVALIDITY recovery: %w", err)
 	}
@@ -1061,6 +1079,23 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		used[cu] = true
 	}
 	confirmed := len(newUID)
+	loose := map[UID]UID{} // unchanged-side UID → changed-side UID
+	for _, uu := range sortedUIDs(looseUIDs) {
+		id, ok := idsU[uu]
+		if !ok {
+			continue
+		}
+		cu := byID[id]
+		if cu == 0 || used[cu] {
+			continue
+		}
+		if mu, mc := all[u][uu], all[c][cu]; comparable(mu, mc) && mu.Size != mc.Size {
+			continue
+		}
+		loose[uu] = cu
+		used[cu] = true
+	}
+	matchedLoose := len(loose)
 	recV := b.st.FarValidity
 	if c == Near {
 		recV = b.st.NearValidity
@@ -1076,6 +1111,10 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	dropped := 0
 	for _, p := range b.st.Pairs {
 		if p.uid(c) == 0 {
+			if cu, ok := loose[p.uid(u)]; ok {
+				p.setUID(c, cu) // the copy a crashed run made
+				delete(loose, p.uid(u))
+			}
 			kept = append(kept, p)
 			continue
 		}
@@ -1097,6 +1136,15 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		}
 	}
 	b.st.Pairs = kept
+	for uu, cu := range loose {
+		p := Pair{Flags: all[u][uu].Flags & all[c][cu].Flags}
+		p.setUID(u, uu)
+		p.setUID(c, cu)
+		b.st.Pairs = append(b.st.Pairs, p)
+	}
+	if len(loose) > 0 {
+		slices.SortFunc(b.st.Pairs, comparePairs)
+	}
 	// Everything now on the changed side counts as already considered, so
 	// unmatched messages are left alone rather than copied into duplicates.
 	top := UID(0)
@@ -1112,7 +1160,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		b.st.NearValidity, b.st.MaxPushed, b.st.Near = b.status[c].UIDValidity, top, Markers{}
 	}
 	b.log.Warn("recovered from a UIDVALIDITY change", "mailbox", b.name, "side", c.String(),
-		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped)
+		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped, "unpaired_matched", matchedLoose)
 	return nil
 }
 
