@@ -262,6 +262,8 @@ type wrapStore struct {
 	// splitCommit > 0 commits messages one at a time (calling afterCommit
 	// after each), so a test can stop in the middle of a batch.
 	splitCommit int
+	// failStage makes Stage fail for bodies containing it.
+	failStage atomic.Value // string
 	// beforeStage is called before each Stage with a running count.
 	beforeStage func(n int)
 	staged      atomic.Int64
@@ -381,6 +383,16 @@ func (m *wrapMailbox) KeptFlags() engine.Flag {
 	return engine.AllFlags
 }
 
+// Describe forwards the real mailbox's engine.Describer (nothing described
+// for one that does not implement it: the engine then plans without).
+func (m *wrapMailbox) Describe(ctx context.Context, uids []engine.UID) ([]engine.Message, error) {
+	if d, ok := m.Mailbox.(engine.Describer); ok {
+		m.w.calls.inc("Describe")
+		return d.Describe(ctx, uids)
+	}
+	return nil, nil
+}
+
 func (m *wrapMailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, error) {
 	m.w.calls.inc("UIDs")
 	return m.Mailbox.UIDs(ctx, below)
@@ -396,6 +408,16 @@ func (m *wrapMailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.S
 	n := int(m.w.staged.Add(1))
 	if m.w.beforeStage != nil {
 		m.w.beforeStage(n)
+	}
+	if fs, _ := m.w.failStage.Load().(string); fs != "" {
+		b, err := io.ReadAll(nm.Body)
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Contains(b, []byte(fs)) {
+			return nil, fmt.Errorf("test: refusing to stage a message holding %q", fs)
+		}
+		nm.Body = bytes.NewReader(b)
 	}
 	if m.w.rewrite != nil {
 		b, err := io.ReadAll(nm.Body)

@@ -299,6 +299,9 @@ type planner struct {
 	// inexact[s]: the new state does not describe side s as it will be after the plan
 	// (see finish).
 	inexact [2]bool
+	// waiting[s]: the new state keeps a copy from side s this run did not
+	// attempt (its direction does not copy new messages in this mode)
+	waiting [2]bool
 
 	// The new state's pairs, in runs merged by finish: pairs with a far UID that come from
 	// the state's pairs (in its order, so sorted when it was), those without one, and the
@@ -579,6 +582,7 @@ func (p *planner) pending(s Side, u UID, recorded Flag, inState bool, i int) {
 	if p.ops(s)&OpNew == 0 {
 		if inState {
 			add(pairOf(s, u, cur, SkipNone))
+			p.waiting[s] = true
 		} else {
 			// A new message left for a later run: the next run must list it again.
 			p.inexact[s] = true
@@ -657,6 +661,15 @@ func (p *planner) finish() {
 	}
 	if !p.inexact[Near] {
 		ns.Near = MarkersOf(p.reps[Near].Status)
+	}
+	// A copy left waiting must not be hidden by a side that looks unchanged
+	// next time (the pair would be skipped unopened): no stamp, so that side
+	// is listed, incrementally, and the copy is made.
+	if p.waiting[Far] {
+		ns.Far.Stamp = ""
+	}
+	if p.waiting[Near] {
+		ns.Near.Stamp = ""
 	}
 	pl.State = ns
 

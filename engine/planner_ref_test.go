@@ -401,6 +401,19 @@ func (p *refPlanner) finish() {
 	if p.exact(Near, &ns) {
 		ns.Near = MarkersOf(p.reps[Near].Status)
 	}
+	// A copy the new state keeps waiting (its direction copies nothing
+	// new in this mode) leaves its source side without a stamp.
+	for _, pr := range ns.Pairs {
+		if pr.Skip != SkipNone || (pr.Far == 0) == (pr.Near == 0) {
+			continue
+		}
+		if pr.Far != 0 && p.ops(Far)&OpNew == 0 {
+			ns.Far.Stamp = ""
+		}
+		if pr.Near != 0 && p.ops(Near)&OpNew == 0 {
+			ns.Near.Stamp = ""
+		}
+	}
 	pl.State = ns
 
 	if p.opt.Force {

@@ -223,6 +223,16 @@ type IdentKeeper interface {
 	IdentOf(uid UID) (ident uint32, ok bool)
 }
 
+// Describer is an optional Mailbox interface for stores whose incremental
+// List leaves out unchanged messages (IMAP with CONDSTORE): Describe reports
+// the given messages as List would, with size and arrival date, skipping
+// those that no longer exist. The engine asks it for the sources of copies a
+// previous run did not finish, so a retried copy keeps its date and is held
+// to max_size like a first one.
+type Describer interface {
+	Describe(ctx context.Context, uids []UID) ([]Message, error)
+}
+
 // FlagKeeper is an optional Mailbox interface for a mailbox that cannot
 // keep some of the standard flags from one session to the next (IMAP: a
 // PERMANENTFLAGS without $Forwarded and without \*). KeptFlags, asked after

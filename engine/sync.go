@@ -894,6 +894,11 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 	if !incremental {
 		return r, fmt.Errorf("listing the %s side: the store returned a partial list for a full listing", s)
 	}
+	if d, ok := b.mb[s].(Describer); ok {
+		if err := b.describePending(ctx, s, d, &r); err != nil {
+			return r, fmt.Errorf("listing the %s side: %w", s, err)
+		}
+	}
 	// Were messages known from earlier removed? Compare counts and only ask
 	// for the UIDs when some are missing.
 	listed := make(map[UID]bool, len(msgs))
@@ -927,6 +932,41 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 		r.Existing, r.ExistingKnown = uids, true
 	}
 	return r, nil
+}
+
+// describePending adds to r the sources on side s of copies a previous run
+// left unfinished that the incremental listing left out (unchanged since):
+// without them the retried copy would lose its arrival date and escape
+// max_size.
+func (b *boxRun) describePending(ctx context.Context, s Side, d Describer, r *Report) error {
+	var want []UID
+	for _, p := range b.st.Pairs {
+		if p.Skip == SkipNone && p.uid(s) != 0 && p.uid(s.Other()) == 0 {
+			want = append(want, p.uid(s))
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	listed := make(map[UID]bool, len(r.Messages))
+	for _, m := range r.Messages {
+		listed[m.UID] = true
+	}
+	want = slices.DeleteFunc(want, func(u UID) bool { return listed[u] })
+	if len(want) == 0 {
+		return nil
+	}
+	msgs, err := d.Describe(ctx, want)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if !listed[m.UID] {
+			r.Messages = append(r.Messages, m)
+		}
+	}
+	slices.SortFunc(r.Messages, func(a, b Message) int { return cmpUID(a.UID, b.UID) })
+	return nil
 }
 
 // keepRecordedFlags gives each listed message of side s that is paired the

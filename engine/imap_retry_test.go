@@ -1,0 +1,107 @@
+package engine_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// TestRetriedCopyKeepsItsDate: a copy from Dovecot failed, a push-only run
+// then succeeded (recording the server's CONDSTORE markers and keeping the
+// copy pending), and the next sync retries the copy although nothing changed
+// on the server, so the incremental listing leaves its source out. The
+// engine asks for the source's details: with copy_arrival_date the Maildir
+// copy gets the server's arrival date as its mtime, and a max_size lowered
+// meanwhile still holds it back. When the push-only run changed nothing
+// ("quiet"), both sides look unchanged next time: the waiting copy must not
+// let the pair be skipped.
+func TestRetriedCopyKeepsItsDate(t *testing.T) {
+	needDovecot(t)
+	for _, tc := range []struct {
+		name         string
+		push, tooBig bool
+	}{{"copied", true, false}, {"max_size", true, true}, {"quiet", false, false}} {
+		tooBig := tc.tooBig
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPairing(t, imapMaildir)
+			p.spec.CopyArrivalDate = true
+			ctx := context.Background()
+			date := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+			addDated(t, p.spec.Far, "INBOX", date, "old-one")
+			addMany(t, p.spec.Far, "INBOX", 0, "other")
+			p.near.failStage.Store("old-one")
+			res := engine.SyncChannel(ctx, p.spec, engine.RunOptions{})
+			if res.Failed != [2]int{0, 1} || res.Copied != [2]int{0, 1} {
+				t.Fatalf("first run: %+v", res.Counts)
+			}
+			p.near.failStage.Store("")
+			want := "old-one: other:"
+			pushed := [2]int{}
+			if tc.push {
+				addMany(t, p.spec.Near, "INBOX", 0, "pushed")
+				want, pushed = want+" pushed:", [2]int{1, 0}
+			}
+			if res := sync1(t, p, engine.RunOptions{Mode: engine.ModePush}); res.Copied != pushed {
+				t.Fatalf("push-only run: %+v", res.Counts)
+			}
+			if tooBig {
+				p.spec.MaxSize = 10
+			}
+			before := p.far.calls.get("Describe")
+			res = sync1(t, p, engine.RunOptions{})
+			if n := p.far.calls.get("Describe") - before; n != 1 {
+				t.Errorf("Describe called %d times, want 1", n)
+			}
+			if tooBig {
+				if res.Copied != [2]int{} || engine.ViewBox(t, p.spec.Near, "INBOX") != "other: pushed:" {
+					t.Fatalf("max_size not held: %+v, near %s", res.Counts, engine.ViewBox(t, p.spec.Near, "INBOX"))
+				}
+				return
+			}
+			if res.Copied != [2]int{0, 1} {
+				t.Fatalf("retry: %+v", res.Counts)
+			}
+			p.check(t, "INBOX", want)
+			mb, err := p.raw[1].OpenMailbox(ctx, "INBOX", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mb.Close()
+			msgs, _, err := mb.List(ctx, engine.ListQuery{All: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, m := range msgs {
+				found = found || m.Date.Equal(date)
+			}
+			if !found {
+				t.Errorf("no near message dated %v: %+v", date, msgs)
+			}
+		})
+	}
+}
+
+// addDated adds one message with the given arrival date.
+func addDated(t testing.TB, s engine.Store, box string, date time.Time, subject string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.CreateMailbox(ctx, box); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := s.OpenMailbox(ctx, box, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	st, err := mb.Stage(ctx, engine.NewMessage{Date: date, Body: strings.NewReader(testBody(subject))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := mb.Commit(ctx, []engine.Staged{st}); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+}
