@@ -138,10 +138,19 @@ func TestPairingDeletionsNoExpunge(t *testing.T) {
 			if !zeroCounts(res.Counts) {
 				t.Fatalf("not idempotent: %+v", res.Counts)
 			}
+			// The user takes back the deletion of b where it stayed (a
+			// webmail's undelete): it is copied back.
+			engine.SetFlagsBySubject(t, far, "INBOX", "b", 0, engine.FlagDeleted)
+			if res := sync1(t, p, engine.RunOptions{}); res.Copied != [2]int{0, 1} {
+				t.Fatalf("after the undelete: %+v", res.Counts)
+			}
+			if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "b: c:T d:" || n != "a:FT b: c:T d:" {
+				t.Fatalf("after the undelete:\nfar:  %s\nnear: %s", f, n)
+			}
 			// Turning expunge on later removes them.
 			p.spec.Expunge = [2]bool{true, true}
 			sync1(t, p, engine.RunOptions{})
-			p.check(t, "INBOX", "d:")
+			p.check(t, "INBOX", "b: d:")
 		})
 	}
 }

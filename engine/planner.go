@@ -24,8 +24,8 @@ import (
 //     gone UID, so a later run that propagates removals still sees the removal.
 //   - Both gone: the pair is dropped.
 //   - One-sided pairs (SkipGone, SkipTooBig, SkipDeleted) are kept while their message
-//     exists and are never retried, except a SkipDeleted one whose \Deleted was taken away:
-//     it is then pending like a new message. A one-sided SkipNone pair is a copy not done
+//     exists and are never retried, except a SkipDeleted or SkipGone one whose \Deleted
+//     was taken away (the user's undelete): it is then pending like a new message. A one-sided SkipNone pair is a copy not done
 //     yet and is retried while that direction has OpNew.
 //   - A listed message in no pair is new when its UID is above MaxPulled (far) / MaxPushed
 //     (near). Unpaired messages at or below it are "old" (mbsync's Sync Old, which we do not
@@ -541,10 +541,12 @@ func (p *planner) skipped(pr Pair) {
 	if !ok {
 		return
 	}
-	if pr.Skip == SkipDeleted && !cur.Has(FlagDeleted) {
-		// Not copied because it arrived already deleted; the user took the
-		// deletion back (a webmail's undo before the expunge): it is a
-		// message to copy like any other.
+	if (pr.Skip == SkipDeleted || pr.Skip == SkipGone) && pr.Flags.Has(FlagDeleted) && !cur.Has(FlagDeleted) {
+		// Not copied because it arrived already deleted, or kept here with
+		// \Deleted after its partner was removed; the user took the deletion
+		// back (a webmail's undo before the expunge): it is a message to copy
+		// like any other. (The \Deleted of a SkipGone pair is recorded only
+		// once the store took it: a failed STORE reverts the pair.)
 		p.pending(s, u, pr.Flags, true, -1)
 		return
 	}

@@ -493,8 +493,8 @@ func (w *simWorld) check() {
 				t.Fatalf("id %d is only on the %s side (UID %d) and the state does not say why", id, Side(s), u[s])
 			}
 			tooBig := w.maxSize > 0 && size > w.maxSize
-			if m := w.side[s].msgs[u[s]]; skip == SkipGone && !m.flags.Has(FlagDeleted) && !w.userUndeleted[id] {
-				t.Fatalf("id %d stays on the %s side after its partner was removed, without \\Deleted", id, Side(s))
+			if m := w.side[s].msgs[u[s]]; skip == SkipGone && !m.flags.Has(FlagDeleted) {
+				t.Fatalf("id %d stays on the %s side after its partner was removed, without \\Deleted (undeleted: %v)", id, Side(s), w.userUndeleted[id])
 			}
 			if m := w.side[s].msgs[u[s]]; skip == SkipDeleted && !m.flags.Has(FlagDeleted) {
 				t.Fatalf("id %d stays on the %s side as deleted on arrival, though it no longer has \\Deleted", id, Side(s))

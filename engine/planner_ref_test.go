@@ -302,7 +302,7 @@ func (p *refPlanner) skipped(pr Pair) {
 	if !ok {
 		return
 	}
-	if pr.Skip == SkipDeleted && !cur.Has(FlagDeleted) {
+	if (pr.Skip == SkipDeleted || pr.Skip == SkipGone) && pr.Flags.Has(FlagDeleted) && !cur.Has(FlagDeleted) {
 		p.pending(s, u, pr.Flags, true) // undeleted: a message to copy after all
 		return
 	}

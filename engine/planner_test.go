@@ -281,10 +281,12 @@ func TestPlanMailboxRules(t *testing.T) {
 			far:  ptComplete(), near: ptComplete(), opt: ptBoth,
 		},
 		{
-			name: "skipgone/undeleted-remaining-message-is-left-alone",
+			// The user undeleted the message that stayed: it is copied back.
+			name: "skipgone/undeleted-remaining-message-is-copied-back",
 			st:   ptState(10, 10, ptPairSkip(0, 1, "T", SkipGone)),
 			far:  ptComplete(), near: ptComplete(ptMsg(1, "S")), opt: ptNearExp,
-			pairs: []Pair{ptPairSkip(0, 1, "S", SkipGone)},
+			copies: [2][]UID{Far: {1}},
+			pairs:  []Pair{ptPair(0, 1, "S")},
 		},
 		{
 			name: "skipgone/expunged-once-its-side-expunges",
@@ -338,6 +340,15 @@ func TestPlanMailboxRules(t *testing.T) {
 			far:  ptComplete(ptMsg(7, "S")), near: ptComplete(ptMsg(6, "F")), opt: ptBoth,
 			copies: [2][]UID{Far: {6}, Near: {7}},
 			pairs:  []Pair{ptPair(7, 0, "S"), ptPair(0, 6, "F")},
+		},
+		{
+			// Kept here with \Deleted after its partner was removed (this side
+			// does not expunge); the user took the deletion back: copied back.
+			name: "skipgone/undeleted-is-copied",
+			st:   ptState(10, 10, ptPairSkip(7, 0, "T", SkipGone), ptPairSkip(8, 0, "FT", SkipGone), ptPairSkip(0, 9, "T", SkipGone)),
+			far:  ptComplete(ptMsg(7, "S"), ptMsg(8, "FT")), near: ptComplete(ptMsg(9, "R")), opt: ptBoth,
+			copies: [2][]UID{Far: {9}, Near: {7}},
+			pairs:  []Pair{ptPair(7, 0, "S"), ptPairSkip(8, 0, "FT", SkipGone), ptPair(0, 9, "R")},
 		},
 		{
 			name: "skipdeleted/undeleted-kept-without-OpNew",
