@@ -11,44 +11,58 @@ import (
 	"github.com/quixysync/quixysync/engine"
 )
 
-// TestForwardedOnServerWithoutKeywords: against a server whose
-// PERMANENTFLAGS allow neither $Forwarded nor new keywords (Dovecot behind a
-// proxy that says so), a Maildir's P flag is never sent, and it stays on
-// the Maildir side run after run instead of being taken back because the
-// server does not show it. Other flags still sync both ways.
-func TestForwardedOnServerWithoutKeywords(t *testing.T) {
+// TestFlagsTheServerDoesNotKeep: against a server whose PERMANENTFLAGS leave
+// flags out (Dovecot behind a proxy that says so) — $Forwarded where new
+// keywords are not allowed, or all but \Seen and \Deleted as for a
+// mailbox shared with fewer rights — those flags are never sent, and a
+// Maildir's flags among them stay on the Maildir side run after run instead
+// of being taken back because the server does not show them. The flags the
+// server keeps still sync both ways.
+func TestFlagsTheServerDoesNotKeep(t *testing.T) {
 	needDovecot(t)
-	resetAccounts(t, imapMaildir)
-	ci := serverInfo()
-	port, sent := noKeywordsProxy(t, ci.host, ci.port)
-	ci.port, ci.tls = port, "none"
-	p := openPairing(t, imapMaildir, t.TempDir(), func() conninfo { return ci })
-	far, near := p.spec.Far, p.spec.Near
-	addMany(t, far, "INBOX", 0, "f1")
-	addMany(t, near, "INBOX", engine.FlagPassed|engine.FlagSeen, "n1")
-	sync1(t, p, engine.RunOptions{})
-	engine.SetFlagsBySubject(t, near, "INBOX", "f1", engine.FlagPassed, 0)
-	sync1(t, p, engine.RunOptions{})
-	engine.SetFlagsBySubject(t, far, "INBOX", "n1", engine.FlagFlagged, 0)
-	sync1(t, p, engine.RunOptions{})
-	for i := range 2 {
-		if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "f1: n1:FS" || n != "f1:P n1:FPS" {
-			t.Fatalf("run %d:\nfar:  %s\nnear: %s", i, f, n)
-		}
-		if res := sync1(t, p, engine.RunOptions{}); i > 0 && !zeroCounts(res.Counts) {
-			t.Fatalf("not idempotent: %+v", res.Counts)
-		}
-	}
-	if sent.Load() {
-		t.Error("$Forwarded was sent to a server that does not keep it")
+	for _, tc := range []struct {
+		name, perm, never string
+		far, near         string
+	}{
+		{"no-keywords", `\Answered \Flagged \Deleted \Seen \Draft`, "$forwarded", "f1:FS n1:FS", "f1:FPS n1:FPS"},
+		{"seen-only", `\Deleted \Seen`, `\flagged`, "f1:S n1:S", "f1:FPS n1:FPS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resetAccounts(t, imapMaildir)
+			ci := serverInfo()
+			port, sent := permFlagsProxy(t, ci.host, ci.port, tc.perm, tc.never)
+			ci.port, ci.tls = port, "none"
+			p := openPairing(t, imapMaildir, t.TempDir(), func() conninfo { return ci })
+			far, near := p.spec.Far, p.spec.Near
+			addMany(t, far, "INBOX", 0, "f1")
+			addMany(t, near, "INBOX", engine.FlagPassed|engine.FlagFlagged, "n1")
+			sync1(t, p, engine.RunOptions{})
+			engine.SetFlagsBySubject(t, near, "INBOX", "f1", engine.FlagPassed|engine.FlagFlagged, 0)
+			sync1(t, p, engine.RunOptions{})
+			// A flag the server keeps, set there, still comes over.
+			engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "n1", engine.FlagSeen, 0)
+			engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "f1", engine.FlagSeen, 0)
+			sync1(t, p, engine.RunOptions{})
+			for i := range 2 {
+				if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, near, "INBOX"); f != tc.far || n != tc.near {
+					t.Fatalf("run %d:\nfar:  %s (want %s)\nnear: %s (want %s)", i, f, tc.far, n, tc.near)
+				}
+				if res := sync1(t, p, engine.RunOptions{}); i > 0 && !zeroCounts(res.Counts) {
+					t.Fatalf("not idempotent: %+v", res.Counts)
+				}
+			}
+			if sent.Load() {
+				t.Errorf("%s was sent to a server that does not keep it", tc.never)
+			}
+		})
 	}
 }
 
-// noKeywordsProxy relays connections to host:port (plain IMAP), replacing
-// the server's PERMANENTFLAGS with the system flags alone, and records
-// whether any line from the client named $Forwarded. Lines are relayed
-// whole; a literal's bytes pass unchanged.
-func noKeywordsProxy(t *testing.T, host string, port int) (int, *atomic.Bool) {
+// permFlagsProxy relays connections to host:port (plain IMAP), replacing
+// the server's PERMANENTFLAGS with perm, and records whether any line from
+// the client named never (lower case). Lines are relayed whole; a literal's
+// bytes pass unchanged.
+func permFlagsProxy(t *testing.T, host string, port int, perm, never string) (int, *atomic.Bool) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,12 +83,15 @@ func noKeywordsProxy(t *testing.T, host string, port int) (int, *atomic.Bool) {
 			}
 			go relayLines(s, c, func(l []byte) []byte {
 				if bytes.HasPrefix(l, []byte("* OK [PERMANENTFLAGS ")) {
-					return []byte("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Limited\r\n")
+					return []byte("* OK [PERMANENTFLAGS (" + perm + ")] Limited\r\n")
 				}
 				return l
 			})
 			go relayLines(c, s, func(l []byte) []byte {
-				if bytes.Contains(bytes.ToLower(l), []byte("$forwarded")) {
+				// A STORE or APPEND naming it (a message's own text
+				// names neither with a flag).
+				ll := bytes.ToLower(l)
+				if bytes.Contains(ll, []byte(never)) && (bytes.Contains(ll, []byte(" store ")) || bytes.Contains(ll, []byte(" append "))) {
 					sent.Store(true)
 				}
 				return l

@@ -234,8 +234,9 @@ type Describer interface {
 }
 
 // FlagKeeper is an optional Mailbox interface for a mailbox that cannot
-// keep some of the standard flags from one session to the next (IMAP: a
-// PERMANENTFLAGS without $Forwarded and without \*). KeptFlags, asked after
+// keep some of the standard flags from one session to the next (IMAP: those
+// PERMANENTFLAGS leaves out, such as $Forwarded where keywords are not
+// allowed, or all but \Seen in a mailbox shared read-mostly). KeptFlags, asked after
 // the mailbox is opened, names the flags it keeps. The engine takes what the
 // state recorded as this side's value of the others, so a flag the other
 // side set is not taken back at the next run because this side dropped it;

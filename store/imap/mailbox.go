@@ -940,22 +940,30 @@ func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 	return toIMAPFlags(f & m.KeptFlags())
 }
 
-// KeptFlags is engine.FlagKeeper. Of the flags synced, only $Forwarded is a
-// keyword, and a server whose PERMANENTFLAGS name neither it nor \* (new
-// keywords allowed) does not keep it: an APPEND naming it may be refused,
-// a STORE of it lasts the session. No PERMANENTFLAGS at all means every
-// flag is kept (RFC 3501, 7.1).
+// KeptFlags is engine.FlagKeeper: the flags PERMANENTFLAGS names. A flag
+// not kept lasts the session at most (RFC 3501, 7.1: a STORE of it is
+// ignored or kept for the session, an APPEND naming it may be refused): a
+// server that takes no keywords ($Forwarded), or a mailbox shared with only
+// some rights (Dovecot, Cyrus: PERMANENTFLAGS (\Seen) without the "w"
+// right). No PERMANENTFLAGS means every flag is kept, and so does \* (new
+// keywords allowed): a server that lets a client create keywords keeps the
+// system flags too, and one server (go-imap's own) lists only the flags its
+// mailbox already holds beside \*.
 func (m *Mailbox) KeptFlags() engine.Flag {
 	var perm []imap.Flag
 	if p := m.permFlags.Load(); p != nil {
 		perm = *p
 	}
-	if len(perm) == 0 || slices.ContainsFunc(perm, func(p imap.Flag) bool {
-		return p == imap.FlagWildcard || equalFold(string(p), string(imap.FlagForwarded))
-	}) {
+	if len(perm) == 0 || slices.Contains(perm, imap.FlagWildcard) {
 		return engine.AllFlags
 	}
-	return engine.AllFlags &^ engine.FlagPassed
+	var kept engine.Flag
+	for _, fm := range flagMap {
+		if slices.ContainsFunc(perm, func(p imap.Flag) bool { return equalFold(string(p), string(fm.i)) }) {
+			kept |= fm.f
+		}
+	}
+	return kept
 }
 
 // storeFlags runs one UID STORE per chunk, all pipelined.

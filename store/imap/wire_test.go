@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/bits"
 	"slices"
 	"strings"
 	"testing"
@@ -174,8 +175,8 @@ func TestLiteralLatchSettle(t *testing.T) {
 	}
 }
 
-// TestKeptFlags: $Forwarded is kept unless PERMANENTFLAGS is given and names
-// neither it (in any case) nor \*; the system flags always are.
+// TestKeptFlags: without PERMANENTFLAGS, or with \* (new keywords
+// allowed), every flag is kept; else the flags it names, in any case.
 func TestKeptFlags(t *testing.T) {
 	sys := []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagSeen, imap.FlagDraft}
 	for _, c := range []struct {
@@ -186,7 +187,11 @@ func TestKeptFlags(t *testing.T) {
 		{append(slices.Clone(sys), imap.FlagWildcard), engine.AllFlags},
 		{append(slices.Clone(sys), "$forwarded"), engine.AllFlags},
 		{sys, engine.AllFlags &^ engine.FlagPassed},
-		{[]imap.Flag{imap.FlagSeen, "$Junk"}, engine.AllFlags &^ engine.FlagPassed},
+		{[]imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDraft, imap.FlagDeleted, "$Junk"}, engine.AllFlags &^ engine.FlagPassed},
+		{[]imap.Flag{imap.FlagSeen}, engine.FlagSeen},
+		{[]imap.Flag{"\\SEEN", imap.FlagDeleted}, engine.FlagSeen | engine.FlagDeleted},
+		{[]imap.Flag{imap.FlagSeen, imap.FlagWildcard}, engine.AllFlags},
+		{[]imap.Flag{imap.FlagWildcard}, engine.AllFlags},
 	} {
 		m := &Mailbox{}
 		if c.perm != nil {
@@ -195,11 +200,7 @@ func TestKeptFlags(t *testing.T) {
 		if got := m.KeptFlags(); got != c.want {
 			t.Errorf("PERMANENTFLAGS %v: kept %v, want %v", c.perm, got, c.want)
 		}
-		wantAppend := 5
-		if c.want == engine.AllFlags {
-			wantAppend = 6
-		}
-		if got := m.appendFlags(engine.AllFlags); len(got) != wantAppend {
+		if got := m.appendFlags(engine.AllFlags); len(got) != bits.OnesCount8(uint8(c.want)) {
 			t.Errorf("PERMANENTFLAGS %v: APPEND flags %v", c.perm, got)
 		}
 	}
