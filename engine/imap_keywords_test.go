@@ -23,9 +23,10 @@ func TestFlagsTheServerDoesNotKeep(t *testing.T) {
 	for _, tc := range []struct {
 		name, perm, never string
 		far, near         string
+		farAfterDelete    string
 	}{
-		{"no-keywords", `\Answered \Flagged \Deleted \Seen \Draft`, "$forwarded", "f1:FS n1:FS", "f1:FPS n1:FPS"},
-		{"seen-only", `\Deleted \Seen`, `\flagged`, "f1:S n1:S", "f1:FPS n1:FPS"},
+		{"no-keywords", `\Answered \Flagged \Deleted \Seen \Draft`, "$forwarded", "f1:FS n1:FS", "f1:FPS n1:FPS", "f1:FT n1:FS"},
+		{"seen-only", `\Seen`, `\flagged`, "f1:S n1:S", "f1:FPS n1:FPS", "f1: n1:S"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resetAccounts(t, imapMaildir)
@@ -53,6 +54,21 @@ func TestFlagsTheServerDoesNotKeep(t *testing.T) {
 			}
 			if sent.Load() {
 				t.Errorf("%s was sent to a server that does not keep it", tc.never)
+			}
+			// A message deleted in the Maildir, where the server does not
+			// expunge: it stays there, flagged \Deleted if the server keeps
+			// that, and does not come back to the Maildir either way.
+			p.spec.Expunge = [2]bool{false, true}
+			engine.ExpungeBySubject(t, near, "INBOX", "f1")
+			sync1(t, p, engine.RunOptions{})
+			// Someone changes a flag the server keeps, so that the next run
+			// lists the message.
+			engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "f1", 0, engine.FlagSeen)
+			for i := range 2 {
+				sync1(t, p, engine.RunOptions{})
+				if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, near, "INBOX"); f != tc.farAfterDelete || n != "n1:FPS" {
+					t.Fatalf("run %d after a deletion:\nfar:  %s (want %s)\nnear: %s (want n1:FPS)", i, f, tc.farAfterDelete, n)
+				}
 			}
 		})
 	}

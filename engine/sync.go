@@ -969,17 +969,20 @@ func (b *boxRun) describePending(ctx context.Context, s Side, d Describer, r *Re
 	return nil
 }
 
-// keepRecordedFlags gives each listed message of side s that is paired the
-// recorded value of the flags the side does not keep (see FlagKeeper): the
-// side cannot have changed them, so what it reports of them is no change.
-// A message not yet paired is left as reported.
+// keepRecordedFlags gives each listed message of side s that the state
+// knows the recorded value of the flags the side does not keep (see
+// FlagKeeper): the side cannot have changed them, so what it reports of them
+// is no change. This covers one-sided pairs too: a \Deleted recorded on a
+// message kept after its partner's removal, where \Deleted does not last,
+// is not the user's undelete. A message the state does not know is left as
+// reported.
 func keepRecordedFlags(msgs []Message, pairs []Pair, s Side, kept Flag) {
 	if len(msgs) == 0 {
 		return
 	}
 	rec := make(map[UID]Flag, min(len(msgs), len(pairs)))
 	for _, p := range pairs {
-		if p.Far != 0 && p.Near != 0 {
+		if p.uid(s) != 0 {
 			rec[p.uid(s)] = p.Flags
 		}
 	}
