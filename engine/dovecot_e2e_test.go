@@ -534,6 +534,12 @@ func (m *wrapMailbox) SetFlagsAndExpunge(ctx context.Context, changes []engine.F
 // commit (much faster than one AddMsg each on IMAP).
 func addMany(t testing.TB, s engine.Store, box string, flags engine.Flag, subjects ...string) {
 	t.Helper()
+	addManyAt(t, s, box, flags, time.Time{}, subjects...)
+}
+
+// addManyAt is addMany with an arrival date (zero: the store's choice).
+func addManyAt(t testing.TB, s engine.Store, box string, flags engine.Flag, date time.Time, subjects ...string) {
+	t.Helper()
 	ctx := context.Background()
 	if err := s.CreateMailbox(ctx, box); err != nil {
 		t.Fatal(err)
@@ -545,7 +551,7 @@ func addMany(t testing.TB, s engine.Store, box string, flags engine.Flag, subjec
 	defer mb.Close()
 	var ss []engine.Staged
 	for _, subj := range subjects {
-		st, err := mb.Stage(ctx, engine.NewMessage{Flags: flags, Body: strings.NewReader(testBody(subj))})
+		st, err := mb.Stage(ctx, engine.NewMessage{Flags: flags, Date: date, Body: strings.NewReader(testBody(subj))})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +29,7 @@ func TestRetriedCopyKeepsItsDate(t *testing.T) {
 			p.spec.CopyArrivalDate = true
 			ctx := context.Background()
 			date := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
-			addDated(t, p.spec.Far, "INBOX", date, "old-one")
+			addManyAt(t, p.spec.Far, "INBOX", 0, date, "old-one")
 			addMany(t, p.spec.Far, "INBOX", 0, "other")
 			p.near.failStage.Store("old-one")
 			res := engine.SyncChannel(ctx, p.spec, engine.RunOptions{})
@@ -82,26 +81,5 @@ func TestRetriedCopyKeepsItsDate(t *testing.T) {
 				t.Errorf("no near message dated %v: %+v", date, msgs)
 			}
 		})
-	}
-}
-
-// addDated adds one message with the given arrival date.
-func addDated(t testing.TB, s engine.Store, box string, date time.Time, subject string) {
-	t.Helper()
-	ctx := context.Background()
-	if err := s.CreateMailbox(ctx, box); err != nil {
-		t.Fatal(err)
-	}
-	mb, err := s.OpenMailbox(ctx, box, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
-	st, err := mb.Stage(ctx, engine.NewMessage{Date: date, Body: strings.NewReader(testBody(subject))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res, err := mb.Commit(ctx, []engine.Staged{st}); err != nil || res[0].Err != nil {
-		t.Fatal(err, res)
 	}
 }
