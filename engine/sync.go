@@ -980,15 +980,13 @@ func keepRecordedFlags(msgs []Message, pairs []Pair, s Side, kept Flag) {
 	if len(msgs) == 0 {
 		return
 	}
-	rec := make(map[UID]Flag, min(len(msgs), len(pairs)))
-	for _, p := range pairs {
-		if p.uid(s) != 0 {
-			rec[p.uid(s)] = p.Flags
-		}
+	at := make(map[UID]int, len(msgs)) // usually the fewer: an incremental listing
+	for i, m := range msgs {
+		at[m.UID] = i
 	}
-	for i := range msgs {
-		if f, ok := rec[msgs[i].UID]; ok {
-			msgs[i].Flags = msgs[i].Flags&kept | f&^kept
+	for _, p := range pairs {
+		if i, ok := at[p.uid(s)]; ok && p.uid(s) != 0 {
+			msgs[i].Flags = msgs[i].Flags&kept | p.Flags&^kept
 		}
 	}
 }
