@@ -25,8 +25,9 @@ import (
 //   - Both gone: the pair is dropped.
 //   - One-sided pairs (SkipGone, SkipTooBig, SkipDeleted) are kept while their message
 //     exists and are never retried, except a SkipDeleted or SkipGone one whose \Deleted
-//     was taken away (the user's undelete): it is then pending like a new message. A one-sided SkipNone pair is a copy not done
-//     yet and is retried while that direction has OpNew.
+//     was taken away (the user's undelete): it is then pending like a new message. A
+//     one-sided SkipNone pair is a copy not done yet and is retried while that direction
+//     has OpNew; a run whose mode does not copy that way leaves the side without a stamp.
 //   - A listed message in no pair is new when its UID is above MaxPulled (far) / MaxPushed
 //     (near). Unpaired messages at or below it are "old" (mbsync's Sync Old, which we do not
 //     offer): they were considered before (for instance a message whose pair was dropped
