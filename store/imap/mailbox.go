@@ -944,8 +944,8 @@ func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 // not kept lasts the session at most (RFC 3501, 7.1: a STORE of it is
 // ignored or kept for the session, an APPEND naming it may be refused): a
 // server that takes no keywords ($Forwarded), or a mailbox shared with only
-// some rights (Dovecot, Cyrus: PERMANENTFLAGS (\Seen) without the "w"
-// right). No PERMANENTFLAGS means every flag is kept, and so does \* (new
+// some rights (Dovecot with an ACL of lrsi answers PERMANENTFLAGS (\Seen),
+// with lrsit (\Deleted \Seen): no "w" right, no other flags). No PERMANENTFLAGS means every flag is kept, and so does \* (new
 // keywords allowed): a server that lets a client create keywords keeps the
 // system flags too, and one server (go-imap's own) lists only the flags its
 // mailbox already holds beside \*.
