@@ -262,6 +262,7 @@ func (c sideChanges) uids() []UID {
 // again).
 func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error {
 	var ch [2]sideChanges
+	var last *expungeIntent // Plan.ExpungeLast: after the near side
 	journaled := false
 	for _, s := range []Side{Far, Near} {
 		if ctx.Err() != nil {
@@ -276,7 +277,20 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 			ch[s].flags = append(ch[s].flags, fi)
 			journaled = true
 		}
-		if uids := p.Expunges[s]; len(uids) > 0 {
+		uids := p.Expunges[s]
+		if s == Far && len(p.ExpungeLast) > 0 {
+			isLast := make(map[UID]bool, len(p.ExpungeLast))
+			for _, u := range p.ExpungeLast {
+				isLast[u] = true
+			}
+			uids = slices.DeleteFunc(slices.Clone(uids), func(u UID) bool { return isLast[u] })
+			last = &expungeIntent{Side: Far, UIDs: p.ExpungeLast}
+			if err := b.j.addExpunge(last); err != nil {
+				return err
+			}
+			journaled = true
+		}
+		if len(uids) > 0 {
 			ch[s].exp = &expungeIntent{Side: s, UIDs: uids}
 			if err := b.j.addExpunge(ch[s].exp); err != nil {
 				return err
@@ -292,15 +306,30 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 		for s := range ch {
 			b.revertPairs(newSt, Side(s), ch[s].uids())
 		}
+		if last != nil {
+			b.revertPairs(newSt, Far, last.UIDs)
+		}
 		return nil
 	}
 	for _, s := range []Side{Far, Near} {
 		if err := b.applySide(ctx, s, ch[s], newSt); err != nil {
 			return err
 		}
-		b.release(s)
+		if s == Near || last == nil {
+			b.release(s)
+		}
 	}
-	return nil
+	if last == nil {
+		return nil
+	}
+	defer b.release(Far)
+	// Only once the near messages are gone: while one is there, its user
+	// may still take the \Deleted back.
+	if ctx.Err() != nil || ch[Near].exp == nil || !ch[Near].exp.Done {
+		b.revertPairs(newSt, Far, last.UIDs)
+		return nil
+	}
+	return b.expunge(ctx, Far, last, newSt)
 }
 
 // applySide makes one side's journaled flag changes, then its removals.
@@ -402,6 +431,7 @@ func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *Sta
 		return nil
 	}
 	b.res.Deleted[s] += len(ei.UIDs)
+	ei.Done = true
 	return b.j.addDone(ei.ID)
 }
 

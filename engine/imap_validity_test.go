@@ -334,3 +334,46 @@ func TestCrashThenValidityChange(t *testing.T) {
 		})
 	}
 }
+
+// TestUndeleteAfterCrashDuringExpunge: the user flags a Maildir message
+// \Deleted, and the run that expunges it on both sides dies at any point;
+// if the message is still in the Maildir afterwards, the user takes the
+// flag back before the next run. That undelete must hold: the far copy is
+// expunged only after the near one, so a crash never leaves the user's
+// message with its partner already gone (whose removal the next run would
+// propagate). Otherwise both are gone once the runs settle.
+func TestUndeleteAfterCrashDuringExpunge(t *testing.T) {
+	for _, kind := range []string{maildirMaildir, imapMaildir} {
+		t.Run(kind, func(t *testing.T) {
+			for crash := 1; ; crash++ {
+				p := newPairing(t, kind)
+				p.spec.Expunge = [2]bool{true, true}
+				validitySetup(t, p, 3)
+				engine.SetFlagsBySubject(t, p.spec.Near, "Work", "w01", engine.FlagDeleted, 0)
+				res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{CrashAfter: crash})
+				if mailboxErr(res) == nil {
+					if crash < 3 {
+						t.Fatalf("the run never reached its expunges (crash point %d)", crash)
+					}
+					break
+				}
+				p.reopen(t)
+				p.spec.Expunge = [2]bool{true, true}
+				undeleted := strings.Contains(engine.ViewBox(t, p.spec.Near, "Work"), "w01:")
+				if undeleted {
+					engine.SetFlagsBySubject(t, p.spec.Near, "Work", "w01", 0, engine.FlagDeleted)
+				}
+				sync1(t, p, engine.RunOptions{})
+				sync1(t, p, engine.RunOptions{})
+				want := "w00: w02:F"
+				if undeleted {
+					want = "w00: w01:S w02:F"
+				}
+				f, n := engine.ViewBox(t, p.spec.Far, "Work"), engine.ViewBox(t, p.spec.Near, "Work")
+				if f != want || n != want {
+					t.Fatalf("crash point %d, undeleted %v:\nfar:  %s\nnear: %s\nwant: %s", crash, undeleted, f, n, want)
+				}
+			}
+		})
+	}
+}

@@ -81,6 +81,13 @@ type Plan struct {
 	Copies   [2][]Copy
 	Flags    [2][]FlagUpdate
 	Expunges [2][]UID
+	// ExpungeLast lists the far UIDs of Expunges[Far] removed because their
+	// near partner, flagged \Deleted by the user, is expunged in this plan:
+	// they go only after the near side's changes. A crash in between then
+	// leaves the user's own message, which an undelete can still save, and
+	// never a partner already removed on the strength of a \Deleted taken
+	// back since. (Far goes first otherwise, so the mirror case holds as is.)
+	ExpungeLast []UID
 	// TooBig lists source messages skipped for max_size this run (each reported once).
 	TooBig [2][]UID
 	// Removals counts messages this plan removes or marks \Deleted per side

@@ -294,6 +294,7 @@ type planner struct {
 	// What this plan does, collected per side before grouping.
 	changes   [2][]flagChange
 	expunged  [2][]UID // no UID twice: every message is kept or expunged at most once
+	late      []UID    // far UIDs of expunged[Far] that go after the near side (Plan.ExpungeLast)
 	goneMarks [2]int   // messages newly given \Deleted because their partner is gone
 	// existed counts messages known to exist at the start, per side.
 	existed [2]int
@@ -483,12 +484,19 @@ func (p *planner) fullPair(pr Pair) {
 	case x[Far] && x[Near]:
 		p.expunge(Far, pr.Far)
 		p.expunge(Near, pr.Near)
+		if !cur[Far].Has(FlagDeleted) {
+			p.late = append(p.late, pr.Far) // its \Deleted is the near side's
+		}
 	case x[Far]:
 		p.expunge(Far, pr.Far)
 		p.partnerGone(Near, uid, cur[Near], fin[Near])
 	case x[Near]:
 		p.expunge(Near, pr.Near)
+		n := len(p.expunged[Far])
 		p.partnerGone(Far, uid, cur[Far], fin[Far])
+		if len(p.expunged[Far]) > n && !cur[Far].Has(FlagDeleted) {
+			p.late = append(p.late, pr.Far)
+		}
 	default:
 		p.keep(Far, pr.Far, cur[Far], fin[Far])
 		p.keep(Near, pr.Near, cur[Near], fin[Near])
@@ -618,6 +626,10 @@ func (p *planner) finish() {
 			slices.Sort(p.expunged[s])
 		}
 		pl.Expunges[s] = p.expunged[s]
+		if s == int(Far) && len(p.late) > 0 {
+			slices.Sort(p.late)
+			pl.ExpungeLast = p.late
+		}
 		pl.Flags[s] = groupFlags(p.changes[s])
 		if !slices.IsSortedFunc(pl.Copies[s], compareCopies) {
 			slices.SortFunc(pl.Copies[s], compareCopies)

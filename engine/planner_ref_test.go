@@ -83,7 +83,8 @@ type refPlanner struct {
 	// What this plan does, collected per side before grouping.
 	changes   [2][]refFlagChange
 	expunged  [2]map[UID]bool
-	goneMarks [2]int // messages newly given \Deleted because their partner is gone
+	late      map[UID]bool // far expunges that wait for the near side
+	goneMarks [2]int       // messages newly given \Deleted because their partner is gone
 	// after: every message on a side after the plan, with its flags (copies excluded:
 	// they get new UIDs and the flags recorded for them).
 	after [2]map[UID]Flag
@@ -99,6 +100,7 @@ func refNewPlanner(st State, reps [2]*Report, opt Options) *refPlanner {
 		p.views[s] = refNewSideView(reps[s])
 		p.known[s] = make(map[UID]bool, len(st.Pairs))
 		p.expunged[s] = make(map[UID]bool)
+		p.late = make(map[UID]bool)
 		p.after[s] = make(map[UID]Flag)
 	}
 	return p
@@ -250,12 +252,19 @@ func (p *refPlanner) fullPair(pr Pair) {
 	case x[Far] && x[Near]:
 		p.expunge(Far, pr.Far)
 		p.expunge(Near, pr.Near)
+		if !cur[Far].Has(FlagDeleted) {
+			p.late[pr.Far] = true
+		}
 	case x[Far]:
 		p.expunge(Far, pr.Far)
 		p.partnerGone(Near, uid, cur[Near], fin[Near])
 	case x[Near]:
 		p.expunge(Near, pr.Near)
+		had := p.expunged[Far][pr.Far]
 		p.partnerGone(Far, uid, cur[Far], fin[Far])
+		if !had && p.expunged[Far][pr.Far] && !cur[Far].Has(FlagDeleted) {
+			p.late[pr.Far] = true
+		}
 	default:
 		p.keep(Far, pr.Far, cur[Far], fin[Far])
 		p.keep(Near, pr.Near, cur[Near], fin[Near])
@@ -361,6 +370,9 @@ func (p *refPlanner) finish() {
 	pl := &p.plan
 	for s := range 2 {
 		pl.Expunges[s] = refSortedKeys(p.expunged[s])
+		if s == int(Far) && len(p.late) > 0 {
+			pl.ExpungeLast = refSortedKeys(p.late)
+		}
 		pl.Flags[s] = refGroupFlags(p.changes[s], p.expunged[s])
 		slices.SortFunc(pl.Copies[s], func(a, b Copy) int { return cmp.Compare(a.UID, b.UID) })
 		slices.Sort(pl.TooBig[s])
