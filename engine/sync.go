@@ -821,8 +821,10 @@ func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 	// already gone is removed as any removal is, and a message whose
 	// \Deleted was taken back stays. A half-done IMAP expunge (our +\Deleted
 	// stored, UID EXPUNGE not sent) shows \Deleted and is expunged again;
-	// that \Deleted, on a partner whose own \Deleted the user takes back in
-	// the meantime, cannot be told from the user's and still wins.
+	// that is only ever the partner of a message already expunged, or one
+	// the user flagged itself: a removal whose \Deleted came from the near
+	// side waits until the near message is gone (Plan.ExpungeLast), and the
+	// far side goes first otherwise.
 	//
 	// Save with the old markers: this run still has to look at everything.
 	// The generation goes above the journal's too (one written just before
