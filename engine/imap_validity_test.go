@@ -158,9 +158,14 @@ func TestIMAPValidityChangeRepairs(t *testing.T) {
 			recreateIMAPBox(t, p.raw[0], "Work", repl)
 			farBefore := engine.ViewBox(t, p.spec.Far, "Work")
 
+			fetches := p.far.calls.get("Fetch")
 			res := sync1(t, p, engine.RunOptions{})
 			if !zeroCounts(res.Counts) {
 				t.Fatalf("re-pairing run did something: %+v", res.Counts)
+			}
+			// The server's Message-IDs come from headers alone.
+			if n := p.far.calls.get("Fetch") - fetches; n != 0 {
+				t.Errorf("re-pairing fetched whole messages from the server %d times", n)
 			}
 			if f, n := engine.ViewBox(t, p.spec.Far, "Work"), engine.ViewBox(t, p.spec.Near, "Work"); f != farBefore || n != nearBefore {
 				t.Fatalf("a side changed:\nfar:  %s\n  was %s\nnear: %s\n  was %s", f, farBefore, n, nearBefore)

@@ -1213,20 +1213,27 @@ func sortedUIDs(u []UID) []UID {
 }
 
 // fetchMessageIDs returns the Message-ID header of each message that has one.
+// From a store that can send headers alone (Identifier: IMAP), it asks for
+// those: a UIDVALIDITY change of a large server mailbox must not download it.
 func fetchMessageIDs(ctx context.Context, mb Mailbox, uids []UID) (map[UID]string, error) {
 	out := map[UID]string{}
 	if len(uids) == 0 {
 		return out, nil
 	}
-	err := mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
-		br := bufio.NewReader(r)
+	br := bufio.NewReaderSize(nil, 4096)
+	read := func(uid UID, r io.Reader) error {
+		br.Reset(r)
 		if id := readMessageID(br); id != "" {
 			out[uid] = id
 		}
 		_, err := io.Copy(io.Discard, br) // Fetch wants the body consumed
 		return err
-	})
-	return out, err
+	}
+	if idf, ok := mb.(Identifier); ok {
+		err := idf.Identify(ctx, uids, func(uid UID, header io.Reader, _ int64) error { return read(uid, header) })
+		return out, err
+	}
+	return out, mb.Fetch(ctx, uids, read)
 }
 
 // readMessageID reads the header block and returns the Message-ID value.
