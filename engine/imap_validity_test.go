@@ -382,3 +382,30 @@ func TestUndeleteAfterCrashDuringExpunge(t *testing.T) {
 		})
 	}
 }
+
+// TestValidityChangeWithPendingCopy: a copy failed (its pair waits with a
+// low UID among the paired ones), then the near folder's UIDVALIDITY
+// changes. The recovery matches the pairs and the waiting message alike and
+// keeps them apart: every pair is found again, the waiting copy is made
+// once, and nothing is copied twice.
+func TestValidityChangeWithPendingCopy(t *testing.T) {
+	for _, kind := range []string{maildirMaildir, imapMaildir} {
+		t.Run(kind, func(t *testing.T) {
+			p := newPairing(t, kind)
+			addMany(t, p.spec.Far, "Work", engine.FlagSeen, names("w", 8)...)
+			p.near.failStage.Store("w01")
+			if res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{}); res.Failed != [2]int{0, 1} {
+				t.Fatalf("first run: %+v", res.Counts)
+			}
+			p.near.failStage.Store("")
+			rewriteUIDValidity(t, p, "Work", 0)
+			for range 2 {
+				sync1(t, p, engine.RunOptions{})
+			}
+			p.check(t, "Work", "w00:S w01:S w02:S w03:S w04:S w05:S w06:S w07:S")
+			if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+				t.Fatalf("not idempotent: %+v", res.Counts)
+			}
+		})
+	}
+}

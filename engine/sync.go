@@ -1084,7 +1084,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			looseUIDs = append(looseUIDs, uid)
 		}
 	}
-	idsU, err := fetchMessageIDs(ctx, b.mb[u], sortedUIDs(append(unchangedUIDs, looseUIDs...)))
+	idsU, err := fetchMessageIDs(ctx, b.mb[u], sortedUIDs(slices.Concat(unchangedUIDs, looseUIDs)))
 	if err != nil {
 		return fmt.Errorf("UIDVALIDITY recovery: %w", err)
 	}
