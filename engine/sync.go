@@ -1103,41 +1103,31 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	comparable := func(a, b Message) bool {
 		return a.Size >= 0 && b.Size >= 0 && a.SizeIsCRLF == b.SizeIsCRLF
 	}
-	newUID := map[UID]UID{} // unchanged-side UID → changed-side UID
+	// match pairs each of uids with the changed side's message of the same
+	// Message-ID (one not taken yet, and not of another size).
 	used := map[UID]bool{}
-	for _, uu := range unchangedUIDs {
-		id, ok := idsU[uu]
-		if !ok {
-			continue
+	match := func(uids []UID) map[UID]UID { // unchanged-side UID → changed-side UID
+		m := map[UID]UID{}
+		for _, uu := range uids {
+			id, ok := idsU[uu]
+			if !ok {
+				continue
+			}
+			cu := byID[id]
+			if cu == 0 || used[cu] {
+				continue
+			}
+			if mu, mc := all[u][uu], all[c][cu]; comparable(mu, mc) && mu.Size != mc.Size {
+				continue
+			}
+			m[uu] = cu
+			used[cu] = true
 		}
-		cu := byID[id]
-		if cu == 0 || used[cu] {
-			continue
-		}
-		mu, mc := all[u][uu], all[c][cu]
-		if comparable(mu, mc) && mu.Size != mc.Size {
-			continue
-		}
-		newUID[uu] = cu
-		used[cu] = true
+		return m
 	}
+	newUID := match(unchangedUIDs) // the pairs first
 	confirmed := len(newUID)
-	loose := map[UID]UID{} // unchanged-side UID → changed-side UID
-	for _, uu := range sortedUIDs(looseUIDs) {
-		id, ok := idsU[uu]
-		if !ok {
-			continue
-		}
-		cu := byID[id]
-		if cu == 0 || used[cu] {
-			continue
-		}
-		if mu, mc := all[u][uu], all[c][cu]; comparable(mu, mc) && mu.Size != mc.Size {
-			continue
-		}
-		loose[uu] = cu
-		used[cu] = true
-	}
+	loose := match(sortedUIDs(looseUIDs))
 	matchedLoose := len(loose)
 	recV := b.st.FarValidity
 	if c == Near {
