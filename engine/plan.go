@@ -98,6 +98,11 @@ type Plan struct {
 	// Guard is set when the safety guard stops this mailbox: then the plan must
 	// not be executed (unless Options.Force, in which case Guard is nil).
 	Guard *GuardError
+	// Exact[s] says State records side s with the markers seen at open and
+	// describes it exactly as it will be once every action succeeded: the
+	// engine may then record the side's markers as they are after the run
+	// instead (Restamper), when the store vouches that only the run changed it.
+	Exact [2]bool
 	// State is the state after every action succeeded. Copies appear as pairs
 	// whose target UID is 0; the executor fills it in (or leaves 0 on failure,
 	// and the next run retries the copy).

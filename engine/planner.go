@@ -686,6 +686,9 @@ func (p *planner) finish() {
 	if p.waiting[Near] {
 		ns.Near.Stamp = ""
 	}
+	for s := range 2 {
+		pl.Exact[s] = !p.inexact[s] && !p.waiting[s]
+	}
 	pl.State = ns
 
 	if p.opt.Force {

@@ -409,9 +409,11 @@ func (p *refPlanner) finish() {
 	ns.Far, ns.Near = p.st.Far, p.st.Near
 	if p.exact(Far, &ns) {
 		ns.Far = MarkersOf(p.reps[Far].Status)
+		pl.Exact[Far] = true
 	}
 	if p.exact(Near, &ns) {
 		ns.Near = MarkersOf(p.reps[Near].Status)
+		pl.Exact[Near] = true
 	}
 	// A copy the new state keeps waiting (its direction copies nothing
 	// new in this mode) leaves its source side without a stamp.
@@ -421,9 +423,11 @@ func (p *refPlanner) finish() {
 		}
 		if pr.Far != 0 && p.ops(Far)&OpNew == 0 {
 			ns.Far.Stamp = ""
+			pl.Exact[Far] = false
 		}
 		if pr.Near != 0 && p.ops(Near)&OpNew == 0 {
 			ns.Near.Stamp = ""
+			pl.Exact[Near] = false
 		}
 	}
 	pl.State = ns

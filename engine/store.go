@@ -361,6 +361,20 @@ type Barrierer interface {
 	Barrier(paths ...string) error
 }
 
+// Restamper is implemented by mailboxes whose Status stamp changes with the
+// engine's own writes (a Maildir's directory mtimes). Without it, a run that
+// wrote to such a mailbox records the stamp seen at open, so the next run
+// lists the whole mailbox just because of this run's own changes.
+//
+// StatusAfter, called after the run's last change to the mailbox, returns
+// the status as it is now and true only when the mailbox can vouch that
+// nothing but its own operations changed it since it was opened, and that
+// any later change will show in a different stamp. Otherwise it returns
+// false and the engine keeps the stamp seen at open.
+type Restamper interface {
+	StatusAfter() (Status, bool)
+}
+
 // Warmer is implemented by stores that can prepare in the background for
 // several mailboxes about to be opened at once (IMAP: dial and log in more
 // connections of the pool, up to its size), so that those logins overlap

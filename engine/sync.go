@@ -354,6 +354,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		// The idents too: a state without them (older, or one whose
 		// messages were not listed since) gets them once.
 		b.fillIdents(&plan.State)
+		// And the stamps a side can vouch for although it was modified too
+		// recently to give one at open (by the last run, say).
+		b.restamp(&plan)
 	}
 	if empty && sameState(b.st, plan.State) {
 		// Nothing to do and nothing new to record. A channel that never
@@ -383,6 +386,8 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		// reverted): forget the markers so the next run looks at everything
 		// instead of skipping the mailbox as unchanged.
 		plan.State.Far, plan.State.Near = Markers{}, Markers{}
+	} else if !empty {
+		b.restamp(&plan)
 	}
 	if err := b.finish(plan.State); err != nil {
 		return err
@@ -391,6 +396,29 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return fmt.Errorf("%w: %v", ErrStopped, ctx.Err())
 	}
 	return nil
+}
+
+// restamp gives a side that the plan describes exactly, and that this run
+// changed without a hitch, the markers it has now where its store vouches
+// that nothing but this run changed it since it was opened (Restamper). The
+// markers seen at open would make the next run list the whole mailbox (for
+// a Maildir of 100 000 messages, 0.2-0.3 s) only because this run wrote to it.
+func (b *boxRun) restamp(p *Plan) {
+	for _, s := range []Side{Far, Near} {
+		r, ok := b.mb[s].(Restamper)
+		if !ok || b.released[s] || !p.Exact[s] {
+			continue
+		}
+		st, ok := r.StatusAfter()
+		if !ok || st.Stamp == "" || st.UIDValidity != b.status[s].UIDValidity {
+			continue
+		}
+		if s == Far {
+			p.State.Far = MarkersOf(st)
+		} else {
+			p.State.Near = MarkersOf(st)
+		}
+	}
 }
 
 // headerCurrent says the state file's header holds everything this version
