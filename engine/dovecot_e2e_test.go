@@ -267,6 +267,9 @@ type wrapStore struct {
 	// beforeStage is called before each Stage with a running count.
 	beforeStage func(n int)
 	staged      atomic.Int64
+	// keepOpen forwards engine.Flusher, so that the engine keeps a wrapped
+	// Maildir mailbox open to the end of the run, as it does a real one.
+	keepOpen bool
 }
 
 // wrapLocal is a wrapStore over a LocalStore (the engine keeps state inside
@@ -328,6 +331,9 @@ func (w *wrapStore) wrap(mb engine.Mailbox, err error) (engine.Mailbox, error) {
 	}
 	wm := &wrapMailbox{Mailbox: mb, w: w}
 	if _, ok := mb.(engine.UIDKeeper); ok {
+		if _, ok := mb.(engine.Flusher); ok && w.keepOpen {
+			return wrapFlusher{wrapKeeper{wm}}, nil
+		}
 		return wrapKeeper{wm}, nil
 	}
 	if _, ok := mb.(engine.Identifier); ok {
@@ -350,6 +356,11 @@ type wrapMailbox struct {
 }
 
 type wrapKeeper struct{ *wrapMailbox }
+
+type wrapFlusher struct{ wrapKeeper }
+
+func (f wrapFlusher) DeferSync()   { f.Mailbox.(engine.Flusher).DeferSync() }
+func (f wrapFlusher) Flush() error { return f.Mailbox.(engine.Flusher).Flush() }
 
 func (k wrapKeeper) SetKnownUIDs(known func(engine.UID) bool) {
 	k.Mailbox.(engine.UIDKeeper).SetKnownUIDs(known)
@@ -381,6 +392,15 @@ func (m *wrapMailbox) KeptFlags() engine.Flag {
 		return fk.KeptFlags()
 	}
 	return engine.AllFlags
+}
+
+// StatusAfter forwards the real mailbox's engine.Restamper (no vouching for
+// one that does not implement it, as the engine takes it).
+func (m *wrapMailbox) StatusAfter() (engine.Status, bool) {
+	if r, ok := m.Mailbox.(engine.Restamper); ok {
+		return r.StatusAfter()
+	}
+	return engine.Status{}, false
 }
 
 // Describe forwards the real mailbox's engine.Describer (nothing described

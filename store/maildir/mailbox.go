@@ -122,6 +122,9 @@ type Mailbox struct {
 	// failures is the store's count of failed syncfs calls when the
 	// mailbox was opened, before it wrote anything (see Store.syncfs).
 	failures uint64
+
+	// w watches new/ and cur/ for StatusAfter; nil when it cannot.
+	w *watch
 }
 
 var (
@@ -130,6 +133,7 @@ var (
 	_ engine.IdentKeeper = (*Mailbox)(nil)
 	_ engine.TouchHinter = (*Mailbox)(nil)
 	_ engine.Barrierer   = (*Mailbox)(nil)
+	_ engine.Restamper   = (*Mailbox)(nil)
 )
 
 // Status is what was seen at open (the Stamp from stat before any read);
@@ -193,6 +197,7 @@ func (m *Mailbox) SetLastSync(t time.Time) { m.lastSync = t }
 // durable; a Maildir holds no other resources.
 func (m *Mailbox) Close() error {
 	m.dropPrefetched()
+	m.w.close()
 	return m.Flush()
 }
 
@@ -920,12 +925,14 @@ func (m *Mailbox) assignFresh(fresh []*entry, idx *uidIndex) (again bool, err er
 		err := renameNoReplace(m.path(e), m.path(ne))
 		switch {
 		case err == nil:
+			m.w.renamed(e.sub(), e.name, ne.sub(), ne.name)
 			m.ours[uid] = true
 			idx.set(uid, ne)
 			touched[e.sub()] = true
 		case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
 			again = true
 		default:
+			m.w.spoil()
 			return false, m.wrap("assign UIDs", err)
 		}
 	}
@@ -1315,11 +1322,13 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 			return nil
 		}
 		if err := renameNoReplace(m.path(e), m.path(ne)); err != nil {
+			m.w.spoil()
 			if errors.Is(err, fs.ErrNotExist) {
 				return errGone
 			}
 			return m.wrap("set flags", err)
 		}
+		m.w.renamed(e.sub(), e.name, "cur", ne.name)
 		touched[e.sub()], touched["cur"] = true, true
 		m.idx.set(uid, ne)
 		return nil
@@ -1339,11 +1348,13 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	touched := map[string]bool{}
 	err := m.each(ctx, uids, func(uid engine.UID, e *entry) error {
 		if err := os.Remove(m.path(e)); err != nil {
+			m.w.spoil()
 			if errors.Is(err, fs.ErrNotExist) {
 				return errGone
 			}
 			return m.wrap("expunge", err)
 		}
+		m.w.own(e.sub(), false, e.name)
 		touched[e.sub()] = true
 		m.idx.del(uid)
 		return nil

@@ -273,9 +273,11 @@ func (m *Mailbox) Commit(ctx context.Context, list []engine.Staged) ([]engine.Co
 			continue
 		}
 		if err := renameNoReplace(j.tmp, filepath.Join(m.dir, j.sub, j.st.name)); err != nil {
+			m.w.spoil()
 			fail(j, err)
 			continue
 		}
+		m.w.own(j.sub, true, j.st.name)
 		j.st.done = true
 		touched[j.sub] = true
 		res[j.i].UID = j.st.uid

@@ -84,9 +84,22 @@ func (s stamp) String(now time.Time) string {
 	if s.recent(now, max(time.Second, s.guard())) {
 		return ""
 	}
+	return s.key()
+}
+
+// key is the Status stamp of s, whatever its age.
+func (s stamp) key() string {
 	var n int64
 	if !s.New.IsZero() {
 		n = s.New.UnixNano()
 	}
 	return fmt.Sprintf("%d.%d", n, s.Cur.UnixNano())
+}
+
+// newest is the later of the two mtimes.
+func (s stamp) newest() time.Time {
+	if s.New.After(s.Cur) {
+		return s.New
+	}
+	return s.Cur
 }

@@ -13,9 +13,11 @@ import (
 )
 
 // A folder quixysync itself just wrote is rescanned by the next run only
-// while the write is within the stamp's 1 s guard; the next run after that
-// gets a valid stamp, lists once, records it, and the run after that skips
-// the mailbox as unchanged. Real engine runs between two Maildir trees.
+// while the write is within the stamp's 1 s guard; after that the runs skip
+// the mailbox as unchanged — at once where the folder could vouch for the
+// stamp after its own writes (engine.Restamper; engine/restamp_test.go
+// insists on that), else after one more listing. Real engine runs between
+// two Maildir trees.
 func TestStampAfterOwnWrites(t *testing.T) {
 	t.Parallel() // mostly sleeps
 	dir := t.TempDir()
@@ -76,8 +78,8 @@ func TestStampAfterOwnWrites(t *testing.T) {
 	if s1 == "" || s2 == "" {
 		t.Fatalf("more than 1 s after the writes: stamps near %q far %q, want valid ones", s1, s2)
 	}
-	if r := run("run after 1 s"); r.Skipped != "" || r.Copied != [2]int{} || r.Flagged != [2]int{} {
-		t.Errorf("first run with valid stamps: %+v, want a listing that changes nothing", r)
+	if r := run("run after 1 s"); r.Skipped != "unchanged" && (r.Skipped != "" || r.Copied != [2]int{} || r.Flagged != [2]int{}) {
+		t.Errorf("first run with valid stamps: %+v, want it skipped or a listing that changes nothing", r)
 	}
 	if s := stamp(near); s != s1 {
 		t.Errorf("a run that changed nothing changed the near stamp: %q → %q", s1, s)

@@ -62,6 +62,10 @@ type Store struct {
 	// (see skipLink): each is warned of once per run, not at every scan.
 	warnedMu sync.Mutex
 	warned   map[string]bool
+	// fresh caches freshStamps by file system (st_dev).
+	freshMu sync.Mutex
+	fresh   map[uint64]bool
+
 	// mtimeRes, when set by a test, makes dirStamp see mtimes rounded down
 	// to it, as on a file system with coarse timestamps; listHook, when set
 	// by a test, is called with each name a scan's listing reads.
@@ -450,9 +454,15 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 	if !isMailbox(dir) {
 		return nil, fmt.Errorf("maildir %s: mailbox %q (%s): %w", s.name, name, dir, engine.ErrNoMailbox)
 	}
+	var w *watch
+	if !readOnly {
+		// Before the stamp: every change after it must be seen.
+		w = watchFolder(dir)
+	}
 	now := time.Now()
 	stamp, err := s.dirStamp(dir)
 	if err != nil {
+		w.close()
 		return nil, fmt.Errorf("maildir %s: mailbox %q: %w", s.name, name, err)
 	}
 	var st uidState
@@ -466,9 +476,11 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 		st, err = s.ensureUIDState(dir)
 	}
 	if err != nil {
+		w.close()
 		return nil, fmt.Errorf("maildir %s: mailbox %q: %w", s.name, name, err)
 	}
 	m := &Mailbox{
+		w:        w,
 		s:        s,
 		name:     name,
 		dir:      dir,

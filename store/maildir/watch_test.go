@@ -1,0 +1,221 @@
+package maildir
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// watchedFolder makes a folder with n files that carry no UID yet (the
+// first listing renames each to give it one) and opens it for writing.
+func watchedFolder(t *testing.T, n int, opt func(*Store)) (*Store, *Mailbox, string) {
+	t.Helper()
+	root := t.TempDir()
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt != nil {
+		opt(s)
+	}
+	if err := s.CreateMailbox(t.Context(), "INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "INBOX")
+	for i := range n {
+		writeFile(t, filepath.Join(dir, "cur", fmt.Sprintf("1700000000.p%d.host:2,", i)), fmt.Sprintf("Subject: %d\n\nbody\n", i))
+	}
+	mb := open(t, s, "INBOX", false)
+	t.Cleanup(func() { mb.Close() })
+	if mb.w == nil {
+		t.Skip("no inotify watch on this file system")
+	}
+	return s, mb, dir
+}
+
+// ownWork lists the folder (giving its files UIDs), copies two messages
+// in, changes one message's flags and removes another, with between(step)
+// called after each step.
+func ownWork(t *testing.T, mb *Mailbox, between func(step string)) {
+	t.Helper()
+	ctx := t.Context()
+	msgs := list(t, mb)
+	between("listed")
+	var st []engine.Staged
+	for i := range 2 {
+		x, err := mb.Stage(ctx, engine.NewMessage{Body: strings.NewReader(fmt.Sprintf("Subject: new %d\n\nx\n", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = append(st, x)
+	}
+	if _, err := mb.Commit(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	between("committed")
+	var uids []engine.UID
+	for u := range msgs {
+		uids = append(uids, u)
+	}
+	if err := mb.SetFlags(ctx, uids[:1], engine.FlagSeen|engine.FlagFlagged, 0); err != nil {
+		t.Fatal(err)
+	}
+	between("flagged")
+	if err := mb.Expunge(ctx, uids[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	between("expunged")
+}
+
+// StatusAfter vouches for the folder's stamp after the Mailbox's own
+// changes, and never after anybody else's, whenever it happened.
+func TestStatusAfter(t *testing.T) {
+	type change func(t *testing.T, dir string)
+	deliver := func(t *testing.T, dir string) {
+		writeFile(t, filepath.Join(dir, "new", "1700000001.other.host"), "Subject: delivered\n\nx\n")
+	}
+	renameOne := func(t *testing.T, dir string) {
+		names := files(t, dir, "cur")
+		old := filepath.Join(dir, "cur", names[len(names)-1])
+		if err := os.Rename(old, strings.TrimSuffix(old, "T")+"T"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeOne := func(t *testing.T, dir string) {
+		names := files(t, dir, "cur")
+		if err := os.Remove(filepath.Join(dir, "cur", names[len(names)-1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moveToCur := func(t *testing.T, dir string) {
+		// What a mail client does with a message it has shown.
+		p := filepath.Join(dir, "new", "1700000002.other.host")
+		writeFile(t, p, "Subject: seen\n\nx\n")
+		time.Sleep(time.Millisecond)
+		if err := os.Rename(p, filepath.Join(dir, "cur", "1700000002.other.host:2,S")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		at    string // the step after which somebody else changes the folder
+		other change
+	}{
+		{"nobody else", "", nil},
+		{"a delivery after the listing", "listed", deliver},
+		{"a delivery after the copies", "committed", deliver},
+		{"a flag change by a mail client", "flagged", renameOne},
+		{"a removal by a mail client", "expunged", removeOne},
+		{"a file renamed into cur/", "committed", moveToCur},
+		{"one of our own copies renamed", "expunged", func(t *testing.T, dir string) {
+			names := files(t, dir, "new")
+			if len(names) == 0 {
+				names = files(t, dir, "cur")
+			}
+			sub := "new"
+			if len(files(t, dir, "new")) == 0 {
+				sub = "cur"
+			}
+			old := filepath.Join(dir, sub, names[0])
+			if err := os.Rename(old, filepath.Join(dir, "cur", names[0]+"x")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, mb, dir := watchedFolder(t, 4, nil)
+			ownWork(t, mb, func(step string) {
+				if step == tc.at {
+					tc.other(t, dir)
+				}
+			})
+			st, ok := mb.StatusAfter()
+			if want := tc.other == nil; ok != want {
+				t.Fatalf("StatusAfter vouched %v, want %v", ok, want)
+			}
+			if !ok {
+				return
+			}
+			now, err := s.dirStamp(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Stamp != now.key() || st.UIDValidity != mb.status.UIDValidity {
+				t.Fatalf("StatusAfter = %+v, folder's stamp now %s", st, now.key())
+			}
+			uidState, _, _ := readUIDState(dir)
+			if st.UIDNext != uidState.Last+1 || st.UIDNext <= mb.status.UIDNext {
+				t.Fatalf("UIDNext %d after copies, %d at open, .uidvalidity's last %d", st.UIDNext, mb.status.UIDNext, uidState.Last)
+			}
+		})
+	}
+}
+
+// More changes than the watch keeps before it reads the kernel's queue:
+// still all its own.
+func TestStatusAfterManyChanges(t *testing.T) {
+	_, mb, _ := watchedFolder(t, drainEvery+500, nil)
+	if n := len(list(t, mb)); n != drainEvery+500 {
+		t.Fatalf("listed %d", n)
+	}
+	if _, ok := mb.StatusAfter(); !ok {
+		t.Fatal("StatusAfter does not vouch after the listing's own renames")
+	}
+}
+
+// A change that fails may have been half made: no vouching after it.
+func TestStatusAfterFailedChange(t *testing.T) {
+	_, mb, dir := watchedFolder(t, 3, nil)
+	msgs := list(t, mb)
+	var u engine.UID
+	for u = range msgs {
+		break
+	}
+	// The file is gone before the Mailbox renames it: that is somebody
+	// else's change, and the rename fails.
+	for _, sub := range []string{"new", "cur"} {
+		for _, n := range files(t, dir, sub) {
+			if strings.Contains(n, fmt.Sprintf(",U=%d:", u)) {
+				os.Remove(filepath.Join(dir, sub, n))
+			}
+		}
+	}
+	_ = mb.SetFlags(t.Context(), []engine.UID{u}, engine.FlagSeen, 0)
+	if _, ok := mb.StatusAfter(); ok {
+		t.Fatal("StatusAfter vouched after a failed rename")
+	}
+}
+
+// Where a change right after a stat may keep the mtime the stat saw (before
+// Linux 6.13, or here a test's coarse clock), StatusAfter vouches only once
+// the clock has moved past the last change.
+func TestStatusAfterCoarseClock(t *testing.T) {
+	coarse := func(s *Store) { s.mtimeRes = 10 * time.Microsecond }
+	_, mb, _ := watchedFolder(t, 3, coarse)
+	ownWork(t, mb, func(string) {})
+	if _, ok := mb.StatusAfter(); ok {
+		t.Fatal("StatusAfter vouched right after a change, without fresh timestamps")
+	}
+	_, mb, _ = watchedFolder(t, 3, coarse)
+	ownWork(t, mb, func(string) {})
+	time.Sleep(scanGuard + 5*time.Millisecond)
+	if _, ok := mb.StatusAfter(); !ok {
+		t.Fatal("StatusAfter did not vouch once the clock had moved on")
+	}
+}
+
+// A read-only Mailbox changes nothing and watches nothing.
+func TestStatusAfterReadOnly(t *testing.T) {
+	s, mb, _ := watchedFolder(t, 1, nil)
+	mb.Close()
+	ro := open(t, s, "INBOX", true)
+	defer ro.Close()
+	if _, ok := ro.StatusAfter(); ok {
+		t.Fatal("a read-only Mailbox vouched")
+	}
+}
