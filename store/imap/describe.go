@@ -25,11 +25,11 @@ func (m *Mailbox) Describe(ctx context.Context, uids []engine.UID) ([]engine.Mes
 	var out []engine.Message
 	err = cn.run(ctx, "UID FETCH", func() error {
 		for _, set := range chunks {
-			err := collectList(cn.c.Fetch(set, listItems), func(msg engine.Message, _ uint64) {
+			err := expungeIssuedOK(collectList(cn.c.Fetch(set, listItems), func(msg engine.Message, _ uint64) {
 				if set.Contains(imap.UID(msg.UID)) {
 					out = append(out, msg)
 				}
-			})
+			}))
 			if err != nil {
 				return err
 			}

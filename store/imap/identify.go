@@ -65,7 +65,7 @@ func (m *Mailbox) Identify(ctx context.Context, uids []engine.UID, fn func(uid e
 					return callbackErr{err}
 				}
 			}
-			return cmd.Close()
+			return expungeIssuedOK(cmd.Close())
 		})
 		if err != nil {
 			return err

@@ -556,7 +556,7 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 					}
 				}
 			}
-			return cmd.Close()
+			return expungeIssuedOK(cmd.Close())
 		})
 		if err != nil {
 			return err
@@ -585,6 +585,19 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 		}
 	}
 	return nil
+}
+
+// expungeIssuedOK is err, except for a server's NO [EXPUNGEISSUED] (RFC
+// 5530) to a UID FETCH: another session expunged some of the messages asked
+// for, and the server sent what was still there. That is the answer without
+// the gone messages, which the callers already expect (Dovecot says OK
+// [EXPUNGEISSUED]); taken as a failure it stopped every copy of the run.
+func expungeIssuedOK(err error) error {
+	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && ie.Code == "EXPUNGEISSUED" {
+		return nil
+	}
+	return err
 }
 
 func truncUIDs(u []engine.UID) []engine.UID {
