@@ -181,3 +181,139 @@ func TestFarExpungedBeforeFetch(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendAnswerLost: the connection drops after the server stored the
+// APPENDed messages and before their tagged OK reaches us (the proxy cuts
+// it at that line). The messages are on the server, the run does not know
+// their UIDs. Either the run finds them itself (by size and hash among the
+// UIDs from the UIDNEXT it saw) or, when it cannot reach the server again
+// in that run, it keeps the journal and the next run does. Either way each
+// message is there once and paired, and a flag change later lands on it.
+func TestAppendAnswerLost(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		subjects []string
+		cutOff   bool // no connection works after the drop, for the rest of the run
+	}{
+		{"one", []string{"n1"}, false},
+		{"batch", []string{"n1", "n2", "n3"}, false},
+		{"batch-unreachable", []string{"n1", "n2", "n3"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, fp := proxiedPairing(t)
+			addMany(t, p.spec.Near, "INBOX", engine.FlagSeen, tc.subjects...)
+			var dropped atomic.Int64 // the connection cut
+			fp.set(nil, func(conn int, line []byte) ([]byte, bool) {
+				if d := dropped.Load(); d != 0 {
+					return line, tc.cutOff && int64(conn) > d
+				}
+				if hasWord(line, " OK [APPENDUID ") {
+					dropped.Store(int64(conn))
+					return nil, true
+				}
+				return line, false
+			})
+			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+			fp.set(nil, nil)
+			if dropped.Load() == 0 {
+				t.Fatal("no APPEND answer was cut off")
+			}
+			err := mailboxErr(res)
+			t.Logf("run with the answer lost: %+v, %v", res.Counts, err)
+			if !tc.cutOff && (err != nil || res.Copied != [2]int{len(tc.subjects), 0}) {
+				t.Fatalf("the run did not find its copies: %+v, %v", res.Counts, err)
+			}
+			want := ""
+			for i, s := range tc.subjects {
+				if i > 0 {
+					want += " "
+				}
+				want += s + ":S"
+			}
+			if f := engine.ViewBox(t, p.raw[0], "INBOX"); f != want {
+				t.Fatalf("server after the drop: %s, want %s", f, want)
+			}
+			sync1(t, p, engine.RunOptions{})
+			p.check(t, "INBOX", want)
+			engine.SetFlagsBySubject(t, p.spec.Near, "INBOX", tc.subjects[0], engine.FlagFlagged, 0)
+			sync1(t, p, engine.RunOptions{})
+			want = tc.subjects[0] + ":FS" + want[len(tc.subjects[0])+2:]
+			p.check(t, "INBOX", want)
+			if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+				t.Fatalf("not idempotent: %+v", res.Counts)
+			}
+		})
+	}
+}
+
+// TestConnectionDropsInStoreOrExpunge: the connection drops in the middle
+// of the run's flag change or removal on the server — before the command
+// reached the server, or after the server made it and before its answer
+// came back; for a removal also between the STORE of \Deleted and the UID
+// EXPUNGE. The run reports the failure; the next run makes whatever was not
+// made, and nothing else is lost (a message that was not to go stays on both
+// sides).
+func TestConnectionDropsInStoreOrExpunge(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cmd   string // the command at which the connection drops
+		reply bool   // at its tagged answer rather than the command itself
+	}{
+		{"store-unsent", "UID STORE", false},
+		{"store-unanswered", "UID STORE", true},
+		{"expunge-unsent", "UID EXPUNGE", false},
+		{"expunge-unanswered", "UID EXPUNGE", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, fp := proxiedPairing(t)
+			near := p.spec.Near
+			addMany(t, near, "INBOX", 0, "n1", "n2", "n3", "n4")
+			sync1(t, p, engine.RunOptions{})
+			engine.SetFlagsBySubject(t, near, "INBOX", "n1", engine.FlagFlagged, 0)
+			engine.SetFlagsBySubject(t, near, "INBOX", "n3", engine.FlagSeen, 0)
+			engine.ExpungeBySubject(t, near, "INBOX", "n2")
+			var mu sync.Mutex
+			tags := map[string]bool{} // tags of the command to fail at
+			var dropped atomic.Bool
+			fp.set(func(_ int, line []byte) ([]byte, bool) {
+				if dropped.Load() || !hasWord(line, " "+tc.cmd+" ") {
+					return line, false
+				}
+				if !tc.reply {
+					dropped.Store(true)
+					return nil, true
+				}
+				mu.Lock()
+				tags[string(bytes.Fields(line)[0])] = true
+				mu.Unlock()
+				return line, false
+			}, func(_ int, line []byte) ([]byte, bool) {
+				if f := bytes.Fields(line); len(f) > 1 && !dropped.Load() {
+					mu.Lock()
+					hit := tags[string(f[0])]
+					mu.Unlock()
+					if hit {
+						dropped.Store(true)
+						return nil, true
+					}
+				}
+				return line, false
+			})
+			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+			fp.set(nil, nil)
+			if !dropped.Load() {
+				t.Fatalf("no %s to drop the connection at", tc.cmd)
+			}
+			t.Logf("run with the drop: %+v, %v", res.Counts, mailboxErr(res))
+			if mailboxErr(res) == nil {
+				t.Error("the drop was not reported")
+			}
+			sync1(t, p, engine.RunOptions{})
+			p.check(t, "INBOX", "n1:F n3:S n4:")
+			if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+				t.Fatalf("not idempotent: %+v", res.Counts)
+			}
+			p.check(t, "INBOX", "n1:F n3:S n4:")
+		})
+	}
+}
