@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -493,6 +494,10 @@ type stagedCopy struct {
 	c      Copy
 	s      Staged
 	intent *copyIntent
+	// err is the store's reason for this message's failed commit (a
+	// server's refusal: NO [OVERQUOTA]...), for the report if it turns out
+	// not to have happened.
+	err error
 }
 
 // copyAll copies messages to side t in batches. lastUse says the plan has
@@ -650,9 +655,11 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	var unsure []*copyIntent
 	for i, sc := range staged {
 		switch {
-		case i >= len(results), results[i].Err != nil:
-			// No result (a store that broke its contract) or a failure: find out.
-			unsure = append(unsure, sc.intent)
+		case i >= len(results):
+			unsure = append(unsure, sc.intent) // a store that broke its contract: find out
+		case results[i].Err != nil:
+			sc.err = results[i].Err
+			unsure = append(unsure, sc.intent) // a failure: find out whether it arrived all the same
 		case results[i].UID == 0:
 			unsure = append(unsure, sc.intent) // committed, UID unknown (no UIDPLUS)
 		default:
@@ -684,8 +691,8 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			in.Done, in.Failed = true, true
 			failed = append(failed, sc.s)
 			b.res.Failed[t]++
-			if cerr != nil {
-				b.fail(fmt.Errorf("copying %s UID %d to the %s side: %w", src, in.Src, t, cerr))
+			if err := cmp.Or(sc.err, cerr); err != nil {
+				b.fail(fmt.Errorf("copying %s UID %d to the %s side: %w", src, in.Src, t, err))
 			} else {
 				b.fail(fmt.Errorf("copying %s UID %d to the %s side failed", src, in.Src, t))
 			}

@@ -15,11 +15,13 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/dovecottest"
 )
 
 // proxyHook is called for each line (literal bytes excluded) going one way
@@ -315,5 +317,88 @@ func TestConnectionDropsInStoreOrExpunge(t *testing.T) {
 			}
 			p.check(t, "INBOX", "n1:F n3:S n4:")
 		})
+	}
+}
+
+// TestAppendOverQuota: a Dovecot of its own with a storage quota that the
+// first message fills. Pushing another message to it: the APPEND is refused
+// with NO [OVERQUOTA] (Dovecot refuses a synchronizing literal before its
+// continuation). The run says so, naming the mailbox and the server's
+// reason; nothing is recorded as copied, another mailbox's copy in the same
+// run goes through, the next run tries again, and once the user made room
+// the message is copied, once.
+func TestAppendOverQuota(t *testing.T) {
+	needDovecot(t)
+	s, err := dovecottest.Start(dovecottest.Options{ExtraConf: `mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins quota imap_quota
+}
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = *:storage=3K
+  quota_rule2 = Roomy:ignore
+}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	ci := conninfo{host: s.Host, port: s.Port, caFile: s.CAFile,
+		pass: map[string]string{"alice": s.Password("alice"), "bob": s.Password("bob")}}
+	p := openPairing(t, imapMaildir, t.TempDir(), func() conninfo { return ci })
+	near := p.spec.Near
+	big := strings.Repeat("filler line\n", 200) // 2.4K: a second one is over
+	addBody := func(box, subj string) {
+		t.Helper()
+		if err := near.CreateMailbox(context.Background(), box); err != nil {
+			t.Fatal(err)
+		}
+		mb, err := near.OpenMailbox(context.Background(), box, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mb.Close()
+		st, err := mb.Stage(context.Background(), engine.NewMessage{Body: strings.NewReader(testBody(subj) + big)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := mb.Commit(context.Background(), []engine.Staged{st}); err != nil || res[0].Err != nil {
+			t.Fatal(err, res)
+		}
+	}
+	addBody("INBOX", "q1")
+	sync1(t, p, engine.RunOptions{})
+	addBody("INBOX", "q2")
+	addBody("Roomy", "r1")
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	err = mailboxErr(res)
+	t.Logf("run over quota: %+v, %v", res.Counts, err)
+	if err == nil || !strings.Contains(err.Error(), "INBOX") || !strings.Contains(err.Error(), "OVERQUOTA") {
+		t.Errorf("error should name the mailbox and the quota: %v", err)
+	}
+	if res.Copied != [2]int{1, 0} || res.Failed != [2]int{1, 0} {
+		t.Errorf("counts %+v: want Roomy's copy made and one failed", res.Counts)
+	}
+	if f := engine.ViewBox(t, p.raw[0], "INBOX"); f != "q1:" {
+		t.Fatalf("server INBOX over quota: %s", f)
+	}
+	if f := engine.ViewBox(t, p.raw[0], "Roomy"); f != "r1:" {
+		t.Fatalf("server Roomy: %s", f)
+	}
+	// Still over quota: refused again, nothing recorded meanwhile.
+	res = engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if res.Failed != [2]int{1, 0} || res.Copied != [2]int{} {
+		t.Errorf("second run over quota: %+v, %v", res.Counts, mailboxErr(res))
+	}
+	// The user makes room: the refused messages go over, once.
+	engine.ExpungeBySubject(t, p.raw[0], "INBOX", "q1")
+	engine.ExpungeBySubject(t, near, "INBOX", "q1")
+	if _, err := s.Doveadm("quota", "recalc", "-u", "alice"); err != nil {
+		t.Logf("quota recalc: %v", err)
+	}
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "INBOX", "q2:")
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
 }
