@@ -402,3 +402,63 @@ plugin {
 		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
 }
+
+// TestOthersDeletedSurviveOurExpunge: the run removes from the server a
+// message deleted in the Maildir, while another client marks another message
+// \Deleted after the run listed the mailbox and before its expunge. Only
+// the run's own message goes: with UIDPLUS because UID EXPUNGE names it;
+// without (the proxy hides UIDPLUS) because the other \Deleted messages are
+// unmarked around the plain EXPUNGE and marked again after it. The other
+// client's message keeps its \Deleted, and the next run, which sees it, treats
+// it as any message deleted on the server. (Without UIDPLUS a \Deleted set
+// after the run's STORE of its own \Deleted is answered and before its
+// EXPUNGE — two round trips — may still be expunged: Dovecot's SEARCH
+// answers from the session's view, which that STORE refreshed, and IMAP
+// offers no way to close the window.)
+func TestOthersDeletedSurviveOurExpunge(t *testing.T) {
+	for _, uidplus := range []bool{true, false} {
+		t.Run(fmt.Sprint("UIDPLUS=", uidplus), func(t *testing.T) {
+			p, fp := proxiedPairing(t)
+			hide := func(line []byte) []byte {
+				if !uidplus && hasWord(line, "CAPABILITY") {
+					return bytes.ReplaceAll(line, []byte(" UIDPLUS"), nil)
+				}
+				return line
+			}
+			fp.set(nil, func(_ int, line []byte) ([]byte, bool) { return hide(line), false })
+			near := p.spec.Near
+			addMany(t, near, "INBOX", 0, "n1", "n2", "n3", "n4")
+			sync1(t, p, engine.RunOptions{})
+			engine.ExpungeBySubject(t, near, "INBOX", "n2")
+			// Right before the run's own command: with UIDPLUS its UID
+			// EXPUNGE; without, its STORE of \Deleted, which the emulation
+			// follows with UID SEARCH DELETED and EXPUNGE.
+			at := "UID EXPUNGE"
+			if !uidplus {
+				at = "UID STORE"
+			}
+			var fired atomic.Bool
+			fp.set(func(_ int, line []byte) ([]byte, bool) {
+				if hasWord(line, at) && (uidplus || hasWord(line, "DELETED")) && !fired.Swap(true) {
+					doveadm(t, "flags", "add", "-u", "alice", `\Deleted`, "mailbox", "INBOX", "header", "Subject", "n3")
+				}
+				if !uidplus && hasWord(line, " UID EXPUNGE ") {
+					t.Errorf("UID EXPUNGE sent to a server without UIDPLUS: %q", line)
+				}
+				return line, false
+			}, func(_ int, line []byte) ([]byte, bool) { return hide(line), false })
+			res := sync1(t, p, engine.RunOptions{})
+			if !fired.Load() {
+				t.Fatalf("no %s of \\Deleted seen", at)
+			}
+			if res.Deleted != [2]int{1, 0} {
+				t.Errorf("deleted %v, want [1 0]", res.Deleted)
+			}
+			if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1: n3:T n4:" || n != "n1: n3: n4:" {
+				t.Fatalf("after the run:\nfar:  %s (want n1: n3:T n4:)\nnear: %s (want n1: n3: n4:)", f, n)
+			}
+			sync1(t, p, engine.RunOptions{})
+			p.check(t, "INBOX", "n1: n4:")
+		})
+	}
+}
