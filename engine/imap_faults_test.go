@@ -462,3 +462,52 @@ func TestOthersDeletedSurviveOurExpunge(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsolicitedResponsesMidCommand: another client is active on the
+// mailbox, and the server tells about it in the middle of the run's
+// commands, before their own answers: the proxy puts an untagged FETCH of
+// the flags another client set (with the UID) and a FETCH without a UID
+// (naming a message by sequence number only, with flags it does not have)
+// in front of the answers to the listing and to the body FETCH. Nothing is
+// taken for another message's flags or body: every message is copied once
+// with its own flags. go-imap hands the first FETCH response naming a UID
+// to the pending UID FETCH and drops the real answer behind it, so the
+// store asks again for a body it did not get: the run succeeds at once.
+func TestUnsolicitedResponsesMidCommand(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	addMany(t, p.raw[0], "INBOX", 0, "f1", "f2", "f3", "f4")
+	sync1(t, p, engine.RunOptions{}) // f1 to f4 get UIDs 1 to 4 there
+	engine.ExpungeBySubject(t, p.raw[0], "INBOX", "f4")
+	addMany(t, p.raw[0], "INBOX", 0, "g5", "g6") // UIDs 5 and 6: new
+	doveadm(t, "flags", "add", "-u", "alice", `\Flagged`, "mailbox", "INBOX", "header", "Subject", "g6")
+	// In front of the first answer to the listing and to the first body
+	// FETCH (not to later ones: the other client acts once).
+	var injected, sent atomic.Int64
+	fp.set(func(_ int, line []byte) ([]byte, bool) {
+		if hasWord(line, "UID FETCH") && (hasWord(line, "BODY.PEEK[]") || hasWord(line, "RFC822.SIZE")) && sent.Add(1) <= 2 {
+			injected.Add(1)
+		}
+		return line, false
+	}, func(_ int, line []byte) ([]byte, bool) {
+		if n := injected.Load(); n > 0 && bytes.HasPrefix(line, []byte("* ")) && hasWord(line, " FETCH (") {
+			injected.Add(-n)
+			pre := "* 5 FETCH (UID 6 FLAGS (\\Flagged))\r\n* 2 FETCH (FLAGS (\\Seen \\Answered))\r\n"
+			return append([]byte(pre), line...), false
+		}
+		return line, false
+	})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	fp.set(nil, nil)
+	if err := mailboxErr(res); err != nil || res.Copied != [2]int{0, 2} {
+		t.Errorf("run with unsolicited answers: %+v, %v", res.Counts, err)
+	}
+	want := "f1: f2: f3: g5: g6:F"
+	if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, p.spec.Near, "INBOX"); f != want || n != want {
+		t.Fatalf("after the run:\nfar:  %s\nnear: %s\nwant: %s", f, n, want)
+	}
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "INBOX", want)
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("not idempotent: %+v", res.Counts)
+	}
+}

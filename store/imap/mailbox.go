@@ -515,76 +515,103 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 		conv = newCRLFToLF(nil)
 	}
 	defer func() { conv.reset(nil); m.s.convs.Put(conv) }()
-	for _, set := range chunks {
-		cn, err := m.conn(ctx)
-		if err != nil {
-			return err
-		}
-		err = cn.run(ctx, "UID FETCH BODY.PEEK[]", func() error {
-			cmd := cn.c.Fetch(set, opts)
-			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-				var uid imap.UID
-				for item := msg.Next(); item != nil; item = msg.Next() {
-					switch it := item.(type) {
-					case imapclient.FetchItemDataUID:
-						uid = it.UID
-					case imapclient.FetchItemDataBodySection:
-						if it.Literal == nil {
-							continue
-						}
-						u := engine.UID(uid)
-						if uid == 0 || !want[u] || got[u] || !isWholeBody(it.Section) {
-							if _, err := io.Copy(io.Discard, it.Literal); err != nil {
-								return err // see literalLatch: never read it again
+	fetchChunks := func(chunks []imap.UIDSet) error {
+		for _, set := range chunks {
+			cn, err := m.conn(ctx)
+			if err != nil {
+				return err
+			}
+			err = cn.run(ctx, "UID FETCH BODY.PEEK[]", func() error {
+				cmd := cn.c.Fetch(set, opts)
+				for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+					var uid imap.UID
+					for item := msg.Next(); item != nil; item = msg.Next() {
+						switch it := item.(type) {
+						case imapclient.FetchItemDataUID:
+							uid = it.UID
+						case imapclient.FetchItemDataBodySection:
+							if it.Literal == nil {
+								continue
 							}
-							continue
-						}
-						got[u] = true
-						lit := &literalLatch{r: it.Literal, left: it.Literal.Size()}
-						if err := fn(u, conv.reset(lit)); err != nil {
-							// Draining the rest of the chunk could mean
-							// downloading many messages for nothing: drop
-							// the connection instead (it is redialled).
-							cn.markBroken()
-							lit.settle(cn.c)
-							_ = cmd.Close() // drains fast: the socket is closed
-							return callbackErr{err}
-						}
-						if _, err := io.Copy(io.Discard, lit); err != nil {
-							return err
+							u := engine.UID(uid)
+							if uid == 0 || !want[u] || got[u] || !isWholeBody(it.Section) {
+								if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+									return err // see literalLatch: never read it again
+								}
+								continue
+							}
+							got[u] = true
+							lit := &literalLatch{r: it.Literal, left: it.Literal.Size()}
+							if err := fn(u, conv.reset(lit)); err != nil {
+								// Draining the rest of the chunk could mean
+								// downloading many messages for nothing: drop
+								// the connection instead (it is redialled).
+								cn.markBroken()
+								lit.settle(cn.c)
+								_ = cmd.Close() // drains fast: the socket is closed
+								return callbackErr{err}
+							}
+							if _, err := io.Copy(io.Discard, lit); err != nil {
+								return err
+							}
 						}
 					}
 				}
+				return expungeIssuedOK(cmd.Close())
+			})
+			if err != nil {
+				return err
 			}
-			return expungeIssuedOK(cmd.Close())
-		})
-		if err != nil {
-			return err
 		}
-	}
-	var missing []engine.UID
-	for u := range want {
-		if !got[u] {
-			missing = append(missing, u)
-		}
-	}
-	if len(missing) == 0 {
 		return nil
 	}
-	for _, set := range uidChunks(missing) {
-		cn, err := m.conn(ctx)
-		if err != nil {
-			return err
+	if err := fetchChunks(chunks); err != nil {
+		return err
+	}
+	// A message not answered either is gone (skipped) or still there. One
+	// still there is asked for once more: go-imap gives each UID of a UID
+	// FETCH the first FETCH response naming it, so an unsolicited one (a
+	// flag another client set, sent ahead of our answers) takes its place
+	// and the body behind it is dropped; a new command has a fresh count.
+	for try := 0; ; try++ {
+		var missing []engine.UID
+		for u := range want {
+			if !got[u] {
+				missing = append(missing, u)
+			}
 		}
-		still, err := m.search(ctx, cn, set, 0)
-		if err != nil {
-			return err
+		if len(missing) == 0 {
+			return nil
 		}
-		if len(still) > 0 {
+		slices.Sort(missing)
+		var still []engine.UID
+		for _, set := range uidChunks(missing) {
+			cn, err := m.conn(ctx)
+			if err != nil {
+				return err
+			}
+			found, err := m.search(ctx, cn, set, 0)
+			if err != nil {
+				return err
+			}
+			still = append(still, found...)
+		}
+		if len(still) == 0 {
+			return nil
+		}
+		if try > 0 {
 			return m.errorf("server did not return the body of %d existing message(s) (UIDs %v)", len(still), truncUIDs(still))
 		}
+		for _, u := range missing {
+			delete(want, u)
+		}
+		for _, u := range still {
+			want[u] = true
+		}
+		if err := fetchChunks(uidChunks(still)); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
 // expungeIssuedOK is err, except for a server's NO [EXPUNGEISSUED] (RFC
