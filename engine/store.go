@@ -128,7 +128,8 @@ type Mailbox interface {
 	// Messages that vanished meanwhile are skipped silently.
 	SetFlags(ctx context.Context, uids []UID, add, remove Flag) error
 	// Expunge removes the given messages for good (IMAP: \Deleted + UID EXPUNGE
-	// where UIDPLUS exists, else EXPUNGE; Maildir: unlink). Messages already gone
+	// where UIDPLUS exists, else EXPUNGE with \Deleted taken off the other
+	// messages around it and put back; Maildir: unlink). Messages already gone
 	// are not an error.
 	Expunge(ctx context.Context, uids []UID) error
 	// Close releases the mailbox (IMAP: UNSELECT/CLOSE without expunging).
