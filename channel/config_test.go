@@ -1,7 +1,14 @@
 package channel
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -54,6 +61,10 @@ func mustParse(t *testing.T, src string) *Config {
 
 func TestConfigErrors(t *testing.T) {
 	tmp := t.TempDir()
+	notPEM := filepath.Join(tmp, "ca.der")
+	if err := os.WriteFile(notPEM, []byte("\x30\x82\x01\x0a not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("HOME", "/home/test")
 	cases := []struct {
 		name string
@@ -175,6 +186,8 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"cannot read " + tmp + "/nope.pem", "no such file", "PEM file"}},
 		{"ca_file dir", withIMAP(`host = "h"`, `user = "u"`, `password = "p"`, `ca_file = "`+tmp+`"`), 5, "imap.a.ca_file",
 			[]string{"is a directory"}},
+		{"ca_file not PEM", withIMAP(`host = "h"`, `user = "u"`, `password = "p"`, `ca_file = "`+notPEM+`"`), 5, "imap.a.ca_file",
+			[]string{"holds no PEM certificate", "BEGIN CERTIFICATE", "openssl x509 -inform der"}},
 		{"max_size unit", withBase(`max_size = "25XB"`), 10, "channel.c.max_size",
 			[]string{`unknown unit "xb"`, "1k = 1KB = 1KiB = 1024 bytes", `"25MB"`}},
 		{"max_size negative string", withBase(`max_size = "-1"`), 10, "channel.c.max_size",
@@ -398,10 +411,7 @@ func TestChannelKeys(t *testing.T) {
 }
 
 func TestPathExpansion(t *testing.T) {
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca := writeTestCA(t, filepath.Join(t.TempDir(), "ca.pem"))
 	t.Setenv("HOME", "/home/test")
 	t.Setenv("QX_ROOT", "/data")
 	t.Setenv("QX_CA", ca)
@@ -525,4 +535,29 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// writeTestCA writes a self-signed certificate in PEM to path, a ca_file the
+// configuration accepts.
+func writeTestCA(t *testing.T, path string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "quixysync test CA"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IsCA:         true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

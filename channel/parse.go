@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -513,6 +514,8 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 			t.errorf("ca_file", "cannot read %s: %v; point ca_file at a PEM file with the server's CA or certificate", p, errUnwrapPath(err))
 		} else if fi.IsDir() {
 			t.errorf("ca_file", "%s is a directory; point ca_file at a PEM file", p)
+		} else if err := checkPEM(p); err != nil {
+			t.errorf("ca_file", "%v", err)
 		}
 		s.CAFile = p
 	}
@@ -769,6 +772,20 @@ func (d *decoder) group(cfg *Config, name string, t *table, channels map[string]
 		return nil
 	}
 	return g
+}
+
+// checkPEM reads a ca_file as the IMAP store will, so that a file it cannot
+// use is a configuration error here (exit 2, `check` finds it) rather than a
+// failed login at the first sync.
+func checkPEM(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read %s: %v; make it readable, or point ca_file at a PEM file with the server's CA or certificate", path, errUnwrapPath(err))
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("%s holds no PEM certificate (a block starting with -----BEGIN CERTIFICATE-----); point ca_file at the server's CA or certificate in PEM form (a DER file converts with: openssl x509 -inform der -in FILE -out FILE.pem)", path)
+	}
+	return nil
 }
 
 func checkHost(h string) error {
