@@ -138,6 +138,10 @@ type Store struct {
 	password *string
 	token    *string
 	authErr  error
+	// mute is set when a server accepted a connection and then sent nothing
+	// for the whole timeout: the next dial would only wait as long again
+	// (a sync's warm-up and its first command each waited out the timeout).
+	mute error
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -529,10 +533,13 @@ func (s *Store) newTracer() *tracer {
 // dial opens, secures and authenticates a new connection.
 func (s *Store) dial(ctx context.Context) (*conn, error) {
 	s.credMu.Lock()
-	authErr := s.authErr
+	authErr, mute := s.authErr, s.mute
 	s.credMu.Unlock()
 	if authErr != nil {
 		return nil, authErr // don't hammer the server with a known-bad secret
+	}
+	if mute != nil {
+		return nil, mute
 	}
 	s.dials.Add(1)
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
@@ -555,14 +562,41 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		switch {
 		case cancelled.Load():
 			return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), ctx.Err())
+		case dc.timedOut.Load() && !dc.readSome.Load():
+			merr := &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
+				s.cfg.Name, s.addr(), s.cfg.Timeout, s.silentHint())}
+			s.credMu.Lock()
+			s.mute = merr
+			s.credMu.Unlock()
+			return nil, merr
 		case dc.timedOut.Load():
-			return nil, fmt.Errorf("%s: connecting to %s: no answer for %v (timeout): %w", s.cfg.Name, s.addr(), s.cfg.Timeout, err)
+			return nil, &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
+				s.cfg.Name, s.addr(), s.cfg.Timeout, strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
 		}
 		return nil, err
 	}
 	dc.disarm()
 	return cn, nil
 }
+
+// silentHint says what to check when a server accepted the connection and
+// never sent a byte: usually a port and TLS mode that do not go together.
+func (s *Store) silentHint() string {
+	if s.cfg.TLS == "implicit" {
+		return fmt.Sprintf("the server accepted the connection but did not answer the TLS handshake; check that port %d takes TLS from the start (usually 993) and that host is right", s.cfg.Port)
+	}
+	return fmt.Sprintf("the server accepted the connection but sent no IMAP greeting; check port and tls: port %d with tls = %q must be a plain IMAP port (usually 143); an implicit-TLS port such as 993 needs tls = \"implicit\"", s.cfg.Port, s.cfg.TLS)
+}
+
+// plainError reads as msg, which already says all the wrapped error does
+// (and names the store once), and still unwraps to it.
+type plainError struct {
+	msg string
+	err error
+}
+
+func (e *plainError) Error() string { return e.msg }
+func (e *plainError) Unwrap() error { return e.err }
 
 const syntheticGreeting = "* OK [quixysync] TLS established after STARTTLS\r\n"
 

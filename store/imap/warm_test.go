@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +72,63 @@ func TestWarmUnreachable(t *testing.T) {
 	_, err = s.ListMailboxes(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), "connecting to 127.0.0.1") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// A server that accepts the connection and never greets: the warm-up
+// waits out the timeout once, and the first command reports that instead of
+// dialling again and waiting as long a second time. The message names the
+// store once and says what to check.
+func TestWarmSilentServerWaitsOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never greets
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	const timeout = 700 * time.Millisecond
+	s := newMemStore(t, "127.0.0.1", port, func(c *Config) { c.Timeout = timeout })
+	start := time.Now()
+	s.Warm()
+	_, err = s.ListMailboxes(ctxT(t))
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("no error from a server that never greets")
+	}
+	msg := err.Error()
+	for _, want := range []string{"imap.test: connecting to 127.0.0.1:", "no answer for 700ms (timeout)", "sent no IMAP greeting", `tls = "none"`, `tls = "implicit"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q: %s", want, msg)
+		}
+	}
+	if strings.Count(msg, "imap.test") != 1 || strings.Contains(msg, "i/o timeout") {
+		t.Errorf("message repeats the store or shows Go's read error: %s", msg)
+	}
+	if n := s.dials.Load(); n != 1 {
+		t.Errorf("%d connections dialled, want 1", n)
+	}
+	if took >= 2*timeout {
+		t.Errorf("took %v: the timeout (%v) was waited out more than once", took, timeout)
 	}
 }
 
