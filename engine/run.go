@@ -227,7 +227,11 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	var listed [2]map[string]*Status
 	for _, s := range []Side{Far, Near} {
 		if err := listErr[s]; err != nil {
-			res.Err = fmt.Errorf("channel %s: listing mailboxes of %s: %w", spec.Name, spec.store(s).Name(), err)
+			of := " of " + spec.store(s).Name()
+			if strings.HasPrefix(err.Error(), spec.store(s).Name()+":") {
+				of = "" // the store's own message names it
+			}
+			res.Err = fmt.Errorf("channel %s: listing mailboxes%s: %w", spec.Name, of, err)
 			pool.wait()
 			for _, r := range pool.results(ahead) {
 				if !errors.Is(r.Err, errNotThereYet) {
