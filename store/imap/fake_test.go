@@ -599,3 +599,22 @@ func TestFakeFetchCancelledInTheMiddleOfABody(t *testing.T) {
 		mb.Close()
 	}
 }
+
+// The password source's error already names the store and the key
+// (channel.IMAPStore.Password): it is passed on without naming the store a
+// second time; an error that does not name it gets the store and what failed.
+func TestPasswordErrorNamesTheStoreOnce(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string { return "" }))
+	for _, tc := range []struct{ err, want string }{
+		{"imap.test: password_cmd failed: exit status 3: gpg: decryption failed", "imap.test: password_cmd failed: exit status 3: gpg: decryption failed"},
+		{"keyring locked", "imap.test: getting the password: keyring locked"},
+	} {
+		s := fakeStore(t, host, port, func(c *Config) {
+			c.Password = func(context.Context) (string, error) { return "", errors.New(tc.err) }
+		})
+		_, err := s.ListMailboxes(ctxT(t))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("got %v, want %s", err, tc.want)
+		}
+	}
+}

@@ -747,6 +747,9 @@ func (s *Store) credential(ctx context.Context, token bool) (string, error) {
 	}
 	v, err := fn(ctx)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), s.cfg.Name+": ") {
+			return "", err // names the store and the key already ("imap.w: password_cmd failed: ...")
+		}
 		return "", fmt.Errorf("%s: getting the %s: %w", s.cfg.Name, what, err)
 	}
 	*slot = &v
