@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quixysync/quixysync/channel"
 	"github.com/quixysync/quixysync/engine"
 	"github.com/quixysync/quixysync/internal/demo"
 )
@@ -663,5 +665,18 @@ func TestFormatting(t *testing.T) {
 	}
 	if worse(1, 4) != 4 || worse(3, 1) != 3 || worse(4, exitInterrupted) != exitInterrupted {
 		t.Error("worse does not prefer the more serious status")
+	}
+}
+
+// A store the IMAP package refuses to build (here a ca_file that stopped
+// being a certificate after the config was checked) is named once.
+func TestOpenIMAPNamesTheStoreOnce(t *testing.T) {
+	dir := isolate(t)
+	ca := writeFile(t, filepath.Join(dir, "ca.pem"), "not a certificate")
+	g := &globalOptions{stdout: io.Discard, stderr: io.Discard}
+	_, err := g.openIMAP(&channel.IMAPStore{Name: "w", Host: "127.0.0.1", Port: 993, TLS: channel.TLSImplicit,
+		User: "me", PasswordLiteral: "x", Auth: []string{"plain"}, CAFile: ca, Connections: 1, Timeout: time.Second})
+	if err == nil || !strings.HasPrefix(err.Error(), "imap.w: ") || strings.Count(err.Error(), "imap.w") != 1 {
+		t.Errorf("got %v, want an error naming imap.w once", err)
 	}
 }

@@ -58,7 +58,7 @@ func (g *globalOptions) openIMAP(is *channel.IMAPStore) (*imap.Store, error) {
 		Debug:       trace,
 	}, g.logger())
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", is.Ref(), err)
+		return nil, prefixOnce(is.Ref(), err)
 	}
 	return s, nil
 }
