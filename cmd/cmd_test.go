@@ -105,6 +105,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"-c", cfg, "sync", "nosuchchannel"},
 		{"-c", cfg, "sync", "work", "--all"},
 		{"-c", cfg, "sync", "work:"},
+		{"-c", "", "sync", "--all"},
+		{"--config=", "check"},
 		{"demo", "a", "b"},
 	} {
 		_, stderr, code := run(t, args...)
@@ -114,6 +116,17 @@ func TestUsageErrorsExit2(t *testing.T) {
 		if !strings.HasPrefix(stderr, "quixysync: ") {
 			t.Errorf("%v: stderr does not start with an error message: %q", args, stderr)
 		}
+	}
+}
+
+// -c "" (a variable that is not set) is refused, not taken as "no -c": the
+// default file could be another configuration whose channels would sync.
+func TestEmptyConfigFlagRefused(t *testing.T) {
+	dir := isolate(t)
+	t.Setenv("QUIXYSYNC_CONFIG", goodConfig(t, dir))
+	_, stderr, code := run(t, "-c", "", "check")
+	if code != exitUsage || !strings.Contains(stderr, "-c/--config: the file name is empty") {
+		t.Errorf("-c \"\": exit %d, stderr %q; want 2 and what is wrong", code, stderr)
 	}
 }
 

@@ -229,6 +229,11 @@ Try it without an account: quixysync demo
 			if g.Verbose && g.Quiet {
 				return errors.New("-v/--verbose and -q/--quiet exclude each other: give one of them")
 			}
+			if f := cmd.Flag("config"); f != nil && f.Changed && g.ConfigFile == "" {
+				// Most likely -c "$VAR" with VAR unset: falling back to the
+				// default file would sync another configuration's channels.
+				return errors.New("-c/--config: the file name is empty; give the configuration file, or leave -c out to use $QUIXYSYNC_CONFIG or the default")
+			}
 			g.setup()
 			return nil
 		},
