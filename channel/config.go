@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/quixysync/quixysync/engine"
@@ -216,9 +217,14 @@ func Load(path string) (*Config, error) {
 		if errors.As(err, &pe) {
 			msg = pe.Err.Error()
 		}
-		if errors.Is(err, os.ErrNotExist) {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
 			msg += "; create it (quixysync.toml.example documents every key), or pass -c FILE / set QUIXYSYNC_CONFIG"
-		} else {
+		case errors.Is(err, syscall.EISDIR):
+			msg = "is a directory; give the configuration file itself, e.g. -c " + filepath.Join(path, "config.toml")
+		case errors.Is(err, os.ErrPermission):
+			msg = "cannot read: " + msg + "; make it readable by the user running quixysync (chmod u+r " + path + ")"
+		default:
 			msg = "cannot read: " + msg
 		}
 		return nil, &ConfigError{File: path, Msg: msg}

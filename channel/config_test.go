@@ -489,6 +489,20 @@ func TestLoadAndDefaultPath(t *testing.T) {
 	if _, err := Load(""); !errors.As(err, &ce) {
 		t.Errorf("empty path: %v", err)
 	}
+	// A directory: say to give the file in it.
+	if _, err := Load(dir); !errors.As(err, &ce) || !strings.Contains(ce.Msg, "is a directory; give the configuration file itself, e.g. -c "+filepath.Join(dir, "config.toml")) {
+		t.Errorf("directory: %v", err)
+	}
+	// Unreadable: say how to fix it (root reads anything: nothing to test).
+	if os.Geteuid() != 0 {
+		locked := filepath.Join(dir, "locked.toml")
+		if err := os.WriteFile(locked, []byte(withBase()), 0o200); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(locked); !errors.As(err, &ce) || !strings.Contains(ce.Msg, "permission denied; make it readable") {
+			t.Errorf("unreadable: %v", err)
+		}
+	}
 	p := filepath.Join(dir, "c.toml")
 	if err := os.WriteFile(p, []byte(withBase()), 0o600); err != nil {
 		t.Fatal(err)
