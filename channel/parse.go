@@ -368,6 +368,17 @@ func (t *table) strs(key string) ([]string, bool) {
 	return out, true
 }
 
+// misspelt reports whether the table has an unknown key that suggest takes
+// for one of keys.
+func (t *table) misspelt(known []string, keys ...string) bool {
+	for k := range t.keys {
+		if !contains(known, k) && contains(keys, suggest(k, known)) {
+			return true
+		}
+	}
+	return false
+}
+
 // finish reports keys that this kind of table does not have.
 func (t *table) finish(known []string) {
 	for _, k := range sortedKeys(t.keys) {
@@ -488,7 +499,10 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	switch {
 	case !authOK:
 		// Which password or token is needed depends on a valid auth list.
-	case needPassword && len(sources) == 0 && !t.has("password") && !t.has("password_cmd") && !t.has("password_env"):
+	case needPassword && len(sources) == 0 && !t.has("password") && !t.has("password_cmd") && !t.has("password_env") &&
+		!t.misspelt(imapKeys, "password", "password_cmd", "password_env"):
+		// (A misspelt password key is reported as an unknown key with the
+		// right spelling; "no password source" beside it would only confuse.)
 		t.d.errorf(t.line, t.keyPath("password"),
 			`no password source; add exactly one of %s, %s or %s (or use auth = ["xoauth2"] with token_cmd)`,
 			examples["password_cmd"], examples["password_env"], examples["password"])
@@ -885,21 +899,60 @@ func errUnwrapPath(err error) error {
 	return err
 }
 
-// didYouMean suggests a known key within a small edit distance.
+// didYouMean suggests a known key within a small edit distance, or one
+// that abbreviates it.
 func didYouMean(s string, known []string) string {
-	best, bestD := "", 3
 	for _, k := range known {
 		if strings.EqualFold(k, s) {
 			return fmt.Sprintf(" (did you mean %q? keys are lower-case)", k)
 		}
-		if d := editDistance(strings.ToLower(s), k); d < bestD {
+	}
+	if best := suggest(s, known); best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+// suggest returns the known key s is most likely a misspelling of, or "":
+// one within edit distance 2, else one whose last word abbreviates s's
+// (password_command, state_directory: password_cmd, state_dir).
+func suggest(s string, known []string) string {
+	ls := strings.ToLower(s)
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(ls, k); d < bestD {
 			best, bestD = k, d
 		}
 	}
-	if best == "" {
-		return ""
+	if best != "" {
+		return best
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	for _, k := range known {
+		kh, kt, ok := cutLast(k, "_")
+		sh, st, ok2 := cutLast(ls, "_")
+		if ok && ok2 && kh == sh && len(kt) < len(st) && kt[0] == st[0] && subsequence(kt, st) {
+			return k
+		}
+	}
+	return ""
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 || i+len(sep) == len(s) {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}
+
+// subsequence reports whether the letters of a appear in b in order.
+func subsequence(a, b string) bool {
+	for i := 0; i < len(b) && len(a) > 0; i++ {
+		if b[i] == a[0] {
+			a = a[1:]
+		}
+	}
+	return a == ""
 }
 
 func editDistance(a, b string) int {
