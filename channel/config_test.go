@@ -223,6 +223,8 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"not ~user", "write the full path"}},
 		{"empty patterns", withBase(`mailboxes = []`), 10, "channel.c.mailboxes",
 			[]string{"would select nothing", `["*", "!Junk"]`}},
+		{"only exclusions", withBase(`mailboxes = ["!Junk", "!Trash"]`), 10, "channel.c.mailboxes",
+			[]string{`every pattern excludes`, `mailboxes = ["*", "!Junk"]`}},
 		{"bang alone", withBase(`mailboxes = ["*", "!"]`), 10, "channel.c.mailboxes",
 			[]string{`"!" alone excludes nothing`, `"!Junk"`}},
 		{"group unknown channel", withBase(`[group.g]`, `channels = ["c", "d"]`), 11, "group.g.channels",

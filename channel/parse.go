@@ -610,10 +610,17 @@ func (d *decoder) channel(cfg *Config, name string, t *table) *Channel {
 		if len(list) == 0 {
 			t.errorf("mailboxes", `is empty and would select nothing; list patterns like mailboxes = ["*", "!Junk"], or remove it to select every mailbox`)
 		}
+		allExclude, bad := len(list) > 0, false
 		for _, p := range list {
 			if err := checkPattern(p); err != nil {
 				t.errorf("mailboxes", "%v", err)
+				bad = true
 			}
+			allExclude = allExclude && strings.HasPrefix(p, "!")
+		}
+		if allExclude && !bad {
+			// A name no pattern matches is not synced: only exclusions select nothing.
+			t.errorf("mailboxes", `every pattern excludes (starts with "!"), so no mailbox would be synced; put "*" first to sync everything else, like mailboxes = ["*", %q]`, list[0])
 		}
 		c.Patterns = list
 	}
