@@ -12,6 +12,8 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		`Pull propagates what the channel's pull list allows, far → near only:
 new messages, flag changes and removals. Nothing is changed on the far side,
 except that expunge acts on its own on the sides the channel names (as in
-mbsync). Missing mailboxes are created only on the near side.
+mbsync). Missing mailboxes are created only on the near side. A channel whose
+pull list is empty (pull = []) is left out; naming only such channels is a usage
+error.
 `)
 }

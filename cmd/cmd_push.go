@@ -12,6 +12,8 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 		`Push propagates what the channel's push list allows, near → far only:
 new messages, flag changes and removals. Nothing is changed on the near side,
 except that expunge acts on its own on the sides the channel names (as in
-mbsync). Missing mailboxes are created only on the far side.
+mbsync). Missing mailboxes are created only on the far side. A channel whose
+push list is empty (push = []) is left out; naming only such channels is a usage
+error.
 `)
 }

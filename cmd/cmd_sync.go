@@ -91,11 +91,51 @@ func runTransfer(ctx context.Context, g *globalOptions, opts SyncOptions, mode e
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if targets, err = g.withDirection(cfg, targets, mode); err != nil {
+		return err
+	}
 	results := g.syncTargets(ctx, cfg, targets, mode, opts)
 	if code := g.printResults(results, opts); code != exitOK {
 		return exitStatus(code)
 	}
 	return nil
+}
+
+// withDirection leaves out, for pull and push, the channels whose pull or
+// push list is empty: run anyway, they would copy nothing that way, yet
+// still create mailboxes. When that leaves nothing, the command line asked
+// for nothing: a usage error that says which key to set.
+func (g *globalOptions) withDirection(cfg *channel.Config, targets []channel.Target, mode engine.Mode) ([]channel.Target, error) {
+	if mode == engine.ModeSync {
+		return targets, nil
+	}
+	key, other := "pull", "push"
+	if mode == engine.ModePush {
+		key, other = "push", "pull"
+	}
+	var keep []channel.Target
+	var idle []string
+	for _, t := range targets {
+		ops := t.Channel.Pull
+		if mode == engine.ModePush {
+			ops = t.Channel.Push
+		}
+		if ops == 0 {
+			idle = append(idle, t.Channel.Name)
+			g.logger().Info("skipped: its "+key+" list is empty", "channel", t.Channel.Name)
+			continue
+		}
+		keep = append(keep, t)
+	}
+	if len(keep) > 0 {
+		return keep, nil
+	}
+	which := "channel " + idle[0] + " has"
+	if len(idle) > 1 {
+		which = "channels " + strings.Join(idle, ", ") + " have"
+	}
+	return nil, usagef("%s %s = [] in %s, so %q has nothing to do; set %s = [\"new\", \"flags\", \"gone\"] in the channel's table, or run \"sync\" or %q",
+		which, key, cfg.File, key, key, other)
 }
 
 // syncTargets runs every target's channel, up to maxParallelChannels at a

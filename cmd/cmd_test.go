@@ -551,6 +551,51 @@ func TestSyncMaildirPair(t *testing.T) {
 	}
 }
 
+// pull on a channel with pull = [] (push alike) is a usage error that says
+// which key to set, and changes nothing; with other channels that do pull
+// (--all), it is left out and the others run.
+func TestPullWithoutPullList(t *testing.T) {
+	dir := isolate(t)
+	cfg, _, near := maildirPair(t, dir, 1)
+	noPull := writeFile(t, filepath.Join(dir, "nopull.toml"), readFile(t, cfg)+"pull = []\n")
+	stdout, stderr, code := run(t, "-c", noPull, "pull", "mm")
+	if code != exitUsage || !strings.Contains(stderr, "channel mm has pull = []") || !strings.Contains(stderr, `set pull = ["new", "flags", "gone"]`) {
+		t.Errorf("pull mm with pull = []: exit %d, stderr %q; want 2 and the key to set", code, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q, want nothing", stdout)
+	}
+	if _, err := os.Stat(near); err == nil {
+		t.Errorf("pull with nothing to pull created %s", near)
+	}
+	// push still works on that channel.
+	if _, _, code := run(t, "-c", noPull, "push", "mm"); code != exitOK {
+		t.Errorf("push mm: exit %d, want 0", code)
+	}
+
+	both := writeFile(t, filepath.Join(dir, "both.toml"), readFile(t, cfg)+"pull = []\n"+`
+[channel.down]
+far = "maildir.far"
+near = "maildir.other"
+
+[maildir.other]
+path = "`+filepath.Join(dir, "other")+`"
+`)
+	stdout, _, code = run(t, "-c", both, "pull", "--all")
+	if code != exitOK || strings.Contains(stdout, "mm:") || !strings.Contains(stdout, "down: copied ←1") {
+		t.Errorf("pull --all: exit %d, stdout %q; want only channel down to run", code, stdout)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func TestLockedExit3(t *testing.T) {
 	dir := isolate(t)
 	cfg, _, _ := maildirPair(t, dir, 1)
