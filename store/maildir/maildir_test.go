@@ -538,3 +538,26 @@ func TestDuplicateUIDOwnerSinceLastSync(t *testing.T) {
 		})
 	}
 }
+
+// A path or inbox that is a file is named, with the key to fix, rather than
+// reported as Go's "open ...: not a directory".
+func TestPathThatIsAFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mbox")
+	if err := os.WriteFile(file, []byte("From x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ root, inbox, want string }{
+		{file, "", "maildir.test: path " + file + " is not a directory: set path to the directory"},
+		{dir, file, "maildir.test: inbox " + file + " is not a directory: set inbox to the directory"},
+	} {
+		s, err := New("maildir.test", tc.root, tc.inbox, LayoutVerbatim, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.ListMailboxes(context.Background())
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("got %v, want %s...", err, tc.want)
+		}
+	}
+}

@@ -93,6 +93,19 @@ var (
 	_ engine.LocalStore = (*Store)(nil)
 )
 
+// checkDirs reports a path or inbox that exists but is not a directory: a
+// mistake in the configuration, which Go's "open ...: not a directory" from
+// deep inside the walk would not point at.
+func (s *Store) checkDirs() error {
+	for _, d := range []struct{ key, path string }{{"path", s.root}, {"inbox", s.inbox}} {
+		if fi, err := os.Stat(d.path); err == nil && !fi.IsDir() {
+			return fmt.Errorf("%s: %s %s is not a directory: set %s to the directory that holds (or will hold) the Maildir folders",
+				s.name, d.key, d.path, d.key)
+		}
+	}
+	return nil
+}
+
 // New returns the store rooted at root. inbox is the INBOX directory (""
 // means root/INBOX in the verbatim layout, root itself in Maildir++).
 // Nothing is created until needed.
@@ -166,6 +179,9 @@ func isMailbox(dir string) bool { return isDir(filepath.Join(dir, "cur")) }
 // ListMailboxes walks the tree per layout and reports every folder with a
 // cheap Status (stat of new/ and cur/ plus .uidvalidity).
 func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error) {
+	if err := s.checkDirs(); err != nil {
+		return nil, err
+	}
 	found := map[string]string{} // name -> dir
 	add := func(name, dir string) {
 		if prev, ok := found[name]; ok {
