@@ -587,6 +587,18 @@ path = "`+filepath.Join(dir, "other")+`"
 	}
 }
 
+// A warning from the engine names the channel once (cmd's logger carries
+// it; a second channel= attribute is noise).
+func TestEngineWarningNamesChannelOnce(t *testing.T) {
+	dir := isolate(t)
+	cfg, _, _ := maildirPair(t, dir, 1)
+	typo := writeFile(t, filepath.Join(dir, "typo.toml"), readFile(t, cfg)+"mailboxes = [\"Inbx\"]\n")
+	_, stderr, code := run(t, "-c", typo, "sync", "mm")
+	if code != exitOK || !strings.Contains(stderr, "match no mailbox") || strings.Count(stderr, "channel=mm") != 1 {
+		t.Errorf("exit %d, stderr %q; want 0 and the warning naming channel=mm once", code, stderr)
+	}
+}
+
 func readFile(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -56,7 +56,9 @@ type RunOptions struct {
 	Mode   Mode
 	DryRun bool
 	Force  bool // let the safety guard pass
-	Log    *slog.Logger
+	// Log receives the run's logs; it names the channel (the engine's
+	// records do not repeat it).
+	Log *slog.Logger
 	// Progress, when non-nil, receives progress events (may be nil).
 	Progress func(ProgressEvent)
 	// CrashAfter (tests only) makes the run stop dead after that many journal
@@ -256,7 +258,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		// Most likely a pattern with a typo: say so rather than report a
 		// run that synced nothing as a success in silence.
 		opt.Log.Warn("the channel's mailbox patterns match no mailbox on either side; `quixysync list` shows which are excluded",
-			"channel", spec.Name, "far mailboxes", len(present[Far]), "near mailboxes", len(present[Near]))
+			"far mailboxes", len(present[Far]), "near mailboxes", len(present[Near]))
 	}
 	statusAll(ctx, spec, opt.Log, names, present, listed, noStatus)
 	pool.setTotal(len(names))
