@@ -31,11 +31,13 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -547,7 +549,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	raw, err := d.DialContext(ctx, "tcp", s.addr())
 	if err != nil {
 		s.firstAnswer(0, false)
-		return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), err)
+		return nil, fmt.Errorf("%s: connecting to %s: %w%s", s.cfg.Name, s.addr(), err, s.dialHint(err))
 	}
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
 	dc.onFirstRead = func() { s.firstAnswer(time.Since(start), true) }
@@ -577,6 +579,22 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	}
 	dc.disarm()
 	return cn, nil
+}
+
+// dialHint says what to check when the TCP connection cannot be made.
+func (s *Store) dialHint(err error) string {
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return fmt.Sprintf("; check host: %q is not a name this machine can resolve", s.cfg.Host)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("; nothing accepts connections on port %d there: check host and port (usually 993 for tls = \"implicit\", 143 otherwise) and that the server is running", s.cfg.Port)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "; check the network connection and host"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Sprintf("; no answer within %v: check host and port, and whether a firewall drops the connection", s.cfg.Timeout)
+	}
+	return ""
 }
 
 // silentHint says what to check when a server accepted the connection and

@@ -75,6 +75,31 @@ func TestWarmUnreachable(t *testing.T) {
 	}
 }
 
+// A connection that cannot be made says what to check: a refused port
+// names host and port, a name that does not resolve names host.
+func TestDialErrorsSayWhatToCheck(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := newMemStore(t, "127.0.0.1", port, nil)
+	_, err = s.ListMailboxes(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "connection refused; nothing accepts connections on port "+strconv.Itoa(port)+" there: check host and port") {
+		t.Errorf("refused: got %v", err)
+	}
+	s = newMemStore(t, "no-such-host.invalid", 993, nil)
+	_, err = s.ListMailboxes(ctxT(t))
+	var dns *net.DNSError
+	if !errors.As(err, &dns) || !dns.IsNotFound {
+		t.Skipf("the resolver did not say no-such-host.invalid does not exist: %v", err)
+	}
+	if !strings.Contains(err.Error(), `; check host: "no-such-host.invalid" is not a name this machine can resolve`) {
+		t.Errorf("unresolvable: got %v", err)
+	}
+}
+
 // A server that accepts the connection and never greets: the warm-up
 // waits out the timeout once, and the first command reports that instead of
 // dialling again and waiting as long a second time. The message names the
