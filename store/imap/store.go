@@ -823,6 +823,11 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	aerr := fmt.Errorf("%s: authentication failed for %s at %s (mechanism %s): server said: %s",
 		s.cfg.Name, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said)
 	if ie != nil {
+		what := "the password"
+		if isToken {
+			what = "the token token_cmd prints (is it expired?)"
+		}
+		aerr = fmt.Errorf("%w; check user (%q) and %s", aerr, s.cfg.User, what)
 		// A definite refusal: remember it so other connections don't retry.
 		s.credMu.Lock()
 		s.authErr = aerr
