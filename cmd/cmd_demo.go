@@ -162,7 +162,9 @@ func demoDir(args []string) (string, error) {
 		return "", fmt.Errorf("demo: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("demo: %w", err)
+		// The DIR given is unusable (a file, a read-only place): the
+		// command line's fault, and the user's to fix.
+		return "", usagef("demo: cannot use %s as DIR: %v; give a directory that exists or can be created", args[0], err)
 	}
 	return dir, nil
 }

@@ -705,6 +705,17 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// demo with a DIR that cannot be a directory is a usage error (2), not a
+// failed demo (1).
+func TestDemoDirIsAFile(t *testing.T) {
+	dir := isolate(t)
+	file := writeFile(t, filepath.Join(dir, "afile"), "x")
+	_, stderr, code := run(t, "demo", file)
+	if code != exitUsage || !strings.Contains(stderr, "cannot use "+file+" as DIR") {
+		t.Errorf("demo FILE: exit %d, stderr %q; want 2 and what is wrong", code, stderr)
+	}
+}
+
 func TestFormatting(t *testing.T) {
 	if got := uidSet([]engine.UID{7, 1, 2, 3, 9, 10, 3}); got != "1:3,7,9:10" {
 		t.Errorf("uidSet = %q", got)
