@@ -820,14 +820,17 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 		said = *bye
 	}
 	said = strings.ReplaceAll(said, secret, "<redacted>")
-	aerr := fmt.Errorf("%s: authentication failed for %s at %s (mechanism %s): server said: %s",
-		s.cfg.Name, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said)
+	hint := ""
 	if ie != nil {
-		what := "the password"
+		said = strings.TrimSuffix(said, ".")
+		hint = "; check user (" + strconv.Quote(s.cfg.User) + ") and the password"
 		if isToken {
-			what = "the token token_cmd prints (is it expired?)"
+			hint = "; check user (" + strconv.Quote(s.cfg.User) + ") and the token token_cmd prints (is it expired?)"
 		}
-		aerr = fmt.Errorf("%w; check user (%q) and %s", aerr, s.cfg.User, what)
+	}
+	aerr := fmt.Errorf("%s: authentication failed for %s at %s (mechanism %s): server said: %s%s",
+		s.cfg.Name, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said, hint)
+	if ie != nil {
 		// A definite refusal: remember it so other connections don't retry.
 		s.credMu.Lock()
 		s.authErr = aerr

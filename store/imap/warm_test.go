@@ -54,7 +54,7 @@ func TestWarmBadPasswordReportedOnce(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice") {
 		t.Fatalf("got %v", err)
 	}
-	if !strings.HasSuffix(err.Error(), `; check user ("alice") and the password`) {
+	if !strings.HasSuffix(err.Error(), `Authentication failed; check user ("alice") and the password`) {
 		t.Errorf("the refusal does not say what to check: %v", err)
 	}
 	if n := s.dials.Load(); n != 1 {
