@@ -225,6 +225,10 @@ func TestDoveBadPassword(t *testing.T) {
 	if strings.Contains(err.Error(), "not-the-password") {
 		t.Fatal("secret in error")
 	}
+	// Dovecot's text ends with a period; the hint follows without ".;".
+	if !strings.HasSuffix(err.Error(), `Authentication failed; check user ("alice") and the password`) {
+		t.Errorf("the refusal does not end with what to check: %v", err)
+	}
 	// The failure is remembered: no second login attempt.
 	n := s.dials.Load()
 	if _, err2 := s.ListMailboxes(ctxT(t)); err2 == nil || s.dials.Load() != n {
