@@ -90,6 +90,10 @@ func checkMaildirs(g *globalOptions, cfg *channel.Config) int {
 			g.errorf("%s: path %s is not a directory: set path to the directory that holds (or will hold) the Maildir folders", ms.Ref(), ms.Path)
 			code = worse(code, exitUsage)
 		}
+		if fi, err := os.Stat(ms.Inbox); err == nil && !fi.IsDir() {
+			g.errorf("%s: inbox %s is not a directory: move that file away, or set inbox to the INBOX's Maildir folder (default: path/INBOX)", ms.Ref(), ms.Inbox)
+			code = worse(code, exitUsage)
+		}
 	}
 	return code
 }

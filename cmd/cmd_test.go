@@ -219,6 +219,13 @@ func TestCheckMaildirPath(t *testing.T) {
 	if code != exitUsage || !strings.Contains(stderr, "maildir.local: path "+mail+" is not a directory") {
 		t.Errorf("file as path: exit %d, stderr %q", code, stderr)
 	}
+	// An inbox that is a file: the default path/INBOX here.
+	os.Remove(mail)
+	writeFile(t, filepath.Join(mail, "INBOX"), "not a directory")
+	_, stderr, code = run(t, "-c", cfg, "check")
+	if code != exitUsage || !strings.Contains(stderr, "maildir.local: inbox "+filepath.Join(mail, "INBOX")+" is not a directory") {
+		t.Errorf("file as inbox: exit %d, stderr %q", code, stderr)
+	}
 }
 
 func TestCheckConnect(t *testing.T) {
