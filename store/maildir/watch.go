@@ -204,14 +204,12 @@ func (m *Mailbox) StatusAfter() (engine.Status, bool) {
 	// On file systems that give a change after a stat a later timestamp
 	// than the one the stat saw (Linux 6.13's multigrain timestamps) it
 	// cannot; else the clock must have moved past s1's tick first.
-	if !m.s.freshStamps(m.dir) {
-		wait := time.Until(s1.newest().Add(scanGuard))
-		if wait > 0 {
-			if fi, err := os.Stat(filepath.Join(m.dir, "cur")); err != nil || fi.Size() < bigFolder {
-				return engine.Status{}, false
-			}
-			time.Sleep(wait)
+	// (The probe for that changes tmp/: only when it matters.)
+	if wait := time.Until(s1.newest().Add(scanGuard)); wait > 0 && !m.s.freshStamps(m.dir) {
+		if fi, err := os.Stat(filepath.Join(m.dir, "cur")); err != nil || fi.Size() < bigFolder {
+			return engine.Status{}, false
 		}
+		time.Sleep(wait)
 	}
 	// A change made by somebody else before s1 was read has its event queued
 	// by the time that change releases the directory's lock, which reading
