@@ -244,6 +244,8 @@ type wireConn struct {
 	dropped []string
 	// claim is the command written past go-imap, if any (multiappend.go).
 	claim atomic.Pointer[rawClaim]
+	// capsSeen counts the capability lists the server sent (see setup).
+	capsSeen atomic.Int64
 }
 
 // takeDropped returns and forgets the names dropped so far.
@@ -363,7 +365,10 @@ func (c *wireConn) hideLine(line *[]byte, err *error) bool {
 		}
 		return true
 	}
-	l := filterCaps(*line)
+	l, isCaps := filterCaps(*line)
+	if isCaps {
+		c.capsSeen.Add(1)
+	}
 	l, e := c.dropBadList(l)
 	if e != nil {
 		*line, *err = nil, e
@@ -394,9 +399,13 @@ var (
 )
 
 // filterCaps drops IMAP4rev2 from a capability list that also names
-// IMAP4rev1 (see wireConn). Only lines that are capability responses are
-// touched: "* CAPABILITY ..." or a status response with [CAPABILITY ...].
-func filterCaps(line []byte) []byte {
+// IMAP4rev1 (see wireConn), and says whether line is a capability list.
+// Only lines that are capability responses are touched: "* CAPABILITY ..."
+// or a status response with [CAPABILITY ...].
+func filterCaps(line []byte) ([]byte, bool) {
+	if !mayListCaps(line) {
+		return line, false
+	}
 	up := bytes.ToUpper(line)
 	var start int
 	switch {
@@ -405,7 +414,7 @@ func filterCaps(line []byte) []byte {
 	default:
 		i := bytes.Index(up, []byte(" [CAPABILITY "))
 		if i < 0 || i > 24 { // the code follows the tag and status word
-			return line
+			return line, false
 		}
 		start = i + len(" [CAPABILITY") - 1
 	}
@@ -415,7 +424,7 @@ func filterCaps(line []byte) []byte {
 	}
 	list := up[start:end]
 	if !hasToken(list, capRev1) || !hasToken(list, capRev2) {
-		return line
+		return line, true
 	}
 	// Remove " IMAP4rev2" (any case) from the original bytes.
 	k := tokenIndex(list, capRev2)
@@ -423,7 +432,18 @@ func filterCaps(line []byte) []byte {
 	out := make([]byte, 0, len(line))
 	out = append(out, line[:at]...)
 	out = append(out, line[at+len(capRev2):]...)
-	return out
+	return out, true
+}
+
+// mayListCaps is a filter without false negatives for filterCaps: an
+// untagged response starting with C, or a '[' where a status response's
+// code would start. It spares the copy in upper case of every other line
+// (a listing of 100 000 messages is as many FETCH lines).
+func mayListCaps(line []byte) bool {
+	if len(line) > 2 && line[0] == '*' && line[1] == ' ' && (line[2] == 'C' || line[2] == 'c') {
+		return true
+	}
+	return bytes.IndexByte(line[:min(len(line), 26)], '[') >= 0
 }
 
 func tokenIndex(list, tok []byte) int {

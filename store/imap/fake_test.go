@@ -618,3 +618,28 @@ func TestPasswordErrorNamesTheStoreOnce(t *testing.T) {
 		}
 	}
 }
+
+// A server whose LOGIN answer lists no capabilities (so the list from
+// before the login is void) has the connection use the list it gives after
+// the login. go-imap wakes the login's caller before it forgets the old
+// list, so taking Caps() then could keep the greeting's list.
+func TestFakeCapabilitiesAfterLogin(t *testing.T) {
+	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake ready\r\n", func(tag, cmd string) string {
+		if strings.HasPrefix(strings.ToUpper(cmd), "CAPABILITY") {
+			return "* CAPABILITY IMAP4rev1 UIDPLUS CONDSTORE\r\n" + tag + " OK done\r\n"
+		}
+		return ""
+	}))
+	for i := range 40 {
+		s := fakeStore(t, host, port, nil)
+		cn, err := s.getFirst(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cn.caps.Has(imap.CapUIDPlus) || !cn.caps.Has(imap.CapCondStore) {
+			t.Fatalf("connection %d: capabilities %v, want the list given after login", i, cn.caps)
+		}
+		s.put(cn)
+		s.Close()
+	}
+}

@@ -668,9 +668,25 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 	}
 	switch c.State() {
 	case imap.ConnStateNotAuthenticated:
+		seen := wc.capsSeen.Load()
 		if err := s.authenticate(ctx, cn, caps, encrypted, raw.RemoteAddr()); err != nil {
 			c.Close()
 			return nil, err
+		}
+		if wc.capsSeen.Load() == seen {
+			// A login answer without capabilities makes go-imap forget the
+			// old ones and ask again from another goroutine, but only after
+			// it has woken the login's caller: Caps() could still return the
+			// list from before the login (which may lack UIDPLUS or
+			// CONDSTORE), and that CAPABILITY could go out after our next
+			// command, to fail there if the connection breaks (its write
+			// error then replaced the reason on our command). Once a NOOP is
+			// answered, go-imap has done its forgetting, and Caps() waits
+			// for its CAPABILITY's answer.
+			if err := c.Noop().Wait(); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("%s: %s: after login: %w", s.cfg.Name, s.addr(), err)
+			}
 		}
 		if caps = c.Caps(); caps == nil {
 			return fail("could not read the server's capabilities after login")

@@ -63,10 +63,30 @@ func TestFilterCaps(t *testing.T) {
 		"* 1 FETCH (BODY[] {5}\r\n":                            "* 1 FETCH (BODY[] {5}\r\n",
 		"* OK [CAPABILITY IMAP4rev1 IMAP4rev2X IMAP4rev2]\r\n": "* OK [CAPABILITY IMAP4rev1 IMAP4rev2X]\r\n",
 	} {
-		if got := string(filterCaps([]byte(in))); got != want {
+		if got, _ := filterCaps([]byte(in)); string(got) != want {
 			t.Errorf("filterCaps(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// mayListCaps lets through every line the full test takes for a
+// capability list (it only spares the others the upper-case copy).
+func FuzzMayListCaps(f *testing.F) {
+	for _, s := range []string{"* CAPABILITY IMAP4rev1\r\n", "T1 OK [CAPABILITY IMAP4rev1] hi\r\n",
+		"* capability imap4rev1\r\n", "* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n", "A000000000000000001 OK [CAPABILITY X] y\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		up := bytes.ToUpper(line)
+		i := bytes.Index(up, []byte(" [CAPABILITY "))
+		full := bytes.HasPrefix(up, []byte("* CAPABILITY ")) || (i >= 0 && i <= 24)
+		if full && !mayListCaps(line) {
+			t.Fatalf("mayListCaps(%q) = false for a capability list", line)
+		}
+		if _, isCaps := filterCaps(line); isCaps != full {
+			t.Fatalf("filterCaps(%q) says %v, want %v", line, isCaps, full)
+		}
+	})
 }
 
 func TestNames(t *testing.T) {
