@@ -257,7 +257,8 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		if f, ok := mb.(Flusher); ok && !dry {
 			f.DeferSync()
 		}
-		if pf, ok := mb.(Prefetcher); ok && jd == nil && b.willList(s) {
+		// (The other side may still be opening: its status from the listing.)
+		if pf, ok := mb.(Prefetcher); ok && jd == nil && b.willList(s, b.listed[s.Other()]) {
 			pf.Prefetch(ctx)
 		}
 	})
@@ -470,15 +471,28 @@ func (b *boxRun) listAhead(s Side) (ListAhead, bool) {
 	return a, true
 }
 
-// willList tells, right after opening, whether report will list side s: not
-// when its status stamp is the one recorded (unchanged since the last run).
-func (b *boxRun) willList(s Side) bool {
+// changed tells whether side s, with status st, may have changed since the
+// last run: not when its status stamp is the one recorded.
+func (b *boxRun) changed(s Side, st Status) bool {
 	rec, validity := b.st.Far, b.st.FarValidity
 	if s == Near {
 		rec, validity = b.st.Near, b.st.NearValidity
 	}
-	st := b.status[s]
 	return b.st.Generation == 0 || validity != st.UIDValidity || st.Stamp == "" || st.Stamp != rec.Stamp
+}
+
+// willList tells whether report lists side s: when it changed, and for a
+// local store also when the other side did. That side's changes will most
+// likely have to be made here, which needs the folder's files, and listing
+// them alongside the other side's report costs less wall time than finding
+// them one by one after it (for 100 000 files, 40-60 ms of reading names).
+// other is the other side's status (a hint from the store's listing when
+// it is not open yet; nil: not known).
+func (b *boxRun) willList(s Side, other *Status) bool {
+	if b.changed(s, b.status[s]) {
+		return true
+	}
+	return isLocal(b.spec.store(s)) && (other == nil || b.changed(s.Other(), *other))
 }
 
 // options are the channel's rules for this pair in this run.
@@ -884,7 +898,7 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 	}
 	r := Report{Status: status}
 	known := b.st.Generation > 0 && validity == status.UIDValidity
-	if known && status.Stamp != "" && status.Stamp == rec.Stamp {
+	if other := b.status[s.Other()]; !b.willList(s, &other) {
 		r.Unchanged = true
 		return r, nil
 	}
