@@ -134,6 +134,9 @@ func TestStatusAfter(t *testing.T) {
 					tc.other(t, dir)
 				}
 			})
+			if tc.other == nil && !s.freshStamps(dir) {
+				t.Skip("this file system may keep a mtime for a change right after a stat (before Linux 6.13): no vouching right after a change")
+			}
 			st, ok := mb.StatusAfter()
 			if want := tc.other == nil; ok != want {
 				t.Fatalf("StatusAfter vouched %v, want %v", ok, want)
@@ -159,9 +162,12 @@ func TestStatusAfter(t *testing.T) {
 // More changes than the watch keeps before it reads the kernel's queue:
 // still all its own.
 func TestStatusAfterManyChanges(t *testing.T) {
-	_, mb, _ := watchedFolder(t, drainEvery+500, nil)
+	s, mb, dir := watchedFolder(t, drainEvery+500, nil)
 	if n := len(list(t, mb)); n != drainEvery+500 {
 		t.Fatalf("listed %d", n)
+	}
+	if !s.freshStamps(dir) {
+		time.Sleep(scanGuard + 5*time.Millisecond) // see TestStatusAfterCoarseClock
 	}
 	if _, ok := mb.StatusAfter(); !ok {
 		t.Fatal("StatusAfter does not vouch after the listing's own renames")
