@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/quixysync/quixysync/engine"
-	"github.com/quixysync/quixysync/internal/dovecottest"
 )
 
 // TestSharedFolderWithFewerRights: a Dovecot of its own whose ACL gives
@@ -30,20 +29,13 @@ func TestSharedFolderWithFewerRights(t *testing.T) {
 	if err := os.WriteFile(acl, []byte("Shared user=alice lrsit\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := dovecottest.Start(dovecottest.Options{ExtraConf: fmt.Sprintf(`mail_plugins = $mail_plugins acl
+	p, _ := privatePairing(t, fmt.Sprintf(`mail_plugins = $mail_plugins acl
 protocol imap {
   mail_plugins = $mail_plugins acl imap_acl
 }
 plugin {
   acl = vfile:%s
-}`, acl)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	ci := conninfo{host: s.Host, port: s.Port, caFile: s.CAFile,
-		pass: map[string]string{"alice": s.Password("alice"), "bob": s.Password("bob")}}
-	p := openPairing(t, imapMaildir, t.TempDir(), func() conninfo { return ci })
+}`, acl))
 	far, near := p.spec.Far, p.spec.Near
 	addMany(t, far, "Shared", 0, "f1")
 	addMany(t, near, "Shared", engine.FlagFlagged|engine.FlagReplied|engine.FlagSeen, "n1")

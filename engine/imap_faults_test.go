@@ -126,6 +126,22 @@ func proxiedPairing(t *testing.T) (*pairing, *faultProxy) {
 	return p, fp
 }
 
+// privatePairing is an IMAP↔Maildir pairing with a Dovecot of its own,
+// started with extraConf added to its configuration (plugins the shared test
+// server does not load: ACLs, quotas).
+func privatePairing(t *testing.T, extraConf string) (*pairing, *dovecottest.Server) {
+	t.Helper()
+	needDovecot(t)
+	s, err := dovecottest.Start(dovecottest.Options{ExtraConf: extraConf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	ci := conninfo{host: s.Host, port: s.Port, caFile: s.CAFile,
+		pass: map[string]string{"alice": s.Password("alice"), "bob": s.Password("bob")}}
+	return openPairing(t, imapMaildir, t.TempDir(), func() conninfo { return ci }), s
+}
+
 // doveadm runs doveadm on the test server as another client of alice's
 // account would act (its own session, outside the run's connections).
 func doveadm(t *testing.T, args ...string) {
@@ -328,8 +344,7 @@ func TestConnectionDropsInStoreOrExpunge(t *testing.T) {
 // run goes through, the next run tries again, and once the user made room
 // the message is copied, once.
 func TestAppendOverQuota(t *testing.T) {
-	needDovecot(t)
-	s, err := dovecottest.Start(dovecottest.Options{ExtraConf: `mail_plugins = $mail_plugins quota
+	p, s := privatePairing(t, `mail_plugins = $mail_plugins quota
 protocol imap {
   mail_plugins = $mail_plugins quota imap_quota
 }
@@ -338,14 +353,7 @@ plugin {
   quota_vsizes = yes
   quota_rule = *:storage=3K
   quota_rule2 = Roomy:ignore
-}`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	ci := conninfo{host: s.Host, port: s.Port, caFile: s.CAFile,
-		pass: map[string]string{"alice": s.Password("alice"), "bob": s.Password("bob")}}
-	p := openPairing(t, imapMaildir, t.TempDir(), func() conninfo { return ci })
+}`)
 	near := p.spec.Near
 	big := strings.Repeat("filler line\n", 200) // 2.4K: a second one is over
 	addBody := func(box, subj string) {
@@ -371,7 +379,7 @@ plugin {
 	addBody("INBOX", "q2")
 	addBody("Roomy", "r1")
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-	err = mailboxErr(res)
+	err := mailboxErr(res)
 	t.Logf("run over quota: %+v, %v", res.Counts, err)
 	if err == nil || !strings.Contains(err.Error(), "INBOX") || !strings.Contains(err.Error(), "OVERQUOTA") {
 		t.Errorf("error should name the mailbox and the quota: %v", err)

@@ -1,10 +1,7 @@
 package engine_test
 
 import (
-	"bufio"
 	"bytes"
-	"net"
-	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -76,60 +73,23 @@ func TestFlagsTheServerDoesNotKeep(t *testing.T) {
 
 // permFlagsProxy relays connections to host:port (plain IMAP), replacing
 // the server's PERMANENTFLAGS with perm, and records whether any line from
-// the client named never (lower case). Lines are relayed whole; a literal's
-// bytes pass unchanged.
+// the client named never (lower case). A literal's bytes pass unseen.
 func permFlagsProxy(t *testing.T, host string, port int, perm, never string) (int, *atomic.Bool) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	sent := new(atomic.Bool)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go relayLines(s, c, func(l []byte) []byte {
-				if bytes.HasPrefix(l, []byte("* OK [PERMANENTFLAGS ")) {
-					return []byte("* OK [PERMANENTFLAGS (" + perm + ")] Limited\r\n")
-				}
-				return l
-			})
-			go relayLines(c, s, func(l []byte) []byte {
-				// A STORE or APPEND naming it (a message's own text
-				// names neither with a flag).
-				ll := bytes.ToLower(l)
-				if bytes.Contains(ll, []byte(never)) && (bytes.Contains(ll, []byte(" store ")) || bytes.Contains(ll, []byte(" append "))) {
-					sent.Store(true)
-				}
-				return l
-			})
+	fp := newFaultProxy(t, host, port)
+	fp.set(func(_ int, l []byte) ([]byte, bool) {
+		// A STORE or APPEND naming it.
+		ll := bytes.ToLower(l)
+		if bytes.Contains(ll, []byte(never)) && (bytes.Contains(ll, []byte(" store ")) || bytes.Contains(ll, []byte(" append "))) {
+			sent.Store(true)
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port, sent
-}
-
-func relayLines(from, to net.Conn, edit func([]byte) []byte) {
-	defer to.Close()
-	defer from.Close()
-	r := bufio.NewReader(from)
-	for {
-		l, err := r.ReadBytes('\n')
-		if len(l) > 0 {
-			if _, werr := to.Write(edit(l)); werr != nil {
-				return
-			}
+		return l, false
+	}, func(_ int, l []byte) ([]byte, bool) {
+		if bytes.HasPrefix(l, []byte("* OK [PERMANENTFLAGS ")) {
+			return []byte("* OK [PERMANENTFLAGS (" + perm + ")] Limited\r\n"), false
 		}
-		if err != nil {
-			return
-		}
-	}
+		return l, false
+	})
+	return fp.port, sent
 }
