@@ -64,15 +64,9 @@ func TestWarmBadPasswordReportedOnce(t *testing.T) {
 
 // A server that cannot be reached: the first command dials again and says why.
 func TestWarmUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := newMemStore(t, "127.0.0.1", port, nil)
+	s := newMemStore(t, "127.0.0.1", closedPort(t), nil)
 	s.Warm()
-	_, err = s.ListMailboxes(ctxT(t))
+	_, err := s.ListMailboxes(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), "connecting to 127.0.0.1") {
 		t.Fatalf("got %v", err)
 	}
@@ -81,14 +75,9 @@ func TestWarmUnreachable(t *testing.T) {
 // A connection that cannot be made says what to check: a refused port
 // names host and port, a name that does not resolve names host.
 func TestDialErrorsSayWhatToCheck(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := closedPort(t)
 	s := newMemStore(t, "127.0.0.1", port, nil)
-	_, err = s.ListMailboxes(ctxT(t))
+	_, err := s.ListMailboxes(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), "connection refused; nothing accepts connections on port "+strconv.Itoa(port)+" there: check host and port") {
 		t.Errorf("refused: got %v", err)
 	}
@@ -577,4 +566,15 @@ func TestStoreCommandsGoBeforeMailboxes(t *testing.T) {
 	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// closedPort is a loopback port nothing listens on (one just closed).
+func closedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
