@@ -3,16 +3,8 @@ package imap
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -199,34 +191,6 @@ func TestWarmSlowServer(t *testing.T) {
 	}
 }
 
-// The trust anchors come from the first bundle file holding a certificate;
-// SSL_CERT_FILE or SSL_CERT_DIR hand over to crypto/x509.
-func TestRootsFromBundle(t *testing.T) {
-	dir := t.TempDir()
-	junk, good := filepath.Join(dir, "junk.pem"), filepath.Join(dir, "bundle.pem")
-	pemBytes := selfSignedPEM(t)
-	os.WriteFile(junk, []byte("no certificate here"), 0o600)
-	os.WriteFile(good, pemBytes, 0o600)
-	want := x509.NewCertPool()
-	want.AppendCertsFromPEM(pemBytes)
-	noEnv := func(string) string { return "" }
-	files := []string{filepath.Join(dir, "missing.pem"), junk, good}
-	if !rootsFrom(files, noEnv).Equal(want) {
-		t.Fatal("pool is not the first bundle file with a certificate")
-	}
-	for _, v := range []string{"SSL_CERT_FILE", "SSL_CERT_DIR"} {
-		env := func(k string) string {
-			if k == v {
-				return "/somewhere"
-			}
-			return ""
-		}
-		if rootsFrom(files, env).Equal(want) {
-			t.Fatalf("%s set, but the bundle file was used", v)
-		}
-	}
-}
-
 // A ca_file that is missing or holds no certificate is an error at New, before
 // anything connects.
 func TestNewBadCAFile(t *testing.T) {
@@ -238,100 +202,6 @@ func TestNewBadCAFile(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "ca_file") {
 			t.Fatalf("%s: got %v", f, err)
 		}
-	}
-}
-
-func selfSignedPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "warm test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t *testing.T, name string) testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return testCA{c, key}
-}
-
-func (ca testCA) issue(t *testing.T, host string, notAfter time.Time) *x509.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
-		DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
-}
-
-// With a ca_file, a server certificate is checked against it first and
-// against the system's anchors only when it does not know the issuer; a
-// wrong name or an expired certificate fails without that second look.
-func TestVerifyPeerCAFileThenSystem(t *testing.T) {
-	own, public, stranger := newTestCA(t, "own CA"), newTestCA(t, "public CA"), newTestCA(t, "stranger")
-	ownPool, publicPool := x509.NewCertPool(), x509.NewCertPool()
-	ownPool.AddCert(own.cert)
-	publicPool.AddCert(public.cert)
-	later := time.Now().Add(time.Hour)
-	for _, tc := range []struct {
-		name     string
-		cert     *x509.Certificate
-		wantMore bool
-		check    func(error) bool
-	}{
-		{"own", own.issue(t, "mail.example", later), false, func(err error) bool { return err == nil }},
-		{"public", public.issue(t, "mail.example", later), true, func(err error) bool { return err == nil }},
-		{"stranger", stranger.issue(t, "mail.example", later), true, func(err error) bool {
-			var ua x509.UnknownAuthorityError
-			return errors.As(err, &ua)
-		}},
-		{"wrong name", own.issue(t, "other.example", later), false, func(err error) bool {
-			var he x509.HostnameError
-			return errors.As(err, &he)
-		}},
-		{"expired", own.issue(t, "mail.example", time.Now().Add(-time.Minute)), false, func(err error) bool {
-			var ci x509.CertificateInvalidError
-			return errors.As(err, &ci)
-		}},
-	} {
-		asked := false
-		more := func() *x509.CertPool { asked = true; return publicPool }
-		err := verifyPeer(tls.ConnectionState{PeerCertificates: []*x509.Certificate{tc.cert}}, "mail.example", ownPool, more)
-		if !tc.check(err) || asked != tc.wantMore {
-			t.Errorf("%s: err %v, system anchors read %v (want %v)", tc.name, err, asked, tc.wantMore)
-		}
-	}
-	if err := verifyPeer(tls.ConnectionState{}, "mail.example", ownPool, nil); err == nil {
-		t.Error("no certificate accepted")
 	}
 }
 
