@@ -203,7 +203,9 @@ func newTLSOnceWith(cfg Config, sys *anchors) (func() (*tls.Config, error), erro
 		}
 	}
 	return sync.OnceValues(func() (*tls.Config, error) {
-		go sys.bundle()
+		if cfg.CAFile == "" {
+			go sys.bundle() // with a ca_file, read only if that does not vouch for the server
+		}
 		return conf, nil
 	}), nil
 }

@@ -136,9 +136,13 @@ type Store struct {
 	// after it (true); own tells whether cn is the mailbox's own connection.
 	testAppend func(cn *conn, idx int, afterLiteral, own bool)
 
+	// fetchMu is held while the password or the token is fetched (a
+	// password_cmd can take a while); credMu guards the rest, which dial
+	// reads first thing and must not wait for a fetch.
+	fetchMu  sync.Mutex
+	password *secret
+	token    *secret
 	credMu   sync.Mutex
-	password *string
-	token    *string
 	authErr  error
 	// mute is set when a server accepted a connection and then sent nothing
 	// for the whole timeout: the next dial would only wait as long again
@@ -765,29 +769,63 @@ func (s *Store) chooseMech(caps imap.CapSet) (string, error) {
 		s.cfg.Name, s.cfg.Host, s.cfg.Auth, strings.Join(caps.AuthMechanisms(), " "))
 }
 
-// credential returns the cached password or token, fetching it once.
+// secret is a fetched password or token, or why it could not be had.
+type secret struct {
+	v   string
+	err error
+}
+
+// credential returns the password or token, fetching it once. A failed fetch
+// is remembered too: a password_cmd that asks for a passphrase is not run
+// again for every connection, and a prefetch's failure is reported where
+// the secret is needed.
 func (s *Store) credential(ctx context.Context, token bool) (string, error) {
-	s.credMu.Lock()
-	defer s.credMu.Unlock()
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
 	slot, fn, what := &s.password, s.cfg.Password, "password"
 	if token {
 		slot, fn, what = &s.token, s.cfg.Token, "token"
 	}
 	if *slot != nil {
-		return **slot, nil
+		return (*slot).v, (*slot).err
 	}
 	if fn == nil {
 		return "", fmt.Errorf("%s: no %s configured", s.cfg.Name, what)
 	}
 	v, err := fn(ctx)
 	if err != nil {
-		if strings.HasPrefix(err.Error(), s.cfg.Name+": ") {
-			return "", err // names the store and the key already ("imap.w: password_cmd failed: ...")
+		if ctx.Err() != nil {
+			return "", err // cancelled, not failed: a later caller may fetch it
 		}
-		return "", fmt.Errorf("%s: getting the %s: %w", s.cfg.Name, what, err)
+		if !strings.HasPrefix(err.Error(), s.cfg.Name+": ") { // else it names the store and the key already ("imap.w: password_cmd failed: ...")
+			err = fmt.Errorf("%s: getting the %s: %w", s.cfg.Name, what, err)
+		}
+		v = ""
 	}
-	*slot = &v
-	return v, nil
+	*slot = &secret{v, err}
+	return v, err
+}
+
+// prefetchCredential fetches the secret the login will need beside the
+// connect, the greeting and the TLS handshake instead of after them (a
+// password_cmd running pass and gpg takes tens of milliseconds). Only when
+// the configured mechanisms leave one kind to choose: with both password
+// and token mechanisms the server's capabilities decide, and the secret not
+// used is never fetched.
+func (s *Store) prefetchCredential() {
+	kinds := map[bool]bool{} // token or not
+	if len(s.cfg.Auth) == 0 {
+		kinds[false] = true // plain or login
+	}
+	for _, m := range s.cfg.Auth {
+		kinds[m == "xoauth2" || m == "oauthbearer"] = true
+	}
+	if len(kinds) != 1 {
+		return
+	}
+	for token := range kinds {
+		go s.credential(s.bg, token)
+	}
 }
 
 func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, encrypted bool, remote net.Addr) error {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,4 +448,105 @@ func closedPort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// gatedGreeting relays connections to host:port, but only once open is
+// closed: until then a client waits for the server's greeting.
+func gatedGreeting(t *testing.T, host string, port int, open <-chan struct{}) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				<-open
+				b, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				go io.Copy(b, c)
+				io.Copy(c, b)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// The password is fetched beside the connect and the greeting, not after
+// them: here the server greets only once the password has been asked for.
+func TestWarmFetchesThePasswordBeforeTheGreeting(t *testing.T) {
+	host, port, _ := memServer(t)
+	open := make(chan struct{})
+	gated := gatedGreeting(t, host, port, open)
+	var calls atomic.Int32
+	s := newMemStore(t, host, gated, func(c *Config) {
+		c.Timeout = 3 * time.Second
+		c.Password = func(context.Context) (string, error) {
+			if calls.Add(1) == 1 {
+				close(open)
+			}
+			return "secret", nil
+		}
+	})
+	s.Warm()
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatalf("the password was not asked for before the greeting: %v", err)
+	}
+	s.WarmFor(2)
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("password fetched %d times, want once", n)
+	}
+}
+
+// A password that cannot be had is asked for once, however many
+// connections need it, and the failure is what the command reports.
+func TestFailedPasswordIsFetchedOnce(t *testing.T) {
+	host, port, _ := memServer(t)
+	var calls atomic.Int32
+	s := newMemStore(t, host, port, func(c *Config) {
+		c.Password = func(context.Context) (string, error) {
+			calls.Add(1)
+			return "", errors.New("imap.test: password_cmd failed: gpg: decryption failed")
+		}
+	})
+	s.Warm()
+	for range 3 {
+		_, err := s.ListMailboxes(ctxT(t))
+		if err == nil || !strings.Contains(err.Error(), "gpg: decryption failed") {
+			t.Fatalf("got %v, want the password_cmd's failure", err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("password fetched %d times, want once", n)
+	}
+}
+
+// With a password and a token configured the server's mechanisms decide
+// which one the login uses; neither is fetched ahead of that.
+func TestNoPrefetchWhenTheServerChooses(t *testing.T) {
+	var calls atomic.Int32
+	fetch := func(context.Context) (string, error) { calls.Add(1); return "x", nil }
+	s := newMemStore(t, "127.0.0.1", closedPort(t), func(c *Config) {
+		c.Password, c.Token = fetch, fetch
+		c.Auth = []string{"xoauth2", "plain"}
+	})
+	s.Warm()
+	s.waitWarm(ctxT(t))
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d secrets fetched before the server said which it takes", n)
+	}
 }
