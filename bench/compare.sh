@@ -25,6 +25,10 @@
 #                      g one large message (--big MB) pulled, then one pushed: peak RSS
 #   --big MB         size of scenario g's message (default 100)
 #   --tls T          none | starttls | imaps (default none)
+#   --trust T        how the tools trust the server's certificate: file (each tool's config
+#                    names it: ca_file, CertificateFile) or system (no such setting; the tools
+#                    run with SSL_CERT_FILE naming the system's CA bundle plus the server's
+#                    certificate, as a server with a public CA is trusted) (default file)
 #   --login L        fast | secure: Dovecot's imap-login in high-performance mode (long-lived,
 #                    pre-started processes, as large installations run it) or in its default
 #                    high-security mode (a new process per connection) (default fast)
@@ -53,7 +57,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
-N=2000 M=10 PROFILE="" K=100 BIG=100 REPS=3 SCEN="" TLS=none LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
+N=2000 M=10 PROFILE="" K=100 BIG=100 REPS=3 SCEN="" TLS=none TRUST=file LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
 STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS="" FLOORS=1 DIRTY=0
 
 die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
@@ -70,7 +74,7 @@ while (($#)); do
     need_arg "$@"
     case $1 in
         --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --big) BIG=$2;; --reps) REPS=$2;;
-        --scenarios) SCEN=$2;; --tls) TLS=$2;; --login) LOGIN_MODE=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
+        --scenarios) SCEN=$2;; --tls) TLS=$2;; --trust) TRUST=$2;; --login) LOGIN_MODE=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
         --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;;
         --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;; --rtt) RTT=$2;; --dirty) DIRTY=$2;;
         *) die "unknown option $1 (see --help)" 2;;
@@ -85,6 +89,7 @@ isnum --n "$N"; isnum --folders "$M"; isnum --k "$K"; isnum --reps "$REPS"; isnu
 [[ -z $TLSPORT ]] || isnum --tls-port "$TLSPORT"
 [[ $TLS =~ ^(none|starttls|imaps)$ ]] || die "--tls must be none, starttls or imaps" 2
 [[ $LOGIN_MODE =~ ^(fast|secure)$ ]] || die "--login must be fast or secure" 2
+[[ $TRUST =~ ^(file|system)$ ]] || die "--trust must be file or system" 2
 PROFILE=${PROFILE:-$( ((N >= 100000)) && echo small || echo normal)}
 [[ $PROFILE =~ ^(normal|small)$ ]] || die "--profile must be normal or small" 2
 SCEN=${SCEN:-$( ((N >= 100000)) && echo b,c,d || echo a,b,c,d,e,f,g)}
@@ -356,7 +361,7 @@ set +e
 python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAIL" --dove-pid "$DPID" \
     --mail-uid "$MUID" --mail-gid "$MGID" --port "$PORT" --tlsport "$TLSPORT" --cafile "$CERT" \
     --tool-port "$TOOL_PORT" --tool-tlsport "$TOOL_TLSPORT" --rtt "$RTT" \
-    --tls "$TLS" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --big "$BIG" --reps "$REPS" \
+    --tls "$TLS" --trust "$TRUST" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --big "$BIG" --reps "$REPS" \
     --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
     --nojournal "$NOJOURNAL" --state-fs "$STATE_FS" --floors "$FLOORS" --dirty "$DIRTY"

@@ -122,9 +122,9 @@ class Tool:
 
 class Mbsync(Tool):
     def setup(self):
-        tls = {"none": "SSLType None",
-               "starttls": f"SSLType STARTTLS\nCertificateFile {self.a.cafile}",
-               "imaps": f"SSLType IMAPS\nCertificateFile {self.a.cafile}"}[self.a.tls]
+        tls = {"none": "SSLType None", "starttls": "SSLType STARTTLS", "imaps": "SSLType IMAPS"}[self.a.tls]
+        if self.a.tls != "none" and self.a.trust == "file":
+            tls += f"\nCertificateFile {self.a.cafile}"
         # isync 1.4 syntax (1.5 renamed SSLType to TLSType). Defaults otherwise: FSync yes.
         with open(os.path.join(self.work, "mbsyncrc"), "w") as f:
             f.write(f"""IMAPAccount far
@@ -161,9 +161,9 @@ SyncState *
 
 class Quixysync(Tool):
     def setup(self):
-        tls = {"none": 'tls = "none"',
-               "starttls": f'tls = "starttls"\nca_file = "{self.a.cafile}"',
-               "imaps": f'tls = "implicit"\nca_file = "{self.a.cafile}"'}[self.a.tls]
+        tls = {"none": 'tls = "none"', "starttls": 'tls = "starttls"', "imaps": 'tls = "implicit"'}[self.a.tls]
+        if self.a.tls != "none" and self.a.trust == "file":
+            tls += f'\nca_file = "{self.a.cafile}"'
         # QS_CONNECTIONS: the store's connections setting, to measure what
         # parallel mailbox pairs buy (default: quixysync's own default).
         conns = os.environ.get("QS_CONNECTIONS", "")
@@ -429,7 +429,7 @@ class Bench:
         a = self.a
         scen = a.scenarios
         self.emit({"type": "meta", "tag": a.tag, "time": time.strftime("%FT%T%z"), "n": a.n, "folders": a.folders,
-                   "profile": a.profile, "seed": a.seed, "k": a.k, "reps": a.reps, "tls": a.tls, "login": a.login,
+                   "profile": a.profile, "seed": a.seed, "k": a.k, "reps": a.reps, "tls": a.tls, "trust": a.trust, "login": a.login,
                    "rtt_ms": a.rtt, "dirty_mb": a.dirty,
                    "scenarios": scen, "versions": self.versions, "machine": machine(a)})
         if not os.path.exists(os.path.join(self.corpus, "manifest.json")):
@@ -568,6 +568,8 @@ def summarize(path):
     loads = [r.get("load1") for rs in runs.values() for r in rs if r.get("load1") is not None]
     out = [f"Corpus n={meta.get('n')} folders={meta.get('folders')} profile={meta.get('profile')}, "
            f"k={meta.get('k')}, tls={meta.get('tls')}, reps={meta.get('reps')}, "
+           + ("the tools trust the server through SSL_CERT_FILE (the system's CA bundle and its certificate), "
+              if meta.get("trust") == "system" and meta.get("tls") != "none" else "")
            + (f"round trip to the server {meta['rtt_ms']} ms (delay proxy), " if meta.get("rtt_ms") else "")
            + (f"{meta['dirty_mb']} MB of another program's unwritten data on the tools' file system, " if meta.get("dirty_mb") else "")
            + f"Dovecot login processes: {meta.get('login', 'secure')}; {meta.get('time')}.",
@@ -637,6 +639,30 @@ def summarize(path):
     return "\n".join(out) + "\n"
 
 
+SYSTEM_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                  "/etc/ssl/ca-bundle.pem", "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "/etc/ssl/cert.pem"]
+
+
+def trust_bundle(a):
+    """The system's CA bundle with the server's certificate at its end, as a trust store
+    in which the server's CA is one public CA among the others."""
+    path = os.path.join(a.state, "work", "trust-bundle.pem")
+    data = b""
+    for f in SYSTEM_BUNDLES:
+        if os.path.exists(f):
+            with open(f, "rb") as fh:
+                data = fh.read()
+            break
+    else:
+        log("no system CA bundle found: --trust system uses the server's certificate alone")
+    with open(a.cafile, "rb") as fh:
+        cert = fh.read()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data.rstrip(b"\n") + b"\n" + cert)
+    return path
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--summarize":  # re-make the table of a results file
         sys.stdout.write(summarize(sys.argv[2]))
@@ -656,6 +682,8 @@ def main():
     p.add_argument("--rtt", type=int, default=0, help="round trip added by the delay proxy, ms (for the record)")
     p.add_argument("--cafile", required=True)
     p.add_argument("--tls", choices=["none", "starttls", "imaps"], default="none")
+    p.add_argument("--trust", choices=["file", "system"], default="file",
+                   help="file: the configs name the server's certificate; system: SSL_CERT_FILE does")
     p.add_argument("--login", choices=["fast", "secure"], default="fast")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--folders", type=int, default=10)
@@ -681,6 +709,12 @@ def main():
     a.resident = resident_logins(a.dove_pid) if a.login == "fast" else frozenset()
     a.tools = [t for t in a.tools.split(",") if t]
     a.scenarios = a.scenarios.replace(",", "")
+    if a.trust == "system":
+        # The tools inherit this environment: both read SSL_CERT_FILE (OpenSSL's
+        # default paths, Go's crypto/x509) as the system's trust store.
+        # SSL_CERT_DIR is dropped so that runs compare across machines.
+        os.environ["SSL_CERT_FILE"] = trust_bundle(a)
+        os.environ.pop("SSL_CERT_DIR", None)
     os.makedirs(a.results, exist_ok=True)
     path = os.path.join(a.results, a.tag + ".jsonl")
     b = Bench(a)
