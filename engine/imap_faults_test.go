@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/quixysync/quixysync/engine"
 	"github.com/quixysync/quixysync/internal/dovecottest"
@@ -518,4 +519,102 @@ func TestUnsolicitedResponsesMidCommand(t *testing.T) {
 	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
 		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
+}
+
+// Another client's flag change, sent by the server ahead of the answer to
+// the listing of new messages, takes that message's place in go-imap: the
+// listing then has its flags but neither its size nor its arrival date. The
+// store asks for those again, so the copy keeps its date and max_size holds.
+func TestUnsolicitedFetchInListingKeepsDetails(t *testing.T) {
+	date := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tooBig := range []bool{false, true} {
+		t.Run(fmt.Sprintf("max_size=%v", tooBig), func(t *testing.T) {
+			p, fp := proxiedPairing(t)
+			p.spec.CopyArrivalDate = true
+			addMany(t, p.raw[0], "INBOX", 0, "f1")
+			sync1(t, p, engine.RunOptions{})
+			addManyAt(t, p.raw[0], "INBOX", 0, date, "g2") // UID 2, sequence number 2
+			if tooBig {
+				p.spec.MaxSize = 10
+			}
+			// Once: the other client acts once.
+			var armed atomic.Bool
+			var listings atomic.Int32
+			fp.set(func(_ int, line []byte) ([]byte, bool) {
+				if hasWord(line, "UID FETCH") && hasWord(line, "RFC822.SIZE") && listings.Add(1) == 1 {
+					armed.Store(true)
+				}
+				return line, false
+			}, func(_ int, line []byte) ([]byte, bool) {
+				if bytes.HasPrefix(line, []byte("* ")) && hasWord(line, " FETCH (") && armed.CompareAndSwap(true, false) {
+					return append([]byte("* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n"), line...), false
+				}
+				return line, false
+			})
+			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+			fp.set(nil, nil)
+			if err := mailboxErr(res); err != nil {
+				t.Fatal(err)
+			}
+			if tooBig {
+				if res.Copied != [2]int{} || engine.ViewBox(t, p.spec.Near, "INBOX") != "f1:" {
+					t.Fatalf("max_size not held: %+v, near %s", res.Counts, engine.ViewBox(t, p.spec.Near, "INBOX"))
+				}
+				return
+			}
+			if res.Copied != [2]int{0, 1} {
+				t.Fatalf("copies: %+v", res.Counts)
+			}
+			mb, err := p.spec.Near.OpenMailbox(context.Background(), "INBOX", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mb.Close()
+			msgs, _, err := mb.List(context.Background(), engine.ListQuery{All: true, NeedDetails: func(engine.UID) bool { return true }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != 2 || !msgs[1].Date.Equal(date) {
+				t.Fatalf("near copy's date: %v, want %v", msgs, date)
+			}
+		})
+	}
+}
+
+// The same in a first sync's pairing: the unsolicited FETCH stands in for
+// the answer with the Message-ID, and a message left unidentified would be
+// copied to the side that holds it already. The store asks for it again.
+func TestUnsolicitedFetchInFirstPairing(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	var both []rawMsg
+	for _, subj := range names("both", 3) {
+		both = append(both, rawMsg{testBody(subj), 0})
+	}
+	putMessages(t, p.raw[0], "INBOX", both) // UIDs 1 to 3
+	putMessages(t, p.raw[1], "INBOX", both)
+	var armed atomic.Bool
+	var asked atomic.Int32
+	fp.set(func(_ int, line []byte) ([]byte, bool) {
+		if hasWord(line, "UID FETCH") && hasWord(line, "HEADER.FIELDS") && asked.Add(1) == 1 {
+			armed.Store(true)
+		}
+		return line, false
+	}, func(_ int, line []byte) ([]byte, bool) {
+		if bytes.HasPrefix(line, []byte("* ")) && hasWord(line, " FETCH (") && armed.CompareAndSwap(true, false) {
+			return append([]byte("* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n"), line...), false
+		}
+		return line, false
+	})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	fp.set(nil, nil)
+	if err := mailboxErr(res); err != nil {
+		t.Fatal(err)
+	}
+	if asked.Load() == 0 {
+		t.Fatal("no header fetch: the first sync did not pair over IMAP")
+	}
+	if res.Copied != [2]int{} {
+		t.Fatalf("copies in a first sync of equal sides: %+v", res.Counts)
+	}
+	p.check(t, "INBOX", "both00: both01: both02:")
 }

@@ -23,53 +23,82 @@ var identifyItems = &imap.FetchOptions{UID: true, RFC822Size: true, BodySection:
 // form) of uids: one UID FETCH per chunk, without bodies
 // (engine.Identifier). A first sync of a mailbox both sides hold reads this
 // instead of every message.
+//
+// Messages of a chunk left unanswered are asked for once more: go-imap
+// hands an unsolicited FETCH (another client's flag change, which a server
+// may send ahead of our answer) to the pending command as that message's
+// reply and drops the real one, and a message not identified would be
+// copied to a side that holds it already.
 func (m *Mailbox) Identify(ctx context.Context, uids []engine.UID, fn func(uid engine.UID, header io.Reader, crlfSize int64) error) error {
-	var hdr bytes.Buffer
+	answered := map[imap.UID]bool{}
 	for _, set := range uidChunks(uids) {
-		cn, err := m.conn(ctx)
-		if err != nil {
+		clear(answered)
+		if err := m.identify(ctx, set, fn, answered); err != nil {
 			return err
 		}
-		err = cn.run(ctx, "UID FETCH (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", func() error {
-			cmd := cn.c.Fetch(set, identifyItems)
-			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-				// The items come in the server's order: the field is kept
-				// until the UID and size are known.
-				var uid imap.UID
-				size := int64(-1)
-				hdr.Reset()
-				for item := msg.Next(); item != nil; item = msg.Next() {
-					switch it := item.(type) {
-					case imapclient.FetchItemDataUID:
-						uid = it.UID
-					case imapclient.FetchItemDataRFC822Size:
-						size = it.Size
-					case imapclient.FetchItemDataBodySection:
-						if it.Literal == nil {
-							continue
-						}
-						if _, err := io.Copy(&hdr, io.LimitReader(it.Literal, maxIdentifyHeader)); err != nil {
-							return err
-						}
-						if _, err := io.Copy(io.Discard, it.Literal); err != nil {
-							return err
-						}
-					}
+		var again imap.UIDSet
+		for _, r := range set {
+			for u := r.Start; ; u++ {
+				if !answered[u] {
+					again.AddNum(u)
 				}
-				if uid == 0 || size < 0 {
-					continue
-				}
-				if err := fn(engine.UID(uid), bytes.NewReader(hdr.Bytes()), size); err != nil {
-					cn.markBroken()
-					_ = cmd.Close()
-					return callbackErr{err}
+				if u == r.Stop {
+					break
 				}
 			}
-			return expungeIssuedOK(cmd.Close())
-		})
-		if err != nil {
-			return err
+		}
+		if len(again) > 0 {
+			if err := m.identify(ctx, again, fn, answered); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// identify is one UID FETCH of Identify; answered gets each UID handed to fn.
+func (m *Mailbox) identify(ctx context.Context, set imap.UIDSet, fn func(uid engine.UID, header io.Reader, crlfSize int64) error, answered map[imap.UID]bool) error {
+	var hdr bytes.Buffer
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return err
+	}
+	return cn.run(ctx, "UID FETCH (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", func() error {
+		cmd := cn.c.Fetch(set, identifyItems)
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			// The items come in the server's order: the field is kept
+			// until the UID and size are known.
+			var uid imap.UID
+			size := int64(-1)
+			hdr.Reset()
+			for item := msg.Next(); item != nil; item = msg.Next() {
+				switch it := item.(type) {
+				case imapclient.FetchItemDataUID:
+					uid = it.UID
+				case imapclient.FetchItemDataRFC822Size:
+					size = it.Size
+				case imapclient.FetchItemDataBodySection:
+					if it.Literal == nil {
+						continue
+					}
+					if _, err := io.Copy(&hdr, io.LimitReader(it.Literal, maxIdentifyHeader)); err != nil {
+						return err
+					}
+					if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+						return err
+					}
+				}
+			}
+			if uid == 0 || size < 0 || answered[uid] || !set.Contains(uid) {
+				continue
+			}
+			answered[uid] = true
+			if err := fn(engine.UID(uid), bytes.NewReader(hdr.Bytes()), size); err != nil {
+				cn.markBroken()
+				_ = cmd.Close()
+				return callbackErr{err}
+			}
+		}
+		return expungeIssuedOK(cmd.Close())
+	})
 }

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -259,7 +260,7 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			if a.below > 1 {
 				m.uids = &prefetchedUIDs{below: a.below, uids: found}
 			}
-			return out, false, nil
+			return out, false, m.fillDetails(ctx, out, a.from)
 		}
 		var ie *imap.Error
 		if !errors.As(err, &ie) {
@@ -287,7 +288,41 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	if below > 1 {
 		m.uids = &prefetchedUIDs{below: below, uids: found}
 	}
-	return out, all, nil
+	from := max(q.From, 1)
+	if all {
+		from = 1
+	}
+	return out, all, m.fillDetails(ctx, out, from)
+}
+
+// fillDetails asks once more for the size and arrival date of the messages
+// from `from` on (out is sorted by UID) that the listing reported without
+// them. go-imap hands an unsolicited FETCH (another client's flag change,
+// which a server may send ahead of our answer) to the pending command as
+// that message's reply and drops the real one; the message would then be
+// copied without its arrival date and escape max_size.
+func (m *Mailbox) fillDetails(ctx context.Context, out []engine.Message, from engine.UID) error {
+	var want []engine.UID
+	for _, msg := range out {
+		if msg.UID >= from && msg.Size < 0 {
+			want = append(want, msg.UID)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	m.s.log.Debug("asking again for messages a listing answered without size and date", "mailbox", m.name, "count", len(want))
+	got, err := m.Describe(ctx, want)
+	if err != nil {
+		return err
+	}
+	for _, g := range got {
+		i, ok := slices.BinarySearchFunc(out, g.UID, func(msg engine.Message, u engine.UID) int { return cmp.Compare(msg.UID, u) })
+		if ok && g.Size >= 0 {
+			out[i] = g
+		}
+	}
+	return nil
 }
 
 // listCall is a listing's commands, sent and not yet read.
