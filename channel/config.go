@@ -5,6 +5,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -204,13 +205,41 @@ func defaultStateDir(name string) string {
 	return filepath.Join(home, ".local", "state", "quixysync", name)
 }
 
+// maxConfigSize bounds what Load reads: a configuration is a few KiB, and
+// -c /dev/zero, a log or a mailbox given by mistake must not be read into
+// memory for ever.
+const maxConfigSize = 1 << 20
+
+var errTooLarge = errors.New("file too large")
+
+// readAtMost reads the file at path, or fails with errTooLarge past max
+// bytes.
+func readAtMost(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, errTooLarge
+	}
+	return data, nil
+}
+
 // Load reads, parses and validates the file. Every error is a *ConfigError,
 // or an errors.Join of several sorted by line.
 func Load(path string) (*Config, error) {
 	if path == "" {
 		return nil, &ConfigError{Msg: "no configuration file: pass -c FILE or set QUIXYSYNC_CONFIG"}
 	}
-	data, err := os.ReadFile(path)
+	data, err := readAtMost(path, maxConfigSize)
+	if errors.Is(err, errTooLarge) {
+		return nil, &ConfigError{File: path, Msg: fmt.Sprintf("is larger than %d KiB, so not a quixysync configuration; check -c and QUIXYSYNC_CONFIG", maxConfigSize>>10)}
+	}
 	if err != nil {
 		msg := err.Error()
 		var pe *os.PathError

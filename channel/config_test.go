@@ -498,6 +498,13 @@ func TestLoadAndDefaultPath(t *testing.T) {
 		t.Errorf("empty path: %v", err)
 	}
 	// A directory: say to give the file in it.
+	big := filepath.Join(dir, "big.toml")
+	os.WriteFile(big, make([]byte, maxConfigSize+1), 0o600)
+	for _, f := range []string{"/dev/zero", big} {
+		if _, err := Load(f); !errors.As(err, &ce) || !strings.Contains(ce.Msg, "is larger than 1024 KiB") {
+			t.Errorf("Load(%s): %v", f, err)
+		}
+	}
 	if _, err := Load(dir); !errors.As(err, &ce) || !strings.Contains(ce.Msg, "is a directory; give the configuration file itself, e.g. -c "+filepath.Join(dir, "config.toml")) {
 		t.Errorf("directory: %v", err)
 	}

@@ -273,16 +273,22 @@ func stateDir(ch *channel.Channel) string {
 func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOptions) int {
 	code := exitOK
 	for _, r := range results {
-		errs := 0
-		if r.Err != nil {
+		errs, stopped := 0, 0
+		if r.Err != nil && !isStop(r.Err) {
 			errs++
 			g.errorf("%v", channelErr(r.Channel, r.Err))
+		}
+		if r.Err != nil {
 			code = worse(code, exitCode(r.Err))
 		}
 		mbs := append([]engine.MailboxResult(nil), r.Mailboxes...)
 		sortMailboxes(mbs, func(m engine.MailboxResult) string { return m.Mailbox })
 		for _, mr := range mbs {
-			if mr.Err != nil {
+			if mr.Err != nil && isStop(mr.Err) {
+				// Interrupted: said once for the channel, below.
+				stopped++
+				code = worse(code, exitCode(mr.Err))
+			} else if mr.Err != nil {
 				errs++
 				g.errorf("%s:%s: %s", r.Channel, mr.Mailbox, withGuardHint(mr.Mailbox, mr.Err))
 				code = worse(code, exitCode(mr.Err))
@@ -296,13 +302,30 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 				fmt.Fprintf(g.stdout, "  %s:%s: %s\n", r.Channel, mr.Mailbox, mailboxLine(mr))
 			}
 		}
+		if r.Err != nil && isStop(r.Err) {
+			if stopped > 0 {
+				g.errorf("channel %s: interrupted: %s not finished; what was done is kept, and the next run goes on from there", r.Channel, count(stopped, "mailbox"))
+			} else {
+				g.errorf("%v", channelErr(r.Channel, r.Err))
+			}
+		}
 		name := r.Channel
 		if opts.DryRun {
 			name += " (dry run)"
 		}
-		g.printf("%s\n", summaryLine(name, channelCounts(r, opts.DryRun), errs))
+		line := summaryLine(name, channelCounts(r, opts.DryRun), errs)
+		if stopped > 0 {
+			line += fmt.Sprintf(", %s interrupted", count(stopped, "mailbox"))
+		}
+		g.printf("%s\n", line)
 	}
 	return code
+}
+
+// isStop says err is the run being interrupted (Ctrl-C, SIGTERM) and
+// nothing else.
+func isStop(err error) bool {
+	return errors.Is(err, engine.ErrStopped) || errors.Is(err, context.Canceled)
 }
 
 // channelErr names the channel in err unless the engine did.

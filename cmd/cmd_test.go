@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -766,5 +767,35 @@ func TestOpenIMAPNamesTheStoreOnce(t *testing.T) {
 		User: "me", PasswordLiteral: "x", Auth: []string{"plain"}, CAFile: ca, Connections: 1, Timeout: time.Second})
 	if err == nil || !strings.HasPrefix(err.Error(), "imap.w: ") || strings.Count(err.Error(), "imap.w") != 1 {
 		t.Errorf("got %v, want an error naming imap.w once", err)
+	}
+}
+
+// An interrupted run says so once per channel, not once per mailbox it cut
+// short, and does not count those as errors; a real error still shows.
+func TestInterruptedSaysSoOnce(t *testing.T) {
+	var out, errb bytes.Buffer
+	g := &globalOptions{stdout: &out, stderr: &errb}
+	stop := func(box string) error { return fmt.Errorf("mailbox %s: %w", box, engine.ErrStopped) }
+	res := []engine.ChannelResult{{
+		Channel: "work",
+		Err:     fmt.Errorf("channel work: %w", engine.ErrStopped),
+		Mailboxes: []engine.MailboxResult{
+			{Mailbox: "INBOX", Err: stop("INBOX")},
+			{Mailbox: "Sent", Err: errors.New("mailbox Sent: copying failed: disk full")},
+			{Mailbox: "Trash", Err: stop("Trash")},
+			{Mailbox: "Drafts"},
+		},
+	}}
+	code := g.printResults(res, SyncOptions{})
+	if code != exitInterrupted {
+		t.Errorf("exit %d, want %d", code, exitInterrupted)
+	}
+	want := "quixysync: work:Sent: copying failed: disk full\n" +
+		"quixysync: channel work: interrupted: 2 mailboxes not finished; what was done is kept, and the next run goes on from there\n"
+	if errb.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", errb.String(), want)
+	}
+	if !strings.Contains(out.String(), ", 1 error, 2 mailboxes interrupted") {
+		t.Errorf("summary: %q", out.String())
 	}
 }

@@ -45,6 +45,11 @@ func TestCancelMidRun(t *testing.T) {
 				stopped := false
 				for _, m := range res.Mailboxes {
 					stopped = stopped || errors.Is(m.Err, engine.ErrStopped)
+					// What failed because of the interruption is that one
+					// fact, not "context canceled" from some command.
+					if m.Err != nil && m.Err.Error() != "mailbox "+m.Mailbox+": interrupted" {
+						t.Errorf("mailbox %s: error %q, want it interrupted and nothing else", m.Mailbox, m.Err)
+					}
 				}
 				if !stopped {
 					t.Fatalf("no mailbox reports ErrStopped: %+v", res.Mailboxes)

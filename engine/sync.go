@@ -96,6 +96,22 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 			b.mb[s].Close()
 		}
 	}
+	if ctx.Err() != nil && !errors.Is(err, errCrash) {
+		// Interrupted: what failed because of that is one fact, not an error
+		// each (a command cut short, a connection not waited for).
+		var real []error
+		for _, e := range append(slices.Clone(b.errs), err) {
+			if e != nil && !stoppedBy(e) {
+				real = append(real, e)
+			}
+		}
+		if len(real) == 0 && (err != nil || len(b.errs) > 0) {
+			b.errs, err = nil, ErrStopped
+		} else if err != nil && stoppedBy(err) {
+			err = nil
+			b.errs = real
+		}
+	}
 	switch {
 	case errors.Is(err, errCrash):
 		res.Err = err
@@ -107,6 +123,12 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 		res.Err = fmt.Errorf("mailbox %s: %d errors, the first: %w", name, len(b.errs), b.errs[0])
 	}
 	return res
+}
+
+// stoppedBy says err is the run being interrupted (its context cancelled)
+// and nothing else.
+func stoppedBy(err error) bool {
+	return errors.Is(err, ErrStopped) || errors.Is(err, context.Canceled)
 }
 
 // release closes side s's mailbox once the plan has no more use for it, so
