@@ -863,6 +863,10 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	if err == nil {
 		return nil
 	}
+	if ctx.Err() != nil && !errors.As(err, new(*imap.Error)) {
+		// Stopped while logging in (Ctrl-C): not a refused login.
+		return fmt.Errorf("%s: logging in: %w", s.cfg.Name, context.Cause(ctx))
+	}
 	said := err.Error()
 	var ie *imap.Error
 	if errors.As(err, &ie) {
