@@ -799,3 +799,25 @@ func TestInterruptedSaysSoOnce(t *testing.T) {
 		t.Errorf("summary: %q", out.String())
 	}
 }
+
+// A local folder whose cur/ is missing while new/ holds mail: the dry run
+// says it would copy that mail, and the real run does (it said "create the
+// mailbox" and copied nothing before, while the real run copied).
+func TestDryRunSeesFolderWithNewAlone(t *testing.T) {
+	dir := isolate(t)
+	cfg, far, near := maildirPair(t, dir, 1)
+	mkMaildir(t, filepath.Join(far, "Odd"))
+	writeFile(t, filepath.Join(near, "Odd", "new", "1700000000.M1P1.test"),
+		"From: a@example.com\nSubject: odd\nMessage-ID: <odd@test>\n\nbody\n")
+	out, stderr, code := run(t, "-c", cfg, "sync", "--all", "--dry-run", "-v")
+	if code != exitOK || !strings.Contains(out, "mm (dry run): copied ←1 →1") {
+		t.Fatalf("dry run: exit %d\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = run(t, "-c", cfg, "sync", "--all")
+	if code != exitOK || !strings.Contains(out, "mm: copied ←1 →1") {
+		t.Fatalf("real run: exit %d\n%s%s", code, out, stderr)
+	}
+	if n := countFiles(t, filepath.Join(far, "Odd")); n != 1 {
+		t.Fatalf("far Odd holds %d messages, want 1", n)
+	}
+}

@@ -24,10 +24,12 @@ type stamp struct {
 func (s *Store) dirStamp(dir string) (stamp, error) {
 	var st stamp
 	fi, err := os.Stat(filepath.Join(dir, "cur"))
-	if err != nil {
+	switch {
+	case err == nil:
+		st.Cur = fi.ModTime()
+	case !errors.Is(err, fs.ErrNotExist): // missing: a folder of new/ alone, read only (see isMailbox)
 		return st, err
 	}
-	st.Cur = fi.ModTime()
 	fi, err = os.Stat(filepath.Join(dir, "new"))
 	switch {
 	case err == nil:
@@ -36,7 +38,9 @@ func (s *Store) dirStamp(dir string) (stamp, error) {
 		return st, err
 	}
 	if s.mtimeRes > 0 {
-		st.Cur = st.Cur.Truncate(s.mtimeRes)
+		if !st.Cur.IsZero() {
+			st.Cur = st.Cur.Truncate(s.mtimeRes)
+		}
 		if !st.New.IsZero() {
 			st.New = st.New.Truncate(s.mtimeRes)
 		}
@@ -81,7 +85,7 @@ func (s stamp) recent(now time.Time, d time.Duration) bool {
 // the same clock tick would leave the mtime unchanged (mbsync sleeps a
 // second instead; we let the next run look).
 func (s stamp) String(now time.Time) string {
-	if s.recent(now, max(time.Second, s.guard())) {
+	if s.Cur.IsZero() || s.recent(now, max(time.Second, s.guard())) { // no cur/: see isMailbox
 		return ""
 	}
 	return s.key()

@@ -173,8 +173,32 @@ func isDir(p string) bool {
 }
 
 // isMailbox says whether dir is a Maildir folder: cur/ is the presence
-// indicator (new/ and tmp/ may be created lazily).
-func isMailbox(dir string) bool { return isDir(filepath.Join(dir, "cur")) }
+// indicator (new/ and tmp/ may be created lazily), as for mbsync and
+// Dovecot. A folder whose cur/ is missing while new/ holds a message (cur/
+// removed by mistake, a delivery script that made new/ alone) is one too:
+// left out, its mail would never be synced, and a dry run would show the
+// folder as one to create while the real run, creating it, found the mail.
+// Opened for writing, such a folder gets its cur/ and tmp/ back.
+func isMailbox(dir string) bool {
+	return isDir(filepath.Join(dir, "cur")) || holdsDelivery(filepath.Join(dir, "new"))
+}
+
+// holdsDelivery says whether the directory holds a file named as Maildir
+// deliveries are (the time first: "1700000000.M1P2.host"). The name test
+// keeps a folder named "new" from making its parent a mailbox: its own
+// files are dot-files and Dovecot's dovecot-uidlist and dovecot.index*.
+func holdsDelivery(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if n := e.Name(); n[0] >= '0' && n[0] <= '9' && e.Type().IsRegular() {
+			return true
+		}
+	}
+	return false
+}
 
 // ListMailboxes walks the tree per layout and reports every folder with a
 // cheap Status (stat of new/ and cur/ plus .uidvalidity).
@@ -469,6 +493,15 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 	}
 	if !isMailbox(dir) {
 		return nil, fmt.Errorf("maildir %s: mailbox %q (%s): %w", s.name, name, dir, engine.ErrNoMailbox)
+	}
+	if !readOnly && !isDir(filepath.Join(dir, "cur")) {
+		// new/ alone (see isMailbox): made whole before anything is written.
+		for _, sub := range []string{"cur", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+				return nil, fmt.Errorf("maildir %s: mailbox %q: completing the folder: %w", s.name, name, err)
+			}
+		}
+		s.log.Info("completed a Maildir folder that had new/ but no cur/", "mailbox", name, "dir", dir)
 	}
 	var w *watch
 	if !readOnly {

@@ -450,3 +450,57 @@ func TestScanWhileClientRenames(t *testing.T) {
 		t.Errorf("UIDs were reassigned: .uidvalidity %q", b)
 	}
 }
+
+// A folder whose cur/ is missing while new/ holds a delivery is a mailbox
+// (its mail is synced, and a dry run sees it as the real run does); read
+// only it is left as it is, opened for writing it gets cur/ and tmp/ back.
+// A folder named "new" does not make its parent one.
+func TestFolderWithNewAlone(t *testing.T) {
+	root := t.TempDir()
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	odd := filepath.Join(root, "Odd")
+	os.MkdirAll(filepath.Join(odd, "new"), 0o700)
+	os.WriteFile(filepath.Join(odd, "new", "1700000000.1.host"), []byte("Subject: odd\n\nbody\n"), 0o600)
+	// Lists is a container; its subfolder "new" is a Dovecot Maildir.
+	sub := filepath.Join(root, "Lists", "new")
+	for _, d := range []string{"cur", "new", "tmp"} {
+		os.MkdirAll(filepath.Join(sub, d), 0o700)
+	}
+	os.WriteFile(filepath.Join(sub, "dovecot-uidlist"), []byte("3 V1 N1\n"), 0o600)
+	os.MkdirAll(filepath.Join(root, "Empty", "new"), 0o700) // nothing delivered: not a mailbox
+
+	infos, err := s.ListMailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, i := range infos {
+		got = append(got, i.Name)
+	}
+	// ("Lists/new" itself is not a name this layout maps: a component may
+	// not be cur, new or tmp.)
+	if want := []string{"Odd"}; !slices.Equal(got, want) {
+		t.Fatalf("mailboxes %q, want %q", got, want)
+	}
+	ro := open(t, s, "Odd", true)
+	msgs, _, err := ro.List(ctx, engine.ListQuery{All: true})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("read-only listing: %v, %v", msgs, err)
+	}
+	ro.Close()
+	if isDir(filepath.Join(odd, "cur")) {
+		t.Fatal("a read-only open created cur/")
+	}
+	rw := open(t, s, "Odd", false)
+	defer rw.Close()
+	if !isDir(filepath.Join(odd, "cur")) || !isDir(filepath.Join(odd, "tmp")) {
+		t.Fatal("opened for writing, the folder did not get cur/ and tmp/")
+	}
+	if msgs, _, err := rw.List(ctx, engine.ListQuery{All: true}); err != nil || len(msgs) != 1 {
+		t.Fatalf("listing after completing: %v, %v", msgs, err)
+	}
+}
