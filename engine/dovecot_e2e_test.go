@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,6 +266,9 @@ type wrapStore struct {
 	splitCommit int
 	// failStage makes Stage fail for bodies containing it.
 	failStage atomic.Value // string
+	// fullAfter > 0 makes Stage fail as on a full disk (ENOSPC) from that
+	// many staged messages on.
+	fullAfter atomic.Int64
 	// beforeStage is called before each Stage with a running count.
 	beforeStage func(n int)
 	staged      atomic.Int64
@@ -428,6 +433,10 @@ func (m *wrapMailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.S
 	n := int(m.w.staged.Add(1))
 	if m.w.beforeStage != nil {
 		m.w.beforeStage(n)
+	}
+	if fa := m.w.fullAfter.Load(); fa > 0 && int64(n) >= fa {
+		io.Copy(io.Discard, nm.Body)
+		return nil, &fs.PathError{Op: "write", Path: "tmp/full", Err: syscall.ENOSPC}
 	}
 	if fs, _ := m.w.failStage.Load().(string); fs != "" {
 		b, err := io.ReadAll(nm.Body)

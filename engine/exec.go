@@ -547,6 +547,18 @@ func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *Stat
 	return nil
 }
 
+// copyErr is the error of one failed copy. A target out of room stops the
+// mailbox's copies in that direction: each would fail the same way (a
+// full disk made 126 errors of one mailbox's 126 copies), and a cron job
+// would mail them all.
+func (b *boxRun) copyErr(src Side, uid UID, t Side, err error) error {
+	if noSpace(err) && !b.stopCopies[t] {
+		b.stopCopies[t] = true
+		return fmt.Errorf("copying %s UID %d to the %s side: %w; the other copies to the %s side wait for the next run: make room there first", src, uid, t, err, t)
+	}
+	return fmt.Errorf("copying %s UID %d to the %s side: %w", src, uid, t, err)
+}
+
 // copyBatch fetches, stages, journals and commits one batch. It returns the
 // target UIDs learnt. With releaseSrc, the source is released after the fetch.
 func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UID, newSt *State, pending map[UID]int, releaseSrc bool) ([]UID, error) {
@@ -573,6 +585,12 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		if !ok {
 			return nil
 		}
+		if b.stopCopies[t] {
+			// The target ran out of room earlier in this batch: the rest
+			// waits for the next run.
+			_, err := io.Copy(io.Discard, r)
+			return err
+		}
 		bc := newBodyCounter(r)
 		nm := NewMessage{Flags: c.Flags, Body: bc}
 		if b.spec.CopyArrivalDate {
@@ -584,7 +602,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 				return ctx.Err()
 			}
 			b.res.Failed[t]++
-			b.fail(fmt.Errorf("copying %s UID %d to the %s side: %w", src, uid, t, err))
+			b.fail(b.copyErr(src, uid, t, err))
 			return bc.drain()
 		}
 		if err := bc.drain(); err != nil {
@@ -692,7 +710,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			failed = append(failed, sc.s)
 			b.res.Failed[t]++
 			if err := cmp.Or(sc.err, cerr); err != nil {
-				b.fail(fmt.Errorf("copying %s UID %d to the %s side: %w", src, in.Src, t, err))
+				b.fail(b.copyErr(src, in.Src, t, err))
 			} else {
 				b.fail(fmt.Errorf("copying %s UID %d to the %s side failed", src, in.Src, t))
 			}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,47 @@ func TestRetriedCopyKeepsItsDate(t *testing.T) {
 				t.Errorf("no near message dated %v: %+v", date, msgs)
 			}
 		})
+	}
+}
+
+// A full disk: the first copy that finds no room stops that mailbox's
+// copies in that direction, with one error that says so (each copy was
+// tried and failed before: a cron job mailed hundreds of errors), nothing
+// half-written stays, and once there is room the next run copies the rest.
+func TestFullDiskStopsCopies(t *testing.T) {
+	needDovecot(t)
+	p := newPairing(t, imapMaildir)
+	addMany(t, p.spec.Far, "INBOX", 0, names("f", 20)...)
+	addMany(t, p.spec.Far, "Other", 0, names("o", 5)...)
+	p.near.fullAfter.Store(4) // three messages fit
+	res := engine.SyncChannel(t.Context(), p.spec, engine.RunOptions{})
+	var errs []string
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			errs = append(errs, m.Err.Error())
+		}
+	}
+	if len(errs) == 0 {
+		t.Fatalf("no error for a full disk: %+v", res.Counts)
+	}
+	for _, e := range errs {
+		if !strings.Contains(e, "no space left on device; the other copies to the near side wait for the next run") || strings.Contains(e, " errors, the first") {
+			t.Errorf("error %q, want one that says the rest waits for room", e)
+		}
+	}
+	if n := p.near.calls.get("Stage"); n > 6 { // three that fit, then one failure per mailbox
+		t.Errorf("%d messages staged on a full disk: the copies went on", n)
+	}
+	p.noTmpLeft(t)
+	p.near.fullAfter.Store(0)
+	sync1(t, p, engine.RunOptions{})
+	var want []string
+	for _, s := range names("f", 20) {
+		want = append(want, s+":")
+	}
+	p.check(t, "INBOX", strings.Join(want, " "))
+	p.check(t, "Other", "o00: o01: o02: o03: o04:")
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"syscall"
 	"time"
 )
 
@@ -179,7 +180,17 @@ var (
 	ErrValidity   = errors.New("UIDVALIDITY changed while the mailbox was open")
 	ErrTooBig     = errors.New("message too big")
 	ErrNotSupport = errors.New("not supported by this store")
+	// ErrNoSpace: the target has no room for the message (a server's
+	// quota). A full disk or a disk quota (ENOSPC, EDQUOT) counts as this
+	// without being wrapped.
+	ErrNoSpace = errors.New("no room left")
 )
+
+// noSpace says err is a target out of room: every further copy to it would
+// fail the same way.
+func noSpace(err error) bool {
+	return errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
 
 // UIDKeeper is implemented by mailboxes whose UIDs live in file names that
 // other programs can copy between folders (Maildir ",U=N"). Before List, the

@@ -937,6 +937,8 @@ func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte
 		case err == nil:
 			uid, err := m.appendUID(cn, d)
 			c.record(ctx, f.i, uid, err)
+		case errors.As(err, &ie) && ie.Code == imap.ResponseCodeOverQuota:
+			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w (%w)", m.s.cfg.Name, err, engine.ErrNoSpace))
 		case errors.As(err, &ie):
 			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w", m.s.cfg.Name, err))
 		default:

@@ -163,6 +163,9 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	}
 	if err != nil {
 		_ = os.Remove(path)
+		if _, named := errors.AsType[*fs.PathError](err); named {
+			return nil, m.wrap("add message", err) // it names the file
+		}
 		return nil, m.wrap("add message: write "+path, err)
 	}
 	m.s.unflushed.Add(n)
