@@ -522,6 +522,26 @@ func TestUnsolicitedResponsesMidCommand(t *testing.T) {
 	}
 }
 
+// unsolicitedOnce has the server send line (another client's flag change)
+// once, ahead of the first answer to the first UID FETCH that asks for item.
+// It returns how many such FETCHes were sent.
+func unsolicitedOnce(fp *faultProxy, item, line string) *atomic.Int32 {
+	var armed atomic.Bool
+	var asked atomic.Int32
+	fp.set(func(_ int, l []byte) ([]byte, bool) {
+		if hasWord(l, "UID FETCH") && hasWord(l, item) && asked.Add(1) == 1 {
+			armed.Store(true)
+		}
+		return l, false
+	}, func(_ int, l []byte) ([]byte, bool) {
+		if bytes.HasPrefix(l, []byte("* ")) && hasWord(l, " FETCH (") && armed.CompareAndSwap(true, false) {
+			return append([]byte(line+"\r\n"), l...), false
+		}
+		return l, false
+	})
+	return &asked
+}
+
 // Another client's flag change, sent by the server ahead of the answer to
 // the listing of new messages, takes that message's place in go-imap: the
 // listing then has its flags but neither its size nor its arrival date. The
@@ -538,20 +558,7 @@ func TestUnsolicitedFetchInListingKeepsDetails(t *testing.T) {
 			if tooBig {
 				p.spec.MaxSize = 10
 			}
-			// Once: the other client acts once.
-			var armed atomic.Bool
-			var listings atomic.Int32
-			fp.set(func(_ int, line []byte) ([]byte, bool) {
-				if hasWord(line, "UID FETCH") && hasWord(line, "RFC822.SIZE") && listings.Add(1) == 1 {
-					armed.Store(true)
-				}
-				return line, false
-			}, func(_ int, line []byte) ([]byte, bool) {
-				if bytes.HasPrefix(line, []byte("* ")) && hasWord(line, " FETCH (") && armed.CompareAndSwap(true, false) {
-					return append([]byte("* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n"), line...), false
-				}
-				return line, false
-			})
+			unsolicitedOnce(fp, "RFC822.SIZE", "* 2 FETCH (UID 2 FLAGS (\\Seen))")
 			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
 			fp.set(nil, nil)
 			if err := mailboxErr(res); err != nil {
@@ -593,19 +600,7 @@ func TestUnsolicitedFetchInFirstPairing(t *testing.T) {
 	}
 	putMessages(t, p.raw[0], "INBOX", both) // UIDs 1 to 3
 	putMessages(t, p.raw[1], "INBOX", both)
-	var armed atomic.Bool
-	var asked atomic.Int32
-	fp.set(func(_ int, line []byte) ([]byte, bool) {
-		if hasWord(line, "UID FETCH") && hasWord(line, "HEADER.FIELDS") && asked.Add(1) == 1 {
-			armed.Store(true)
-		}
-		return line, false
-	}, func(_ int, line []byte) ([]byte, bool) {
-		if bytes.HasPrefix(line, []byte("* ")) && hasWord(line, " FETCH (") && armed.CompareAndSwap(true, false) {
-			return append([]byte("* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n"), line...), false
-		}
-		return line, false
-	})
+	asked := unsolicitedOnce(fp, "HEADER.FIELDS", "* 2 FETCH (UID 2 FLAGS (\\Seen))")
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
 	fp.set(nil, nil)
 	if err := mailboxErr(res); err != nil {

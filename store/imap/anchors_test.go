@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -15,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -260,22 +262,10 @@ func TestHandshakeWithBundleAnchors(t *testing.T) {
 		for _, c := range chain {
 			cert.Certificate = append(cert.Certificate, c.Raw)
 		}
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.(*tls.Conn).Handshake()
-				c.Close()
-			}
-		}()
-		return ln.Addr().String()
+		host, port := fakeServer(t, func(c net.Conn, _ *bufio.Reader) {
+			tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}}).Handshake()
+		})
+		return net.JoinHostPort(host, strconv.Itoa(port))
 	}
 	handshake := func(addr, host string, fullAsked *bool) error {
 		a := newAnchors([]string{file}, noEnv)

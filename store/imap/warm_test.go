@@ -454,31 +454,17 @@ func closedPort(t *testing.T) int {
 // closed: until then a client waits for the server's greeting.
 func gatedGreeting(t *testing.T, host string, port int, open <-chan struct{}) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				<-open
-				b, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-				if err != nil {
-					return
-				}
-				defer b.Close()
-				go io.Copy(b, c)
-				io.Copy(c, b)
-			}()
+	_, gated := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		<-open
+		b, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+		defer b.Close()
+		go io.Copy(b, r)
+		io.Copy(c, b)
+	})
+	return gated
 }
 
 // The password is fetched beside the connect and the greeting, not after
@@ -501,12 +487,12 @@ func TestWarmFetchesThePasswordBeforeTheGreeting(t *testing.T) {
 	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
 		t.Fatalf("the password was not asked for before the greeting: %v", err)
 	}
-	s.WarmFor(2)
-	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	// A second connection logs in with the same password.
+	cn, err := s.dial(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mb.Close()
+	cn.logout()
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("password fetched %d times, want once", n)
 	}
