@@ -274,7 +274,7 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 	code := exitOK
 	for _, r := range results {
 		errs, stopped := 0, 0
-		if r.Err != nil && !isStop(r.Err) {
+		if r.Err != nil && !engine.Interrupted(r.Err) {
 			errs++
 			g.errorf("%v", channelErr(r.Channel, r.Err))
 		}
@@ -284,7 +284,7 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 		mbs := append([]engine.MailboxResult(nil), r.Mailboxes...)
 		sortMailboxes(mbs, func(m engine.MailboxResult) string { return m.Mailbox })
 		for _, mr := range mbs {
-			if mr.Err != nil && isStop(mr.Err) {
+			if mr.Err != nil && engine.Interrupted(mr.Err) {
 				// Interrupted: said once for the channel, below.
 				stopped++
 				code = worse(code, exitCode(mr.Err))
@@ -302,7 +302,7 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 				fmt.Fprintf(g.stdout, "  %s:%s: %s\n", r.Channel, mr.Mailbox, mailboxLine(mr))
 			}
 		}
-		if r.Err != nil && isStop(r.Err) {
+		if r.Err != nil && engine.Interrupted(r.Err) {
 			if stopped > 0 {
 				g.errorf("channel %s: interrupted: %s not finished; what was done is kept, and the next run goes on from there", r.Channel, count(stopped, "mailbox"))
 			} else {
@@ -320,12 +320,6 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 		g.printf("%s\n", line)
 	}
 	return code
-}
-
-// isStop says err is the run being interrupted (Ctrl-C, SIGTERM) and
-// nothing else.
-func isStop(err error) bool {
-	return errors.Is(err, engine.ErrStopped) || errors.Is(err, context.Canceled)
 }
 
 // channelErr names the channel in err unless the engine did.

@@ -189,7 +189,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, engine.ErrStopped), errors.Is(err, context.Canceled):
+	case engine.Interrupted(err):
 		return exitInterrupted
 	case errors.Is(err, engine.ErrLocked):
 		return exitLocked

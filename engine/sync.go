@@ -101,13 +101,13 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 		// each (a command cut short, a connection not waited for).
 		var real []error
 		for _, e := range append(slices.Clone(b.errs), err) {
-			if e != nil && !stoppedBy(e) {
+			if e != nil && !Interrupted(e) {
 				real = append(real, e)
 			}
 		}
 		if len(real) == 0 && (err != nil || len(b.errs) > 0) {
 			b.errs, err = nil, ErrStopped
-		} else if err != nil && stoppedBy(err) {
+		} else if err != nil && Interrupted(err) {
 			err = nil
 			b.errs = real
 		}
@@ -125,9 +125,9 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 	return res
 }
 
-// stoppedBy says err is the run being interrupted (its context cancelled)
-// and nothing else.
-func stoppedBy(err error) bool {
+// Interrupted says err is the run being interrupted (its context cancelled:
+// Ctrl-C, SIGTERM) and nothing else.
+func Interrupted(err error) bool {
 	return errors.Is(err, ErrStopped) || errors.Is(err, context.Canceled)
 }
 
