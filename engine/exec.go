@@ -551,7 +551,18 @@ func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *Stat
 // mailbox's copies in that direction: each would fail the same way (a
 // full disk made 126 errors of one mailbox's 126 copies), and a cron job
 // would mail them all.
-func (b *boxRun) copyErr(src Side, uid UID, t Side, err error) error {
+//
+// A message the target refuses for its size (ErrTooBig: a server's
+// APPENDLIMIT or its refusal) is marked in the new state as max_size marks
+// one: reported this once, never tried again while it exists (the upload
+// was refused at each run before, an error each time).
+func (b *boxRun) copyErr(src Side, uid UID, t Side, err error, pending map[UID]int, newSt *State) error {
+	if errors.Is(err, ErrTooBig) {
+		if i, ok := pending[uid]; ok {
+			newSt.Pairs[i].Skip = SkipTooBig
+		}
+		return fmt.Errorf("%s UID %d is larger than the %s side takes: %w; it stays on the %s side only and is not tried again", src, uid, t, err, src)
+	}
 	if noSpace(err) && !b.stopCopies[t] {
 		b.stopCopies[t] = true
 		return fmt.Errorf("copying %s UID %d to the %s side: %w; the other copies to the %s side wait for the next run: make room there first", src, uid, t, err, t)
@@ -602,7 +613,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 				return ctx.Err()
 			}
 			b.res.Failed[t]++
-			b.fail(b.copyErr(src, uid, t, err))
+			b.fail(b.copyErr(src, uid, t, err, pending, newSt))
 			return bc.drain()
 		}
 		if err := bc.drain(); err != nil {
@@ -710,7 +721,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			failed = append(failed, sc.s)
 			b.res.Failed[t]++
 			if err := cmp.Or(sc.err, cerr); err != nil {
-				b.fail(b.copyErr(src, in.Src, t, err))
+				b.fail(b.copyErr(src, in.Src, t, err, pending, newSt))
 			} else {
 				b.fail(fmt.Errorf("copying %s UID %d to the %s side failed", src, in.Src, t))
 			}

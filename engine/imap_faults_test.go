@@ -614,3 +614,70 @@ func TestUnsolicitedFetchInFirstPairing(t *testing.T) {
 	}
 	p.check(t, "INBOX", "both00: both01: both02:")
 }
+
+// A message larger than the server takes (Dovecot's quota_max_mail_size:
+// "NO [LIMIT] Mail size is larger than ...") is reported once and not sent
+// again at each run; the others are copied.
+func TestServerRefusesTooBig(t *testing.T) {
+	p, _ := privatePairing(t, `mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins quota imap_quota
+}
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_max_mail_size = 2k
+}`)
+	addMany(t, p.spec.Near, "INBOX", 0, "small")
+	putMessages(t, p.spec.Near, "INBOX", []rawMsg{{testBody("big") + strings.Repeat("filler line\n", 300), 0}})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	err := mailboxErr(res)
+	if err == nil || !strings.Contains(err.Error(), "is larger than the far side takes") || !strings.Contains(err.Error(), "not tried again") {
+		t.Fatalf("first run: %+v, %v", res.Counts, err)
+	}
+	if res.Copied != [2]int{1, 0} {
+		t.Fatalf("first run copied %v, want the small message", res.Copied)
+	}
+	appends := p.far.calls.get("Commit")
+	res = sync1(t, p, engine.RunOptions{})
+	if !zeroCounts(res.Counts) || p.far.calls.get("Commit") != appends {
+		t.Fatalf("second run tried again: %+v, %d commits", res.Counts, p.far.calls.get("Commit")-appends)
+	}
+	if f := engine.ViewBox(t, p.raw[0], "INBOX"); f != "small:" {
+		t.Fatalf("server INBOX: %s", f)
+	}
+}
+
+// A server that announces APPENDLIMIT=N (RFC 7889) is not sent a larger
+// message at all: the refusal is known before the upload.
+func TestAppendLimitHeldBeforeUpload(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	var appends atomic.Int32
+	fp.set(func(_ int, line []byte) ([]byte, bool) {
+		if hasWord(line, "APPEND") {
+			appends.Add(1)
+		}
+		return line, false
+	}, func(_ int, line []byte) ([]byte, bool) {
+		// The limit goes into every capability list the server sends.
+		if i := bytes.Index(line, []byte("CAPABILITY IMAP4rev1")); i >= 0 {
+			at := i + len("CAPABILITY IMAP4rev1")
+			return append(append(append([]byte{}, line[:at]...), " APPENDLIMIT=2048"...), line[at:]...), false
+		}
+		return line, false
+	})
+	addMany(t, p.spec.Near, "INBOX", 0, "small")
+	putMessages(t, p.spec.Near, "INBOX", []rawMsg{{testBody("big") + strings.Repeat("filler line\n", 300), 0}})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	fp.set(nil, nil)
+	err := mailboxErr(res)
+	if err == nil || !strings.Contains(err.Error(), "APPENDLIMIT") || !strings.Contains(err.Error(), "not tried again") {
+		t.Fatalf("run: %+v, %v", res.Counts, err)
+	}
+	if res.Copied != [2]int{1, 0} || appends.Load() != 1 {
+		t.Fatalf("copied %v with %d APPENDs, want the small message alone sent", res.Copied, appends.Load())
+	}
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("second run: %+v", res.Counts)
+	}
+}

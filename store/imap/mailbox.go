@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -705,7 +706,21 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		f.Close()
 		return nil, m.errorf("spooling message in %s: %w", dir, err)
 	}
+	if limit, ok := m.caps.AppendLimit(); ok && limit != nil && out > int64(*limit) {
+		// RFC 7889: the server says it takes nothing larger; sending it
+		// would only have it refused after the upload.
+		f.Close()
+		return nil, m.errorf("%d bytes, the server takes at most %d (APPENDLIMIT): %w", out, *limit, engine.ErrTooBig)
+	}
 	return &staged{f: f, flags: nm.Flags, date: nm.Date, size: in, wireSize: out}, nil
+}
+
+// refusedTooBig says an APPEND's refusal is about the message's size:
+// [TOOBIG] (RFC 4469, 7889), or [LIMIT] (RFC 5530: some limit of the
+// server) with a text about size, as Dovecot's quota_max_mail_size answers.
+func refusedTooBig(ie *imap.Error) bool {
+	return ie.Code == imap.ResponseCodeTooBig ||
+		ie.Code == imap.ResponseCodeLimit && strings.Contains(strings.ToLower(ie.Text), "size")
 }
 
 // Discard deletes spool files.
@@ -939,6 +954,8 @@ func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte
 			c.record(ctx, f.i, uid, err)
 		case errors.As(err, &ie) && ie.Code == imap.ResponseCodeOverQuota:
 			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w (%w)", m.s.cfg.Name, err, engine.ErrNoSpace))
+		case errors.As(err, &ie) && refusedTooBig(ie):
+			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w (%w)", m.s.cfg.Name, err, engine.ErrTooBig))
 		case errors.As(err, &ie):
 			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w", m.s.cfg.Name, err))
 		default:
