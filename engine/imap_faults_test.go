@@ -337,6 +337,20 @@ func TestConnectionDropsInStoreOrExpunge(t *testing.T) {
 	}
 }
 
+// quotaConf is a Dovecot configuration with the quota plugin and the given
+// settings of it.
+func quotaConf(settings string) string {
+	return `mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins quota imap_quota
+}
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+  ` + settings + `
+}`
+}
+
 // TestAppendOverQuota: a Dovecot of its own with a storage quota that the
 // first message fills. Pushing another message to it: the APPEND is refused
 // with NO [OVERQUOTA] (Dovecot refuses a synchronizing literal before its
@@ -345,16 +359,8 @@ func TestConnectionDropsInStoreOrExpunge(t *testing.T) {
 // run goes through, the next run tries again, and once the user made room
 // the message is copied, once.
 func TestAppendOverQuota(t *testing.T) {
-	p, s := privatePairing(t, `mail_plugins = $mail_plugins quota
-protocol imap {
-  mail_plugins = $mail_plugins quota imap_quota
-}
-plugin {
-  quota = count:User quota
-  quota_vsizes = yes
-  quota_rule = *:storage=3K
-  quota_rule2 = Roomy:ignore
-}`)
+	p, s := privatePairing(t, quotaConf(`quota_rule = *:storage=3K
+  quota_rule2 = Roomy:ignore`))
 	near := p.spec.Near
 	big := strings.Repeat("filler line\n", 200) // 2.4K: a second one is over
 	addBody := func(box, subj string) {
@@ -619,15 +625,7 @@ func TestUnsolicitedFetchInFirstPairing(t *testing.T) {
 // "NO [LIMIT] Mail size is larger than ...") is reported once and not sent
 // again at each run; the others are copied.
 func TestServerRefusesTooBig(t *testing.T) {
-	p, _ := privatePairing(t, `mail_plugins = $mail_plugins quota
-protocol imap {
-  mail_plugins = $mail_plugins quota imap_quota
-}
-plugin {
-  quota = count:User quota
-  quota_vsizes = yes
-  quota_max_mail_size = 2k
-}`)
+	p, _ := privatePairing(t, quotaConf("quota_max_mail_size = 2k"))
 	addMany(t, p.spec.Near, "INBOX", 0, "small")
 	putMessages(t, p.spec.Near, "INBOX", []rawMsg{{testBody("big") + strings.Repeat("filler line\n", 300), 0}})
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
