@@ -139,11 +139,12 @@ type Store struct {
 	// fetchMu is held while the password or the token is fetched (a
 	// password_cmd can take a while); credMu guards the rest, which dial
 	// reads first thing and must not wait for a fetch.
-	fetchMu  sync.Mutex
-	password *secret
-	token    *secret
-	credMu   sync.Mutex
-	authErr  error
+	fetchMu      sync.Mutex
+	prefetchOnce sync.Once
+	password     *secret
+	token        *secret
+	credMu       sync.Mutex
+	authErr      error
 	// mute is set when a server accepted a connection and then sent nothing
 	// for the whole timeout: the next dial would only wait as long again
 	// (a sync's warm-up and its first command each waited out the timeout).
@@ -555,6 +556,10 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		s.firstAnswer(0, false)
 		return nil, fmt.Errorf("%s: connecting to %s: %w%s", s.cfg.Name, s.addr(), err, s.dialHint(err))
 	}
+	// The server is there: fetch the secret while it greets and the TLS
+	// handshake runs (not before: a passphrase prompt for a server that is
+	// down would be for nothing).
+	s.prefetchOnce.Do(s.prefetchCredential)
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
 	dc.onFirstRead = func() { s.firstAnswer(time.Since(start), true) }
 	dc.arm()
@@ -807,7 +812,7 @@ func (s *Store) credential(ctx context.Context, token bool) (string, error) {
 }
 
 // prefetchCredential fetches the secret the login will need beside the
-// connect, the greeting and the TLS handshake instead of after them (a
+// greeting and the TLS handshake instead of after them (a
 // password_cmd running pass and gpg takes tens of milliseconds). Only when
 // the configured mechanisms leave one kind to choose: with both password
 // and token mechanisms the server's capabilities decide, and the secret not

@@ -34,9 +34,6 @@ func (s *Store) Warm() {
 		close(done) // every slot is in use already: nothing to warm
 		return
 	}
-	// Started first, it runs ahead of the caller's local work once the dial
-	// below waits for its connect (see the Gosched at the end).
-	s.prefetchCredential()
 	go func() {
 		defer close(done)
 		if s.tlsOnce != nil {

@@ -521,18 +521,39 @@ func TestFailedPasswordIsFetchedOnce(t *testing.T) {
 	}
 }
 
-// With a password and a token configured the server's mechanisms decide
-// which one the login uses; neither is fetched ahead of that.
-func TestNoPrefetchWhenTheServerChooses(t *testing.T) {
+// The secret is fetched only once the server accepted the connection (a
+// passphrase prompt for a server that is down would be for nothing), and
+// only when the configuration leaves one kind: with a password and a token
+// the server's mechanisms decide which one the login uses.
+func TestPrefetchOnlyWhenItWillServe(t *testing.T) {
 	var calls atomic.Int32
 	fetch := func(context.Context) (string, error) { calls.Add(1); return "x", nil }
-	s := newMemStore(t, "127.0.0.1", closedPort(t), func(c *Config) {
+	down := newMemStore(t, "127.0.0.1", closedPort(t), func(c *Config) { c.Password = fetch })
+	down.Warm()
+	down.waitWarm(ctxT(t))
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("password fetched %d times for a server that is down", n)
+	}
+	never := make(chan struct{}) // the server accepts and never greets
+	host, port, _ := memServer(t)
+	silent := gatedGreeting(t, host, port, never)
+	both := newMemStore(t, "127.0.0.1", silent, func(c *Config) {
 		c.Password, c.Token = fetch, fetch
 		c.Auth = []string{"xoauth2", "plain"}
+		c.Timeout = 300 * time.Millisecond
 	})
-	s.Warm()
-	s.waitWarm(ctxT(t))
+	both.Warm()
+	both.waitWarm(ctxT(t))
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("%d secrets fetched before the server said which it takes", n)
+	}
+	one := newMemStore(t, "127.0.0.1", silent, func(c *Config) {
+		c.Password = fetch
+		c.Timeout = 300 * time.Millisecond
+	})
+	one.Warm()
+	one.waitWarm(ctxT(t))
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("password fetched %d times while the server was greeting, want 1", n)
 	}
 }
