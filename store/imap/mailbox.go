@@ -546,11 +546,7 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 	}
 	got := map[engine.UID]bool{}
 	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
-	conv, _ := m.s.convs.Get().(*crlfToLF)
-	if conv == nil {
-		conv = newCRLFToLF(nil)
-	}
-	defer func() { conv.reset(nil); m.s.convs.Put(conv) }()
+	conv := newCRLFToLF(nil)
 	fetchChunks := func(chunks []imap.UIDSet) error {
 		for _, set := range chunks {
 			cn, err := m.conn(ctx)

@@ -102,11 +102,7 @@ type Store struct {
 	rawTags atomic.Int64
 	// appendBufs keeps MULTIAPPEND's 64 KiB writers between batches.
 	appendBufs sync.Pool
-	// convs keeps Fetch's CRLF converters (64 KiB of buffers each) from one
-	// mailbox to the next: a run over many mailboxes needs as many as it
-	// fetches from at once, and fresh memory is what a short run pays most for.
-	convs sync.Pool
-	dials atomic.Int64 // connections dialled (tests)
+	dials      atomic.Int64 // connections dialled (tests)
 
 	// Pool sizing for a near server (size.go).
 	answerNanos  atomic.Int64  // the first connection's dial-to-first-answer time (see answered)

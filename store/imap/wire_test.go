@@ -225,3 +225,72 @@ func TestKeptFlags(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCRLFToLF: the converter, fed in pieces of any size and read into
+// buffers of any size, gives what converting byte by byte does.
+func FuzzCRLFToLF(f *testing.F) {
+	for _, s := range []string{"", "a\r\nb\r\n", "lone\rcr\r\n", "end\r", "\r\r\n", "\r\n\r\n\r", "x\ry\r\r"} {
+		f.Add(s, uint8(1), uint8(1))
+	}
+	c := newCRLFToLF(nil) // shared: reuse must not leak one message into the next
+	f.Fuzz(func(t *testing.T, s string, piece, into uint8) {
+		var want bytes.Buffer
+		for i := 0; i < len(s); i++ {
+			if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+				continue
+			}
+			want.WriteByte(s[i])
+		}
+		var r io.Reader = strings.NewReader(s)
+		if piece > 0 {
+			r = &pieceReader{r: r, n: int(piece)}
+		}
+		c.reset(r)
+		var got []byte
+		buf := make([]byte, max(1, int(into)))
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+		}
+		if string(got) != want.String() {
+			t.Fatalf("crlfToLF(%q) in pieces of %d into %d = %q; want %q", s, piece, into, got, want.String())
+		}
+	})
+}
+
+// BenchmarkCRLFToLF converts a body of mail-like lines read as the Maildir
+// store's staging reads it.
+func BenchmarkCRLFToLF(b *testing.B) {
+	line := "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod\r\n"
+	body := []byte(strings.Repeat(line, (1<<20)/len(line)))
+	c := newCRLFToLF(nil)
+	buf := make([]byte, 64<<10)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		c.reset(bytes.NewReader(body))
+		for {
+			if _, err := c.Read(buf); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// BenchmarkLFToCRLF converts a body of mail-like lines as an upload does.
+func BenchmarkLFToCRLF(b *testing.B) {
+	line := "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod\n"
+	body := []byte(strings.Repeat(line, (1<<20)/len(line)))
+	var c crlfCopier
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, _, err := c.copy(io.Discard, bytes.NewReader(body)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
