@@ -60,14 +60,20 @@ func (b *bodyCounter) account(p []byte) {
 	}
 	b.hashLF(p)
 	b.n += int64(len(p))
-	b.crlf += int64(len(p))
-	for _, c := range p {
-		if c == '\n' && !b.prevCR {
-			b.crlf++
-		}
-		b.prevCR = c == '\r'
+	if len(p) == 0 {
+		return
 	}
+	// Every LF without a CR before it takes one more byte as CRLF. Counted
+	// with bytes.Count, not byte by byte (4% of a pull's CPU at 2 000 / 10).
+	bare := bytes.Count(p, lfByte) - bytes.Count(p, crlfBytes)
+	if b.prevCR && p[0] == '\n' {
+		bare--
+	}
+	b.crlf += int64(len(p) + bare)
+	b.prevCR = p[len(p)-1] == '\r'
 }
+
+var lfByte, crlfBytes = []byte{'\n'}, []byte("\r\n")
 
 // hashLF adds p to the hash with every CRLF taken as LF. The hash finds a
 // copy again on the target (resolveCopies), and the target may hand back
