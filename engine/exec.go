@@ -514,6 +514,14 @@ func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *Stat
 		return nil
 	}
 	src := t.Other()
+	if b.opt.room.full(t) {
+		// Another mailbox of the channel found the target out of room and
+		// said so; these copies stay pending for the next run.
+		b.stopCopies[t], b.deferred = true, true
+		b.res.Failed[t] += len(copies)
+		b.log.Info("copies wait for room on the target", "mailbox", b.name, "side", t.String(), "messages", len(copies))
+		return nil
+	}
 	// Where each copy's pair sits in the new state (source UID -> index).
 	pending := make(map[UID]int, len(copies))
 	for i, p := range newSt.Pairs {
@@ -571,6 +579,12 @@ func (b *boxRun) copyErr(src Side, uid UID, t Side, err error, pending map[UID]i
 	}
 	if noSpace(err) && !b.stopCopies[t] {
 		b.stopCopies[t] = true
+		if diskFull(err) {
+			b.opt.room.markFull(t)
+			return fmt.Errorf("copying %s UID %d to the %s side: %w; no more copies go to the %s side in this run (they are made at the next): make room there first", src, uid, t, err, t)
+		}
+		// A server's quota can be a mailbox's own (Dovecot's quota_rule for
+		// Trash): the other mailboxes still try.
 		return fmt.Errorf("copying %s UID %d to the %s side: %w; the other copies to the %s side wait for the next run: make room there first", src, uid, t, err, t)
 	}
 	return fmt.Errorf("copying %s UID %d to the %s side: %w", src, uid, t, err)
@@ -602,9 +616,12 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		if !ok {
 			return nil
 		}
+		if !b.stopCopies[t] && b.opt.room.full(t) {
+			b.stopCopies[t], b.deferred = true, true
+		}
 		if b.stopCopies[t] {
-			// The target ran out of room earlier in this batch: the rest
-			// waits for the next run.
+			// The target ran out of room earlier in this batch, or under
+			// another mailbox of the channel: the rest waits for the next run.
 			_, err := io.Copy(io.Discard, r)
 			return err
 		}

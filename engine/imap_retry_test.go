@@ -106,12 +106,14 @@ func TestFullDiskStopsCopies(t *testing.T) {
 		t.Fatalf("no error for a full disk: %+v", res.Counts)
 	}
 	for _, e := range errs {
-		if !strings.Contains(e, "no space left on device; the other copies to the near side wait for the next run") || strings.Contains(e, " errors, the first") {
+		if !strings.Contains(e, "no space left on device; no more copies go to the near side in this run") || strings.Contains(e, " errors, the first") {
 			t.Errorf("error %q, want one that says the rest waits for room", e)
 		}
 	}
-	if n := p.near.calls.get("Stage"); n > 6 { // three that fit, then one failure per mailbox
-		t.Errorf("%d messages staged on a full disk: the copies went on", n)
+	// Three that fit, then one failure per mailbox that met the full disk
+	// before another had said so.
+	if n := p.near.calls.get("Stage"); n > 3+len(errs) {
+		t.Errorf("%d messages staged on a full disk with %d errors: the copies went on", n, len(errs))
 	}
 	p.noTmpLeft(t)
 	p.near.fullAfter.Store(0)
@@ -122,6 +124,57 @@ func TestFullDiskStopsCopies(t *testing.T) {
 	}
 	p.check(t, "INBOX", strings.Join(want, " "))
 	p.check(t, "Other", "o00: o01: o02: o03: o04:")
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("not idempotent: %+v", res.Counts)
+	}
+}
+
+// TestFullDiskStopsTheChannel: once one mailbox finds the target out of
+// room, the channel's other mailboxes copy nothing more to it in this run:
+// one error for the channel, not one per mailbox (ten for ten mailboxes
+// before); the next run, with room again, copies the rest.
+func TestFullDiskStopsTheChannel(t *testing.T) {
+	p := newPairing(t, imapMaildir) // the server's exact stamps: a mailbox left pending must not look unchanged
+	p.spec.MaxParallel = 1          // mailboxes one after the other: only the first meets the full disk
+	boxes := []string{"INBOX", "A", "B", "C", "D"}
+	var want []string
+	for _, box := range boxes {
+		ns := names(strings.ToLower(box), 4)
+		addMany(t, p.spec.Far, box, 0, ns...)
+		want = append(want, strings.Join(ns, ": ")+":")
+	}
+	// The near mailboxes exist before the run and are older than the file
+	// system's timestamp granularity: one this run leaves untouched gets a
+	// stamp the next run can take for "unchanged".
+	for _, box := range boxes {
+		if err := p.spec.Near.CreateMailbox(t.Context(), box); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	p.near.fullAfter.Store(3) // two messages fit
+	res := engine.SyncChannel(t.Context(), p.spec, engine.RunOptions{})
+	var errs []error
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			errs = append(errs, m.Err)
+		}
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "no more copies go to the near side in this run") {
+		t.Fatalf("errors %v: want one, saying no more copies go to the near side", errs)
+	}
+	if n := p.near.calls.get("Stage"); n != 3 {
+		t.Errorf("%d messages staged: want the two that fit and the one refused", n)
+	}
+	if res.Failed[engine.Near] < 4*4 {
+		t.Errorf("failed copies %v: the four other mailboxes' copies should count as not made", res.Failed)
+	}
+	p.noTmpLeft(t)
+	p.near.fullAfter.Store(0)
+	sync1(t, p, engine.RunOptions{})
+	for i, box := range boxes {
+		p.check(t, box, want[i])
+	}
 	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
 		t.Fatalf("not idempotent: %+v", res.Counts)
 	}

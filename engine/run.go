@@ -70,7 +70,24 @@ type RunOptions struct {
 	journalLines *atomic.Int64
 	// journalSyncs counts the journal's syncs (tests read it).
 	journalSyncs *atomic.Int64
+	// room is set by SyncChannel for its mailbox runs: the sides one of them
+	// found out of room.
+	room *sideRoom
 }
+
+// sideRoom records, for one channel's run, the sides whose file system was
+// found out of room (full, or the disk quota reached). The channel's other mailboxes then copy nothing to
+// that side in this run: each would meet the same refusal and report it (a
+// full disk under ten mailboxes made ten errors, a cron job mailed them all).
+type sideRoom [2]atomic.Bool
+
+func (r *sideRoom) markFull(s Side) {
+	if r != nil {
+		r[s].Store(true)
+	}
+}
+
+func (r *sideRoom) full(s Side) bool { return r != nil && r[s].Load() }
 
 // ProgressEvent reports progress of long runs. Events come from the
 // goroutines that sync mailboxes, so a receiver must be goroutine-safe.
@@ -163,6 +180,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
+	opt.room = new(sideRoom)
 	hook := &crashHook{lines: opt.journalLines, syncs: opt.journalSyncs, after: int64(opt.CrashAfter)}
 	if hook.lines == nil {
 		hook.lines = new(atomic.Int64)

@@ -189,7 +189,13 @@ var (
 // noSpace says err is a target out of room: every further copy to it would
 // fail the same way.
 func noSpace(err error) bool {
-	return errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	return errors.Is(err, ErrNoSpace) || diskFull(err)
+}
+
+// diskFull says err is a file system out of room (full, or the user's disk
+// quota reached): it holds for every mailbox of the tree, not one.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // UIDKeeper is implemented by mailboxes whose UIDs live in file names that

@@ -31,8 +31,11 @@ type boxRun struct {
 	j      *journal
 	res    *MailboxResult
 
-	errs        []error
-	stopCopies  [2]bool
+	errs       []error
+	stopCopies [2]bool
+	// deferred: copies were left for the next run without an error of this
+	// mailbox's (another one found the target out of room, see sideRoom).
+	deferred    bool
 	keepJournal bool
 	// released[s]: mb[s] was closed as soon as the plan no longer needed
 	// it (see release).
@@ -404,7 +407,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		b.j.close()
 		return err // errCrash: stop dead
 	}
-	if len(b.errs) > 0 || ctx.Err() != nil {
+	if len(b.errs) > 0 || b.deferred || ctx.Err() != nil {
 		// Something planned did not happen (and was put back as pending or
 		// reverted): forget the markers so the next run looks at everything
 		// instead of skipping the mailbox as unchanged.
