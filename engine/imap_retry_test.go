@@ -1,7 +1,9 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +179,36 @@ func TestFullDiskStopsTheChannel(t *testing.T) {
 	}
 	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
 		t.Fatalf("not idempotent: %+v", res.Counts)
+	}
+}
+
+// TestFirstErrorNotLoggedTwice: the command prints a mailbox's first error
+// from its result, so the log (warnings by default) holds only the later
+// ones; with -v (info) all of them.
+func TestFirstErrorNotLoggedTwice(t *testing.T) {
+	p := newPairing(t, maildirMaildir)
+	addMany(t, p.spec.Far, "INBOX", 0, "bad-1", "good", "bad-2")
+	p.near.failStage.Store("bad-")
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	res := engine.SyncChannel(t.Context(), p.spec, engine.RunOptions{Log: log})
+	err := mailboxErr(res)
+	if err == nil || !strings.Contains(err.Error(), "2 errors, the first") {
+		t.Fatalf("result: %v", err)
+	}
+	var warns, infos int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, `msg="sync error"`) {
+			continue
+		}
+		switch {
+		case strings.Contains(line, "level=WARN"):
+			warns++
+		case strings.Contains(line, "level=INFO"):
+			infos++
+		}
+	}
+	if warns != 1 || infos != 1 {
+		t.Fatalf("sync errors logged: %d warnings, %d infos; want the first at info, the second a warning:\n%s", warns, infos, logs.String())
 	}
 }

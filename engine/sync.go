@@ -48,8 +48,16 @@ type boxRun struct {
 // started before the far side was listed that the far side does not have.
 var errNotThereYet = errors.New("not on the far side (it was started before the far side was listed)")
 
+// fail records an error of the run. The mailbox's result reports the first
+// one (the command prints it), so only the later ones are logged as
+// warnings when they happen: printed twice by default, the first made a
+// single failure two lines on a terminal and in a cron job's mail.
 func (b *boxRun) fail(err error) {
-	b.log.Warn("sync error", "mailbox", b.name, "err", err)
+	level := slog.LevelWarn
+	if len(b.errs) == 0 {
+		level = slog.LevelInfo
+	}
+	b.log.Log(context.Background(), level, "sync error", "mailbox", b.name, "err", err)
 	b.errs = append(b.errs, err)
 }
 
@@ -120,6 +128,10 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 		res.Err = err
 	case err != nil:
 		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
+		if len(b.errs) > 0 && !Interrupted(b.errs[0]) {
+			// Not in the result: said now, as the later ones were.
+			log.Warn("sync error", "mailbox", name, "err", b.errs[0])
+		}
 	case len(b.errs) == 1:
 		res.Err = fmt.Errorf("mailbox %s: %w", name, b.errs[0])
 	case len(b.errs) > 1:
