@@ -71,14 +71,15 @@ type RunOptions struct {
 	// journalSyncs counts the journal's syncs (tests read it).
 	journalSyncs *atomic.Int64
 	// room is set by SyncChannel for its mailbox runs: the sides one of them
-	// found out of room.
+	// found out of room (a full file system).
 	room *sideRoom
 }
 
 // sideRoom records, for one channel's run, the sides whose file system was
-// found out of room (full, or the disk quota reached). The channel's other mailboxes then copy nothing to
-// that side in this run: each would meet the same refusal and report it (a
-// full disk under ten mailboxes made ten errors, a cron job mailed them all).
+// found out of room (full, or the disk quota reached). The channel's other
+// mailboxes then copy nothing to that side in this run: each would meet the
+// same refusal and report it (a full disk under ten mailboxes made ten
+// errors, a cron job mailed them all).
 type sideRoom [2]atomic.Bool
 
 func (r *sideRoom) markFull(s Side) {
