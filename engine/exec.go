@@ -580,8 +580,11 @@ func (b *boxRun) copyErr(src Side, uid UID, t Side, err error, pending map[UID]i
 	if noSpace(err) && !b.stopCopies[t] {
 		b.stopCopies[t] = true
 		if diskFull(err) {
-			b.opt.room.markFull(t)
-			return fmt.Errorf("copying %s UID %d to the %s side: %w; no more copies go to the %s side in this run (they are made at the next): make room there first", src, uid, t, err, t)
+			err = fmt.Errorf("copying %s UID %d to the %s side: %w; no more copies go to the %s side in this run (they are made at the next): make room there first", src, uid, t, err, t)
+			if b.opt.room.markFull(t) {
+				return &roomReport{err}
+			}
+			return err // another mailbox said so at the same moment
 		}
 		// A server's quota can be a mailbox's own (Dovecot's quota_rule for
 		// Trash): the other mailboxes still try.

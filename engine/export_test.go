@@ -25,6 +25,13 @@ func WithJournalSyncCounter(opt RunOptions, n *atomic.Int64) RunOptions {
 	return opt
 }
 
+// WithFileError fails the writing of the state and journal files that fn
+// returns an error for (by path), as a full disk would.
+func WithFileError(opt RunOptions, fn func(path string) error) RunOptions {
+	opt.fileErr = fn
+	return opt
+}
+
 // More scenario helpers for the external integration tests.
 var (
 	SetFlagsBySubject = setFlagsBySubject

@@ -3,8 +3,10 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,5 +212,49 @@ func TestFirstErrorNotLoggedTwice(t *testing.T) {
 	}
 	if warns != 1 || infos != 1 {
 		t.Fatalf("sync errors logged: %d warnings, %d infos; want the first at info, the second a warning:\n%s", warns, infos, logs.String())
+	}
+}
+
+// TestFullDiskSaidOnce: once a mailbox reported the full disk, the others'
+// failures of the same kind (their state files, their journals cannot be
+// written either) are that fact again, not errors of their own: one error
+// for the channel, the others not finished; the next run does the rest.
+func TestFullDiskSaidOnce(t *testing.T) {
+	p := newPairing(t, maildirMaildir)
+	p.spec.MaxParallel = 1 // INBOX first meets the full disk
+	boxes := []string{"INBOX", "A", "B", "C"}
+	for _, box := range boxes {
+		addMany(t, p.spec.Far, box, 0, names(strings.ToLower(box), 3)...)
+	}
+	p.near.fullAfter.Store(2) // one message fits
+	// Every state file and journal fails to be written, as on a full disk:
+	// INBOX's journal for the message it staged before the refusal, every
+	// mailbox's state.
+	opt := engine.WithFileError(engine.RunOptions{}, func(path string) error {
+		return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)
+	})
+	res := engine.SyncChannel(t.Context(), p.spec, opt)
+	var errs []error
+	var unfinished int
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			errs = append(errs, m.Err)
+		}
+		if m.Skipped == "not finished: the disk is full" {
+			unfinished++
+		}
+	}
+	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "mailbox INBOX: copying far UID") ||
+		!strings.Contains(errs[0].Error(), "no more copies go to the near side") || unfinished != 4 {
+		t.Fatalf("errors %v, %d mailboxes not finished: want INBOX's copy error alone, and every mailbox's state not saved", errs, unfinished)
+	}
+	p.near.fullAfter.Store(0)
+	sync1(t, p, engine.RunOptions{})
+	for _, box := range boxes {
+		ns := names(strings.ToLower(box), 3)
+		p.check(t, box, strings.Join(ns, ": ")+":")
+	}
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
 }

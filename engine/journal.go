@@ -37,6 +37,17 @@ type crashHook struct {
 	// at, when set, simulates a crash at that named point of the run
 	// (crashBeforeState and the like) instead of after a journal line.
 	at string
+	// fileErr, when set, fails the writing of a state or journal file with
+	// the error it returns for the file's path (RunOptions.fileErr).
+	fileErr func(path string) error
+}
+
+// writeErr is the error a test has the writing of the file at path fail with.
+func (h *crashHook) writeErr(path string) error {
+	if h == nil || h.fileErr == nil {
+		return nil
+	}
+	return h.fileErr(path)
 }
 
 // Named crash points (crashHook.at): around the state saves that a kept
@@ -131,8 +142,8 @@ func (j *journal) sync() error {
 	if j.f == nil {
 		return nil
 	}
-	if err := j.w.Flush(); err != nil {
-		return fmt.Errorf("journal %s: %w", j.path, err)
+	if err := j.flush(); err != nil {
+		return err
 	}
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
@@ -148,6 +159,9 @@ func (j *journal) sync() error {
 func (j *journal) flush() error {
 	if j.f == nil {
 		return nil
+	}
+	if err := j.hook.writeErr(j.path); err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
 	if err := j.w.Flush(); err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)

@@ -73,6 +73,10 @@ type RunOptions struct {
 	// room is set by SyncChannel for its mailbox runs: the sides one of them
 	// found out of room (a full file system).
 	room *sideRoom
+	// fileErr (tests only), when it returns an error for the path of a
+	// state file or a journal about to be written, fails that write with
+	// it, as a full disk would.
+	fileErr func(path string) error
 }
 
 // sideRoom records, for one channel's run, the sides whose file system was
@@ -82,13 +86,22 @@ type RunOptions struct {
 // errors, a cron job mailed them all).
 type sideRoom [2]atomic.Bool
 
-func (r *sideRoom) markFull(s Side) {
-	if r != nil {
-		r[s].Store(true)
-	}
+// markFull marks side s out of room and says whether this call did (the
+// caller then reports it); without a sideRoom every caller reports.
+func (r *sideRoom) markFull(s Side) (first bool) {
+	return r == nil || r[s].CompareAndSwap(false, true)
 }
 
+// roomReport is the error that says a side is out of room: reported, where
+// the same refusal met again (a state file, a journal, another copy) is not.
+type roomReport struct{ err error }
+
+func (e *roomReport) Error() string { return e.err.Error() }
+func (e *roomReport) Unwrap() error { return e.err }
+
 func (r *sideRoom) full(s Side) bool { return r != nil && r[s].Load() }
+
+func (r *sideRoom) anyFull() bool { return r.full(Far) || r.full(Near) }
 
 // ProgressEvent reports progress of long runs. Events come from the
 // goroutines that sync mailboxes, so a receiver must be goroutine-safe.
@@ -182,7 +195,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	opt.room = new(sideRoom)
-	hook := &crashHook{lines: opt.journalLines, syncs: opt.journalSyncs, after: int64(opt.CrashAfter)}
+	hook := &crashHook{lines: opt.journalLines, syncs: opt.journalSyncs, after: int64(opt.CrashAfter), fileErr: opt.fileErr}
 	if hook.lines == nil {
 		hook.lines = new(atomic.Int64)
 	}

@@ -52,7 +52,16 @@ var errNotThereYet = errors.New("not on the far side (it was started before the 
 // one (the command prints it), so only the later ones are logged as
 // warnings when they happen: printed twice by default, the first made a
 // single failure two lines on a terminal and in a cron job's mail.
+//
+// A full disk that the channel has reported already, met again (a journal,
+// a file of this mailbox), is not an error of its own: the report said it;
+// what is left undone waits for the next run as after any failure.
 func (b *boxRun) fail(err error) {
+	if diskFull(err) && b.opt.room.anyFull() && !errors.As(err, new(*roomReport)) {
+		b.log.Info("not done: the disk is full", "mailbox", b.name, "err", err)
+		b.deferred = true
+		return
+	}
 	level := slog.LevelWarn
 	if len(b.errs) == 0 {
 		level = slog.LevelInfo
@@ -122,6 +131,14 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 			err = nil
 			b.errs = real
 		}
+	}
+	if err != nil && !errors.Is(err, errCrash) && diskFull(err) && opt.room.anyFull() {
+		// The full disk that a mailbox of the channel reported refused this
+		// one's files too (its state, its journal): one fact, said once.
+		// What was done is safe as after any failure; the next run goes on.
+		log.Info("mailbox not finished: the disk is full", "mailbox", name, "err", err)
+		res.Skipped = "not finished: the disk is full"
+		err = nil
 	}
 	switch {
 	case errors.Is(err, errCrash):
@@ -604,6 +621,9 @@ func (b *boxRun) finish(st State) error {
 	}
 	if err := b.hook.point(crashBeforeState); err != nil {
 		return err
+	}
+	if err := b.hook.writeErr(b.statePath); err != nil {
+		return fmt.Errorf("state %s: %w", b.statePath, err)
 	}
 	if barrier != nil {
 		err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), func(tmp string) error { return barrier.Barrier(tmp) })
