@@ -258,3 +258,42 @@ func TestFullDiskSaidOnce(t *testing.T) {
 		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
 }
+
+// TestFullDiskAtTheStateSaidOnce: when the first write a full disk refuses
+// is a state file (no copy met it: a run that copies into a Maildir whose
+// state files cannot be saved), it is the one error of the channel too.
+func TestFullDiskAtTheStateSaidOnce(t *testing.T) {
+	p := newPairing(t, maildirMaildir)
+	p.spec.MaxParallel = 1
+	boxes := []string{"INBOX", "A", "B"}
+	for _, box := range boxes {
+		addMany(t, p.spec.Far, box, 0, names(strings.ToLower(box), 2)...)
+	}
+	opt := engine.WithFileError(engine.RunOptions{}, func(path string) error {
+		if strings.HasSuffix(path, ".journal") {
+			return nil
+		}
+		return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)
+	})
+	res := engine.SyncChannel(t.Context(), p.spec, opt)
+	var errs []error
+	var unfinished int
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			errs = append(errs, m.Err)
+		}
+		if m.Skipped == "not finished: the disk is full" {
+			unfinished++
+		}
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "no space left on device") || unfinished != 2 {
+		t.Fatalf("errors %v, %d mailboxes not finished: want the first state save's error alone, the two others not finished", errs, unfinished)
+	}
+	sync1(t, p, engine.RunOptions{})
+	for _, box := range boxes {
+		p.check(t, box, strings.Join(names(strings.ToLower(box), 2), ": ")+":")
+	}
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("not idempotent: %+v", res.Counts)
+	}
+}

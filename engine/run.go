@@ -79,29 +79,47 @@ type RunOptions struct {
 	fileErr func(path string) error
 }
 
-// sideRoom records, for one channel's run, the sides whose file system was
-// found out of room (full, or the disk quota reached). The channel's other
-// mailboxes then copy nothing to that side in this run: each would meet the
-// same refusal and report it (a full disk under ten mailboxes made ten
-// errors, a cron job mailed them all).
-type sideRoom [2]atomic.Bool
+// sideRoom records, for one channel's run, the file systems found out of
+// room (full, or the disk quota reached): a side's, whose copies then stop
+// in every mailbox of the channel, and that of the engine's own files (state
+// files, journals). Each mailbox would otherwise meet the same refusal and
+// report it (a full disk under ten mailboxes made ten errors, a cron job
+// mailed them all): the first refusal is reported, the others are that fact
+// again.
+type sideRoom struct {
+	side  [2]atomic.Bool
+	files atomic.Bool
+}
 
 // markFull marks side s out of room and says whether this call did (the
 // caller then reports it); without a sideRoom every caller reports.
 func (r *sideRoom) markFull(s Side) (first bool) {
-	return r == nil || r[s].CompareAndSwap(false, true)
+	return r == nil || r.side[s].CompareAndSwap(false, true)
 }
 
-// roomReport is the error that says a side is out of room: reported, where
-// the same refusal met again (a state file, a journal, another copy) is not.
+// markFiles marks the engine's files out of room, and says whether no full
+// disk had been reported before (the caller then reports it).
+func (r *sideRoom) markFiles() (first bool) {
+	if r == nil {
+		return true
+	}
+	was := r.anyFull()
+	return r.files.CompareAndSwap(false, true) && !was
+}
+
+func (r *sideRoom) full(s Side) bool { return r != nil && r.side[s].Load() }
+
+// anyFull says a full disk has been reported in this channel's run.
+func (r *sideRoom) anyFull() bool {
+	return r != nil && (r.side[Far].Load() || r.side[Near].Load() || r.files.Load())
+}
+
+// roomReport is the error that reports a full disk: printed, where the same
+// refusal met again (a state file, a journal, another copy) is not.
 type roomReport struct{ err error }
 
 func (e *roomReport) Error() string { return e.err.Error() }
 func (e *roomReport) Unwrap() error { return e.err }
-
-func (r *sideRoom) full(s Side) bool { return r != nil && r[s].Load() }
-
-func (r *sideRoom) anyFull() bool { return r.full(Far) || r.full(Near) }
 
 // ProgressEvent reports progress of long runs. Events come from the
 // goroutines that sync mailboxes, so a receiver must be goroutine-safe.

@@ -53,14 +53,17 @@ var errNotThereYet = errors.New("not on the far side (it was started before the 
 // warnings when they happen: printed twice by default, the first made a
 // single failure two lines on a terminal and in a cron job's mail.
 //
-// A full disk that the channel has reported already, met again (a journal,
-// a file of this mailbox), is not an error of its own: the report said it;
+// A full disk is reported once per channel (see sideRoom): met again (a
+// journal, a file of this mailbox, another's), it is not an error of its own;
 // what is left undone waits for the next run as after any failure.
 func (b *boxRun) fail(err error) {
-	if diskFull(err) && b.opt.room.anyFull() && !errors.As(err, new(*roomReport)) {
-		b.log.Info("not done: the disk is full", "mailbox", b.name, "err", err)
-		b.deferred = true
-		return
+	if diskFull(err) && !errors.As(err, new(*roomReport)) {
+		if !b.opt.room.markFiles() {
+			b.log.Info("not done: the disk is full", "mailbox", b.name, "err", err)
+			b.deferred = true
+			return
+		}
+		err = &roomReport{err}
 	}
 	level := slog.LevelWarn
 	if len(b.errs) == 0 {
@@ -132,10 +135,11 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 			b.errs = real
 		}
 	}
-	if err != nil && !errors.Is(err, errCrash) && diskFull(err) && opt.room.anyFull() {
-		// The full disk that a mailbox of the channel reported refused this
-		// one's files too (its state, its journal): one fact, said once.
-		// What was done is safe as after any failure; the next run goes on.
+	if err != nil && !errors.Is(err, errCrash) && diskFull(err) && !opt.room.markFiles() {
+		// A full disk reported already (by this mailbox's copies or another
+		// mailbox) refused this one's files too (its state, its journal):
+		// one fact, said once. What was done is safe as after any failure;
+		// the next run goes on.
 		log.Info("mailbox not finished: the disk is full", "mailbox", name, "err", err)
 		res.Skipped = "not finished: the disk is full"
 		err = nil
