@@ -233,17 +233,7 @@ func TestFullDiskSaidOnce(t *testing.T) {
 	opt := engine.WithFileError(engine.RunOptions{}, func(path string) error {
 		return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)
 	})
-	res := engine.SyncChannel(t.Context(), p.spec, opt)
-	var errs []error
-	var unfinished int
-	for _, m := range res.Mailboxes {
-		if m.Err != nil {
-			errs = append(errs, m.Err)
-		}
-		if m.Skipped == "not finished: the disk is full" {
-			unfinished++
-		}
-	}
+	errs, unfinished := fullDiskOutcome(engine.SyncChannel(t.Context(), p.spec, opt))
 	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "mailbox INBOX: copying far UID") ||
 		!strings.Contains(errs[0].Error(), "no more copies go to the near side") || unfinished != 4 {
 		t.Fatalf("errors %v, %d mailboxes not finished: want INBOX's copy error alone, and every mailbox's state not saved", errs, unfinished)
@@ -275,17 +265,7 @@ func TestFullDiskAtTheStateSaidOnce(t *testing.T) {
 		}
 		return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)
 	})
-	res := engine.SyncChannel(t.Context(), p.spec, opt)
-	var errs []error
-	var unfinished int
-	for _, m := range res.Mailboxes {
-		if m.Err != nil {
-			errs = append(errs, m.Err)
-		}
-		if m.Skipped == "not finished: the disk is full" {
-			unfinished++
-		}
-	}
+	errs, unfinished := fullDiskOutcome(engine.SyncChannel(t.Context(), p.spec, opt))
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "no space left on device") || unfinished != 2 {
 		t.Fatalf("errors %v, %d mailboxes not finished: want the first state save's error alone, the two others not finished", errs, unfinished)
 	}
@@ -296,4 +276,18 @@ func TestFullDiskAtTheStateSaidOnce(t *testing.T) {
 	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
 		t.Fatalf("not idempotent: %+v", res.Counts)
 	}
+}
+
+// fullDiskOutcome returns the mailbox errors of a run on a full disk and how
+// many mailboxes it left not finished for it.
+func fullDiskOutcome(res engine.ChannelResult) (errs []error, unfinished int) {
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			errs = append(errs, m.Err)
+		}
+		if m.Skipped == "not finished: the disk is full" {
+			unfinished++
+		}
+	}
+	return errs, unfinished
 }
