@@ -584,7 +584,7 @@ func (b *boxRun) copyErr(src Side, uid UID, t Side, err error, pending map[UID]i
 			if b.opt.room.markFull(t) {
 				return &roomReport{err}
 			}
-			return err // another mailbox said so at the same moment
+			return err // reported already (another copy, a state file)
 		}
 		// A server's quota can be a mailbox's own (Dovecot's quota_rule for
 		// Trash): the other mailboxes still try.

@@ -291,3 +291,32 @@ func fullDiskOutcome(res engine.ChannelResult) (errs []error, unfinished int) {
 	}
 	return errs, unfinished
 }
+
+// TestFullDiskCopyAfterStateSaidOnce: a full disk reported by one mailbox's
+// state save is not reported again by the next mailbox's copy; that
+// mailbox's copies still stop, and are made at the next run.
+func TestFullDiskCopyAfterStateSaidOnce(t *testing.T) {
+	p := newPairing(t, maildirMaildir)
+	p.spec.MaxParallel = 1 // INBOX, then A
+	for _, box := range []string{"INBOX", "A"} {
+		addMany(t, p.spec.Far, box, 0, names(strings.ToLower(box), 2)...)
+	}
+	p.near.fullAfter.Store(3) // INBOX's two fit, A's first does not
+	opt := engine.WithFileError(engine.RunOptions{}, func(path string) error {
+		if strings.Contains(path, "/INBOX/") && !strings.HasSuffix(path, ".journal") {
+			return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)
+		}
+		return nil
+	})
+	errs, _ := fullDiskOutcome(engine.SyncChannel(t.Context(), p.spec, opt))
+	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "mailbox INBOX: state ") {
+		t.Fatalf("errors %v: want INBOX's state save alone", errs)
+	}
+	if n := p.near.calls.get("Stage"); n != 3 {
+		t.Errorf("%d messages staged: want INBOX's two and A's refused one", n)
+	}
+	p.near.fullAfter.Store(0)
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "INBOX", "inbox00: inbox01:")
+	p.check(t, "A", "a00: a01:")
+}

@@ -70,8 +70,8 @@ type RunOptions struct {
 	journalLines *atomic.Int64
 	// journalSyncs counts the journal's syncs (tests read it).
 	journalSyncs *atomic.Int64
-	// room is set by SyncChannel for its mailbox runs: the sides one of them
-	// found out of room (a full file system).
+	// room is set by SyncChannel for its mailbox runs: the full file
+	// systems one of them met (a side's, the engine's own files').
 	room *sideRoom
 	// fileErr (tests only), when it returns an error for the path of a
 	// state file or a journal about to be written, fails that write with
@@ -91,10 +91,15 @@ type sideRoom struct {
 	files atomic.Bool
 }
 
-// markFull marks side s out of room and says whether this call did (the
-// caller then reports it); without a sideRoom every caller reports.
+// markFull marks side s out of room and says whether no full disk had been
+// reported before (the caller then reports it); without a sideRoom every
+// caller reports.
 func (r *sideRoom) markFull(s Side) (first bool) {
-	return r == nil || r.side[s].CompareAndSwap(false, true)
+	if r == nil {
+		return true
+	}
+	was := r.anyFull()
+	return r.side[s].CompareAndSwap(false, true) && !was
 }
 
 // markFiles marks the engine's files out of room, and says whether no full

@@ -33,8 +33,9 @@ type boxRun struct {
 
 	errs       []error
 	stopCopies [2]bool
-	// deferred: copies were left for the next run without an error of this
-	// mailbox's (another one found the target out of room, see sideRoom).
+	// deferred: something planned was left for the next run without an
+	// error of this mailbox's: a full disk the channel had reported already
+	// (see sideRoom) stopped its copies or refused its files.
 	deferred    bool
 	keepJournal bool
 	// released[s]: mb[s] was closed as soon as the plan no longer needed
