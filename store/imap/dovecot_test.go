@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +57,18 @@ func doveTracedInbox(t *testing.T, user string) (*Store, engine.Mailbox, *counti
 	}
 	t.Cleanup(func() { mb.Close() })
 	return s, mb, trace
+}
+
+// doveGatedStore is doveStore over plain IMAP through an answerGate.
+func doveGatedStore(t *testing.T, user string, trace *countingWriter) (*Store, *answerGate) {
+	t.Helper()
+	d := needDovecot(t)
+	gate, host, port := newAnswerGate(t, net.JoinHostPort(d.Host, strconv.Itoa(d.Port)), 3*time.Second)
+	s := doveStore(t, user, func(c *Config) {
+		c.Debug = trace
+		c.Host, c.Port, c.TLS, c.CAFile = host, port, "none", ""
+	})
+	return s, gate
 }
 
 // doveStore returns a store for user on the shared Dovecot, wiping the
@@ -311,9 +325,13 @@ func TestDoveLargeMessageStreamed(t *testing.T) {
 // mailbox are known without a round trip of their own. A UIDs with another
 // bound, or after a List that did not carry it, asks the server.
 func TestDovePrefetchUIDs(t *testing.T) {
-	s, mb, trace := doveTracedInbox(t, "alice")
+	trace := &countingWriter{}
+	s, gate := doveGatedStore(t, "alice", trace)
 	ctx := ctxT(t)
-	var err error
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var uids []engine.UID
 	for range 6 {
 		uids = append(uids, stageCommit(t, ctx, mb, "Subject: m\n\nbody\n", 0, time.Time{}).UID)
@@ -339,6 +357,7 @@ func TestDovePrefetchUIDs(t *testing.T) {
 	trace.mu.Lock()
 	trace.text.Reset()
 	trace.mu.Unlock()
+	gate.arm(" UID FETCH ", " UID SEARCH ")
 	mb.(engine.UIDPrefetcher).PrefetchUIDs(below)
 	if _, _, err := mb.List(ctx, engine.ListQuery{From: below, ChangedSince: st.HighestModSeq}); err != nil {
 		t.Fatal(err)
@@ -348,25 +367,19 @@ func TestDovePrefetchUIDs(t *testing.T) {
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("UIDs: %v %v, want %v", got, err, want)
 	}
-	// Sent with the listing's two FETCHes, so before the second of them is
-	// answered. (Not necessarily before the first: a slow client, as under
-	// the race detector, may read the first answer before it writes the
-	// second FETCH.)
-	var searches, fetches, fetchDone int
-	searchWithList := false
+	// Sent with the listing's FETCHes, before they are answered.
+	searches, fetches := 0, 0
 	for _, l := range strings.Split(trace.text.String(), "\n") {
 		switch {
 		case strings.Contains(l, " C: ") && strings.Contains(l, "UID SEARCH"):
 			searches++
-			searchWithList = fetchDone < fetches
 		case strings.Contains(l, " C: ") && strings.Contains(l, "UID FETCH"):
 			fetches++
-		case strings.Contains(l, " S: ") && strings.Contains(l, "OK Fetch completed"):
-			fetchDone++
 		}
 	}
-	if searches != 1 || fetches != 2 || !searchWithList {
-		t.Errorf("%d UID SEARCH commands (want 1) with %d FETCHes (want 2), sent before the listing was answered: %v\n%s", searches, fetches, searchWithList, trace.text.String())
+	held, byClient := gate.result()
+	if searches != 1 || fetches != 2 || !held || !byClient {
+		t.Errorf("%d UID SEARCH commands (want 1) with %d FETCHes (want 2), sent before the listing was answered: %v\n%s", searches, fetches, held && byClient, trace.text.String())
 	}
 	// Used once: the next UIDs asks the server again, as does another bound.
 	for _, b := range []engine.UID{below, uids[3]} {
@@ -385,7 +398,7 @@ func TestDovePrefetchUIDs(t *testing.T) {
 // a mailbox the server refuses is left out of the statuses.
 func TestDoveStatusThenList(t *testing.T) {
 	var trace countingWriter
-	s := doveStore(t, "alice", func(c *Config) { c.Debug = &trace })
+	s, gate := doveGatedStore(t, "alice", &trace)
 	ctx := ctxT(t)
 	names := []string{"INBOX", "Archive/2025", "Lists/go.dev", "Sent"}
 	for _, name := range names[1:] {
@@ -405,6 +418,7 @@ func TestDoveStatusThenList(t *testing.T) {
 	trace.mu.Lock()
 	trace.text.Reset()
 	trace.mu.Unlock()
+	gate.arm(" STATUS ", ` LIST "" "*"`)
 	st, list, err := s.StatusThenList(ctx, asked)
 	if err != nil {
 		t.Fatal(err)
@@ -415,24 +429,18 @@ func TestDoveStatusThenList(t *testing.T) {
 	if !slices.Equal(list, wantList) {
 		t.Errorf("listing %v, want %v", list, wantList)
 	}
-	var statusDone, listSentAt, lastStatusAt, firstListAt = 0, -1, -1, -1
-	lines := strings.Split(trace.text.String(), "\n")
-	for i, l := range lines {
+	if held, byClient := gate.result(); !held || !byClient {
+		t.Errorf("the LIST waited for the STATUS answers (held %v, sent while held %v):\n%s", held, byClient, trace.text.String())
+	}
+	var lastStatusAt, firstListAt = -1, -1
+	for i, l := range strings.Split(trace.text.String(), "\n") {
 		switch {
-		case strings.Contains(l, " C: ") && strings.Contains(l, `LIST "" "*"`):
-			if listSentAt < 0 && statusDone < len(asked) {
-				listSentAt = i
-			}
 		case strings.Contains(l, " S: ") && strings.Contains(l, "Status completed"),
 			strings.Contains(l, " S: ") && strings.Contains(l, " NO "):
-			statusDone++
 			lastStatusAt = i
 		case strings.Contains(l, " S: * LIST") && firstListAt < 0:
 			firstListAt = i
 		}
-	}
-	if listSentAt < 0 {
-		t.Errorf("the LIST waited for every STATUS answer:\n%s", trace.text.String())
 	}
 	if firstListAt < lastStatusAt {
 		t.Errorf("the listing came back before the last STATUS:\n%s", trace.text.String())
@@ -455,9 +463,13 @@ func TestDoveStatusThenList(t *testing.T) {
 // Opened under another UIDVALIDITY, or left unused, the listing is dropped
 // and the mailbox works as ever.
 func TestDoveOpenMailboxListing(t *testing.T) {
-	s, mb, trace := doveTracedInbox(t, "alice")
+	trace := &countingWriter{}
+	s, gate := doveGatedStore(t, "alice", trace)
 	ctx := ctxT(t)
-	var err error
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var uids []engine.UID
 	for i := range 6 {
 		uids = append(uids, stageCommit(t, ctx, mb, fmt.Sprintf("Subject: m%d\n\nbody\n", i), 0, time.Time{}).UID)
@@ -498,6 +510,7 @@ func TestDoveOpenMailboxListing(t *testing.T) {
 	trace.mu.Lock()
 	trace.text.Reset()
 	trace.mu.Unlock()
+	gate.arm(" SELECT ", " UID FETCH ")
 	la, err := s.OpenMailboxListing(ctx, "INBOX", false, ahead)
 	if err != nil {
 		t.Fatal(err)
@@ -519,22 +532,19 @@ func TestDoveOpenMailboxListing(t *testing.T) {
 	}
 	// The first FETCH is written right behind the SELECT, before its
 	// answer (the SEARCH may follow it a little later on a slow client).
-	var fetches, searches int
-	sentBeforeSelected := false
+	fetches, searches := 0, 0
 	for _, l := range strings.Split(trace.text.String(), "\n") {
 		switch {
 		case strings.Contains(l, " C: ") && strings.Contains(l, "UID FETCH"):
 			fetches++
-			if fetches == 1 {
-				sentBeforeSelected = !strings.Contains(trace.text.String()[:strings.Index(trace.text.String(), l)], "Select completed")
-			}
 		case strings.Contains(l, " C: ") && strings.Contains(l, "UID SEARCH"):
 			searches++
 		}
 	}
-	if fetches != 2 || searches != 1 || !sentBeforeSelected {
+	held, byClient := gate.result()
+	if fetches != 2 || searches != 1 || !held || !byClient {
 		t.Errorf("%d UID FETCH, %d UID SEARCH (want 2 and 1; the first sent before SELECT was answered: %v):\n%s",
-			fetches, searches, sentBeforeSelected, trace.text.String())
+			fetches, searches, held && byClient, trace.text.String())
 	}
 	la.Close()
 
