@@ -1,0 +1,70 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/store/maildir"
+)
+
+// The Maildir side is reported while the IMAP side is still opening: the
+// proxy holds back the server's answer to SELECT until the Maildir's new
+// file has been given its UID (a rename the listing makes), or 3 s. Reported
+// after the open, the file would be renamed only once the answer came. The
+// run's outcome is that of any run: each side gets the other's message.
+func TestLocalSideReportedWhileFarOpens(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	addMany(t, p.raw[0], "INBOX", 0, "f1")
+	addMany(t, p.raw[1], "INBOX", 0, "n1")
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "INBOX", "f1: n1:")
+
+	addMany(t, p.raw[0], "INBOX", 0, "f2")
+	nearDir, err := p.raw[1].(*maildir.Store).MailboxDir("INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(nearDir, "new", "1700000000.early.host")
+	if err := os.WriteFile(fresh, []byte("Subject: n2\nMessage-ID: <n2@test>\n\nx\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var held, listedMeanwhile atomic.Bool
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if !bytes.Contains(line, []byte("Select completed")) || held.Swap(true) {
+			return line, false
+		}
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(fresh); errors.Is(err, fs.ErrNotExist) {
+				listedMeanwhile.Store(true)
+				break
+			}
+		}
+		return line, false
+	})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	fp.set(nil, nil)
+	if err := mailboxErr(res); err != nil {
+		t.Fatal(err)
+	}
+	if !held.Load() {
+		t.Fatal("no SELECT answered")
+	}
+	if !listedMeanwhile.Load() {
+		t.Error("the Maildir was listed only after the server answered SELECT")
+	}
+	if res.Copied != [2]int{1, 1} {
+		t.Errorf("copied %v, want [1 1]", res.Copied)
+	}
+	p.check(t, "INBOX", "f1: f2: n1: n2:")
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Errorf("the run after: %+v", res.Counts)
+	}
+}
