@@ -46,6 +46,11 @@ type Mailbox struct {
 	// yet read: List answers from it, anything else reads and drops it
 	// first (settleAhead).
 	ahead *listCall
+	// limit is the mailbox's own APPENDLIMIT, asked once (limitAsked) where
+	// the server's capability comes without a value (see appendLimit).
+	limitMu    sync.Mutex
+	limitAsked bool
+	limit      *uint32
 }
 
 // prefetchedUIDs is what a UID SEARCH sent with List answered.
@@ -702,13 +707,50 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		f.Close()
 		return nil, m.errorf("spooling message in %s: %w", dir, err)
 	}
-	if limit, ok := m.caps.AppendLimit(); ok && limit != nil && out > int64(*limit) {
+	if limit := m.appendLimit(ctx); limit != nil && out > int64(*limit) {
 		// RFC 7889: the server says it takes nothing larger; sending it
 		// would only have it refused after the upload.
 		f.Close()
 		return nil, m.errorf("%d bytes, the server takes at most %d (APPENDLIMIT): %w", out, *limit, engine.ErrTooBig)
 	}
 	return &staged{f: f, flags: nm.Flags, date: nm.Date, size: in, wireSize: out}, nil
+}
+
+// appendLimit is the size of the largest message the server takes into
+// this mailbox (RFC 7889), nil for none known: the capability's value, or,
+// where the capability comes without one (limits that differ by mailbox),
+// the mailbox's STATUS APPENDLIMIT, asked at the first message staged. A
+// refused or failed STATUS leaves the limit unknown: the APPEND then says
+// what the server takes, as it does on a server without the extension.
+func (m *Mailbox) appendLimit(ctx context.Context) *uint32 {
+	limit, ok := m.caps.AppendLimit()
+	if !ok || limit != nil {
+		return limit
+	}
+	m.limitMu.Lock()
+	defer m.limitMu.Unlock()
+	if m.limitAsked {
+		return m.limit
+	}
+	m.limitAsked = true
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return nil
+	}
+	var d *imap.StatusData
+	err = cn.run(ctx, "STATUS", func() error {
+		var err error
+		d, err = cn.c.Status(m.wire, &imap.StatusOptions{AppendLimit: true}).Wait()
+		return err
+	})
+	if err != nil {
+		m.s.log.Debug("STATUS APPENDLIMIT not answered; the server's APPEND will tell", "store", m.s.cfg.Name, "mailbox", m.name, "err", err)
+		return nil
+	}
+	if d.AppendLimit != nil && *d.AppendLimit != math.MaxUint32 { // NIL: no limit
+		m.limit = d.AppendLimit
+	}
+	return m.limit
 }
 
 // refusedTooBig says an APPEND's refusal is about the message's size:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -281,5 +282,57 @@ func TestQuoteMailbox(t *testing.T) {
 		if _, ok := quoteMailbox(bad); ok {
 			t.Errorf("%q quoted", bad)
 		}
+	}
+}
+
+// Where APPENDLIMIT comes without a value, each mailbox has its own (RFC
+// 7889): it is asked once, with STATUS, at the first message staged, and a
+// message above it is held back before any upload as with a server-wide
+// limit. A NIL limit, or a STATUS the server refuses, leaves the size to
+// the APPEND.
+func TestFakeAppendLimitPerMailbox(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer string
+		bigHeld      bool
+	}{
+		{"limit", "* STATUS INBOX (APPENDLIMIT 100)\r\n%s OK done\r\n", true},
+		{"NIL", "* STATUS INBOX (APPENDLIMIT NIL)\r\n%s OK done\r\n", false},
+		{"refused", "%s BAD unknown status item\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var statuses []string
+			selected := "* 0 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 1] n\r\n"
+			host, port := selectedServer(t, "IMAP4rev1 LITERAL+ UIDPLUS APPENDLIMIT", selected, func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+				if !strings.HasPrefix(strings.ToUpper(cmd), "STATUS ") {
+					return false
+				}
+				mu.Lock()
+				statuses = append(statuses, cmd)
+				mu.Unlock()
+				say(fmt.Sprintf(tc.answer, tag))
+				return true
+			})
+			mb := openFakeInbox(t, host, port)
+			stage := func(body string) error {
+				_, err := mb.Stage(ctxT(t), engine.NewMessage{Body: strings.NewReader(body)})
+				return err
+			}
+			if err := stage("Subject: small\n\nx\n"); err != nil {
+				t.Fatalf("small message: %v", err)
+			}
+			err := stage("Subject: big\n\n" + strings.Repeat("line\n", 40))
+			if held := errors.Is(err, engine.ErrTooBig); held != tc.bigHeld || (!held && err != nil) {
+				t.Fatalf("big message: %v, want held back: %v", err, tc.bigHeld)
+			}
+			if tc.bigHeld && !strings.Contains(err.Error(), "at most 100 (APPENDLIMIT)") {
+				t.Errorf("error does not say the limit: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(statuses) != 1 || !strings.Contains(strings.ToUpper(statuses[0]), "(APPENDLIMIT)") {
+				t.Fatalf("STATUS commands %q, want one asking APPENDLIMIT", statuses)
+			}
+		})
 	}
 }
