@@ -43,21 +43,27 @@ func newAnswerGate(t *testing.T, addr string, wait time.Duration) (g *answerGate
 		id := g.conns
 		g.mu.Unlock()
 		go g.fromClient(id, r, up)
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := up.Read(buf)
-			if n > 0 {
-				g.waitOpen(id)
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
+		relayToClient(up, c, func() { g.waitOpen(id) })
+	})
+	return g, host, port
+}
+
+// relayToClient copies what the server sends to the client, calling before
+// ahead of each write.
+func relayToClient(up, c net.Conn, before func()) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := up.Read(buf)
+		if n > 0 {
+			before()
+			if _, werr := c.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
-	})
-	return g, host, port
+		if err != nil {
+			return
+		}
+	}
 }
 
 // arm starts holding answers at the next line containing hold.

@@ -342,19 +342,7 @@ func slowProxy(t *testing.T, addr string, delay time.Duration) (host string, por
 		}
 		defer up.Close()
 		go func() { io.Copy(up, r); up.Close() }()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := up.Read(buf)
-			if n > 0 {
-				time.Sleep(delay)
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
+		relayToClient(up, c, func() { time.Sleep(delay) })
 	})
 }
 
