@@ -1020,8 +1020,8 @@ func (b *boxRun) report(ctx context.Context, s Side) (Report, error) {
 }
 
 // reportOn is report from the state st, with other the other side's status
-// (nil: not known). earlyReport calls it before b.st holds the pairs and
-// while the other side still opens.
+// (nil: not known). run calls it for the side earlySide names before b.st
+// holds the pairs, while the other side still opens.
 func (b *boxRun) reportOn(ctx context.Context, s Side, st *State, other *Status) (Report, error) {
 	status := b.status[s]
 	rec, validity := st.Far, st.FarValidity
