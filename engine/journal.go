@@ -362,6 +362,11 @@ func formatUIDSet(uids []UID) string {
 	return b.String()
 }
 
+// maxUIDSet bounds the UIDs one journal line may name: far more than any
+// mailbox holds, and a damaged line ("1:4294967295,1:4294967295,...") is an
+// error rather than gigabytes of UIDs.
+const maxUIDSet = 1 << 24
+
 func parseUIDSet(s string) ([]UID, error) {
 	var out []UID
 	for _, part := range strings.Split(s, ",") {
@@ -376,7 +381,7 @@ func parseUIDSet(s string) ([]UID, error) {
 				return nil, err
 			}
 		}
-		if b < a || b-a > 1<<24 {
+		if a == 0 || b < a || uint64(len(out))+uint64(b-a) >= maxUIDSet {
 			return nil, fmt.Errorf("bad range %q", part)
 		}
 		for u := a; ; u++ {
@@ -460,7 +465,11 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 	for i, key := range []string{"generation", "far-validity", "near-validity"} {
 		lineNo = i + 2
 		k, v, _ := strings.Cut(lines[i+1], " ")
-		n, err := strconv.ParseUint(v, 10, 64)
+		bits := 32 // a UIDVALIDITY: a larger number is damage, not a value to truncate
+		if i == 0 {
+			bits = 64
+		}
+		n, err := strconv.ParseUint(v, 10, bits)
 		if k != key || err != nil {
 			return nil, bad("expected %q", key)
 		}
@@ -477,8 +486,16 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 			return nil, bad("malformed line")
 		}
 		id, err := strconv.Atoi(fs[1])
-		if err != nil {
+		if err != nil || id <= 0 {
 			return nil, bad("bad id %q", fs[1])
+		}
+		switch fs[0] {
+		case "copy", "flags", "expunge":
+			// The writer numbers the steps of a journal 1, 2, 3...: an id
+			// seen twice would give one step's outcome to another.
+			if copies[id] != nil || flags[id] != nil || expunges[id] != nil {
+				return nil, bad("step %d recorded twice", id)
+			}
 		}
 		switch fs[0] {
 		case "copy":
@@ -492,20 +509,31 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 					return nil, bad("%v", err)
 				}
 			}
-			var nums [5]uint64
 			if c.To, err = parseSide(fs[2]); err != nil {
 				return nil, bad("%v", err)
 			}
 			if c.Flags, err = parseFlagField(fs[4]); err != nil {
 				return nil, bad("%v", err)
 			}
-			for k, idx := range []int{3, 5, 6, 7, 8} {
-				if nums[k], err = strconv.ParseUint(fs[idx], 10, 63); err != nil {
+			// UIDs are 32 bits: a larger number read as one, truncated,
+			// would name another message.
+			var uids [3]UID
+			for k, idx := range []int{3, 5, 6} {
+				if uids[k], err = parseUID([]byte(fs[idx])); err != nil {
+					return nil, bad("bad UID %q", fs[idx])
+				}
+			}
+			if uids[0] == 0 {
+				return nil, bad("copy of source UID 0")
+			}
+			var sizes [2]uint64
+			for k, idx := range []int{7, 8} {
+				if sizes[k], err = strconv.ParseUint(fs[idx], 10, 63); err != nil {
 					return nil, bad("bad number %q", fs[idx])
 				}
 			}
-			c.Src, c.Reserved, c.UIDNext = UID(nums[0]), UID(nums[1]), UID(nums[2])
-			c.Size, c.CRLFSize = int64(nums[3]), int64(nums[4])
+			c.Src, c.Reserved, c.UIDNext = uids[0], uids[1], uids[2]
+			c.Size, c.CRLFSize = int64(sizes[0]), int64(sizes[1])
 			copies[id] = c
 			jd.Copies = append(jd.Copies, c)
 		case "ok", "fail":
@@ -513,8 +541,15 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 			if c == nil {
 				return nil, bad("result for unknown copy %d", id)
 			}
+			if c.Done {
+				// The writer records one outcome per copy.
+				return nil, bad("second result for copy %d", id)
+			}
 			c.Done = true
 			if fs[0] == "fail" {
+				if len(fs) != 2 {
+					return nil, bad("fail needs 2 fields")
+				}
 				c.Failed = true
 			} else {
 				if len(fs) != 3 {
@@ -561,6 +596,9 @@ func parseJournal(r io.Reader, name string) (*journalData, error) {
 			expunges[id] = e
 			jd.Expunges = append(jd.Expunges, e)
 		case "done":
+			if len(fs) != 2 {
+				return nil, bad("done needs 2 fields")
+			}
 			if f := flags[id]; f != nil {
 				f.Done = true
 			} else if e := expunges[id]; e != nil {
