@@ -362,3 +362,19 @@ func TestMappedStateTruncatedIsAnError(t *testing.T) {
 		t.Fatalf("truncated under the mapping: %v", err)
 	}
 }
+
+// The same agreement for any bytes, the ident field included (the random
+// inputs above never hold '#').
+func FuzzPairLineParsersAgree(f *testing.F) {
+	for _, s := range []string{"1 2", "1 2 S", "0 5 -T", "7 0 >", "1 2 #0/1", "1 2 S #ab/cd", "1 0 > #ffffffff/0",
+		"1 2 x #1/2", "1 2 #", "1 2 S #1/2 ", "1 2 #1/2 S", "4294967295 1 DFPRST #00000001/0000"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p1, err1 := parsePairLine(b)
+		p2, err2 := parsePairLineSlow(b)
+		if (err1 == nil) != (err2 == nil) || (err1 == nil && p1 != p2) {
+			t.Fatalf("%q: fast %+v %v, careful %+v %v", b, p1, err1, p2, err2)
+		}
+	})
+}
