@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"os"
@@ -326,4 +327,52 @@ func TestLockTakenOverFromKilledProcess(t *testing.T) {
 		t.Fatalf("lock of a killed process not taken over: %v", err)
 	}
 	l.Unlock()
+}
+
+// A state is read three ways: mapped whole (a run's full load), through a
+// buffer (ParseState), and its header alone (LoadStateHeader, which decides
+// whether a run may skip the pair unopened). They agree on every input: the
+// same state or both an error, and a header that reads whole reads the same
+// alone.
+func FuzzStateReadModesAgree(f *testing.F) {
+	var buf bytes.Buffer
+	WriteState(&buf, sampleState())
+	f.Add(buf.Bytes())
+	f.Add([]byte("quixysync-state 1\ngeneration 1\nfar-validity 1\nnear-validity 2\nmax-pulled 3\nmax-pushed 4\n\n1 2 >DT #0/1f\n3 4 #a/0\n"))
+	f.Add([]byte("quixysync-state 1\ngeneration 1\nfar-validity 1\nnear-validity 2\nmax-pulled 3\nmax-pushed 4\n\n1 2"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mapped, mmeta, merr := parseState(nil, bytes.Clone(b), "m", false)
+		buffered, bmeta, berr := parseState(bufio.NewReaderSize(bytes.NewReader(b), 64<<10), nil, "b", false)
+		if (merr == nil) != (berr == nil) {
+			// The buffer bounds a line at 64 KiB; a mapped file has no
+			// such bound. Only that may tell them apart.
+			if !(merr == nil && strings.Contains(berr.Error(), "line too long")) {
+				t.Fatalf("mapped: %v; buffered: %v", merr, berr)
+			}
+			return
+		}
+		if merr != nil {
+			return
+		}
+		if len(mapped.Pairs) == 0 {
+			mapped.Pairs = nil
+		}
+		if len(buffered.Pairs) == 0 {
+			buffered.Pairs = nil
+		}
+		if !reflect.DeepEqual(mapped, buffered) || mmeta != bmeta {
+			t.Fatalf("mapped %+v %+v\nbuffered %+v %+v", mapped, mmeta, buffered, bmeta)
+		}
+		hdr, hmeta, herr := parseState(bufio.NewReaderSize(bytes.NewReader(b), 4<<10), nil, "h", true)
+		if herr != nil {
+			if !strings.Contains(herr.Error(), "line too long") {
+				t.Fatalf("header alone: %v, whole: ok", herr)
+			}
+			return
+		}
+		mapped.Pairs = nil
+		if !reflect.DeepEqual(hdr, mapped) || hmeta != mmeta {
+			t.Fatalf("header alone %+v %+v\nwhole %+v %+v", hdr, hmeta, mapped, mmeta)
+		}
+	})
 }
