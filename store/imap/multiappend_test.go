@@ -336,3 +336,41 @@ func TestFakeAppendLimitPerMailbox(t *testing.T) {
 		})
 	}
 }
+
+// A MULTIAPPEND reply is a server's text: whatever it says, the reading
+// never panics, and an accepted reply gives exactly one UID per message,
+// either all unknown (0) or all distinct and non-zero.
+func FuzzParseMultiAppendReply(f *testing.F) {
+	f.Add([]byte("QX1 OK [APPENDUID 5 7,9:11] done\r\n"), uint8(4))
+	f.Add([]byte("QX1 OK [APPENDUID 5 11:9] done\r\n"), uint8(3))
+	f.Add([]byte("QX1 OK [APPENDUID 5 3,4]\r\n"), uint8(2))
+	f.Add([]byte("QX1 NO [TRYCREATE] no\r\n"), uint8(1))
+	f.Add([]byte("QX1 OK done\r\n"), uint8(2))
+	f.Add([]byte("QX1 OK [APPENDUID 6 1] other validity\r\n"), uint8(1))
+	f.Add([]byte("QX1 OK [APPENDUID 5 1:4294967295]\r\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, line []byte, n8 uint8) {
+		n := int(n8 % 65)
+		uids, err := parseMultiAppendReply(line, "QX1", n, 5)
+		if err != nil {
+			return
+		}
+		if len(uids) != n {
+			t.Fatalf("%q: %d UIDs for %d messages", line, len(uids), n)
+		}
+		seen := map[engine.UID]bool{}
+		zero := 0
+		for _, u := range uids {
+			if u == 0 {
+				zero++
+				continue
+			}
+			if seen[u] {
+				t.Fatalf("%q: UID %d twice", line, u)
+			}
+			seen[u] = true
+		}
+		if zero != 0 && zero != n {
+			t.Fatalf("%q: %d of %d UIDs unknown", line, zero, n)
+		}
+	})
+}
