@@ -3,8 +3,10 @@ package imap
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/bits"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -293,4 +295,75 @@ func BenchmarkLFToCRLF(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// readerConn is a net.Conn that only reads, from a fixed stream.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// readThrough reads a server's stream through the wire filter in reads of
+// the given sizes (cycled), as go-imap's reader would.
+func readThrough(stream []byte, sizes []byte) ([]byte, error) {
+	wc := newWireConn(readerConn{r: bytes.NewReader(stream)}, nil, "")
+	var out []byte
+	for i := 0; ; i++ {
+		n := 4096
+		if len(sizes) > 0 {
+			n = int(sizes[i%len(sizes)])%97 + 1
+		}
+		p := make([]byte, n)
+		k, err := wc.Read(p)
+		out = append(out, p[:k]...)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if i > 4*len(stream)+16 {
+			return out, errors.New("no progress")
+		}
+	}
+}
+
+// A message body passes the wire filter byte for byte, whatever it holds:
+// lines that look like a capability list, a LIST response with a control
+// character (which the filter drops or rewrites outside literals), a
+// literal announcement, bare CRs and LFs. Read in pieces of any size.
+func FuzzWireKeepsLiterals(f *testing.F) {
+	f.Add([]byte("Subject: x\r\n\r\n* CAPABILITY IMAP4rev1 IMAP4rev2\r\n"), []byte{3, 200})
+	f.Add([]byte("* LIST (\\Noselect) \"/\" \"a\x01b\"\r\n"), []byte{1})
+	f.Add([]byte("x {5}\r\nhello\r\nA1 OK [CAPABILITY IMAP4rev1 IMAP4rev2] x\r\n"), []byte{7, 13})
+	f.Add([]byte("\n\r\r\n* BYE now\r\n"), []byte{})
+	f.Fuzz(func(t *testing.T, body, sizes []byte) {
+		stream := fmt.Appendf(nil, "* 1 FETCH (UID 7 BODY[] {%d}\r\n%s)\r\nA1 OK done\r\n", len(body), body)
+		out, err := readThrough(stream, sizes)
+		if err != nil {
+			t.Fatalf("%v after %q", err, out)
+		}
+		if !bytes.Equal(out, stream) {
+			t.Fatalf("stream changed:\nin  %q\nout %q", stream, out)
+		}
+	})
+}
+
+// Any stream at all: the filter never panics or stalls, and it only ever
+// removes bytes (a dropped LIST response, IMAP4rev2 from a capability list).
+func FuzzWireAnyStream(f *testing.F) {
+	f.Add([]byte("* OK hi\r\n* CAPABILITY IMAP4rev1 IMAP4rev2\r\n* LIST () \"/\" {3}\r\na\x01b\r\nA1 OK x\r\n"), []byte{5})
+	f.Add([]byte("* LIST () \"/\" {99999}\r\n"), []byte{})
+	f.Add([]byte("* LIST () \"/\" {3}\r\nabc"), []byte{2})
+	f.Fuzz(func(t *testing.T, stream, sizes []byte) {
+		out, err := readThrough(stream, sizes)
+		if err != nil && err.Error() == "no progress" {
+			t.Fatalf("no progress on %q", stream)
+		}
+		if len(out) > len(stream) {
+			t.Fatalf("%d bytes out of %d in:\nin  %q\nout %q", len(out), len(stream), stream, out)
+		}
+	})
 }
