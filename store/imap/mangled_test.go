@@ -21,16 +21,18 @@ var fakeAnswers = []struct {
 	answer string // untagged lines; "%[1]s" is the tag
 }{
 	{"LIST \"\" \"*\"", "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"Sent\"\r\n%[1]s OK done\r\n"},
+	{"LIST \"\" ", "* LIST (\\HasNoChildren) \"/\" INBOX\r\n%[1]s OK done\r\n"}, // does INBOX exist (before APPEND)
 	{"STATUS", "* STATUS INBOX (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 42 HIGHESTMODSEQ 77)\r\n%[1]s OK done\r\n"},
 	{"SELECT", "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] ok\r\n" +
 		"* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 9] n\r\n* OK [HIGHESTMODSEQ 77] m\r\n%[1]s OK [READ-WRITE] done\r\n"},
-	{"UID FETCH 1:* (", "* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (70) RFC822.SIZE 13 INTERNALDATE \"01-Jan-2024 10:00:00 +0000\")\r\n" +
+	{"UID FETCH 1:* (", "* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (70) RFC822.SIZE 14 INTERNALDATE \"01-Jan-2024 10:00:00 +0000\")\r\n" +
 		"* 2 FETCH (UID 5 FLAGS () MODSEQ (71) RFC822.SIZE 7 INTERNALDATE \"02-Jan-2024 10:00:00 +0000\")\r\n" +
-		"* 3 FETCH (UID 8 FLAGS (\\Flagged \\Seen) MODSEQ (77) RFC822.SIZE 5 INTERNALDATE \"03-Jan-2024 10:00:00 +0000\")\r\n%[1]s OK done\r\n"},
+		"* 3 FETCH (UID 8 FLAGS (\\Flagged \\Seen) MODSEQ (77) RFC822.SIZE 4 INTERNALDATE \"03-Jan-2024 10:00:00 +0000\")\r\n%[1]s OK done\r\n"},
 	{"UID SEARCH", "* SEARCH 2 5 8\r\n%[1]s OK done\r\n"},
-	{"UID FETCH", "* 1 FETCH (UID 2 BODY[] {13}\r\nSubject: a\r\n\r\n)\r\n* 3 FETCH (UID 8 BODY[] {5}\r\nhi\r\n\r\n)\r\n%[1]s OK done\r\n"},
+	{"UID FETCH", "* 1 FETCH (UID 2 BODY[] {14}\r\nSubject: a\r\n\r\n)\r\n* 3 FETCH (UID 8 BODY[] {4}\r\nhi\r\n)\r\n%[1]s OK done\r\n"},
 	{"UID STORE", "* 1 FETCH (UID 2 FLAGS (\\Seen \\Flagged) MODSEQ (78))\r\n%[1]s OK done\r\n"},
 	{"UID EXPUNGE", "* 2 EXPUNGE\r\n%[1]s OK done\r\n"},
+	{"APPEND", "* 4 EXISTS\r\n%[1]s OK [APPENDUID 42 9] done\r\n"},
 }
 
 // mangle damages s the way a broken server or a corrupted stream might.
@@ -82,6 +84,22 @@ func mangledServer(t *testing.T, rng *rand.Rand, bad string) (string, int) {
 			}
 			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
 			up := strings.ToUpper(cmd)
+			// A command with a literal (APPEND): take it in, then its end.
+			for {
+				n, ok := literalSize([]byte(line))
+				if !ok {
+					break
+				}
+				if !strings.HasSuffix(strings.TrimRight(line, "\r\n"), "+}") {
+					say("+ go on\r\n")
+				}
+				if _, err := io.CopyN(io.Discard, r, n); err != nil {
+					return
+				}
+				if line, err = r.ReadString('\n'); err != nil {
+					return
+				}
+			}
 			switch {
 			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
 				say(tag + " OK [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS ENABLE] in\r\n")
@@ -117,7 +135,7 @@ func mangledServer(t *testing.T, rng *rand.Rand, bad string) (string, int) {
 
 // Whatever a server answers, the store never panics and never hangs: each
 // step returns, with an error or not, within its time. Every command of a
-// pull and a push is answered wrongly in turn: a random byte, a cut,
+// pull and a push (APPEND too) is answered wrongly in turn: a random byte, a cut,
 // pieces dropped or repeated, huge, negative or NIL numbers, stray line
 // breaks, brackets and literal announcements, unexpected untagged lines
 // (an EXPUNGE, a BYE, another UIDVALIDITY, a VANISHED). A panic in any of
@@ -128,6 +146,13 @@ func TestFakeMangledAnswersNeverPanic(t *testing.T) {
 		rounds = 5
 	}
 	rng := rand.New(rand.NewPCG(16, 27))
+	// The fake itself, unmangled, answers every step well.
+	host, port := mangledServer(t, rng, "")
+	s := fakeStore(t, host, port, nil)
+	if uid, err := exerciseStore(s); err != nil || uid != 9 {
+		t.Fatalf("well-behaved fake: appended as UID %d, error %v", uid, err)
+	}
+	s.Close()
 	for _, a := range fakeAnswers {
 		for round := range rounds {
 			host, port := mangledServer(t, rng, a.prefix)
@@ -147,24 +172,50 @@ func TestFakeMangledAnswersNeverPanic(t *testing.T) {
 	}
 }
 
-// exerciseStore runs what a sync asks of a far store, ignoring errors.
-func exerciseStore(s *Store) {
+// exerciseStore runs what a sync asks of a far store, each step whatever
+// the one before it returned; it returns the first error and the UID the
+// appended message got.
+func exerciseStore(s *Store) (uid engine.UID, first error) {
+	note := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.ListMailboxes(ctx)
-	s.StatusAll(ctx, []string{"INBOX"})
+	_, err := s.ListMailboxes(ctx)
+	note(err)
+	_, err = s.StatusAll(ctx, []string{"INBOX"})
+	note(err)
 	mb, err := s.OpenMailbox(ctx, "INBOX", false)
 	if err != nil {
-		return
+		note(err)
+		return 0, first
 	}
 	defer mb.Close()
-	mb.List(ctx, engine.ListQuery{From: 1, ChangedSince: 60})
-	mb.List(ctx, engine.ListQuery{All: true})
-	mb.UIDs(ctx, 9)
-	mb.Fetch(ctx, []engine.UID{2, 8}, func(uid engine.UID, r io.Reader) error {
+	_, _, err = mb.List(ctx, engine.ListQuery{From: 1, ChangedSince: 60})
+	note(err)
+	_, _, err = mb.List(ctx, engine.ListQuery{All: true})
+	note(err)
+	_, err = mb.UIDs(ctx, 9)
+	note(err)
+	note(mb.Fetch(ctx, []engine.UID{2, 8}, func(uid engine.UID, r io.Reader) error {
 		_, err := io.Copy(io.Discard, r)
 		return err
-	})
-	mb.SetFlags(ctx, []engine.UID{2}, engine.FlagFlagged, 0)
-	mb.Expunge(ctx, []engine.UID{5})
+	}))
+	note(mb.SetFlags(ctx, []engine.UID{2}, engine.FlagFlagged, 0))
+	note(mb.Expunge(ctx, []engine.UID{5}))
+	st, err := mb.Stage(ctx, engine.NewMessage{Flags: engine.FlagSeen, Body: strings.NewReader("Subject: new\n\nbody\n")})
+	if err != nil {
+		note(err)
+		return 0, first
+	}
+	res, err := mb.Commit(ctx, []engine.Staged{st})
+	note(err)
+	if err != nil {
+		mb.Discard([]engine.Staged{st})
+		return 0, first
+	}
+	note(res[0].Err)
+	return res[0].UID, first
 }
