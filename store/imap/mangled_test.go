@@ -69,14 +69,16 @@ func mangle(rng *rand.Rand, s string) string {
 	return string(b)
 }
 
-// mangledServer is a CONDSTORE + UIDPLUS fake whose answer to the commands
+// mangledServer is a CONDSTORE + UIDPLUS fake (with extra capabilities
+// besides, such as "MULTIAPPEND LITERAL+") whose answer to the commands
 // starting with bad (one of fakeAnswers' prefixes) is mangled by mangle.
-func mangledServer(t *testing.T, rng *rand.Rand, bad string) (string, int) {
+func mangledServer(t *testing.T, rng *rand.Rand, bad, extra string) (string, int) {
+	caps := strings.TrimSpace("IMAP4rev1 CONDSTORE UIDPLUS ENABLE " + extra)
 	seed := rng.Uint64()
 	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
 		rng := rand.New(rand.NewPCG(seed, 1)) // one sequence per connection
 		say := func(s string) { c.Write([]byte(s)) }
-		say("* OK [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS ENABLE] fake ready\r\n")
+		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
 		for {
 			line, err := r.ReadString('\n')
 			if err != nil {
@@ -102,7 +104,7 @@ func mangledServer(t *testing.T, rng *rand.Rand, bad string) (string, int) {
 			}
 			switch {
 			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
-				say(tag + " OK [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS ENABLE] in\r\n")
+				say(tag + " OK [CAPABILITY " + caps + "] in\r\n")
 				continue
 			case strings.HasPrefix(up, `LIST "" ""`):
 				say(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n")
@@ -135,7 +137,8 @@ func mangledServer(t *testing.T, rng *rand.Rand, bad string) (string, int) {
 
 // Whatever a server answers, the store never panics and never hangs: each
 // step returns, with an error or not, within its time. Every command of a
-// pull and a push (APPEND too) is answered wrongly in turn: a random byte, a cut,
+// pull and a push (APPEND, and MULTIAPPEND) is answered wrongly in turn:
+// a random byte, a cut,
 // pieces dropped or repeated, huge, negative or NIL numbers, stray line
 // breaks, brackets and literal announcements, unexpected untagged lines
 // (an EXPUNGE, a BYE, another UIDVALIDITY, a VANISHED). A panic in any of
@@ -146,16 +149,25 @@ func TestFakeMangledAnswersNeverPanic(t *testing.T) {
 		rounds = 5
 	}
 	rng := rand.New(rand.NewPCG(16, 27))
-	// The fake itself, unmangled, answers every step well.
-	host, port := mangledServer(t, rng, "")
-	s := fakeStore(t, host, port, nil)
-	if uid, err := exerciseStore(s); err != nil || uid != 9 {
-		t.Fatalf("well-behaved fake: appended as UID %d, error %v", uid, err)
+	// The fake itself, unmangled, answers every step well, with APPEND and
+	// with MULTIAPPEND (written past go-imap, its reply read by hand).
+	for _, extra := range []string{"", "MULTIAPPEND LITERAL+"} {
+		host, port := mangledServer(t, rng, "", extra)
+		s := fakeStore(t, host, port, nil)
+		if uid, err := exerciseStore(s); err != nil || uid != 9 {
+			t.Fatalf("well-behaved fake (%q): appended as UID %d, error %v", extra, uid, err)
+		}
+		s.Close()
 	}
-	s.Close()
+	type variant struct{ bad, extra string }
+	var variants []variant
 	for _, a := range fakeAnswers {
+		variants = append(variants, variant{a.prefix, ""})
+	}
+	variants = append(variants, variant{"APPEND", "MULTIAPPEND LITERAL+"})
+	for _, v := range variants {
 		for round := range rounds {
-			host, port := mangledServer(t, rng, a.prefix)
+			host, port := mangledServer(t, rng, v.bad, v.extra)
 			s := fakeStore(t, host, port, func(c *Config) { c.Timeout = 300 * time.Millisecond })
 			done := make(chan struct{})
 			go func() {
@@ -165,7 +177,7 @@ func TestFakeMangledAnswersNeverPanic(t *testing.T) {
 			select {
 			case <-done:
 			case <-time.After(20 * time.Second):
-				t.Fatalf("%s, round %d: the store did not return", a.prefix, round)
+				t.Fatalf("%s (%q), round %d: the store did not return", v.bad, v.extra, round)
 			}
 			s.Close()
 		}
