@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,69 +69,59 @@ func mangle(rng *rand.Rand, s string) string {
 	return string(b)
 }
 
+// hangUp, said by a selectedServer handler, closes the connection.
+const hangUp = "\x00hang up"
+
 // mangledServer is a CONDSTORE + UIDPLUS fake (with extra capabilities
 // besides, such as "MULTIAPPEND LITERAL+") whose answer to the commands
 // starting with bad (one of fakeAnswers' prefixes) is mangled by mangle.
 func mangledServer(t *testing.T, rng *rand.Rand, bad, extra string) (string, int) {
 	caps := strings.TrimSpace("IMAP4rev1 CONDSTORE UIDPLUS ENABLE " + extra)
-	seed := rng.Uint64()
-	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
-		rng := rand.New(rand.NewPCG(seed, 1)) // one sequence per connection
-		say := func(s string) { c.Write([]byte(s)) }
-		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
-		for {
-			line, err := r.ReadString('\n')
+	var mu sync.Mutex // the connections share rng
+	rng = rand.New(rand.NewPCG(rng.Uint64(), 1))
+	return selectedServer(t, caps, "", func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+		// A command with a literal (APPEND): take it in, then its end.
+		for line := cmd; ; {
+			n, ok := literalSize([]byte(line))
+			if !ok {
+				break
+			}
+			if !strings.HasSuffix(strings.TrimRight(line, "\r\n"), "+}") {
+				say("+ go on\r\n")
+			}
+			var err error
+			if _, err = io.CopyN(io.Discard, r, n); err == nil {
+				line, err = r.ReadString('\n')
+			}
 			if err != nil {
-				return
+				say(hangUp)
+				return true
 			}
-			tag, cmd, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-			up := strings.ToUpper(cmd)
-			// A command with a literal (APPEND): take it in, then its end.
-			for {
-				n, ok := literalSize([]byte(line))
-				if !ok {
-					break
-				}
-				if !strings.HasSuffix(strings.TrimRight(line, "\r\n"), "+}") {
-					say("+ go on\r\n")
-				}
-				if _, err := io.CopyN(io.Discard, r, n); err != nil {
-					return
-				}
-				if line, err = r.ReadString('\n'); err != nil {
-					return
-				}
-			}
-			switch {
-			case strings.HasPrefix(up, "AUTHENTICATE") || strings.HasPrefix(up, "LOGIN"):
-				say(tag + " OK [CAPABILITY " + caps + "] in\r\n")
-				continue
-			case strings.HasPrefix(up, `LIST "" ""`):
-				say(`* LIST (\Noselect) "/" ""` + "\r\n" + tag + " OK done\r\n")
-				continue
-			case strings.HasPrefix(up, "LOGOUT"):
-				say("* BYE bye\r\n" + tag + " OK done\r\n")
-				return
-			}
-			answer := tag + " OK done\r\n"
-			for _, a := range fakeAnswers {
-				if strings.HasPrefix(up, a.prefix) {
-					answer = fmt.Sprintf(a.answer, tag)
-					if a.prefix == bad {
-						answer = mangle(rng, answer)
-						if rng.IntN(3) > 0 {
-							// Hang up after it (most broken servers do,
-							// and a client waiting for the rest of an
-							// answer cut short would wait out its timeout).
-							say(answer)
-							return
-						}
-					}
-					break
-				}
-			}
-			say(answer)
 		}
+		up := strings.ToUpper(cmd)
+		for _, a := range fakeAnswers {
+			if !strings.HasPrefix(up, a.prefix) {
+				continue
+			}
+			answer := fmt.Sprintf(a.answer, tag)
+			if a.prefix != bad {
+				say(answer)
+				return true
+			}
+			mu.Lock()
+			answer = mangle(rng, answer)
+			end := rng.IntN(3) > 0
+			mu.Unlock()
+			say(answer)
+			if end {
+				// Most broken servers hang up after such an answer (and a
+				// client waiting for the rest of one cut short would wait
+				// out its timeout).
+				say(hangUp)
+			}
+			return true
+		}
+		return false
 	})
 }
 

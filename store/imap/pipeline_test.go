@@ -15,11 +15,19 @@ import (
 // selectedServer is a scripted server for tests past the login: it greets
 // with caps, accepts any login, has INBOX (answering SELECT with the untagged
 // lines of selected) and says OK to the rest, unless handle (given the tag,
-// the command, the reader for literals and a writer) answers first.
+// the command, the reader for literals and a writer) answers first. Saying
+// hangUp closes the connection.
 func selectedServer(t *testing.T, caps, selected string, handle func(tag, cmd string, r *bufio.Reader, say func(string)) bool) (string, int) {
 	return fakeServer(t, func(c net.Conn, r *bufio.Reader) {
 		w := bufio.NewWriter(c)
-		say := func(s string) { w.WriteString(s); w.Flush() }
+		say := func(s string) {
+			if s == hangUp {
+				c.Close()
+				return
+			}
+			w.WriteString(s)
+			w.Flush()
+		}
 		say("* OK [CAPABILITY " + caps + "] fake ready\r\n")
 		for {
 			line, err := r.ReadString('\n')
