@@ -21,6 +21,7 @@ var fakeAnswers = []struct {
 	answer string // untagged lines; "%[1]s" is the tag
 }{
 	{"LIST \"\" \"*\"", "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"Sent\"\r\n%[1]s OK done\r\n"},
+	{"LIST \"\" \"\"", "* LIST (\\Noselect) \"/\" \"\"\r\n%[1]s OK done\r\n"},   // the delimiter
 	{"LIST \"\" ", "* LIST (\\HasNoChildren) \"/\" INBOX\r\n%[1]s OK done\r\n"}, // does INBOX exist (before APPEND)
 	{"STATUS", "* STATUS INBOX (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 42 HIGHESTMODSEQ 77)\r\n%[1]s OK done\r\n"},
 	{"SELECT", "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] ok\r\n" +
