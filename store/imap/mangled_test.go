@@ -70,9 +70,6 @@ func mangle(rng *rand.Rand, s string) string {
 	return string(b)
 }
 
-// hangUp, said by a selectedServer handler, closes the connection.
-const hangUp = "\x00hang up"
-
 // mangledServer is a CONDSTORE + UIDPLUS fake (with extra capabilities
 // besides, such as "MULTIAPPEND LITERAL+") whose answer to the commands
 // starting with bad (one of fakeAnswers' prefixes) is mangled by mangle.

@@ -12,6 +12,9 @@ import (
 	"github.com/quixysync/quixysync/engine"
 )
 
+// hangUp, said by a selectedServer handler, closes the connection.
+const hangUp = "\x00hang up"
+
 // selectedServer is a scripted server for tests past the login: it greets
 // with caps, accepts any login, has INBOX (answering SELECT with the untagged
 // lines of selected) and says OK to the rest, unless handle (given the tag,

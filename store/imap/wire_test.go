@@ -305,6 +305,9 @@ type readerConn struct {
 
 func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// errNoProgress: readThrough made more reads than the stream has bytes.
+var errNoProgress = errors.New("no progress")
+
 // readThrough reads a server's stream through the wire filter in reads of
 // the given sizes (cycled), as go-imap's reader would.
 func readThrough(stream []byte, sizes []byte) ([]byte, error) {
@@ -325,7 +328,7 @@ func readThrough(stream []byte, sizes []byte) ([]byte, error) {
 			return out, err
 		}
 		if i > 4*len(stream)+16 {
-			return out, errors.New("no progress")
+			return out, errNoProgress
 		}
 	}
 }
@@ -359,7 +362,7 @@ func FuzzWireAnyStream(f *testing.F) {
 	f.Add([]byte("* LIST () \"/\" {3}\r\nabc"), []byte{2})
 	f.Fuzz(func(t *testing.T, stream, sizes []byte) {
 		out, err := readThrough(stream, sizes)
-		if err != nil && err.Error() == "no progress" {
+		if errors.Is(err, errNoProgress) {
 			t.Fatalf("no progress on %q", stream)
 		}
 		if len(out) > len(stream) {
