@@ -126,6 +126,8 @@ type pairing struct {
 	near  *wrapStore
 	spool string
 	raw   [2]engine.Store
+	// durable: the Maildir stores fsync, as the command's do (setDurable).
+	durable bool
 }
 
 // resetAccounts empties the Dovecot accounts a pairing uses.
@@ -196,7 +198,34 @@ func (p *pairing) reopen(t testing.TB) {
 	p.close()
 	q := openPairing(t, p.kind, p.dir, serverInfo)
 	q.spec.Pull, q.spec.Push, q.spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
+	durable := p.durable
 	*p = *q
+	if durable {
+		p.setDurable(t)
+	}
+}
+
+// setDurable replaces the pairing's Maildir stores by ones that make what
+// they write durable (fsync, syncfs), as the command's stores do; reopen
+// keeps it so.
+func (p *pairing) setDurable(t testing.TB) {
+	t.Helper()
+	p.durable = true
+	for s, name := range [2]string{"far", "near"} {
+		if _, ok := p.raw[s].(*maildir.Store); !ok {
+			continue
+		}
+		p.raw[s].Close()
+		st, err := maildir.New(name, filepath.Join(p.dir, name), "", maildir.LayoutVerbatim, maildir.Options{Fsync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.raw[s] = st
+	}
+	p.far, p.near = wrap(p.raw[0]), wrap(p.raw[1])
+	spec := engine.TestSpecFor(p.dir, p.far.store(), p.near.store())
+	spec.Pull, spec.Push, spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
+	p.spec = spec
 }
 
 // check fails unless both sides of box look alike (and like want, if given).

@@ -1,0 +1,562 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// TestRandomHistories plays random histories of what mail clients do on
+// both sides — new mail, flag changes, deletions; on a Maildir by
+// delivering, renaming and unlinking files as an MDA and a MUA do, on IMAP
+// from a session of its own — between runs and during them. Runs come back
+// to back (Maildir changes then land in the clock tick of the run before)
+// or after the changed folders have aged (pairs nobody changed are then
+// skipped unopened on their recorded stamps and statuses: a change those
+// quick paths miss fails here), on stores kept open or fresh, some crashing
+// at a random journal step. After each completed run both sides must hold
+// exactly the model's messages: none lost, none twice, every flag change
+// and deletion carried over; a change made during a run is carried by it
+// or by the next.
+//
+// QUIXYSYNC_TEST_SEED=N replays one history (the timing of the changes made
+// during runs is the machine's); QUIXYSYNC_TEST_HISTORIES=N plays N
+// histories per pairing from random seeds.
+func TestRandomHistories(t *testing.T) {
+	seeds := []uint64{1, 2, 3}
+	if v := os.Getenv("QUIXYSYNC_TEST_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("QUIXYSYNC_TEST_SEED: %v", err)
+		}
+		seeds = []uint64{n}
+	} else if v := os.Getenv("QUIXYSYNC_TEST_HISTORIES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("QUIXYSYNC_TEST_HISTORIES: %v", err)
+		}
+		seeds = seeds[:0]
+		for range n {
+			seeds = append(seeds, rand.Uint64())
+		}
+	}
+	for _, kind := range allPairings {
+		t.Run(kind, func(t *testing.T) {
+			if kind != maildirMaildir {
+				needDovecot(t)
+			}
+			skipped := 0
+			for _, seed := range seeds {
+				h := newHistory(t, kind, seed)
+				h.play(t, 30)
+				skipped += h.skipped
+			}
+			// Else the quick paths, where a missed change would hide, were
+			// never taken.
+			if skipped == 0 {
+				t.Errorf("no run skipped an unchanged mailbox pair")
+			}
+			t.Logf("%d histories; runs skipped %d mailbox pairs as unchanged", len(seeds), skipped)
+		})
+	}
+}
+
+// history is one random history on one pairing and its model: per mailbox,
+// the flags of every message both sides must hold after a run.
+type history struct {
+	kind   string
+	seed   uint64
+	rng    *rand.Rand
+	p      *pairing
+	actors [2]actor // far, near
+	model  map[string]map[string]engine.Flag
+	// touched holds the messages changed since the last completed run: one
+	// change per message between runs, so that no conflict rule is needed.
+	touched map[string]bool
+	next    int
+	log     []string
+	skipped int // mailbox pairs runs skipped as unchanged
+}
+
+var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
+
+func newHistory(t *testing.T, kind string, seed uint64) *history {
+	t.Helper()
+	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}}
+	h.p = newPairing(t, kind)
+	if seed%2 == 1 {
+		h.p.setDurable(t)
+		h.logf("durable Maildir stores")
+	}
+	for _, box := range historyBoxes {
+		h.model[box] = map[string]engine.Flag{}
+	}
+	for s, root := range [2]string{filepath.Join(h.p.dir, "far"), filepath.Join(h.p.dir, "near")} {
+		if isMaildirKind(kind, s) {
+			h.actors[s] = &fileActor{root: root}
+		} else {
+			user := []string{"alice", "bob"}[s]
+			h.actors[s] = &storeActor{st: newIMAPStore(t, serverInfo(), user, t.TempDir())}
+		}
+	}
+	t.Cleanup(func() {
+		for _, a := range h.actors {
+			if sa, ok := a.(*storeActor); ok {
+				sa.st.Close()
+			}
+		}
+	})
+	return h
+}
+
+func isMaildirKind(kind string, side int) bool {
+	switch kind {
+	case maildirMaildir:
+		return true
+	case imapMaildir:
+		return side == 1
+	}
+	return false
+}
+
+func (h *history) fatalf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Fatalf("%s, seed %d (replay: QUIXYSYNC_TEST_SEED=%d): %s\nhistory:\n%s", h.kind, h.seed, h.seed,
+		fmt.Sprintf(format, args...), strings.Join(h.log, "\n"))
+}
+
+func (h *history) logf(format string, args ...any) {
+	h.log = append(h.log, fmt.Sprintf(format, args...))
+}
+
+// randomFlags picks flags among those every pairing keeps as they are
+// (\Deleted would be expunged, $Forwarded is a keyword a server may lack).
+func (h *history) randomFlags() engine.Flag {
+	var f engine.Flag
+	for _, g := range []engine.Flag{engine.FlagDraft, engine.FlagFlagged, engine.FlagReplied, engine.FlagSeen} {
+		if h.rng.IntN(3) == 0 {
+			f |= g
+		}
+	}
+	return f
+}
+
+// untouched returns a random message of box not changed since the last run.
+func (h *history) untouched(box string) (string, bool) {
+	var c []string
+	for subj := range h.model[box] {
+		if !h.touched[subj] {
+			c = append(c, subj)
+		}
+	}
+	if len(c) == 0 {
+		return "", false
+	}
+	slices.Sort(c)
+	return c[h.rng.IntN(len(c))], true
+}
+
+// change makes one random change on one side.
+func (h *history) change(t *testing.T) {
+	t.Helper()
+	side := h.rng.IntN(2)
+	box := historyBoxes[h.rng.IntN(len(historyBoxes))]
+	a := h.actors[side]
+	name := []string{"far", "near"}[side]
+	switch op := h.rng.IntN(10); {
+	case op < 4 || len(h.model[box]) < 4:
+		h.next++
+		subj := fmt.Sprintf("m%d", h.next)
+		f := h.randomFlags()
+		if err := a.add(box, subj, f); err != nil {
+			h.fatalf(t, "add %s to %s %s: %v", subj, name, box, err)
+		}
+		h.model[box][subj] = f
+		h.touched[subj] = true
+		h.logf("  %s %s: add %s %q", name, box, subj, f)
+	case op < 8:
+		subj, ok := h.untouched(box)
+		if !ok {
+			return
+		}
+		old := h.model[box][subj]
+		f := h.randomFlags()
+		if err := a.setFlags(box, subj, f); err != nil {
+			h.fatalf(t, "flags of %s in %s %s: %v", subj, name, box, err)
+		}
+		h.model[box][subj] = f
+		h.touched[subj] = true
+		h.logf("  %s %s: flags of %s %q -> %q", name, box, subj, old, f)
+	default:
+		subj, ok := h.untouched(box)
+		if !ok {
+			return
+		}
+		if err := a.remove(box, subj); err != nil {
+			h.fatalf(t, "remove %s from %s %s: %v", subj, name, box, err)
+		}
+		delete(h.model[box], subj)
+		h.touched[subj] = true
+		h.logf("  %s %s: remove %s", name, box, subj)
+	}
+}
+
+func (h *history) play(t *testing.T, rounds int) {
+	t.Helper()
+	// A synced starting point: every mailbox exists, some mail on each side.
+	for _, box := range historyBoxes {
+		h.next++
+		subj := fmt.Sprintf("m%d", h.next)
+		side := h.rng.IntN(2)
+		if err := h.actors[side].add(box, subj, 0); err != nil {
+			h.fatalf(t, "add %s to %s: %v", subj, box, err)
+		}
+		h.model[box][subj] = 0
+		h.touched[subj] = true
+	}
+	for range 12 {
+		h.change(t)
+	}
+	h.run(t, 0)
+	for r := 1; r <= rounds; r++ {
+		h.logf("round %d", r)
+		for range h.rng.IntN(6) {
+			h.change(t)
+		}
+		switch x := h.rng.IntN(10); {
+		case x == 0:
+			// No run: the changes pile up for the next one.
+			continue
+		case x < 3:
+			h.run(t, 1+h.rng.IntN(10))
+		case x < 5:
+			h.runDuringChanges(t)
+		default:
+			h.run(t, 0)
+		}
+	}
+}
+
+// run syncs (first crashing after journal step crashAfter, if not 0) and
+// checks both sides against the model.
+func (h *history) run(t *testing.T, crashAfter int) {
+	t.Helper()
+	if h.rng.IntN(2) == 0 {
+		// As a run from cron: fresh stores.
+		h.p.reopen(t)
+		h.logf("  (stores reopened)")
+	}
+	if h.rng.IntN(4) != 0 {
+		// As if the changes had been made seconds ago: a Maildir folder's
+		// stamp is only trusted (and a pair skipped unopened on it) once
+		// its directories are older than the file system's clock tick.
+		for _, a := range h.actors {
+			if fa, ok := a.(*fileActor); ok {
+				if err := fa.age(3 * time.Second); err != nil {
+					h.fatalf(t, "age %s: %v", fa.root, err)
+				}
+			}
+		}
+		h.logf("  (Maildir folders aged)")
+	}
+	if crashAfter > 0 {
+		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{CrashAfter: crashAfter})
+		crashed := false
+		for _, m := range res.Mailboxes {
+			if m.Err != nil && !errors.Is(m.Err, engine.ErrCrash) {
+				h.fatalf(t, "run to crash after step %d: %s: %v", crashAfter, m.Mailbox, m.Err)
+			}
+			crashed = crashed || errors.Is(m.Err, engine.ErrCrash)
+		}
+		if res.Err != nil {
+			h.fatalf(t, "run to crash after step %d: %v", crashAfter, res.Err)
+		}
+		h.logf("  run crashing after step %d (crashed: %v)", crashAfter, crashed)
+		h.p.reopen(t)
+	}
+	res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
+	if err := mailboxErr(res); err != nil {
+		h.fatalf(t, "run: %v", err)
+	}
+	var skipped []string
+	for _, m := range res.Mailboxes {
+		if m.Skipped != "" {
+			skipped = append(skipped, m.Mailbox)
+		}
+	}
+	h.skipped += len(skipped)
+	h.logf("  run: %+v, skipped %v", res.Counts, skipped)
+	h.verify(t)
+	clear(h.touched)
+	if h.rng.IntN(4) == 0 {
+		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
+		if err := mailboxErr(res); err != nil {
+			h.fatalf(t, "second run: %v", err)
+		}
+		if !zeroCounts(res.Counts) {
+			h.fatalf(t, "second run with nothing changed did something: %+v", res.Counts)
+		}
+		h.logf("  second run: nothing to do")
+	}
+}
+
+// runDuringChanges makes changes while a run goes on, as a mail client
+// does at any time: the run may or may not see each of them, but it must
+// neither fail nor lose or undo one, so the next run ends as the model says.
+func (h *history) runDuringChanges(t *testing.T) {
+	t.Helper()
+	done := make(chan engine.ChannelResult, 1)
+	go func() { done <- engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{}) }()
+	time.Sleep(time.Duration(h.rng.IntN(20_000)) * time.Microsecond)
+	h.logf("  run started; changes during it:")
+	for range 1 + h.rng.IntN(4) {
+		h.change(t)
+		time.Sleep(time.Duration(h.rng.IntN(3_000)) * time.Microsecond)
+	}
+	res := <-done
+	if err := mailboxErr(res); err != nil {
+		h.fatalf(t, "run with changes during it: %v", err)
+	}
+	h.logf("  run with changes during it: %+v", res.Counts)
+	h.run(t, 0)
+}
+
+func (h *history) verify(t *testing.T) {
+	t.Helper()
+	for _, box := range historyBoxes {
+		var want []string
+		for subj, f := range h.model[box] {
+			want = append(want, subj+":"+f.String())
+		}
+		slices.Sort(want)
+		w := strings.Join(want, " ")
+		far, near := engine.ViewBox(t, h.p.spec.Far, box), engine.ViewBox(t, h.p.spec.Near, box)
+		if far != w || near != w {
+			h.fatalf(t, "%s:\nfar:  %s\nnear: %s\nwant: %s", box, far, near, w)
+		}
+	}
+}
+
+// actor changes one side as another mail client would.
+type actor interface {
+	add(box, subject string, f engine.Flag) error
+	setFlags(box, subject string, f engine.Flag) error
+	remove(box, subject string) error
+}
+
+func historyBody(subject string) string {
+	return fmt.Sprintf("From: a@example.org\nTo: b@example.org\nMessage-ID: <%s.history@test>\nSubject: %s\n\nbody of %s\n",
+		subject, subject, subject)
+}
+
+// storeActor is an IMAP session of its own (not the run's connections).
+type storeActor struct{ st engine.Store }
+
+func (a *storeActor) add(box, subject string, f engine.Flag) error {
+	ctx := context.Background()
+	if err := a.st.CreateMailbox(ctx, box); err != nil {
+		return err
+	}
+	mb, err := a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	sg, err := mb.Stage(ctx, engine.NewMessage{Flags: f, Body: strings.NewReader(historyBody(subject))})
+	if err != nil {
+		return err
+	}
+	res, err := mb.Commit(ctx, []engine.Staged{sg})
+	if err != nil {
+		return err
+	}
+	return res[0].Err
+}
+
+// find returns the UID and flags of the one message with subject in box.
+func (a *storeActor) find(mb engine.Mailbox, subject string) (engine.Message, error) {
+	ctx := context.Background()
+	msgs, _, err := mb.List(ctx, engine.ListQuery{All: true})
+	if err != nil {
+		return engine.Message{}, err
+	}
+	byUID := map[engine.UID]engine.Message{}
+	var uids []engine.UID
+	for _, m := range msgs {
+		byUID[m.UID] = m
+		uids = append(uids, m.UID)
+	}
+	var found []engine.Message
+	want := historyBody(subject)
+	err = mb.Fetch(ctx, uids, func(uid engine.UID, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		if err == nil && string(b) == want {
+			found = append(found, byUID[uid])
+		}
+		return err
+	})
+	if err != nil {
+		return engine.Message{}, err
+	}
+	if len(found) != 1 {
+		return engine.Message{}, fmt.Errorf("%d messages %s", len(found), subject)
+	}
+	return found[0], nil
+}
+
+func (a *storeActor) setFlags(box, subject string, f engine.Flag) error {
+	ctx := context.Background()
+	mb, err := a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	m, err := a.find(mb, subject)
+	if err != nil {
+		return err
+	}
+	return mb.SetFlags(ctx, []engine.UID{m.UID}, f&^m.Flags, m.Flags&^f)
+}
+
+func (a *storeActor) remove(box, subject string) error {
+	ctx := context.Background()
+	mb, err := a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	m, err := a.find(mb, subject)
+	if err != nil {
+		return err
+	}
+	return mb.Expunge(ctx, []engine.UID{m.UID})
+}
+
+// fileActor works on a Maildir tree (verbatim layout) the way an MDA and a
+// MUA do: deliveries through tmp/ into new/ (or cur/ with flags), flag
+// changes by renaming into cur/, deletions by unlinking.
+type fileActor struct {
+	root string
+	n    int
+}
+
+func (a *fileActor) dir(box string) string { return filepath.Join(a.root, filepath.FromSlash(box)) }
+
+func (a *fileActor) add(box, subject string, f engine.Flag) error {
+	d := a.dir(box)
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(d, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	a.n++
+	base := fmt.Sprintf("1700000000.M%dP%d.mua", a.n, os.Getpid())
+	tmp := filepath.Join(d, "tmp", base)
+	if err := os.WriteFile(tmp, []byte(historyBody(subject)), 0o600); err != nil {
+		return err
+	}
+	dst := filepath.Join(d, "new", base)
+	if f != 0 {
+		dst = filepath.Join(d, "cur", base+":2,"+f.String())
+	}
+	return os.Rename(tmp, dst)
+}
+
+// find returns the path of the one file of box holding subject's message.
+func (a *fileActor) find(box, subject string) (string, error) {
+	want := historyBody(subject)
+	var found []string
+	for _, sub := range []string{"new", "cur"} {
+		ents, err := os.ReadDir(filepath.Join(a.dir(box), sub))
+		if err != nil {
+			return "", err
+		}
+		for _, e := range ents {
+			p := filepath.Join(a.dir(box), sub, e.Name())
+			b, err := os.ReadFile(p)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // renamed since the listing: found under its new name, or looked for again
+			}
+			if err != nil {
+				return "", err
+			}
+			if string(b) == want {
+				found = append(found, p)
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("no file holds %s: %w", subject, os.ErrNotExist)
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("%d files hold %s: %v", len(found), subject, found)
+}
+
+func (a *fileActor) setFlags(box, subject string, f engine.Flag) error {
+	return a.onFile(box, subject, func(p string) error {
+		base, _, _ := strings.Cut(filepath.Base(p), ":2,")
+		return os.Rename(p, filepath.Join(a.dir(box), "cur", base+":2,"+f.String()))
+	})
+}
+
+func (a *fileActor) remove(box, subject string) error {
+	return a.onFile(box, subject, os.Remove)
+}
+
+// onFile calls fn with the path of subject's file. A run going on renames
+// files (a UID into the name, flags from the other side); a mail client
+// whose file is gone under it looks again, and so does this.
+func (a *fileActor) onFile(box, subject string, fn func(path string) error) error {
+	var err error
+	for range 20 {
+		var p string
+		if p, err = a.find(box, subject); err == nil {
+			if err = fn(p); err == nil {
+				return nil
+			}
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return err
+}
+
+// age sets the modification times of the folders' new/ and cur/ changed in
+// the last d back by d; older ones stay as they are, as they would.
+func (a *fileActor) age(d time.Duration) error {
+	then := time.Now().Add(-d)
+	for _, box := range historyBoxes {
+		for _, sub := range []string{"new", "cur"} {
+			p := filepath.Join(a.dir(box), sub)
+			fi, err := os.Stat(p)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if fi.ModTime().After(then) {
+				if err := os.Chtimes(p, then, then); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
