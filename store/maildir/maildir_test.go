@@ -561,3 +561,39 @@ func TestPathThatIsAFile(t *testing.T) {
 		}
 	}
 }
+
+// Two stores in one process — two channels, or a store opened again — write
+// in the same second: pid and delivery count repeat, so the names must
+// still differ, or a mail client moving a file from one folder into the
+// other under its name (mu4e, mv) replaces the message there.
+func TestFileNamesDifferAcrossStores(t *testing.T) {
+	root := t.TempDir()
+	seen := map[string]string{}
+	for i := range 2 {
+		s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		box := fmt.Sprintf("Box%d", i)
+		if err := s.CreateMailbox(t.Context(), box); err != nil {
+			t.Fatal(err)
+		}
+		mb := open(t, s, box, false)
+		x, err := mb.Stage(t.Context(), engine.NewMessage{Body: strings.NewReader("msg\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mb.Commit(t.Context(), []engine.Staged{x}); err != nil {
+			t.Fatal(err)
+		}
+		names := files(t, filepath.Join(root, box), "new")
+		if len(names) != 1 {
+			t.Fatalf("%s/new holds %v", box, names)
+		}
+		unique, _, _ := strings.Cut(names[0], ",")
+		if other, ok := seen[unique]; ok {
+			t.Fatalf("%s and %s both named %s", other, box, unique)
+		}
+		seen[unique] = box
+	}
+}

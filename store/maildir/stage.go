@@ -133,7 +133,8 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	var f *os.File
 	var name string
 	for try := 0; ; try++ {
-		unique := fmt.Sprintf("%d.%d_%d.%s", time.Now().Unix(), m.s.pid, m.s.seq.Add(1), m.s.host)
+		// time.PpidQdeliveryRrandom.host, the Maildir conventions' fields.
+		unique := fmt.Sprintf("%d.P%dQ%dR%08x.%s", time.Now().Unix(), m.s.pid, m.s.seq.Add(1), m.s.rnd, m.s.host)
 		name = fileName{Base: unique}.withUID(uid).withFlags(nm.Flags).String()
 		f, err = sysfile.Open(filepath.Join(m.dir, "tmp", name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil || !errors.Is(err, fs.ErrExist) || try >= 10 {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -43,6 +44,12 @@ type Store struct {
 	host   string // escaped host name for unique file names
 	pid    int    // for unique file names: os.Getpid is a system call each time
 	seq    atomic.Uint64
+	// rnd sets this store's file names apart from those of every other
+	// store, also in this process in the same second (two channels, or a
+	// store opened again): pid and seq alone repeat there, and a mail
+	// client moving a file into another folder under its name (mu4e, mv)
+	// would replace a message there that had the same name.
+	rnd uint32
 	// syncfsErrs: this kernel's syncfs reports write-back errors, so Commit
 	// may use it (see durable.go).
 	syncfsErrs bool
@@ -142,6 +149,7 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 	}
 	s.host = escapeHost(host)
 	s.pid = os.Getpid()
+	s.rnd = rand.Uint32()
 	return s, nil
 }
 
