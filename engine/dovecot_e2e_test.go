@@ -128,6 +128,9 @@ type pairing struct {
 	raw   [2]engine.Store
 	// durable: the Maildir stores fsync, as the command's do (setDurable).
 	durable bool
+	// bare: spec runs on the stores themselves, not on the counting
+	// wrappers (setBare).
+	bare bool
 }
 
 // resetAccounts empties the Dovecot accounts a pairing uses.
@@ -198,11 +201,25 @@ func (p *pairing) reopen(t testing.TB) {
 	p.close()
 	q := openPairing(t, p.kind, p.dir, serverInfo)
 	q.spec.Pull, q.spec.Push, q.spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
-	durable := p.durable
+	durable, bare := p.durable, p.bare
 	*p = *q
 	if durable {
 		p.setDurable(t)
 	}
+	if bare {
+		p.setBare()
+	}
+}
+
+// setBare makes spec run on the stores themselves, as the command does: the
+// counting wrappers hide most optional interfaces (idents, barriers, batched
+// flag changes, copy hints, …), so through them the engine takes its
+// fallback paths. reopen keeps it so.
+func (p *pairing) setBare() {
+	p.bare = true
+	spec := engine.TestSpecFor(p.dir, p.raw[0], p.raw[1])
+	spec.Pull, spec.Push, spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
+	p.spec = spec
 }
 
 // setDurable replaces the pairing's Maildir stores by ones that make what
@@ -226,6 +243,9 @@ func (p *pairing) setDurable(t testing.TB) {
 	spec := engine.TestSpecFor(p.dir, p.far.store(), p.near.store())
 	spec.Pull, spec.Push, spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
 	p.spec = spec
+	if p.bare {
+		p.setBare()
+	}
 }
 
 // check fails unless both sides of box look alike (and like want, if given).

@@ -22,6 +22,7 @@ var crashBoxes = []string{"INBOX", "Archive"}
 func crashWant(t *testing.T, kind string) (map[string]string, int) {
 	t.Helper()
 	p := newPairing(t, kind)
+	p.setBare()
 	engine.CrashScenarioSetup(t, p.spec)
 	var lines atomic.Int64
 	sync1(t, p, engine.WithJournalCounter(engine.RunOptions{}, &lines))
@@ -56,6 +57,7 @@ func TestIMAPCrashAtEveryStep(t *testing.T) {
 			}
 			for n := 1; n <= steps; n += stride {
 				p := newPairing(t, kind)
+				p.setBare()
 				engine.CrashScenarioSetup(t, p.spec)
 				res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{CrashAfter: n})
 				crashed := false

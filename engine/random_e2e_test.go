@@ -86,7 +86,12 @@ type history struct {
 	touched map[string]bool
 	next    int
 	log     []string
-	skipped int // mailbox pairs runs skipped as unchanged
+	// racing: changes are being made during a run, to any message, also
+	// ones the run is changing; uncertain holds the messages whose flags
+	// then depend on who came first (both sides must still agree).
+	racing    bool
+	uncertain map[string]bool
+	skipped   int // mailbox pairs runs skipped as unchanged
 }
 
 var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
@@ -94,8 +99,9 @@ var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
 func newHistory(t *testing.T, kind string, seed uint64) *history {
 	t.Helper()
 	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
-		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}}
+		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}, uncertain: map[string]bool{}}
 	h.p = newPairing(t, kind)
+	h.p.setBare() // as the command runs: every optional interface of the stores in use
 	if seed%2 == 1 {
 		h.p.setDurable(t)
 		h.logf("durable Maildir stores")
@@ -153,11 +159,12 @@ func (h *history) randomFlags() engine.Flag {
 	return f
 }
 
-// untouched returns a random message of box not changed since the last run.
-func (h *history) untouched(box string) (string, bool) {
+// pick returns a random message of box not changed since the last run;
+// while racing a run, any message of box.
+func (h *history) pick(box string) (string, bool) {
 	var c []string
 	for subj := range h.model[box] {
-		if !h.touched[subj] {
+		if h.racing || !h.touched[subj] {
 			c = append(c, subj)
 		}
 	}
@@ -175,7 +182,7 @@ func (h *history) change(t *testing.T) {
 	box := historyBoxes[h.rng.IntN(len(historyBoxes))]
 	a := h.actors[side]
 	name := []string{"far", "near"}[side]
-	switch op := h.rng.IntN(10); {
+	switch op := h.rng.IntN(11); {
 	case op < 4 || len(h.model[box]) < 4:
 		h.next++
 		subj := fmt.Sprintf("m%d", h.next)
@@ -187,29 +194,72 @@ func (h *history) change(t *testing.T) {
 		h.touched[subj] = true
 		h.logf("  %s %s: add %s %q", name, box, subj, f)
 	case op < 8:
-		subj, ok := h.untouched(box)
+		subj, ok := h.pick(box)
 		if !ok {
 			return
 		}
 		old := h.model[box][subj]
 		f := h.randomFlags()
 		if err := a.setFlags(box, subj, f); err != nil {
+			if h.gone(err) {
+				h.logf("  %s %s: flags of %s: not there (yet)", name, box, subj)
+				return
+			}
 			h.fatalf(t, "flags of %s in %s %s: %v", subj, name, box, err)
 		}
 		h.model[box][subj] = f
+		h.raced(subj)
 		h.touched[subj] = true
 		h.logf("  %s %s: flags of %s %q -> %q", name, box, subj, old, f)
+	case op < 9:
+		subj, ok := h.pick(box)
+		if !ok {
+			return
+		}
+		dst := historyBoxes[(slices.Index(historyBoxes, box)+1+h.rng.IntN(len(historyBoxes)-1))%len(historyBoxes)]
+		f := h.model[box][subj]
+		if err := a.move(box, dst, subj, f); err != nil {
+			if h.gone(err) {
+				h.logf("  %s %s: move %s: not there (yet)", name, box, subj)
+				return
+			}
+			h.fatalf(t, "move %s from %s %s to %s: %v", subj, name, box, dst, err)
+		}
+		delete(h.model[box], subj)
+		h.model[dst][subj] = f
+		h.raced(subj)
+		h.touched[subj] = true
+		h.logf("  %s %s: move %s to %s", name, box, subj, dst)
 	default:
-		subj, ok := h.untouched(box)
+		subj, ok := h.pick(box)
 		if !ok {
 			return
 		}
 		if err := a.remove(box, subj); err != nil {
+			if h.gone(err) {
+				h.logf("  %s %s: remove %s: not there (yet)", name, box, subj)
+				return
+			}
 			h.fatalf(t, "remove %s from %s %s: %v", subj, name, box, err)
 		}
 		delete(h.model[box], subj)
 		h.touched[subj] = true
 		h.logf("  %s %s: remove %s", name, box, subj)
+	}
+}
+
+// gone says err, from a change racing a run, is that the message is not on
+// that side: not copied there yet. The change is then not made. (A
+// deletion beats a flag change, so a removal is never uncertain.)
+func (h *history) gone(err error) bool {
+	return h.racing && errors.Is(err, os.ErrNotExist)
+}
+
+// raced marks subj's flags uncertain when it is changed while a run may be
+// changing it too.
+func (h *history) raced(subj string) {
+	if h.racing && h.touched[subj] {
+		h.uncertain[subj] = true
 	}
 }
 
@@ -300,6 +350,7 @@ func (h *history) run(t *testing.T, crashAfter int) {
 	h.logf("  run: %+v, skipped %v", res.Counts, skipped)
 	h.verify(t)
 	clear(h.touched)
+	clear(h.uncertain)
 	if h.rng.IntN(4) == 0 {
 		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
 		if err := mailboxErr(res); err != nil {
@@ -320,11 +371,14 @@ func (h *history) runDuringChanges(t *testing.T) {
 	done := make(chan engine.ChannelResult, 1)
 	go func() { done <- engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{}) }()
 	time.Sleep(time.Duration(h.rng.IntN(20_000)) * time.Microsecond)
-	h.logf("  run started; changes during it:")
+	// Half the time to messages the run is changing too.
+	h.racing = h.rng.IntN(2) == 0
+	h.logf("  run started; changes during it (to any message: %v):", h.racing)
 	for range 1 + h.rng.IntN(4) {
 		h.change(t)
 		time.Sleep(time.Duration(h.rng.IntN(3_000)) * time.Microsecond)
 	}
+	h.racing = false
 	res := <-done
 	if err := mailboxErr(res); err != nil {
 		h.fatalf(t, "run with changes during it: %v", err)
@@ -336,13 +390,24 @@ func (h *history) runDuringChanges(t *testing.T) {
 func (h *history) verify(t *testing.T) {
 	t.Helper()
 	for _, box := range historyBoxes {
+		far, near := engine.ViewBox(t, h.p.spec.Far, box), engine.ViewBox(t, h.p.spec.Near, box)
+		// Uncertain flags are taken from the far side; near must agree.
+		for _, tok := range strings.Fields(far) {
+			subj, fl, _ := strings.Cut(tok, ":")
+			if _, ok := h.model[box][subj]; ok && h.uncertain[subj] {
+				f, err := engine.ParseFlags(fl)
+				if err != nil {
+					h.fatalf(t, "%s: %s: %v", box, tok, err)
+				}
+				h.model[box][subj] = f
+			}
+		}
 		var want []string
 		for subj, f := range h.model[box] {
 			want = append(want, subj+":"+f.String())
 		}
 		slices.Sort(want)
 		w := strings.Join(want, " ")
-		far, near := engine.ViewBox(t, h.p.spec.Far, box), engine.ViewBox(t, h.p.spec.Near, box)
 		if far != w || near != w {
 			h.fatalf(t, "%s:\nfar:  %s\nnear: %s\nwant: %s", box, far, near, w)
 		}
@@ -354,6 +419,8 @@ type actor interface {
 	add(box, subject string, f engine.Flag) error
 	setFlags(box, subject string, f engine.Flag) error
 	remove(box, subject string) error
+	// move moves subject's message (its flags f) from box to dst.
+	move(box, dst, subject string, f engine.Flag) error
 }
 
 func historyBody(subject string) string {
@@ -410,10 +477,13 @@ func (a *storeActor) find(mb engine.Mailbox, subject string) (engine.Message, er
 	if err != nil {
 		return engine.Message{}, err
 	}
-	if len(found) != 1 {
-		return engine.Message{}, fmt.Errorf("%d messages %s", len(found), subject)
+	switch len(found) {
+	case 0:
+		return engine.Message{}, fmt.Errorf("no message %s: %w", subject, os.ErrNotExist)
+	case 1:
+		return found[0], nil
 	}
-	return found[0], nil
+	return engine.Message{}, fmt.Errorf("%d messages %s", len(found), subject)
 }
 
 func (a *storeActor) setFlags(box, subject string, f engine.Flag) error {
@@ -439,6 +509,25 @@ func (a *storeActor) remove(box, subject string) error {
 	defer mb.Close()
 	m, err := a.find(mb, subject)
 	if err != nil {
+		return err
+	}
+	return mb.Expunge(ctx, []engine.UID{m.UID})
+}
+
+// move is a copy and a removal: all an IMAP client without MOVE can do,
+// and what MOVE is to the other side's eyes.
+func (a *storeActor) move(box, dst, subject string, f engine.Flag) error {
+	ctx := context.Background()
+	mb, err := a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	m, err := a.find(mb, subject)
+	if err != nil {
+		return err
+	}
+	if err := a.add(dst, subject, f); err != nil {
 		return err
 	}
 	return mb.Expunge(ctx, []engine.UID{m.UID})
@@ -515,6 +604,21 @@ func (a *fileActor) setFlags(box, subject string, f engine.Flag) error {
 
 func (a *fileActor) remove(box, subject string) error {
 	return a.onFile(box, subject, os.Remove)
+}
+
+// move renames the file into dst's cur/ under the same name, UID and all,
+// as mu4e (without mu4e-change-filenames-when-moving), notmuch tools and mv
+// do: the name's ",U=" then means nothing in dst, and may be a UID dst
+// has given to another message.
+func (a *fileActor) move(box, dst, subject string, _ engine.Flag) error {
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(a.dir(dst), sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return a.onFile(box, subject, func(p string) error {
+		return os.Rename(p, filepath.Join(a.dir(dst), filepath.Base(filepath.Dir(p)), filepath.Base(p)))
+	})
 }
 
 // onFile calls fn with the path of subject's file. A run going on renames
