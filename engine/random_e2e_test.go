@@ -18,9 +18,11 @@ import (
 )
 
 // TestRandomHistories plays random histories of what mail clients do on
-// both sides — new mail, flag changes, deletions; on a Maildir by
-// delivering, renaming and unlinking files as an MDA and a MUA do, on IMAP
-// from a session of its own — between runs and during them. Runs come back
+// both sides — new mail, flag changes, moves between folders, deletions
+// (removed, or marked deleted for the run to expunge), new folders with odd
+// names; on a Maildir by delivering, renaming and unlinking files as an MDA
+// and a MUA do, on IMAP from a session of its own — between runs and
+// during them. Runs come back
 // to back (Maildir changes then land in the clock tick of the run before)
 // or after the changed folders have aged (pairs nobody changed are then
 // skipped unopened on their recorded stamps and statuses: a change those
@@ -32,7 +34,8 @@ import (
 //
 // QUIXYSYNC_TEST_SEED=N replays one history (the timing of the changes made
 // during runs is the machine's); QUIXYSYNC_TEST_HISTORIES=N plays N
-// histories per pairing from random seeds.
+// histories per pairing from random seeds; QUIXYSYNC_TEST_ROUNDS=N makes
+// each N rounds long instead of 30.
 func TestRandomHistories(t *testing.T) {
 	seeds := []uint64{1, 2, 3}
 	if v := os.Getenv("QUIXYSYNC_TEST_SEED"); v != "" {
@@ -51,6 +54,14 @@ func TestRandomHistories(t *testing.T) {
 			seeds = append(seeds, rand.Uint64())
 		}
 	}
+	rounds := 30
+	if v := os.Getenv("QUIXYSYNC_TEST_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("QUIXYSYNC_TEST_ROUNDS: %v", err)
+		}
+		rounds = n
+	}
 	for _, kind := range allPairings {
 		t.Run(kind, func(t *testing.T) {
 			if kind != maildirMaildir {
@@ -59,7 +70,7 @@ func TestRandomHistories(t *testing.T) {
 			skipped := 0
 			for _, seed := range seeds {
 				h := newHistory(t, kind, seed)
-				h.play(t, 30)
+				h.play(t, rounds)
 				skipped += h.skipped
 			}
 			// Else the quick paths, where a missed change would hide, were
@@ -80,6 +91,7 @@ type history struct {
 	rng    *rand.Rand
 	p      *pairing
 	actors [2]actor // far, near
+	boxes  []string // the folders: historyBoxes, then the ones it created
 	model  map[string]map[string]engine.Flag
 	// touched holds the messages changed since the last completed run: one
 	// change per message between runs, so that no conflict rule is needed.
@@ -96,6 +108,12 @@ type history struct {
 
 var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
 
+// newBoxNames are the folders a history may create, in this order (%d: a
+// number of the history's): names that IMAP writes in modified UTF-7
+// (non-ASCII, '&'), with spaces, and in a hierarchy whose parent is no
+// folder.
+var newBoxNames = []string{"Été %d", "Projects/p%d", "A&B %d", "with space %d/sub"}
+
 func newHistory(t *testing.T, kind string, seed uint64) *history {
 	t.Helper()
 	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
@@ -106,6 +124,7 @@ func newHistory(t *testing.T, kind string, seed uint64) *history {
 		h.p.setDurable(t)
 		h.logf("durable Maildir stores")
 	}
+	h.boxes = slices.Clone(historyBoxes)
 	for _, box := range historyBoxes {
 		h.model[box] = map[string]engine.Flag{}
 	}
@@ -179,10 +198,23 @@ func (h *history) pick(box string) (string, bool) {
 func (h *history) change(t *testing.T) {
 	t.Helper()
 	side := h.rng.IntN(2)
-	box := historyBoxes[h.rng.IntN(len(historyBoxes))]
+	box := h.boxes[h.rng.IntN(len(h.boxes))]
 	a := h.actors[side]
 	name := []string{"far", "near"}[side]
-	switch op := h.rng.IntN(11); {
+	switch op := h.rng.IntN(12); {
+	case h.rng.IntN(25) == 0 && len(h.boxes) < len(historyBoxes)+len(newBoxNames):
+		// A new folder, with one message in it.
+		box = fmt.Sprintf(newBoxNames[len(h.boxes)-len(historyBoxes)], h.next)
+		h.next++
+		subj := fmt.Sprintf("m%d", h.next)
+		f := h.randomFlags()
+		if err := a.add(box, subj, f); err != nil {
+			h.fatalf(t, "add %s to new %s %q: %v", subj, name, box, err)
+		}
+		h.boxes = append(h.boxes, box)
+		h.model[box] = map[string]engine.Flag{subj: f}
+		h.touched[subj] = true
+		h.logf("  %s: new folder %q, add %s %q", name, box, subj, f)
 	case op < 4 || len(h.model[box]) < 4:
 		h.next++
 		subj := fmt.Sprintf("m%d", h.next)
@@ -216,7 +248,7 @@ func (h *history) change(t *testing.T) {
 		if !ok {
 			return
 		}
-		dst := historyBoxes[(slices.Index(historyBoxes, box)+1+h.rng.IntN(len(historyBoxes)-1))%len(historyBoxes)]
+		dst := h.boxes[(slices.Index(h.boxes, box)+1+h.rng.IntN(len(h.boxes)-1))%len(h.boxes)]
 		f := h.model[box][subj]
 		if err := a.move(box, dst, subj, f); err != nil {
 			if h.gone(err) {
@@ -230,6 +262,23 @@ func (h *history) change(t *testing.T) {
 		h.raced(subj)
 		h.touched[subj] = true
 		h.logf("  %s %s: move %s to %s", name, box, subj, dst)
+	case op < 10:
+		// Marked deleted (Maildir T, IMAP \Deleted): the run expunges it,
+		// on both sides.
+		subj, ok := h.pick(box)
+		if !ok {
+			return
+		}
+		if err := a.trash(box, subj); err != nil {
+			if h.gone(err) {
+				h.logf("  %s %s: trash %s: not there (yet)", name, box, subj)
+				return
+			}
+			h.fatalf(t, "trash %s in %s %s: %v", subj, name, box, err)
+		}
+		delete(h.model[box], subj)
+		h.touched[subj] = true
+		h.logf("  %s %s: trash %s", name, box, subj)
 	default:
 		subj, ok := h.pick(box)
 		if !ok {
@@ -314,7 +363,7 @@ func (h *history) run(t *testing.T, crashAfter int) {
 		// its directories are older than the file system's clock tick.
 		for _, a := range h.actors {
 			if fa, ok := a.(*fileActor); ok {
-				if err := fa.age(3 * time.Second); err != nil {
+				if err := fa.age(h.boxes, 3*time.Second); err != nil {
 					h.fatalf(t, "age %s: %v", fa.root, err)
 				}
 			}
@@ -389,7 +438,7 @@ func (h *history) runDuringChanges(t *testing.T) {
 
 func (h *history) verify(t *testing.T) {
 	t.Helper()
-	for _, box := range historyBoxes {
+	for _, box := range h.boxes {
 		far, near := engine.ViewBox(t, h.p.spec.Far, box), engine.ViewBox(t, h.p.spec.Near, box)
 		// Uncertain flags are taken from the far side; near must agree.
 		for _, tok := range strings.Fields(far) {
@@ -421,6 +470,8 @@ type actor interface {
 	remove(box, subject string) error
 	// move moves subject's message (its flags f) from box to dst.
 	move(box, dst, subject string, f engine.Flag) error
+	// trash marks subject's message deleted, keeping its other flags.
+	trash(box, subject string) error
 }
 
 func historyBody(subject string) string {
@@ -514,6 +565,20 @@ func (a *storeActor) remove(box, subject string) error {
 	return mb.Expunge(ctx, []engine.UID{m.UID})
 }
 
+func (a *storeActor) trash(box, subject string) error {
+	ctx := context.Background()
+	mb, err := a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	m, err := a.find(mb, subject)
+	if err != nil {
+		return err
+	}
+	return mb.SetFlags(ctx, []engine.UID{m.UID}, engine.FlagDeleted, 0)
+}
+
 // move is a copy and a removal: all an IMAP client without MOVE can do,
 // and what MOVE is to the other side's eyes.
 func (a *storeActor) move(box, dst, subject string, f engine.Flag) error {
@@ -602,6 +667,17 @@ func (a *fileActor) setFlags(box, subject string, f engine.Flag) error {
 	})
 }
 
+func (a *fileActor) trash(box, subject string) error {
+	return a.onFile(box, subject, func(p string) error {
+		base, info, _ := strings.Cut(filepath.Base(p), ":2,")
+		f, err := engine.ParseFlags(info)
+		if err != nil {
+			return err
+		}
+		return os.Rename(p, filepath.Join(a.dir(box), "cur", base+":2,"+(f|engine.FlagDeleted).String()))
+	})
+}
+
 func (a *fileActor) remove(box, subject string) error {
 	return a.onFile(box, subject, os.Remove)
 }
@@ -643,9 +719,9 @@ func (a *fileActor) onFile(box, subject string, fn func(path string) error) erro
 
 // age sets the modification times of the folders' new/ and cur/ changed in
 // the last d back by d; older ones stay as they are, as they would.
-func (a *fileActor) age(d time.Duration) error {
+func (a *fileActor) age(boxes []string, d time.Duration) error {
 	then := time.Now().Add(-d)
-	for _, box := range historyBoxes {
+	for _, box := range boxes {
 		for _, sub := range []string{"new", "cur"} {
 			p := filepath.Join(a.dir(box), sub)
 			fi, err := os.Stat(p)
