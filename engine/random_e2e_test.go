@@ -370,6 +370,9 @@ func (h *history) run(t *testing.T, crashAfter int) {
 		}
 		h.logf("  (Maildir folders aged)")
 	}
+	if h.rng.IntN(4) == 0 {
+		h.partialRun(t)
+	}
 	if crashAfter > 0 {
 		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{CrashAfter: crashAfter})
 		crashed := false
@@ -409,6 +412,35 @@ func (h *history) run(t *testing.T, crashAfter int) {
 			h.fatalf(t, "second run with nothing changed did something: %+v", res.Counts)
 		}
 		h.logf("  second run: nothing to do")
+	}
+}
+
+// partialRun runs the channel in a random mode of its own — some kinds of
+// change one way, others the other, expunging or not (as pull, push and a
+// channel's Sync and Expunge settings do) — and makes more changes after
+// it. What it leaves out stays a change for a later run: the full run
+// after it must still end as the model says.
+func (h *history) partialRun(t *testing.T) {
+	t.Helper()
+	ops := func() engine.Ops {
+		var o engine.Ops
+		for _, op := range []engine.Ops{engine.OpNew, engine.OpFlags, engine.OpGone} {
+			if h.rng.IntN(2) == 0 {
+				o |= op
+			}
+		}
+		return o
+	}
+	spec := h.p.spec
+	spec.Pull, spec.Push = ops(), ops()
+	spec.Expunge = [2]bool{h.rng.IntN(2) == 0, h.rng.IntN(2) == 0}
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	if err := mailboxErr(res); err != nil {
+		h.fatalf(t, "partial run (pull %b, push %b, expunge %v): %v", spec.Pull, spec.Push, spec.Expunge, err)
+	}
+	h.logf("  partial run (pull %03b, push %03b, expunge %v): %+v", spec.Pull, spec.Push, spec.Expunge, res.Counts)
+	for range h.rng.IntN(3) {
+		h.change(t)
 	}
 }
 
