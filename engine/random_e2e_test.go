@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ import (
 // QUIXYSYNC_TEST_SEED=N replays one history (the timing of the changes made
 // during runs is the machine's); QUIXYSYNC_TEST_HISTORIES=N plays N
 // histories per pairing from random seeds; QUIXYSYNC_TEST_ROUNDS=N makes
-// each N rounds long instead of 30.
+// each N rounds long instead of 30; QUIXYSYNC_TEST_LOG=1 logs every history.
 func TestRandomHistories(t *testing.T) {
 	seeds := []uint64{1, 2, 3}
 	if v := os.Getenv("QUIXYSYNC_TEST_SEED"); v != "" {
@@ -72,6 +73,9 @@ func TestRandomHistories(t *testing.T) {
 				h := newHistory(t, kind, seed)
 				h.play(t, rounds)
 				skipped += h.skipped
+				if os.Getenv("QUIXYSYNC_TEST_LOG") != "" {
+					t.Logf("seed %d:\n%s", seed, strings.Join(h.log, "\n"))
+				}
 			}
 			// Else the quick paths, where a missed change would hide, were
 			// never taken.
@@ -103,7 +107,10 @@ type history struct {
 	// then depend on who came first (both sides must still agree).
 	racing    bool
 	uncertain map[string]bool
-	skipped   int // mailbox pairs runs skipped as unchanged
+	// dirty holds the folders changed since the last completed run, frozen
+	// those made again since then, which nothing may change until the run.
+	dirty, frozen map[string]bool
+	skipped       int // mailbox pairs runs skipped as unchanged
 }
 
 var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
@@ -117,7 +124,8 @@ var newBoxNames = []string{"Été %d", "Projects/p%d", "A&B %d", "with space %d/
 func newHistory(t *testing.T, kind string, seed uint64) *history {
 	t.Helper()
 	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
-		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}, uncertain: map[string]bool{}}
+		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}, uncertain: map[string]bool{},
+		dirty: map[string]bool{}, frozen: map[string]bool{}}
 	h.p = newPairing(t, kind)
 	h.p.setBare() // as the command runs: every optional interface of the stores in use
 	if seed%2 == 1 {
@@ -201,6 +209,10 @@ func (h *history) change(t *testing.T) {
 	box := h.boxes[h.rng.IntN(len(h.boxes))]
 	a := h.actors[side]
 	name := []string{"far", "near"}[side]
+	if h.frozen[box] {
+		return
+	}
+	defer func() { h.dirty[box] = true }()
 	switch op := h.rng.IntN(12); {
 	case h.rng.IntN(25) == 0 && len(h.boxes) < len(historyBoxes)+len(newBoxNames):
 		// A new folder, with one message in it.
@@ -215,6 +227,21 @@ func (h *history) change(t *testing.T) {
 		h.model[box] = map[string]engine.Flag{subj: f}
 		h.touched[subj] = true
 		h.logf("  %s: new folder %q, add %s %q", name, box, subj, f)
+	case h.rng.IntN(30) == 0 && !h.racing && box != "INBOX" && !h.dirty[box]:
+		// The folder deleted and made again with the same mail (a
+		// restore, a server migration): new UIDs under a new UIDVALIDITY.
+		// The run pairs the messages again by Message-ID and size and
+		// stops when too few match, so nothing else changes in the folder
+		// until then.
+		rc, ok := a.(*storeActor)
+		if !ok {
+			return
+		}
+		if err := rc.recreate(box); err != nil {
+			h.fatalf(t, "recreate %s %s: %v", name, box, err)
+		}
+		h.frozen[box] = true
+		h.logf("  %s %s: deleted and made again with its mail", name, box)
 	case op < 4 || len(h.model[box]) < 4:
 		h.next++
 		subj := fmt.Sprintf("m%d", h.next)
@@ -249,6 +276,10 @@ func (h *history) change(t *testing.T) {
 			return
 		}
 		dst := h.boxes[(slices.Index(h.boxes, box)+1+h.rng.IntN(len(h.boxes)-1))%len(h.boxes)]
+		if h.frozen[dst] {
+			return
+		}
+		h.dirty[dst] = true
 		f := h.model[box][subj]
 		if err := a.move(box, dst, subj, f); err != nil {
 			if h.gone(err) {
@@ -403,6 +434,8 @@ func (h *history) run(t *testing.T, crashAfter int) {
 	h.verify(t)
 	clear(h.touched)
 	clear(h.uncertain)
+	clear(h.dirty)
+	clear(h.frozen)
 	if h.rng.IntN(4) == 0 {
 		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
 		if err := mailboxErr(res); err != nil {
@@ -609,6 +642,75 @@ func (a *storeActor) trash(box, subject string) error {
 		return err
 	}
 	return mb.SetFlags(ctx, []engine.UID{m.UID}, engine.FlagDeleted, 0)
+}
+
+// recreate deletes box and makes it again with the same messages and
+// flags, so that they have new UIDs under a new UIDVALIDITY.
+func (a *storeActor) recreate(box string) error {
+	ctx := context.Background()
+	mb, err := a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	msgs, _, err := mb.List(ctx, engine.ListQuery{All: true})
+	if err != nil {
+		mb.Close()
+		return err
+	}
+	flags := map[engine.UID]engine.Flag{}
+	var uids []engine.UID
+	for _, m := range msgs {
+		flags[m.UID] = m.Flags
+		uids = append(uids, m.UID)
+	}
+	type msg struct {
+		body  []byte
+		flags engine.Flag
+	}
+	var all []msg
+	err = mb.Fetch(ctx, uids, func(uid engine.UID, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		all = append(all, msg{b, flags[uid]})
+		return err
+	})
+	if err == nil && len(uids) > 0 {
+		err = mb.Expunge(ctx, uids)
+	}
+	if cerr := mb.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.st.DeleteMailbox(ctx, box); err != nil {
+		return err
+	}
+	if err := a.st.CreateMailbox(ctx, box); err != nil {
+		return err
+	}
+	mb, err = a.st.OpenMailbox(ctx, box, false)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	var staged []engine.Staged
+	for _, m := range all {
+		sg, err := mb.Stage(ctx, engine.NewMessage{Flags: m.flags, Body: bytes.NewReader(m.body)})
+		if err != nil {
+			return err
+		}
+		staged = append(staged, sg)
+	}
+	res, err := mb.Commit(ctx, staged)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
 }
 
 // move is a copy and a removal: all an IMAP client without MOVE can do,
