@@ -191,6 +191,34 @@ func TestIMAPValidityChangeRepairs(t *testing.T) {
 	}
 }
 
+// TestIMAPValidityChangeRestoredMailCopied: messages deleted on the server
+// (and so on the near side) come back when the mailbox is restored from a
+// backup, under a new UIDVALIDITY. Every pair is found again and no near
+// message lost its partner, so the restored ones cannot be another form of
+// a near message: they are new mail and are copied. They used to be left
+// alone for good, the two sides different without a word.
+func TestIMAPValidityChangeRestoredMailCopied(t *testing.T) {
+	needDovecot(t)
+	p := newPairing(t, imapMaildir)
+	p.setBare()
+	orig := validitySetup(t, p, 6)
+	engine.ExpungeBySubject(t, p.spec.Far, "Work", "w04")
+	engine.ExpungeBySubject(t, p.spec.Far, "Work", "w05")
+	if res := sync1(t, p, engine.RunOptions{}); res.Deleted != [2]int{0, 2} {
+		t.Fatalf("deletions: %+v", res.Counts)
+	}
+	recreateIMAPBox(t, p.raw[0], "Work", orig)
+	want := engine.ViewBox(t, p.spec.Far, "Work")
+	res := sync1(t, p, engine.RunOptions{})
+	if res.Copied != [2]int{0, 2} || res.Flagged != [2]int{} || res.Deleted != [2]int{} {
+		t.Fatalf("after the restore: %+v", res.Counts)
+	}
+	p.check(t, "Work", want)
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("the run after: %+v", res.Counts)
+	}
+}
+
 // TestIMAPValidityChangeTooFewMatches: the recreated mailbox holds other
 // messages: the mailbox stops with an error that says what happened and how
 // to get out; nothing is copied or deleted on either side, every run.

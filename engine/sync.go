@@ -1315,7 +1315,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			c, recV, b.status[c].UIDValidity, confirmed, total, c, b.statePath)
 	}
 	kept := b.st.Pairs[:0]
-	dropped := 0
+	dropped, orphans := 0, 0
 	for _, p := range b.st.Pairs {
 		if p.uid(c) == 0 {
 			if cu, ok := loose[p.uid(u)]; ok {
@@ -1340,6 +1340,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			p.setUID(c, 0)
 			p.Skip = SkipGone
 			kept = append(kept, p)
+			orphans++
 		}
 	}
 	b.st.Pairs = kept
@@ -1352,14 +1353,30 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	if len(loose) > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
 	}
-	// Everything now on the changed side counts as already considered, so
-	// unmatched messages are left alone rather than copied into duplicates.
-	top := UID(0)
-	if b.status[c].UIDNext > 0 {
-		top = b.status[c].UIDNext - 1
-	}
-	for uid := range all[c] {
-		top = max(top, uid)
+	// A message of the changed side that no pair holds is new — a folder
+	// restored with mail the other side no longer has — and is copied as
+	// new ones are, unless a message of the unchanged side lost its partner
+	// (orphans): one of them may be that partner, rewritten by a
+	// migration, and a copy would duplicate it. Then everything on the
+	// changed side counts as already considered and those are left alone;
+	// the warning says how many.
+	top, left := UID(0), 0
+	if orphans > 0 {
+		if b.status[c].UIDNext > 0 {
+			top = b.status[c].UIDNext - 1
+		}
+		for uid := range all[c] {
+			top = max(top, uid)
+		}
+		held := make(map[UID]bool, len(b.st.Pairs))
+		for _, p := range b.st.Pairs {
+			held[p.uid(c)] = true
+		}
+		for uid := range all[c] {
+			if !held[uid] {
+				left++
+			}
+		}
 	}
 	if c == Far {
 		b.st.FarValidity, b.st.MaxPulled, b.st.Far = b.status[c].UIDValidity, top, Markers{}
@@ -1367,7 +1384,8 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		b.st.NearValidity, b.st.MaxPushed, b.st.Near = b.status[c].UIDValidity, top, Markers{}
 	}
 	b.log.Warn("recovered from a UIDVALIDITY change", "mailbox", b.name, "side", c.String(),
-		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped, "unpaired_matched", matchedLoose)
+		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped, "unpaired_matched", matchedLoose,
+		"left_alone", left)
 	return nil
 }
 
