@@ -209,6 +209,7 @@ func (h *history) change(t *testing.T) {
 	box := h.boxes[h.rng.IntN(len(h.boxes))]
 	a := h.actors[side]
 	name := []string{"far", "near"}[side]
+	where := name + " " + box
 	if h.frozen[box] {
 		return
 	}
@@ -218,15 +219,11 @@ func (h *history) change(t *testing.T) {
 		// A new folder, with one message in it.
 		box = fmt.Sprintf(newBoxNames[len(h.boxes)-len(historyBoxes)], h.next)
 		h.next++
-		subj := fmt.Sprintf("m%d", h.next)
-		f := h.randomFlags()
-		if err := a.add(box, subj, f); err != nil {
-			h.fatalf(t, "add %s to new %s %q: %v", subj, name, box, err)
-		}
+		subj, f := fmt.Sprintf("m%d", h.next), h.randomFlags()
+		h.act(t, name, fmt.Sprintf("new folder %q, add %s %q", box, subj, f), a.add(box, subj, f))
 		h.boxes = append(h.boxes, box)
 		h.model[box] = map[string]engine.Flag{subj: f}
 		h.touched[subj] = true
-		h.logf("  %s: new folder %q, add %s %q", name, box, subj, f)
 	case h.rng.IntN(30) == 0 && !h.racing && box != "INBOX" && !h.dirty[box]:
 		// The folder deleted and made again with the same mail (a
 		// restore, a server migration): new UIDs under a new UIDVALIDITY.
@@ -237,105 +234,77 @@ func (h *history) change(t *testing.T) {
 		if !ok {
 			return
 		}
-		if err := rc.recreate(box); err != nil {
-			if errors.Is(err, engine.ErrNoMailbox) {
-				return // not made on this side yet
-			}
-			h.fatalf(t, "recreate %s %s: %v", name, box, err)
+		err := rc.recreate(box)
+		if errors.Is(err, engine.ErrNoMailbox) {
+			return // not made on this side yet
 		}
+		h.act(t, where, "deleted and made again with its mail", err)
 		h.frozen[box] = true
-		h.logf("  %s %s: deleted and made again with its mail", name, box)
 	case op < 4 || len(h.model[box]) < 4:
 		h.next++
-		subj := fmt.Sprintf("m%d", h.next)
-		f := h.randomFlags()
-		if err := a.add(box, subj, f); err != nil {
-			h.fatalf(t, "add %s to %s %s: %v", subj, name, box, err)
-		}
+		subj, f := fmt.Sprintf("m%d", h.next), h.randomFlags()
+		h.act(t, where, fmt.Sprintf("add %s %q", subj, f), a.add(box, subj, f))
 		h.model[box][subj] = f
 		h.touched[subj] = true
-		h.logf("  %s %s: add %s %q", name, box, subj, f)
 	case op < 8:
 		subj, ok := h.pick(box)
-		if !ok {
-			return
-		}
-		old := h.model[box][subj]
 		f := h.randomFlags()
-		if err := a.setFlags(box, subj, f); err != nil {
-			if h.gone(err) {
-				h.logf("  %s %s: flags of %s: not there (yet)", name, box, subj)
-				return
-			}
-			h.fatalf(t, "flags of %s in %s %s: %v", subj, name, box, err)
+		if !ok || !h.act(t, where, fmt.Sprintf("flags of %s %q -> %q", subj, h.model[box][subj], f), a.setFlags(box, subj, f)) {
+			return
 		}
 		h.model[box][subj] = f
 		h.raced(subj)
 		h.touched[subj] = true
-		h.logf("  %s %s: flags of %s %q -> %q", name, box, subj, old, f)
 	case op < 9:
 		subj, ok := h.pick(box)
-		if !ok {
-			return
-		}
 		dst := h.boxes[(slices.Index(h.boxes, box)+1+h.rng.IntN(len(h.boxes)-1))%len(h.boxes)]
-		if h.frozen[dst] {
+		if !ok || h.frozen[dst] {
 			return
 		}
 		h.dirty[dst] = true
 		f := h.model[box][subj]
-		if err := a.move(box, dst, subj, f); err != nil {
-			if h.gone(err) {
-				h.logf("  %s %s: move %s: not there (yet)", name, box, subj)
-				return
-			}
-			h.fatalf(t, "move %s from %s %s to %s: %v", subj, name, box, dst, err)
+		if !h.act(t, where, fmt.Sprintf("move %s to %s", subj, dst), a.move(box, dst, subj, f)) {
+			return
 		}
 		delete(h.model[box], subj)
 		h.model[dst][subj] = f
 		h.raced(subj)
 		h.touched[subj] = true
-		h.logf("  %s %s: move %s to %s", name, box, subj, dst)
 	case op < 10:
 		// Marked deleted (Maildir T, IMAP \Deleted): the run expunges it,
-		// on both sides.
+		// on both sides. A deletion beats a flag change, so racing a run
+		// leaves nothing uncertain; nor does a removal.
 		subj, ok := h.pick(box)
-		if !ok {
+		if !ok || !h.act(t, where, "trash "+subj, a.trash(box, subj)) {
 			return
-		}
-		if err := a.trash(box, subj); err != nil {
-			if h.gone(err) {
-				h.logf("  %s %s: trash %s: not there (yet)", name, box, subj)
-				return
-			}
-			h.fatalf(t, "trash %s in %s %s: %v", subj, name, box, err)
 		}
 		delete(h.model[box], subj)
 		h.touched[subj] = true
-		h.logf("  %s %s: trash %s", name, box, subj)
 	default:
 		subj, ok := h.pick(box)
-		if !ok {
+		if !ok || !h.act(t, where, "remove "+subj, a.remove(box, subj)) {
 			return
-		}
-		if err := a.remove(box, subj); err != nil {
-			if h.gone(err) {
-				h.logf("  %s %s: remove %s: not there (yet)", name, box, subj)
-				return
-			}
-			h.fatalf(t, "remove %s from %s %s: %v", subj, name, box, err)
 		}
 		delete(h.model[box], subj)
 		h.touched[subj] = true
-		h.logf("  %s %s: remove %s", name, box, subj)
 	}
 }
 
-// gone says err, from a change racing a run, is that the message is not on
-// that side: not copied there yet. The change is then not made. (A
-// deletion beats a flag change, so a removal is never uncertain.)
-func (h *history) gone(err error) bool {
-	return h.racing && errors.Is(err, os.ErrNotExist)
+// act logs a change made (err nil) and reports true. A change racing a run
+// to a message not on that side yet (not copied there) is not made: false.
+// Any other failure ends the test.
+func (h *history) act(t *testing.T, where, what string, err error) bool {
+	t.Helper()
+	switch {
+	case err == nil:
+		h.logf("  %s: %s", where, what)
+		return true
+	case h.racing && errors.Is(err, os.ErrNotExist):
+		h.logf("  %s: %s: not there (yet)", where, what)
+		return false
+	}
+	h.fatalf(t, "%s: %s: %v", where, what, err)
+	return false
 }
 
 // raced marks subj's flags uncertain when it is changed while a run may be
@@ -614,7 +583,8 @@ func (a *storeActor) find(mb engine.Mailbox, subject string) (engine.Message, er
 	return engine.Message{}, fmt.Errorf("%d messages %s", len(found), subject)
 }
 
-func (a *storeActor) setFlags(box, subject string, f engine.Flag) error {
+// onMessage calls fn with box open and subject's message in it.
+func (a *storeActor) onMessage(box, subject string, fn func(context.Context, engine.Mailbox, engine.Message) error) error {
 	ctx := context.Background()
 	mb, err := a.st.OpenMailbox(ctx, box, false)
 	if err != nil {
@@ -625,35 +595,25 @@ func (a *storeActor) setFlags(box, subject string, f engine.Flag) error {
 	if err != nil {
 		return err
 	}
-	return mb.SetFlags(ctx, []engine.UID{m.UID}, f&^m.Flags, m.Flags&^f)
+	return fn(ctx, mb, m)
+}
+
+func (a *storeActor) setFlags(box, subject string, f engine.Flag) error {
+	return a.onMessage(box, subject, func(ctx context.Context, mb engine.Mailbox, m engine.Message) error {
+		return mb.SetFlags(ctx, []engine.UID{m.UID}, f&^m.Flags, m.Flags&^f)
+	})
 }
 
 func (a *storeActor) remove(box, subject string) error {
-	ctx := context.Background()
-	mb, err := a.st.OpenMailbox(ctx, box, false)
-	if err != nil {
-		return err
-	}
-	defer mb.Close()
-	m, err := a.find(mb, subject)
-	if err != nil {
-		return err
-	}
-	return mb.Expunge(ctx, []engine.UID{m.UID})
+	return a.onMessage(box, subject, func(ctx context.Context, mb engine.Mailbox, m engine.Message) error {
+		return mb.Expunge(ctx, []engine.UID{m.UID})
+	})
 }
 
 func (a *storeActor) trash(box, subject string) error {
-	ctx := context.Background()
-	mb, err := a.st.OpenMailbox(ctx, box, false)
-	if err != nil {
-		return err
-	}
-	defer mb.Close()
-	m, err := a.find(mb, subject)
-	if err != nil {
-		return err
-	}
-	return mb.SetFlags(ctx, []engine.UID{m.UID}, engine.FlagDeleted, 0)
+	return a.onMessage(box, subject, func(ctx context.Context, mb engine.Mailbox, m engine.Message) error {
+		return mb.SetFlags(ctx, []engine.UID{m.UID}, engine.FlagDeleted, 0)
+	})
 }
 
 // recreate deletes box and makes it again with the same messages and
@@ -728,20 +688,12 @@ func (a *storeActor) recreate(box string) error {
 // move is a copy and a removal: all an IMAP client without MOVE can do,
 // and what MOVE is to the other side's eyes.
 func (a *storeActor) move(box, dst, subject string, f engine.Flag) error {
-	ctx := context.Background()
-	mb, err := a.st.OpenMailbox(ctx, box, false)
-	if err != nil {
-		return err
-	}
-	defer mb.Close()
-	m, err := a.find(mb, subject)
-	if err != nil {
-		return err
-	}
-	if err := a.add(dst, subject, f); err != nil {
-		return err
-	}
-	return mb.Expunge(ctx, []engine.UID{m.UID})
+	return a.onMessage(box, subject, func(ctx context.Context, mb engine.Mailbox, m engine.Message) error {
+		if err := a.add(dst, subject, f); err != nil {
+			return err
+		}
+		return mb.Expunge(ctx, []engine.UID{m.UID})
+	})
 }
 
 // fileActor works on a Maildir tree (verbatim layout) the way an MDA and a
