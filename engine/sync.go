@@ -1321,6 +1321,8 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			if cu, ok := loose[p.uid(u)]; ok {
 				p.setUID(c, cu) // the copy a crashed run made
 				delete(loose, p.uid(u))
+			} else if p.Skip == SkipNone && p.uid(u) != 0 {
+				orphans++ // a copy still to make: a crashed run may have made it, since rewritten
 			}
 			kept = append(kept, p)
 			continue
