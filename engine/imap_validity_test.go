@@ -219,6 +219,30 @@ func TestIMAPValidityChangeRestoredMailCopied(t *testing.T) {
 	}
 }
 
+// TestIMAPValidityChangePendingCopyKeepsUnmatchedAlone: a near message
+// whose copy to the far server failed waits in the state; the far mailbox
+// is then migrated, and holds a message of the same Message-ID that matches
+// no pair (rewritten: another size, which two IMAP sides can compare). It
+// may be that copy, made by a run that crashed, so it is not copied back:
+// the near side must not get the message twice.
+func TestIMAPValidityChangePendingCopyKeepsUnmatchedAlone(t *testing.T) {
+	needDovecot(t)
+	p := newPairing(t, imapIMAP)
+	orig := validitySetup(t, p, 6)
+	addMany(t, p.spec.Near, "Work", 0, "pend")
+	p.far.failStage.Store("pend")
+	if res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{}); res.Failed != [2]int{1, 0} {
+		t.Fatalf("the failing copy: %+v", res.Counts)
+	}
+	p.far.failStage.Store("")
+	rewritten := rawMsg{body: strings.Replace(testBody("pend"), "\n\n", "\nX-Migrated: yes\n\n", 1)}
+	recreateIMAPBox(t, p.raw[0], "Work", append(append([]rawMsg{}, orig...), rewritten))
+	sync1(t, p, engine.RunOptions{})
+	if v := engine.ViewBox(t, p.spec.Near, "Work"); strings.Count(v, "pend:") != 1 {
+		t.Fatalf("near Work: %s", v)
+	}
+}
+
 // TestIMAPValidityChangeTooFewMatches: the recreated mailbox holds other
 // messages: the mailbox stops with an error that says what happened and how
 // to get out; nothing is copied or deleted on either side, every run.
