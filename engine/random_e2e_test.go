@@ -451,7 +451,8 @@ func (h *history) partialRun(t *testing.T) {
 
 // runDuringChanges makes changes while a run goes on, as a mail client
 // does at any time: the run may or may not see each of them, but it must
-// neither fail nor lose or undo one, so the next run ends as the model says.
+// not fail (except in a folder deleted under it) nor lose or undo one, so
+// the next run ends as the model says.
 func (h *history) runDuringChanges(t *testing.T) {
 	t.Helper()
 	done := make(chan engine.ChannelResult, 1)
