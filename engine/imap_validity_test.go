@@ -309,6 +309,28 @@ func TestMaildirValidityChange(t *testing.T) {
 	}
 }
 
+// TestMaildirValidityChangeNewMailPushedAtOnce: mail delivered into a near
+// folder whose UIDVALIDITY changed is pushed by the run that re-pairs the
+// folder. It used to wait one more run: every message of the renumbered
+// side counted as considered.
+func TestMaildirValidityChangeNewMailPushedAtOnce(t *testing.T) {
+	for _, kind := range []string{imapMaildir, maildirMaildir} {
+		t.Run(kind, func(t *testing.T) {
+			p := newPairing(t, kind)
+			validitySetup(t, p, 6)
+			rewriteUIDValidity(t, p, "Work", 0)
+			addMany(t, p.spec.Near, "Work", 0, "delivered")
+			if res := sync1(t, p, engine.RunOptions{}); res.Copied != [2]int{1, 0} {
+				t.Fatalf("re-pairing run: %+v", res.Counts)
+			}
+			p.check(t, "Work", "")
+			if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+				t.Fatalf("the run after: %+v", res.Counts)
+			}
+		})
+	}
+}
+
 // rewriteUIDValidity gives the near Maildir folder a new UIDVALIDITY,
 // keeping its last UID (delta is added to the validity; 0 means +1000).
 func rewriteUIDValidity(t testing.TB, p *pairing, box string, delta uint32) {
