@@ -12,6 +12,42 @@ import (
 	"github.com/quixysync/quixysync/engine"
 )
 
+// cancelOnCreate is a store whose CreateMailbox comes with Ctrl-C.
+type cancelOnCreate struct {
+	engine.Store
+	cancel func()
+}
+
+func (c cancelOnCreate) CreateMailbox(ctx context.Context, name string) error {
+	c.cancel()
+	return c.Store.CreateMailbox(ctx, name)
+}
+
+// TestCancelWhileCreating: interrupted while a mailbox is created on the
+// other side, the run says that mailbox was interrupted — not "context
+// canceled" from the CREATE command — and the next run creates and fills
+// it. TestCancelMidRun hit this now and then.
+func TestCancelWhileCreating(t *testing.T) {
+	needDovecot(t)
+	p := newPairing(t, imapIMAP)
+	addMany(t, p.spec.Far, "Other", 0, "o1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	spec := engine.TestSpecFor(p.dir, p.raw[0], cancelOnCreate{p.raw[1], cancel})
+	res := engine.SyncChannel(ctx, spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Other" && (m.Err == nil || m.Err.Error() != "mailbox Other: interrupted") {
+			t.Fatalf("mailbox Other: %v, want it interrupted and nothing else", m.Err)
+		}
+	}
+	if !errors.Is(res.Err, engine.ErrStopped) {
+		t.Fatalf("channel error %v does not wrap ErrStopped", res.Err)
+	}
+	p.reopen(t)
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "Other", "o1:")
+}
+
 // TestCancelMidRun is Ctrl-C: the context is cancelled while messages are
 // being copied (pulled into the Maildir or pushed to Dovecot). The run
 // finishes or abandons the current message cleanly, writes the state (no

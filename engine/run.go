@@ -624,6 +624,12 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 	}
 	if err := store.CreateMailbox(ctx, name); err != nil {
 		res.Err = fmt.Errorf("mailbox %s: creating it on the %s side: %w", name, miss, err)
+		if ctx.Err() != nil {
+			// Interrupted while creating it: that one fact, as above, not
+			// the command's "context canceled". The next run finds the
+			// mailbox made or not.
+			res.Err = fmt.Errorf("mailbox %s: %w", name, ErrStopped)
+		}
 		return res
 	}
 	r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{}, false)
