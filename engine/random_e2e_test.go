@@ -455,8 +455,15 @@ func (h *history) partialRun(t *testing.T) {
 // the next run ends as the model says.
 func (h *history) runDuringChanges(t *testing.T) {
 	t.Helper()
-	done := make(chan engine.ChannelResult, 1)
-	go func() { done <- engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{}) }()
+	var res engine.ChannelResult
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res = engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
+	}()
+	// A change that fails the test must not leave the run going on stores
+	// the test's cleanup closes.
+	defer func() { <-done }()
 	time.Sleep(time.Duration(h.rng.IntN(20_000)) * time.Microsecond)
 	// Half the time to messages the run is changing too.
 	h.racing = h.rng.IntN(2) == 0
@@ -466,7 +473,7 @@ func (h *history) runDuringChanges(t *testing.T) {
 		time.Sleep(time.Duration(h.rng.IntN(3_000)) * time.Microsecond)
 	}
 	h.racing = false
-	res := <-done
+	<-done
 	if res.Err != nil {
 		h.fatalf(t, "run with changes during it: %v", res.Err)
 	}
