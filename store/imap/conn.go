@@ -37,6 +37,10 @@ type deadlineConn struct {
 	// onFirstRead, when set, is called once, when the first bytes arrive.
 	onFirstRead func()
 	readSome    atomic.Bool
+	// quickAck, when set, has what was read acknowledged at once (see
+	// quickAcker); called after a read that did not fill p, that is, one
+	// that drained what had arrived.
+	quickAck func()
 }
 
 func newDeadlineConn(c net.Conn, timeout time.Duration) *deadlineConn {
@@ -70,6 +74,9 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 	}
 	if n > 0 && c.onFirstRead != nil && !c.readSome.Load() && c.readSome.CompareAndSwap(false, true) {
 		c.onFirstRead()
+	}
+	if n > 0 && n < len(p) && c.quickAck != nil {
+		c.quickAck()
 	}
 	return n, err
 }

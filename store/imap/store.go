@@ -558,6 +558,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	s.prefetchOnce.Do(s.prefetchCredential)
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
 	dc.onFirstRead = func() { s.firstAnswer(time.Since(start), true) }
+	dc.quickAck = quickAcker(raw)
 	dc.arm()
 	var cancelled atomic.Bool
 	stop := context.AfterFunc(ctx, func() { cancelled.Store(true); raw.Close() })
