@@ -62,6 +62,16 @@ type conninfo struct {
 	tls    string // "" is starttls
 	caFile string
 	pass   map[string]string
+	// cyrus is, for the Cyrus pairings, the far account on Cyrus (its
+	// one user in pass); Dovecot's own fields then serve the near side.
+	cyrus *cyrusAccount
+}
+
+// cyrusAccount is one user's account on a private Cyrus
+// (internal/cyrustest), with no TLS.
+type cyrusAccount struct {
+	conninfo
+	user string
 }
 
 func serverInfo() conninfo {
@@ -113,6 +123,10 @@ const (
 	imapMaildir    = "imap-maildir"
 	imapIMAP       = "imap-imap"
 	maildirMaildir = "maildir-maildir"
+	// Cyrus IMAP as the far side, against a Maildir or Dovecot: a second
+	// server's answers (TestRandomHistories).
+	cyrusMaildir = "cyrus-maildir"
+	cyrusIMAP    = "cyrus-imap"
 )
 
 var allPairings = []string{imapMaildir, imapIMAP, maildirMaildir}
@@ -131,12 +145,26 @@ type pairing struct {
 	// bare: spec runs on the stores themselves, not on the counting
 	// wrappers (setBare).
 	bare bool
+	// ci reaches the servers again (reopen); accounts says which account
+	// each IMAP side uses, for sessions of a test's own beside the run's.
+	ci       func() conninfo
+	accounts [2]*imapAccount
+}
+
+// imapAccount is one IMAP side of a pairing.
+type imapAccount struct {
+	ci   conninfo
+	user string
+}
+
+func (a *imapAccount) store(t testing.TB, spool string) *imap.Store {
+	return newIMAPStore(t, a.ci, a.user, spool)
 }
 
 // resetAccounts empties the Dovecot accounts a pairing uses.
 func resetAccounts(t testing.TB, kind string) {
 	t.Helper()
-	if kind == maildirMaildir {
+	if kind == maildirMaildir || kind == cyrusMaildir {
 		return
 	}
 	users := []string{"alice"}
@@ -162,25 +190,50 @@ func newPairing(t testing.TB, kind string) *pairing {
 	return p
 }
 
+// newCyrusPairing builds a fresh channel of a Cyrus kind whose far side is
+// cy, an account nothing else uses.
+func newCyrusPairing(t testing.TB, kind string, cy *cyrusAccount) *pairing {
+	t.Helper()
+	ci := func() conninfo { return conninfo{cyrus: cy} }
+	if kind == cyrusIMAP {
+		needDovecot(t)
+		resetAccounts(t, kind)
+		ci = func() conninfo { c := serverInfo(); c.cyrus = cy; return c }
+	}
+	return openPairing(t, kind, t.TempDir(), ci)
+}
+
 // openPairing opens the stores of a pairing living in dir (again, as a later
 // run would). ci is only called for kinds that need Dovecot.
 func openPairing(t testing.TB, kind, dir string, ci func() conninfo) *pairing {
 	t.Helper()
-	p := &pairing{kind: kind, dir: dir, spool: filepath.Join(dir, "spool")}
+	p := &pairing{kind: kind, dir: dir, spool: filepath.Join(dir, "spool"), ci: ci}
 	if err := os.MkdirAll(p.spool, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	switch kind {
-	case imapMaildir:
+	case imapMaildir, imapIMAP:
 		c := ci()
-		p.raw = [2]engine.Store{newIMAPStore(t, c, "alice", p.spool), newMaildirStore(t, "near", filepath.Join(dir, "near"))}
-	case imapIMAP:
+		p.accounts[0] = &imapAccount{c, "alice"}
+		if kind == imapIMAP {
+			p.accounts[1] = &imapAccount{c, "bob"}
+		}
+	case cyrusMaildir, cyrusIMAP:
 		c := ci()
-		p.raw = [2]engine.Store{newIMAPStore(t, c, "alice", p.spool), newIMAPStore(t, c, "bob", p.spool)}
+		p.accounts[0] = &imapAccount{c.cyrus.conninfo, c.cyrus.user}
+		if kind == cyrusIMAP {
+			p.accounts[1] = &imapAccount{c, "alice"}
+		}
 	case maildirMaildir:
-		p.raw = [2]engine.Store{newMaildirStore(t, "far", filepath.Join(dir, "far")), newMaildirStore(t, "near", filepath.Join(dir, "near"))}
 	default:
 		t.Fatalf("unknown pairing %q", kind)
+	}
+	for s, name := range [2]string{"far", "near"} {
+		if a := p.accounts[s]; a != nil {
+			p.raw[s] = a.store(t, p.spool)
+		} else {
+			p.raw[s] = newMaildirStore(t, name, filepath.Join(dir, name))
+		}
 	}
 	p.far, p.near = wrap(p.raw[0]), wrap(p.raw[1])
 	p.spec = engine.TestSpecFor(dir, p.far.store(), p.near.store())
@@ -199,7 +252,7 @@ func (p *pairing) close() {
 func (p *pairing) reopen(t testing.TB) {
 	t.Helper()
 	p.close()
-	q := openPairing(t, p.kind, p.dir, serverInfo)
+	q := openPairing(t, p.kind, p.dir, p.ci)
 	q.spec.Pull, q.spec.Push, q.spec.Expunge = p.spec.Pull, p.spec.Push, p.spec.Expunge
 	durable, bare := p.durable, p.bare
 	*p = *q

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/cyrustest"
 )
 
 // TestRandomHistories plays random histories of what mail clients do on
@@ -32,6 +33,12 @@ import (
 // exactly the model's messages: none lost, none twice, every flag change
 // and deletion carried over; a change made during a run is carried by it
 // or by the next.
+//
+// Pairings: IMAP↔Maildir, IMAP↔IMAP, Maildir↔Maildir on the package's
+// Dovecot, and Cyrus↔Maildir, Cyrus↔Dovecot on a private Cyrus (skipped
+// where Cyrus is not installed, unless QUIXYSYNC_REQUIRE_CYRUS=1): a
+// second server's answers (its UIDVALIDITY, its flushes, its mailbox
+// list) under the same histories.
 //
 // QUIXYSYNC_TEST_SEED=N replays one history (the timing of the changes made
 // during runs is the machine's); QUIXYSYNC_TEST_HISTORIES=N plays N
@@ -63,15 +70,32 @@ func TestRandomHistories(t *testing.T) {
 		}
 		rounds = n
 	}
-	for _, kind := range allPairings {
+	for _, kind := range append(slices.Clone(allPairings), cyrusMaildir, cyrusIMAP) {
 		t.Run(kind, func(t *testing.T) {
-			if kind != maildirMaildir {
+			if kind != maildirMaildir && kind != cyrusMaildir {
 				needDovecot(t)
 			}
+			// Cyrus: one server for the pairing's histories, an account
+			// of its own for each.
+			var cy *cyrustest.Server
+			if kind == cyrusMaildir || kind == cyrusIMAP {
+				users := map[string]string{}
+				for i := range seeds {
+					users[fmt.Sprintf("h%d", i)] = fmt.Sprintf("pw-%d-%d", i, rand.Uint64())
+				}
+				cy = cyrustest.ForTest(t, users)
+			}
 			skipped := 0
-			for _, seed := range seeds {
-				h := newHistory(t, kind, seed)
+			for i, seed := range seeds {
+				var acct *cyrusAccount
+				if cy != nil {
+					user := fmt.Sprintf("h%d", i)
+					acct = &cyrusAccount{conninfo{host: cy.Host, port: cy.Port, tls: "none",
+						pass: map[string]string{user: cy.Password(user)}}, user}
+				}
+				h := newHistory(t, kind, seed, acct)
 				h.play(t, rounds)
+				h.close()
 				skipped += h.skipped
 				if os.Getenv("QUIXYSYNC_TEST_LOG") != "" {
 					t.Logf("seed %d:\n%s", seed, strings.Join(h.log, "\n"))
@@ -121,12 +145,18 @@ var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
 // folder.
 var newBoxNames = []string{"Été %d", "Projects/p%d", "A&B %d", "with space %d/sub"}
 
-func newHistory(t *testing.T, kind string, seed uint64) *history {
+// newHistory starts a history on a new pairing of kind; cy is the far
+// account of the Cyrus kinds.
+func newHistory(t *testing.T, kind string, seed uint64, cy *cyrusAccount) *history {
 	t.Helper()
 	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
 		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}, uncertain: map[string]bool{},
 		dirty: map[string]bool{}, frozen: map[string]bool{}}
-	h.p = newPairing(t, kind)
+	if cy != nil {
+		h.p = newCyrusPairing(t, kind, cy)
+	} else {
+		h.p = newPairing(t, kind)
+	}
 	h.p.setBare() // as the command runs: every optional interface of the stores in use
 	if seed%2 == 1 {
 		h.p.setDurable(t)
@@ -137,31 +167,25 @@ func newHistory(t *testing.T, kind string, seed uint64) *history {
 		h.model[box] = map[string]engine.Flag{}
 	}
 	for s, root := range [2]string{filepath.Join(h.p.dir, "far"), filepath.Join(h.p.dir, "near")} {
-		if isMaildirKind(kind, s) {
-			h.actors[s] = &fileActor{root: root}
+		if a := h.p.accounts[s]; a != nil {
+			h.actors[s] = &storeActor{st: a.store(t, t.TempDir())}
 		} else {
-			user := []string{"alice", "bob"}[s]
-			h.actors[s] = &storeActor{st: newIMAPStore(t, serverInfo(), user, t.TempDir())}
+			h.actors[s] = &fileActor{root: root}
 		}
 	}
-	t.Cleanup(func() {
-		for _, a := range h.actors {
-			if sa, ok := a.(*storeActor); ok {
-				sa.st.Close()
-			}
-		}
-	})
+	t.Cleanup(h.close)
 	return h
 }
 
-func isMaildirKind(kind string, side int) bool {
-	switch kind {
-	case maildirMaildir:
-		return true
-	case imapMaildir:
-		return side == 1
+// close logs out of the history's sessions, so that a long hunt does not
+// run into a server's connection limit (Cyrus' maxchild).
+func (h *history) close() {
+	for _, a := range h.actors {
+		if sa, ok := a.(*storeActor); ok {
+			sa.st.Close()
+		}
 	}
-	return false
+	h.p.close()
 }
 
 func (h *history) fatalf(t *testing.T, format string, args ...any) {
