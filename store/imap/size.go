@@ -96,5 +96,5 @@ func (s *Store) PlannedCopies(messages int, bytes int64) {
 func (s *Store) poolRoom() (room, have int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return cap(s.sem) - s.held, len(s.idle) + len(s.sem) - s.held
+	return cap(s.sem) - s.held - s.limited, len(s.idle) + len(s.sem) - s.held - s.limited
 }

@@ -105,13 +105,21 @@ type Store struct {
 	dials      atomic.Int64 // connections dialled (tests)
 
 	// Pool sizing for a near server (size.go).
-	answerNanos  atomic.Int64  // the first connection's dial-to-first-answer time (see answered)
-	answered     chan struct{} // closed once that is known (or the dial failed)
-	answerOnce   sync.Once
-	nearBelow    time.Duration // nearAnswer; tests change it
-	held         int           // slots of sem held back while the pool is small (under mu)
-	planned      int64         // messages of the plans reported (under mu)
-	plannedBytes int64         // and their bytes (under mu)
+	answerNanos atomic.Int64  // the first connection's dial-to-first-answer time (see answered)
+	answered    chan struct{} // closed once that is known (or the dial failed)
+	answerOnce  sync.Once
+	nearBelow   time.Duration // nearAnswer; tests change it
+	held        int           // slots of sem held back while the pool is small (under mu)
+	// limited counts slots of sem held for good because the server refused
+	// a connection while others of ours were open (see refusedExtra);
+	// dialing counts dials in progress, each holding a slot (both under mu).
+	limited int
+	dialing int
+	// loggedIn: a connection of this store has logged in, so a refusal
+	// now is no verdict on the credentials.
+	loggedIn     atomic.Bool
+	planned      int64 // messages of the plans reported (under mu)
+	plannedBytes int64 // and their bytes (under mu)
 
 	mu   sync.Mutex
 	idle []*conn
@@ -414,7 +422,7 @@ func (s *Store) take(ctx context.Context) (*conn, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s: waiting for a free connection: %w", s.cfg.Name, ctx.Err())
 	}
-	return s.fill(ctx)
+	return s.fill(ctx, true)
 }
 
 // urgentDone ends a store-wide command's wait for a connection.
@@ -457,12 +465,15 @@ func (s *Store) tryGet(ctx context.Context) (*conn, error) {
 	default:
 		return nil, nil
 	}
-	return s.fill(ctx)
+	return s.fill(ctx, false)
 }
 
 // fill returns an idle connection or a new one for a slot already taken; on
-// failure it gives the slot back.
-func (s *Store) fill(ctx context.Context) (*conn, error) {
+// failure it gives the slot back. When the server refuses a new connection
+// while others are open (refusedExtra), it waits for one of those if wait
+// is set, else it returns (nil, nil) as tryGet does when every slot is
+// taken.
+func (s *Store) fill(ctx context.Context, wait bool) (*conn, error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -496,10 +507,46 @@ func (s *Store) fill(ctx context.Context) (*conn, error) {
 	}
 	cn, err := s.dial(ctx)
 	if err != nil {
+		if s.refusedExtra(ctx, err) {
+			if !wait {
+				return nil, nil
+			}
+			return s.take(ctx)
+		}
 		<-s.sem
 		return nil, err
 	}
 	return cn, nil
+}
+
+// refusedExtra handles a dial that failed while other connections of this
+// store are open or idle: servers limit the connections per user (Dovecot's
+// mail_max_userip_connections, 10 by default, counts every mail client of
+// the user; providers allow as few as 2-5) and refuse one more, most with
+// NO [LIMIT] at login, some with BYE or by never greeting. mbsync, with one
+// connection, never meets the limit; we must not fail a mailbox over it.
+// The slot of the failed dial is then held for the rest of the store's
+// life, so the pool is one smaller, and the caller waits for a connection
+// another mailbox frees (true). With no other connection open the error
+// stands (false): the server is unreachable or refuses us altogether.
+func (s *Store) refusedExtra(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	s.mu.Lock()
+	// Slots taken by connections in use: not ours, not the held ones, not
+	// those of dials still in progress (they may fail as well).
+	inUse := len(s.sem) - s.held - s.limited - s.dialing - 1
+	if s.closed || (inUse <= 0 && len(s.idle) == 0) {
+		s.mu.Unlock()
+		return false
+	}
+	s.limited++
+	room := cap(s.sem) - s.held - s.limited
+	s.mu.Unlock()
+	s.log.Debug("the server refused another connection; going on with fewer",
+		"store", s.cfg.Name, "connections", room, "err", err)
+	return true
 }
 
 // put returns a connection to the pool (or drops it when broken).
@@ -545,6 +592,14 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		return nil, mute
 	}
 	s.dials.Add(1)
+	s.mu.Lock()
+	s.dialing++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.dialing--
+		s.mu.Unlock()
+	}()
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
 	start := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", s.addr())
@@ -573,9 +628,13 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		case dc.timedOut.Load() && !dc.readSome.Load():
 			merr := &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
 				s.cfg.Name, s.addr(), s.cfg.Timeout, s.silentHint())}
-			s.credMu.Lock()
-			s.mute = merr
-			s.credMu.Unlock()
+			if !s.loggedIn.Load() {
+				// (A server that greeted us before and is silent now is
+				// more likely full than misconfigured: no verdict.)
+				s.credMu.Lock()
+				s.mute = merr
+				s.credMu.Unlock()
+			}
 			return nil, merr
 		case dc.timedOut.Load():
 			return nil, &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
@@ -704,6 +763,7 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 		return fail("unexpected connection state %v", c.State())
 	}
 	cn.caps = caps
+	s.loggedIn.Store(true)
 	s.askDelim(cn)
 	return cn, nil
 }
@@ -881,22 +941,40 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	}
 	said = strings.ReplaceAll(said, secret, "<redacted>")
 	hint := ""
+	busy := ie != nil && isBusyCode(ie.Code)
 	if ie != nil {
 		said = strings.TrimSuffix(said, ".")
 		hint = "; check user (" + strconv.Quote(s.cfg.User) + ") and the password"
 		if isToken {
 			hint = "; check user (" + strconv.Quote(s.cfg.User) + ") and the token token_cmd prints (is it expired?)"
 		}
+		if busy {
+			hint = "; the server takes no more connections for this user just now (other mail clients may hold them all): close some, or try again later"
+		}
 	}
 	aerr := fmt.Errorf("%s: authentication failed for %s at %s (mechanism %s): server said: %s%s",
 		s.cfg.Name, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said, hint)
-	if ie != nil {
-		// A definite refusal: remember it so other connections don't retry.
+	if ie != nil && !busy && !s.loggedIn.Load() {
+		// A definite refusal of credentials never accepted: remember it so
+		// other connections don't retry. (Refused for the load, or after
+		// another login with the same secret, it says nothing about them.)
 		s.credMu.Lock()
 		s.authErr = aerr
 		s.credMu.Unlock()
 	}
 	return aerr
+}
+
+// isBusyCode reports whether a login refusal's response code (RFC 5530)
+// says the server is busy or at a limit rather than that the credentials
+// are wrong: Dovecot answers a user over mail_max_userip_connections with
+// NO [LIMIT].
+func isBusyCode(code imap.ResponseCode) bool {
+	switch strings.ToUpper(string(code)) {
+	case "LIMIT", "UNAVAILABLE", "INUSE":
+		return true
+	}
+	return false
 }
 
 // askDelim sends LIST "" "" for the hierarchy delimiter, once per store,
