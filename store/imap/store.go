@@ -111,7 +111,7 @@ type Store struct {
 	nearBelow   time.Duration // nearAnswer; tests change it
 	held        int           // slots of sem held back while the pool is small (under mu)
 	// limited counts slots of sem held for good because the server refused
-	// a connection while others of ours were open (see refusedExtra);
+	// a connection while others of ours were in use (see refused);
 	// dialing counts dials in progress, each holding a slot (both under mu).
 	limited int
 	dialing int
@@ -470,10 +470,36 @@ func (s *Store) tryGet(ctx context.Context) (*conn, error) {
 
 // fill returns an idle connection or a new one for a slot already taken; on
 // failure it gives the slot back. When the server refuses a new connection
-// while others are open (refusedExtra), it waits for one of those if wait
+// while others are in use (see refused), it waits for one of those if wait
 // is set, else it returns (nil, nil) as tryGet does when every slot is
 // taken.
 func (s *Store) fill(ctx context.Context, wait bool) (*conn, error) {
+	for {
+		cn, err := s.takeIdle(ctx)
+		if cn != nil || err != nil {
+			return cn, err
+		}
+		cn, err = s.dial(ctx)
+		if err == nil {
+			return cn, nil
+		}
+		switch s.refused(ctx, err) {
+		case useIdle:
+			continue
+		case waitForOthers:
+			if !wait {
+				return nil, nil
+			}
+			return s.take(ctx)
+		}
+		<-s.sem
+		return nil, err
+	}
+}
+
+// takeIdle returns an idle connection fit for use, or nil when there is
+// none; it gives the slot back when the store is closed.
+func (s *Store) takeIdle(ctx context.Context) (*conn, error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -488,7 +514,7 @@ func (s *Store) fill(ctx context.Context, wait bool) (*conn, error) {
 		}
 		s.mu.Unlock()
 		if cn == nil {
-			break
+			return nil, nil
 		}
 		if cn.isClosed() {
 			cn.dc.Conn.Close()
@@ -505,48 +531,50 @@ func (s *Store) fill(ctx context.Context, wait bool) (*conn, error) {
 		}
 		return cn, nil
 	}
-	cn, err := s.dial(ctx)
-	if err != nil {
-		if s.refusedExtra(ctx, err) {
-			if !wait {
-				return nil, nil
-			}
-			return s.take(ctx)
-		}
-		<-s.sem
-		return nil, err
-	}
-	return cn, nil
 }
 
-// refusedExtra handles a dial that failed while other connections of this
-// store are open or idle: servers limit the connections per user (Dovecot's
-// mail_max_userip_connections, 10 by default, counts every mail client of
-// the user; providers allow as few as 2-5) and refuse one more, most with
-// NO [LIMIT] at login, some with BYE or by never greeting. mbsync, with one
-// connection, never meets the limit; we must not fail a mailbox over it.
-// The slot of the failed dial is then held for the rest of the store's
-// life, so the pool is one smaller, and the caller waits for a connection
-// another mailbox frees (true). With no other connection open the error
-// stands (false): the server is unreachable or refuses us altogether.
-func (s *Store) refusedExtra(ctx context.Context, err error) bool {
+// What fill does after a failed dial (see refused).
+const (
+	giveUp        = iota // the error stands
+	useIdle              // a connection came back meanwhile: take it
+	waitForOthers        // the slot is held for good; wait for a connection in use
+)
+
+// refused decides what a failed dial means. Servers limit the connections
+// per user (Dovecot's mail_max_userip_connections, 10 by default, counts
+// every mail client of the user; providers allow as few as 2-5) and refuse
+// one more, most with NO [LIMIT] at login, some with BYE or by never
+// greeting. mbsync, with one connection, never meets the limit; we must not
+// fail a mailbox over it. So when other connections of ours are in use, the
+// failed dial's slot is held for the rest of the store's life (the pool is
+// one smaller) and the caller waits for one of them. With none in use the
+// error stands: the server is unreachable or refuses us altogether.
+func (s *Store) refused(ctx context.Context, err error) int {
 	if ctx.Err() != nil {
-		return false
+		return giveUp
 	}
 	s.mu.Lock()
-	// Slots taken by connections in use: not ours, not the held ones, not
-	// those of dials still in progress (they may fail as well).
-	inUse := len(s.sem) - s.held - s.limited - s.dialing - 1
-	if s.closed || (inUse <= 0 && len(s.idle) == 0) {
+	if s.closed {
 		s.mu.Unlock()
-		return false
+		return giveUp
+	}
+	if len(s.idle) > 0 {
+		s.mu.Unlock()
+		return useIdle
+	}
+	// Slots taken by connections in use: not ours, not the held ones, not
+	// those of dials still in progress (they may fail as well). One at
+	// least stays usable, so the wait ends when it is put back.
+	if len(s.sem)-s.held-s.limited-s.dialing-1 <= 0 {
+		s.mu.Unlock()
+		return giveUp
 	}
 	s.limited++
 	room := cap(s.sem) - s.held - s.limited
 	s.mu.Unlock()
 	s.log.Debug("the server refused another connection; going on with fewer",
 		"store", s.cfg.Name, "connections", room, "err", err)
-	return true
+	return waitForOthers
 }
 
 // put returns a connection to the pool (or drops it when broken).
