@@ -19,7 +19,8 @@ import (
 )
 
 // maxParallelChannels bounds how many channels sync at once; each one opens
-// its own connections, so more would mostly compete for the same servers.
+// its own connections (or shares an account's, see sharedAccounts), so more
+// would mostly compete for the same servers.
 const maxParallelChannels = 4
 
 // SyncOptions are the flags shared by sync, pull and push.
@@ -161,29 +162,31 @@ func (g *globalOptions) syncTargets(ctx context.Context, cfg *channel.Config, ta
 	results := make([]engine.ChannelResult, len(targets))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelChannels)
+	shared := g.shareAccounts(targets)
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i] = g.syncTarget(ctx, cfg, t, mode, opts)
+			results[i] = g.syncTarget(ctx, cfg, t, mode, opts, shared)
 		}()
 	}
 	wg.Wait()
 	return results
 }
 
-func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t channel.Target, mode engine.Mode, opts SyncOptions) engine.ChannelResult {
+func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t channel.Target, mode engine.Mode, opts SyncOptions, shared *sharedAccounts) engine.ChannelResult {
 	ch := t.Channel
 	if err := ctx.Err(); err != nil {
+		shared.skip(ch)
 		return engine.ChannelResult{Channel: ch.Name, Err: fmt.Errorf("%w before starting", engine.ErrStopped)}
 	}
-	far, near, err := g.openChannel(cfg, ch)
+	far, near, release, err := shared.openChannel(cfg, ch)
+	defer release()
 	if err != nil {
 		return engine.ChannelResult{Channel: ch.Name, Err: err}
 	}
-	defer g.closeStores(far, near)
 	// Log in while the engine takes its locks and lists the local side: on a
 	// run with little to do, the login is most of the time.
 	for _, st := range []engine.Store{far, near} {

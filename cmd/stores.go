@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/quixysync/quixysync/channel"
 	"github.com/quixysync/quixysync/engine"
@@ -75,6 +76,132 @@ func (g *globalOptions) openChannel(cfg *channel.Config, ch *channel.Channel) (f
 		return nil, nil, err
 	}
 	return far, near, nil
+}
+
+// sharedAccounts lets the channels of one run that use the same IMAP
+// account share one store: one pool of at most `connections` connections to
+// it, as the key promises, and one password_cmd or token_cmd. Servers limit
+// the connections of a user (other mail clients count too); channels with
+// a pool each could reach that limit together and the last one to log in
+// would fail outright. Only channels whose other side is local share: a
+// channel between two IMAP accounts takes a connection of each per mailbox
+// pair, far first, and two such channels in opposite directions sharing
+// both pools could each hold what the other waits for.
+type sharedAccounts struct {
+	g    *globalOptions
+	mu   sync.Mutex
+	refs map[string]*sharedAccount
+}
+
+type sharedAccount struct {
+	users int // channels still to release it
+	st    *imap.Store
+	err   error
+}
+
+// shareAccounts counts, per IMAP store, the targets that may share it; a
+// store only one of them uses is not shared.
+func (g *globalOptions) shareAccounts(targets []channel.Target) *sharedAccounts {
+	sh := &sharedAccounts{g: g, refs: map[string]*sharedAccount{}}
+	for _, t := range targets {
+		if ref, ok := lonelyIMAP(t.Channel); ok {
+			if sh.refs[ref] == nil {
+				sh.refs[ref] = &sharedAccount{}
+			}
+			sh.refs[ref].users++
+		}
+	}
+	for ref, a := range sh.refs {
+		if a.users < 2 {
+			delete(sh.refs, ref)
+		}
+	}
+	return sh
+}
+
+// lonelyIMAP returns the channel's IMAP store when it is its only one.
+func lonelyIMAP(ch *channel.Channel) (string, bool) {
+	far, near := strings.HasPrefix(ch.Far, "imap."), strings.HasPrefix(ch.Near, "imap.")
+	switch {
+	case far && !near:
+		return ch.Far, true
+	case near && !far:
+		return ch.Near, true
+	}
+	return "", false
+}
+
+// openChannel is globalOptions.openChannel with the shared stores. release
+// closes what the channel alone used and lets go of its shared store; it
+// must be called whatever happened, error or not.
+func (sh *sharedAccounts) openChannel(cfg *channel.Config, ch *channel.Channel) (far, near engine.Store, release func(), err error) {
+	mine := sh.mine(ch)
+	var stores [2]engine.Store
+	var own []engine.Store
+	release = func() {
+		sh.g.closeStores(own...)
+		if mine != "" {
+			sh.release(mine)
+		}
+	}
+	for i, ref := range []string{ch.Far, ch.Near} {
+		var st engine.Store
+		if ref == mine {
+			st, err = sh.borrow(cfg, ref)
+		} else if st, err = sh.g.openStore(cfg, ref); err == nil {
+			own = append(own, st)
+		}
+		if err != nil {
+			return nil, nil, release, err
+		}
+		stores[i] = st
+	}
+	return stores[0], stores[1], release, nil
+}
+
+// mine returns the shared store ch uses, if any.
+func (sh *sharedAccounts) mine(ch *channel.Channel) string {
+	if ref, ok := lonelyIMAP(ch); ok && sh.refs[ref] != nil {
+		return ref
+	}
+	return ""
+}
+
+// skip lets go of the shared store of a channel that does not run.
+func (sh *sharedAccounts) skip(ch *channel.Channel) {
+	if ref := sh.mine(ch); ref != "" {
+		sh.release(ref)
+	}
+}
+
+// borrow returns the shared store, made by the first channel to ask.
+func (sh *sharedAccounts) borrow(cfg *channel.Config, ref string) (engine.Store, error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	a := sh.refs[ref]
+	if a.st == nil && a.err == nil {
+		is, _, err := cfg.Store(ref)
+		if err == nil {
+			a.st, err = sh.g.openIMAP(is)
+		}
+		a.err = err
+	}
+	if a.err != nil {
+		return nil, a.err
+	}
+	return a.st, nil
+}
+
+// release lets go of a shared store; the last channel to do so closes it.
+func (sh *sharedAccounts) release(ref string) {
+	sh.mu.Lock()
+	a := sh.refs[ref]
+	a.users--
+	last := a.users == 0 && a.st != nil
+	sh.mu.Unlock()
+	if last {
+		sh.g.closeStores(a.st)
+	}
 }
 
 // closeStores closes stores, logging (not failing on) errors: by then the
