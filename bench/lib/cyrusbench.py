@@ -26,7 +26,6 @@ import random
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -34,15 +33,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailgen  # noqa: E402
 import verify  # noqa: E402
+from compare import fmt, log, med, ratio, run_timed, server_cpu  # noqa: E402  (compare.sh's driver)
 from corpus import msgid_of_bytes  # noqa: E402
 
-TCK = os.sysconf("SC_CLK_TCK")
 MD2IMAP = {v: k for k, v in verify.IMAP2MD.items()}
 SCEN_NAMES = {"a": "a initial pull", "b": "b no-op", "c": "c server changes"}
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --- a small pipelining IMAP client -------------------------------------------------------
@@ -333,57 +328,6 @@ def _first_line(argv):
 
 # --- measuring ----------------------------------------------------------------------------
 
-def _stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except OSError:
-        return None
-    return [int(x) for x in s[s.rindex(")") + 2:].split()[11:15]]  # utime stime cutime cstime
-
-
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def server_cpu(pid):
-    """CPU s of the Cyrus master and its imapd processes, living (prefork: they serve one
-    connection after another) and reaped (in the master's cutime/cstime)."""
-    st = _stat(pid)
-    if st is None:
-        return None
-    total, stack = sum(st), _children(pid)
-    while stack:
-        c = stack.pop()
-        cs = _stat(c)
-        if cs:
-            total += sum(cs)
-            stack.extend(_children(c))
-    return total / TCK
-
-
-def run_timed(exec_bin, argv, logpath, timeout):
-    """Through bench/cmd/benchexec: wall, the tool's own rusage (children included), peak
-    RSS not inflated by this Python process (see README, "How it measures")."""
-    with open(logpath, "ab") as f:
-        f.write(f"\n=== {time.strftime('%F %T')} {' '.join(argv)}\n".encode())
-    r = subprocess.run([exec_bin, "-log", logpath, "-timeout", f"{timeout}s", "--", *argv],
-                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        raise SystemExit(f"benchexec failed for {' '.join(argv)} (exit {r.returncode})")
-    x = json.loads(r.stdout)
-    rec = {"wall_s": round(x["wall_s"], 4), "user_s": round(x["user_s"], 4), "sys_s": round(x["sys_s"], 4),
-           "cpu_s": round(x["user_s"] + x["sys_s"], 4), "maxrss_mib": round(x["maxrss_kib"] / 1024, 1),
-           "rc": x["rc"]}
-    if x.get("timed_out"):
-        rec["timed_out"] = True
-    return rec
-
-
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -528,21 +472,6 @@ def machine():
 
 
 # --- summary ------------------------------------------------------------------------------
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x):
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
-
-
-def ratio(q, m):
-    return f"{q / m:.2f}" if q is not None and m else "-"
-
 
 def summarize(path):
     meta, runs, cross, end = {}, {}, {}, {}
