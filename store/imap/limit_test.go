@@ -56,8 +56,9 @@ func TestDoveLoginRefusedAtLimit(t *testing.T) {
 	}
 	defer s.Close()
 	_, err = s.ListMailboxes(ctxT(t))
-	if err == nil || !strings.Contains(err.Error(), "[LIMIT]") || !strings.Contains(err.Error(), "takes no more connections") ||
-		strings.Contains(err.Error(), "password") {
+	if err == nil || !strings.Contains(err.Error(), "login refused for alice") || !strings.Contains(err.Error(), "[LIMIT]") ||
+		!strings.Contains(err.Error(), "takes no more connections") || strings.Contains(err.Error(), "password") ||
+		strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("with the only connection taken by another client: %v; want the [LIMIT] refusal explained, no word of the password", err)
 	}
 	if err := other.Logout().Wait(); err != nil {

@@ -980,8 +980,12 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 			hint = "; the server takes no more connections for this user just now (other mail clients may hold them all): close some, or try again later"
 		}
 	}
-	aerr := fmt.Errorf("%s: authentication failed for %s at %s (mechanism %s): server said: %s%s",
-		s.cfg.Name, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said, hint)
+	what := "authentication failed"
+	if busy {
+		what = "login refused" // not for the credentials: no "failed" to send the user to them
+	}
+	aerr := fmt.Errorf("%s: %s for %s at %s (mechanism %s): server said: %s%s",
+		s.cfg.Name, what, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said, hint)
 	if ie != nil && !busy && !s.loggedIn.Load() {
 		// A definite refusal of credentials never accepted: remember it so
 		// other connections don't retry. (Refused for the load, or after
