@@ -6,9 +6,9 @@
 # One run: starts a private Cyrus (3.x, Debian's cyrus-common + imapd) on 127.0.0.1, a free
 # port, plain IMAP, in a throwaway directory under /dev/shm, with one account per tool (qs,
 # qs2, mb); loads the same deterministic corpus into each over IMAP (untimed); then per tool
-# an initial pull (scenario a, timed once), and R reps of b (no-op) and c (server changes),
-# the tools alternating run by run. After every timed run the account and the Maildir must
-# hold the same messages with the same flags. Prints a markdown table per scenario and
+# an initial pull (scenario a, timed once), and R reps of b (no-op), c (server changes) and,
+# if asked, d (local changes), the tools alternating run by run. After every timed run the
+# account and the Maildir must hold the same messages with the same flags. Prints a markdown table per scenario and
 # writes bench/results/cyrus-n<N>-m<M>-<tag>.{md,jsonl}. Stops Cyrus by its PID at the end.
 # Same configuration as internal/cyrustest (altnamespace, unixhierarchysep, immediate
 # delete/expunge). See bench/README.md, "Cyrus".
@@ -19,7 +19,8 @@
 #   --profile P      small (0.6-3 KB messages) | normal (2-200 KB, N/500 of 1-5 MB) (default small)
 #   --k K            messages per kind of change in c (default 100)
 #   --reps R         timed runs per scenario and tool (default 5)
-#   --scenarios L    comma list of a,b,c (default a,b,c; without a the initial pull is untimed)
+#   --scenarios L    comma list of a,b,c,d (default a,b,c; without a the initial pull is untimed;
+#                    d: local changes, K new files, K flag renames, K deletions in the Maildir)
 #   --only L         comma list of mbsync, quixysync, quixysync2 (default: all configured)
 #   --qs-bin PATH    quixysync binary (default: CGO_ENABLED=0 go build -o bench/out/quixysync .)
 #   --qs-bin2 PATH   a second quixysync binary, column quixysync2 (e.g. before a change)
@@ -69,7 +70,7 @@ for v in "--n:$N" "--folders:$M" "--k:$K" "--reps:$REPS" "--timeout:$TIMEOUT"; d
     [[ ${v#*:} =~ ^[1-9][0-9]*$ ]] || die "${v%%:*} must be a whole number > 0, not '${v#*:}'" 2
 done
 [[ $PROFILE =~ ^(small|normal)$ ]] || die "--profile must be small or normal" 2
-[[ $SCEN =~ ^[abc](,[abc])*$ ]] || die "--scenarios is a comma list of a b c, not '$SCEN'" 2
+[[ $SCEN =~ ^[abcd](,[abcd])*$ ]] || die "--scenarios is a comma list of a b c d, not '$SCEN'" 2
 [[ $LOOPFS =~ ^(yes|no)$ ]] || die "--loopfs must be yes or no" 2
 [[ $MB_COMPRESS =~ ^(yes|no)$ ]] || die "--mb-compress must be yes or no" 2
 ((2 * K <= N)) || die "--k must be at most half of --n" 2

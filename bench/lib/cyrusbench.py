@@ -10,6 +10,8 @@ scenarios with the tools alternating run by run:
   b  no-op resync
   c  server changes: before each run, on that tool's account, K APPENDs, K flag changes
      (UID STORE +/-\\Seen or \\Flagged), K deletions (\\Deleted + UID EXPUNGE)
+  d  local changes: before each run, in that tool's Maildir, K new files, K flag renames,
+     K deletions (bench/lib/corpus.py's mutate_local, as compare.sh's scenario d)
 
 After every timed run the account (read over IMAP) is compared with the Maildir: folder
 set, Message-IDs, duplicates, flags S R F D T. After every round the accounts of all tools
@@ -34,10 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailgen  # noqa: E402
 import verify  # noqa: E402
 from compare import fmt, log, med, ratio, run_timed, server_cpu  # noqa: E402  (compare.sh's driver)
-from corpus import msgid_of_bytes  # noqa: E402
+from corpus import msgid_of_bytes, mutate_local  # noqa: E402
 
 MD2IMAP = {v: k for k, v in verify.IMAP2MD.items()}
-SCEN_NAMES = {"a": "a initial pull", "b": "b no-op", "c": "c server changes"}
+SCEN_NAMES = {"a": "a initial pull", "b": "b no-op", "c": "c server changes", "d": "d local changes"}
 
 
 # --- a small pipelining IMAP client -------------------------------------------------------
@@ -436,6 +438,14 @@ class Bench:
                     mutate(a, t.user, rep + 1)
                     snaps[t.name] = self.timed(t, "c", rep)
                 self.cross("c", rep, snaps)
+        if "d" in scen:
+            log(f"scenario d (local changes, k={a.k}), {a.reps} reps")
+            for rep in range(a.reps):
+                snaps = {}
+                for t in self.order(rep):
+                    mutate_local(t.local, a.k, rep + 1, a.seed)
+                    snaps[t.name] = self.timed(t, "d", rep)
+                self.cross("d", rep, snaps)
         output = {}
         for t in self.tools:  # -q: anything a tool printed is a warning or an error
             with open(t.log, errors="replace") as f:
