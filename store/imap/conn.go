@@ -37,6 +37,9 @@ type deadlineConn struct {
 	// onFirstRead, when set, is called once, when the first bytes arrive.
 	onFirstRead func()
 	readSome    atomic.Bool
+	// firstWait, when set, replaces timeout until the first bytes arrive
+	// (see Store.dial: an extra connection to a server that may be full).
+	firstWait time.Duration
 	// quickAck, when set, has what was read acknowledged at once (see
 	// quickAcker); called after a read that did not fill p, that is, one
 	// that drained what had arrived.
@@ -52,6 +55,9 @@ func (c *deadlineConn) effective(lib time.Time, now time.Time) time.Time {
 		return lib
 	}
 	if c.armed || !lib.IsZero() {
+		if c.firstWait > 0 && !c.readSome.Load() {
+			return now.Add(c.firstWait)
+		}
 		return now.Add(c.timeout)
 	}
 	return time.Time{}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,6 +83,15 @@ func TestDoveLoginRefusedAtLimit(t *testing.T) {
 // greets every later one with BYE, as servers at a per-user limit do that
 // refuse before the login.
 func onlyFirstConn(t *testing.T, host string, port int) (string, int) {
+	return firstConnOnly(t, host, port, func(c net.Conn) {
+		c.Write([]byte("* BYE Too many simultaneous connections\r\n"))
+		c.Close()
+	})
+}
+
+// firstConnOnly is a proxy to a server that passes the first connection and
+// hands every later one to refuse.
+func firstConnOnly(t *testing.T, host string, port int, refuse func(net.Conn)) (string, int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,8 +105,7 @@ func onlyFirstConn(t *testing.T, host string, port int) (string, int) {
 				return
 			}
 			if n > 0 {
-				c.Write([]byte("* BYE Too many simultaneous connections\r\n"))
-				c.Close()
+				refuse(c)
 				continue
 			}
 			up, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
@@ -202,4 +211,56 @@ func TestMemCommitExtraRefused(t *testing.T) {
 	if err != nil || len(msgs) != len(staged) {
 		t.Fatalf("INBOX holds %d messages (%v), want %d", len(msgs), err, len(staged))
 	}
+}
+
+// TestMemExtraConnectionNeverGreeted: a server that takes one more
+// connection but never greets it (Cyrus with every process busy, at
+// maxchild) does not hold a mailbox for the whole timeout: the extra
+// connection gives up after a short wait and the mailbox takes the one in
+// use once it is free.
+func TestMemExtraConnectionNeverGreeted(t *testing.T) {
+	mhost, mport, u := memServer(t, imap.CapUIDPlus)
+	if err := u.Create("B", nil); err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	host, port := firstConnOnly(t, mhost, mport, func(c net.Conn) {
+		mu.Lock()
+		held = append(held, c) // accepted, never answered
+		mu.Unlock()
+	})
+	s := newMemStore(t, host, port, func(c *Config) { c.Timeout = 30 * time.Second })
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	opened := make(chan error, 1)
+	go func() {
+		mb2, err := s.OpenMailbox(ctx, "B", false)
+		if err == nil {
+			mb2.Close()
+		}
+		opened <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	mb.Close()
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatalf("B: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("B still waiting after 15 s: the silent extra connection held it toward the 30 s timeout")
+	}
+	t.Logf("B opened after %v", time.Since(start).Round(time.Millisecond))
 }

@@ -621,6 +621,9 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	}
 	s.dials.Add(1)
 	s.mu.Lock()
+	// Others: connections of ours in use (not this dial's slot, not the held
+	// ones, not other dials) or idle.
+	others := len(s.sem)-s.held-s.limited-s.dialing-1 > 0 || len(s.idle) > 0
 	s.dialing++
 	s.mu.Unlock()
 	defer func() {
@@ -640,6 +643,13 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	// down would be for nothing).
 	s.prefetchOnce.Do(s.prefetchCredential)
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
+	if others && s.loggedIn.Load() {
+		// One more connection to a server that answered before: one that
+		// is full may take it and never greet (Cyrus at maxchild). Rather
+		// than hold the mailbox for the whole timeout, give up soon and
+		// wait for a connection in use (see refused).
+		dc.firstWait = s.extraGreetWait()
+	}
 	dc.onFirstRead = func() { s.firstAnswer(time.Since(start), true) }
 	dc.quickAck = quickAcker(raw)
 	dc.arm()
@@ -654,8 +664,12 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		case cancelled.Load():
 			return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), ctx.Err())
 		case dc.timedOut.Load() && !dc.readSome.Load():
+			waited := s.cfg.Timeout
+			if dc.firstWait > 0 {
+				waited = dc.firstWait
+			}
 			merr := &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
-				s.cfg.Name, s.addr(), s.cfg.Timeout, s.silentHint())}
+				s.cfg.Name, s.addr(), waited, s.silentHint())}
 			if !s.loggedIn.Load() {
 				// (A server that greeted us before and is silent now is
 				// more likely full than misconfigured: no verdict.)
@@ -672,6 +686,13 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	}
 	dc.disarm()
 	return cn, nil
+}
+
+// extraGreetWait is how long an extra connection waits for its first
+// answer: twenty times the first connection's (two round trips and the
+// server's start of a session), at least 2 s, at most the timeout.
+func (s *Store) extraGreetWait() time.Duration {
+	return min(max(20*time.Duration(s.answerNanos.Load()), 2*time.Second), s.cfg.Timeout)
 }
 
 // dialHint says what to check when the TCP connection cannot be made.
