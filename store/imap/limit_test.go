@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -136,14 +137,7 @@ func TestMemExtraConnectionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opened := make(chan error, 1)
-	go func() {
-		mb2, err := s.OpenMailbox(ctx, "B", false)
-		if err == nil {
-			mb2.Close()
-		}
-		opened <- err
-	}()
+	opened := openLater(ctx, s, "B")
 	select {
 	case err := <-opened:
 		t.Fatalf("B opened while the only connection the server allows was in use: %v", err)
@@ -244,14 +238,7 @@ func TestMemExtraConnectionNeverGreeted(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	opened := make(chan error, 1)
-	go func() {
-		mb2, err := s.OpenMailbox(ctx, "B", false)
-		if err == nil {
-			mb2.Close()
-		}
-		opened <- err
-	}()
+	opened := openLater(ctx, s, "B")
 	time.Sleep(300 * time.Millisecond)
 	mb.Close()
 	select {
@@ -263,4 +250,18 @@ func TestMemExtraConnectionNeverGreeted(t *testing.T) {
 		t.Fatal("B still waiting after 15 s: the silent extra connection held it toward the 30 s timeout")
 	}
 	t.Logf("B opened after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// openLater opens box (and closes it again) on its own goroutine; the
+// channel says how that went.
+func openLater(ctx context.Context, s *Store, box string) <-chan error {
+	opened := make(chan error, 1)
+	go func() {
+		mb, err := s.OpenMailbox(ctx, box, false)
+		if err == nil {
+			mb.Close()
+		}
+		opened <- err
+	}()
+	return opened
 }
