@@ -562,10 +562,9 @@ func (s *Store) refused(ctx context.Context, err error) int {
 		s.mu.Unlock()
 		return useIdle
 	}
-	// Slots taken by connections in use: not ours, not the held ones, not
-	// those of dials still in progress (they may fail as well). One at
-	// least stays usable, so the wait ends when it is put back.
-	if len(s.sem)-s.held-s.limited-s.dialing-1 <= 0 {
+	// One connection in use at least stays usable, so the wait ends when
+	// it is put back.
+	if s.othersInUse() == 0 {
 		s.mu.Unlock()
 		return giveUp
 	}
@@ -575,6 +574,13 @@ func (s *Store) refused(ctx context.Context, err error) int {
 	s.log.Debug("the server refused another connection; going on with fewer",
 		"store", s.cfg.Name, "connections", room, "err", err)
 	return waitForOthers
+}
+
+// othersInUse counts the slots taken by connections in use besides the
+// caller's: not the caller's own slot, not the held ones, not those of
+// dials in progress (they may fail as well). Called with mu held.
+func (s *Store) othersInUse() int {
+	return max(len(s.sem)-s.held-s.limited-s.dialing-1, 0)
 }
 
 // put returns a connection to the pool (or drops it when broken).
@@ -621,9 +627,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	}
 	s.dials.Add(1)
 	s.mu.Lock()
-	// Others: connections of ours in use (not this dial's slot, not the held
-	// ones, not other dials) or idle.
-	others := len(s.sem)-s.held-s.limited-s.dialing-1 > 0 || len(s.idle) > 0
+	others := s.othersInUse() > 0 || len(s.idle) > 0
 	s.dialing++
 	s.mu.Unlock()
 	defer func() {
