@@ -1420,37 +1420,53 @@ func fetchMessageIDs(ctx context.Context, mb Mailbox, uids []UID) (map[UID]strin
 	return out, mb.Fetch(ctx, uids, read)
 }
 
-// readMessageID reads the header block and returns the Message-ID value.
+// readMessageID reads the header block and returns the value of its first
+// Message-ID field. A line longer than br's buffer is skipped whole, and the
+// field it belongs to with it: reading its tail as a line of its own would
+// let a long field's content pass for a field (a forged Message-ID could
+// pair a message with another one at a first sync or a UIDVALIDITY
+// recovery), or end the header block early and lose the real one.
 func readMessageID(br *bufio.Reader) string {
 	var cur []byte
 	var id string
+	skip := false // cur is a field with a line too long to keep: ignored
 	flush := func() {
-		if len(cur) == 0 {
-			return
+		if len(cur) > 0 && !skip {
+			k, v, ok := bytes.Cut(cur, []byte{':'})
+			if ok && strings.EqualFold(string(bytes.TrimSpace(k)), "Message-ID") && id == "" {
+				id = strings.TrimSpace(string(v))
+			}
 		}
-		k, v, ok := bytes.Cut(cur, []byte{':'})
-		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), "Message-ID") && id == "" {
-			id = strings.TrimSpace(string(v))
-		}
-		cur = cur[:0]
+		cur, skip = cur[:0], false
 	}
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) > 0 && err != bufio.ErrBufferFull {
+		if err == bufio.ErrBufferFull {
+			if len(line) > 0 && line[0] != ' ' && line[0] != '\t' {
+				flush() // the long line starts a field of its own
+			}
+			skip = true
+			for err == bufio.ErrBufferFull { // the rest of that line
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil {
+				flush()
+				return id
+			}
+			continue
+		}
+		if len(line) > 0 {
 			t := bytes.TrimRight(line, "\r\n")
 			if len(t) == 0 {
 				flush()
 				return id
 			}
-			if t[0] == ' ' || t[0] == '\t' {
-				cur = append(cur, t...)
-			} else {
+			if t[0] != ' ' && t[0] != '\t' {
 				flush()
+			}
+			if !skip {
 				cur = append(cur, t...)
 			}
-		}
-		if err == bufio.ErrBufferFull {
-			continue // absurdly long line: ignore it
 		}
 		if err != nil {
 			flush()
