@@ -111,6 +111,55 @@ func TestNames(t *testing.T) {
 	}
 }
 
+// FuzzNames: a server name that maps to a canonical one maps back to
+// itself, and a canonical name sent to the server comes back as itself (INBOX
+// spelled "INBOX" either way): two names never share a local folder, and a
+// folder made on one side is found again on the other.
+func FuzzNames(f *testing.F) {
+	for _, n := range []string{"INBOX", "inbox.Sub", "a/b", "a.b", "Entw&APw-rfe", "x..y", "a\\b", "INBOX/", "Müller GmbH", "a\x00b"} {
+		for _, d := range []byte{0, '/', '.', '\\', ':'} {
+			f.Add(n, d)
+		}
+	}
+	inboxFirst := func(name string, delim rune) string {
+		if delim == 0 {
+			if isInbox(name) {
+				return "INBOX"
+			}
+			return name
+		}
+		first, rest, found := strings.Cut(name, string(delim))
+		if !isInbox(first) {
+			return name
+		}
+		if !found {
+			return "INBOX"
+		}
+		return "INBOX" + string(delim) + rest
+	}
+	f.Fuzz(func(t *testing.T, name string, d byte) {
+		delim := rune(d)
+		if d != 0 && (d < 0x20 || d >= 0x7f) {
+			delim = '/'
+		}
+		if canon, err := fromServer(name, delim); err == nil {
+			if err := checkCanonical(canon); err != nil {
+				t.Fatalf("fromServer(%q, %q) = %q, not canonical: %v", name, delim, canon, err)
+			}
+			back, err := toServer(canon, delim)
+			if err != nil || back != inboxFirst(name, delim) {
+				t.Fatalf("server %q → %q → server %q, %v", name, canon, back, err)
+			}
+		}
+		if srv, err := toServer(name, delim); err == nil {
+			back, err := fromServer(srv, delim)
+			if err != nil || back != inboxFirst(name, '/') {
+				t.Fatalf("canonical %q → server %q → %q, %v", name, srv, back, err)
+			}
+		}
+	})
+}
+
 // FuzzCopyLFToCRLF: the line-by-line copy, read in pieces of any size and
 // with its buffers reused, writes what converting byte by byte does.
 func FuzzCopyLFToCRLF(f *testing.F) {
