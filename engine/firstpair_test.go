@@ -70,6 +70,30 @@ func TestFirstSyncPairsOnlyIdentical(t *testing.T) {
 	})
 }
 
+// A header line longer than the reader's 4 KiB buffer does not hide the
+// Message-ID after it (a first sync then paired nothing and copied the
+// message both ways), and nothing inside such a line passes for one (a
+// forged Message-ID of another message of the same size paired the two, and
+// neither was copied).
+func TestFirstSyncPastLongHeaderLine(t *testing.T) {
+	long := "X-Long: " + strings.Repeat("y", 4096-len("X-Long: ")) + "\n" // the buffer's size, then LF
+	forger := "X-Long: " + strings.Repeat("z", 4096-len("X-Long: ")) + "Message-ID: <victim@test>\nSubject: forger\n\n.\n"
+	victim := "Message-ID: <victim@test>\nSubject: victim\n\n"
+	victim += strings.Repeat(".", len(forger)-len(victim)-1) + "\n" // the forger's size, LF and CRLF
+	if len(victim) != len(forger) || strings.Count(victim, "\n") != strings.Count(forger, "\n") {
+		t.Fatal("the victim is not the forger's size")
+	}
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addBody(t, far, "INBOX", long+"Message-ID: <long@test>\nSubject: long\n\nbody\n", 0)
+		addBody(t, near, "INBOX", long+"Message-ID: <long@test>\nSubject: long\n\nbody\n", FlagSeen)
+		addBody(t, far, "INBOX", forger, 0)
+		addBody(t, near, "INBOX", victim, 0)
+		mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "forger: long:S victim:")
+	})
+}
+
 // A pull as the first run pairs too: the Maildir does not get a second copy
 // of what it has, and a later sync pushes only what the far side lacks.
 func TestFirstPullPairs(t *testing.T) {
