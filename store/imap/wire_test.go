@@ -12,6 +12,7 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -138,8 +139,10 @@ func FuzzNames(f *testing.F) {
 		return "INBOX" + string(delim) + rest
 	}
 	f.Fuzz(func(t *testing.T, name string, d byte) {
+		// A delimiter is a punctuation character on real servers ("/" or
+		// "."); a letter would be one of "INBOX" itself.
 		delim := rune(d)
-		if d != 0 && (d < 0x20 || d >= 0x7f) {
+		if d != 0 && (d < 0x20 || d >= 0x7f || unicode.IsLetter(delim) || unicode.IsDigit(delim)) {
 			delim = '/'
 		}
 		if canon, err := fromServer(name, delim); err == nil {
