@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"sync"
 	"syscall"
@@ -81,7 +82,9 @@ func Execute() {
 	}()
 	stopProfile := startCPUProfile(os.Getenv("QUIXYSYNC_CPUPROFILE"))
 	stopAllocs := startAllocProfile(os.Getenv("QUIXYSYNC_ALLOCPROFILE"))
+	stopTrace := startTrace(os.Getenv("QUIXYSYNC_TRACE"))
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopTrace()
 	stopAllocs()
 	stopProfile()
 	stop()
@@ -106,6 +109,29 @@ func startCPUProfile(path string) (stop func()) {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// startTrace writes a Go execution trace of the whole run to path (`go tool
+// trace`): where each goroutine waited — on the server, a flush, a lock —
+// which a CPU profile cannot show. Empty: off.
+func startTrace(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_TRACE: %v\n", err)
+		return func() {}
+	}
+	if err := trace.Start(f); err != nil {
+		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_TRACE: %v\n", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		trace.Stop()
 		f.Close()
 	}
 }
