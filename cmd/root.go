@@ -94,44 +94,35 @@ func Execute() {
 // startCPUProfile writes a pprof CPU profile of the whole run to path, for
 // the benchmark's "profile before optimizing" (bench/README.md). Empty: off.
 func startCPUProfile(path string) (stop func()) {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_CPUPROFILE: %v\n", err)
-		return func() {}
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_CPUPROFILE: %v\n", err)
-		f.Close()
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}
+	return startWriting("QUIXYSYNC_CPUPROFILE", path, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // startTrace writes a Go execution trace of the whole run to path (`go tool
 // trace`): where each goroutine waited — on the server, a flush, a lock —
 // which a CPU profile cannot show. Empty: off.
 func startTrace(path string) (stop func()) {
+	return startWriting("QUIXYSYNC_TRACE", path, trace.Start, trace.Stop)
+}
+
+// startWriting creates path and starts a recorder writing to it; stop ends
+// the recording and closes the file. A failure is reported on stderr under
+// the environment variable's name, and the run goes on unrecorded.
+func startWriting(env, path string, start func(io.Writer) error, end func()) (stop func()) {
 	if path == "" {
 		return func() {}
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_TRACE: %v\n", err)
+		fmt.Fprintf(os.Stderr, "quixysync: %s: %v\n", env, err)
 		return func() {}
 	}
-	if err := trace.Start(f); err != nil {
-		fmt.Fprintf(os.Stderr, "quixysync: QUIXYSYNC_TRACE: %v\n", err)
+	if err := start(f); err != nil {
+		fmt.Fprintf(os.Stderr, "quixysync: %s: %v\n", env, err)
 		f.Close()
 		return func() {}
 	}
 	return func() {
-		trace.Stop()
+		end()
 		f.Close()
 	}
 }
