@@ -335,7 +335,13 @@ func TestMaildirValidityChangeNewMailPushedAtOnce(t *testing.T) {
 // keeping its last UID (delta is added to the validity; 0 means +1000).
 func rewriteUIDValidity(t testing.TB, p *pairing, box string, delta uint32) {
 	t.Helper()
-	dir, err := p.spec.Near.(engine.LocalStore).MailboxDir(box)
+	rewriteUIDValidityOf(t, p.spec.Near, box, delta)
+}
+
+// rewriteUIDValidityOf is rewriteUIDValidity for any Maildir store s.
+func rewriteUIDValidityOf(t testing.TB, s engine.Store, box string, delta uint32) {
+	t.Helper()
+	dir, err := s.(engine.LocalStore).MailboxDir(box)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,6 +486,48 @@ func TestValidityChangeWithPendingCopy(t *testing.T) {
 			if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
 				t.Fatalf("not idempotent: %+v", res.Counts)
 			}
+		})
+	}
+}
+
+// TestValidityRepairKeepsDeleted: a message removed on one side stays on the
+// other flagged \Deleted, as a one-sided pair, when expunge may not remove it
+// there (mbsync's default). When that side's UIDVALIDITY then changes (a
+// server migration, a Maildir's .uidvalidity rewritten), the repair cannot
+// tell such a message's new UID from its partner, which is gone: it must not
+// take it for a new message and copy it back to the side that removed it.
+// An undelete afterwards still copies it, as it would have before.
+func TestValidityRepairKeepsDeleted(t *testing.T) {
+	for _, changed := range []engine.Side{engine.Near, engine.Far} {
+		t.Run(changed.String(), func(t *testing.T) {
+			p := newPairing(t, maildirMaildir)
+			p.spec.Expunge = [2]bool{false, false}
+			validitySetup(t, p, 6)
+			survivor, remover := p.spec.Near, p.spec.Far
+			if changed == engine.Far {
+				survivor, remover = p.spec.Far, p.spec.Near
+			}
+			engine.ExpungeBySubject(t, remover, "Work", "w02")
+			sync1(t, p, engine.RunOptions{})
+			if v := engine.ViewBox(t, survivor, "Work"); !strings.Contains(v, "w02:FT") {
+				t.Fatalf("before the UIDVALIDITY change the survivor should hold w02 flagged deleted: %s", v)
+			}
+			rewriteUIDValidityOf(t, survivor, "Work", 0)
+			addMany(t, survivor, "Work", 0, "fresh") // new since the last run: still copied
+			res := sync1(t, p, engine.RunOptions{})
+			if res.Copied[changed.Other()] != 1 || res.Copied[changed] != 0 {
+				t.Fatalf("repair run copied %v, want only the fresh message", res.Copied)
+			}
+			if v := engine.ViewBox(t, remover, "Work"); strings.Contains(v, "w02") || !strings.Contains(v, "fresh") {
+				t.Fatalf("after the repair the side that removed w02 holds: %s", v)
+			}
+			// The pair is known again: taking the deletion back copies it.
+			engine.SetFlagsBySubject(t, survivor, "Work", "w02", 0, engine.FlagDeleted)
+			res = sync1(t, p, engine.RunOptions{})
+			if res.Copied[changed.Other()] != 1 {
+				t.Fatalf("undelete after the repair copied %v, want w02 back", res.Copied)
+			}
+			p.check(t, "Work", "")
 		})
 	}
 }

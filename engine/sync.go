@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -1315,8 +1316,11 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			c, recV, b.status[c].UIDValidity, confirmed, total, c, b.statePath)
 	}
 	kept := b.st.Pairs[:0]
-	dropped, orphans := 0, 0
+	dropped, orphans, skippedC := 0, 0, 0
 	for _, p := range b.st.Pairs {
+		if p.uid(u) == 0 && p.Skip != SkipNone {
+			skippedC++ // kept on the changed side on purpose; its new UID is not known
+		}
 		if p.uid(c) == 0 {
 			if cu, ok := loose[p.uid(u)]; ok {
 				p.setUID(c, cu) // the copy a crashed run made
@@ -1346,13 +1350,37 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		}
 	}
 	b.st.Pairs = kept
+	// A message kept on the changed side on purpose (SkipGone: its partner
+	// was removed and expunge may not remove it; SkipDeleted) carries
+	// \Deleted, and nothing else tells its new UID: were it left to look new,
+	// it would be copied back to the side that deleted it. So when such pairs
+	// were dropped, every \Deleted message of the changed side that no pair
+	// holds is kept as SkipGone again (a \Deleted one that arrived since the
+	// last run is then not copied either; an undelete copies it, as it does a
+	// SkipGone message's).
+	kept2 := 0
+	if skippedC > 0 {
+		held := make(map[UID]bool, len(b.st.Pairs)+len(loose))
+		for _, p := range b.st.Pairs {
+			held[p.uid(c)] = true
+		}
+		for _, cu := range loose {
+			held[cu] = true
+		}
+		for _, cu := range sortedUIDs(slices.Collect(maps.Keys(all[c]))) {
+			if m := all[c][cu]; !held[cu] && m.Flags.Has(FlagDeleted) {
+				b.st.Pairs = append(b.st.Pairs, pairOf(c, cu, m.Flags, SkipGone))
+				kept2++
+			}
+		}
+	}
 	for uu, cu := range loose {
 		p := Pair{Flags: all[u][uu].Flags & all[c][cu].Flags}
 		p.setUID(u, uu)
 		p.setUID(c, cu)
 		b.st.Pairs = append(b.st.Pairs, p)
 	}
-	if len(loose) > 0 {
+	if len(loose) > 0 || kept2 > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
 	}
 	// A message of the changed side that no pair holds is new — a folder
@@ -1387,7 +1415,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	}
 	b.log.Warn("recovered from a UIDVALIDITY change", "mailbox", b.name, "side", c.String(),
 		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped, "unpaired_matched", matchedLoose,
-		"left_alone", left)
+		"deleted_kept", kept2, "left_alone", left)
 	return nil
 }
 
