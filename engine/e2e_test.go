@@ -467,3 +467,38 @@ func TestOneJournalSyncForChanges(t *testing.T) {
 		checkEqual(t, spec, "INBOX", "a:FS b: c:RS f:S")
 	})
 }
+
+// TestModSeqGoingDownListsAll: a server that rebuilt its index can hand out
+// mod-sequences from a lower value again under the same UIDVALIDITY (RFC
+// 7162 forbids it). A flag changed after that has a mod-sequence below the
+// one the state recorded: asking for the changes since the recorded value
+// would miss it, and the next state would record the lower value, so it
+// would be missed for good. The run must list everything instead.
+func TestModSeqGoingDownListsAll(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	far.crlf = true
+	near.reserve, near.modseq = true, false
+	spec := testSpec(t.TempDir(), far, near)
+	for _, s := range []string{"a", "b", "c"} {
+		addMsg(t, far, "INBOX", s, 0)
+	}
+	for i := 0; i < 40; i++ { // the recorded HIGHESTMODSEQ well above where the rebuild restarts
+		setFlagsBySubject(t, far, "INBOX", "c", FlagFlagged, 0)
+		setFlagsBySubject(t, far, "INBOX", "c", 0, FlagFlagged)
+	}
+	mustSync(t, spec, RunOptions{})
+	checkEqual(t, spec, "INBOX", "a: b: c:")
+	far.mu.Lock()
+	far.boxes["INBOX"].modseq = 2 // the rebuild
+	far.mu.Unlock()
+	setFlagsBySubject(t, far, "INBOX", "b", FlagSeen, 0)
+	res := mustSync(t, spec, RunOptions{})
+	if res.Flagged[Near] != 1 {
+		t.Fatalf("flag change after the mod-sequences went down: %+v", res.Counts)
+	}
+	checkEqual(t, spec, "INBOX", "a: b:S c:")
+	// From the new, lower value on, changes are seen incrementally again.
+	setFlagsBySubject(t, far, "INBOX", "a", FlagFlagged, 0)
+	mustSync(t, spec, RunOptions{})
+	checkEqual(t, spec, "INBOX", "a:F b:S c:")
+}

@@ -1037,6 +1037,16 @@ func (b *boxRun) reportOn(ctx context.Context, s Side, st *State, other *Status)
 	}
 	q := ListQuery{All: true}
 	incremental := known && rec.UIDNext > 0 && rec.HighestModSeq > 0 && status.HighestModSeq > 0
+	if incremental && (status.HighestModSeq < rec.HighestModSeq || status.UIDNext < rec.UIDNext) {
+		// Neither may go down while UIDVALIDITY stays (RFC 7162, 3501), but
+		// a server that rebuilt its index can do it: asking for the changes
+		// since the recorded value would then miss every change made since
+		// the rebuild, for good. Everything is listed instead.
+		b.log.Warn("the server's change counters went down without a UIDVALIDITY change: listing every message",
+			"mailbox", b.name, "side", s.String(), "highestmodseq", status.HighestModSeq, "recorded_highestmodseq", rec.HighestModSeq,
+			"uidnext", status.UIDNext, "recorded_uidnext", rec.UIDNext)
+		incremental = false
+	}
 	if incremental {
 		q = ListQuery{From: rec.UIDNext, ChangedSince: rec.HighestModSeq}
 	}
