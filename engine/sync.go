@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -1360,6 +1359,16 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		}
 	}
 	b.st.Pairs = kept
+	for uu, cu := range loose {
+		p := Pair{Flags: all[u][uu].Flags & all[c][cu].Flags}
+		p.setUID(u, uu)
+		p.setUID(c, cu)
+		b.st.Pairs = append(b.st.Pairs, p)
+	}
+	held := make(map[UID]bool, len(b.st.Pairs))
+	for _, p := range b.st.Pairs {
+		held[p.uid(c)] = true
+	}
 	// A message kept on the changed side on purpose (SkipGone: its partner
 	// was removed and expunge may not remove it; SkipDeleted) carries
 	// \Deleted, and nothing else tells its new UID: were it left to look new,
@@ -1368,29 +1377,17 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	// holds is kept as SkipGone again (a \Deleted one that arrived since the
 	// last run is then not copied either; an undelete copies it, as it does a
 	// SkipGone message's).
-	kept2 := 0
+	keptDeleted := 0
 	if skippedC > 0 {
-		held := make(map[UID]bool, len(b.st.Pairs)+len(loose))
-		for _, p := range b.st.Pairs {
-			held[p.uid(c)] = true
-		}
-		for _, cu := range loose {
-			held[cu] = true
-		}
-		for _, cu := range sortedUIDs(slices.Collect(maps.Keys(all[c]))) {
-			if m := all[c][cu]; !held[cu] && m.Flags.Has(FlagDeleted) {
+		for cu, m := range all[c] { // (sorted with the rest below)
+			if !held[cu] && m.Flags.Has(FlagDeleted) {
 				b.st.Pairs = append(b.st.Pairs, pairOf(c, cu, m.Flags, SkipGone))
-				kept2++
+				held[cu] = true
+				keptDeleted++
 			}
 		}
 	}
-	for uu, cu := range loose {
-		p := Pair{Flags: all[u][uu].Flags & all[c][cu].Flags}
-		p.setUID(u, uu)
-		p.setUID(c, cu)
-		b.st.Pairs = append(b.st.Pairs, p)
-	}
-	if len(loose) > 0 || kept2 > 0 {
+	if len(loose) > 0 || keptDeleted > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
 	}
 	// A message of the changed side that no pair holds is new — a folder
@@ -1407,12 +1404,6 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		}
 		for uid := range all[c] {
 			top = max(top, uid)
-		}
-		held := make(map[UID]bool, len(b.st.Pairs))
-		for _, p := range b.st.Pairs {
-			held[p.uid(c)] = true
-		}
-		for uid := range all[c] {
 			if !held[uid] {
 				left++
 			}
@@ -1425,7 +1416,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	}
 	b.log.Warn("recovered from a UIDVALIDITY change", "mailbox", b.name, "side", c.String(),
 		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped, "unpaired_matched", matchedLoose,
-		"deleted_kept", kept2, "left_alone", left)
+		"deleted_kept", keptDeleted, "left_alone", left)
 	return nil
 }
 
