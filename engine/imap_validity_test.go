@@ -531,3 +531,35 @@ func TestValidityRepairKeepsDeleted(t *testing.T) {
 		})
 	}
 }
+
+// TestLastUIDWentBack: a Maildir's .uidvalidity comes back from an older
+// backup (same UIDVALIDITY, a lower last UID) while the user deletes a
+// message there. Before, the scan gave the files above that last UID new
+// UIDs from just above it, onto UIDs the state pairs with other messages:
+// the run deleted the wrong message on the server and kept the deleted one,
+// and later changes went to the wrong messages. The files keep their UIDs.
+func TestLastUIDWentBack(t *testing.T) {
+	p := newPairing(t, maildirMaildir)
+	p.spec.Expunge = [2]bool{true, true}
+	validitySetup(t, p, 6)
+	engine.ExpungeBySubject(t, p.spec.Near, "Work", "w01")
+	dir, err := p.spec.Near.(engine.LocalStore).MailboxDir("Work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, ".uidvalidity")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	validity, _, _ := strings.Cut(string(b), "\n")
+	if err := os.WriteFile(path, []byte(validity+"\n1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "Work", "w00: w02:F w03: w04:S w05:F")
+	engine.SetFlagsBySubject(t, p.spec.Far, "Work", "w03", engine.FlagFlagged, 0)
+	engine.SetFlagsBySubject(t, p.spec.Near, "Work", "w04", engine.FlagFlagged, 0)
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "Work", "w00: w02:F w03:F w04:FS w05:F")
+}

@@ -772,7 +772,10 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 			fresh = append(fresh, e)
 		case m.ours[u]:
 			keep(u, e)
-		case u > st.Last:
+		case u > st.Last && (m.idents == nil || m.idents(u) != nameIdent(e.name)):
+			// (One the state records under u was assigned here: .uidvalidity
+			// went back — restored from a backup, rewritten by another tool —
+			// and the file keeps its UID; the last UID is raised below.)
 			m.s.log.Info("file carries a UID above the last one assigned here: giving it a new UID", "mailbox", m.name, "file", e.sub()+"/"+e.name)
 			fresh = append(fresh, e)
 		case m.known != nil && !m.known(u):
@@ -801,6 +804,20 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		fresh = append(fresh, es[1:]...)
 		idx.set(u, es[0])
 	}
+	if hi > st.Last && !m.readOnly {
+		// No UID a file carries may be handed out again, to a fresh file
+		// here or to a message Stage writes, not even one a file gives up
+		// below: where .uidvalidity went back, those are UIDs the state
+		// pairs with other messages, and the pair would take the wrong one.
+		raised, err := m.s.raiseLastUID(m.dir, hi)
+		if err != nil {
+			return false, m.wrap("raise the last UID", err)
+		}
+		if raised.Validity != m.status.UIDValidity {
+			return false, m.wrap("raise the last UID", engine.ErrValidity)
+		}
+		m.s.log.Info("files carry UIDs above the last one "+uidFile+" records (restored from a backup?): raised it", "mailbox", m.name, "last", st.Last, "now", hi)
+	}
 	if len(fresh) > 0 {
 		sort.Slice(fresh, func(i, j int) bool {
 			if bi, bj := fresh[i].base(), fresh[j].base(); bi != bj {
@@ -810,7 +827,7 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		})
 		if m.readOnly {
 			// In memory only: nothing on disk changes in read-only mode.
-			next := max(st.Last, m.maxOurs()) + 1
+			next := max(st.Last, m.maxOurs(), hi) + 1
 			for _, e := range fresh {
 				idx.set(next, e)
 				next++

@@ -253,28 +253,66 @@ func TestForeignAndDuplicateUIDs(t *testing.T) {
 	if len(msgs) != 5 {
 		t.Fatalf("got %v", msgs)
 	}
-	got := fetch(t, mb, 3, 5, 11, 12, 13)
+	// Fresh UIDs come above every UID a file carried (50), not only above
+	// .uidvalidity's last (10): see TestLastBelowFileUIDs.
+	got := fetch(t, mb, 3, 5, 51, 52, 53)
 	if got[3] != "original\n" || got[5] != "known\n" {
 		t.Errorf("kept UIDs: %v", got)
 	}
 	var fresh []string
-	for _, u := range []engine.UID{11, 12, 13} {
+	for _, u := range []engine.UID{51, 52, 53} {
 		fresh = append(fresh, got[u])
 	}
 	sort.Strings(fresh)
 	if want := []string{"UID above the last assigned\n", "copy\n", "moved here by a mail client\n"}; !slices.Equal(fresh, want) {
 		t.Errorf("fresh UIDs hold %q, want %q", fresh, want)
 	}
-	if c := files(t, dir, "cur"); !slices.Contains(c, "orig,U=3:2,S") || !slices.Contains(c, "copy,U=11:2,S") {
+	if c := files(t, dir, "cur"); !slices.Contains(c, "orig,U=3:2,S") || !slices.Contains(c, "copy,U=51:2,S") {
 		t.Errorf("cur/ = %v", c)
 	}
-	if n := files(t, dir, "new"); len(n) != 1 || !strings.HasPrefix(n[0], "high,U=1") {
+	if n := files(t, dir, "new"); len(n) != 1 || !strings.HasPrefix(n[0], "high,U=5") {
 		t.Errorf("new/ = %v (the file must stay in new/)", n)
 	}
 	// Renumbered files are this mailbox's own now: a second scan keeps them.
-	if again := list(t, mb); len(again) != 5 || again[11].UID != 11 {
+	if again := list(t, mb); len(again) != 5 || again[51].UID != 51 {
 		t.Errorf("rescan: %v", again)
 	}
+}
+
+// TestLastBelowFileUIDs: .uidvalidity's last UID (10) is below UIDs files
+// carry that the state records there with their idents (11 and 15): the file
+// was restored from an older backup, or another tool rewrote it. The files
+// keep their UIDs (before, the one with 15 was given 11, the UID the state
+// pairs with the other file), the last UID is raised past them, and a
+// message staged afterwards does not get one of them either.
+func TestLastBelowFileUIDs(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	writeFile(t, filepath.Join(dir, uidFile), "1700000000\n10\n")
+	x := "1700000001.x.host,U=15:2,S"
+	y := "1700000002.y.host,U=11:2,S"
+	writeFile(t, filepath.Join(dir, "cur", x), "X\n")
+	writeFile(t, filepath.Join(dir, "cur", y), "Y\n")
+	ageFolder(t, dir)
+	mb := open(t, s, "INBOX", false)
+	mb.SetKnownUIDs(func(u engine.UID) bool { return u == 11 || u == 15 || u > 15 })
+	rec := map[engine.UID]uint32{11: nameIdent(y), 15: nameIdent(x)}
+	mb.SetKnownIdents(func(u engine.UID) uint32 { return rec[u] })
+	if got := fetch(t, mb, 11, 15); got[11] != "Y\n" || got[15] != "X\n" {
+		t.Fatalf("UIDs 11 and 15 hold %q and %q, want Y and X; files %v", got[11], got[15], files(t, dir, "cur"))
+	}
+	if st, ok, err := readUIDState(dir); err != nil || !ok || st.Last < 15 || st.Validity != 1700000000 {
+		t.Fatalf(".uidvalidity after the scan: %+v %v %v, want last >= 15", st, ok, err)
+	}
+	x2, err := mb.Stage(t.Context(), engine.NewMessage{Body: strings.NewReader("new\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x2.UID() <= 15 {
+		t.Fatalf("a staged message got UID %d, which a file already carries or the state may pair", x2.UID())
+	}
+	mb.Discard([]engine.Staged{x2})
 }
 
 func TestMailClientRenamesMeanwhile(t *testing.T) {

@@ -160,6 +160,28 @@ func (s *Store) reserveUIDs(dir string, n int, syncDir bool) (st uidState, first
 	return st, first, nil
 }
 
+// raiseLastUID makes the folder's last assigned UID at least atLeast,
+// durably (a no-op when it is already).
+func (s *Store) raiseLastUID(dir string, atLeast engine.UID) (uidState, error) {
+	unlock, err := lockFolder(dir)
+	if err != nil {
+		return uidState{}, err
+	}
+	defer unlock()
+	st, ok, err := readUIDState(dir)
+	if err != nil {
+		return st, err
+	}
+	if !ok {
+		return st, fmt.Errorf("maildir %s: %s vanished: %w", dir, uidFile, engine.ErrValidity)
+	}
+	if st.Last >= atLeast {
+		return st, nil
+	}
+	st.Last = atLeast
+	return st, s.writeUIDState(dir, st, true)
+}
+
 // syncPath fsyncs a file or a directory.
 func syncPath(path string) error {
 	fd, err := openRaw(path)
