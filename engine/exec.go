@@ -829,8 +829,29 @@ func (b *boxRun) resolveCopies(ctx context.Context, t Side, intents []*copyInten
 		if err != nil {
 			return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
 		}
+		// The UID alone does not prove the copy: a mail client may have
+		// moved in another folder's file carrying the same ",U=" after the
+		// crash, and the state would pair it with the source, which would
+		// then never be copied. Its content must be the copy's.
+		var present []UID
 		for _, in := range reserved {
 			if _, ok := slices.BinarySearch(have, in.Reserved); ok {
+				present = append(present, in.Reserved)
+			}
+		}
+		sums := map[UID]string{}
+		if len(present) > 0 {
+			err := mb.Fetch(ctx, present, func(uid UID, r io.Reader) error {
+				sum, _, err := hashMessage(r)
+				sums[uid] = sum
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("looking for interrupted copies on the %s side: %w", t, err)
+			}
+		}
+		for _, in := range reserved {
+			if sum, ok := sums[in.Reserved]; ok && (in.SHA256 == "" || sum == in.SHA256) {
 				in.Done, in.Failed, in.Target = true, false, in.Reserved
 			} else {
 				in.Done, in.Failed = true, true
