@@ -734,6 +734,11 @@ func (m *Mailbox) uidState() (uidState, error) {
 	return st, nil
 }
 
+// maxRaise bounds the UIDs in file names that raise the folder's last UID
+// (index): mbsync and quixysync count up from 1, and a file claiming more is
+// renumbered rather than allowed to leave too few UIDs for new mail.
+const maxRaise = engine.UID(1) << 31
+
 // index assigns UIDs and fills m.idx; again is true when a file vanished
 // while it was being renamed (a mail client was at work) and the folder must
 // be read again.
@@ -743,9 +748,13 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		return false, err
 	}
 	lo, hi := ^engine.UID(0), engine.UID(0)
+	top := st.Last // the highest UID no file may be given again (see below)
 	for _, e := range entries {
 		if e.uid != 0 {
 			lo, hi = min(lo, e.uid), max(hi, e.uid)
+			if e.uid < maxRaise {
+				top = max(top, e.uid)
+			}
 		}
 	}
 	idx := newUIDIndex(lo, hi, len(entries))
@@ -804,19 +813,20 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		fresh = append(fresh, es[1:]...)
 		idx.set(u, es[0])
 	}
-	if hi > st.Last && !m.readOnly {
+	if top > st.Last && !m.readOnly {
 		// No UID a file carries may be handed out again, to a fresh file
 		// here or to a message Stage writes, not even one a file gives up
 		// below: where .uidvalidity went back, those are UIDs the state
 		// pairs with other messages, and the pair would take the wrong one.
-		raised, err := m.s.raiseLastUID(m.dir, hi)
+		// (Not past maxRaise: one odd file name must not use up the UIDs.)
+		raised, err := m.s.raiseLastUID(m.dir, top)
 		if err != nil {
 			return false, m.wrap("raise the last UID", err)
 		}
 		if raised.Validity != m.status.UIDValidity {
 			return false, m.wrap("raise the last UID", engine.ErrValidity)
 		}
-		m.s.log.Info("files carry UIDs above the last one "+uidFile+" records (restored from a backup?): raised it", "mailbox", m.name, "last", st.Last, "now", hi)
+		m.s.log.Info("files carry UIDs above the last one "+uidFile+" records (restored from a backup?): raised it", "mailbox", m.name, "last", st.Last, "now", top)
 	}
 	if len(fresh) > 0 {
 		sort.Slice(fresh, func(i, j int) bool {
@@ -827,7 +837,7 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 		})
 		if m.readOnly {
 			// In memory only: nothing on disk changes in read-only mode.
-			next := max(st.Last, m.maxOurs(), hi) + 1
+			next := max(top, m.maxOurs()) + 1
 			for _, e := range fresh {
 				idx.set(next, e)
 				next++

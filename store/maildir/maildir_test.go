@@ -635,3 +635,27 @@ func TestFileNamesDifferAcrossStores(t *testing.T) {
 		seen[unique] = box
 	}
 }
+
+// TestHugeFileUIDNotRaised: a file name claiming a UID near the top of the
+// range (an odd tool, a hostile file) is renumbered; it does not raise the
+// folder's last UID so far that new mail could get no UID.
+func TestHugeFileUIDNotRaised(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	writeFile(t, filepath.Join(dir, uidFile), "1700000000\n10\n")
+	writeFile(t, filepath.Join(dir, "cur", "odd,U=4294967295:2,S"), "odd\n")
+	mb := open(t, s, "INBOX", false)
+	msgs := list(t, mb)
+	if len(msgs) != 1 {
+		t.Fatalf("listing: %v", msgs)
+	}
+	if st, ok, err := readUIDState(dir); err != nil || !ok || st.Last > 1000 {
+		t.Fatalf(".uidvalidity after the scan: %+v %v %v", st, ok, err)
+	}
+	x, err := mb.Stage(t.Context(), engine.NewMessage{Body: strings.NewReader("new\n")})
+	if err != nil {
+		t.Fatalf("no UID for new mail after an odd file name: %v", err)
+	}
+	mb.Discard([]engine.Staged{x})
+}
