@@ -341,6 +341,16 @@ func rewriteUIDValidity(t testing.TB, p *pairing, box string, delta uint32) {
 // rewriteUIDValidityOf is rewriteUIDValidity for any Maildir store s.
 func rewriteUIDValidityOf(t testing.TB, s engine.Store, box string, delta uint32) {
 	t.Helper()
+	if delta == 0 {
+		delta = 1000
+	}
+	editUIDState(t, s, box, func(v, last uint32) (uint32, uint32) { return v + delta, last })
+}
+
+// editUIDState rewrites the .uidvalidity of Maildir store s's box with what
+// edit makes of its UIDVALIDITY and last UID.
+func editUIDState(t testing.TB, s engine.Store, box string, edit func(v, last uint32) (uint32, uint32)) {
+	t.Helper()
 	dir, err := s.(engine.LocalStore).MailboxDir(box)
 	if err != nil {
 		t.Fatal(err)
@@ -354,10 +364,8 @@ func rewriteUIDValidityOf(t testing.TB, s engine.Store, box string, delta uint32
 	if _, err := fmt.Sscanf(string(b), "%d\n%d\n", &v, &last); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	if delta == 0 {
-		delta = 1000
-	}
-	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d\n%d\n", v+delta, last)), 0o600); err != nil {
+	v, last = edit(v, last)
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d\n%d\n", v, last)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -543,19 +551,7 @@ func TestLastUIDWentBack(t *testing.T) {
 	p.spec.Expunge = [2]bool{true, true}
 	validitySetup(t, p, 6)
 	engine.ExpungeBySubject(t, p.spec.Near, "Work", "w01")
-	dir, err := p.spec.Near.(engine.LocalStore).MailboxDir("Work")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, ".uidvalidity")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	validity, _, _ := strings.Cut(string(b), "\n")
-	if err := os.WriteFile(path, []byte(validity+"\n1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editUIDState(t, p.spec.Near, "Work", func(v, _ uint32) (uint32, uint32) { return v, 1 })
 	sync1(t, p, engine.RunOptions{})
 	p.check(t, "Work", "w00: w02:F w03: w04:S w05:F")
 	engine.SetFlagsBySubject(t, p.spec.Far, "Work", "w03", engine.FlagFlagged, 0)
