@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime/trace"
 	"testing"
 )
 
@@ -29,8 +30,13 @@ func TestStartTrace(t *testing.T) {
 	stop()
 
 	stop = startTrace(filepath.Join(t.TempDir(), "no", "such", "dir", "run.trace"))
-	stop() // no trace, no panic
-	if startTrace("") == nil {
-		t.Fatal("empty path: want a no-op stop")
+	if trace.IsEnabled() {
+		t.Fatal("a trace runs although its file could not be created")
 	}
+	stop() // no trace, no panic
+	stop = startTrace("")
+	if trace.IsEnabled() {
+		t.Fatal("empty path: a trace runs")
+	}
+	stop()
 }
