@@ -27,3 +27,76 @@ func TestListErrorNamesTheStoreOnce(t *testing.T) {
 		t.Errorf("got %q, want the channel, then the store named once", msg)
 	}
 }
+
+// omittingLister is a store whose listing leaves out the mailboxes in omit
+// although they exist, as a server's stale list index can.
+type omittingLister struct {
+	*memStore
+	omit map[string]bool
+}
+
+func (o omittingLister) ListMailboxes(ctx context.Context) ([]MailboxInfo, error) {
+	all, err := o.memStore.ListMailboxes(ctx)
+	var out []MailboxInfo
+	for _, mi := range all {
+		if !o.omit[mi.Name] {
+			out = append(out, mi)
+		}
+	}
+	return out, err
+}
+
+// A mailbox synced before that one side's listing leaves out, but that
+// opens there by name, is synced as usual: neither stopped by the guard
+// (holding messages) nor taken for removed (empty, with remove on, the
+// other side would be deleted).
+func TestMailboxMissingFromListingOpensByName(t *testing.T) {
+	far, mem := newMemStore("far"), newMemStore("near")
+	near := omittingLister{mem, map[string]bool{}}
+	spec := testSpec(t.TempDir(), far, near)
+	spec.Remove = [2]bool{true, true}
+	addMsg(t, far, "Work", "w1", 0)
+	addMsg(t, far, "Empty", "e1", 0)
+	mustSync(t, spec, RunOptions{})
+	expungeBySubject(t, far, "Empty", "e1")
+	mustSync(t, spec, RunOptions{})
+	if n := len(subjects(t, mem, "Empty")); n != 0 {
+		t.Fatalf("near Empty: %d messages, want 0", n)
+	}
+
+	near.omit["Work"], near.omit["Empty"] = true, true
+	addMsg(t, mem, "Work", "w2", 0)
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			t.Errorf("%s: %v", m.Mailbox, m.Err)
+		}
+	}
+	if got := subjects(t, far, "Work"); len(got) != 2 {
+		t.Errorf("far Work holds %v, want w1 and w2 (the new near message copied)", got)
+	}
+	far.mu.Lock()
+	_, kept := far.boxes["Empty"]
+	far.mu.Unlock()
+	if !kept {
+		t.Error("far Empty removed although the near one exists")
+	}
+
+	// Gone for real: the guard and the removal work as before.
+	mem.mu.Lock()
+	delete(mem.boxes, "Work")
+	delete(mem.boxes, "Empty")
+	mem.mu.Unlock()
+	res = SyncChannel(context.Background(), spec, RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Work" && !errors.Is(m.Err, ErrGuard) {
+			t.Errorf("Work gone on the near side: %v, want the guard", m.Err)
+		}
+	}
+	far.mu.Lock()
+	_, kept = far.boxes["Empty"]
+	far.mu.Unlock()
+	if kept {
+		t.Error("far Empty kept although the near one is gone")
+	}
+}

@@ -331,14 +331,15 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		if started[name] {
 			continue
 		}
-		pool.submit(name, func() MailboxResult { return syncOne(ctx, spec, opt, name, present, listed, hook) })
+		pool.submit(name, func() MailboxResult { return syncOne(ctx, spec, opt, name, present, listed, hook, false) })
 	}
 	pool.wait()
 	// A mailbox started ahead that the far side does not have (removed
 	// since the last run) goes the way of any mailbox missing on one side.
 	for _, name := range ahead {
 		if r := pool.result(name); errors.Is(r.Err, errNotThereYet) && !hook.crashed() {
-			pool.submit(name, func() MailboxResult { return syncOne(ctx, spec, opt, name, present, listed, hook) })
+			// Its far side failed to open by name already: no need to ask again.
+			pool.submit(name, func() MailboxResult { return syncOne(ctx, spec, opt, name, present, listed, hook, true) })
 		}
 	}
 	pool.wait()
@@ -541,9 +542,10 @@ func compareMailboxes(a, b string) int {
 }
 
 // syncOne handles one mailbox name: creation or removal when it exists on one
-// side only, else a sync of the pair.
+// side only, else a sync of the pair. openedMissing: the side a listing left
+// it out of has been found not to have it by name already, in this run.
 func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string, present [2]map[string]bool,
-	statuses [2]map[string]*Status, hook *crashHook) MailboxResult {
+	statuses [2]map[string]*Status, hook *crashHook, openedMissing bool) MailboxResult {
 	res := MailboxResult{Mailbox: name}
 	if ctx.Err() != nil {
 		res.Err = fmt.Errorf("mailbox %s: %w", name, ErrStopped)
@@ -576,6 +578,28 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 	if err != nil {
 		res.Err = fmt.Errorf("mailbox %s: %w", name, err)
 		return res
+	}
+	if st.Generation > 0 && !openedMissing {
+		// Synced before: ask the side whose listing left it out once more, by
+		// name, before taking it for removed. Servers' listings can miss a
+		// mailbox that exists (Dovecot's list index, rebuilt while another
+		// session creates or appends; seen twice in the random histories),
+		// and what follows either stops the pair with the guard or removes
+		// the other side when it is empty.
+		mb, err := spec.store(miss).OpenMailbox(ctx, name, true)
+		if err == nil {
+			mb.Close()
+			opt.Log.Warn("mailbox missing from the listing opens by name: syncing it",
+				"channel", spec.Name, "mailbox", name, "side", miss.String())
+			return syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{statuses[Far][name], statuses[Near][name]}, false)
+		}
+		if !errors.Is(err, ErrNoMailbox) {
+			res.Err = fmt.Errorf("mailbox %s: the %s side's listing leaves it out, and opening it there to make sure failed: %w", name, miss, err)
+			if ctx.Err() != nil {
+				res.Err = fmt.Errorf("mailbox %s: %w", name, ErrStopped)
+			}
+			return res
+		}
 	}
 	listed := 0
 	for _, p := range st.Pairs {
