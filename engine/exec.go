@@ -270,10 +270,16 @@ func (c sideChanges) uids() []UID {
 func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error {
 	var ch [2]sideChanges
 	var last *expungeIntent // Plan.ExpungeLast: after the near side
+	var u undone
+	b.undone = &u
+	defer func() {
+		b.undone = nil
+		b.restorePairs(newSt, &u, ch)
+	}()
 	journaled := false
 	for _, s := range []Side{Far, Near} {
 		if ctx.Err() != nil {
-			b.revertPairs(newSt, s, append(flagUIDs(p.Flags[s]), p.Expunges[s]...))
+			b.undo(s, append(flagUIDs(p.Flags[s]), p.Expunges[s]...))
 			continue
 		}
 		for _, fu := range p.Flags[s] {
@@ -311,14 +317,17 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 	if err := b.j.sync(); err != nil {
 		b.fail(err)
 		for s := range ch {
-			b.revertPairs(newSt, Side(s), ch[s].uids())
+			b.undo(Side(s), ch[s].uids())
 		}
 		if last != nil {
-			b.revertPairs(newSt, Far, last.UIDs)
+			b.undo(Far, last.UIDs)
 		}
 		return nil
 	}
 	for _, s := range []Side{Far, Near} {
+		if s == Near {
+			ch[Near].exp = b.withoutPartnersOf(ch[Far].exp, ch[Near].exp)
+		}
 		if err := b.applySide(ctx, s, ch[s], newSt); err != nil {
 			return err
 		}
@@ -333,8 +342,17 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 	// Only once the near messages are gone: while one is there, its user
 	// may still take the \Deleted back.
 	if ctx.Err() != nil || ch[Near].exp == nil || !ch[Near].exp.Done {
-		b.revertPairs(newSt, Far, last.UIDs)
+		b.undo(Far, last.UIDs)
 		return nil
+	}
+	if held := b.partners(Near, b.undone[Near]); len(held) > 0 {
+		// Some near messages stayed (kept: undeleted meanwhile).
+		keep := slices.DeleteFunc(slices.Clone(last.UIDs), func(u UID) bool { return held[u] })
+		b.undo(Far, slices.DeleteFunc(slices.Clone(last.UIDs), func(u UID) bool { return !held[u] }))
+		if len(keep) == 0 {
+			return nil
+		}
+		last = &expungeIntent{ID: last.ID, Side: Far, UIDs: keep}
 	}
 	return b.expunge(ctx, Far, last, newSt)
 }
@@ -351,14 +369,14 @@ func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *S
 	}
 	if fb, ok := b.mb[s].(FlagBatcher); ok && len(fis) > 1 {
 		if ctx.Err() != nil {
-			b.revertPairs(newSt, s, sideChanges{flags: fis}.uids())
+			b.undo(s, sideChanges{flags: fis}.uids())
 		} else if err := b.setFlagsBatch(ctx, s, fb, fis, newSt); err != nil {
 			return err
 		}
 	} else {
 		for i, fi := range fis {
 			if ctx.Err() != nil {
-				b.revertPairs(newSt, s, sideChanges{flags: fis[i:]}.uids())
+				b.undo(s, sideChanges{flags: fis[i:]}.uids())
 				break
 			}
 			if err := b.setFlags(ctx, s, fi, newSt); err != nil {
@@ -371,7 +389,7 @@ func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *S
 		return nil
 	}
 	if ctx.Err() != nil {
-		b.revertPairs(newSt, s, ei.UIDs)
+		b.undo(s, ei.UIDs)
 		return nil
 	}
 	return b.expunge(ctx, s, ei, newSt)
@@ -382,10 +400,11 @@ func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *S
 func (b *boxRun) setFlags(ctx context.Context, s Side, fi *flagIntent, newSt *State) error {
 	if err := b.mb[s].SetFlags(ctx, fi.UIDs, fi.Add, fi.Remove); err != nil {
 		b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
-		b.revertPairs(newSt, s, fi.UIDs)
+		b.undo(s, fi.UIDs)
 		return nil
 	}
 	b.res.Flagged[s] += len(fi.UIDs)
+	fi.Done = true
 	return b.j.addDone(fi.ID)
 }
 
@@ -414,10 +433,11 @@ func (b *boxRun) flagOutcomes(s Side, fis []*flagIntent, errs []error, newSt *St
 		}
 		if err != nil {
 			b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
-			b.revertPairs(newSt, s, fi.UIDs)
+			b.undo(s, fi.UIDs)
 			continue
 		}
 		b.res.Flagged[s] += len(fi.UIDs)
+		fi.Done = true
 		if err := b.j.addDone(fi.ID); err != nil {
 			return err
 		}
@@ -432,9 +452,20 @@ func (b *boxRun) expunge(ctx context.Context, s Side, ei *expungeIntent, newSt *
 
 // expungeOutcome records what a removal did, as flagOutcomes.
 func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *State) error {
+	var kept *KeptError
+	if errors.As(err, &kept) {
+		// Not an error: the user changed their mind while the run went on.
+		// Those pairs stay as they were; the next run sees the undelete.
+		b.log.Info("removal skipped: the message's \\Deleted was taken back during the run",
+			"mailbox", b.name, "side", s.String(), "messages", len(kept.UIDs))
+		b.undo(s, kept.UIDs)
+		b.res.Deleted[s] += len(ei.UIDs) - len(kept.UIDs)
+		ei.Done = true
+		return b.j.addDone(ei.ID)
+	}
 	if err != nil {
 		b.fail(fmt.Errorf("expunging on the %s side: %w", s, err))
-		b.revertPairs(newSt, s, ei.UIDs)
+		b.undo(s, ei.UIDs)
 		return nil
 	}
 	b.res.Deleted[s] += len(ei.UIDs)
@@ -442,22 +473,41 @@ func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *Sta
 	return b.j.addDone(ei.ID)
 }
 
-// revertPairs puts back the previous state's pairs for the given UIDs of side
-// s, for acts that did not happen: the next run then sees the same differences
-// again and plans them anew (the recorded flags are the merge base, so a base
-// that claimed a change not made would turn it into a reverse change).
-func (b *boxRun) revertPairs(newSt *State, s Side, uids []UID) {
-	if len(uids) == 0 {
+// undone collects, per side, the UIDs whose planned acts did not happen
+// (failed, interrupted, or held back): restorePairs puts their pairs back once
+// both sides' acts are over.
+type undone [2][]UID
+
+// undo records that the acts planned on side s for uids did not happen
+// (applyChanges restores their pairs when it ends).
+func (b *boxRun) undo(s Side, uids []UID) {
+	b.undone[s] = append(b.undone[s], uids...)
+}
+
+// restorePairs puts back the previous state's pairs of the undone UIDs: the next
+// run then sees the same differences again and plans them anew (the
+// recorded flags are the merge base, so a base that claimed a change not
+// made would turn it into a reverse change). The flag changes that did
+// happen on such a pair — the other side's, or this side's before its
+// removal failed — go into its base, as a crashed run's replay records
+// them: left out, a flag this run set would look like a fresh change of
+// that side next time and win over a user's change on the side it came
+// from (a \Deleted taken back, a flag removed).
+func (b *boxRun) restorePairs(newSt *State, u *undone, ch [2]sideChanges) {
+	if len(u[Far]) == 0 && len(u[Near]) == 0 {
 		return
 	}
-	want := make(map[UID]bool, len(uids))
-	for _, u := range uids {
-		want[u] = true
+	var want [2]map[UID]bool
+	for s := range want {
+		want[s] = make(map[UID]bool, len(u[s]))
+		for _, uid := range u[s] {
+			want[s][uid] = true
+		}
 	}
 	var restore []Pair
 	drop := [2]map[UID]bool{{}, {}}
 	for _, p := range b.st.Pairs {
-		if u := p.uid(s); u != 0 && want[u] {
+		if (p.Far != 0 && want[Far][p.Far]) || (p.Near != 0 && want[Near][p.Near]) {
 			restore = append(restore, p)
 			if p.Far != 0 {
 				drop[Far][p.Far] = true
@@ -470,6 +520,29 @@ func (b *boxRun) revertPairs(newSt *State, s Side, uids []UID) {
 	if len(restore) == 0 {
 		return
 	}
+	var done [2]map[UID]*flagIntent
+	for s := range ch {
+		for _, fi := range ch[s].flags {
+			if !fi.Done {
+				continue
+			}
+			if done[s] == nil {
+				done[s] = map[UID]*flagIntent{}
+			}
+			for _, uid := range fi.UIDs {
+				if drop[s][uid] {
+					done[s][uid] = fi
+				}
+			}
+		}
+	}
+	for i := range restore {
+		for _, s := range []Side{Far, Near} {
+			if fi := done[s][restore[i].uid(s)]; fi != nil {
+				restore[i].Flags = (restore[i].Flags | fi.Add) &^ fi.Remove
+			}
+		}
+	}
 	kept := newSt.Pairs[:0]
 	for _, p := range newSt.Pairs {
 		if (p.Far != 0 && drop[Far][p.Far]) || (p.Near != 0 && drop[Near][p.Near]) {
@@ -478,6 +551,56 @@ func (b *boxRun) revertPairs(newSt *State, s Side, uids []UID) {
 		kept = append(kept, p)
 	}
 	newSt.Pairs = append(kept, restore...)
+}
+
+// withoutPartnersOf returns the near removals left once those whose far
+// partner's removal (far) failed are taken out. The far side goes first so
+// that a crash between the sides leaves the far message gone and its
+// partner to be removed by the next run; a far removal that failed leaves
+// the far message, and removing its partner anyway would turn a \Deleted
+// taken back since on the far side into the loss of both (the next run
+// would see the near message gone, a removal to carry over). Held back, it
+// is planned again. (The mirror case is Plan.ExpungeLast.)
+func (b *boxRun) withoutPartnersOf(far, near *expungeIntent) *expungeIntent {
+	if far == nil || far.Done || near == nil {
+		return near
+	}
+	held := b.partners(Far, far.UIDs)
+	if len(held) == 0 {
+		return near
+	}
+	var keep []UID
+	for _, uid := range near.UIDs {
+		if !held[uid] {
+			keep = append(keep, uid)
+		}
+	}
+	// Their pairs go back with the far UIDs' (undone by the failure).
+	if len(keep) == 0 {
+		return nil
+	}
+	// The journaled intent keeps every UID: a replay never redoes a removal
+	// (see replay), so only what this run does changes.
+	return &expungeIntent{ID: near.ID, Side: Near, UIDs: keep}
+}
+
+// partners returns the UIDs on the other side paired, in the state the run
+// started from, with uids of side s.
+func (b *boxRun) partners(s Side, uids []UID) map[UID]bool {
+	if len(uids) == 0 {
+		return nil
+	}
+	of := make(map[UID]bool, len(uids))
+	for _, u := range uids {
+		of[u] = true
+	}
+	out := map[UID]bool{}
+	for _, p := range b.st.Pairs {
+		if u, o := p.uid(s), p.uid(s.Other()); u != 0 && o != 0 && of[u] {
+			out[o] = true
+		}
+	}
+	return out
 }
 
 func (p Pair) uid(s Side) UID {

@@ -43,6 +43,8 @@ type boxRun struct {
 	released [2]bool
 	// ahead: started before the far side was listed (see syncAhead).
 	ahead bool
+	// undone: while applyChanges runs, the UIDs whose acts did not happen.
+	undone *undone
 }
 
 // errNotThereYet ends, before anything is changed, the run of a mailbox

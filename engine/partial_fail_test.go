@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+)
+
+// refusingStore's mailboxes refuse removals or flag changes while told to,
+// as a server does for a folder without the right, or over a dropped
+// connection.
+type refusingStore struct {
+	*memStore
+	expunge, setFlags atomic.Bool
+}
+
+func (s *refusingStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
+	mb, err := s.memStore.OpenMailbox(ctx, name, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return &refusingMailbox{mb, s}, nil
+}
+
+type refusingMailbox struct {
+	Mailbox
+	s *refusingStore
+}
+
+func (m *refusingMailbox) Expunge(ctx context.Context, uids []UID) error {
+	if m.s.expunge.Load() {
+		return fmt.Errorf("NO [NOPERM] expunge refused (test)")
+	}
+	return m.Mailbox.Expunge(ctx, uids)
+}
+
+func (m *refusingMailbox) SetFlags(ctx context.Context, uids []UID, add, remove Flag) error {
+	if m.s.setFlags.Load() {
+		return fmt.Errorf("NO store refused (test)")
+	}
+	return m.Mailbox.SetFlags(ctx, uids, add, remove)
+}
+
+// A far removal that failed holds back its near partner's: removed anyway,
+// a \Deleted taken back on the far side afterwards would be lost with the
+// message on both sides (the next run would carry the near removal over).
+func TestFailedFarExpungeKeepsNearPartner(t *testing.T) {
+	mem, near := newMemStore("far"), newMemStore("near")
+	near.reserve, near.modseq = true, false
+	far := &refusingStore{memStore: mem}
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, mem, "INBOX", "a", 0)
+	addMsg(t, mem, "INBOX", "b", 0)
+	mustSync(t, spec, RunOptions{})
+	setFlagsBySubject(t, mem, "INBOX", "a", FlagDeleted, 0)
+	far.expunge.Store(true)
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if len(res.Mailboxes) != 1 || res.Mailboxes[0].Err == nil {
+		t.Fatalf("the refused removal was not reported: %+v", res.Mailboxes)
+	}
+	if got := view(t, near, "INBOX"); got != "a: b:" {
+		t.Errorf("near after the far removal failed: %q, want a: b: (its partner kept)", got)
+	}
+	far.expunge.Store(false)
+	setFlagsBySubject(t, mem, "INBOX", "a", 0, FlagDeleted) // taken back
+	mustSync(t, spec, RunOptions{})
+	if f, n := view(t, mem, "INBOX"), view(t, near, "INBOX"); f != "a: b:" || n != "a: b:" {
+		t.Fatalf("after the undelete: far %q, near %q, want a: b: on both", f, n)
+	}
+	// Not taken back: the next run removes both.
+	setFlagsBySubject(t, mem, "INBOX", "a", FlagDeleted, 0)
+	mustSync(t, spec, RunOptions{})
+	if f, n := view(t, mem, "INBOX"), view(t, near, "INBOX"); f != "b:" || n != "b:" {
+		t.Fatalf("after the removal: far %q, near %q, want b: on both", f, n)
+	}
+}
+
+// A pair put back because one side's act failed records in its merge base
+// the flags the other side's act did set: otherwise they look like a fresh
+// change of that side next time and win over the user's later change.
+func TestFailedSideKeepsOtherSidesFlagsInBase(t *testing.T) {
+	t.Run("flags", func(t *testing.T) {
+		far, mem := newMemStore("far"), newMemStore("near")
+		mem.reserve, mem.modseq = true, false
+		near := &refusingStore{memStore: mem}
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", 0)
+		mustSync(t, spec, RunOptions{})
+		setFlagsBySubject(t, far, "INBOX", "a", FlagSeen, 0)
+		setFlagsBySubject(t, mem, "INBOX", "a", FlagFlagged, 0)
+		near.setFlags.Store(true)
+		SyncChannel(context.Background(), spec, RunOptions{}) // far +F done, near +S refused
+		if got := view(t, far, "INBOX"); got != "a:FS" {
+			t.Fatalf("far after the run: %q, want a:FS", got)
+		}
+		near.setFlags.Store(false)
+		setFlagsBySubject(t, mem, "INBOX", "a", 0, FlagFlagged) // the near user unflags
+		mustSync(t, spec, RunOptions{})
+		if f, n := view(t, far, "INBOX"), view(t, mem, "INBOX"); f != "a:S" || n != "a:S" {
+			t.Fatalf("far %q, near %q, want a:S on both (the unflag kept)", f, n)
+		}
+	})
+	t.Run("deleted", func(t *testing.T) {
+		far, mem := newMemStore("far"), newMemStore("near")
+		mem.reserve, mem.modseq = true, false
+		near := &refusingStore{memStore: mem}
+		spec := testSpec(t.TempDir(), far, near)
+		spec.Expunge = [2]bool{false, true}
+		addMsg(t, far, "INBOX", "a", 0)
+		addMsg(t, far, "INBOX", "b", 0)
+		mustSync(t, spec, RunOptions{})
+		setFlagsBySubject(t, mem, "INBOX", "a", FlagDeleted, 0)
+		near.expunge.Store(true)
+		SyncChannel(context.Background(), spec, RunOptions{}) // far +T done, near removal refused
+		near.expunge.Store(false)
+		setFlagsBySubject(t, mem, "INBOX", "a", 0, FlagDeleted) // the near user takes it back
+		mustSync(t, spec, RunOptions{})
+		if f, n := view(t, far, "INBOX"), view(t, mem, "INBOX"); f != "a: b:" || n != "a: b:" {
+			t.Fatalf("far %q, near %q, want a: b: on both (the undelete kept)", f, n)
+		}
+	})
+}
