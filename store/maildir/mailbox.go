@@ -89,6 +89,9 @@ type Mailbox struct {
 
 	idx     *uidIndex
 	scanned bool
+	// listedDeleted holds the UIDs the last List reported \Deleted: Expunge
+	// keeps one whose file has lost the flag since (undeleted meanwhile).
+	listedDeleted map[engine.UID]bool
 
 	// want is what the engine said it will touch (engine.TouchHinter);
 	// located says idx holds those of them that exist, found by locate
@@ -1159,6 +1162,15 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			}
 			return nil, false, m.errf("files kept being renamed while listed; try again later")
 		}
+		m.listedDeleted = nil
+		for _, msg := range msgs {
+			if msg.Flags.Has(engine.FlagDeleted) {
+				if m.listedDeleted == nil {
+					m.listedDeleted = map[engine.UID]bool{}
+				}
+				m.listedDeleted[msg.UID] = true
+			}
+		}
 		return msgs, true, nil
 	}
 }
@@ -1366,14 +1378,23 @@ func (m *Mailbox) SetFlags(ctx context.Context, uids []engine.UID, add, remove e
 	return err
 }
 
-// Expunge unlinks the message files.
+// Expunge unlinks the message files. A file listed with \Deleted that has
+// lost it since (a mail client's undelete, while the run went on) stays: the
+// engine asked to remove it because of that flag, and its other side may go
+// only once it is gone (engine.KeptError). Checked on the name at hand, and
+// again on the name a rescan finds after a rename.
 func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	if m.readOnly {
 		return m.wrap("expunge", engine.ErrReadOnly)
 	}
 	m.dropPrefetched()
 	touched := map[string]bool{}
+	var kept []engine.UID
 	err := m.each(ctx, uids, func(uid engine.UID, e *entry) error {
+		if m.listedDeleted[uid] && !e.flags.Has(engine.FlagDeleted) {
+			kept = append(kept, uid)
+			return nil
+		}
 		if err := os.Remove(m.path(e)); err != nil {
 			m.w.spoil()
 			if errors.Is(err, fs.ErrNotExist) {
@@ -1391,6 +1412,9 @@ func (m *Mailbox) Expunge(ctx context.Context, uids []engine.UID) error {
 	}
 	if m.scanned {
 		m.status.Messages = int64(m.idx.len())
+	}
+	if err == nil && len(kept) > 0 {
+		err = &engine.KeptError{UIDs: kept}
 	}
 	return err
 }

@@ -362,6 +362,36 @@ func TestMailClientRenamesMeanwhile(t *testing.T) {
 	}
 }
 
+// A file listed \Deleted whose user takes the flag back before Expunge
+// (renamed without T, found again by a rescan) stays, reported as kept;
+// the others go, \Deleted or not.
+func TestExpungeKeepsUndeleted(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	writeFile(t, filepath.Join(dir, ".uidvalidity"), "42\n4\n")
+	writeFile(t, filepath.Join(dir, "cur", "a,U=1:2,ST"), "a\n")
+	writeFile(t, filepath.Join(dir, "cur", "b,U=2:2,T"), "b\n")
+	writeFile(t, filepath.Join(dir, "cur", "c,U=3:2,S"), "c\n")
+	writeFile(t, filepath.Join(dir, "cur", "d,U=4:2,T"), "d\n")
+	mb := open(t, s, "INBOX", false)
+	list(t, mb)
+	// mutt's undelete of a; d renamed keeping its T (another flag added).
+	for from, to := range map[string]string{"a,U=1:2,ST": "a,U=1:2,S", "d,U=4:2,T": "d,U=4:2,FT"} {
+		if err := os.Rename(filepath.Join(dir, "cur", from), filepath.Join(dir, "cur", to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := mb.Expunge(t.Context(), []engine.UID{1, 2, 3, 4})
+	var kept *engine.KeptError
+	if !errors.As(err, &kept) || !slices.Equal(kept.UIDs, []engine.UID{1}) {
+		t.Fatalf("Expunge: %v, want UID 1 kept", err)
+	}
+	if got, want := files(t, dir, "cur"), []string{"a,U=1:2,S"}; !slices.Equal(got, want) {
+		t.Errorf("cur/ = %v, want %v", got, want)
+	}
+}
+
 func TestFlagsKeepUnknownLetters(t *testing.T) {
 	s, root := newTestStore(t, LayoutVerbatim)
 	dir := filepath.Join(root, "INBOX")
