@@ -359,10 +359,13 @@ plugin {
 // run goes through, the next run tries again, and once the user made room
 // the message is copied, once.
 func TestAppendOverQuota(t *testing.T) {
-	p, s := privatePairing(t, quotaConf(`quota_rule = *:storage=3K
+	p, s := privatePairing(t, quotaConf(`quota_rule = *:storage=6K
   quota_rule2 = Roomy:ignore`))
 	near := p.spec.Near
-	big := strings.Repeat("filler line\n", 200) // 2.4K: a second one is over
+	// 5K: a second one is over. Over 4 KiB, go-imap waits for the
+	// literal's continuation when it sends it alone, and Dovecot refuses
+	// before that: the refusal must still count as the quota's.
+	big := strings.Repeat("filler line\n", 420)
 	addBody := func(box, subj string) {
 		t.Helper()
 		if err := near.CreateMailbox(context.Background(), box); err != nil {
@@ -623,15 +626,24 @@ func TestUnsolicitedFetchInFirstPairing(t *testing.T) {
 
 // A message larger than the server takes (Dovecot's quota_max_mail_size:
 // "NO [LIMIT] Mail size is larger than ...") is reported once and not sent
-// again at each run; the others are copied.
+// again at each run; the others are copied. One of them is sent as a
+// literal go-imap waits for the continuation of (over 4 KiB, one by one
+// after the refused MULTIAPPEND): Dovecot refuses it before that, which
+// costs the connection but is still the message's answer.
 func TestServerRefusesTooBig(t *testing.T) {
 	p, _ := privatePairing(t, quotaConf("quota_max_mail_size = 2k"))
 	addMany(t, p.spec.Near, "INBOX", 0, "small")
-	putMessages(t, p.spec.Near, "INBOX", []rawMsg{{testBody("big") + strings.Repeat("filler line\n", 300), 0}})
+	putMessages(t, p.spec.Near, "INBOX", []rawMsg{
+		{testBody("big") + strings.Repeat("filler line\n", 300), 0},
+		{testBody("huge") + strings.Repeat("filler line\n", 600), 0},
+	})
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
 	err := mailboxErr(res)
 	if err == nil || !strings.Contains(err.Error(), "is larger than the far side takes") || !strings.Contains(err.Error(), "not tried again") {
 		t.Fatalf("first run: %+v, %v", res.Counts, err)
+	}
+	if res.Failed != [2]int{2, 0} {
+		t.Errorf("first run failed %v, want both large messages", res.Failed)
 	}
 	if res.Copied != [2]int{1, 0} {
 		t.Fatalf("first run copied %v, want the small message", res.Copied)

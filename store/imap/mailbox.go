@@ -980,12 +980,16 @@ func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte
 	var q []inflight
 	var lost []int // taken, outcome unknown because the connection failed
 	// finish waits for the oldest APPEND in flight; a non-nil error is the
-	// connection's.
+	// connection's. answered: the server gave that APPEND its outcome.
+	answered := -1
 	finish := func() error {
 		f := q[0]
 		q = q[1:]
 		d, err := f.cmd.Wait()
 		var ie *imap.Error
+		if err == nil || errors.As(err, &ie) {
+			answered = f.i
+		}
 		switch {
 		case err == nil:
 			uid, err := m.appendUID(cn, d)
@@ -1026,7 +1030,10 @@ func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte
 				for len(q) > 0 {
 					_ = finish()
 				}
-				if len(lost) == 0 || lost[len(lost)-1] != i {
+				// A refusal before the literal's continuation (a size limit,
+				// a full quota: go-imap then closes the connection) is this
+				// message's outcome, kept as such; otherwise it is unknown.
+				if answered != i && (len(lost) == 0 || lost[len(lost)-1] != i) {
 					lost = append(lost, i)
 				}
 				return errors.Join(werr, cerr)
