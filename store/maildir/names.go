@@ -93,6 +93,11 @@ func (s *Store) splitName(name string) ([]string, error) {
 			return nil, s.badName(name, "a component starts with \".\" (hidden directories are not mailboxes in the verbatim layout)")
 		case s.layout == LayoutVerbatim && (c == "cur" || c == "new" || c == "tmp") && (i > 0 || s.inbox == s.root):
 			return nil, s.badName(name, fmt.Sprintf("component %q is a Maildir subdirectory", c))
+		case s.layout == LayoutVerbatim && c == "cur":
+			// The root's own cur/ would make the root look like a Maildir
+			// folder, whose cur/, new/ and tmp/ a listing skips: the
+			// mailbox (and any "new" or "tmp") would never be found again.
+			return nil, s.badName(name, "a top-level \"cur\" would make the store's root look like a Maildir folder")
 		}
 	}
 	return comps, nil
@@ -125,7 +130,8 @@ func (s *Store) mailboxPath(name string) (string, error) {
 		return s.inbox, nil
 	}
 	base := s.root
-	if comps[0] == "INBOX" && s.layout == LayoutVerbatim {
+	underInbox := comps[0] == "INBOX"
+	if underInbox && s.layout == LayoutVerbatim {
 		if within(s.inbox, s.root) {
 			// INBOX/x would be the same directory as x.
 			return "", s.badName(name, "the inbox is the store's root (or contains it), so it cannot have subfolders in the verbatim layout")
@@ -145,6 +151,12 @@ func (s *Store) mailboxPath(name string) (string, error) {
 	rel, err := filepath.Rel(base, p)
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
 		return "", s.badName(name, "would leave the store's root")
+	}
+	if !underInbox && !within(s.inbox, s.root) && within(s.inbox, p) {
+		// An inbox configured inside the root: this name's directory is the
+		// inbox's (or one of its subfolders'), which INBOX (INBOX/...)
+		// already names; two server mailboxes would share one folder.
+		return "", s.badName(name, fmt.Sprintf("its directory %s is the inbox's (%s) or inside it; leave the name out of the channel's patterns, or configure an inbox outside the store's path", p, s.inbox))
 	}
 	return p, nil
 }

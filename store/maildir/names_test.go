@@ -54,7 +54,7 @@ func TestNamePath(t *testing.T) {
 func TestBadNames(t *testing.T) {
 	s, _ := newTestStore(t, LayoutVerbatim)
 	pp, _ := newTestStore(t, LayoutMaildirPP)
-	bad := []string{"", "/etc", "a//b", "a/", "../x", "a/../../x", "..", ".", "a/./b", "a\x00b", "\xff", ".hidden", "a/.git", "a/cur", "Inbox", "inbox/x"}
+	bad := []string{"", "/etc", "a//b", "a/", "../x", "a/../../x", "..", ".", "a/./b", "a\x00b", "\xff", ".hidden", "a/.git", "a/cur", "cur", "cur/x", "Inbox", "inbox/x"}
 	for _, name := range bad {
 		_, err := s.mailboxPath(name)
 		if !errors.Is(err, engine.ErrBadName) || !strings.Contains(err.Error(), "maildir.test") {
@@ -76,6 +76,48 @@ func TestBadNames(t *testing.T) {
 	_, err := s.mailboxPath("../../etc")
 	if err == nil || !strings.Contains(err.Error(), `"../../etc"`) {
 		t.Errorf("error does not name the mailbox: %v", err)
+	}
+}
+
+// An inbox configured inside the store's root: no other name may map to
+// its directory or below it (INBOX and INBOX/... name those), so two server
+// mailboxes never share a folder; the error says what to change.
+func TestInboxInsideRootNotAliased(t *testing.T) {
+	for _, layout := range []Layout{LayoutVerbatim, LayoutMaildirPP} {
+		root := t.TempDir()
+		inboxDir := filepath.Join(root, "Archive")
+		if layout == LayoutMaildirPP {
+			inboxDir = filepath.Join(root, ".Archive")
+		}
+		s, err := New("maildir.test", root, inboxDir, layout, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := s.MailboxDir("INBOX")
+		if err != nil || in != inboxDir {
+			t.Fatalf("layout %v: INBOX at %q, %v", layout, in, err)
+		}
+		for _, name := range []string{"Archive", "Archive/x"} {
+			p, err := s.MailboxDir(name)
+			if layout == LayoutMaildirPP && name == "Archive/x" {
+				// .Archive.x is a sibling of .Archive: its own folder.
+				if err != nil || p != filepath.Join(root, ".Archive.x") {
+					t.Errorf("maildir++ %q: %q, %v", name, p, err)
+				}
+				continue
+			}
+			if !errors.Is(err, engine.ErrBadName) || !strings.Contains(err.Error(), "inbox") {
+				t.Errorf("layout %v: %q maps to %q, %v; want ErrBadName naming the inbox", layout, name, p, err)
+			}
+		}
+		if p, err := s.MailboxDir("Other"); err != nil || within(inboxDir, p) {
+			t.Errorf("layout %v: Other at %q, %v", layout, p, err)
+		}
+	}
+	// An inbox that is the root, or outside it, aliases nothing this way.
+	s, root := newTestStore(t, LayoutVerbatim)
+	if p, err := s.MailboxDir("Archive"); err != nil || p != filepath.Join(root, "Archive") {
+		t.Errorf("Archive with the inbox outside the root: %q, %v", p, err)
 	}
 }
 
