@@ -1338,16 +1338,35 @@ func (m *Mailbox) expungeNoUIDPlus(ctx context.Context, cn *conn, uids []engine.
 	keep := uidChunks(others)
 	unmark := &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
 	remark := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
-	if len(keep) > 0 {
-		if err := m.storeFlags(ctx, cn, keep, []*imap.StoreFlags{unmark}); err != nil {
-			return err
+	if len(keep) == 0 {
+		return cn.run(ctx, "EXPUNGE", func() error { return cn.c.Expunge().Close() })
+	}
+	// From the unmarking on, other clients' \Deleted marks are off: the
+	// sequence goes to its end even if the run is interrupted (each command
+	// still bounded by the store's timeout), and the marks are put back
+	// whatever happened, on a new connection if this one broke. Only a
+	// server gone for good leaves them off (the next run then sees those
+	// messages undeleted).
+	ctx = context.WithoutCancel(ctx)
+	remarkAll := func() error {
+		err := m.storeFlags(ctx, cn, keep, []*imap.StoreFlags{remark})
+		if err != nil && cn.isClosed() {
+			if again, cerr := m.conn(ctx); cerr == nil {
+				err = m.storeFlags(ctx, again, keep, []*imap.StoreFlags{remark})
+			}
 		}
+		return err
+	}
+	if err := m.storeFlags(ctx, cn, keep, []*imap.StoreFlags{unmark}); err != nil {
+		// Some chunks may have been unmarked before one failed.
+		if rerr := remarkAll(); rerr != nil {
+			m.s.log.Warn("could not put back other messages' \\Deleted after a failed expunge", "store", m.s.cfg.Name, "mailbox", m.name, "err", rerr)
+		}
+		return err
 	}
 	err = cn.run(ctx, "EXPUNGE", func() error { return cn.c.Expunge().Close() })
-	if len(keep) > 0 {
-		if rerr := m.storeFlags(ctx, cn, keep, []*imap.StoreFlags{remark}); rerr != nil && err == nil {
-			err = rerr
-		}
+	if rerr := remarkAll(); rerr != nil && err == nil {
+		err = rerr
 	}
 	return err
 }
