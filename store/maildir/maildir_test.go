@@ -689,3 +689,29 @@ func TestHugeFileUIDNotRaised(t *testing.T) {
 	}
 	mb.Discard([]engine.Staged{x})
 }
+
+// Stage's clean-up of tmp/ leaves a file another program is writing there
+// now, even when it gave the file the message's old date already (mbsync
+// and Dovecot do before moving it into place): its change time is recent.
+// (A file older than 36 hours by both times goes; the test cannot make a
+// change time that old.)
+func TestTmpCleanupSparesFreshFileWithOldDate(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	other := filepath.Join(dir, "tmp", "1500000000.M1P2.elsewhere")
+	writeFile(t, other, "being delivered\n")
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	if err := os.Chtimes(other, old, old); err != nil {
+		t.Fatal(err)
+	}
+	mb := open(t, s, "INBOX", false)
+	sg, err := mb.Stage(t.Context(), engine.NewMessage{Body: strings.NewReader("x\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.Discard([]engine.Staged{sg})
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("another program's file in tmp/ removed: %v", err)
+	}
+}

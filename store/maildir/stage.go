@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quixysync/quixysync/engine"
 	"github.com/quixysync/quixysync/internal/sysfile"
 )
@@ -91,8 +93,18 @@ func (m *Mailbox) prepareDirs() error {
 	tmp := filepath.Join(m.dir, "tmp")
 	if des, err := os.ReadDir(tmp); err == nil {
 		for _, d := range des {
-			if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > tmpMaxAge {
-				_ = os.Remove(filepath.Join(tmp, d.Name()))
+			fi, err := d.Info()
+			if err != nil || !fi.Mode().IsRegular() || time.Since(fi.ModTime()) <= tmpMaxAge {
+				continue
+			}
+			// The change time too: a deliverer that gives the file the
+			// message's own date before moving it into place (mbsync,
+			// Dovecot, our Commit) makes an old mtime on a file being
+			// written now; its ctime is the time of that change.
+			p := filepath.Join(tmp, d.Name())
+			var st unix.Stat_t
+			if unix.Lstat(p, &st) == nil && time.Since(time.Unix(0, st.Ctim.Nano())) > tmpMaxAge {
+				_ = os.Remove(p)
 			}
 		}
 	}
