@@ -326,7 +326,7 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 	}
 	for _, s := range []Side{Far, Near} {
 		if s == Near {
-			ch[Near].exp = b.withoutPartnersOf(ch[Far].exp, ch[Near].exp)
+			ch[Near].exp = b.withoutPartnersOf(ch[Near].exp)
 		}
 		if err := b.applySide(ctx, s, ch[s], newSt); err != nil {
 			return err
@@ -554,18 +554,19 @@ func (b *boxRun) restorePairs(newSt *State, u *undone, ch [2]sideChanges) {
 }
 
 // withoutPartnersOf returns the near removals left once those whose far
-// partner's removal (far) failed are taken out. The far side goes first so
-// that a crash between the sides leaves the far message gone and its
-// partner to be removed by the next run; a far removal that failed leaves
-// the far message, and removing its partner anyway would turn a \Deleted
-// taken back since on the far side into the loss of both (the next run
-// would see the near message gone, a removal to carry over). Held back, it
-// is planned again. (The mirror case is Plan.ExpungeLast.)
-func (b *boxRun) withoutPartnersOf(far, near *expungeIntent) *expungeIntent {
-	if far == nil || far.Done || near == nil {
-		return near
+// partner stayed are taken out: its removal failed, was interrupted, or
+// left the message (KeptError: undeleted meanwhile). The far side goes
+// first so that a crash between the sides leaves the far message gone and
+// its partner to be removed by the next run; a far message that stayed,
+// its partner removed anyway, would turn a \Deleted taken back since on the
+// far side into the loss of both (the next run would see the near message
+// gone, a removal to carry over). Held back, it is planned again. (The
+// mirror case is Plan.ExpungeLast.)
+func (b *boxRun) withoutPartnersOf(near *expungeIntent) *expungeIntent {
+	if near == nil {
+		return nil
 	}
-	held := b.partners(Far, far.UIDs)
+	held := b.partners(Far, b.undone[Far])
 	if len(held) == 0 {
 		return near
 	}
@@ -575,7 +576,7 @@ func (b *boxRun) withoutPartnersOf(far, near *expungeIntent) *expungeIntent {
 			keep = append(keep, uid)
 		}
 	}
-	// Their pairs go back with the far UIDs' (undone by the failure).
+	b.undo(Near, slices.DeleteFunc(slices.Clone(near.UIDs), func(u UID) bool { return !held[u] }))
 	if len(keep) == 0 {
 		return nil
 	}

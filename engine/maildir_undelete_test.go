@@ -94,3 +94,39 @@ func TestUndeleteDuringRunKeepsMessage(t *testing.T) {
 		t.Fatalf("far %q, near %q after removing junk: want precious:S on both", f, n)
 	}
 }
+
+// The same on the far side (Maildir↔Maildir): the far removal goes first,
+// and a far message kept because its \Deleted was taken back keeps its near
+// partner too.
+func TestUndeleteDuringRunKeepsPartner(t *testing.T) {
+	dir := t.TempDir()
+	md, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, maildir.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, maildir.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err := md.MailboxDir("INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	far := &undeletingStore{Store: md, dir: inbox}
+	spec := engine.TestSpecFor(dir, far, near)
+	engine.AddMsg(t, md, "INBOX", "precious", engine.FlagSeen)
+	engine.AddMsg(t, md, "INBOX", "junk", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	engine.SetFlagsBySubject(t, md, "INBOX", "precious", engine.FlagDeleted, 0)
+	far.armed = true
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if far.armed {
+		t.Fatal("the run removed nothing on the far side: the test did not undelete")
+	}
+	for i := range 2 {
+		if f, n := engine.ViewBox(t, md, "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "junk: precious:S" || n != "junk: precious:S" {
+			t.Fatalf("run %d: far %q, near %q: want junk: precious:S on both", i+1, f, n)
+		}
+		engine.MustSync(t, spec, engine.RunOptions{})
+	}
+}
