@@ -456,7 +456,7 @@ func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *Sta
 	if errors.As(err, &kept) {
 		// Not an error: the user changed their mind while the run went on.
 		// Those pairs stay as they were; the next run sees the undelete.
-		b.log.Info("removal skipped: the message's \\Deleted was taken back during the run",
+		b.log.Info("removal skipped: the message changed during the run (a \\Deleted taken back?)",
 			"mailbox", b.name, "side", s.String(), "messages", len(kept.UIDs))
 		b.undo(s, kept.UIDs)
 		b.res.Deleted[s] += len(ei.UIDs) - len(kept.UIDs)

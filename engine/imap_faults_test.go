@@ -691,3 +691,39 @@ func TestAppendLimitHeldBeforeUpload(t *testing.T) {
 		t.Fatalf("second run: %+v", res.Counts)
 	}
 }
+
+// TestFarUndeleteDuringRun: the user flags a message \Deleted on the server
+// (webmail), a run lists it, and the user takes the \Deleted back before the
+// run's removal reaches the server. The message stays on both sides: the
+// removal's STORE \Deleted goes UNCHANGEDSINCE the open, so it leaves the
+// message alone, UID EXPUNGE then passes it by, and its Maildir partner is
+// kept. (Unconditional, the STORE put the \Deleted back, and the message was
+// gone from both sides.) A removal not taken back goes through.
+func TestFarUndeleteDuringRun(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	addMany(t, p.raw[0], "INBOX", 0, "precious", "junk")
+	sync1(t, p, engine.RunOptions{})
+	engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "precious", engine.FlagDeleted, 0)
+	var fired atomic.Bool
+	fp.set(func(_ int, line []byte) ([]byte, bool) {
+		if hasWord(line, "UID STORE") && hasWord(line, `+FLAGS.SILENT (\DELETED)`) && !fired.Swap(true) {
+			doveadm(t, "flags", "remove", "-u", "alice", `\Deleted`, "mailbox", "INBOX", "header", "Subject", "precious")
+		}
+		return line, false
+	}, nil)
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	fp.set(nil, nil)
+	if err := mailboxErr(res); err != nil {
+		t.Fatal(err)
+	}
+	if !fired.Load() {
+		t.Fatal("the run sent no removal: the test undeleted nothing")
+	}
+	for range 2 {
+		p.check(t, "INBOX", "junk: precious:")
+		sync1(t, p, engine.RunOptions{})
+	}
+	engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "junk", engine.FlagDeleted, 0)
+	sync1(t, p, engine.RunOptions{})
+	p.check(t, "INBOX", "precious:")
+}

@@ -132,9 +132,9 @@ type Mailbox interface {
 	// Expunge removes the given messages for good (IMAP: \Deleted + UID EXPUNGE
 	// where UIDPLUS exists, else EXPUNGE with \Deleted taken off the other
 	// messages around it and put back; Maildir: unlink). Messages already gone
-	// are not an error. A store that can tell a message listed with \Deleted
-	// from one that lost it since keeps the latter and says so with a
-	// *KeptError (alone: everything else was removed).
+	// are not an error. A store that can tell a message changed since it was
+	// listed (above all, one whose \Deleted was taken back) keeps it and says
+	// so with a *KeptError (alone: everything else was removed).
 	Expunge(ctx context.Context, uids []UID) error
 	// Close releases the mailbox (IMAP: UNSELECT/CLOSE without expunging).
 	Close() error
@@ -190,13 +190,13 @@ var (
 )
 
 // KeptError is what Expunge returns when it left some of the messages it
-// was asked to remove because their \Deleted was taken back since they were
-// listed (a mail client undeleting a Maildir file while the run went on):
-// those stay, the others are gone.
+// was asked to remove because they changed since they were listed (a mail
+// client undeleting a Maildir file while the run went on; on IMAP with
+// CONDSTORE any change by another client): those stay, the others are gone.
 type KeptError struct{ UIDs []UID }
 
 func (e *KeptError) Error() string {
-	return fmt.Sprintf("%d message(s) kept: their \\Deleted was taken back since they were listed", len(e.UIDs))
+	return fmt.Sprintf("%d message(s) kept: changed since they were listed (a \\Deleted taken back?)", len(e.UIDs))
 }
 
 // noSpace says err is a target out of room: every further copy to it would

@@ -630,3 +630,58 @@ func TestDoveHierarchyNameAsFirstCommand(t *testing.T) {
 		t.Fatalf("mailboxes after: %v", got)
 	}
 }
+
+// With CONDSTORE, Expunge removes only messages nobody changed since the
+// mailbox was opened (their flags as the caller listed them): one another
+// client undeleted meanwhile, or read, stays and is reported kept; the
+// others go, and so do messages changed through this Mailbox itself.
+func TestDoveExpungeKeepsChangedMeanwhile(t *testing.T) {
+	s, mb := doveInbox(t, "alice")
+	ctx := ctxT(t)
+	var uids []engine.UID
+	for i := range 5 {
+		f := engine.FlagDeleted
+		if i >= 3 {
+			f = 0
+		}
+		uids = append(uids, stageCommit(t, ctx, mb, fmt.Sprintf("Subject: m%d\n\nbody\n", i), f, time.Time{}).UID)
+	}
+	mb.Close()
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	// Another client (its own session) takes the \Deleted of uids[1] back,
+	// and reads uids[3], after our open.
+	d := needDovecot(t)
+	other, err := New(Config{Name: "imap.other", Host: d.Host, Port: d.TLSPort, TLS: "implicit", User: "alice",
+		Password: pw(d.Password("alice")), CAFile: d.CAFile, Timeout: 20 * time.Second}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	omb, err := other.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := omb.SetFlags(ctx, uids[1:2], 0, engine.FlagDeleted); err != nil {
+		t.Fatal(err)
+	}
+	if err := omb.SetFlags(ctx, uids[3:4], engine.FlagSeen, 0); err != nil {
+		t.Fatal(err)
+	}
+	omb.Close()
+	// uids[4] changed through mb itself: still removed.
+	if err := mb.SetFlags(ctx, uids[4:5], engine.FlagFlagged, 0); err != nil {
+		t.Fatal(err)
+	}
+	err = mb.Expunge(ctx, uids)
+	var kept *engine.KeptError
+	if !errors.As(err, &kept) || !slices.Equal(kept.UIDs, []engine.UID{uids[1], uids[3]}) {
+		t.Fatalf("Expunge: %v, want %v kept", err, []engine.UID{uids[1], uids[3]})
+	}
+	if got, err := mb.UIDs(ctx, uids[4]+1); err != nil || !slices.Equal(got, []engine.UID{uids[1], uids[3]}) {
+		t.Fatalf("left: %v %v, want %v", got, err, []engine.UID{uids[1], uids[3]})
+	}
+}

@@ -30,6 +30,9 @@ type Mailbox struct {
 	readOnly bool
 	st       engine.Status
 	caps     imap.CapSet
+	// touched: UIDs whose flags were changed through this Mailbox (see
+	// unchangedSince).
+	touched map[imap.UID]bool
 	// condstore: the server has CONDSTORE and the mailbox has mod-sequences
 	// (no NOMODSEQ).
 	condstore bool
@@ -1123,6 +1126,47 @@ func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []er
 	return out
 }
 
+// splitRemoval sorts the removal's UIDs into those its STORE \Deleted sends
+// on condition — UNCHANGEDSINCE the mailbox's HIGHESTMODSEQ at the open, so
+// only messages nobody changed since it was opened (and listed) — and the
+// others. A message changed since, above all one whose \Deleted its user
+// took back while the run went on, then stays, since UID EXPUNGE removes
+// only messages flagged \Deleted: the engine decided on what it listed. No
+// condition without CONDSTORE, nor for a message changed through this
+// Mailbox (its flags set, in this batch or before; appended since the
+// open): the condition would refuse that change of our own. It records the
+// batch's flag changes as such.
+func (m *Mailbox) splitRemoval(jobs []storeJob, exp []imap.UIDSet) (cond, plain []imap.UIDSet, opts *imap.StoreOptions) {
+	for _, job := range jobs {
+		for _, set := range job.chunks {
+			for _, r := range set {
+				for u := r.Start; u <= r.Stop && u != 0; u++ {
+					if m.touched == nil {
+						m.touched = map[imap.UID]bool{}
+					}
+					m.touched[u] = true
+				}
+			}
+		}
+	}
+	if !m.condstore || m.st.HighestModSeq == 0 || m.st.UIDNext == 0 || len(exp) == 0 {
+		return nil, exp, nil
+	}
+	var c, p []engine.UID
+	for _, set := range exp {
+		for _, r := range set {
+			for u := r.Start; u <= r.Stop && u != 0; u++ {
+				if m.touched[u] || engine.UID(u) >= m.st.UIDNext {
+					p = append(p, engine.UID(u))
+				} else {
+					c = append(c, engine.UID(u))
+				}
+			}
+		}
+	}
+	return uidChunks(c), uidChunks(p), &imap.StoreOptions{UnchangedSince: m.st.HighestModSeq}
+}
+
 // storeAndExpunge is storeMany followed, in the same round trip, by the
 // removal of the messages in exp (UIDPLUS only): STORE +FLAGS.SILENT
 // (\Deleted) and UID EXPUNGE per chunk. A UID EXPUNGE removes only messages
@@ -1148,7 +1192,11 @@ func (m *Mailbox) storeAndExpunge(ctx context.Context, cn *conn, jobs []storeJob
 			}
 		}
 		del := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
-		for _, set := range exp {
+		cond, plain, unchanged := m.splitRemoval(jobs, exp)
+		for _, set := range cond {
+			cmds = append(cmds, sent{-1, cn.c.Store(set, del, unchanged)}, sent{-1, cn.c.UIDExpunge(set)})
+		}
+		for _, set := range plain {
 			cmds = append(cmds, sent{-1, cn.c.Store(set, del, nil)}, sent{-1, cn.c.UIDExpunge(set)})
 		}
 		// Drained all at once, for the reason given in List: with CONDSTORE
@@ -1168,6 +1216,31 @@ func (m *Mailbox) storeAndExpunge(ctx context.Context, cn *conn, jobs []storeJob
 			case out[c.job] == nil:
 				out[c.job] = fmt.Errorf("%s: UID STORE: %w", m.s.cfg.Name, errs[i])
 			}
+		}
+		var left []*imapclient.SearchCommand
+		if len(expErrs) == 0 {
+			// What the condition left (the server answers OK [MODIFIED ...],
+			// which go-imap does not pass on). Asked only once the removal
+			// is answered: Dovecot answers a SEARCH pipelined behind a
+			// UID EXPUNGE before it has done the EXPUNGE.
+			for _, set := range cond {
+				left = append(left, cn.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{set}}, nil))
+			}
+		}
+		kept := &engine.KeptError{}
+		for _, cmd := range left {
+			d, err := cmd.Wait()
+			if err != nil {
+				expErrs = append(expErrs, fmt.Errorf("UID SEARCH after UID EXPUNGE: %w", err))
+				errs = append(errs, err)
+				continue
+			}
+			for _, u := range d.AllUIDs() {
+				kept.UIDs = append(kept.UIDs, engine.UID(u))
+			}
+		}
+		if len(expErrs) == 0 && len(kept.UIDs) > 0 {
+			expErr = kept
 		}
 		if len(expErrs) > 0 {
 			expErr = fmt.Errorf("%s: EXPUNGE: %w", m.s.cfg.Name, errors.Join(expErrs...))

@@ -29,6 +29,7 @@ var fakeAnswers = []struct {
 	{"UID FETCH 1:* (", "* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (70) RFC822.SIZE 14 INTERNALDATE \"01-Jan-2024 10:00:00 +0000\")\r\n" +
 		"* 2 FETCH (UID 5 FLAGS () MODSEQ (71) RFC822.SIZE 7 INTERNALDATE \"02-Jan-2024 10:00:00 +0000\")\r\n" +
 		"* 3 FETCH (UID 8 FLAGS (\\Flagged \\Seen) MODSEQ (77) RFC822.SIZE 4 INTERNALDATE \"03-Jan-2024 10:00:00 +0000\")\r\n%[1]s OK done\r\n"},
+	{"UID SEARCH UID", "* SEARCH\r\n%[1]s OK done\r\n"}, // after the UID EXPUNGE: none left
 	{"UID SEARCH", "* SEARCH 2 5 8\r\n%[1]s OK done\r\n"},
 	{"UID FETCH", "* 1 FETCH (UID 2 BODY[] {14}\r\nSubject: a\r\n\r\n)\r\n* 3 FETCH (UID 8 BODY[] {4}\r\nhi\r\n)\r\n%[1]s OK done\r\n"},
 	{"UID STORE", "* 1 FETCH (UID 2 FLAGS (\\Seen \\Flagged) MODSEQ (78))\r\n%[1]s OK done\r\n"},
