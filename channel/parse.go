@@ -80,7 +80,13 @@ func Parse(path string, data []byte) (*Config, error) {
 				// on the line after it.
 				line--
 			}
-			return nil, &ConfigError{File: path, Line: line, Msg: syntaxMessage(pe.Message)}
+			msg := syntaxMessage(pe.Message)
+			if k := secretKeyOn(data, pe.Position.Line); k != "" {
+				// The parser quotes what it found there: the secret itself
+				// (an mbsync user's unquoted Pass, say).
+				msg = fmt.Sprintf("TOML syntax error in the value of %s (not shown here: it may be a secret); write it in double quotes, like %s", k, examples[k])
+			}
+			return nil, &ConfigError{File: path, Line: line, Msg: msg}
 		}
 		return nil, &ConfigError{File: path, Msg: "cannot parse: " + err.Error()}
 	}
@@ -141,6 +147,25 @@ func Parse(path string, data []byte) (*Config, error) {
 }
 
 // syntaxMessage adds a fix to the TOML library's description.
+// secretKeyOn returns the key on line n (1-based) of data when it is one
+// whose value may be a secret (password, or a password pasted into
+// password_env), else "".
+func secretKeyOn(data []byte, n int) string {
+	lines := strings.Split(string(data), "\n")
+	if n < 1 || n > len(lines) {
+		return ""
+	}
+	key, _, ok := strings.Cut(lines[n-1], "=")
+	if !ok {
+		return ""
+	}
+	switch k := strings.Trim(strings.TrimSpace(key), `"'`); k {
+	case "password", "password_env":
+		return k
+	}
+	return ""
+}
+
 func syntaxMessage(m string) string {
 	hint := "fix the TOML syntax on this line: strings need double quotes, tables are written [imap.NAME], one key = value per line"
 	if strings.Contains(m, "already been defined") {
@@ -477,8 +502,13 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 		sources = append(sources, "password_cmd")
 	}
 	if v, ok := t.str("password_env"); ok {
-		if !validEnvName(v) {
+		switch {
+		case validEnvName(v):
+		case strings.HasPrefix(v, "$") && validEnvName(strings.Trim(v[1:], "{}")):
 			t.errorf("password_env", "%q is not an environment variable name; write just the name, like %s (no $)", v, examples["password_env"])
+		default:
+			// Not quoted back: it may be the password itself, pasted here.
+			t.errorf("password_env", "is not an environment variable name (letters, digits and _; not shown here, in case it is a password); write just the name, like %s (no $)", examples["password_env"])
 		}
 		s.PasswordEnv = v
 		sources = append(sources, "password_env")

@@ -113,3 +113,31 @@ func TestSecretCmdTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A syntax error in a password's value (an mbsync user's unquoted Pass)
+// names the line and the key but never shows the value: the parser's own
+// message quotes what it found there. The same for a password pasted into
+// password_env.
+func TestErrorsDoNotShowPasswords(t *testing.T) {
+	for _, pw := range []string{"MyPrivatePass", "trustno1", "privy.pass", "hunter2!x"} {
+		for _, line := range []string{"password = " + pw, `password_env = "` + pw + `"`} {
+			src := "[imap.work]\nhost = \"h\"\nuser = \"me\"\n" + line + "\n"
+			_, err := Parse("/cfg/q.toml", []byte(src))
+			if strings.HasPrefix(line, "password_env") && validEnvName(pw) {
+				continue // a valid name: no error here
+			}
+			if err == nil {
+				t.Fatalf("%q accepted", line)
+			}
+			msg := err.Error()
+			for _, part := range []string{pw, strings.TrimRight(pw[:strings.IndexAny(pw+".0123456789!", ".0123456789!")], ".")} {
+				if len(part) >= 4 && strings.Contains(msg, part) {
+					t.Errorf("%q: the error shows %q: %v", line, part, msg)
+				}
+			}
+			if !strings.Contains(msg, "q.toml:4") {
+				t.Errorf("%q: the error does not name the line: %v", line, msg)
+			}
+		}
+	}
+}
