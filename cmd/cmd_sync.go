@@ -36,7 +36,8 @@ type SyncOptions struct {
 
 const targetHelp = `TARGET is CHANNEL (every mailbox its patterns select), CHANNEL:MAILBOX[,MAILBOX...]
 (only those mailboxes), or GROUP (its channels); --all is every channel.
-Channels run concurrently (up to 4 at a time).
+Channels run concurrently (up to 4 at a time), except those that share a near
+side (one Maildir tree, or the same two stores): they run one after another.
 
 --dry-run prints, per mailbox, what would be done (messages to copy each way,
 flag changes, deletions, mailboxes to create) and changes nothing: no server
@@ -163,17 +164,45 @@ func (g *globalOptions) syncTargets(ctx context.Context, cfg *channel.Config, ta
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelChannels)
 	shared := g.shareAccounts(targets)
-	for i, t := range targets {
+	for _, idx := range sameLocalSide(cfg, targets) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i] = g.syncTarget(ctx, cfg, t, mode, opts, shared)
+			for _, i := range idx {
+				sem <- struct{}{}
+				results[i] = g.syncTarget(ctx, cfg, targets[i], mode, opts, shared)
+				<-sem
+			}
 		}()
 	}
 	wg.Wait()
 	return results
+}
+
+// sameLocalSide groups the targets (their indexes, in order) whose channels
+// share a near side: the same Maildir tree, or the same two stores. Those
+// run one after another, as mbsync -a runs every channel; others at once.
+// Two channels over one folder (an INBOX-only channel beside an
+// all-mailboxes one, a common mbsync split) would otherwise meet at the
+// folder's state lock, and the one that lost it would fail as if another
+// run held it.
+func sameLocalSide(cfg *channel.Config, targets []channel.Target) [][]int {
+	var groups [][]int
+	at := map[string]int{}
+	for i, t := range targets {
+		key := t.Channel.Far + "\x00" + t.Channel.Near
+		if _, md, err := cfg.Store(t.Channel.Near); err == nil && md != nil {
+			key = "maildir\x00" + filepath.Clean(md.Path)
+		}
+		g, ok := at[key]
+		if !ok {
+			g = len(groups)
+			at[key] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
 }
 
 func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t channel.Target, mode engine.Mode, opts SyncOptions, shared *sharedAccounts) engine.ChannelResult {

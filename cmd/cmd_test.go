@@ -821,3 +821,29 @@ func TestDryRunSeesFolderWithNewAlone(t *testing.T) {
 		t.Fatalf("far Odd holds %d messages, want 1", n)
 	}
 }
+
+// Two channels over one Maildir folder (an INBOX-only channel beside an
+// all-mailboxes one, a common mbsync split) in one run: they take turns at
+// the folder, as mbsync -a runs channels, instead of one failing on the
+// other's state lock as if another run held it.
+func TestOverlappingChannelsInOneRun(t *testing.T) {
+	dir := isolate(t)
+	cfg, far, near := maildirPair(t, dir, 3)
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(f, "\n[channel.inbox]\nfar = \"maildir.far\"\nnear = \"maildir.near\"\nmailboxes = [\"INBOX\"]\n")
+	f.Close()
+	for i := range 4 {
+		writeFile(t, filepath.Join(far, "INBOX", "new", fmt.Sprintf("200%d.M%dP2.test", i, i)),
+			fmt.Sprintf("From: a@example.com\nSubject: more %d\nMessage-ID: <more%d@test>\n\nbody\n", i, i))
+		_, stderr, code := run(t, "-c", cfg, "sync", "--all")
+		if code != exitOK {
+			t.Fatalf("run %d: exit %d, want %d:\n%s", i, code, exitOK, stderr)
+		}
+		if n := countFiles(t, filepath.Join(near, "INBOX")); n != 4+i {
+			t.Fatalf("run %d: near INBOX holds %d messages, want %d", i, n, 4+i)
+		}
+	}
+}
