@@ -590,3 +590,27 @@ func writeTestCA(t *testing.T, path string) string {
 	}
 	return path
 }
+
+// The INBOX's default place: path/INBOX in the verbatim layout; the root
+// itself in the maildir++ layout (Courier, Dovecot, mbsync), unless an
+// earlier quixysync keeps it in path/INBOX already.
+func TestDefaultInboxByLayout(t *testing.T) {
+	root := t.TempDir()
+	parse := func(layout string) string {
+		t.Helper()
+		src := lines(`[maildir.m]`, `path = "`+root+`"`, `layout = "`+layout+`"`)
+		return mustParse(t, src).Maildir["m"].Inbox
+	}
+	if got := parse("verbatim"); got != filepath.Join(root, "INBOX") {
+		t.Errorf("verbatim: inbox %q", got)
+	}
+	if got := parse("maildir++"); got != root {
+		t.Errorf("maildir++: inbox %q, want the root %q", got, root)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "INBOX", "cur"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := parse("maildir++"); got != filepath.Join(root, "INBOX") {
+		t.Errorf("maildir++ with an INBOX folder synced before: inbox %q, want it kept", got)
+	}
+}

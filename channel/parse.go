@@ -589,6 +589,22 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	return s
 }
 
+// defaultInbox is where the INBOX lives when inbox is not set: path/INBOX,
+// but the root itself for the maildir++ layout (as Courier, Dovecot and
+// mbsync's SubFolders Maildir++ have it: path/cur holds the INBOX), unless
+// an earlier quixysync already keeps it in path/INBOX (the default before
+// 2026-11-27), which then stays where it is.
+func defaultInbox(path, layout string) string {
+	old := filepath.Join(path, "INBOX")
+	if layout != LayoutMaildirPP {
+		return old
+	}
+	if fi, err := os.Stat(filepath.Join(old, "cur")); err == nil && fi.IsDir() {
+		return old
+	}
+	return path
+}
+
 func (d *decoder) maildirStore(name string, t *table) *MaildirStore {
 	defer t.finish(maildirKeys)
 	s := &MaildirStore{Name: name, Layout: LayoutVerbatim}
@@ -608,8 +624,6 @@ func (d *decoder) maildirStore(name string, t *table) *MaildirStore {
 			t.errorf("inbox", "%v", err)
 		}
 		s.Inbox = p
-	} else if s.Path != "" {
-		s.Inbox = filepath.Join(s.Path, "INBOX")
 	}
 	if v, ok := t.str("layout"); ok {
 		switch strings.ToLower(v) {
@@ -618,6 +632,9 @@ func (d *decoder) maildirStore(name string, t *table) *MaildirStore {
 		default:
 			t.errorf("layout", `%q is not a layout; write "verbatim" (a/b is path/a/b) or "maildir++" (a/b is path/.a.b)`, v)
 		}
+	}
+	if !t.has("inbox") && s.Path != "" {
+		s.Inbox = defaultInbox(s.Path, s.Layout)
 	}
 	if len(d.errs) > nerr {
 		return nil

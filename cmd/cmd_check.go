@@ -91,7 +91,7 @@ func checkMaildirs(g *globalOptions, cfg *channel.Config) int {
 			code = worse(code, exitUsage)
 		}
 		if fi, err := os.Stat(ms.Inbox); err == nil && !fi.IsDir() {
-			g.errorf("%s: inbox %s is not a directory: move that file away, or set inbox to the INBOX's Maildir folder (default: path/INBOX)", ms.Ref(), ms.Inbox)
+			g.errorf("%s: inbox %s is not a directory: move that file away, or set inbox to the INBOX's Maildir folder (default: path/INBOX; the path itself for maildir++)", ms.Ref(), ms.Inbox)
 			code = worse(code, exitUsage)
 		}
 	}
