@@ -443,6 +443,20 @@ func TestPathExpansion(t *testing.T) {
 	}
 }
 
+// A "${" without its "}" or naming nothing is an error, not a path
+// os.Expand rewrote in silence.
+func TestPathBadBraces(t *testing.T) {
+	t.Setenv("ACCOUNT", "work")
+	for _, p := range []string{"/mail/${ACCOUNT", "/mail/${}/x", "${ACCOUNT}/${"} {
+		if got, err := expandPath(p, "/cfg"); err == nil {
+			t.Errorf("%q accepted as %q", p, got)
+		}
+	}
+	if got, err := expandPath("/mail/${ACCOUNT}/x$ACCOUNT", "/cfg"); err != nil || got != "/mail/work/xwork" {
+		t.Errorf("good braces: %q %v", got, err)
+	}
+}
+
 // The TOML library's key positions, learned through lineProbe, stay right
 // for the forms a config uses.
 func TestKeyLines(t *testing.T) {

@@ -26,6 +26,9 @@ func expandPath(s, baseDir string) (string, error) {
 		}
 		s = home + rest
 	}
+	if err := checkBraces(s); err != nil {
+		return "", err
+	}
 	var missing []string
 	s = os.Expand(s, func(name string) string {
 		v, ok := os.LookupEnv(name)
@@ -44,4 +47,24 @@ func expandPath(s, baseDir string) (string, error) {
 		s = filepath.Join(baseDir, s)
 	}
 	return filepath.Clean(s), nil
+}
+
+// checkBraces refuses a "${" without its "}" or with nothing in between,
+// which os.Expand would drop or rewrite without a word ("/mail/${ACCOUNT"
+// becomes "/mail/ACCOUNT"): a path the user did not write.
+func checkBraces(s string) error {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] != '$' || s[i+1] != '{' {
+			continue
+		}
+		end := strings.IndexByte(s[i+2:], '}')
+		if end < 0 {
+			return fmt.Errorf("%q: \"${\" without its closing \"}\"; write ${NAME} or $NAME", s)
+		}
+		if end == 0 {
+			return fmt.Errorf("%q: \"${}\" names no variable; write ${NAME} or $NAME", s)
+		}
+		i += 2 + end
+	}
+	return nil
 }

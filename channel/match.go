@@ -84,6 +84,10 @@ func checkPattern(p string) error {
 		return fmt.Errorf("\"!\" alone excludes nothing; write \"!NAME\" (e.g. \"!Junk\") or remove it")
 	case strings.ContainsRune(p, 0):
 		return fmt.Errorf("pattern %q contains a NUL character; remove it", p)
+	case strings.TrimSpace(p) != p:
+		// " !Junk" would include a mailbox named " !Junk" and exclude
+		// nothing; "!Junk " would exclude only "Junk ".
+		return fmt.Errorf("pattern %q starts or ends with a space, so it would not match what it seems to; remove the space (match a name that really has one with ?)", p)
 	}
 	return nil
 }

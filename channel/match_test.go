@@ -100,7 +100,7 @@ func TestCheckPattern(t *testing.T) {
 			t.Errorf("%q: %v", p, err)
 		}
 	}
-	for _, p := range []string{"", "!", "a\x00b"} {
+	for _, p := range []string{"", "!", "a\x00b", " !Junk", "!Junk ", "\tINBOX"} {
 		if checkPattern(p) == nil {
 			t.Errorf("%q accepted", p)
 		}

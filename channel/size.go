@@ -54,5 +54,10 @@ func ParseSize(s string) (int64, error) {
 	if v >= math.MaxInt64 {
 		return 0, fmt.Errorf("size %q is too large: %s", s, sizeForms)
 	}
+	if v > 0 && v < 1 {
+		// Rounded down it would be 0, which means no limit at all: the
+		// opposite of what was written (most likely a unit left out).
+		return 0, fmt.Errorf("size %q is less than one byte; a unit may be missing: %s", s, sizeForms)
+	}
 	return int64(v), nil
 }

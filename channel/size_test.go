@@ -20,6 +20,7 @@ func TestParseSize(t *testing.T) {
 		" 2G ":        2 << 30,
 		"1gib":        1 << 30,
 		"0.5k":        512,
+		"0.0":         0,
 		"1.0001k":     1024, // fractions round down to whole bytes
 		"8589934591G": 8589934591 << 30,
 	}
@@ -30,7 +31,7 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "k", "-1", "1.2.3", ".5k", "5.k", "25XB", "25 MBs", "1e6", "0x10",
-		"9999999999999999999", "8589934592G", "1T", "MB25"} {
+		"9999999999999999999", "8589934592G", "1T", "MB25", "0.5", "0.999b"} {
 		_, err := ParseSize(in)
 		if err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
