@@ -847,3 +847,37 @@ func TestOverlappingChannelsInOneRun(t *testing.T) {
 		}
 	}
 }
+
+// -q prints errors only, except the warnings a user must see once: a
+// message skipped for max_size (never repeated by a later run) and patterns
+// that match no mailbox (a run that does nothing). A plain success stays
+// silent.
+func TestQuietKeepsNotices(t *testing.T) {
+	for _, tc := range []struct{ extra, want string }{
+		{`mailboxes = ["INBX"]`, "match no mailbox"},
+		{`max_size = "10"`, "over max_size not copied"},
+		{``, ""},
+	} {
+		dir := isolate(t)
+		cfg, _, _ := maildirPair(t, dir, 2)
+		f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(f, tc.extra)
+		f.Close()
+		stdout, stderr, code := run(t, "-q", "-c", cfg, "sync", "--all")
+		if code != exitOK {
+			t.Fatalf("%s: exit %d", tc.extra, code)
+		}
+		if tc.want == "" {
+			if stdout != "" || stderr != "" {
+				t.Errorf("a plain success printed %q %q with -q", stdout, stderr)
+			}
+			continue
+		}
+		if !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "notice=") {
+			t.Errorf("%s: -q printed %q, want the warning %q (without its marker)", tc.extra, stderr, tc.want)
+		}
+	}
+}

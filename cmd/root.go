@@ -259,7 +259,7 @@ Try it without an account: quixysync demo
 	f := root.PersistentFlags()
 	f.StringVarP(&g.ConfigFile, "config", "c", "", "configuration `FILE` (default $QUIXYSYNC_CONFIG, else ~/.config/quixysync/config.toml)")
 	f.BoolVarP(&g.Verbose, "verbose", "v", false, "say more: a line per mailbox, informational logs")
-	f.BoolVarP(&g.Quiet, "quiet", "q", false, "print only errors (nothing at all on success)")
+	f.BoolVarP(&g.Quiet, "quiet", "q", false, "print only errors, and the few warnings a run gives once (a message skipped for max_size) or that mean it can do nothing")
 	f.BoolVar(&g.Debug, "debug", false, "debug logs and an IMAP protocol trace on stderr (credentials redacted)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return err })
 
@@ -287,7 +287,45 @@ func (g *globalOptions) setup() {
 	case g.Quiet:
 		level = slog.LevelError
 	}
-	g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	if g.Quiet {
+		// Errors, and the few warnings marked engine.Notice (reported once,
+		// or a run that can do nothing): cron mail is the only place a
+		// quiet user would learn of them.
+		level = slog.LevelWarn
+	}
+	g.log = slog.New(noticeHandler{slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}), g.Quiet})
+}
+
+// noticeHandler leaves out the engine.Notice attribute, and with quiet
+// every record below an error that does not carry it.
+type noticeHandler struct {
+	slog.Handler
+	quiet bool
+}
+
+func (h noticeHandler) Handle(ctx context.Context, r slog.Record) error {
+	notice := false
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == engine.Notice {
+			notice = a.Value.Kind() == slog.KindBool && a.Value.Bool()
+		} else {
+			out.AddAttrs(a)
+		}
+		return true
+	})
+	if h.quiet && !notice && r.Level < slog.LevelError {
+		return nil
+	}
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h noticeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return noticeHandler{h.Handler.WithAttrs(as), h.quiet}
+}
+
+func (h noticeHandler) WithGroup(name string) slog.Handler {
+	return noticeHandler{h.Handler.WithGroup(name), h.quiet}
 }
 
 func (g *globalOptions) logger() *slog.Logger {

@@ -313,7 +313,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		// Most likely a pattern with a typo: say so rather than report a
 		// run that synced nothing as a success in silence.
 		opt.Log.Warn("the channel's mailbox patterns match no mailbox on either side; `quixysync list` shows which are excluded",
-			"far mailboxes", len(present[Far]), "near mailboxes", len(present[Near]))
+			"far mailboxes", len(present[Far]), "near mailboxes", len(present[Near]), Notice, true)
 	}
 	statusAll(ctx, spec, opt.Log, names, present, listed, noStatus)
 	pool.setTotal(len(names))

@@ -189,6 +189,12 @@ var (
 	ErrNoSpace = errors.New("no room left")
 )
 
+// Notice is a log attribute (slog.Bool(Notice, true)) on the warnings a user
+// must see even when asking for errors only: a thing the run reports once
+// and never again (a message skipped for max_size), or a configuration that
+// makes runs do nothing. The command's quiet mode shows those.
+const Notice = "notice"
+
 // KeptError is what Expunge returns when it left some of the messages it
 // was asked to remove because they changed since they were listed (a mail
 // client undeleting a Maildir file while the run went on; on IMAP with

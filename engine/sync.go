@@ -470,7 +470,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	}
 	for _, s := range plan.TooBig {
 		for _, u := range s {
-			b.log.Warn("message over max_size not copied (reported once)", "mailbox", b.name, "uid", u)
+			b.log.Warn("message over max_size not copied (reported once)", "mailbox", b.name, "uid", u, Notice, true)
 		}
 	}
 
