@@ -60,7 +60,15 @@ func escapeBoxName(name string) string {
 	if b.Len() == 0 {
 		return "%"
 	}
-	return b.String()
+	out := b.String()
+	// The lock and journal are the state's name plus these: a mailbox named
+	// like one ("A.lock") must not get mailbox A's lock as its state.
+	for _, suffix := range []string{".lock", ".journal"} {
+		if strings.HasSuffix(out, suffix) {
+			out = out[:len(out)-len(suffix)] + "%2E" + suffix[1:]
+		}
+	}
+	return out
 }
 
 // StateOwner names the channel and the mailboxes a state file describes. Two
@@ -88,6 +96,17 @@ func (o StateOwner) check(spec ChannelSpec, mailbox, path string) error {
 		return nil
 	}
 	me := ownerOf(spec, mailbox)
+	if _, local := spec.Near.(LocalStore); !local && o.NearStore != "" && o.NearStore != me.NearStore {
+		// A near side that is not a folder is named by its store only: the
+		// near UIDs in this file mean nothing on another one (and if its
+		// UIDVALIDITY matched by chance, its missing UIDs would count as
+		// deletions to carry to the far side).
+		return fmt.Errorf("%w: %s records the near store %s, but channel %q now syncs mailbox %q with near store %s. "+
+			"Nothing was changed in this mailbox. If %s is the same account renamed, edit the near-store line of that "+
+			"file to %q; if it is another account, give the channel another state_dir (or move that file away: the "+
+			"next run then pairs the messages anew by Message-ID)",
+			ErrForeignState, path, o.NearStore, spec.Name, mailbox, me.NearStore, me.NearStore, me.NearStore)
+	}
 	if o.FarStore == me.FarStore && o.FarMailbox == me.FarMailbox {
 		return nil
 	}

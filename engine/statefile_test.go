@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -375,4 +376,46 @@ func FuzzStateReadModesAgree(f *testing.F) {
 			t.Fatalf("header alone %+v %+v\nwhole %+v %+v", hdr, hmeta, mapped, mmeta)
 		}
 	})
+}
+
+// A mailbox's state file is never another mailbox's lock or journal: with a
+// near side that is not a folder, all of them share the state directory.
+func TestStateNamesDoNotCollide(t *testing.T) {
+	names := []string{"A", "A.lock", "A.journal", "A.lock.journal", "A.journal.lock", "A%2Elock", ".lock", "lock"}
+	files := map[string]string{}
+	for _, n := range names {
+		st := escapeBoxName(n)
+		for _, f := range []string{st, st + ".lock", st + ".journal"} {
+			if other, ok := files[f]; ok {
+				t.Errorf("%q: file %s is also %q's", n, f, other)
+			}
+			files[f] = n
+		}
+	}
+	if got := escapeBoxName("Archive.2024"); got != "Archive.2024" {
+		t.Errorf("plain dotted name escaped: %q", got)
+	}
+}
+
+// Synced with one near store (not a folder), a mailbox's state does not
+// serve another near store of the same channel: the near UIDs in it mean
+// nothing there, and missing ones would count as deletions.
+func TestStateOfAnotherNearStore(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "f1", 0)
+	mustSync(t, spec, RunOptions{})
+	other := newMemStore("near2")
+	addMsg(t, other, "INBOX", "n1", 0)
+	spec.Near = other
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if len(res.Mailboxes) != 1 || !errors.Is(res.Mailboxes[0].Err, ErrForeignState) {
+		t.Fatalf("another near store: %+v, want ErrForeignState", res.Mailboxes)
+	}
+	if !strings.Contains(res.Mailboxes[0].Err.Error(), "near store near") {
+		t.Errorf("error does not name the recorded near store: %v", res.Mailboxes[0].Err)
+	}
+	if got := view(t, far, "INBOX"); got != "f1:" {
+		t.Errorf("far changed: %q", got)
+	}
 }
