@@ -980,6 +980,29 @@ func (b *boxRun) replay(ctx context.Context, jd *journalData) error {
 			}
 		}
 	}
+	// The state below records those flags as agreed: the renames that carry
+	// them must be durable first — the ones just redone (their fsync
+	// deferred), and the killed run's, which may never have been fsynced
+	// (its journal says done once the rename returned). Lost to a power cut
+	// after the save, a flag would read as taken away on that side.
+	var flagged [2]bool
+	for _, f := range jd.Flags {
+		flagged[f.Side] = true
+	}
+	for _, s := range []Side{Far, Near} {
+		if !flagged[s] || b.mb[s] == nil {
+			continue
+		}
+		var err error
+		if st, ok := b.mb[s].(Settler); ok {
+			err = st.Settle()
+		} else if fl, ok := b.mb[s].(Flusher); ok {
+			err = fl.Flush()
+		}
+		if err != nil {
+			return fmt.Errorf("resuming the interrupted run: making the flags on the %s side durable: %w", s, err)
+		}
+	}
 	// Unfinished expunges are not redone: the user may have taken the
 	// \Deleted back since (an expunge cannot be undone, and the stores make
 	// it unconditional: IMAP stores +\Deleted itself before UID EXPUNGE). The

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -157,5 +158,79 @@ func TestReplaySettlesTheCopiesItFinds(t *testing.T) {
 	}
 	if n := len(files(t, nearBox, "new")) + len(files(t, nearBox, "cur")); n != 1 {
 		t.Errorf("the near folder holds %d messages, want 1", n)
+	}
+}
+
+// A run killed after a flag rename on the near side and before the fsync of
+// its directory (modelled: the previous state and the journal as it was at
+// that fsync): the next run's replay records the flag as agreed, so it must
+// make the rename durable before it saves that state — else a power loss
+// would bring the file back without the flag, which would then read as the
+// flag taken away on the near side.
+func TestReplaySettlesTheFlagsItRecords(t *testing.T) {
+	spec, near, nearBox := durableSpec(t)
+	syncOK(t, spec)
+	statePath, err := engine.StatePath(spec, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	farBox := filepath.Join(filepath.Dir(filepath.Dir(nearBox)), "far", "INBOX")
+	ents, err := os.ReadDir(filepath.Join(farBox, "new"))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("far new/: %v %v", ents, err)
+	}
+	// The far user reads it.
+	if err := os.Rename(filepath.Join(farBox, "new", ents[0].Name()), filepath.Join(farBox, "cur", ents[0].Name()+":2,S")); err != nil {
+		t.Fatal(err)
+	}
+	var journal []byte
+	near.testHook = func(op, path string) error {
+		if op == "fsyncdir" && filepath.Base(path) == "cur" && journal == nil {
+			journal, _ = os.ReadFile(statePath + ".journal")
+		}
+		return nil
+	}
+	syncOK(t, spec)
+	if !strings.Contains(string(journal), "flags") {
+		t.Fatalf("no flag change in the journal at the fsync of cur/: %q", journal)
+	}
+	if err := os.WriteFile(statePath, before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(statePath+".journal", journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	settledBeforeState := false
+	near.testHook = func(op, path string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if op == "fsyncdir" && filepath.Base(path) == "cur" {
+			if now, _ := os.ReadFile(statePath); string(now) == string(before) {
+				settledBeforeState = true
+			}
+		}
+		return nil
+	}
+	syncOK(t, spec)
+	if !settledBeforeState {
+		t.Error("the replay recorded the flag in a state before any fsync of the near cur/")
+	}
+}
+
+func syncOK(t *testing.T, spec engine.ChannelSpec) {
+	t.Helper()
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			t.Fatalf("%s: %v", m.Mailbox, m.Err)
+		}
 	}
 }
