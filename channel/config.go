@@ -194,6 +194,32 @@ func DefaultPath() string {
 
 // defaultStateDir is $XDG_STATE_HOME/quixysync/NAME, else
 // ~/.local/state/quixysync/NAME.
+// SplitStates returns a warning for each two channels that sync the same
+// two stores, the near one not a Maildir (so state_dir holds the state),
+// with different state directories (the default is one per channel): a
+// mailbox both select has two states that know nothing of each other's
+// copies, and each channel copies the other's as new mail, every run.
+// (Over a Maildir the state lives in the folder, which both share.)
+func (c *Config) SplitStates() []string {
+	var out []string
+	names := c.ChannelNames()
+	for i, a := range names {
+		ca := c.Channels[a]
+		if _, md, err := c.Store(ca.Near); err != nil || md != nil {
+			continue
+		}
+		for _, b := range names[i+1:] {
+			cb := c.Channels[b]
+			if cb.Far == ca.Far && cb.Near == ca.Near && filepath.Clean(cb.StateDir) != filepath.Clean(ca.StateDir) {
+				out = append(out, fmt.Sprintf("channels %s and %s sync the same stores (%s to %s) but keep their states apart (%s, %s): "+
+					"a mailbox both select would be copied again by each, as new mail, every run; give both the same state_dir, "+
+					"or make sure their mailboxes do not overlap", a, b, ca.Far, ca.Near, ca.StateDir, cb.StateDir))
+			}
+		}
+	}
+	return out
+}
+
 func defaultStateDir(name string) string {
 	if x := os.Getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
 		return filepath.Join(x, "quixysync", name)

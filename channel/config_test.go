@@ -628,3 +628,28 @@ func TestDefaultInboxByLayout(t *testing.T) {
 		t.Errorf("maildir++ with an INBOX folder synced before: inbox %q, want it kept", got)
 	}
 }
+
+// Two channels over the same two IMAP stores with a state each (the
+// default: one state_dir per channel) are warned about; one state_dir for
+// both, a Maildir near side, or other stores are not.
+func TestSplitStates(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/state")
+	src := func(nearKind, extra string) string {
+		return lines(
+			`[imap.a]`, `host = "a.example"`, `user = "u"`, `password = "p"`,
+			`[imap.b]`, `host = "b.example"`, `user = "u"`, `password = "p"`,
+			`[maildir.m]`, `path = "/m"`,
+			`[channel.all]`, `far = "imap.a"`, `near = "`+nearKind+`"`, extra,
+			`[channel.inbox]`, `far = "imap.a"`, `near = "`+nearKind+`"`, `mailboxes = ["INBOX"]`, extra,
+		)
+	}
+	if w := mustParse(t, src("imap.b", "")).SplitStates(); len(w) != 1 || !strings.Contains(w[0], "all and inbox") {
+		t.Errorf("IMAP near, a state_dir each: %q", w)
+	}
+	if w := mustParse(t, src("imap.b", `state_dir = "/s"`)).SplitStates(); len(w) != 0 {
+		t.Errorf("one state_dir: %q", w)
+	}
+	if w := mustParse(t, src("maildir.m", "")).SplitStates(); len(w) != 0 {
+		t.Errorf("Maildir near: %q", w)
+	}
+}

@@ -49,6 +49,9 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 		count(len(cfg.Channels), "channel"), count(len(cfg.IMAP), "IMAP store"),
 		count(len(cfg.Maildir), "Maildir store"), count(len(cfg.Groups), "group"))
 	code := checkMaildirs(g, cfg)
+	for _, w := range cfg.SplitStates() {
+		g.printf("warning: %s\n", w)
+	}
 	if !opts.Connect {
 		if code != exitOK {
 			return exitStatus(code)
