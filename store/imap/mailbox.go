@@ -1137,6 +1137,9 @@ func (m *Mailbox) storeMany(ctx context.Context, cn *conn, jobs []storeJob) []er
 // open): the condition would refuse that change of our own. It records the
 // batch's flag changes as such.
 func (m *Mailbox) splitRemoval(jobs []storeJob, exp []imap.UIDSet) (cond, plain []imap.UIDSet, opts *imap.StoreOptions) {
+	if !m.condstore {
+		return nil, exp, nil
+	}
 	for _, job := range jobs {
 		for _, set := range job.chunks {
 			for _, r := range set {
