@@ -51,82 +51,56 @@ func (m *undeletingMailbox) Expunge(ctx context.Context, uids []engine.UID) erro
 	return m.Mailbox.Expunge(ctx, uids)
 }
 
-// A message the user deletes locally and takes back while the run goes on
-// stays, on both sides: the run had listed it \Deleted and planned its
-// removal, the far partner's after it (mbsync looks at the flag again too).
+// A message the user deletes and takes back while the run goes on stays,
+// on both sides: the run had listed it \Deleted and planned its removal.
+// On the near side the far partner's removal comes after it (mbsync looks
+// at the flag again too); on the far side (Maildir↔Maildir) the far removal
+// goes first, and a far message kept keeps its near partner too. A removal
+// not taken back goes through, on both sides.
 func TestUndeleteDuringRunKeepsMessage(t *testing.T) {
-	dir := t.TempDir()
-	far, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, maildir.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, maildir.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inbox, err := md.MailboxDir("INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	near := &undeletingStore{Store: md, dir: inbox}
-	spec := engine.TestSpecFor(dir, far, near)
-	engine.AddMsg(t, far, "INBOX", "precious", engine.FlagSeen)
-	engine.AddMsg(t, far, "INBOX", "junk", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
-	engine.SetFlagsBySubject(t, md, "INBOX", "precious", engine.FlagDeleted, 0)
-	near.armed = true
-	res := engine.MustSync(t, spec, engine.RunOptions{})
-	if near.armed {
-		t.Fatal("the run removed nothing on the near side: the test did not undelete")
-	}
-	if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, md, "INBOX"); f != "junk: precious:S" || n != "junk: precious:S" {
-		t.Fatalf("far %q, near %q after the undelete during the run: want junk: precious:S on both (%+v)", f, n, res.Counts)
-	}
-	// The next run has nothing to carry over.
-	engine.MustSync(t, spec, engine.RunOptions{})
-	if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, md, "INBOX"); f != "junk: precious:S" || n != "junk: precious:S" {
-		t.Fatalf("far %q, near %q on the run after: want junk: precious:S on both", f, n)
-	}
-	// A removal not taken back goes through, on both sides.
-	engine.SetFlagsBySubject(t, md, "INBOX", "junk", engine.FlagDeleted, 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
-	if f, n := engine.ViewBox(t, far, "INBOX"), engine.ViewBox(t, md, "INBOX"); f != "precious:S" || n != "precious:S" {
-		t.Fatalf("far %q, near %q after removing junk: want precious:S on both", f, n)
-	}
-}
-
-// The same on the far side (Maildir↔Maildir): the far removal goes first,
-// and a far message kept because its \Deleted was taken back keeps its near
-// partner too.
-func TestUndeleteDuringRunKeepsPartner(t *testing.T) {
-	dir := t.TempDir()
-	md, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, maildir.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, maildir.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inbox, err := md.MailboxDir("INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	far := &undeletingStore{Store: md, dir: inbox}
-	spec := engine.TestSpecFor(dir, far, near)
-	engine.AddMsg(t, md, "INBOX", "precious", engine.FlagSeen)
-	engine.AddMsg(t, md, "INBOX", "junk", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
-	engine.SetFlagsBySubject(t, md, "INBOX", "precious", engine.FlagDeleted, 0)
-	far.armed = true
-	engine.MustSync(t, spec, engine.RunOptions{})
-	if far.armed {
-		t.Fatal("the run removed nothing on the far side: the test did not undelete")
-	}
-	for i := range 2 {
-		if f, n := engine.ViewBox(t, md, "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "junk: precious:S" || n != "junk: precious:S" {
-			t.Fatalf("run %d: far %q, near %q: want junk: precious:S on both", i+1, f, n)
-		}
-		engine.MustSync(t, spec, engine.RunOptions{})
+	for _, side := range []engine.Side{engine.Near, engine.Far} {
+		t.Run(side.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			var stores [2]*maildir.Store
+			for s, name := range []string{"far", "near"} {
+				st, err := maildir.New(name, filepath.Join(dir, name), "", maildir.LayoutVerbatim, maildir.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				stores[s] = st
+			}
+			inbox, err := stores[side].MailboxDir("INBOX")
+			if err != nil {
+				t.Fatal(err)
+			}
+			user := &undeletingStore{Store: stores[side], dir: inbox}
+			spec := engine.TestSpecFor(dir, stores[engine.Far], stores[engine.Near])
+			if side == engine.Far {
+				spec.Far = user
+			} else {
+				spec.Near = user
+			}
+			engine.AddMsg(t, stores[engine.Far], "INBOX", "precious", engine.FlagSeen)
+			engine.AddMsg(t, stores[engine.Far], "INBOX", "junk", 0)
+			engine.MustSync(t, spec, engine.RunOptions{})
+			engine.SetFlagsBySubject(t, stores[side], "INBOX", "precious", engine.FlagDeleted, 0)
+			user.armed = true
+			engine.MustSync(t, spec, engine.RunOptions{})
+			if user.armed {
+				t.Fatal("the run removed nothing on that side: the test did not undelete")
+			}
+			check := func(when, want string) {
+				t.Helper()
+				if f, n := engine.ViewBox(t, stores[engine.Far], "INBOX"), engine.ViewBox(t, stores[engine.Near], "INBOX"); f != want || n != want {
+					t.Fatalf("%s: far %q, near %q, want %q on both", when, f, n, want)
+				}
+			}
+			check("after the undelete during the run", "junk: precious:S")
+			engine.MustSync(t, spec, engine.RunOptions{})
+			check("on the run after", "junk: precious:S")
+			engine.SetFlagsBySubject(t, stores[side], "INBOX", "junk", engine.FlagDeleted, 0)
+			engine.MustSync(t, spec, engine.RunOptions{})
+			check("after removing junk", "precious:S")
+		})
 	}
 }
