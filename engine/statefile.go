@@ -3,6 +3,8 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -68,8 +70,21 @@ func escapeBoxName(name string) string {
 			out = out[:len(out)-len(suffix)] + "%2E" + suffix[1:]
 		}
 	}
+	if len(out) > maxStateName {
+		// File names stop at 255 bytes, and the state's temporary file
+		// adds ".tmp" and ten digits: such a mailbox could never be
+		// synced. Its name's start and a digest of all of it instead (a
+		// name used as is would have to end in that very digest).
+		sum := sha256.Sum256([]byte(name))
+		out = out[:maxStateName-33] + "%" + hex.EncodeToString(sum[:16])
+	}
 	return out
 }
+
+// maxStateName is the longest escaped mailbox name used as is: with ".tmp"
+// and CreateTemp's ten random digits, or ".journal", it stays within the
+// 255 bytes a file name may have.
+const maxStateName = 240
 
 // StateOwner names the channel and the mailboxes a state file describes. Two
 // channels whose near mailboxes are one directory would otherwise share (and

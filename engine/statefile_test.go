@@ -419,3 +419,32 @@ func TestStateOfAnotherNearStore(t *testing.T) {
 		t.Errorf("far changed: %q", got)
 	}
 }
+
+// A mailbox name too long for a file name once escaped (with a near side
+// that is not a folder) still gets a state file, a journal and a lock that
+// fit, distinct from those of a name differing only in its end.
+func TestLongMailboxNameState(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("ü", 120) // escaped: 720 bytes
+	a, b := escapeBoxName(long+"a"), escapeBoxName(long+"b")
+	if a == b {
+		t.Fatalf("two long names share %q", a)
+	}
+	for _, n := range []string{a, b} {
+		if len(n)+len(".journal") > 255 || len(n)+len(".tmp")+10 > 255 {
+			t.Fatalf("%d bytes: too long for a file name", len(n))
+		}
+	}
+	if short := escapeBoxName("INBOX"); short != "INBOX" {
+		t.Errorf("short name changed: %q", short)
+	}
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(dir, far, near)
+	addMsg(t, far, long, "m1", 0)
+	mustSync(t, spec, RunOptions{})
+	addMsg(t, far, long, "m2", 0)
+	mustSync(t, spec, RunOptions{})
+	if got := view(t, near, long); got != "m1: m2:" {
+		t.Errorf("near %q", got)
+	}
+}
