@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -356,8 +357,10 @@ func TestExplainTLSHostname(t *testing.T) {
 
 func TestFakeXOAUTH2(t *testing.T) {
 	var got string
+	var tries atomic.Int32
 	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN] hi\r\n", func(tag, cmd string) string {
 		if strings.HasPrefix(cmd, "AUTHENTICATE XOAUTH2 ") {
+			tries.Add(1)
 			got = strings.TrimPrefix(cmd, "AUTHENTICATE XOAUTH2 ")
 			if got == base64.StdEncoding.EncodeToString([]byte("user=alice\x01auth=Bearer good-token\x01\x01")) {
 				return tag + " OK welcome\r\n"
@@ -370,6 +373,18 @@ func TestFakeXOAUTH2(t *testing.T) {
 		return ""
 	}))
 	checkTokenAuth(t, host, port, "xoauth2", func() string { return got })
+	// A rejected token is not sent again by the store's other connections
+	// (as a refused password is not): each would get the same answer.
+	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"xoauth2"}; c.Token = pw("bad-token") })
+	n := tries.Load()
+	for range 3 {
+		if _, err := s.ListMailboxes(ctxT(t)); err == nil {
+			t.Fatal("a bad token was accepted")
+		}
+	}
+	if d := tries.Load() - n; d != 1 {
+		t.Errorf("the rejected token was sent %d times, want once", d)
+	}
 }
 
 // checkTokenAuth logs in with mech and "good-token", which the server must

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/emersion/go-sasl"
 )
@@ -21,8 +22,12 @@ func (c *xoauth2Client) Start() (string, []byte, error) {
 // Returning an error makes go-imap abandon the exchange; the caller closes
 // the connection.
 func (c *xoauth2Client) Next(challenge []byte) ([]byte, error) {
-	return nil, errors.New("XOAUTH2 token rejected: " + string(challenge))
+	return nil, fmt.Errorf("%w: %s", errTokenRejected, challenge)
 }
+
+// errTokenRejected is the server's refusal of an XOAUTH2 token: as definite
+// as a NO to a password (see authenticate).
+var errTokenRejected = errors.New("XOAUTH2 token rejected")
 
 func newPlain(user, pass string) sasl.Client { return sasl.NewPlainClient("", user, pass) }
 

@@ -1011,7 +1011,7 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	}
 	aerr := fmt.Errorf("%s: %s for %s at %s (mechanism %s): server said: %s%s",
 		s.cfg.Name, what, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said, hint)
-	if ie != nil && !busy && !s.loggedIn.Load() {
+	if (ie != nil && !busy || errors.Is(err, errTokenRejected)) && !s.loggedIn.Load() {
 		// A definite refusal of credentials never accepted: remember it so
 		// other connections don't retry. (Refused for the load, or after
 		// another login with the same secret, it says nothing about them.)
