@@ -31,7 +31,7 @@ type Mailbox struct {
 	st       engine.Status
 	caps     imap.CapSet
 	// touched: UIDs whose flags were changed through this Mailbox (see
-	// unchangedSince).
+	// splitRemoval; recorded with CONDSTORE only).
 	touched map[imap.UID]bool
 	// condstore: the server has CONDSTORE and the mailbox has mod-sequences
 	// (no NOMODSEQ).
@@ -1152,7 +1152,7 @@ func (m *Mailbox) splitRemoval(jobs []storeJob, exp []imap.UIDSet) (cond, plain 
 			}
 		}
 	}
-	if !m.condstore || m.st.HighestModSeq == 0 || m.st.UIDNext == 0 || len(exp) == 0 {
+	if m.st.HighestModSeq == 0 || m.st.UIDNext == 0 || len(exp) == 0 {
 		return nil, exp, nil
 	}
 	var c, p []engine.UID
