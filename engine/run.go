@@ -581,11 +581,11 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 	}
 	if st.Generation > 0 && !openedMissing {
 		// Synced before: ask the side whose listing left it out once more, by
-		// name, before taking it for removed. Servers' listings can miss a
-		// mailbox that exists (Dovecot's list index, rebuilt while another
-		// session creates or appends; seen twice in the random histories),
-		// and what follows either stops the pair with the guard or removes
-		// the other side when it is empty.
+		// name, before taking it for removed. A listing can miss a mailbox
+		// that exists (Dovecot did, twice in the random histories, while
+		// another session appended to it; the cause is not known), and
+		// what follows either stops the pair with the guard or removes the
+		// other side when it is empty.
 		mb, err := spec.store(miss).OpenMailbox(ctx, name, true)
 		if err == nil {
 			mb.Close()
