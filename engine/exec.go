@@ -459,6 +459,7 @@ func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *Sta
 		b.log.Info("removal skipped: the message changed during the run (a \\Deleted taken back?)",
 			"mailbox", b.name, "side", s.String(), "messages", len(kept.UIDs))
 		b.undo(s, kept.UIDs)
+		b.kept[s] = append(b.kept[s], kept.UIDs...)
 		b.res.Deleted[s] += len(ei.UIDs) - len(kept.UIDs)
 		ei.Done = true
 		return b.j.addDone(ei.ID)
@@ -479,8 +480,13 @@ func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *Sta
 type undone [2][]UID
 
 // undo records that the acts planned on side s for uids did not happen
-// (applyChanges restores their pairs when it ends).
+// (applyChanges restores their pairs when it ends). The run's markers are
+// then not recorded (deferred): the next run must look at those messages
+// again, whatever changed on either side since the open.
 func (b *boxRun) undo(s Side, uids []UID) {
+	if len(uids) > 0 {
+		b.deferred = true
+	}
 	b.undone[s] = append(b.undone[s], uids...)
 }
 
@@ -514,6 +520,20 @@ func (b *boxRun) restorePairs(newSt *State, u *undone, ch [2]sideChanges) {
 			}
 			if p.Near != 0 {
 				drop[Near][p.Near] = true
+			}
+		}
+	}
+	// A message kept that no pair held (new this run, already \Deleted,
+	// planned for removal without a copy) was taken back by its user: a
+	// pending copy now, or the next run would leave it on its side for
+	// good (below the high-water marks, unpaired and not \Deleted).
+	for _, s := range []Side{Far, Near} {
+		for _, uid := range b.kept[s] {
+			if !drop[s][uid] {
+				p := Pair{}
+				p.setUID(s, uid)
+				restore = append(restore, p)
+				drop[s][uid] = true
 			}
 		}
 	}

@@ -121,3 +121,85 @@ func TestFailedSideKeepsOtherSidesFlagsInBase(t *testing.T) {
 		}
 	})
 }
+
+// keepingStore's mailboxes, while armed, answer a removal as a store does
+// whose user took the \Deleted back meanwhile: the flag comes off and the
+// messages stay (KeptError).
+type keepingStore struct {
+	*memStore
+	armed atomic.Bool
+}
+
+func (s *keepingStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
+	mb, err := s.memStore.OpenMailbox(ctx, name, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return &keepingMailbox{mb, s}, nil
+}
+
+type keepingMailbox struct {
+	Mailbox
+	s *keepingStore
+}
+
+func (m *keepingMailbox) Expunge(ctx context.Context, uids []UID) error {
+	if !m.s.armed.Swap(false) {
+		return m.Mailbox.Expunge(ctx, uids)
+	}
+	if err := m.Mailbox.SetFlags(ctx, uids, 0, FlagDeleted); err != nil {
+		return err
+	}
+	return &KeptError{UIDs: uids}
+}
+
+// A message new this run, already \Deleted and planned for removal without
+// a copy, that its user takes back meanwhile is copied by the next runs: it
+// must not stay on its side for good, unpaired below the high-water marks.
+func TestKeptNewMessageIsCopied(t *testing.T) {
+	mem, near := newMemStore("far"), newMemStore("near")
+	near.reserve, near.modseq = true, false
+	far := &keepingStore{memStore: mem}
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, mem, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	addMsg(t, mem, "INBOX", "n", FlagDeleted)
+	far.armed.Store(true)
+	mustSync(t, spec, RunOptions{})
+	if far.armed.Load() {
+		t.Fatal("the run removed nothing: the test kept nothing")
+	}
+	for range 2 {
+		mustSync(t, spec, RunOptions{})
+	}
+	if f, n := view(t, mem, "INBOX"), view(t, near, "INBOX"); f != "a: n:" || n != "a: n:" {
+		t.Fatalf("far %q, near %q, want a: n: on both (the rescued message copied)", f, n)
+	}
+}
+
+// A pair put back because its removal was kept (no error) does not let the
+// run record its markers: the next run must still see the other side's
+// change made before it (here a far \Flagged, with the near \Deleted taken
+// back during the run).
+func TestKeptRemovalKeepsOtherSidesChange(t *testing.T) {
+	far, mem := newMemStore("far"), newMemStore("near")
+	mem.reserve, mem.modseq = true, false
+	near := &keepingStore{memStore: mem}
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	addMsg(t, far, "INBOX", "b", 0)
+	mustSync(t, spec, RunOptions{})
+	setFlagsBySubject(t, far, "INBOX", "a", FlagFlagged, 0)
+	setFlagsBySubject(t, mem, "INBOX", "a", FlagDeleted, 0)
+	near.armed.Store(true)
+	mustSync(t, spec, RunOptions{})
+	if near.armed.Load() {
+		t.Fatal("the run removed nothing: the test kept nothing")
+	}
+	for range 2 {
+		mustSync(t, spec, RunOptions{})
+	}
+	if f, n := view(t, far, "INBOX"), view(t, mem, "INBOX"); f != "a:F b:" || n != "a:F b:" {
+		t.Fatalf("far %q, near %q, want a:F b: on both", f, n)
+	}
+}
