@@ -41,28 +41,36 @@ func StatePath(spec ChannelSpec, mailbox string) (string, error) {
 	if spec.StateDir == "" {
 		return "", fmt.Errorf("channel %s: no state directory configured and the near store is not local", spec.Name)
 	}
-	return filepath.Join(spec.StateDir, escapeBoxName(mailbox)), nil
+	p := filepath.Join(spec.StateDir, escapeBoxName(mailbox))
+	if old := filepath.Join(spec.StateDir, escapeBoxNameV1(mailbox)); old != p && isStateFile(old) {
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			// Written by a version before the escaping changed (a name
+			// ending in .lock or .journal, or of 241 bytes): used where it
+			// is, rather than the mailbox synced anew from no state.
+			return old, nil
+		}
+	}
+	return p, nil
+}
+
+// isStateFile says whether path is a state file (not a lock or a journal
+// that once shared its name).
+func isStateFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, len(stateMagic)+1)
+	_, err = io.ReadFull(f, head)
+	return err == nil && string(head) == stateMagic+" "
 }
 
 // escapeBoxName turns a mailbox name into one file name that cannot collide
 // with another mailbox's or climb out of the directory ("a/b" and "a%2Fb" stay
 // distinct because "%" itself is escaped).
 func escapeBoxName(name string) string {
-	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '-' || c == '_' || (c == '.' && i > 0)
-		if ok {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	if b.Len() == 0 {
-		return "%"
-	}
-	out := b.String()
+	out := escapeBoxNameV1(name)
 	// The lock and journal are the state's name plus these: a mailbox named
 	// like one ("A.lock") must not get mailbox A's lock as its state.
 	for _, suffix := range []string{".lock", ".journal"} {
@@ -79,6 +87,26 @@ func escapeBoxName(name string) string {
 		out = out[:maxStateName-33] + "%" + hex.EncodeToString(sum[:16])
 	}
 	return out
+}
+
+// escapeBoxNameV1 is escapeBoxName as it was until 2026-11-27: every byte
+// outside [A-Za-z0-9._-] (and a leading '.') as %XX.
+func escapeBoxNameV1(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '_' || (c == '.' && i > 0)
+		if ok {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	if b.Len() == 0 {
+		return "%"
+	}
+	return b.String()
 }
 
 // maxStateName is the longest escaped mailbox name used as is: with ".tmp"

@@ -448,3 +448,35 @@ func TestLongMailboxNameState(t *testing.T) {
 		t.Errorf("near %q", got)
 	}
 }
+
+// A state file written under a name the escaping no longer gives (before:
+// "Foo.journal" as is) is used where it is, not left behind while the
+// mailbox is paired anew from no state.
+func TestStateUnderOldEscapedName(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "Foo.journal", "f1", 0)
+	addMsg(t, near, "Foo.journal", "n1", 0)
+	mustSync(t, spec, RunOptions{})
+	now, err := StatePath(spec, "Foo.journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(filepath.Dir(now), "Foo.journal")
+	if now == old {
+		t.Fatalf("state path %s: the escaping did not change", now)
+	}
+	if err := os.Rename(now, old); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := StatePath(spec, "Foo.journal"); err != nil || p != old {
+		t.Fatalf("state path %q, %v; want the old file %s", p, err, old)
+	}
+	// Removed on the near side since: with the old state found, the removal
+	// reaches the far side (from no state, f1 would be copied back).
+	expungeBySubject(t, near, "Foo.journal", "f1")
+	mustSync(t, spec, RunOptions{})
+	if f, n := view(t, far, "Foo.journal"), view(t, near, "Foo.journal"); f != "n1:" || n != "n1:" {
+		t.Fatalf("far %q, near %q, want n1: on both", f, n)
+	}
+}
