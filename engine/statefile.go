@@ -24,8 +24,11 @@ const StateFileName = ".quixysync-state"
 
 // stateMagic starts every state file; the number is the format version.
 const (
-	stateMagic   = "quixysync-state"
-	stateVersion = 1
+	stateMagic = "quixysync-state"
+	// 2: the header says how many pair lines follow ("pairs N"), so a file
+	// cut at a line boundary is not taken as whole. Version 1 files are
+	// still read.
+	stateVersion = 2
 )
 
 // StatePath returns where the state of one mailbox pair lives: inside the near
@@ -168,6 +171,8 @@ type stateMeta struct {
 	// Deleted[s] counts pairs whose side-s message is flagged deleted (-1: the
 	// file does not say).
 	Deleted [2]int
+	// pairs is the header's count of pair lines (version 2).
+	pairs int
 }
 
 // StateHeader is a state file's header: State without Pairs, plus what a run
@@ -323,10 +328,11 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 	if magic != stateMagic {
 		return bad("not a quixysync state file (first line %q)", truncate(string(b), 40))
 	}
-	if v, err := strconv.Atoi(ver); err == nil && v > stateVersion {
-		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, &StateError{File: name, Line: line, Newer: v}
-	} else if err != nil || v != stateVersion {
-		return bad("unsupported format version %q (this quixysync reads version %d)", ver, stateVersion)
+	version, verr := strconv.Atoi(ver)
+	if verr == nil && version > stateVersion {
+		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, &StateError{File: name, Line: line, Newer: version}
+	} else if verr != nil || version < 1 {
+		return bad("unsupported format version %q (this quixysync reads versions 1 to %d)", ver, stateVersion)
 	}
 	// Header: "key value" lines up to an empty line.
 	seen := map[string]bool{}
@@ -356,6 +362,9 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 			return bad("header %q missing", k)
 		}
 	}
+	if version >= 2 && !seen["pairs"] {
+		return bad("header \"pairs\" missing")
+	}
 	if headerOnly {
 		return st, meta, nil
 	}
@@ -376,6 +385,12 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 			return bad("%v", err)
 		}
 		st.Pairs = append(st.Pairs, p)
+	}
+	if version >= 2 && len(st.Pairs) != meta.pairs {
+		// Cut at a line boundary (a file-sync tool, a partial restore):
+		// taken as whole, the missing pairs' messages would look new.
+		line++
+		return bad("%d pairs, but the header says %d: the file was cut off or altered", len(st.Pairs), meta.pairs)
 	}
 	return st, meta, nil
 }
@@ -440,6 +455,10 @@ func setHeader(st *State, meta *stateMeta, key, val string) error {
 		return i64(&st.Near.Messages)
 	case "near-stamp":
 		return str(&st.Near.Stamp)
+	case "pairs":
+		v, err := strconv.ParseUint(val, 10, 31)
+		meta.pairs = int(v)
+		return err
 	case "far-deleted", "near-deleted":
 		v, err := strconv.ParseUint(val, 10, 31)
 		meta.Deleted[sideOfKey(key)] = int(v)
@@ -680,8 +699,8 @@ func writeState(w io.Writer, st State, owner StateOwner) error {
 			strconv.Quote(owner.Channel), strconv.Quote(owner.FarStore), strconv.Quote(owner.FarMailbox),
 			strconv.Quote(owner.NearStore), strconv.Quote(owner.NearMailbox))
 	}
-	fmt.Fprintf(bw, "generation %d\nfar-validity %d\nnear-validity %d\nmax-pulled %d\nmax-pushed %d\n",
-		st.Generation, st.FarValidity, st.NearValidity, st.MaxPulled, st.MaxPushed)
+	fmt.Fprintf(bw, "generation %d\nfar-validity %d\nnear-validity %d\nmax-pulled %d\nmax-pushed %d\npairs %d\n",
+		st.Generation, st.FarValidity, st.NearValidity, st.MaxPulled, st.MaxPushed, len(st.Pairs))
 	del := deletedCounts(st.Pairs)
 	for _, m := range []struct {
 		side string

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +50,7 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, st)
 	}
 	b, _ := os.ReadFile(path)
-	for _, want := range []string{"quixysync-state 1\n", "max-pulled 4711\n", "\n4700 120 FS\n", "\n4701 0 S\n", "\n4702 0 >\n", "\n4703 121\n", "\n0 122 -T\n",
+	for _, want := range []string{fmt.Sprintf("quixysync-state %d\n", stateVersion), "max-pulled 4711\n", fmt.Sprintf("pairs %d\n", len(st.Pairs)), "\n4700 120 FS\n", "\n4701 0 S\n", "\n4702 0 >\n", "\n4703 121\n", "\n0 122 -T\n",
 		"\n4704 124 S #0/deadbeef\n", "\n4705 125 #1/a\n", "\n4706 0 > #ffffffff/0\n"} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("state file lacks %q:\n%s", want, b)
@@ -75,8 +76,8 @@ func TestCorruptStateNamesFileAndLine(t *testing.T) {
 		"bad flag":        strings.Replace(good, "4700 120 FS", "4700 120 FQ", 1),
 		"bad uid":         strings.Replace(good, "4703 121", "4703 12x", 1),
 		"truncated":       good[:len(good)-3],
-		"version":         strings.Replace(good, "quixysync-state 1", "quixysync-state 0", 1),
-		"no version":      strings.Replace(good, "quixysync-state 1", "quixysync-state x", 1),
+		"version":         strings.Replace(good, fmt.Sprintf("quixysync-state %d", stateVersion), "quixysync-state 0", 1),
+		"no version":      strings.Replace(good, fmt.Sprintf("quixysync-state %d", stateVersion), "quixysync-state x", 1),
 		"header":          strings.Replace(good, "max-pushed 123\n", "", 1),
 		"empty":           "",
 		"zero pair":       good + "0 0\n",
@@ -106,12 +107,12 @@ func TestNewerFormatSaysUpgrade(t *testing.T) {
 	var buf bytes.Buffer
 	WriteState(&buf, sampleState())
 	path := filepath.Join(t.TempDir(), "st")
-	os.WriteFile(path, []byte(strings.Replace(buf.String(), "quixysync-state 1", "quixysync-state 2", 1)), 0o600)
+	os.WriteFile(path, []byte(strings.Replace(buf.String(), fmt.Sprintf("quixysync-state %d", stateVersion), fmt.Sprintf("quixysync-state %d", stateVersion+1), 1)), 0o600)
 	_, err := LoadState(path)
 	var se *StateError
-	if !errors.As(err, &se) || se.Newer != 2 || !strings.Contains(err.Error(), "newer quixysync") ||
+	if !errors.As(err, &se) || se.Newer != stateVersion+1 || !strings.Contains(err.Error(), "newer quixysync") ||
 		strings.Contains(err.Error(), "damaged;") || !strings.Contains(err.Error(), path) {
-		t.Errorf("state of version 2: %v", err)
+		t.Errorf("state of version %d: %v", stateVersion+1, err)
 	}
 	j := "quixysync-journal 2\ngeneration 1\nfar-validity 1\nnear-validity 1\n\n"
 	_, err = parseJournal(strings.NewReader(j), "jx")
@@ -478,5 +479,31 @@ func TestStateUnderOldEscapedName(t *testing.T) {
 	mustSync(t, spec, RunOptions{})
 	if f, n := view(t, far, "Foo.journal"), view(t, near, "Foo.journal"); f != "n1:" || n != "n1:" {
 		t.Fatalf("far %q, near %q, want n1: on both", f, n)
+	}
+}
+
+// A state cut at a line boundary (a file-sync tool, a partial restore) is
+// an error naming the file, not a smaller state whose missing pairs'
+// messages would look new; a version 1 file (no pair count) still loads.
+func TestStateCutAtLineBoundary(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, StateFileName)
+	st := sampleState()
+	if err := SaveState(path, st); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	cut := b[:bytes.LastIndex(b[:len(b)-1], []byte("\n"))+1] // the last pair line gone
+	os.WriteFile(path, cut, 0o600)
+	var se *StateError
+	if _, err := LoadState(path); !errors.As(err, &se) || !strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("a state without its last pair: %v", err)
+	}
+	v1 := strings.Replace(string(cut), fmt.Sprintf("quixysync-state %d\n", stateVersion), "quixysync-state 1\n", 1)
+	v1 = strings.Replace(v1, fmt.Sprintf("pairs %d\n", len(st.Pairs)), "", 1)
+	os.WriteFile(path, []byte(v1), 0o600)
+	got, err := LoadState(path)
+	if err != nil || len(got.Pairs) != len(st.Pairs)-1 {
+		t.Fatalf("version 1 file: %d pairs, %v", len(got.Pairs), err)
 	}
 }
