@@ -9,10 +9,12 @@ import (
 
 // refusingStore's mailboxes refuse removals or flag changes while told to,
 // as a server does for a folder without the right, or over a dropped
-// connection.
+// connection; or, once, answer a removal as a store does whose user took
+// the \Deleted back meanwhile: the flag comes off and the messages stay
+// (KeptError).
 type refusingStore struct {
 	*memStore
-	expunge, setFlags atomic.Bool
+	expunge, setFlags, keepOnce atomic.Bool
 }
 
 func (s *refusingStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
@@ -31,6 +33,12 @@ type refusingMailbox struct {
 func (m *refusingMailbox) Expunge(ctx context.Context, uids []UID) error {
 	if m.s.expunge.Load() {
 		return fmt.Errorf("NO [NOPERM] expunge refused (test)")
+	}
+	if m.s.keepOnce.Swap(false) {
+		if err := m.Mailbox.SetFlags(ctx, uids, 0, FlagDeleted); err != nil {
+			return err
+		}
+		return &KeptError{UIDs: uids}
 	}
 	return m.Mailbox.Expunge(ctx, uids)
 }
@@ -122,51 +130,20 @@ func TestFailedSideKeepsOtherSidesFlagsInBase(t *testing.T) {
 	})
 }
 
-// keepingStore's mailboxes, while armed, answer a removal as a store does
-// whose user took the \Deleted back meanwhile: the flag comes off and the
-// messages stay (KeptError).
-type keepingStore struct {
-	*memStore
-	armed atomic.Bool
-}
-
-func (s *keepingStore) OpenMailbox(ctx context.Context, name string, readOnly bool) (Mailbox, error) {
-	mb, err := s.memStore.OpenMailbox(ctx, name, readOnly)
-	if err != nil {
-		return nil, err
-	}
-	return &keepingMailbox{mb, s}, nil
-}
-
-type keepingMailbox struct {
-	Mailbox
-	s *keepingStore
-}
-
-func (m *keepingMailbox) Expunge(ctx context.Context, uids []UID) error {
-	if !m.s.armed.Swap(false) {
-		return m.Mailbox.Expunge(ctx, uids)
-	}
-	if err := m.Mailbox.SetFlags(ctx, uids, 0, FlagDeleted); err != nil {
-		return err
-	}
-	return &KeptError{UIDs: uids}
-}
-
 // A message new this run, already \Deleted and planned for removal without
 // a copy, that its user takes back meanwhile is copied by the next runs: it
 // must not stay on its side for good, unpaired below the high-water marks.
 func TestKeptNewMessageIsCopied(t *testing.T) {
 	mem, near := newMemStore("far"), newMemStore("near")
 	near.reserve, near.modseq = true, false
-	far := &keepingStore{memStore: mem}
+	far := &refusingStore{memStore: mem}
 	spec := testSpec(t.TempDir(), far, near)
 	addMsg(t, mem, "INBOX", "a", 0)
 	mustSync(t, spec, RunOptions{})
 	addMsg(t, mem, "INBOX", "n", FlagDeleted)
-	far.armed.Store(true)
+	far.keepOnce.Store(true)
 	mustSync(t, spec, RunOptions{})
-	if far.armed.Load() {
+	if far.keepOnce.Load() {
 		t.Fatal("the run removed nothing: the test kept nothing")
 	}
 	for range 2 {
@@ -184,16 +161,16 @@ func TestKeptNewMessageIsCopied(t *testing.T) {
 func TestKeptRemovalKeepsOtherSidesChange(t *testing.T) {
 	far, mem := newMemStore("far"), newMemStore("near")
 	mem.reserve, mem.modseq = true, false
-	near := &keepingStore{memStore: mem}
+	near := &refusingStore{memStore: mem}
 	spec := testSpec(t.TempDir(), far, near)
 	addMsg(t, far, "INBOX", "a", 0)
 	addMsg(t, far, "INBOX", "b", 0)
 	mustSync(t, spec, RunOptions{})
 	setFlagsBySubject(t, far, "INBOX", "a", FlagFlagged, 0)
 	setFlagsBySubject(t, mem, "INBOX", "a", FlagDeleted, 0)
-	near.armed.Store(true)
+	near.keepOnce.Store(true)
 	mustSync(t, spec, RunOptions{})
-	if near.armed.Load() {
+	if near.keepOnce.Load() {
 		t.Fatal("the run removed nothing: the test kept nothing")
 	}
 	for range 2 {
