@@ -328,7 +328,7 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 		if s == Near {
 			ch[Near].exp = b.withoutPartnersOf(ch[Near].exp)
 		}
-		if err := b.applySide(ctx, s, ch[s], newSt); err != nil {
+		if err := b.applySide(ctx, s, ch[s]); err != nil {
 			return err
 		}
 		if s == Near || last == nil {
@@ -354,23 +354,23 @@ func (b *boxRun) applyChanges(ctx context.Context, p *Plan, newSt *State) error 
 		}
 		last = &expungeIntent{ID: last.ID, Side: Far, UIDs: keep}
 	}
-	return b.expunge(ctx, Far, last, newSt)
+	return b.expunge(ctx, Far, last)
 }
 
 // applySide makes one side's journaled flag changes, then its removals.
-func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *State) error {
+func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges) error {
 	fis := ch.flags
 	if cb, ok := b.mb[s].(ChangeBatcher); ok && len(fis) > 0 && ch.exp != nil && ctx.Err() == nil {
 		flagErrs, expErr := cb.SetFlagsAndExpunge(ctx, flagChanges(fis), ch.exp.UIDs)
-		if err := b.flagOutcomes(s, fis, flagErrs, newSt); err != nil {
+		if err := b.flagOutcomes(s, fis, flagErrs); err != nil {
 			return err
 		}
-		return b.expungeOutcome(s, ch.exp, expErr, newSt)
+		return b.expungeOutcome(s, ch.exp, expErr)
 	}
 	if fb, ok := b.mb[s].(FlagBatcher); ok && len(fis) > 1 {
 		if ctx.Err() != nil {
 			b.undo(s, sideChanges{flags: fis}.uids())
-		} else if err := b.setFlagsBatch(ctx, s, fb, fis, newSt); err != nil {
+		} else if err := b.setFlagsBatch(ctx, s, fb, fis); err != nil {
 			return err
 		}
 	} else {
@@ -379,7 +379,7 @@ func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *S
 				b.undo(s, sideChanges{flags: fis[i:]}.uids())
 				break
 			}
-			if err := b.setFlags(ctx, s, fi, newSt); err != nil {
+			if err := b.setFlags(ctx, s, fi); err != nil {
 				return err
 			}
 		}
@@ -392,12 +392,12 @@ func (b *boxRun) applySide(ctx context.Context, s Side, ch sideChanges, newSt *S
 		b.undo(s, ei.UIDs)
 		return nil
 	}
-	return b.expunge(ctx, s, ei, newSt)
+	return b.expunge(ctx, s, ei)
 }
 
 // setFlags makes one journaled flag change; only a journal error is
 // returned, a store's failure is recorded and its pairs reverted.
-func (b *boxRun) setFlags(ctx context.Context, s Side, fi *flagIntent, newSt *State) error {
+func (b *boxRun) setFlags(ctx context.Context, s Side, fi *flagIntent) error {
 	if err := b.mb[s].SetFlags(ctx, fi.UIDs, fi.Add, fi.Remove); err != nil {
 		b.fail(fmt.Errorf("setting flags on the %s side: %w", s, err))
 		b.undo(s, fi.UIDs)
@@ -409,8 +409,8 @@ func (b *boxRun) setFlags(ctx context.Context, s Side, fi *flagIntent, newSt *St
 }
 
 // setFlagsBatch is setFlags for all of a side's flag changes at once.
-func (b *boxRun) setFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fis []*flagIntent, newSt *State) error {
-	return b.flagOutcomes(s, fis, fb.SetFlagsBatch(ctx, flagChanges(fis)), newSt)
+func (b *boxRun) setFlagsBatch(ctx context.Context, s Side, fb FlagBatcher, fis []*flagIntent) error {
+	return b.flagOutcomes(s, fis, fb.SetFlagsBatch(ctx, flagChanges(fis)))
 }
 
 func flagChanges(fis []*flagIntent) []FlagChange {
@@ -423,7 +423,7 @@ func flagChanges(fis []*flagIntent) []FlagChange {
 
 // flagOutcomes records what a batch of flag changes did: the changes made
 // are journaled done, the others' pairs reverted.
-func (b *boxRun) flagOutcomes(s Side, fis []*flagIntent, errs []error, newSt *State) error {
+func (b *boxRun) flagOutcomes(s Side, fis []*flagIntent, errs []error) error {
 	for i, fi := range fis {
 		var err error
 		if i < len(errs) {
@@ -446,12 +446,12 @@ func (b *boxRun) flagOutcomes(s Side, fis []*flagIntent, errs []error, newSt *St
 }
 
 // expunge makes one journaled removal, as setFlags.
-func (b *boxRun) expunge(ctx context.Context, s Side, ei *expungeIntent, newSt *State) error {
-	return b.expungeOutcome(s, ei, b.mb[s].Expunge(ctx, ei.UIDs), newSt)
+func (b *boxRun) expunge(ctx context.Context, s Side, ei *expungeIntent) error {
+	return b.expungeOutcome(s, ei, b.mb[s].Expunge(ctx, ei.UIDs))
 }
 
 // expungeOutcome records what a removal did, as flagOutcomes.
-func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error, newSt *State) error {
+func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error) error {
 	var kept *KeptError
 	if errors.As(err, &kept) {
 		// Not an error: the user changed their mind while the run went on.
