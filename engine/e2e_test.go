@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -501,4 +503,49 @@ func TestModSeqGoingDownListsAll(t *testing.T) {
 	setFlagsBySubject(t, far, "INBOX", "a", FlagFlagged, 0)
 	mustSync(t, spec, RunOptions{})
 	checkEqual(t, spec, "INBOX", "a:F b:S c:")
+}
+
+// TestCopiesWaitForTheJournalsName: a new journal's name is durable only
+// once its directory is fsynced. Copies made on the strength of intents in a
+// journal whose name a power loss can still take would be found on their
+// targets by the next run as new messages and copied back: where the
+// directory cannot be fsynced, no copy is made, and the next run makes them.
+func TestCopiesWaitForTheJournalsName(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", FlagSeen)
+		mustSync(t, spec, RunOptions{})
+		addMsg(t, far, "INBOX", "b", 0)
+		addMsg(t, near, "INBOX", "c", FlagFlagged)
+		statePath, err := StatePath(spec, "INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Dir(statePath)
+		var asked atomic.Int64
+		res := SyncChannel(context.Background(), spec, RunOptions{fileErr: func(path string) error {
+			if path == dir {
+				asked.Add(1)
+				return syscall.EIO
+			}
+			return nil
+		}})
+		if asked.Load() == 0 {
+			t.Fatal("the run never made the journal's directory durable")
+		}
+		if res.Copied != [2]int{} {
+			t.Fatalf("copied %v with the journal's name not durable", res.Copied)
+		}
+		if res.Err == nil && (len(res.Mailboxes) == 0 || res.Mailboxes[0].Err == nil) {
+			t.Fatalf("a run that could not copy reported success: %+v", res)
+		}
+		if f, n := view(t, far, "INBOX"), view(t, near, "INBOX"); f != "a:S b:" || n != "a:S c:F" {
+			t.Fatalf("after the failed run: far %s, near %s", f, n)
+		}
+		res = mustSync(t, spec, RunOptions{})
+		if res.Copied != [2]int{1, 1} {
+			t.Fatalf("copied %v, want one each way", res.Copied)
+		}
+		checkEqual(t, spec, "INBOX", "a:S b: c:F")
+	})
 }

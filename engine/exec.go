@@ -833,10 +833,10 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	var jerr error
 	if br, ok := b.mb[t].(Barrierer); ok && br.Covers(b.j.path) {
 		if jerr = b.j.flush(); jerr == nil {
-			br.CommitWith(b.j.path)
+			br.CommitWith(b.j.durablePaths()...)
 		}
 	} else {
-		jerr = b.j.sync()
+		jerr = b.j.syncWithName()
 	}
 	if jerr != nil {
 		discardAll()

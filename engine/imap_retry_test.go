@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"log/slog"
 	"strings"
 	"syscall"
@@ -260,7 +261,9 @@ func TestFullDiskAtTheStateSaidOnce(t *testing.T) {
 		addMany(t, p.spec.Far, box, 0, names(strings.ToLower(box), 2)...)
 	}
 	opt := engine.WithFileError(engine.RunOptions{}, func(path string) error {
-		if strings.HasSuffix(path, ".journal") {
+		// The journal is written, and its directory fsynced (the hook
+		// sees that too): only the state files meet the full disk.
+		if fi, err := os.Stat(path); strings.HasSuffix(path, ".journal") || err == nil && fi.IsDir() {
 			return nil
 		}
 		return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)

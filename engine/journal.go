@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -92,6 +93,9 @@ type journal struct {
 	w      *bufio.Writer
 	nextID int
 	hook   *crashHook
+	// dirDurable: the journal's directory entry has been fsynced (see
+	// syncWithName).
+	dirDurable bool
 }
 
 type journalHeader struct {
@@ -152,6 +156,35 @@ func (j *journal) sync() error {
 		j.hook.syncs.Add(1)
 	}
 	return nil
+}
+
+// syncWithName is sync for lines that must not be lost with the file's
+// name: copy intents. Flag changes and removals are safe without it (the
+// next run finds them done on both sides, or redoes them); a copy whose
+// intent is lost is found on its target as a new message and copied back.
+func (j *journal) syncWithName() error {
+	if err := j.sync(); err != nil || j.f == nil || j.dirDurable {
+		return err
+	}
+	dir := filepath.Dir(j.path)
+	if err := j.hook.writeErr(dir); err != nil {
+		return fmt.Errorf("journal %s: fsync %s: %w", j.path, dir, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	j.dirDurable = true
+	return nil
+}
+
+// durablePaths is what a caller that makes the journal durable some other
+// way (see Barrierer) must make durable after a flush: the file, and its
+// directory until an fsync of the journal has made that durable.
+func (j *journal) durablePaths() []string {
+	if j.dirDurable {
+		return []string{j.path}
+	}
+	return []string{j.path, filepath.Dir(j.path)}
 }
 
 // flush hands every line added so far to the kernel, for a caller that

@@ -234,3 +234,38 @@ func syncOK(t *testing.T, spec engine.ChannelSpec) {
 		}
 	}
 }
+
+// When the copies are made durable one fsync at a time (a small batch, or
+// the syncfs fails, as here: a syncfs would cover the directory), the engine's new journal must be fsynced with its directory before
+// any message is renamed into place: a power loss that took the journal's
+// name would leave copies the next run finds as new messages and copies back.
+func TestCommitMakesTheJournalsNameDurable(t *testing.T) {
+	spec, near, _ := durableSpec(t)
+	statePath, err := engine.StatePath(spec, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ops []string
+	near.testHook = func(op, path string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ops = append(ops, op+" "+path)
+		if op == "syncfs" {
+			return syscall.EIO
+		}
+		return nil
+	}
+	syncOK(t, spec)
+	journal := statePath + ".journal"
+	first := func(match func(string) bool) int {
+		return slices.IndexFunc(ops, match)
+	}
+	named := first(func(s string) bool { return s == "fsync "+filepath.Dir(statePath) })
+	intents := first(func(s string) bool { return s == "fsync "+journal })
+	placed := first(func(s string) bool { return strings.HasPrefix(s, "fsyncdir ") && isMessageDir(s) })
+	if intents < 0 || named < 0 || placed < 0 || named > placed || intents > placed {
+		t.Fatalf("the journal (%d) and its directory (%d) must be fsynced before the first message directory (%d): %q",
+			intents, named, placed, ops)
+	}
+}
