@@ -1,11 +1,6 @@
 package imap
 
-import (
-	"errors"
-	"fmt"
-
-	"github.com/emersion/go-sasl"
-)
+import "github.com/emersion/go-sasl"
 
 // xoauth2Client implements Google's and Microsoft's XOAUTH2 SASL mechanism
 // (go-sasl does not ship it).
@@ -22,15 +17,26 @@ func (c *xoauth2Client) Start() (string, []byte, error) {
 // Returning an error makes go-imap abandon the exchange; the caller closes
 // the connection.
 func (c *xoauth2Client) Next(challenge []byte) ([]byte, error) {
-	return nil, fmt.Errorf("%w: %s", errTokenRejected, challenge)
+	return nil, &tokenRejected{mech: "XOAUTH2", challenge: string(challenge)}
 }
 
-// errTokenRejected is the server's refusal of an XOAUTH2 token: as definite
-// as a NO to a password (see authenticate).
-var errTokenRejected = errors.New("XOAUTH2 token rejected")
+// tokenRejected is the server's refusal of a token (its JSON error
+// challenge, e.g. {"status":"401",...}): as definite as a NO to a password
+// (see authenticate).
+type tokenRejected struct{ mech, challenge string }
+
+func (e *tokenRejected) Error() string { return e.mech + " token rejected: " + e.challenge }
 
 func newPlain(user, pass string) sasl.Client { return sasl.NewPlainClient("", user, pass) }
 
+// oauthBearerClient is go-sasl's OAUTHBEARER (RFC 7628) with its refusal
+// read as tokenRejected: a challenge only ever says the token was refused.
+type oauthBearerClient struct{ sasl.Client }
+
+func (c oauthBearerClient) Next(challenge []byte) ([]byte, error) {
+	return nil, &tokenRejected{mech: "OAUTHBEARER", challenge: string(challenge)}
+}
+
 func newOAuthBearer(user, token, host string, port int) sasl.Client {
-	return sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: user, Token: token, Host: host, Port: port})
+	return oauthBearerClient{sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: user, Token: token, Host: host, Port: port})}
 }

@@ -375,8 +375,8 @@ func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
 	case cancelled.Load():
 		return fmt.Errorf("%s: %s: %w", s.cfg.Name, what, ctx.Err())
 	case cn.dc.timedOut.Load():
-		return fmt.Errorf("%s: %s: no answer from %s for %v (timeout); connection dropped",
-			s.cfg.Name, what, s.cfg.Host, s.cfg.Timeout)
+		return &plainError{err: errTimedOut, msg: fmt.Sprintf("%s: %s: no answer from %s for %v (timeout); connection dropped",
+			s.cfg.Name, what, s.cfg.Host, s.cfg.Timeout)}
 	case ie != nil:
 		return fmt.Errorf("%s: %s: %w", s.cfg.Name, what, err)
 	}
@@ -682,6 +682,11 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 				s.credMu.Unlock()
 			}
 			return nil, merr
+		case dc.timedOut.Load() && errors.Is(err, errTimedOut):
+			// A command of the set-up (the login, the NOOP after it) said
+			// which one waited in vain.
+			return nil, &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: %s",
+				s.cfg.Name, s.addr(), strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
 		case dc.timedOut.Load():
 			return nil, &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
 				s.cfg.Name, s.addr(), s.cfg.Timeout, strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
@@ -791,22 +796,32 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 			c.Close()
 			return nil, err
 		}
-		if wc.capsSeen.Load() == seen {
-			// A login answer without capabilities makes go-imap forget the
-			// old ones and ask again from another goroutine, but only after
-			// it has woken the login's caller: Caps() could still return the
-			// list from before the login (which may lack UIDPLUS or
-			// CONDSTORE), and that CAPABILITY could go out after our next
-			// command, to fail there if the connection breaks (its write
-			// error then replaced the reason on our command). Once a NOOP is
-			// answered, go-imap has done its forgetting, and Caps() waits
-			// for its CAPABILITY's answer.
-			if err := c.Noop().Wait(); err != nil {
-				c.Close()
-				return nil, fmt.Errorf("%s: %s: after login: %w", s.cfg.Name, s.addr(), err)
+		// Under run: its timeout and watchdog (the login's run has ended),
+		// or a server that goes silent after the login holds the run for
+		// good.
+		err := cn.run(ctx, "reading the capabilities after login", func() error {
+			if wc.capsSeen.Load() == seen {
+				// A login answer without capabilities makes go-imap forget
+				// the old ones and ask again from another goroutine, but only
+				// after it has woken the login's caller: Caps() could still
+				// return the list from before the login (which may lack
+				// UIDPLUS or CONDSTORE), and that CAPABILITY could go out
+				// after our next command, to fail there if the connection
+				// breaks (its write error then replaced the reason on our
+				// command). Once a NOOP is answered, go-imap has done its
+				// forgetting, and Caps() waits for its CAPABILITY's answer.
+				if err := c.Noop().Wait(); err != nil {
+					return err
+				}
 			}
+			caps = c.Caps()
+			return nil
+		})
+		if err != nil {
+			c.Close()
+			return nil, err
 		}
-		if caps = c.Caps(); caps == nil {
+		if caps == nil {
 			return fail("could not read the server's capabilities after login")
 		}
 	case imap.ConnStateAuthenticated:
@@ -960,7 +975,7 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	if tr != nil {
 		tr.muted.Store(true)
 	}
-	err = cn.run(ctx, "authentication", func() error {
+	err = cn.run(ctx, "logging in", func() error {
 		switch mech {
 		case "plain":
 			return cn.c.Authenticate(newPlain(s.cfg.User, secret))
@@ -982,20 +997,31 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 		// Stopped while logging in (Ctrl-C): not a refused login.
 		return fmt.Errorf("%s: logging in: %w", s.cfg.Name, context.Cause(ctx))
 	}
-	said := err.Error()
 	var ie *imap.Error
-	if errors.As(err, &ie) {
+	var rejected *tokenRejected
+	isIE, isRejected := errors.As(err, &ie), errors.As(err, &rejected)
+	bye := cn.wc.bye.Load()
+	if !isIE && !isRejected && bye == nil {
+		// The connection broke or went silent: no verdict on the
+		// credentials, and run's error says what happened.
+		return err
+	}
+	said := ""
+	switch {
+	case isRejected:
+		said = rejected.Error()
+	case isIE:
 		said = strings.TrimSpace(string(ie.Type) + " " + ie.Text)
 		if ie.Code != "" {
 			said = fmt.Sprintf("%s [%s] %s", ie.Type, ie.Code, ie.Text)
 		}
-	} else if bye := cn.wc.bye.Load(); bye != nil {
+	default:
 		said = *bye
 	}
 	said = strings.ReplaceAll(said, secret, "<redacted>")
 	hint := ""
 	busy := ie != nil && isBusyCode(ie.Code)
-	if ie != nil {
+	if ie != nil || isRejected {
 		said = strings.TrimSuffix(said, ".")
 		hint = "; check user (" + strconv.Quote(s.cfg.User) + ") and the password"
 		if isToken {
@@ -1011,7 +1037,7 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	}
 	aerr := fmt.Errorf("%s: %s for %s at %s (mechanism %s): server said: %s%s",
 		s.cfg.Name, what, s.cfg.User, s.cfg.Host, strings.ToUpper(mech), said, hint)
-	if (ie != nil && !busy || errors.Is(err, errTokenRejected)) && !s.loggedIn.Load() {
+	if (ie != nil && !busy || isRejected) && !s.loggedIn.Load() {
 		// A definite refusal of credentials never accepted: remember it so
 		// other connections don't retry. (Refused for the load, or after
 		// another login with the same secret, it says nothing about them.)

@@ -1,0 +1,99 @@
+package imap
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The login phase over the wire, against scripted servers that stall or
+// refuse: a run must end within the timeout, and its error must say what
+// happened — a refusal of the credentials only when there was one.
+
+// returnsWithin runs fn and fails the test when it has not returned after d.
+func returnsWithin(t *testing.T, d time.Duration, fn func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		t.Fatalf("still waiting after %v (the store's timeout is 500ms)", d)
+		return nil
+	}
+}
+
+// A login answer without capabilities (Exchange's "OK LOGIN completed.")
+// makes the store ask for them after the login; a server that goes silent
+// then must meet the timeout, not hold a cron run for good.
+func TestFakeSilentAfterLogin(t *testing.T) {
+	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1] hi\r\n", func(tag, cmd string) string {
+		if strings.HasPrefix(strings.ToUpper(cmd), "LOGIN") {
+			return tag + " OK LOGIN completed.\r\n"
+		}
+		return "HANG"
+	}))
+	s := fakeStore(t, host, port, nil)
+	err := returnsWithin(t, 10*time.Second, func() error {
+		_, err := s.ListMailboxes(context.Background())
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "(timeout)") ||
+		!strings.Contains(err.Error(), "reading the capabilities after login") {
+		t.Fatalf("got %v, want a timeout naming what waited", err)
+	}
+}
+
+// A server that never answers the login, or hangs up during it, has not
+// refused the credentials: the error must not send the user to them.
+func TestFakeLoginUnansweredIsNoRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, want string
+	}{
+		{"silent", "HANG", "logging in: no answer from 127.0.0.1 for 500ms (timeout)"},
+		{"hung up", "CLOSE", "logging in: connection to 127.0.0.1 failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string {
+				if strings.HasPrefix(cmd, "LOGIN") {
+					return tc.answer
+				}
+				return ""
+			}))
+			s := fakeStore(t, host, port, nil)
+			_, err := s.ListMailboxes(ctxT(t))
+			if err == nil || !strings.Contains(err.Error(), tc.want) ||
+				strings.Contains(err.Error(), "authentication failed") || strings.Contains(err.Error(), "check user") {
+				t.Fatalf("got %v, want an error containing %q and no verdict on the credentials", err, tc.want)
+			}
+			if n := strings.Count(err.Error(), "timeout"); n > 1 {
+				t.Errorf("the timeout is said %d times: %v", n, err)
+			}
+		})
+	}
+}
+
+// An expired XOAUTH2 token (the server's JSON error challenge) is a refused
+// login with the token hint and what the server said, not a broken
+// connection.
+func TestFakeXOAUTH2RejectionSaysToken(t *testing.T) {
+	status := `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`
+	host, port := fakeServer(t, scripted("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] hi\r\n", func(tag, cmd string) string {
+		if strings.HasPrefix(cmd, "AUTHENTICATE XOAUTH2 ") {
+			return "+ " + base64.StdEncoding.EncodeToString([]byte(status)) + "\r\n"
+		}
+		if cmd == "" || cmd == "*" {
+			return "HANG"
+		}
+		return ""
+	}))
+	s := fakeStore(t, host, port, func(c *Config) { c.Auth = []string{"xoauth2"}; c.Token = pw("expired") })
+	_, err := s.ListMailboxes(ctxT(t))
+	if err == nil || strings.Contains(err.Error(), "connection to") || !strings.Contains(err.Error(), "token_cmd") ||
+		!strings.Contains(err.Error(), `"status":"401"`) || strings.Contains(err.Error(), "expired\"") {
+		t.Fatalf("got %v, want a refused token with the server's status and the token_cmd hint", err)
+	}
+}
