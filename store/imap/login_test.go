@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"strings"
@@ -95,5 +96,22 @@ func TestFakeXOAUTH2RejectionSaysToken(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "connection to") || !strings.Contains(err.Error(), "token_cmd") ||
 		!strings.Contains(err.Error(), `"status":"401"`) || strings.Contains(err.Error(), "expired\"") {
 		t.Fatalf("got %v, want a refused token with the server's status and the token_cmd hint", err)
+	}
+}
+
+// A SELECT answer without UIDVALIDITY (RFC 3501 requires one) is refused:
+// taken as 0 it would read as a changed UIDVALIDITY against a state, or
+// hide a later real change once recorded.
+func TestFakeSelectWithoutUIDValidity(t *testing.T) {
+	host, port := selectedServer(t, "IMAP4rev1", "* 3 EXISTS\r\n* OK [UIDNEXT 4] n\r\n",
+		func(tag, cmd string, r *bufio.Reader, say func(string)) bool { return false })
+	s := fakeStore(t, host, port, nil)
+	mb, err := s.OpenMailbox(ctxT(t), "INBOX", false)
+	if err == nil {
+		defer mb.Close()
+		t.Fatalf("opened with status %+v: a missing UIDVALIDITY went unnoticed", mb.Status())
+	}
+	if !strings.Contains(err.Error(), "no UIDVALIDITY") || !strings.Contains(err.Error(), `"INBOX"`) {
+		t.Fatalf("got %v, want an error naming the mailbox and the missing UIDVALIDITY", err)
 	}
 }

@@ -170,6 +170,16 @@ func (m *Mailbox) selectOn(ctx context.Context, cn *conn, ahead *engine.ListAhea
 		}
 		return engine.Status{}, err
 	}
+	if d.UIDValidity == 0 {
+		// RFC 3501 requires it. Taken as 0 it would read as a changed
+		// UIDVALIDITY against a state (a re-pairing of the whole mailbox),
+		// and recorded, it would hide a real change later (as mbsync,
+		// refuse).
+		if lc != nil {
+			_ = cn.run(ctx, "UID FETCH", func() error { _, _, err := lc.collect(); return err })
+		}
+		return engine.Status{}, m.errorf("the server's %s answer has no UIDVALIDITY (RFC 3501 requires one): without it no state can tell this mailbox's messages from another's; not synced", verb)
+	}
 	st := engine.Status{UIDValidity: d.UIDValidity, UIDNext: engine.UID(d.UIDNext),
 		Messages: int64(d.NumMessages), HighestModSeq: d.HighestModSeq}
 	if st.UIDNext == 0 {
