@@ -459,7 +459,6 @@ func (b *boxRun) expungeOutcome(s Side, ei *expungeIntent, err error) error {
 		b.log.Info("removal skipped: the message changed during the run (a \\Deleted taken back?)",
 			"mailbox", b.name, "side", s.String(), "messages", len(kept.UIDs))
 		b.undo(s, kept.UIDs)
-		b.kept[s] = append(b.kept[s], kept.UIDs...)
 		b.res.Deleted[s] += len(ei.UIDs) - len(kept.UIDs)
 		ei.Done = true
 		return b.j.addDone(ei.ID)
@@ -523,12 +522,14 @@ func (b *boxRun) restorePairs(newSt *State, u *undone, ch [2]sideChanges) {
 			}
 		}
 	}
-	// A message kept that no pair held (new this run, already \Deleted,
-	// planned for removal without a copy) was taken back by its user: a
-	// pending copy now, or the next run would leave it on its side for
-	// good (below the high-water marks, unpaired and not \Deleted).
+	// A message no pair held (new this run, already \Deleted, planned for
+	// removal without a copy) whose removal did not happen — kept (its
+	// user took the \Deleted back), refused, or interrupted: a pending
+	// copy now. Else the next run would leave it on its side for good
+	// (below the high-water marks, unpaired), an undelete after this run
+	// as well; pending, it is removed again while \Deleted, or copied.
 	for _, s := range []Side{Far, Near} {
-		for _, uid := range b.kept[s] {
+		for _, uid := range u[s] {
 			if !drop[s][uid] {
 				p := Pair{}
 				p.setUID(s, uid)

@@ -154,6 +154,31 @@ func TestKeptNewMessageIsCopied(t *testing.T) {
 	}
 }
 
+// The same when the removal of such a message fails (refused, or the run
+// stopped before it): once its user takes the \Deleted back, it is copied,
+// not left on its side for good below the high-water mark.
+func TestFailedRemovalOfNewMessageStaysPending(t *testing.T) {
+	mem, near := newMemStore("far"), newMemStore("near")
+	far := &refusingStore{memStore: mem}
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, mem, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	addMsg(t, mem, "INBOX", "n", FlagDeleted)
+	far.expunge.Store(true)
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if len(res.Mailboxes) != 1 || res.Mailboxes[0].Err == nil {
+		t.Fatalf("the refused removal went unreported: %+v", res)
+	}
+	far.expunge.Store(false)
+	setFlagsBySubject(t, mem, "INBOX", "n", 0, FlagDeleted)
+	for range 2 {
+		mustSync(t, spec, RunOptions{})
+	}
+	if f, n := view(t, mem, "INBOX"), view(t, near, "INBOX"); f != "a: n:" || n != "a: n:" {
+		t.Fatalf("far %q, near %q, want a: n: on both (the undeleted message copied)", f, n)
+	}
+}
+
 // A pair put back because its removal was kept (no error) does not let the
 // run record its markers: the next run must still see the other side's
 // change made before it (here a far \Flagged, with the near \Deleted taken

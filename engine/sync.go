@@ -43,10 +43,8 @@ type boxRun struct {
 	released [2]bool
 	// ahead: started before the far side was listed (see syncAhead).
 	ahead bool
-	// undone: while applyChanges runs, the UIDs whose acts did not happen;
-	// kept: those of them a store left because they changed (KeptError).
+	// undone: while applyChanges runs, the UIDs whose acts did not happen.
 	undone *undone
-	kept   [2][]UID
 }
 
 // errNotThereYet ends, before anything is changed, the run of a mailbox
