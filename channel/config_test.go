@@ -653,3 +653,40 @@ func TestSplitStates(t *testing.T) {
 		t.Errorf("Maildir near: %q", w)
 	}
 }
+
+// A channel between two Maildir stores one of which lies inside the other
+// would copy the whole tree one level deeper at every run (the outer store
+// lists the inner one's folders as its own): refused, naming both.
+func TestNestedMaildirStoresRefused(t *testing.T) {
+	conf := func(farPath, nearPath, extra string) string {
+		return lines(`[maildir.far]`, `path = "`+farPath+`"`, extra,
+			`[maildir.near]`, `path = "`+nearPath+`"`,
+			`[channel.c]`, `far = "maildir.far"`, `near = "maildir.near"`)
+	}
+	for _, tc := range []struct {
+		name, far, near, extra string
+		bad                    bool
+	}{
+		{"far inside near", "/m/Mail/backup", "/m/Mail", "", true},
+		{"near inside far", "/m/Mail", "/m/Mail/local", "", true},
+		{"same path", "/m/Mail", "/m/Mail/", "", true},
+		{"far inbox inside near", "/m/Far", "/m/Mail", `inbox = "/m/Mail/INBOX"`, true},
+		{"side by side", "/m/Mail2", "/m/Mail", "", false},
+		{"far inbox elsewhere", "/m/Far", "/m/Mail", `inbox = "/var/mail/me"`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(testFile, []byte(conf(tc.far, tc.near, tc.extra)))
+			if !tc.bad {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			errs := ConfigErrors(err)
+			if len(errs) != 1 || errs[0].Key != "channel.c.near" || !strings.Contains(errs[0].Msg, "overlap") ||
+				!strings.Contains(errs[0].Msg, "maildir.far") || !strings.Contains(errs[0].Msg, "maildir.near") {
+				t.Fatalf("got %v, want one error at channel.c.near saying the two stores overlap", err)
+			}
+		})
+	}
+}

@@ -652,6 +652,8 @@ func (d *decoder) channel(cfg *Config, name string, t *table) *Channel {
 	c.Near = d.storeRef(cfg, t, "near")
 	if c.Far != "" && c.Far == c.Near {
 		t.errorf("near", "is the same store as far (%s); a channel pairs two different stores", c.Far)
+	} else if msg := nestedMaildirs(cfg, c.Far, c.Near); msg != "" {
+		t.errorf("near", "%s", msg)
 	}
 	if list, ok := t.strs("mailboxes"); ok {
 		if len(list) == 0 {
@@ -713,6 +715,41 @@ func (d *decoder) channel(cfg *Config, name string, t *table) *Channel {
 		return nil
 	}
 	return c
+}
+
+// nestedMaildirs says what is wrong when far and near are Maildir stores one
+// of which lies inside the other (near path = "~/Mail", far path =
+// "~/Mail/backup"): each would list the other's folders as its own, and every
+// run would copy the whole tree one level deeper (backup/backup/INBOX, ...).
+func nestedMaildirs(cfg *Config, farRef, nearRef string) string {
+	_, far, _ := cfg.Store(farRef)
+	_, near, _ := cfg.Store(nearRef)
+	if far == nil || near == nil {
+		return ""
+	}
+	for _, a := range []*MaildirStore{far, near} {
+		b := near
+		if a == near {
+			b = far
+		}
+		for _, p := range []string{a.Path, a.Inbox} {
+			if p != "" && within(b.Path, p) {
+				return fmt.Sprintf("%s (path %s) and %s (path %s) overlap: %s is inside %s's folder tree, so each would sync the other's folders as its own; give the two stores separate directories",
+					nearRef, near.Path, farRef, far.Path, p, b.Ref())
+			}
+		}
+	}
+	if far.Inbox != "" && far.Inbox == near.Inbox {
+		return fmt.Sprintf("%s and %s have the same inbox %s; give the two stores separate directories", nearRef, farRef, far.Inbox)
+	}
+	return ""
+}
+
+// within reports whether path p is root or lies below it (both clean and
+// absolute).
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // storeRef validates "imap.NAME" / "maildir.NAME" and that the store exists.
