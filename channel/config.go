@@ -194,14 +194,21 @@ func DefaultPath() string {
 
 // defaultStateDir is $XDG_STATE_HOME/quixysync/NAME, else
 // ~/.local/state/quixysync/NAME.
-// SplitStates returns a warning for each two channels that sync the same
-// two stores, the near one not a Maildir (so state_dir holds the state),
-// with different state directories (the default is one per channel): a
-// mailbox both select has two states that know nothing of each other's
-// copies, and each channel copies the other's as new mail, every run.
-// (Over a Maildir the state lives in the folder, which both share.)
-func (c *Config) SplitStates() []string {
-	var out []string
+// SplitState is two channels that sync the same two stores, the near one
+// not a Maildir (so state_dir holds the state), with different state
+// directories (the default is one per channel): a mailbox both select has
+// two states that know nothing of each other's copies, and each channel
+// copies the other's as new mail, every run. (Over a Maildir the state
+// lives in the folder, which both share.) Msg says so and what to do.
+type SplitState struct {
+	A, B string // channel names, A < B
+	Msg  string
+}
+
+// SplitStates returns every two channels that keep their states apart over
+// the same stores (see SplitState).
+func (c *Config) SplitStates() []SplitState {
+	var out []SplitState
 	names := c.ChannelNames()
 	for i, a := range names {
 		ca := c.Channels[a]
@@ -211,9 +218,9 @@ func (c *Config) SplitStates() []string {
 		for _, b := range names[i+1:] {
 			cb := c.Channels[b]
 			if cb.Far == ca.Far && cb.Near == ca.Near && filepath.Clean(cb.StateDir) != filepath.Clean(ca.StateDir) {
-				out = append(out, fmt.Sprintf("channels %s and %s sync the same stores (%s to %s) but keep their states apart (%s, %s): "+
+				out = append(out, SplitState{A: a, B: b, Msg: fmt.Sprintf("channels %s and %s sync the same stores (%s to %s) but keep their states apart (%s, %s): "+
 					"a mailbox both select would be copied again by each, as new mail, every run; give both the same state_dir, "+
-					"or make sure their mailboxes do not overlap", a, b, ca.Far, ca.Near, ca.StateDir, cb.StateDir))
+					"or make sure their mailboxes do not overlap", a, b, ca.Far, ca.Near, ca.StateDir, cb.StateDir)})
 			}
 		}
 	}

@@ -643,7 +643,7 @@ func TestSplitStates(t *testing.T) {
 			`[channel.inbox]`, `far = "imap.a"`, `near = "`+nearKind+`"`, `mailboxes = ["INBOX"]`, extra,
 		)
 	}
-	if w := mustParse(t, src("imap.b", "")).SplitStates(); len(w) != 1 || !strings.Contains(w[0], "all and inbox") {
+	if w := mustParse(t, src("imap.b", "")).SplitStates(); len(w) != 1 || !strings.Contains(w[0].Msg, "all and inbox") || w[0].A != "all" || w[0].B != "inbox" {
 		t.Errorf("IMAP near, a state_dir each: %q", w)
 	}
 	if w := mustParse(t, src("imap.b", `state_dir = "/s"`)).SplitStates(); len(w) != 0 {

@@ -50,7 +50,7 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 		count(len(cfg.Maildir), "Maildir store"), count(len(cfg.Groups), "group"))
 	code := checkMaildirs(g, cfg)
 	for _, w := range cfg.SplitStates() {
-		g.printf("warning: %s\n", w)
+		g.printf("warning: %s\n", w.Msg)
 	}
 	if !opts.Connect {
 		if code != exitOK {

@@ -96,10 +96,8 @@ func runTransfer(ctx context.Context, g *globalOptions, opts SyncOptions, mode e
 	if targets, err = g.withDirection(cfg, targets, mode); err != nil {
 		return err
 	}
-	for _, w := range cfg.SplitStates() {
-		g.logger().Warn(w, engine.Notice, true)
-	}
 	results := g.syncTargets(ctx, cfg, targets, mode, opts)
+	g.warnSplitStates(cfg, results)
 	if code := g.printResults(results, opts); code != exitOK {
 		return exitStatus(code)
 	}
