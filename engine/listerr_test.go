@@ -100,3 +100,52 @@ func TestMailboxMissingFromListingOpensByName(t *testing.T) {
 		t.Error("far Empty kept although the near one is gone")
 	}
 }
+
+// A mailbox deleted by hand on both sides leaves its state behind (outside
+// the folders, where an IMAP near side keeps it); one made anew under the
+// same name is another mailbox (another UIDVALIDITY). The old state must not
+// make it look synced before and now vanished on the other side: empty and
+// with remove on, it was deleted; holding mail, the guard stopped it at
+// every run. It is synced as a mailbox seen for the first time.
+func TestMailboxMadeAnewIsNotTheOldOne(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		remove  bool
+		subject string // a message in the new mailbox, or none
+	}{
+		{"empty with remove", true, ""},
+		{"holding mail", false, "new1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			far, near := newMemStore("far"), newMemStore("near")
+			spec := testSpec(t.TempDir(), far, near)
+			spec.Remove = [2]bool{tc.remove, tc.remove}
+			addMsg(t, far, "Project", "p1", 0)
+			mustSync(t, spec, RunOptions{})
+			for _, s := range []*memStore{far, near} {
+				if err := s.DeleteMailbox(context.Background(), "Project"); err != nil {
+					// Not empty: take it away as a user's rm -r would.
+					s.mu.Lock()
+					delete(s.boxes, "Project")
+					s.mu.Unlock()
+				}
+			}
+			if err := far.CreateMailbox(context.Background(), "Project"); err != nil {
+				t.Fatal(err)
+			}
+			want := ""
+			if tc.subject != "" {
+				addMsg(t, far, "Project", tc.subject, 0)
+				want = tc.subject + ":"
+			}
+			res := mustSync(t, spec, RunOptions{})
+			if res.Created[Near] != 1 {
+				t.Fatalf("the new mailbox was not created on the near side: %+v", res)
+			}
+			checkEqual(t, spec, "Project", want)
+			if res := mustSync(t, spec, RunOptions{}); res.Counts != (Counts{}) {
+				t.Fatalf("not settled: %+v", res.Counts)
+			}
+		})
+	}
+}

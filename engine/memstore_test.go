@@ -25,8 +25,11 @@ type memStore struct {
 	// listStatus: ListMailboxes reports each mailbox's Status (LIST-STATUS).
 	listStatus bool
 
-	mu     sync.Mutex
-	boxes  map[string]*memBox
+	mu    sync.Mutex
+	boxes map[string]*memBox
+	// made counts the mailboxes ever created: a mailbox made anew gets a
+	// new UIDVALIDITY, as on a real server.
+	made   int
 	calls  map[string]int
 	staged int // staged, neither committed nor discarded
 	// failStage makes Stage fail for bodies containing this string.
@@ -139,7 +142,8 @@ func (s *memStore) CreateMailbox(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.boxes[name] == nil {
-		s.boxes[name] = &memBox{validity: uint32(1000 + len(s.boxes)), next: 1, modseq: 1, msgs: map[UID]*memMsg{}}
+		s.boxes[name] = &memBox{validity: uint32(1000 + s.made), next: 1, modseq: 1, msgs: map[UID]*memMsg{}}
+		s.made++
 	}
 	return nil
 }

@@ -601,6 +601,33 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 			return res
 		}
 	}
+	if st.Generation > 0 {
+		if stale, err := staleState(ctx, spec, name, have, st, statuses[have][name]); err != nil {
+			res.Err = fmt.Errorf("mailbox %s: %w", name, err)
+			if ctx.Err() != nil {
+				res.Err = fmt.Errorf("mailbox %s: %w", name, ErrStopped)
+			}
+			return res
+		} else if stale != "" {
+			// The mailbox the state knew is gone from both sides, and one of
+			// the same name was made anew (deleted by hand on both sides,
+			// then created again): the state says nothing about it. Taken
+			// for the old one, an empty new mailbox would be removed, a
+			// full one stopped by the guard at every run. It is a mailbox
+			// seen for the first time.
+			opt.Log.Warn("the state is of a mailbox of the same name deleted before: starting over with the new one",
+				"channel", spec.Name, "mailbox", name, "side", have.String(), "uidvalidity", stale, "state", statePath)
+			if !opt.DryRun {
+				for _, p := range []string{statePath + ".journal", statePath} {
+					if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+						res.Err = fmt.Errorf("mailbox %s: removing the state of the mailbox deleted before: %w", name, err)
+						return res
+					}
+				}
+			}
+			st = State{}
+		}
+	}
 	listed := 0
 	for _, p := range st.Pairs {
 		if p.uid(miss) != 0 {
@@ -659,6 +686,36 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 	r := syncMailbox(ctx, spec, opt, name, hook, [2]bool{}, [2]*Status{}, false)
 	r.Created[miss]++
 	return r
+}
+
+// staleState says whether st, the state of a mailbox that exists only on side
+// s, is of another mailbox than the one there now: its UIDVALIDITY is not the
+// one the state recorded (a mailbox made anew gets a new one). It returns the
+// two values ("recorded → now") when so, "" when the state is the mailbox's
+// or says nothing (recorded 0).
+func staleState(ctx context.Context, spec ChannelSpec, name string, s Side, st State, status *Status) (string, error) {
+	recorded := st.FarValidity
+	if s == Near {
+		recorded = st.NearValidity
+	}
+	if recorded == 0 {
+		return "", nil
+	}
+	var now uint32
+	if status != nil && status.UIDValidity != 0 {
+		now = status.UIDValidity
+	} else {
+		mb, err := spec.store(s).OpenMailbox(ctx, name, true)
+		if err != nil {
+			return "", fmt.Errorf("opening it on the %s side to compare its UIDVALIDITY with the state's: %w", s, err)
+		}
+		now = mb.Status().UIDValidity
+		mb.Close()
+	}
+	if now == recorded {
+		return "", nil
+	}
+	return fmt.Sprintf("%d → %d", recorded, now), nil
 }
 
 // removeVanished removes the mailbox on side s because it vanished on the
