@@ -185,6 +185,18 @@ func TestMaxSizeSkippedOnce(t *testing.T) {
 		if pl := dry.Mailboxes[0].Plan; pl == nil || len(pl.TooBig[Near]) != 0 || len(pl.Copies[Near]) != 0 {
 			t.Fatalf("big message considered again: %+v", pl)
 		}
+		// Flagged, it is wanted: copied whatever its size, once, and a new
+		// big message that arrives flagged is copied at once.
+		big := strings.Repeat("big", 20)
+		setFlagsBySubject(t, far, "INBOX", big, FlagFlagged, 0)
+		addMsg(t, far, "INBOX", strings.Repeat("huge", 20), FlagFlagged)
+		if res := mustSync(t, spec, RunOptions{}); res.Copied[Near] != 2 {
+			t.Fatalf("flagged big messages: %+v", res.Counts)
+		}
+		checkEqual(t, spec, "INBOX", big+":F "+strings.Repeat("huge", 20)+":F small:S")
+		if res := mustSync(t, spec, RunOptions{}); res.Counts != (Counts{}) {
+			t.Fatalf("not settled: %+v", res.Counts)
+		}
 	})
 }
 

@@ -25,7 +25,9 @@ import (
 //   - Both gone: the pair is dropped.
 //   - One-sided pairs (SkipGone, SkipTooBig, SkipDeleted) are kept while their message
 //     exists and are never retried, except a SkipDeleted or SkipGone one whose \Deleted
-//     was taken away (the user's undelete): it is then pending like a new message. A
+//     was taken away (the user's undelete), or a SkipTooBig one its user flagged since
+//     (a flagged message is copied whatever its size): it is then pending like a new
+//     message. A
 //     one-sided SkipNone pair is a copy not done yet and is retried while that direction
 //     has OpNew; a run whose mode does not copy that way leaves the side without a stamp.
 //   - A listed message in no pair is new when its UID is above MaxPulled (far) / MaxPushed
@@ -550,6 +552,15 @@ func (p *planner) skipped(pr Pair) {
 	if !ok {
 		return
 	}
+	if pr.Skip == SkipTooBig && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
+		// Skipped for its size; its user flagged it since: a request for
+		// the message (mbsync's placeholders are fetched the same way,
+		// and a flagged message is never too big). Tried once per
+		// flagging: a target that refuses it marks it skipped again, with
+		// the \Flagged recorded.
+		p.pending(s, u, pr.Flags, true, -1)
+		return
+	}
 	if (pr.Skip == SkipDeleted || pr.Skip == SkipGone) && pr.Flags.Has(FlagDeleted) && !cur.Has(FlagDeleted) {
 		// Not copied because it arrived already deleted, or kept here with
 		// \Deleted after its partner was removed; the user took the deletion
@@ -607,7 +618,10 @@ func (p *planner) pending(s Side, u UID, recorded Flag, inState bool, i int) {
 		size, date = m.Size, m.Date
 	}
 	switch {
-	case p.opt.MaxSize > 0 && size > p.opt.MaxSize:
+	case p.opt.MaxSize > 0 && size > p.opt.MaxSize && !cur.Has(FlagFlagged):
+		// A flagged message is copied whatever its size, as mbsync 1.4
+		// does (max_size keeps big mail out of the way; a flag says this
+		// one is wanted).
 		p.plan.TooBig[t] = append(p.plan.TooBig[t], u)
 		add(pairOf(s, u, cur, SkipTooBig))
 	case cur.Has(FlagDeleted) && p.opt.Expunge[t]:

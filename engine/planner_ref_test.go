@@ -311,6 +311,10 @@ func (p *refPlanner) skipped(pr Pair) {
 	if !ok {
 		return
 	}
+	if pr.Skip == SkipTooBig && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
+		p.pending(s, u, pr.Flags, true) // flagged since: wanted whatever its size
+		return
+	}
 	if (pr.Skip == SkipDeleted || pr.Skip == SkipGone) && pr.Flags.Has(FlagDeleted) && !cur.Has(FlagDeleted) {
 		p.pending(s, u, pr.Flags, true) // undeleted: a message to copy after all
 		return
@@ -354,7 +358,7 @@ func (p *refPlanner) pending(s Side, u UID, recorded Flag, inState bool) {
 		size, date = m.Size, m.Date
 	}
 	switch {
-	case p.opt.MaxSize > 0 && size > p.opt.MaxSize:
+	case p.opt.MaxSize > 0 && size > p.opt.MaxSize && !cur.Has(FlagFlagged):
 		p.plan.TooBig[t] = append(p.plan.TooBig[t], u)
 		p.pairs = append(p.pairs, refPairOf(s, u, cur, SkipTooBig))
 	case cur.Has(FlagDeleted) && p.opt.Expunge[t]:

@@ -333,6 +333,19 @@ func TestPlanMailboxRules(t *testing.T) {
 			pairs: []Pair{ptPairSkip(5, 0, "S", SkipTooBig), ptPairSkip(0, 6, "T", SkipDeleted)},
 		},
 		{
+			// Flagged since it was skipped for its size, on either side: a
+			// request for it, copied whatever its size; one flagged when it
+			// was skipped (refused by its target after all) is not retried.
+			name: "toobig/flagged-since-is-copied",
+			st: ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "S", SkipTooBig),
+				ptPairSkip(7, 0, "F", SkipTooBig)),
+			far:    ptComplete(ptMsgSize(5, "F", 5000), ptMsgSize(7, "F", 5000)),
+			near:   ptComplete(ptMsgSize(6, "FS", 5000)),
+			opt:    Options{Pull: OpAll, Push: OpAll, MaxSize: 1000},
+			copies: [2][]UID{Far: {6}, Near: {5}},
+			pairs:  []Pair{ptPair(5, 0, "F"), ptPairSkip(7, 0, "F", SkipTooBig), ptPair(0, 6, "FS")},
+		},
+		{
 			// Skipped as new and already deleted; the user took the deletion
 			// back (a webmail's undo before the expunge): copied after all.
 			name: "skipdeleted/undeleted-is-copied",
@@ -382,13 +395,13 @@ func TestPlanMailboxRules(t *testing.T) {
 			},
 		},
 		{
-			name: "new/too-big-skipped-and-reported-once",
+			name: "new/too-big-skipped-and-reported-once-unless-flagged",
 			st:   ptState(10, 10),
-			far:  ptComplete(ptMsgSize(11, "", 5000), ptMsgSize(12, "", 50)), near: ptComplete(),
+			far:  ptComplete(ptMsgSize(11, "", 5000), ptMsgSize(12, "", 50), ptMsgSize(13, "F", 5000)), near: ptComplete(),
 			opt:    Options{Pull: OpAll, Push: OpAll, MaxSize: 1000},
-			copies: [2][]UID{Near: {12}},
+			copies: [2][]UID{Near: {12, 13}},
 			tooBig: [2][]UID{Near: {11}},
-			pairs:  []Pair{ptPairSkip(11, 0, "", SkipTooBig), ptPair(12, 0, "")},
+			pairs:  []Pair{ptPairSkip(11, 0, "", SkipTooBig), ptPair(12, 0, ""), ptPair(13, 0, "F")},
 		},
 		{
 			name: "new/deleted-not-copied-where-target-expunges",
