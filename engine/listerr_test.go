@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -145,6 +146,41 @@ func TestMailboxMadeAnewIsNotTheOldOne(t *testing.T) {
 			checkEqual(t, spec, "Project", want)
 			if res := mustSync(t, spec, RunOptions{}); res.Counts != (Counts{}) {
 				t.Fatalf("not settled: %+v", res.Counts)
+			}
+		})
+	}
+}
+
+// A dry run says what the run would do with a mailbox synced before that
+// vanished on one side, remove on: remove the other side's when it is
+// empty, else (it holds mail) create it again and copy the mail back — not
+// "would remove" where the run then creates and copies.
+func TestDryRunOfVanishedMailboxSaysWhatTheRunDoes(t *testing.T) {
+	for _, withMail := range []bool{false, true} {
+		t.Run(fmt.Sprint("mail=", withMail), func(t *testing.T) {
+			far, near := newMemStore("far"), newMemStore("near")
+			spec := testSpec(t.TempDir(), far, near)
+			spec.Remove = [2]bool{true, true}
+			if err := far.CreateMailbox(context.Background(), "A"); err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, spec, RunOptions{})
+			if err := near.DeleteMailbox(context.Background(), "A"); err != nil {
+				t.Fatal(err)
+			}
+			if withMail {
+				addMsg(t, far, "A", "a1", 0)
+			}
+			dry := SyncChannel(context.Background(), spec, RunOptions{DryRun: true})
+			real := SyncChannel(context.Background(), spec, RunOptions{})
+			if len(dry.Mailboxes) != 1 || len(real.Mailboxes) != 1 {
+				t.Fatalf("dry %+v, real %+v", dry, real)
+			}
+			d, r := dry.Mailboxes[0], real.Mailboxes[0]
+			if d.Created != r.Created || d.Copied != r.Copied || (d.Err == nil) != (r.Err == nil) ||
+				strings.HasPrefix(d.Skipped, "would remove") != strings.HasPrefix(r.Skipped, "removed") {
+				t.Fatalf("dry run: created %v copied %v %q %v; the run: created %v copied %v %q %v",
+					d.Created, d.Copied, d.Skipped, d.Err, r.Created, r.Copied, r.Skipped, r.Err)
 			}
 		})
 	}

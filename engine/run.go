@@ -639,10 +639,16 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 		// Synced before, empty on the side where it vanished: remove the
 		// other side too when it is empty; else it is re-created below.
 		if opt.DryRun {
-			res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side) if empty", have, miss)
-			return res
-		}
-		if r := removeVanished(ctx, spec, name, have, statePath, st); !errors.Is(r.Err, ErrGuard) {
+			// Say what the run would do: remove it, or (holding mail)
+			// create it again below.
+			if empty, err := holdsNothing(ctx, spec, name, have); err != nil || empty {
+				res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side) if empty", have, miss)
+				if err == nil {
+					res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side; empty)", have, miss)
+				}
+				return res
+			}
+		} else if r := removeVanished(ctx, spec, name, have, statePath, st); !errors.Is(r.Err, ErrGuard) {
 			return r
 		}
 	}
@@ -656,6 +662,12 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 		}
 		if opt.DryRun {
 			res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side) if empty", have, miss)
+			if empty, err := holdsNothing(ctx, spec, name, have); err == nil && !empty {
+				res.Skipped = ""
+				res.Err = vanishedNotEmpty(name, have)
+			} else if err == nil {
+				res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side; empty)", have, miss)
+			}
 			return res
 		}
 		return removeVanished(ctx, spec, name, have, statePath, st)
@@ -718,6 +730,26 @@ func staleState(ctx context.Context, spec ChannelSpec, name string, s Side, st S
 	return fmt.Sprintf("%d → %d", recorded, now), nil
 }
 
+// vanishedNotEmpty is the guard's error for a mailbox that vanished on one
+// side and holds messages on side s.
+func vanishedNotEmpty(name string, s Side) error {
+	return fmt.Errorf("mailbox %s: %w: it vanished on the %s side but still holds messages on the %s side, so it was left alone "+
+		"(remove only removes empty mailboxes). Move or delete those messages yourself, or create the mailbox on the %s side again to sync them back",
+		name, ErrGuard, s.Other(), s, s.Other())
+}
+
+// holdsNothing reports whether the mailbox on side s lists no message, for
+// a dry run to say what removeVanished would do.
+func holdsNothing(ctx context.Context, spec ChannelSpec, name string, s Side) (bool, error) {
+	mb, err := spec.store(s).OpenMailbox(ctx, name, true)
+	if err != nil {
+		return false, err
+	}
+	defer mb.Close()
+	msgs, _, err := mb.List(ctx, ListQuery{All: true})
+	return err == nil && len(msgs) == 0, err
+}
+
 // removeVanished removes the mailbox on side s because it vanished on the
 // other side, only when it is empty, and forgets its state.
 func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, statePath string, st State) MailboxResult {
@@ -732,9 +764,7 @@ func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, 
 		return res
 	}
 	notEmpty := func() MailboxResult {
-		res.Err = fmt.Errorf("mailbox %s: %w: it vanished on the %s side but still holds messages on the %s side, so it was left alone "+
-			"(remove only removes empty mailboxes). Move or delete those messages yourself, or create the mailbox on the %s side again to sync them back",
-			name, ErrGuard, s.Other(), s, s.Other())
+		res.Err = vanishedNotEmpty(name, s)
 		return res
 	}
 	// Look before removing anything: a mailbox that still holds messages keeps
