@@ -227,7 +227,8 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 	inboxSeen := false
 	var err error
 	if s.layout == LayoutVerbatim {
-		err = s.walkVerbatim(ctx, s.root, "", add, &inboxSeen, 0)
+		links := newLinkGuard(s.root)
+		err = s.walkVerbatim(ctx, s.root, "", add, &inboxSeen, 0, links)
 		if err == nil && !inboxSeen {
 			if isMailbox(s.inbox) {
 				add("INBOX", s.inbox)
@@ -235,7 +236,7 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 			// An inbox outside the root has its own subfolders; one that
 			// contains the root (or sits in a hidden part of it) does not.
 			if !within(s.root, s.inbox) && !within(s.inbox, s.root) {
-				err = s.walkVerbatim(ctx, s.inbox, "INBOX", add, &inboxSeen, 0)
+				err = s.walkVerbatim(ctx, s.inbox, "INBOX", add, &inboxSeen, 0, links)
 			}
 		}
 	} else {
@@ -268,7 +269,7 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 // maxDepth bounds the verbatim walk (a safety net against absurd trees).
 const maxDepth = 64
 
-func (s *Store) walkVerbatim(ctx context.Context, dir, prefix string, add func(name, dir string), inboxSeen *bool, depth int) error {
+func (s *Store) walkVerbatim(ctx context.Context, dir, prefix string, add func(name, dir string), inboxSeen *bool, depth int, links *linkGuard) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -325,13 +326,44 @@ func (s *Store) walkVerbatim(ctx context.Context, dir, prefix string, add func(n
 				add(name, path)
 			}
 		}
-		if !isLink {
-			if err := s.walkVerbatim(ctx, path, name, add, inboxSeen, depth+1); err != nil {
+		if !isLink || links.descend(path) {
+			if err := s.walkVerbatim(ctx, path, name, add, inboxSeen, depth+1, links); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// linkGuard decides which linked directories a walk of the folder tree goes
+// into: a folder moved to another disk and linked back has subfolders that
+// are the user's folders like any other (left out, new ones there were
+// never synced, and the far side's were created there again at every run).
+// A link into the tree itself (or above it) is not followed: its folders
+// are listed under their own names, and an ancestor would loop. Each
+// directory outside is walked once.
+type linkGuard struct {
+	root     string // the tree's root; links resolved once the first link is met
+	resolved bool
+	seen     map[string]bool
+}
+
+func newLinkGuard(root string) *linkGuard { return &linkGuard{root: root} }
+
+func (g *linkGuard) descend(path string) bool {
+	if !g.resolved {
+		// Here, not at the start: a tree without links (most) pays nothing.
+		g.resolved, g.seen = true, map[string]bool{}
+		if r, err := filepath.EvalSymlinks(g.root); err == nil {
+			g.root = r
+		}
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil || g.seen[real] || within(g.root, real) || within(real, g.root) {
+		return false
+	}
+	g.seen[real] = true
+	return true
 }
 
 func (s *Store) walkMaildirPP(add func(name, dir string)) error {

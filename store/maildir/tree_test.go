@@ -504,3 +504,44 @@ func TestFolderWithNewAlone(t *testing.T) {
 		t.Fatalf("listing after completing: %v, %v", msgs, err)
 	}
 }
+
+// A folder moved to another disk and linked back is walked like any other:
+// its subfolders are the user's folders. A link into the tree, to an
+// ancestor of it, or back to a linked directory being walked is not
+// followed (no loop, no folder listed under a second name by way of a link).
+func TestListFollowsLinkedFolders(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	elsewhere := t.TempDir()
+	mkMaildir(t, filepath.Join(elsewhere, "Lists"))
+	mkMaildir(t, filepath.Join(elsewhere, "Lists", "go"))
+	mkMaildir(t, filepath.Join(elsewhere, "Lists", "go", "nuts"))
+	mkMaildir(t, filepath.Join(root, "INBOX"))
+	mkMaildir(t, filepath.Join(root, "Archiv", "2024"))
+	for link, target := range map[string]string{
+		filepath.Join(root, "Lists"):                    filepath.Join(elsewhere, "Lists"),
+		filepath.Join(root, "Old"):                      filepath.Join(root, "Archiv"), // into the tree
+		filepath.Join(root, "Archiv", "Loop"):           root,                          // an ancestor
+		filepath.Join(elsewhere, "Lists", "go", "back"): filepath.Join(elsewhere, "Lists"),
+	} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := names(t, s)
+	// (A link to a Maildir folder is a mailbox under its own name, as
+	// before: "back" is one; not walked into, it adds nothing below it.)
+	want := []string{"Archiv/2024", "INBOX", "Lists", "Lists/go", "Lists/go/back", "Lists/go/nuts"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ListMailboxes = %q, want %q", got, want)
+	}
+	// A folder created below the link goes there, and is listed.
+	if err := s.CreateMailbox(t.Context(), "Lists/rust"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "Lists", "rust", "cur")); err != nil {
+		t.Error(err)
+	}
+	if !slices.Contains(names(t, s), "Lists/rust") {
+		t.Errorf("a folder created in a linked folder is not listed: %q", names(t, s))
+	}
+}
