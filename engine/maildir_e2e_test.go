@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -171,5 +172,40 @@ func TestMaildirJournalRidesOnSyncfs(t *testing.T) {
 	checkSame(t, spec, "INBOX", "m0: m1:S m3: m4: m5:")
 	if n := syncs.Load(); n != 1 {
 		t.Errorf("a copy, a flag change and a removal: %d journal fsyncs, want 1", n)
+	}
+}
+
+// With a Maildir near side the state lives in the folder: rm -r of the
+// folder takes it along, and the far mailbox comes back as new (never a
+// removal on a guess). What quixysync.toml.example tells a user who wants
+// the far mailbox removed: empty the folder, sync, remove its cur/, new/
+// and tmp/ but not the folder (the state is in it), sync — the far one
+// goes, and the next run sees no mailbox of that name.
+func TestRemoveFarAfterNearFolderEmptiedAndUnmade(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	spec.Remove = [2]bool{true, true}
+	engine.AddMsg(t, spec.Far, "Old", "o1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	engine.ExpungeBySubject(t, spec.Near, "Old", "o1")
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if v := engine.ViewBox(t, spec.Far, "Old"); v != "" {
+		t.Fatalf("far Old not emptied: %s", v)
+	}
+	nearOld := filepath.Join(dir, "near", "Old")
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.RemoveAll(filepath.Join(nearOld, sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	if len(res.Mailboxes) != 1 || !strings.HasPrefix(res.Mailboxes[0].Skipped, "removed on the far side") {
+		t.Fatalf("got %+v, want the far mailbox removed", res.Mailboxes)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "far", "Old")); !os.IsNotExist(err) {
+		t.Errorf("far Old is still there (%v)", err)
+	}
+	if res := engine.MustSync(t, spec, engine.RunOptions{}); len(res.Mailboxes) != 0 {
+		t.Errorf("the next run still sees Old: %+v", res.Mailboxes)
 	}
 }
