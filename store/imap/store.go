@@ -140,13 +140,15 @@ type Store struct {
 	// after it (true); own tells whether cn is the mailbox's own connection.
 	testAppend func(cn *conn, idx int, afterLiteral, own bool)
 
-	// fetchMu is held while the password or the token is fetched (a
-	// password_cmd can take a while); credMu guards the rest, which dial
-	// reads first thing and must not wait for a fetch.
-	fetchMu      sync.Mutex
+	// password and token are the fetch of each secret, running or done (nil
+	// before the first). A password_cmd can take long (a passphrase
+	// prompt), so those who need it wait on the fetch's done channel
+	// beside their context, never on a lock held while it runs: Ctrl-C
+	// must end the wait. credMu guards these and authErr and mute, which
+	// dial reads first thing.
 	prefetchOnce sync.Once
-	password     *secret
-	token        *secret
+	password     *fetch
+	token        *fetch
 	credMu       sync.Mutex
 	authErr      error
 	// mute is set when a server accepted a connection and then sent nothing
@@ -246,6 +248,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	if s.bgCancel != nil {
 		s.bgCancel() // a Warm still dialling gives up; put logs it out if it got through
+		// A password_cmd still running is killed (channel.runSecretCmd)
+		// and has WaitDelay to end; wait a little longer than that.
+		s.stopFetches(2 * time.Second)
 	}
 	for _, cn := range idle {
 		cn.quit()
@@ -645,7 +650,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	// The server is there: fetch the secret while it greets and the TLS
 	// handshake runs (not before: a passphrase prompt for a server that is
 	// down would be for nothing).
-	s.prefetchOnce.Do(s.prefetchCredential)
+	s.prefetchOnce.Do(func() { s.prefetchCredential(ctx) })
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
 	if others && s.loggedIn.Load() {
 		// One more connection to a server that answered before: one that
@@ -665,6 +670,8 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		s.firstAnswer(0, false)
 		raw.Close()
 		switch {
+		case cancelled.Load() && errors.As(err, new(*fetchInterrupted)):
+			return nil, err
 		case cancelled.Load():
 			return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), ctx.Err())
 		case dc.timedOut.Load() && !dc.readSome.Load():
@@ -899,41 +906,128 @@ func (s *Store) chooseMech(caps imap.CapSet) (string, error) {
 		s.cfg.Name, s.cfg.Host, s.cfg.Auth, strings.Join(caps.AuthMechanisms(), " "))
 }
 
-// secret is a fetched password or token, or why it could not be had.
-type secret struct {
-	v   string
-	err error
+// fetch is one run of the password or token function. v and err are
+// written once, before done is closed; read them only after that.
+type fetch struct {
+	done chan struct{}
+	v    string
+	err  error
+	// stopped: the fetch's context ended before the function did (the
+	// command that started it was cancelled, or the store closed). That is
+	// no verdict on the secret: the next one to need it fetches it again.
+	stopped bool
 }
 
 // credential returns the password or token, fetching it once. A failed fetch
 // is remembered too: a password_cmd that asks for a passphrase is not run
 // again for every connection, and a prefetch's failure is reported where
-// the secret is needed.
+// the secret is needed. The wait ends with ctx: a run interrupted while
+// password_cmd runs stops at once, and the fetch itself is stopped by the
+// context of whoever started it, or at the latest by Close.
 func (s *Store) credential(ctx context.Context, token bool) (string, error) {
-	s.fetchMu.Lock()
-	defer s.fetchMu.Unlock()
-	slot, fn, what := &s.password, s.cfg.Password, "password"
+	fn, what := s.cfg.Password, "password"
 	if token {
-		slot, fn, what = &s.token, s.cfg.Token, "token"
-	}
-	if *slot != nil {
-		return (*slot).v, (*slot).err
+		fn, what = s.cfg.Token, "token"
 	}
 	if fn == nil {
 		return "", fmt.Errorf("%s: no %s configured", s.cfg.Name, what)
 	}
-	v, err := fn(ctx)
-	if err != nil {
+	for {
+		f, err := s.startFetch(ctx, token)
+		if err != nil {
+			return "", err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+		}
 		if ctx.Err() != nil {
-			return "", err // cancelled, not failed: a later caller may fetch it
+			return "", &fetchInterrupted{fmt.Errorf("%s: interrupted while getting the %s: %w", s.cfg.Name, what, context.Cause(ctx))}
 		}
-		if !strings.HasPrefix(err.Error(), s.cfg.Name+": ") { // else it names the store and the key already ("imap.w: password_cmd failed: ...")
-			err = fmt.Errorf("%s: getting the %s: %w", s.cfg.Name, what, err)
+		if !f.stopped {
+			return f.v, f.err
 		}
-		v = ""
+		// Stopped by another's context, not ours: fetch it again.
 	}
-	*slot = &secret{v, err}
-	return v, err
+}
+
+// fetchInterrupted is credential's error when the wait for the secret
+// ended with the caller's context. dial passes it on as it is: it says more
+// than that connecting was cancelled.
+type fetchInterrupted struct{ error }
+
+func (e *fetchInterrupted) Unwrap() error { return e.error }
+
+// startFetch returns the fetch of the password or token that is running or
+// has a result, or else starts one under ctx. The fetch runs on its own
+// goroutine so that those waiting for it can give up; it ends with ctx or
+// when the store is closed.
+func (s *Store) startFetch(ctx context.Context, token bool) (*fetch, error) {
+	slot, fn, what := &s.password, s.cfg.Password, "password"
+	if token {
+		slot, fn, what = &s.token, s.cfg.Token, "token"
+	}
+	s.credMu.Lock()
+	defer s.credMu.Unlock()
+	if f := *slot; f != nil {
+		select {
+		case <-f.done:
+			if !f.stopped {
+				return f, nil
+			}
+		default:
+			return f, nil // running
+		}
+	}
+	// Checked under credMu, which Close takes after ending s.bg: a fetch
+	// either starts before Close collects the running ones or not at all.
+	if s.bg.Err() != nil {
+		return nil, fmt.Errorf("%s: getting the %s: the store is closed", s.cfg.Name, what)
+	}
+	f := &fetch{done: make(chan struct{})}
+	*slot = f
+	fctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.bg, cancel)
+	go func() {
+		defer close(f.done)
+		defer stop()
+		defer cancel()
+		v, err := fn(fctx)
+		if err != nil {
+			v = ""
+			if fctx.Err() != nil {
+				f.stopped = true
+			} else if !strings.HasPrefix(err.Error(), s.cfg.Name+": ") { // else it names the store and the key already ("imap.w: password_cmd failed: ...")
+				err = fmt.Errorf("%s: getting the %s: %w", s.cfg.Name, what, err)
+			}
+		}
+		f.v, f.err = v, err
+	}()
+	return f, nil
+}
+
+// stopFetches waits, after s.bg has ended, for the fetches still running
+// to return, so that no password_cmd outlives the store (the program may
+// exit right after Close, before a kill sent on cancellation is carried
+// out). A secret function that ignores its context is not waited for
+// longer than wait.
+func (s *Store) stopFetches(wait time.Duration) {
+	s.credMu.Lock()
+	fetches := []*fetch{s.password, s.token}
+	s.credMu.Unlock()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for _, f := range fetches {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.done:
+		case <-timer.C:
+			s.log.Warn("a password or token command did not stop when asked", "store", s.cfg.Name)
+			return
+		}
+	}
 }
 
 // prefetchCredential fetches the secret the login will need beside the
@@ -942,7 +1036,7 @@ func (s *Store) credential(ctx context.Context, token bool) (string, error) {
 // the configured mechanisms leave one kind to choose: with both password
 // and token mechanisms the server's capabilities decide, and the secret not
 // used is never fetched.
-func (s *Store) prefetchCredential() {
+func (s *Store) prefetchCredential(ctx context.Context) {
 	kinds := map[bool]bool{} // token or not
 	if len(s.cfg.Auth) == 0 {
 		kinds[false] = true // plain or login
@@ -954,7 +1048,10 @@ func (s *Store) prefetchCredential() {
 		return
 	}
 	for token := range kinds {
-		go s.credential(s.bg, token)
+		// Under the dial's context (s.bg for Warm's): cancelling the
+		// command that dials stops the fetch, and its login waits for it.
+		// An error is the login's to report.
+		s.startFetch(ctx, token)
 	}
 }
 

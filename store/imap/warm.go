@@ -66,7 +66,7 @@ func (s *Store) waitWarm(ctx context.Context) error {
 	case <-w:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%s: waiting for the connection being made: %w", s.cfg.Name, ctx.Err())
+		return fmt.Errorf("%s: interrupted while waiting for the connection being made: %w", s.cfg.Name, context.Cause(ctx))
 	}
 }
 

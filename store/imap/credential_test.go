@@ -1,0 +1,119 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// blockingSecret is a password_cmd that waits for a passphrase nobody types:
+// it returns only when its context ends, and says so in ended.
+// asked, when not nil, is closed at the first call.
+func blockingSecret(calls, ended *atomic.Int32, asked chan struct{}) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		if calls.Add(1) == 1 && asked != nil {
+			close(asked)
+		}
+		<-ctx.Done()
+		ended.Add(1)
+		return "", ctx.Err()
+	}
+}
+
+// A run stopped (Ctrl-C, SIGTERM) while password_cmd runs ends at once with
+// an error that says it was interrupted, whether the secret is being fetched
+// for this command's connection or for the warm-up's (whose fetch runs with
+// the store's own context). Close stops a fetch still running and waits for
+// it, so that no password_cmd outlives the run. (The server greets only
+// once the password is asked for: the login then always finds the
+// prefetch running.)
+func TestPasswordFetchStopsAtCancel(t *testing.T) {
+	host, port, _ := memServer(t)
+	for _, warm := range []bool{false, true} {
+		asked := make(chan struct{})
+		gated := gatedGreeting(t, host, port, asked)
+		var calls, ended atomic.Int32
+		s := newMemStore(t, host, gated, func(c *Config) {
+			c.Timeout = 10 * time.Second
+			c.Password = blockingSecret(&calls, &ended, asked)
+		})
+		if warm {
+			s.Warm()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(300*time.Millisecond, cancel)
+		done := make(chan error, 1)
+		go func() { _, err := s.ListMailboxes(ctx); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "imap.test: interrupted while ") || !errors.Is(err, context.Canceled) {
+				t.Fatalf("warm %v: got %v, want an error saying the run was interrupted", warm, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("warm %v: still waiting for the password 3s after the cancel", warm)
+		}
+		s.Close()
+		if c, e := calls.Load(), ended.Load(); c != 1 || e != 1 {
+			t.Fatalf("warm %v: %d fetches, %d ended by the time Close returned; want 1 and 1", warm, c, e)
+		}
+	}
+}
+
+// Close ends the wait of a command still waiting for the secret.
+func TestPasswordFetchStopsAtClose(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string { return "" }))
+	var calls, ended atomic.Int32
+	s := fakeStore(t, host, port, func(c *Config) {
+		c.Timeout = 10 * time.Second
+		c.Password = blockingSecret(&calls, &ended, nil)
+	})
+	done := make(chan error, 1)
+	go func() { _, err := s.ListMailboxes(ctxT(t)); done <- err }()
+	time.Sleep(300 * time.Millisecond)
+	s.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("no error")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("still waiting for the password 3s after Close")
+	}
+}
+
+// A fetch stopped because the command that started it was cancelled is no
+// verdict on the secret: the next command fetches it again, and logs in.
+func TestPasswordFetchedAgainAfterACancelledFetch(t *testing.T) {
+	host, port, _ := memServer(t)
+	var calls atomic.Int32
+	s := newMemStore(t, host, port, func(c *Config) {
+		c.Password = func(ctx context.Context) (string, error) {
+			if calls.Add(1) == 1 {
+				<-ctx.Done()
+				return "", ctx.Err()
+			}
+			return "secret", nil
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := s.ListMailboxes(ctx); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("cancelled command: got %v, want its context's error", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("still waiting for the password 3s after the command's deadline")
+	}
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatalf("after a cancelled fetch: %v", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("password fetched %d times, want 2", n)
+	}
+}
