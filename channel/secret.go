@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Limits on what a secret command may print; a password or token is short,
@@ -49,23 +52,108 @@ func (s *IMAPStore) Token(ctx context.Context) (string, error) {
 	return runSecretCmd(ctx, s.Ref()+": token_cmd", s.TokenCmd)
 }
 
+// unattendedSecretLimit bounds a secret command run with nobody at a
+// terminal (cron, a systemd timer). pass with a cached key answers in
+// milliseconds and a token refresh in seconds; a graphical pinentry that
+// someone present answers, in a minute or two. Beyond that the command is
+// waiting for what will not come, and a run hung for good would hold the
+// lock against every later run. At a terminal there is no limit, as with
+// mbsync's PassCmd: the user can take their time, and Ctrl-C stops it.
+const unattendedSecretLimit = 5 * time.Minute
+
+// secretRun says how a secret command runs; runSecretCmd decides it from
+// the terminal, tests set it.
+type secretRun struct {
+	// ownGroup puts the command in a process group of its own, which is
+	// killed as a whole when the run is stopped.
+	ownGroup bool
+	// limit, when not 0, stops the command after that long.
+	limit time.Duration
+}
+
 // runSecretCmd runs command with sh -c, stdin from /dev/null, and returns
 // the first line of its standard output. The command's stderr is inherited
 // by nobody: it is captured and shown (trimmed) on failure, because that is
 // where "gpg: decryption failed" appears; any line of stdout found in it is
 // redacted first.
+//
+// Stopping it must stop what it started too (gpg, a pinentry it waits
+// for, a "sleep"): killing only sh would leave them running under init.
+// The sure way is a process group of its own, killed as a whole. But a
+// command in a process group other than the terminal's foreground one
+// cannot use the terminal: reading it (age or gpg --pinentry-mode loopback
+// asking for a passphrase on /dev/tty, ssh or sudo asking for a password)
+// stops it with SIGTTIN, and switching off echo with SIGTTOU, and the run
+// would hang. (gpg's usual pinentry is not affected: gpg-agent starts it,
+// outside our session.) So when we are in the terminal's foreground the
+// command stays in our process group, where Ctrl-C reaches it and all its
+// children from the terminal itself; only a signal sent to quixysync alone
+// (kill, or another store's failure ending the run) then leaves children
+// of a dying sh behind. Everywhere else (cron, systemd, a background job)
+// nobody can answer a prompt anyway: there it gets its own group, and a
+// time limit.
 func runSecretCmd(ctx context.Context, what, command string) (string, error) {
-	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	run := secretRun{ownGroup: true, limit: unattendedSecretLimit}
+	if inForeground() {
+		run = secretRun{}
+	}
+	return runSecret(ctx, what, command, run)
+}
+
+// inForeground reports whether this process is in the foreground process
+// group of its controlling terminal, where someone can answer a prompt.
+func inForeground() bool {
+	// O_NOCTTY: never make it our controlling terminal (it is already,
+	// or the open fails with ENXIO: cron, systemd, setsid).
+	tty, err := os.OpenFile("/dev/tty", os.O_RDONLY|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return false
+	}
+	defer tty.Close()
+	pgrp, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+func runSecret(ctx context.Context, what, command string, run secretRun) (string, error) {
+	runCtx := ctx
+	if run.limit > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, run.limit)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(runCtx, "sh", "-c", command)
 	cmd.Stdin = nil // /dev/null
 	var stdout, stderr capBuffer
 	stdout.max, stderr.max = maxSecretOutput, 4*maxStderrShown
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// A pipeline's other processes may keep the pipes open after sh is
-	// killed; do not wait for them forever.
+	if run.ownGroup {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error {
+			// SIGKILL: a command that traps SIGTERM must not outlive the
+			// run either. Its group has sh's PID; ESRCH (all gone) is
+			// os.ErrProcessDone to Wait.
+			if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+				if errors.Is(err, syscall.ESRCH) {
+					return os.ErrProcessDone
+				}
+				return err
+			}
+			return nil
+		}
+	}
+	// A pipeline's other processes, or a child that left our group, may
+	// keep the pipes open after sh is killed; do not wait for them forever.
 	cmd.WaitDelay = 500 * time.Millisecond
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return "", fmt.Errorf("%s: stopped before it finished: %w", what, ctx.Err())
+		return "", fmt.Errorf("%s: stopped before it finished: %w", what, context.Cause(ctx))
+	}
+	if runCtx.Err() != nil {
+		msg := fmt.Sprintf("%s did not finish within %v and was stopped: with no terminal, nobody can answer a prompt for a passphrase; unlock the key beforehand (e.g. gpg-agent's cache) or run quixysync from a terminal", what, run.limit)
+		if e := redact(stderr.String(), stdout.String()); e != "" {
+			msg += "; it said: " + e
+		}
+		return "", errors.New(msg)
 	}
 	if err != nil {
 		msg := fmt.Sprintf("%s failed: %s", what, exitText(err))

@@ -1,8 +1,14 @@
 package channel
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -139,5 +145,98 @@ func TestErrorsDoNotShowPasswords(t *testing.T) {
 				t.Errorf("%q: the error does not name the line: %v", line, msg)
 			}
 		}
+	}
+}
+
+// When a run without a terminal is stopped (SIGTERM from systemd, Ctrl-C
+// sent with kill), the secret command's children die with it: the command
+// runs in its own process group, and the whole group is killed. Killing
+// only sh left a pinentry or a "sleep" running under init.
+func TestSecretCmdStopKillsItsChildren(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	command := `sleep 30 & echo $! >"$QX_PIDFILE"; wait`
+	t.Setenv("QX_PIDFILE", pidFile)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := runSecret(ctx, "imap.a: password_cmd", command, secretRun{ownGroup: true})
+		done <- err
+	}()
+	pid := waitPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) }) // our own child, if the test failed
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "imap.a: password_cmd: stopped before it finished") {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after the cancel")
+	}
+	if !gone(pid, 2*time.Second) {
+		t.Fatalf("the command's child %d still runs after the cancel", pid)
+	}
+}
+
+// waitPID waits for the command to write its child's PID to file.
+func waitPID(t *testing.T, file string) int {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(file)
+		if err != nil || !strings.HasSuffix(string(b), "\n") {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	t.Fatal("the command did not start its child")
+	return 0
+}
+
+// gone reports whether process pid has ended within wait: it no longer
+// exists, or is a zombie that its new parent has not reaped yet.
+func gone(pid int, wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(10 * time.Millisecond) {
+		if syscall.Kill(pid, 0) != nil {
+			return true
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		// "pid (comm) S ...": the state follows the last ')'.
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// With nobody at a terminal, a secret command that hangs (a passphrase
+// prompt nobody answers) is stopped after the limit, with an error that
+// says so and what it printed on stderr; its children are killed too.
+func TestSecretCmdUnattendedLimit(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	t.Setenv("QX_PIDFILE", pidFile)
+	command := `echo "waiting for a passphrase" >&2; sleep 30 & echo $! >"$QX_PIDFILE"; wait`
+	start := time.Now()
+	_, err := runSecret(context.Background(), "imap.a: password_cmd", command, secretRun{ownGroup: true, limit: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "imap.a: password_cmd did not finish within 300ms and was stopped") ||
+		!strings.Contains(err.Error(), "waiting for a passphrase") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	pid := waitPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if !gone(pid, 2*time.Second) {
+		t.Fatalf("the command's child %d still runs after the limit", pid)
 	}
 }
