@@ -117,3 +117,24 @@ func TestPasswordFetchedAgainAfterACancelledFetch(t *testing.T) {
 		t.Fatalf("password fetched %d times, want 2", n)
 	}
 }
+
+// Waiting for the password is not waiting for the server: a passphrase
+// typed more slowly than the timeout still logs in, where it was reported
+// as the server's silence.
+func TestPasswordSlowerThanTheTimeout(t *testing.T) {
+	host, port := fakeServer(t, scripted(okGreeting, func(tag, cmd string) string { return "" }))
+	s := fakeStore(t, host, port, func(c *Config) {
+		c.Timeout = 300 * time.Millisecond
+		c.Password = func(ctx context.Context) (string, error) {
+			select {
+			case <-time.After(time.Second):
+				return "typed slowly", nil
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+	})
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatalf("a password slower than the timeout: %v", err)
+	}
+}

@@ -1064,7 +1064,14 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 		return fmt.Errorf("%s: refusing to send credentials unencrypted to %s (tls = \"none\" is only allowed towards a loopback address); use tls = \"implicit\" or \"starttls\"", s.cfg.Name, remote)
 	}
 	isToken := mech == "xoauth2" || mech == "oauthbearer"
+	// Waiting for the secret is not waiting for the server: a passphrase
+	// prompt may take longer than the timeout (mbsync's Timeout does not
+	// run during PassCmd either), and its end would be reported as the
+	// server's silence. The server may still drop a connection left that
+	// long before login; that error then says so.
+	cn.dc.disarm()
 	secret, err := s.credential(ctx, isToken)
+	cn.dc.arm()
 	if err != nil {
 		return err
 	}
