@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,7 +33,9 @@ side (a new message and a flag on the server; a message marked read and a
 sent message in the Maildir), syncs again and tells what happened.
 
 DIR defaults to a new temporary directory; DIR/Mail must not exist yet or be
-empty. The server stops when the demo ends; DIR stays for you to look at.
+empty, and DIR/quixysync.toml must not exist or be the unchanged file of an
+earlier demo (one you edited is never overwritten). The server stops when the
+demo ends; DIR stays for you to look at.
 ` + exitStatusHelp("the demo failed (the message says where)", exitOK, exitFailure, exitUsage, exitInterrupted),
 		Args: cobra.MaximumNArgs(1),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
@@ -67,7 +70,10 @@ func runDemo(ctx context.Context, g *globalOptions, opts DemoOptions, args []str
 		return err
 	}
 	cfgPath, err := demo.WriteConfig(dir, mailDir, srv)
-	if err != nil {
+	if ce := (*demo.ConfigExistsError)(nil); errors.As(err, &ce) {
+		// Like a DIR/Mail in use: the command line's DIR is the thing to change.
+		return usagef("%v", err)
+	} else if err != nil {
 		return err
 	}
 	cfg, err := channel.Load(cfgPath)

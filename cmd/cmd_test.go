@@ -713,6 +713,42 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// The demo's closing words say to edit DIR/quixysync.toml into a real
+// configuration: a re-run (after removing DIR/Mail) replaces the demo's own
+// file, but refuses one that was edited, and leaves it as it was.
+func TestDemoKeepsAnEditedConfig(t *testing.T) {
+	isolate(t)
+	dir := filepath.Join(t.TempDir(), "demo")
+	if _, stderr, code := run(t, "demo", dir); code != exitOK {
+		skipWithoutEngine(t, stderr)
+		t.Fatalf("demo: exit %d", code)
+	}
+	mail := filepath.Join(dir, "Mail")
+	if err := os.RemoveAll(mail); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := run(t, "-q", "demo", dir); code != exitOK {
+		t.Fatalf("demo again over its own unchanged config: exit %d, want 0", code)
+	}
+	cfg := filepath.Join(dir, demo.ConfigName)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), `host = "127.0.0.1"`, `host = "imap.example.com"`, 1)
+	writeFile(t, cfg, edited)
+	if err := os.RemoveAll(mail); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := run(t, "demo", dir)
+	if code != exitUsage || !strings.Contains(stderr, cfg) || !strings.Contains(stderr, "move that file away") {
+		t.Errorf("demo over an edited config: exit %d, stderr %q; want 2, naming the file and what to do", code, stderr)
+	}
+	if got, _ := os.ReadFile(cfg); string(got) != edited {
+		t.Errorf("the edited config was overwritten:\n%s", got)
+	}
+}
+
 // demo with a DIR that cannot be a directory is a usage error (2), not a
 // failed demo (1).
 func TestDemoDirIsAFile(t *testing.T) {

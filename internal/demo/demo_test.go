@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,4 +120,55 @@ func TestWriteConfigQuotes(t *testing.T) {
 	if !strings.Contains(string(b), `password = "p\"w\\d"`) || !strings.Contains(string(b), `Mail \"x\""`) {
 		t.Errorf("config:\n%s", b)
 	}
+}
+
+// The demo tells the user to edit its config into a real one: a re-run
+// replaces the file only while it is the demo's own, whatever port the
+// earlier run's server had, and leaves an edited one alone.
+func TestWriteConfigKeepsAnEditedFile(t *testing.T) {
+	dir := t.TempDir()
+	mail := filepath.Join(dir, "Mail")
+	path, err := WriteConfig(dir, mail, &Server{Host: "127.0.0.1", Port: 1143, User: "demo", Password: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteConfig(dir, mail, &Server{Host: "127.0.0.1", Port: 2143, User: "demo", Password: "demo"}); err != nil {
+		t.Fatalf("re-run over the demo's own file: %v", err)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "port = 2143\n") {
+		t.Errorf("the re-run did not write its own port:\n%s", b)
+	}
+	edited := strings.Replace(mustRead(t, path), `host = "127.0.0.1"`, `host = "imap.example.com"`, 1)
+	if err := os.WriteFile(path, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = WriteConfig(dir, mail, &Server{Host: "127.0.0.1", Port: 3143, User: "demo", Password: "demo"})
+	var ce *ConfigExistsError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another DIR") {
+		t.Errorf("over an edited file: %v, want a ConfigExistsError naming %s and what to do", err, path)
+	}
+	if got := mustRead(t, path); got != edited {
+		t.Errorf("the edited file was changed:\n%s", got)
+	}
+	// A file the demo never wrote.
+	other := t.TempDir()
+	writeAt := filepath.Join(other, ConfigName)
+	if err := os.WriteFile(writeAt, []byte("# mine\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteConfig(other, mail, &Server{Host: "127.0.0.1", Port: 1143, User: "demo", Password: "demo"}); !errors.As(err, &ce) {
+		t.Errorf("over a foreign file: %v, want a ConfigExistsError", err)
+	}
+	if got := mustRead(t, writeAt); got != "# mine\n" {
+		t.Errorf("the foreign file was changed: %q", got)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -22,10 +22,70 @@ const Channel = "demo"
 
 // WriteConfig writes DIR/quixysync.toml: an IMAP store for the server, a
 // Maildir store at mailDir, and channel "demo" syncing everything both ways.
-// It returns the file's path.
+// It returns the file's path. The demo's closing words tell the user to edit
+// that file into a real configuration, so a file there is replaced only when
+// it is one an earlier demo wrote and nobody changed (a re-run after removing
+// DIR/Mail); any other is left alone and a *ConfigExistsError returned.
 func WriteConfig(dir, mailDir string, s *Server) (string, error) {
 	path := filepath.Join(dir, ConfigName)
-	text := fmt.Sprintf(`# Written by "quixysync demo". Use it with: quixysync -c %[1]s COMMAND
+	text := configText(path, mailDir, s.Host, s.Port, s.User, s.Password)
+	old, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// O_EXCL: a file that appeared since is someone's, not ours to replace.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			return "", &ConfigExistsError{Path: path}
+		}
+		if err != nil {
+			return "", fmt.Errorf("demo: write config: %w", err)
+		}
+		_, err = f.WriteString(text)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("demo: write config: %w", err)
+		}
+		return path, nil
+	case err != nil:
+		return "", fmt.Errorf("demo: read %s before writing it: %w", path, err)
+	case !ownConfig(old, path, mailDir, s):
+		return "", &ConfigExistsError{Path: path}
+	}
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return "", fmt.Errorf("demo: write config: %w", err)
+	}
+	return path, nil
+}
+
+// ConfigExistsError is WriteConfig refusing to replace a file the demo did
+// not write, or that was changed since.
+type ConfigExistsError struct{ Path string }
+
+func (e *ConfigExistsError) Error() string {
+	return fmt.Sprintf("%s exists and is not the file an earlier demo wrote (or was changed since), so it was left alone; "+
+		"give the demo another DIR, or move that file away first", e.Path)
+}
+
+// ownConfig says whether old is byte for byte what a demo run with server
+// s's account would have written to path. Each run's server listens on a new
+// random port, the one thing that differs between two runs' files, so the
+// port is taken from old.
+func ownConfig(old []byte, path, mailDir string, s *Server) bool {
+	for _, line := range strings.Split(string(old), "\n") {
+		v, ok := strings.CutPrefix(line, "port = ")
+		if !ok {
+			continue
+		}
+		port, err := strconv.Atoi(v)
+		return err == nil && string(old) == configText(path, mailDir, s.Host, port, s.User, s.Password)
+	}
+	return false
+}
+
+func configText(path, mailDir, host string, port int, user, password string) string {
+	return fmt.Sprintf(`# Written by "quixysync demo". Use it with: quixysync -c %[1]s COMMAND
 #
 # To sync a real account instead of the demo server, change the [imap.demo]
 # store: host, port and tls (implicit on port 993, or starttls on 143), user,
@@ -52,11 +112,7 @@ near = "maildir.demo"
 mailboxes = ["*"]
 create = "both"
 expunge = "both"
-`, path, tomlString(s.Host), s.Port, tomlString(s.User), tomlString(s.Password), tomlString(mailDir))
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		return "", fmt.Errorf("demo: write config: %w", err)
-	}
-	return path, nil
+`, path, tomlString(host), port, tomlString(user), tomlString(password), tomlString(mailDir))
 }
 
 // tomlString quotes s as a TOML basic string.
