@@ -79,7 +79,7 @@ func newTransferCommand(g *globalOptions, mode engine.Mode, name, short, long st
 	f := cmd.Flags()
 	f.BoolVarP(&opts.All, "all", "a", false, "every channel")
 	f.BoolVarP(&opts.DryRun, "dry-run", "n", false, "print what would be done, change nothing")
-	f.BoolVar(&opts.Force, "force", false, "let a safety guard pass (confirm a large deletion)")
+	f.BoolVar(&opts.Force, "force", false, "confirm a large deletion the safety guard stopped (not a mailbox gone on one side: that guard's message says how to proceed)")
 	return cmd
 }
 

@@ -358,6 +358,43 @@ func TestHelpDocumentsExitStatus(t *testing.T) {
 	}
 }
 
+// Status 4 comes from more than one guard and --force passes only the
+// mass-deletion one: the help and the README must not promise more, and
+// must send the user of the others to their message.
+func TestGuardHelpSaysWhatForceConfirms(t *testing.T) {
+	stdout, _, _ := run(t, "sync", "--help")
+	_, section, _ := strings.Cut(stdout, "EXIT STATUS\n")
+	var four, force string
+	for _, line := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "--force") {
+			force = line
+		}
+	}
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "  4 ") {
+			four = line
+		}
+	}
+	for what, text := range map[string]string{"EXIT STATUS 4": four, "--force flag": force} {
+		if !strings.Contains(text, "large deletion") || !strings.Contains(text, "gone on one side") || !strings.Contains(text, "how to proceed") {
+			t.Errorf("sync --help, %s: %q; want it to say --force confirms a large deletion, not a mailbox gone on one side, whose message says how to proceed", what, text)
+		}
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| 4 |") {
+			row = line
+		}
+	}
+	if strings.Contains(row, "(confirm with `--force`)") || !strings.Contains(row, "large deletion") || !strings.Contains(row, "how to proceed") {
+		t.Errorf("README exit status 4: %q; want it to say which guard --force confirms", row)
+	}
+}
+
 func TestList(t *testing.T) {
 	dir := isolate(t)
 	srv, err := demo.Start(demo.ServerOptions{})

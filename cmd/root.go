@@ -46,7 +46,7 @@ func exitStatusHelp(fail string, codes ...int) string {
 		exitFailure:     fail,
 		exitUsage:       "usage or configuration error",
 		exitLocked:      "another run holds a lock (the message names its PID)",
-		exitGuard:       "a safety guard stopped a mailbox before deleting (confirm with --force)",
+		exitGuard:       "a safety guard stopped a mailbox before deleting: --force confirms a large deletion; it does not pass the guard for a mailbox gone on one side, whose message says how to proceed",
 		exitInterrupted: "interrupted (Ctrl-C, SIGTERM)",
 	}
 	var b strings.Builder
