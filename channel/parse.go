@@ -81,7 +81,7 @@ func Parse(path string, data []byte) (*Config, error) {
 				line--
 			}
 			msg := syntaxMessage(pe.Message)
-			if k := secretKeyOn(data, pe.Position.Line); k != "" {
+			if k := secretKeyOn(data, pe.Position.Line); k != "" && !aboutKey(pe.Message) {
 				// The parser quotes what it found there: the secret itself
 				// (an mbsync user's unquoted Pass, say).
 				msg = fmt.Sprintf("TOML syntax error in the value of %s (not shown here: it may be a secret); write it in double quotes, like %s", k, examples[k])
@@ -164,6 +164,13 @@ func secretKeyOn(data []byte, n int) string {
 		return k
 	}
 	return ""
+}
+
+// aboutKey says whether the TOML library's message is about the key or
+// table itself (given twice), not what follows the "=": it quotes only the
+// key's name then, so it can be shown even on a secret's line.
+func aboutKey(m string) bool {
+	return strings.Contains(m, "already been defined")
 }
 
 func syntaxMessage(m string) string {

@@ -120,6 +120,26 @@ func TestSecretCmdTimeout(t *testing.T) {
 	}
 }
 
+// A secret key given twice is a duplicate key, not a bad value: the message
+// says so (the key is shown, neither value is).
+func TestDuplicatePasswordKey(t *testing.T) {
+	for _, key := range []string{"password", "password_env"} {
+		src := "[imap.work]\nhost = \"h\"\nuser = \"me\"\n" + key + ` = "FirstSecret"` + "\n" + key + ` = "SecondSecret"` + "\n"
+		_, err := Parse("/cfg/q.toml", []byte(src))
+		if err == nil {
+			t.Fatalf("%s twice accepted", key)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "q.toml:5") || !strings.Contains(msg, "already been defined") || !strings.Contains(msg, "may appear only once") ||
+			!strings.Contains(msg, key) || strings.Contains(msg, "in the value of") {
+			t.Errorf("%s twice: %v; want the line, and that the key is given twice", key, msg)
+		}
+		if strings.Contains(msg, "Secret") {
+			t.Errorf("%s twice: the error shows a value: %v", key, msg)
+		}
+	}
+}
+
 // A syntax error in a password's value (an mbsync user's unquoted Pass)
 // names the line and the key but never shows the value: the parser's own
 // message quotes what it found there. The same for a password pasted into
