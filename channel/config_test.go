@@ -90,6 +90,8 @@ func TestConfigErrors(t *testing.T) {
 			[]string{`did you mean "password_cmd"?`}},
 		{"state_directory", withBase(`state_directory = "/s"`), 10, "channel.c.state_directory",
 			[]string{`did you mean "state_dir"?`}},
+		{"state_dir with a Maildir near side", withBase(`state_dir = "/s"`), 10, "channel.c.state_dir",
+			[]string{"has no effect", "near is maildir.m, a Maildir", ".quixysync-state", "remove it"}},
 		{"unknown key case", withBase(`Copy_Arrival_Date = true`), 10, "channel.c.Copy_Arrival_Date",
 			[]string{`did you mean "copy_arrival_date"? keys are lower-case`}},
 		{"unknown table", withBase(`[imapp.b]`, `host = "x"`), 10, "imapp",
@@ -377,7 +379,6 @@ func TestChannelKeys(t *testing.T) {
 		`expunge = "both"`,
 		`copy_arrival_date = false`,
 		`max_size = 1000`,
-		`state_dir = "/var/qs"`,
 		`[maildir.n]`,
 		`path = "/n"`,
 		`layout = "Maildir++"`,
@@ -389,7 +390,7 @@ func TestChannelKeys(t *testing.T) {
 	))
 	c := cfg.Channels["c"]
 	if c.Pull != engine.OpNew || c.Push != 0 || c.Create != SideNear || c.Remove != SideFar ||
-		c.Expunge != SideBoth || c.CopyArrivalDate || c.MaxSize != 1000 || c.StateDir != "/var/qs" {
+		c.Expunge != SideBoth || c.CopyArrivalDate || c.MaxSize != 1000 {
 		t.Errorf("channel %+v", c)
 	}
 	if got := c.Expunge.Array(); got != [2]bool{true, true} {
@@ -427,7 +428,7 @@ func TestPathExpansion(t *testing.T) {
 		`[imap.a]`, `host = "h"`, `user = "u"`, `password = "p"`, `ca_file = "${QX_CA}"`,
 		`[maildir.m]`, `path = "~/Mail/$QX_ROOT/x/../y"`, `inbox = "~"`,
 		`[maildir.r]`, `path = "rel/mail"`,
-		`[channel.c]`, `far = "imap.a"`, `near = "maildir.m"`, `state_dir = "${QX_ROOT}/state"`,
+		`[channel.c]`, `far = "maildir.m"`, `near = "imap.a"`, `state_dir = "${QX_ROOT}/state"`,
 	))
 	if got := cfg.IMAP["a"].CAFile; got != ca {
 		t.Errorf("ca_file %q, want %q", got, ca)

@@ -711,7 +711,11 @@ func (d *decoder) channel(cfg *Config, name string, t *table) *Channel {
 		}
 	}
 	c.StateDir = defaultStateDir(name)
-	if v, ok := t.str("state_dir"); ok {
+	if v, ok := t.str("state_dir"); ok && strings.HasPrefix(c.Near, "maildir.") {
+		// Accepting it would let the user believe the state moved there.
+		t.errorf("state_dir", "has no effect: near is %s, a Maildir, and each of its folders keeps its own state (.quixysync-state); "+
+			"state_dir is only for a channel whose near side is IMAP, so remove it", c.Near)
+	} else if ok {
 		p, err := expandPath(v, d.baseDir)
 		if err != nil {
 			t.errorf("state_dir", "%v", err)
