@@ -3,6 +3,7 @@ package channel
 import (
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // Match reports whether the channel's mailboxes patterns select the mailbox
@@ -87,7 +88,23 @@ func checkPattern(p string) error {
 	case strings.TrimSpace(p) != p:
 		// " !Junk" would include a mailbox named " !Junk" and exclude
 		// nothing; "!Junk " would exclude only "Junk ".
-		return fmt.Errorf("pattern %q starts or ends with a space, so it would not match what it seems to; remove the space (match a name that really has one with ?)", p)
+		return fmt.Errorf("pattern %q starts or ends with a space, so it would not match what it seems to; write %q, "+
+			"or %q to match a name that really has spaces there (%% matches any characters but \"/\", spaces included; ? is not a wildcard)",
+			p, strings.TrimSpace(p), spaceWildcards(p))
 	}
 	return nil
+}
+
+// spaceWildcards puts a % in place of p's leading and of its trailing spaces:
+// this matcher has no one-character wildcard, and % is the narrowest that
+// matches a space.
+func spaceWildcards(p string) string {
+	t := strings.TrimSpace(p)
+	if strings.TrimLeftFunc(p, unicode.IsSpace) != p {
+		t = "%" + t
+	}
+	if strings.TrimRightFunc(p, unicode.IsSpace) != p {
+		t += "%"
+	}
+	return t
 }

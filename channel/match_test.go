@@ -60,6 +60,35 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+// A pattern with a leading or trailing space is refused; the advice for a
+// name that really has one must give a pattern this matcher matches it with
+// (? is literal here, so advising it would match nothing).
+func TestSpacePatternAdvice(t *testing.T) {
+	for _, tc := range []struct{ pattern, name, want string }{
+		{" Junk", " Junk", "%Junk"},
+		{"Junk ", "Junk ", "Junk%"},
+		{" Old Mail  ", " Old Mail  ", "%Old Mail%"},
+	} {
+		err := checkPattern(tc.pattern)
+		if err == nil {
+			t.Fatalf("%q accepted", tc.pattern)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, `"`+tc.want+`"`) || !strings.Contains(msg, `"`+strings.TrimSpace(tc.pattern)+`"`) || strings.Contains(msg, "with ?") {
+			t.Errorf("%q: %v; want the advice %q (and the trimmed pattern), not ?", tc.pattern, err, tc.want)
+		}
+		if err := checkPattern(tc.want); err != nil {
+			t.Errorf("the advised %q is refused: %v", tc.want, err)
+		}
+		if !MatchPatterns([]string{tc.want}, tc.name) {
+			t.Errorf("the advised %q does not match %q", tc.want, tc.name)
+		}
+		if q := strings.ReplaceAll(tc.pattern, " ", "?"); MatchPatterns([]string{q}, tc.name) {
+			t.Errorf("%q matches %q: ? is a wildcard after all", q, tc.name)
+		}
+	}
+}
+
 // A pathological pattern must not take exponential time.
 func TestMatchHostile(t *testing.T) {
 	pat := strings.Repeat("*%", 200) + "x"
