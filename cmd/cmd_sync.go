@@ -51,7 +51,9 @@ At the end one line per channel sums up what happened:
   work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 errors
 (← into the near side, i.e. pulled; → into the far side, i.e. pushed).
 -v adds a line per mailbox; -q prints only errors, so a cron job mails only
-on trouble. Errors go to stderr, naming the channel and mailbox.
+on trouble (with --dry-run, -q still prints the plan, leaving out the summary:
+no output then means nothing to do). Errors go to stderr, naming the channel
+and mailbox.
 `
 
 func newSyncCommand(g *globalOptions) *cobra.Command {
@@ -329,7 +331,9 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 				// A dry run reports the guard in the plan: the real run would stop.
 				code = worse(code, exitGuard)
 			}
-			if opts.DryRun && !g.Quiet {
+			if opts.DryRun {
+				// The plan is what a dry run is asked for, so -q does not
+				// hide it (only progress, logs and the summary).
 				writePlan(g.stdout, r.Channel, mr, g.Verbose)
 			} else if g.Verbose {
 				fmt.Fprintf(g.stdout, "  %s:%s: %s\n", r.Channel, mr.Mailbox, mailboxLine(mr))

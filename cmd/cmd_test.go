@@ -843,6 +843,32 @@ func TestOpenIMAPNamesTheStoreOnce(t *testing.T) {
 	}
 }
 
+// A dry run's plan is its output: -q hides the summary and the logs, not
+// the plan; with nothing pending it prints nothing.
+func TestQuietDryRunPrintsThePlan(t *testing.T) {
+	var out, errb bytes.Buffer
+	g := &globalOptions{stdout: &out, stderr: &errb, Quiet: true}
+	plan := &engine.Plan{}
+	plan.Copies[engine.Near] = []engine.Copy{{UID: 7, Size: 100}}
+	res := []engine.ChannelResult{{Channel: "work", Mailboxes: []engine.MailboxResult{
+		{Mailbox: "INBOX", Plan: plan},
+		{Mailbox: "Sent", Plan: &engine.Plan{}},
+	}}}
+	if code := g.printResults(res, SyncOptions{DryRun: true}); code != exitOK {
+		t.Errorf("exit %d, want 0", code)
+	}
+	want := "work:INBOX:\n  copy far → near: 1 message (far UIDs 7, 100 B)\n"
+	if out.String() != want {
+		t.Errorf("-q --dry-run printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+	out.Reset()
+	res[0].Mailboxes = res[0].Mailboxes[1:]
+	g.printResults(res, SyncOptions{DryRun: true})
+	if out.Len() != 0 {
+		t.Errorf("-q --dry-run with nothing to do printed %q", out.String())
+	}
+}
+
 // An interrupted run says so once per channel, not once per mailbox it cut
 // short, and does not count those as errors; a real error still shows.
 func TestInterruptedSaysSoOnce(t *testing.T) {

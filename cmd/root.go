@@ -259,7 +259,7 @@ Try it without an account: quixysync demo
 	f := root.PersistentFlags()
 	f.StringVarP(&g.ConfigFile, "config", "c", "", "configuration `FILE` (default $QUIXYSYNC_CONFIG, else ~/.config/quixysync/config.toml)")
 	f.BoolVarP(&g.Verbose, "verbose", "v", false, "say more: a line per mailbox, informational logs")
-	f.BoolVarP(&g.Quiet, "quiet", "q", false, "print only errors, and the few warnings a run gives once (a message skipped for max_size) or that mean it can do nothing")
+	f.BoolVarP(&g.Quiet, "quiet", "q", false, "print only errors (and a --dry-run's plan), and the few warnings a run gives once (a message skipped for max_size) or that mean it can do nothing")
 	f.BoolVar(&g.Debug, "debug", false, "debug logs and an IMAP protocol trace on stderr (credentials redacted)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return err })
 
