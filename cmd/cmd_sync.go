@@ -48,8 +48,11 @@ messages and bytes copied, rate, time left); it is gone at the end, and not
 shown with -q or when stdout is not a terminal.
 
 At the end one line per channel sums up what happened:
-  work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 errors
-(← into the near side, i.e. pulled; → into the far side, i.e. pushed).
+  work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 mailboxes with errors
+(← into the near side, i.e. pulled; → into the far side, i.e. pushed). It counts
+mailboxes with errors (stderr gives each one's errors), then adds "channel
+failed" when an error stopped the whole channel (a login, say), and
+"interrupted" (or "N mailboxes interrupted") when the run was.
 -v adds a line per mailbox; -q prints only errors, so a cron job mails only
 on trouble (with --dry-run, -q still prints the plan, leaving out the summary:
 no output then means nothing to do). Errors go to stderr, naming the channel
@@ -308,9 +311,10 @@ func stateDir(ch *channel.Channel) string {
 func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOptions) int {
 	code := exitOK
 	for _, r := range results {
-		errs, stopped := 0, 0
-		if r.Err != nil && !engine.Interrupted(r.Err) {
-			errs++
+		var o outcome
+		o.interrupted = r.Err != nil && engine.Interrupted(r.Err)
+		if r.Err != nil && !o.interrupted {
+			o.channelFailed = true
 			g.errorf("%v", channelErr(r.Channel, r.Err))
 		}
 		if r.Err != nil {
@@ -321,10 +325,10 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 		for _, mr := range mbs {
 			if mr.Err != nil && engine.Interrupted(mr.Err) {
 				// Interrupted: said once for the channel, below.
-				stopped++
+				o.stopped++
 				code = worse(code, exitCode(mr.Err))
 			} else if mr.Err != nil {
-				errs++
+				o.failed++
 				g.errorf("%s:%s: %s", r.Channel, mr.Mailbox, withGuardHint(mr.Mailbox, mr.Err))
 				code = worse(code, exitCode(mr.Err))
 			} else if mr.Plan != nil && mr.Plan.Guard != nil && !opts.Force {
@@ -339,22 +343,20 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 				fmt.Fprintf(g.stdout, "  %s:%s: %s\n", r.Channel, mr.Mailbox, mailboxLine(mr))
 			}
 		}
-		if r.Err != nil && engine.Interrupted(r.Err) {
-			if stopped > 0 {
-				g.errorf("channel %s: interrupted: %s not finished; what was done is kept, and the next run goes on from there", r.Channel, count(stopped, "mailbox"))
+		if o.interrupted {
+			// The error itself ("context canceled" from a dial or a login
+			// cut short) says nothing the user does not know.
+			if o.stopped > 0 {
+				g.errorf("channel %s: interrupted: %s not finished; what was done is kept, and the next run goes on from there", r.Channel, count(o.stopped, "mailbox"))
 			} else {
-				g.errorf("%v", channelErr(r.Channel, r.Err))
+				g.errorf("channel %s: interrupted; what was done is kept, and the next run goes on from there", r.Channel)
 			}
 		}
 		name := r.Channel
 		if opts.DryRun {
 			name += " (dry run)"
 		}
-		line := summaryLine(name, channelCounts(r, opts.DryRun), errs)
-		if stopped > 0 {
-			line += fmt.Sprintf(", %s interrupted", count(stopped, "mailbox"))
-		}
-		g.printf("%s\n", line)
+		g.printf("%s\n", summaryLine(name, channelCounts(r, opts.DryRun), o))
 	}
 	return code
 }
@@ -414,12 +416,40 @@ func createdNote(c engine.Counts) string {
 	return ", " + strings.Join(parts, ", ")
 }
 
-func summaryLine(name string, c engine.Counts, errs int) string {
+// outcome is how a channel's run ended, for its summary line.
+type outcome struct {
+	failed        int  // mailboxes with errors (any number of errors each)
+	channelFailed bool // an error stopped the channel itself (connect, list)
+	stopped       int  // mailboxes the interruption cut short
+	interrupted   bool // the run was interrupted (Ctrl-C, SIGTERM)
+}
+
+// String counts mailboxes, not errors: one mailbox's "3 errors, the first:
+// ..." on stderr is one mailbox with errors here. An interrupted run says
+// so instead of a reassuring "0 mailboxes with errors".
+func (o outcome) String() string {
+	var parts []string
+	if o.failed > 0 || (!o.channelFailed && !o.interrupted && o.stopped == 0) {
+		parts = append(parts, count(o.failed, "mailbox")+" with errors")
+	}
+	if o.channelFailed {
+		parts = append(parts, "channel failed")
+	}
+	switch {
+	case o.stopped > 0:
+		parts = append(parts, count(o.stopped, "mailbox")+" interrupted")
+	case o.interrupted:
+		parts = append(parts, "interrupted")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func summaryLine(name string, c engine.Counts, o outcome) string {
 	return fmt.Sprintf("%s: copied ←%d →%d, flags ←%d →%d, deleted ←%d →%d, created %s, %s%s",
 		name, c.Copied[engine.Near], c.Copied[engine.Far], c.Flagged[engine.Near], c.Flagged[engine.Far],
 		c.Deleted[engine.Near], c.Deleted[engine.Far],
 		count(c.Created[engine.Near]+c.Created[engine.Far], "mailbox"),
-		count(errs, "error"), pairedNote(c))
+		o, pairedNote(c))
 }
 
 // channelCounts totals a channel's counts. The engine counts per mailbox

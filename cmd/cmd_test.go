@@ -574,7 +574,7 @@ func TestSyncMaildirPair(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("sync: exit %d", code)
 	}
-	if !regexp.MustCompile(`(?m)^mm: copied ←3 →0, flags ←0 →0, deleted ←0 →0, created \d mailbox(es)?, 0 errors$`).MatchString(stdout) {
+	if !regexp.MustCompile(`(?m)^mm: copied ←3 →0, flags ←0 →0, deleted ←0 →0, created \d mailbox(es)?, 0 mailboxes with errors$`).MatchString(stdout) {
 		t.Errorf("summary line: %q", stdout)
 	}
 	if !strings.Contains(stdout, "  mm:INBOX: ") {
@@ -802,8 +802,8 @@ func TestFormatting(t *testing.T) {
 		t.Errorf("uidSet = %q", got)
 	}
 	c := engine.Counts{Copied: [2]int{3, 12}, Flagged: [2]int{0, 4}, Deleted: [2]int{1, 0}, Created: [2]int{0, 1}}
-	want := "work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 errors"
-	if got := summaryLine("work", c, 0); got != want {
+	want := "work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 mailboxes with errors"
+	if got := summaryLine("work", c, outcome{}); got != want {
 		t.Errorf("summaryLine = %q, want %q", got, want)
 	}
 	if got := flagChange(engine.FlagSeen|engine.FlagFlagged, engine.FlagDeleted); got != "+seen +flagged -deleted" {
@@ -869,6 +869,50 @@ func TestQuietDryRunPrintsThePlan(t *testing.T) {
 	}
 }
 
+// The summary counts mailboxes with errors, not errors: a mailbox whose
+// stderr line says "3 errors, the first: ..." is one mailbox with errors.
+// A run interrupted while connecting says it was interrupted, on stderr
+// without the bare "context canceled", and in the summary instead of a
+// reassuring count of none.
+func TestSummarySaysWhatItCounts(t *testing.T) {
+	var out, errb bytes.Buffer
+	g := &globalOptions{stdout: &out, stderr: &errb}
+	res := []engine.ChannelResult{{Channel: "demo", Mailboxes: []engine.MailboxResult{
+		{Mailbox: "INBOX", Err: errors.New("mailbox INBOX: 3 errors, the first: copying UID 4: boom")},
+		{Mailbox: "Sent"},
+	}}}
+	if code := g.printResults(res, SyncOptions{}); code != exitFailure {
+		t.Errorf("exit %d, want %d", code, exitFailure)
+	}
+	if !strings.HasSuffix(out.String(), ", 1 mailbox with errors\n") {
+		t.Errorf("summary after one mailbox with 3 errors: %q", out.String())
+	}
+
+	out.Reset()
+	errb.Reset()
+	res = []engine.ChannelResult{{Channel: "demo",
+		Err: fmt.Errorf("channel demo: listing mailboxes of the far side: imap.demo: dial tcp: %w", context.Canceled)}}
+	if code := g.printResults(res, SyncOptions{}); code != exitInterrupted {
+		t.Errorf("interrupted while connecting: exit %d, want %d", code, exitInterrupted)
+	}
+	if want := "quixysync: channel demo: interrupted; what was done is kept, and the next run goes on from there\n"; errb.String() != want {
+		t.Errorf("interrupted while connecting, stderr %q, want %q", errb.String(), want)
+	}
+	if !strings.HasSuffix(out.String(), ", created 0 mailboxes, interrupted\n") {
+		t.Errorf("interrupted while connecting, summary %q: want it to end with \"interrupted\"", out.String())
+	}
+
+	out.Reset()
+	errb.Reset()
+	res = []engine.ChannelResult{{Channel: "demo", Err: errors.New("channel demo: imap.demo: login refused")}}
+	if code := g.printResults(res, SyncOptions{}); code != exitFailure {
+		t.Errorf("failed login: exit %d, want %d", code, exitFailure)
+	}
+	if !strings.HasSuffix(out.String(), ", created 0 mailboxes, channel failed\n") {
+		t.Errorf("failed login, summary %q", out.String())
+	}
+}
+
 // An interrupted run says so once per channel, not once per mailbox it cut
 // short, and does not count those as errors; a real error still shows.
 func TestInterruptedSaysSoOnce(t *testing.T) {
@@ -894,7 +938,7 @@ func TestInterruptedSaysSoOnce(t *testing.T) {
 	if errb.String() != want {
 		t.Errorf("stderr:\n%s\nwant:\n%s", errb.String(), want)
 	}
-	if !strings.Contains(out.String(), ", 1 error, 2 mailboxes interrupted") {
+	if !strings.Contains(out.String(), ", 1 mailbox with errors, 2 mailboxes interrupted") {
 		t.Errorf("summary: %q", out.String())
 	}
 }
