@@ -1,12 +1,16 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -198,6 +202,36 @@ func TestMaxSizeSkippedOnce(t *testing.T) {
 			t.Fatalf("not settled: %+v", res.Counts)
 		}
 	})
+}
+
+// The max_size warning is given once ever: it names the side the UID is
+// on, the message's size and the limit, so the user can find the message
+// and judge whether to raise max_size.
+func TestMaxSizeWarningSaysSideAndSizes(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	spec.MaxSize = 150
+	addMsg(t, far, "INBOX", "small", 0)
+	addMsg(t, far, "INBOX", strings.Repeat("big", 20), 0)
+	addMsg(t, near, "INBOX", strings.Repeat("large", 20), 0)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mustSync(t, spec, RunOptions{Log: log})
+	for _, side := range []string{"far", "near"} {
+		to := "near"
+		if side == "near" {
+			to = "far"
+		}
+		re := regexp.MustCompile(`msg="message over max_size not copied to the ` + to + ` side \(reported once\)" mailbox=INBOX side=` + side + ` uid=\d+ size=(\d+) max_size=150`)
+		m := re.FindStringSubmatch(logs.String())
+		if m == nil {
+			t.Errorf("no warning for the %s side's message matching %s in:\n%s", side, re, logs.String())
+			continue
+		}
+		if n, _ := strconv.Atoi(m[1]); n <= 150 {
+			t.Errorf("%s side: size=%s, want the message's size (over 150)", side, m[1])
+		}
+	}
 }
 
 func TestGuardStopsMassDeletion(t *testing.T) {

@@ -468,9 +468,22 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		b.res.Skipped = "unchanged"
 		return nil
 	}
-	for _, s := range plan.TooBig {
-		for _, u := range s {
-			b.log.Warn("message over max_size not copied (reported once)", "mailbox", b.name, "uid", u, Notice, true)
+	for t, uids := range plan.TooBig {
+		// Said once ever, so it must say all a user needs to find the
+		// message and judge the limit: the side its UID is on, its size.
+		src := Side(t).Other()
+		size := make(map[UID]int64, len(uids))
+		for _, u := range uids {
+			size[u] = -1
+		}
+		for _, m := range rep[src].Messages {
+			if _, ok := size[m.UID]; ok {
+				size[m.UID] = m.Size
+			}
+		}
+		for _, u := range uids {
+			b.log.Warn(fmt.Sprintf("message over max_size not copied to the %s side (reported once)", Side(t)),
+				"mailbox", b.name, "side", src.String(), "uid", u, "size", size[u], "max_size", b.spec.MaxSize, Notice, true)
 		}
 	}
 
