@@ -86,7 +86,10 @@ func (s *Store) splitName(name string) ([]string, error) {
 		case c == "." || c == "..":
 			return nil, s.badName(name, fmt.Sprintf("component %q", c))
 		case s.layout == LayoutMaildirPP && strings.Contains(c, "."):
-			return nil, s.badName(name, "a component contains \".\", which is the maildir++ separator")
+			// A server mailbox named so fails every run until the user acts:
+			// say what to do.
+			return nil, fmt.Errorf("%w; exclude it in the channel's mailboxes (e.g. %q), or set layout = \"verbatim\" in [%s]",
+				s.badName(name, "a component contains \".\", which is the maildir++ separator"), "!"+name, s.name)
 		case s.layout == LayoutVerbatim && strings.HasPrefix(c, "."):
 			// Dot-directories are skipped when listing (.notmuch, our state
 			// files), so such a mailbox would never be found again.

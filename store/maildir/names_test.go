@@ -72,8 +72,15 @@ func TestBadNames(t *testing.T) {
 			t.Errorf("maildir++ %q: got %v, want ErrBadName", name, err)
 		}
 	}
+	// A server mailbox with a "." can only be left out, or the layout
+	// changed: the error, which comes back every run, says so.
+	_, err := pp.mailboxPath("Lists/Foo.Bar")
+	if !errors.Is(err, engine.ErrBadName) || !strings.Contains(err.Error(), `exclude it in the channel's mailboxes (e.g. "!Lists/Foo.Bar")`) ||
+		!strings.Contains(err.Error(), `layout = "verbatim"`) {
+		t.Errorf("maildir++ \"Lists/Foo.Bar\": %v; want ErrBadName and how to fix it", err)
+	}
 	// The error names the mailbox.
-	_, err := s.mailboxPath("../../etc")
+	_, err = s.mailboxPath("../../etc")
 	if err == nil || !strings.Contains(err.Error(), `"../../etc"`) {
 		t.Errorf("error does not name the mailbox: %v", err)
 	}
