@@ -617,7 +617,8 @@ func TestPathThatIsAFile(t *testing.T) {
 	}
 	for _, tc := range []struct{ root, inbox, want string }{
 		{file, "", "maildir.test: path " + file + " is not a directory: set path to the directory"},
-		{dir, file, "maildir.test: inbox " + file + " is not a directory: set inbox to the directory"},
+		// inbox is the INBOX folder itself, not the directory of folders.
+		{dir, file, "maildir.test: inbox " + file + " is not a directory: move that file away, or set inbox to the INBOX's Maildir folder"},
 	} {
 		s, err := New("maildir.test", tc.root, tc.inbox, LayoutVerbatim, Options{})
 		if err != nil {

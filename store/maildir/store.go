@@ -104,10 +104,14 @@ var (
 // mistake in the configuration, which Go's "open ...: not a directory" from
 // deep inside the walk would not point at.
 func (s *Store) checkDirs() error {
-	for _, d := range []struct{ key, path string }{{"path", s.root}, {"inbox", s.inbox}} {
+	// inbox is the INBOX folder itself, not a directory of folders: the fix
+	// differs (and is worded as check words it).
+	for _, d := range []struct{ key, path, fix string }{
+		{"path", s.root, "set path to the directory that holds (or will hold) the Maildir folders"},
+		{"inbox", s.inbox, "move that file away, or set inbox to the INBOX's Maildir folder (default: path/INBOX; the path itself for maildir++)"},
+	} {
 		if fi, err := os.Stat(d.path); err == nil && !fi.IsDir() {
-			return fmt.Errorf("%s: %s %s is not a directory: set %s to the directory that holds (or will hold) the Maildir folders",
-				s.name, d.key, d.path, d.key)
+			return fmt.Errorf("%s: %s %s is not a directory: %s", s.name, d.key, d.path, d.fix)
 		}
 	}
 	return nil
