@@ -48,9 +48,9 @@ messages and bytes copied, rate, time left); it is gone at the end, and not
 shown with -q or when stdout is not a terminal.
 
 At the end one line per channel sums up what happened:
-  work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 mailboxes with errors
-(← into the near side, i.e. pulled; → into the far side, i.e. pushed). It counts
-mailboxes with errors (stderr gives each one's errors), then adds "channel
+  work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, no errors
+(← into the near side, i.e. pulled; → into the far side, i.e. pushed). It says
+"no errors", or counts the mailboxes with errors (stderr gives each one's errors), then adds "channel
 failed" when an error stopped the whole channel (a login, say), and
 "interrupted" (or "N mailboxes interrupted") when the run was.
 -v adds a line per mailbox; -q prints only errors, so a cron job mails only
@@ -426,11 +426,14 @@ type outcome struct {
 
 // String counts mailboxes, not errors: one mailbox's "3 errors, the first:
 // ..." on stderr is one mailbox with errors here. An interrupted run says
-// so instead of a reassuring "0 mailboxes with errors".
+// so instead of a reassuring "no errors".
 func (o outcome) String() string {
 	var parts []string
-	if o.failed > 0 || (!o.channelFailed && !o.interrupted && o.stopped == 0) {
+	switch {
+	case o.failed > 0:
 		parts = append(parts, count(o.failed, "mailbox")+" with errors")
+	case !o.channelFailed && !o.interrupted && o.stopped == 0:
+		parts = append(parts, "no errors")
 	}
 	if o.channelFailed {
 		parts = append(parts, "channel failed")

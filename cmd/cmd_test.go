@@ -574,7 +574,7 @@ func TestSyncMaildirPair(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("sync: exit %d", code)
 	}
-	if !regexp.MustCompile(`(?m)^mm: copied ←3 →0, flags ←0 →0, deleted ←0 →0, created \d mailbox(es)?, 0 mailboxes with errors$`).MatchString(stdout) {
+	if !regexp.MustCompile(`(?m)^mm: copied ←3 →0, flags ←0 →0, deleted ←0 →0, created \d mailbox(es)?, no errors$`).MatchString(stdout) {
 		t.Errorf("summary line: %q", stdout)
 	}
 	if !strings.Contains(stdout, "  mm:INBOX: ") {
@@ -802,7 +802,7 @@ func TestFormatting(t *testing.T) {
 		t.Errorf("uidSet = %q", got)
 	}
 	c := engine.Counts{Copied: [2]int{3, 12}, Flagged: [2]int{0, 4}, Deleted: [2]int{1, 0}, Created: [2]int{0, 1}}
-	want := "work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, 0 mailboxes with errors"
+	want := "work: copied ←12 →3, flags ←4 →0, deleted ←0 →1, created 1 mailbox, no errors"
 	if got := summaryLine("work", c, outcome{}); got != want {
 		t.Errorf("summaryLine = %q, want %q", got, want)
 	}

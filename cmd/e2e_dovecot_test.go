@@ -617,7 +617,7 @@ func TestE2EInitialSyncThenNothingToDo(t *testing.T) {
 	// filled them.)
 	before, server := mailFiles(t, e.mail), c.snapshot()
 	stdout, stderr := e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, 0 mailboxes with errors")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors")
 	if stderr != "" {
 		t.Errorf("a sync with nothing to do wrote to stderr: %q", stderr)
 	}
@@ -639,7 +639,7 @@ func TestE2EInitialSyncThenNothingToDo(t *testing.T) {
 	e.mustRun("sync", "ch") // records the quiet folders' times
 	before = withoutLocks(tree(t, e.dir))
 	stdout, _ = e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, 0 mailboxes with errors")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors")
 	if d := diffMaps(before, withoutLocks(tree(t, e.dir))); d != "" {
 		t.Errorf("a third sync with nothing to do changed local files:\n%s", d)
 	}
@@ -1029,7 +1029,7 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 		`ch:INBOX:`, `  create the mailbox on the near side`, `  copy far → near: 3 messages \(far UIDs 1:3, .*\)`,
 		`ch:Archive/2025:`, `  create the mailbox on the near side`, `  copy far → near: 2 messages .*`,
 		`ch:Entwürfe:`, `  create the mailbox on the near side`, `  copy far → near: 1 message .*`,
-		`ch \(dry run\): copied ←6 →0, flags ←0 →0, deleted ←0 →0, created 3 mailboxes, 0 mailboxes with errors`)
+		`ch \(dry run\): copied ←6 →0, flags ←0 →0, deleted ←0 →0, created 3 mailboxes, no errors`)
 	if _, err := os.Stat(e.mail); err == nil {
 		t.Errorf("the dry run made %s", e.mail)
 	}
@@ -1060,18 +1060,18 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 		`ch:Archive/2025:`, `  delete on the far side: 1 message \(UIDs 1\)`,
 		`ch:Neu:`, `  create the mailbox on the near side`, `  copy far → near: 1 message .*`,
 		`ch:Privé:`, `  create the mailbox on the far side`, `  copy near → far: 1 message .*`,
-		`ch \(dry run\): copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, 0 mailboxes with errors`)
+		`ch \(dry run\): copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, no errors`)
 	if strings.Contains(stdout, "Entwürfe") {
 		t.Errorf("without -v a mailbox with nothing to do is listed: %q", stdout)
 	}
 	stdout, _ = e.dryRun(c, exitOK, "-v", "sync", "ch")
 	wantLines(t, stdout, `ch:Entwürfe: nothing to do.*`)
 	stdout, _ = e.dryRun(c, exitOK, "pull", "ch")
-	wantLines(t, stdout, `ch \(dry run\): copied ←2 →0, flags ←1 →0, deleted ←1 →0, created 1 mailbox, 0 mailboxes with errors`)
+	wantLines(t, stdout, `ch \(dry run\): copied ←2 →0, flags ←1 →0, deleted ←1 →0, created 1 mailbox, no errors`)
 	stdout, _ = e.dryRun(c, exitOK, "push", "ch")
-	wantLines(t, stdout, `ch \(dry run\): copied ←0 →2, flags ←0 →1, deleted ←0 →1, created 1 mailbox, 0 mailboxes with errors`)
+	wantLines(t, stdout, `ch \(dry run\): copied ←0 →2, flags ←0 →1, deleted ←0 →1, created 1 mailbox, no errors`)
 	stdout, _ = e.dryRun(c, exitOK, "sync", "ch:Neu")
-	wantLines(t, stdout, `ch \(dry run\): copied ←1 →0, flags ←0 →0, deleted ←0 →0, created 1 mailbox, 0 mailboxes with errors`)
+	wantLines(t, stdout, `ch \(dry run\): copied ←1 →0, flags ←0 →0, deleted ←0 →0, created 1 mailbox, no errors`)
 	// -q leaves the plan (what a dry run is for), not the summary.
 	if stdout, _ := e.dryRun(c, exitOK, "-q", "sync", "ch"); !strings.HasPrefix(stdout, "ch:INBOX:\n") || !strings.Contains(stdout, "ch:Archive/2025:\n") || strings.Contains(stdout, "(dry run)") {
 		t.Errorf("-q --dry-run printed %q, want the plan without the summary", stdout)
@@ -1079,7 +1079,7 @@ func TestE2EDryRunChangesNothing(t *testing.T) {
 
 	// The real run does what the dry run said.
 	stdout, _ = e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, 0 mailboxes with errors")
+	wantSummary(t, stdout, "ch", "copied ←2 →2, flags ←1 →1, deleted ←1 →1, created 2 mailboxes, no errors")
 	want := map[string]string{"welcome": "FS", "invoice": "FRS", "far-new": "", "near-new": ""}
 	e.wantLocal("INBOX", want)
 	c.wantServer("INBOX", want)
@@ -1558,14 +1558,14 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 	for _, want := range []string{
 		"ch:INBOX:\n  pair 3 messages both sides already hold (same Message-ID and size): not copied\n",
 		"ch:Lists:\n  pair 1 message both sides already hold",
-		"ch (dry run): copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, 0 mailboxes with errors, 4 messages already on both sides\n",
+		"ch (dry run): copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, no errors, 4 messages already on both sides\n",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("dry run output %q lacks %q", stdout, want)
 		}
 	}
 	stdout, _ = e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, 0 mailboxes with errors, 4 messages already on both sides")
+	wantSummary(t, stdout, "ch", "copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, no errors, 4 messages already on both sides")
 	want := map[string]string{"m1": "S", "m2": "", "m3": "FS", "only-server": "", "only-local": "R"}
 	e.wantLocal("INBOX", want)
 	c.wantServer("INBOX", want)
@@ -1589,7 +1589,7 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 		}
 	}
 	stdout, _ = e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, 0 mailboxes with errors")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors")
 	if strings.Contains(stdout, "already on both sides") {
 		t.Errorf("a later run still reports paired messages: %q", stdout)
 	}

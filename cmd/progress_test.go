@@ -220,7 +220,7 @@ func TestNoProgressWithoutTerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "mm: copied ←120 →0, flags ←0 →0, deleted ←0 →0, created 1 mailbox, 0 mailboxes with errors\n"
+	want := "mm: copied ←120 →0, flags ←0 →0, deleted ←0 →0, created 1 mailbox, no errors\n"
 	if string(b) != want {
 		t.Errorf("output to a file:\n%q\nwant only the summary\n%q", b, want)
 	}
