@@ -45,10 +45,19 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 	if err != nil {
 		return err
 	}
-	g.printf("config %s: OK, %s, %s, %s, %s\n", cfg.File,
+	// The Maildir paths first: "OK" is said only of a configuration that
+	// is (a path that is a file is a problem sync would meet).
+	code := checkMaildirs(g, cfg)
+	verdict := "OK"
+	if code != exitOK {
+		verdict = "problems (above)"
+	}
+	g.printf("config %s: %s, %s, %s, %s, %s\n", cfg.File, verdict,
 		count(len(cfg.Channels), "channel"), count(len(cfg.IMAP), "IMAP store"),
 		count(len(cfg.Maildir), "Maildir store"), count(len(cfg.Groups), "group"))
-	code := checkMaildirs(g, cfg)
+	if len(cfg.Channels) == 0 {
+		g.printf("warning: no channel is defined, so sync has nothing to do; add a [channel.NAME] table pairing a far and a near store (see quixysync.toml.example)\n")
+	}
 	for _, w := range cfg.SplitStates() {
 		g.printf("warning: %s\n", w.Msg)
 	}

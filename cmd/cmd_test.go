@@ -202,6 +202,12 @@ func TestCheckGoodConfig(t *testing.T) {
 	if stdout, stderr, code := run(t, "-q", "-c", cfg, "check"); code != 0 || stdout != "" || stderr != "" {
 		t.Errorf("-q check: exit %d, stdout %q, stderr %q; want silence", code, stdout, stderr)
 	}
+	// A file that defines stores but no channel is valid, and sync has
+	// nothing to do with it: check says so.
+	empty := writeFile(t, filepath.Join(dir, "stores.toml"), "[maildir.m]\npath = \"/m\"\n")
+	if stdout, _, code := run(t, "-c", empty, "check"); code != exitOK || !strings.Contains(stdout, "warning: no channel is defined") {
+		t.Errorf("no channel: exit %d, stdout %q", code, stdout)
+	}
 }
 
 // TestCheckMaildirPath: check says when a Maildir path does not exist yet
@@ -216,9 +222,12 @@ func TestCheckMaildirPath(t *testing.T) {
 		t.Errorf("missing path: exit %d, stdout %q", code, stdout)
 	}
 	writeFile(t, mail, "not a directory")
-	_, stderr, code := run(t, "-c", cfg, "check")
+	stdout, stderr, code := run(t, "-c", cfg, "check")
 	if code != exitUsage || !strings.Contains(stderr, "maildir.local: path "+mail+" is not a directory") {
 		t.Errorf("file as path: exit %d, stderr %q", code, stderr)
+	}
+	if strings.Contains(stdout, ": OK,") || !strings.Contains(stdout, ": problems (above),") {
+		t.Errorf("file as path: stdout %q, want no OK for a configuration with a problem", stdout)
 	}
 	// An inbox that is a file: the default path/INBOX here.
 	os.Remove(mail)
