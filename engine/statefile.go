@@ -132,8 +132,9 @@ func ownerOf(spec ChannelSpec, mailbox string) StateOwner {
 		NearStore: spec.Near.Name(), NearMailbox: mailbox}
 }
 
-// ErrForeignState: a state file belongs to another channel's far mailbox.
-var ErrForeignState = errors.New("the state belongs to another channel")
+// ErrForeignState: a state file belongs to another channel's, or another
+// store's, mailbox.
+var ErrForeignState = errors.New("the state belongs to another channel or store")
 
 // check fails when the recorded owner (if any: files written before owners were
 // recorded have none) is another far store or mailbox than this channel's.
@@ -155,6 +156,17 @@ func (o StateOwner) check(spec ChannelSpec, mailbox, path string) error {
 	}
 	if o.FarStore == me.FarStore && o.FarMailbox == me.FarMailbox {
 		return nil
+	}
+	if o.Channel == spec.Name && o.FarMailbox == me.FarMailbox {
+		// The same channel over a far store of another name: most likely a
+		// store renamed in the configuration, but maybe another account
+		// (whose UIDs these are not), so a person decides.
+		return fmt.Errorf("%w: %s was written when channel %q synced far store %s; it now syncs far store %s. "+
+			"Nothing was changed in this mailbox. If you renamed the store in the configuration (same account), "+
+			"change the line \"far-store %s\" of that file, and of the other mailboxes' state files, to \"far-store %s\" "+
+			"(for example: sed -i 's/^far-store %s$/far-store %s/' FILES); if it is another account, move the state "+
+			"files away (the next run then pairs the messages anew by Message-ID)",
+			ErrForeignState, path, spec.Name, o.FarStore, me.FarStore, o.FarStore, me.FarStore, o.FarStore, me.FarStore)
 	}
 	return fmt.Errorf("%w: %s is the state of channel %q (far store %s, mailbox %q), but channel %q syncs "+
 		"far store %s, mailbox %q into the same near folder. Nothing was changed in this mailbox. Two channels "+

@@ -507,3 +507,29 @@ func TestStateCutAtLineBoundary(t *testing.T) {
 		t.Fatalf("version 1 file: %d pairs, %v", len(got.Pairs), err)
 	}
 }
+
+// The same channel over a far store of another name (a store renamed in the
+// configuration, most likely): the state is not used, and the error says
+// so in those words, with the one-line change to make — not that another
+// channel owns the state.
+func TestStateOfRenamedFarStore(t *testing.T) {
+	far, near := newMemStore("imap.demo"), newMemStore("maildir.demo")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "f1", 0)
+	mustSync(t, spec, RunOptions{})
+	far.name = "imap.acct"
+	res := SyncChannel(context.Background(), spec, RunOptions{})
+	if len(res.Mailboxes) != 1 || !errors.Is(res.Mailboxes[0].Err, ErrForeignState) {
+		t.Fatalf("renamed far store: %+v, want ErrForeignState", res.Mailboxes)
+	}
+	msg := res.Mailboxes[0].Err.Error()
+	for _, want := range []string{`when channel "test" synced far store imap.demo; it now syncs far store imap.acct`,
+		`"far-store imap.demo"`, `"far-store imap.acct"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "Two channels must not share") {
+		t.Errorf("error blames another channel: %s", msg)
+	}
+}
