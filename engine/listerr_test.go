@@ -139,6 +139,12 @@ func TestMailboxMadeAnewIsNotTheOldOne(t *testing.T) {
 				addMsg(t, far, "Project", tc.subject, 0)
 				want = tc.subject + ":"
 			}
+			// A dry run plans it as the run does: created, its mail copied
+			// (without the old state, which it leaves in place).
+			dry := mustSync(t, spec, RunOptions{DryRun: true})
+			if dry.Created[Near] != 1 || (tc.subject != "") != (dry.Copied[Near] == 1) {
+				t.Fatalf("dry run: %+v", dry)
+			}
 			res := mustSync(t, spec, RunOptions{})
 			if res.Created[Near] != 1 {
 				t.Fatalf("the new mailbox was not created on the near side: %+v", res)

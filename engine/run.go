@@ -77,6 +77,9 @@ type RunOptions struct {
 	// state file or a journal about to be written, fails that write with
 	// it, as a full disk would.
 	fileErr func(path string) error
+	// staleState: the mailbox's state file is of a mailbox deleted before
+	// (see syncOne); a dry run leaves it in place and plans without it.
+	staleState bool
 }
 
 // sideRoom records, for one channel's run, the file systems found out of
@@ -617,7 +620,9 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 			// seen for the first time.
 			opt.Log.Warn("the state is of a mailbox of the same name deleted before: starting over with the new one",
 				"channel", spec.Name, "mailbox", name, "side", have.String(), "uidvalidity", stale, "state", statePath)
-			if !opt.DryRun {
+			if opt.DryRun {
+				opt.staleState = true
+			} else {
 				for _, p := range []string{statePath + ".journal", statePath} {
 					if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 						res.Err = fmt.Errorf("mailbox %s: removing the state of the mailbox deleted before: %w", name, err)

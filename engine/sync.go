@@ -240,6 +240,11 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 
 	opts := b.options()
 	hdr, err := LoadStateHeader(b.statePath)
+	if b.opt.staleState {
+		// A dry run of a mailbox made anew (syncOne): the state file there
+		// is of the one deleted before, which the run would drop.
+		hdr, err = StateHeader{}, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -251,6 +256,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return nil
 	}
 	jd, err := readJournal(b.statePath + ".journal")
+	if b.opt.staleState {
+		jd, err = nil, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -267,7 +275,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
-		full.st, full.meta, full.err = loadState(b.statePath, false)
+		if !b.opt.staleState {
+			full.st, full.meta, full.err = loadState(b.statePath, false)
+		}
 	}()
 	if jd != nil && jd.Header.Generation != b.st.Generation && jd.Header.Generation != b.st.Generation+1 {
 		// Written before the state we loaded was saved: already included.
@@ -1263,6 +1273,11 @@ func (b *boxRun) checkValidity(ctx context.Context) error {
 
 func (b *boxRun) repair(ctx context.Context, c Side) error {
 	u := c.Other()
+	if b.mb[u] == nil {
+		// A dry run of a mailbox still to be created there: nothing to
+		// re-pair against, and the run would create it empty.
+		return nil
+	}
 	var all [2]map[UID]Message
 	for _, s := range []Side{Far, Near} {
 		msgs, _, err := b.mb[s].List(ctx, ListQuery{All: true})
