@@ -712,15 +712,16 @@ func (b *boxRun) copyAll(ctx context.Context, t Side, copies []Copy, newSt *Stat
 // would mail them all.
 //
 // A message the target refuses for its size (ErrTooBig: a server's
-// APPENDLIMIT or its refusal) is marked in the new state as max_size marks
-// one: reported this once, never tried again while it exists (the upload
-// was refused at each run before, an error each time).
+// APPENDLIMIT or its refusal) is marked in the new state (SkipRefused):
+// reported this once, not tried again while it exists unless its user
+// flags it since (the upload was refused at each run before, an error
+// each time).
 func (b *boxRun) copyErr(src Side, uid UID, t Side, err error, pending map[UID]int, newSt *State) error {
 	if errors.Is(err, ErrTooBig) {
 		if i, ok := pending[uid]; ok {
-			newSt.Pairs[i].Skip = SkipTooBig
+			newSt.Pairs[i].Skip = SkipRefused
 		}
-		return fmt.Errorf("%s UID %d is larger than the %s side takes: %w; it stays on the %s side only and is not tried again", src, uid, t, err, src)
+		return fmt.Errorf("%s UID %d is larger than the %s side takes: %w; it stays on the %s side only and is not tried again (unless flagged since)", src, uid, t, err, src)
 	}
 	if noSpace(err) && !b.stopCopies[t] {
 		b.stopCopies[t] = true

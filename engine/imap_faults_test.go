@@ -690,6 +690,19 @@ func TestAppendLimitHeldBeforeUpload(t *testing.T) {
 	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
 		t.Fatalf("second run: %+v", res.Counts)
 	}
+	// Flagged since, it is tried once more (the limit refuses it again,
+	// before the upload), and then not at every run.
+	engine.SetFlagsBySubject(t, p.spec.Near, "INBOX", "big", engine.FlagFlagged, 0)
+	res = engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "APPENDLIMIT") {
+		t.Fatalf("run after flagging: %+v, %v; want it tried and refused again", res.Counts, err)
+	}
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("run after that: %+v", res.Counts)
+	}
+	if appends.Load() != 1 {
+		t.Errorf("%d APPENDs, want the small message's alone", appends.Load())
+	}
 }
 
 // TestFarUndeleteDuringRun: the user flags a message \Deleted on the server

@@ -311,8 +311,9 @@ func (p *refPlanner) skipped(pr Pair) {
 	if !ok {
 		return
 	}
-	if pr.Skip == SkipTooBig && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
-		p.pending(s, u, pr.Flags, true) // flagged since: wanted whatever its size
+	if pr.Skip == SkipTooBig && cur.Has(FlagFlagged) ||
+		pr.Skip == SkipRefused && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
+		p.pending(s, u, pr.Flags, true) // flagged: wanted whatever max_size says; refused: once per flagging
 		return
 	}
 	if (pr.Skip == SkipDeleted || pr.Skip == SkipGone) && pr.Flags.Has(FlagDeleted) && !cur.Has(FlagDeleted) {

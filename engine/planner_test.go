@@ -333,17 +333,18 @@ func TestPlanMailboxRules(t *testing.T) {
 			pairs: []Pair{ptPairSkip(5, 0, "S", SkipTooBig), ptPairSkip(0, 6, "T", SkipDeleted)},
 		},
 		{
-			// Flagged since it was skipped for its size, on either side: a
-			// request for it, copied whatever its size; one flagged when it
-			// was skipped (refused by its target after all) is not retried.
-			name: "toobig/flagged-since-is-copied",
+			// Skipped for max_size, and flagged (since, on either side, or
+			// already when an older version recorded it): a request for it,
+			// copied whatever its size. Refused by its target: tried again
+			// once flagged since, not when it was flagged at the refusal.
+			name: "toobig/flagged-is-copied-refused-once-per-flagging",
 			st: ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "S", SkipTooBig),
-				ptPairSkip(7, 0, "F", SkipTooBig)),
-			far:    ptComplete(ptMsgSize(5, "F", 5000), ptMsgSize(7, "F", 5000)),
+				ptPairSkip(7, 0, "F", SkipTooBig), ptPairSkip(8, 0, "", SkipRefused), ptPairSkip(9, 0, "F", SkipRefused)),
+			far:    ptComplete(ptMsgSize(5, "F", 5000), ptMsgSize(7, "F", 5000), ptMsgSize(8, "F", 500), ptMsgSize(9, "F", 500)),
 			near:   ptComplete(ptMsgSize(6, "FS", 5000)),
 			opt:    Options{Pull: OpAll, Push: OpAll, MaxSize: 1000},
-			copies: [2][]UID{Far: {6}, Near: {5}},
-			pairs:  []Pair{ptPair(5, 0, "F"), ptPairSkip(7, 0, "F", SkipTooBig), ptPair(0, 6, "FS")},
+			copies: [2][]UID{Far: {6}, Near: {5, 7, 8}},
+			pairs:  []Pair{ptPair(5, 0, "F"), ptPair(7, 0, "F"), ptPair(8, 0, "F"), ptPairSkip(9, 0, "F", SkipRefused), ptPair(0, 6, "FS")},
 		},
 		{
 			// Skipped as new and already deleted; the user took the deletion

@@ -54,9 +54,10 @@ type SkipReason uint8
 
 const (
 	SkipNone    SkipReason = iota
-	SkipTooBig             // larger than max_size: reported once, never copied
+	SkipTooBig             // larger than max_size: reported once, copied once flagged
 	SkipDeleted            // new and already \Deleted where the other side expunges: not copied
 	SkipGone               // the partner was removed; this side stays (flagged \Deleted) because expunge does not allow removing it
+	SkipRefused            // the other side refused it for its size (a server's APPENDLIMIT or NO): reported once, tried again once flagged since
 )
 
 // A pair with one UID 0 and SkipNone is a copy not done yet (failed or in
@@ -71,6 +72,8 @@ func (r SkipReason) String() string {
 		return "x"
 	case SkipGone:
 		return "-"
+	case SkipRefused:
+		return "!"
 	}
 	return ""
 }

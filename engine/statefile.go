@@ -524,6 +524,8 @@ func parsePairLine(b []byte) (Pair, error) {
 			p.Skip, i = SkipDeleted, i+1
 		case '-':
 			p.Skip, i = SkipGone, i+1
+		case '!':
+			p.Skip, i = SkipRefused, i+1
 		}
 		for ; i < len(b) && b[i] != ' '; i++ {
 			g, ok := FlagFromLetter(b[i])
@@ -615,6 +617,8 @@ func parsePairLineSlow(b []byte) (Pair, error) {
 			p.Skip, fl = SkipDeleted, fl[1:]
 		case '-':
 			p.Skip, fl = SkipGone, fl[1:]
+		case '!':
+			p.Skip, fl = SkipRefused, fl[1:]
 		}
 		for _, c := range fl {
 			g, ok := FlagFromLetter(c)
