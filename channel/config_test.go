@@ -674,6 +674,7 @@ func TestNestedMaildirStoresRefused(t *testing.T) {
 		{"far inbox inside near", "/m/Far", "/m/Mail", `inbox = "/m/Mail/INBOX"`, true},
 		{"side by side", "/m/Mail2", "/m/Mail", "", false},
 		{"far inbox elsewhere", "/m/Far", "/m/Mail", `inbox = "/var/mail/me"`, false},
+		{"near inside far's inbox tree", "/m/Far", "/m/Maildir/backup", `inbox = "/m/Maildir"`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse(testFile, []byte(conf(tc.far, tc.near, tc.extra)))

@@ -743,10 +743,18 @@ func nestedMaildirs(cfg *Config, farRef, nearRef string) string {
 		if a == near {
 			b = far
 		}
+		// b's folder tree: its path, and an inbox outside it (verbatim:
+		// its subfolders are b's INBOX/... folders).
+		trees := []string{b.Path}
+		if b.Layout == LayoutVerbatim && b.Inbox != "" && !within(b.Path, b.Inbox) {
+			trees = append(trees, b.Inbox)
+		}
 		for _, p := range []string{a.Path, a.Inbox} {
-			if p != "" && within(b.Path, p) {
-				return fmt.Sprintf("%s (path %s) and %s (path %s) overlap: %s is inside %s's folder tree, so each would sync the other's folders as its own; give the two stores separate directories",
-					nearRef, near.Path, farRef, far.Path, p, b.Ref())
+			for _, tree := range trees {
+				if p != "" && within(tree, p) {
+					return fmt.Sprintf("%s (path %s) and %s (path %s) overlap: %s is inside %s's folder tree (%s), so each would sync the other's folders as its own; give the two stores separate directories",
+						nearRef, near.Path, farRef, far.Path, p, b.Ref(), tree)
+				}
 			}
 		}
 	}

@@ -232,6 +232,9 @@ func (s *Store) ListMailboxes(ctx context.Context) ([]engine.MailboxInfo, error)
 	var err error
 	if s.layout == LayoutVerbatim {
 		links := newLinkGuard(s.root)
+		if !within(s.root, s.inbox) {
+			links = newLinkGuard(s.root, s.inbox)
+		}
 		err = s.walkVerbatim(ctx, s.root, "", add, &inboxSeen, 0, links)
 		if err == nil && !inboxSeen {
 			if isMailbox(s.inbox) {
@@ -347,24 +350,34 @@ func (s *Store) walkVerbatim(ctx context.Context, dir, prefix string, add func(n
 // are listed under their own names, and an ancestor would loop. Each
 // directory outside is walked once.
 type linkGuard struct {
-	root     string // the tree's root; links resolved once the first link is met
+	// roots are the trees walked: the root, and an inbox outside it (its
+	// subfolders are walked as INBOX/...); links resolved once the first
+	// link is met.
+	roots    []string
 	resolved bool
 	seen     map[string]bool
 }
 
-func newLinkGuard(root string) *linkGuard { return &linkGuard{root: root} }
+func newLinkGuard(roots ...string) *linkGuard { return &linkGuard{roots: roots} }
 
 func (g *linkGuard) descend(path string) bool {
 	if !g.resolved {
 		// Here, not at the start: a tree without links (most) pays nothing.
 		g.resolved, g.seen = true, map[string]bool{}
-		if r, err := filepath.EvalSymlinks(g.root); err == nil {
-			g.root = r
+		for i, root := range g.roots {
+			if r, err := filepath.EvalSymlinks(root); err == nil {
+				g.roots[i] = r
+			}
 		}
 	}
 	real, err := filepath.EvalSymlinks(path)
-	if err != nil || g.seen[real] || within(g.root, real) || within(real, g.root) {
+	if err != nil || g.seen[real] {
 		return false
+	}
+	for _, root := range g.roots {
+		if within(root, real) || within(real, root) {
+			return false
+		}
 	}
 	g.seen[real] = true
 	return true

@@ -545,3 +545,23 @@ func TestListFollowsLinkedFolders(t *testing.T) {
 		t.Errorf("a folder created in a linked folder is not listed: %q", names(t, s))
 	}
 }
+
+// An inbox outside the root is walked too (its subfolders are INBOX/...):
+// a link from the root into it is a link into the tree, not followed, or
+// its folders would be listed under a second name.
+func TestListLinkIntoOutsideInbox(t *testing.T) {
+	root := t.TempDir()
+	inbox := filepath.Join(t.TempDir(), "Maildir")
+	mkMaildir(t, inbox)
+	mkMaildir(t, filepath.Join(inbox, "Projects", "alpha"))
+	if err := os.Symlink(filepath.Join(inbox, "Projects"), filepath.Join(root, "Projects")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New("maildir.test", root, inbox, LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(t, s), []string{"INBOX", "INBOX/Projects/alpha"}; !slices.Equal(got, want) {
+		t.Errorf("ListMailboxes = %q, want %q", got, want)
+	}
+}
