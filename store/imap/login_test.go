@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -113,5 +115,41 @@ func TestFakeSelectWithoutUIDValidity(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no UIDVALIDITY") || !strings.Contains(err.Error(), `"INBOX"`) {
 		t.Fatalf("got %v, want an error naming the mailbox and the missing UIDVALIDITY", err)
+	}
+}
+
+// A server drops a client that says nothing for a while (Dovecot: "BYE
+// Disconnected for inactivity" after a minute). A password_cmd that takes
+// longer — a passphrase typed slowly — found the connection gone, and the
+// run failed. The login is tried once more on a new connection, with the
+// secret fetched once.
+func TestFakeDroppedWhilePasswordTyped(t *testing.T) {
+	var conns atomic.Int32
+	normal := scripted(okGreeting, func(tag, cmd string) string { return "" })
+	host, port := fakeServer(t, func(c net.Conn, r *bufio.Reader) {
+		if conns.Add(1) == 1 {
+			c.Write([]byte(okGreeting))
+			time.Sleep(200 * time.Millisecond)
+			c.Write([]byte("* BYE Disconnected for inactivity.\r\n"))
+			return
+		}
+		normal(c, r)
+	})
+	var asked atomic.Int32
+	s := fakeStore(t, host, port, func(c *Config) {
+		c.Password = func(ctx context.Context) (string, error) {
+			asked.Add(1)
+			time.Sleep(800 * time.Millisecond) // over slowSecret (the 500 ms timeout here)
+			return "pw", nil
+		}
+	})
+	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
+		t.Fatalf("the login after a slow password failed: %v", err)
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("password_cmd ran %d times, want once", n)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the dropped one, and one more)", n)
 	}
 }

@@ -619,8 +619,37 @@ func (s *Store) newTracer() *tracer {
 	return &tracer{w: s.cfg.Debug, name: fmt.Sprintf("%s#%d", s.cfg.Name, s.dbgs.Add(1))}
 }
 
-// dial opens, secures and authenticates a new connection.
+// dial opens, secures and authenticates a new connection. A login that
+// found the connection gone after a long wait for the secret (a passphrase
+// typed slowly: servers drop a client that says nothing for a while,
+// Dovecot after a minute) is tried once more on a new connection, the
+// secret now at hand, rather than fail the run.
 func (s *Store) dial(ctx context.Context) (*conn, error) {
+	cn, err := s.dialOnce(ctx)
+	var sl *droppedWhileWaiting
+	if errors.As(err, &sl) && ctx.Err() == nil {
+		s.log.Debug("the server dropped the connection while the secret was fetched; connecting again", "store", s.cfg.Name, "waited", sl.waited)
+		cn, err = s.dialOnce(ctx)
+	}
+	return cn, err
+}
+
+// droppedWhileWaiting is a login's error when the connection broke (or the
+// server said BYE) after authenticate had waited long for the secret.
+type droppedWhileWaiting struct {
+	error
+	waited time.Duration
+}
+
+func (e *droppedWhileWaiting) Unwrap() error { return e.error }
+
+// slowSecret is how long a wait for the secret counts as long enough for a
+// server to have dropped the connection meanwhile (see dial): more than a
+// password_cmd with a cached key or a token refresh takes.
+func (s *Store) slowSecret() time.Duration { return min(2*time.Second, s.cfg.Timeout) }
+
+// dialOnce is one attempt of dial.
+func (s *Store) dialOnce(ctx context.Context) (*conn, error) {
 	s.credMu.Lock()
 	authErr, mute := s.authErr, s.mute
 	s.credMu.Unlock()
@@ -1070,7 +1099,9 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	// server's silence. The server may still drop a connection left that
 	// long before login; that error then says so.
 	cn.dc.disarm()
+	asked := time.Now()
 	secret, err := s.credential(ctx, isToken)
+	waited := time.Since(asked)
 	cn.dc.arm()
 	if err != nil {
 		return err
@@ -1105,6 +1136,15 @@ func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, en
 	var rejected *tokenRejected
 	isIE, isRejected := errors.As(err, &ie), errors.As(err, &rejected)
 	bye := cn.wc.bye.Load()
+	if !isIE && !isRejected && waited > s.slowSecret() {
+		// Dropped while we waited for the secret (Dovecot says "BYE
+		// Disconnected for inactivity" first): no verdict either.
+		what := "password"
+		if isToken {
+			what = "token"
+		}
+		return &droppedWhileWaiting{fmt.Errorf("%w (the connection had waited %v for the %s)", err, waited.Round(time.Second), what), waited}
+	}
 	if !isIE && !isRejected && bye == nil {
 		// The connection broke or went silent: no verdict on the
 		// credentials, and run's error says what happened.
