@@ -31,10 +31,10 @@ func (s *IMAPStore) Password(ctx context.Context) (string, error) {
 	case s.PasswordEnv != "":
 		v, ok := os.LookupEnv(s.PasswordEnv)
 		if !ok || v == "" {
-			return "", fmt.Errorf("%s: password_env: environment variable %s is not set or empty; export it before running quixysync", s.Ref(), s.PasswordEnv)
+			return "", fmt.Errorf("%s: password_env: environment variable %s is not set or empty; export it before running quixysync", s.Ref(), envNameShown(s.PasswordEnv))
 		}
 		if strings.ContainsAny(v, "\r\n\x00") {
-			return "", fmt.Errorf("%s: password_env: the value of %s contains a line break or NUL character, which cannot be sent; remove it", s.Ref(), s.PasswordEnv)
+			return "", fmt.Errorf("%s: password_env: the value of %s contains a line break or NUL character, which cannot be sent; remove it", s.Ref(), envNameShown(s.PasswordEnv))
 		}
 		return v, nil
 	case s.PasswordLiteral != "":
@@ -223,3 +223,16 @@ func (b *capBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *capBuffer) String() string { return b.buf.String() }
+
+// envNameShown is how an error names password_env's variable: as written
+// when it looks like one (upper case, digits and _, as environment names
+// are by convention), else not at all. A password pasted there by mistake
+// can be a valid name too (hunter2), and an error is mailed by cron.
+func envNameShown(name string) string {
+	for _, c := range name {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return "(name not shown: in lower case it may be a password put there by mistake)"
+		}
+	}
+	return name
+}

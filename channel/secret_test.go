@@ -52,6 +52,9 @@ func TestPassword(t *testing.T) {
 	}{
 		{"env unset", IMAPStore{PasswordEnv: "QX_UNSET_9"}, []string{"imap.a: password_env", "QX_UNSET_9 is not set or empty"}},
 		{"env empty", IMAPStore{PasswordEnv: "QX_EMPTY"}, []string{"QX_EMPTY is not set or empty"}},
+		// A password put in password_env by mistake is a valid name too:
+		// not echoed into a cron mail.
+		{"env lower case unset", IMAPStore{PasswordEnv: "hunter2secret"}, []string{"environment variable (name not shown", "is not set or empty"}},
 		{"env newline", IMAPStore{PasswordEnv: "QX_NL"}, []string{"line break"}},
 		{"none", IMAPStore{}, []string{"no password configured"}},
 		{"cmd fails", IMAPStore{PasswordCmd: `echo "$QX_SECRET"; echo "gpg: decryption failed" >&2; exit 3`},
@@ -78,7 +81,7 @@ func TestPassword(t *testing.T) {
 			}
 		}
 		// Neither the secret nor the command text may appear.
-		if strings.Contains(msg, secret) || strings.Contains(msg, "s3cr3t") {
+		if strings.Contains(msg, secret) || strings.Contains(msg, "s3cr3t") || strings.Contains(msg, "hunter2") {
 			t.Errorf("%s: error reveals the secret: %s", tc.name, msg)
 		}
 	}
