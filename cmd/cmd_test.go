@@ -1031,5 +1031,10 @@ func TestQuietKeepsNotices(t *testing.T) {
 		if !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "notice=") {
 			t.Errorf("%s: -q printed %q, want the warning %q (without its marker)", tc.extra, stderr, tc.want)
 		}
+		// Read by a person (a cron mail): worded as the command's errors
+		// are, without a time stamp or slog's level and msg keys.
+		if !strings.HasPrefix(stderr, "quixysync: warning: ") || strings.Contains(stderr, "time=") || strings.Contains(stderr, "msg=") {
+			t.Errorf("%s: the warning reads %q, want \"quixysync: warning: ...\"", tc.extra, stderr)
+		}
 	}
 }

@@ -93,7 +93,7 @@ func TestProgressOnTerminal(t *testing.T) {
 	// and the line is drawn again below it. Written straight to the
 	// terminal it would land below the line and be erased with the next frame.
 	const erase = "\x1b[1A\x1b[J"
-	logAt := regexp.MustCompile(`\x1b\[1A\x1b\[Jtime=\S+ level=WARN msg="something odd" mailbox=INBOX\n\[0/20 mailboxes\]`).FindStringIndex(out)
+	logAt := regexp.MustCompile(`\x1b\[1A\x1b\[Jquixysync: warning: something odd: mailbox=INBOX\n\[0/20 mailboxes\]`).FindStringIndex(out)
 	if logAt == nil {
 		t.Fatalf("the log line is missing or not printed above the progress line:\n%q", out)
 	}

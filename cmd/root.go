@@ -293,7 +293,11 @@ func (g *globalOptions) setup() {
 		// quiet user would learn of them.
 		level = slog.LevelWarn
 	}
-	g.log = slog.New(noticeHandler{slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}), g.Quiet})
+	var h slog.Handler = newHumanHandler(g.stderr, level)
+	if g.Debug || g.Verbose {
+		h = slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level})
+	}
+	g.log = slog.New(noticeHandler{h, g.Quiet})
 }
 
 // noticeHandler leaves out the engine.Notice attribute, and with quiet
