@@ -208,7 +208,11 @@ func TestDropStale(t *testing.T) {
 	add("cur", "e.host,U=9006:2,", false) // both gone: both dropped
 	add("cur", "e.host,S=1,U=9006:2,S", true)
 	got := map[string]bool{}
-	for _, e := range m.dropStale(slices.Clone(es)) {
+	out, vanished := m.dropStale(slices.Clone(es))
+	if !vanished {
+		t.Error("entries vanished, and dropStale did not say so")
+	}
+	for _, e := range out {
 		got[e.sub()+"/"+e.name] = true
 	}
 	for _, e := range es {
@@ -317,5 +321,44 @@ func TestFstatName(t *testing.T) {
 func TestEntryHasNoPadding(t *testing.T) {
 	if got := unsafe.Sizeof(entry{}); got != 32 {
 		t.Fatalf("entry is %d bytes, want 32: order its fields by size", got)
+	}
+}
+
+// A mail client renames a message (marks it read) just after a sound
+// listing, while two names share a base (a ',' in the unique part, or the
+// same message in new/ and cur/): the listing must not leave it out as a
+// stale artefact, which the engine would carry to the other side as a
+// deletion. It lists again and finds the message under its new name.
+func TestRenameAfterSoundListingIsNotADeletion(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	writeFile(t, filepath.Join(dir, uidFile), "42\n2\n")
+	a := filepath.Join(dir, "cur", "msg,1,U=1:2,")
+	writeFile(t, a, "one\n")
+	writeFile(t, filepath.Join(dir, "cur", "msg,2,U=2:2,"), "two\n")
+	time.Sleep(60 * time.Millisecond) // older than the scan guard: one listing is trusted
+	renamed := false
+	s.listHook = func(sub string, name []byte) {
+		if sub == "" && !renamed {
+			renamed = true
+			if err := os.Rename(a, a+"S"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	mb := open(t, s, "INBOX", false)
+	defer mb.Close()
+	msgs := list(t, mb)
+	s.listHook = nil
+	if !renamed {
+		t.Fatal("the hook never ran: the test renamed nothing")
+	}
+	m, ok := msgs[1]
+	if !ok {
+		t.Fatalf("UID 1 is missing from a complete listing (%d messages); it exists as %s", len(msgs), filepath.Base(a)+"S")
+	}
+	if !m.Flags.Has(engine.FlagSeen) {
+		t.Errorf("UID 1 listed with flags %v, want its new name's \\Seen", m.Flags)
 	}
 }

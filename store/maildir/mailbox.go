@@ -251,19 +251,29 @@ func (m *Mailbox) readDirs(ctx context.Context) ([]*entry, error) {
 		if err != nil {
 			return nil, m.wrap("scan", err)
 		}
+		if s1 == s2 && m.s.listHook != nil {
+			m.s.listHook("", nil) // a test's moment between a sound listing and dropStale
+		}
 		if s1 == s2 {
 			// A coarse file system's mtimes need a longer guard (see
 			// coarseGuard): within it, listings are compared as for a
 			// recently modified folder.
 			if !s2.recent(t0, s2.guard()) {
-				return m.dropStale(entries), nil
+				if out, vanished := m.dropStale(entries); !vanished {
+					return out, nil
+				}
+				prev = nil
+				continue // a file renamed since: list again (no sleep: the folder is old)
 			}
 			// Only a recently modified folder needs two listings compared
 			// (as sorted entries: no "sub/name" string per file).
 			keys := slices.Clone(entries)
 			slices.SortFunc(keys, compareFiles)
 			if prev != nil && slices.EqualFunc(prev, keys, func(a, b *entry) bool { return compareFiles(a, b) == 0 }) {
-				return m.dropStale(entries), nil
+				if out, vanished := m.dropStale(entries); !vanished {
+					return out, nil
+				}
+				keys = nil
 			}
 			prev = keys
 		} else {
@@ -494,23 +504,29 @@ func (m *Mailbox) skipLink(sub string, name []byte, why error) {
 	}
 }
 
-// dropStale removes listing artefacts of concurrent renames: when two
-// entries share a base name, those whose file no longer exists are dropped.
-func (m *Mailbox) dropStale(entries []*entry) []*entry {
+// dropStale looks for listing artefacts of concurrent renames: when two
+// entries share a base name, those whose file no longer exists are dropped,
+// and vanished says there were some. The caller lists again then rather
+// than use the result: the file may as well have been renamed after a
+// sound listing (a mail client marking it read), and the listing without
+// it would report the message gone, which the engine carries to the other
+// side as a deletion. (entries is reused for the result.)
+func (m *Mailbox) dropStale(entries []*entry) (out []*entry, vanished bool) {
 	shared := sharedBases(entries)
 	if shared == nil {
-		return entries
+		return entries, false
 	}
-	out := entries[:0]
+	out = entries[:0]
 	for i, e := range entries {
 		if shared[i] {
 			if _, err := os.Lstat(m.path(e)); errors.Is(err, fs.ErrNotExist) {
+				vanished = true
 				continue
 			}
 		}
 		out = append(out, e)
 	}
-	return out
+	return out, vanished
 }
 
 // sharedBases says which entries share their base name with another one;

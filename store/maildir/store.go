@@ -75,7 +75,8 @@ type Store struct {
 
 	// mtimeRes, when set by a test, makes dirStamp see mtimes rounded down
 	// to it, as on a file system with coarse timestamps; listHook, when set
-	// by a test, is called with each name a scan's listing reads.
+	// by a test, is called with each name a scan's listing reads, and with
+	// ("", nil) once a listing is found sound, before its last check.
 	mtimeRes time.Duration
 	listHook func(sub string, name []byte)
 	// testHook, when set by a test, is called before each durability step.
