@@ -18,16 +18,23 @@ func TestNameIdent(t *testing.T) {
 		"1700000000.1234_5.host,U=7:2,S":      "1700000000.1234_5.host",
 		"1700000000.1234_5.host,U=9:2,FS":     "1700000000.1234_5.host",
 		"1700000000.1234_5.host":              "1700000000.1234_5.host",
-		"1234.M5P6.host,S=1234,W=1260:2,S":    "1234.M5P6.host",
+		"1234.M5P6.host,S=1234,W=1260:2,S":    "1234.M5P6.host,S=1234,W=1260",
 		"1234.M5P6.host:2,":                   "1234.M5P6.host",
-		"1234.M5P6.host,S=1234,W=1260,U=3:2,": "1234.M5P6.host",
+		"1234.M5P6.host,S=1234,W=1260,U=3:2,": "1234.M5P6.host,S=1234,W=1260",
+		"1234.M5P6.host,U=3,S=1234:2,":        "1234.M5P6.host,S=1234",
+		"m,1,U=2:2,S":                         "m,1",
 	} {
 		if got, want := nameIdent(name), fnv32a(unique); got != want || got == 0 {
 			t.Errorf("nameIdent(%q) = %#x, want FNV-1a of %q = %#x", name, got, unique, want)
 		}
 	}
-	if nameIdent("a,U=1") == nameIdent("b,U=1") {
+	if nameIdent("a,U=1") == nameIdent("b,U=1") || nameIdent("m,1,U=2") == nameIdent("m,2,U=2") {
 		t.Error("two messages with the same UID share an ident")
+	}
+	// An ident recorded the way states did before (of the part before the
+	// first ',') still names its file.
+	if !identMatches(fnv32a("1234.M5P6.host"), "1234.M5P6.host,S=1234,W=1260,U=3:2,S") {
+		t.Error("an ident recorded before does not match its file")
 	}
 }
 

@@ -175,22 +175,47 @@ func (m *Mailbox) foreignIdent(u engine.UID, e *entry) bool {
 		return false
 	}
 	rec := m.idents(u)
-	return rec != 0 && rec != nameIdent(e.name)
+	return rec != 0 && !identMatches(rec, e.name)
 }
 
-// nameIdent is a file's ident for engine.IdentKeeper: FNV-1a of the unique
-// part of its name (before the first ',' or ':'), which flag changes and
-// UID assignments leave alone and which differs between messages. Never 0
-// (0 means unknown to the engine).
+// nameIdent is a file's ident for engine.IdentKeeper: FNV-1a of its name
+// before the info (':'), without its ",U=" field — what flag changes and
+// UID assignments leave alone, and what differs between messages, also
+// between names that differ only after a ',' (a deliverer's "m,1" and
+// "m,2"). Never 0 (0 means unknown to the engine).
 func nameIdent(name string) uint32 {
 	// FNV-1a, 32 bit (hash/fnv's New32a), inline: it runs once per file of
 	// a scan, and hash/fnv would allocate twice per call.
+	h := uint32(2166136261)
+	for i := 0; i < len(name) && name[i] != ':'; i++ {
+		if name[i] == ',' && strings.HasPrefix(name[i+1:], "U=") {
+			for i+1 < len(name) && name[i+1] != ',' && name[i+1] != ':' {
+				i++
+			}
+			continue
+		}
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return max(h, 1)
+}
+
+// baseIdent is the ident states recorded before nameIdent took in the
+// name's other fields: of the part before the first ',' or ':'.
+func baseIdent(name string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(name) && name[i] != ',' && name[i] != ':'; i++ {
 		h ^= uint32(name[i])
 		h *= 16777619
 	}
 	return max(h, 1)
+}
+
+// identMatches says whether rec, an ident a state recorded, is the file
+// name's: either kind (a state saved before nameIdent changed keeps the
+// older idents of pairs it did not rewrite).
+func identMatches(rec uint32, name string) bool {
+	return rec == nameIdent(name) || rec == baseIdent(name)
 }
 
 // SetLastSync sets when the engine last saved this folder's state.
@@ -800,7 +825,7 @@ func (m *Mailbox) index(entries []*entry) (again bool, err error) {
 			fresh = append(fresh, e)
 		case m.ours[u]:
 			keep(u, e)
-		case u > st.Last && (m.idents == nil || m.idents(u) != nameIdent(e.name)):
+		case u > st.Last && (m.idents == nil || !identMatches(m.idents(u), e.name)):
 			// (One the state records under u was assigned here: .uidvalidity
 			// went back — restored from a backup, rewritten by another tool —
 			// and the file keeps its UID; the last UID is raised below.)
