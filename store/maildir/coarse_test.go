@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -166,5 +167,64 @@ func TestCoarseStampGuard(t *testing.T) {
 	}
 	if (stamp{Cur: time.Unix(1700000007, 0)}).String(now) == "" {
 		t.Error("a coarse stamp older than coarseGuard is no stamp")
+	}
+}
+
+// SetFlags meets a file a mail client renames after the listing (marked
+// read) and again after the rescan that found it (answered): it goes on
+// looking, and sets the flag. One renamed after every look is an error —
+// never a success the engine would record while the flag is not there
+// (it would then read as removed here and be removed on the other side).
+func TestSetFlagsOnFileRenamedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		renames int // how many listings of the rescans rename it (0: all)
+	}{{"twice", 1}, {"every time", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, root := newTestStore(t, LayoutVerbatim)
+			dir := filepath.Join(root, "INBOX")
+			mkMaildir(t, dir)
+			writeFile(t, filepath.Join(dir, uidFile), "42\n1\n")
+			cur := filepath.Join(dir, "cur", "1600000000.1.host,U=1:2,")
+			writeFile(t, cur, "x\n")
+			mb := open(t, s, "INBOX", false)
+			defer mb.Close()
+			if len(list(t, mb)) != 1 {
+				t.Fatal("want one message")
+			}
+			s.mtimeRes = time.Second // renames within a second leave the stamps as they are
+			waitMidSecond(t, dir)
+			next := cur + "S"
+			if err := os.Rename(cur, next); err != nil { // after the listing
+				t.Fatal(err)
+			}
+			cur = next
+			// The rename comes when the name has been read by two listings
+			// in a row (the rescan's, which agree and are used), just after.
+			letters, renamed, seen := "RPD", 0, 0
+			s.listHook = func(sub string, name []byte) {
+				if sub != "cur" || string(name) != filepath.Base(cur) || (tc.renames > 0 && renamed >= tc.renames) || renamed >= len(letters) {
+					return
+				}
+				if seen++; seen < 2 {
+					return
+				}
+				next := cur + letters[renamed:renamed+1]
+				if err := os.Rename(cur, next); err != nil {
+					t.Error(err)
+				}
+				cur, renamed, seen = next, renamed+1, 0
+			}
+			err := mb.SetFlags(context.Background(), []engine.UID{1}, engine.FlagFlagged, 0)
+			s.listHook = nil
+			got := files(t, dir, "cur")
+			flagged := len(got) == 1 && strings.Contains(got[0][strings.LastIndexByte(got[0], ':'):], "F")
+			switch {
+			case tc.renames > 0 && (err != nil || !flagged):
+				t.Fatalf("SetFlags: %v; files %v: want the flag set", err, got)
+			case tc.renames == 0 && err == nil && !flagged:
+				t.Fatalf("SetFlags reported success, but the message is %v", got)
+			}
+		})
 	}
 }

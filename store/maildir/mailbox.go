@@ -1341,7 +1341,14 @@ func (m *Mailbox) each(ctx context.Context, uids []engine.UID, op func(uid engin
 		return err
 	}
 	pending := uids
-	for round := 0; round < 2 && len(pending) > 0; round++ {
+	// A file renamed by a mail client between the index and op is found
+	// again by a scan; one renamed again after that scan too (a message
+	// marked read, then answered) by another. A message that a fresh scan
+	// still has but op never reached is an error, not a message gone: the
+	// engine would record an act that did not happen (a flag that then
+	// reads as removed here, a removal whose message stays).
+	const rounds = 4
+	for round := 0; round < rounds && len(pending) > 0; round++ {
 		if round > 0 {
 			if err := m.scan(ctx); err != nil {
 				return err
@@ -1366,6 +1373,9 @@ func (m *Mailbox) each(ctx context.Context, uids []engine.UID, op func(uid engin
 			}
 		}
 		pending = missed
+	}
+	if len(pending) > 0 {
+		return m.errf("%d message files (UIDs %v) kept being renamed by another program while being worked on; they are done at the next run", len(pending), pending[:min(len(pending), 5)])
 	}
 	return nil
 }
