@@ -362,3 +362,28 @@ func TestRenameAfterSoundListingIsNotADeletion(t *testing.T) {
 		t.Errorf("UID 1 listed with flags %v, want its new name's \\Seen", m.Flags)
 	}
 }
+
+// A delivered file whose name leaves no room for ",U=" (255 bytes is the
+// limit) gets a short name of our own instead of failing the listing of
+// the whole folder at every run.
+func TestLongNameDoesNotBlockFolder(t *testing.T) {
+	s, root := newTestStore(t, LayoutVerbatim)
+	dir := filepath.Join(root, "INBOX")
+	mkMaildir(t, dir)
+	writeFile(t, filepath.Join(dir, uidFile), "42\n1\n")
+	writeFile(t, filepath.Join(dir, "cur", "1600000000.1.host,U=1:2,S"), "ok\n")
+	writeFile(t, filepath.Join(dir, "new", "1700000000."+strings.Repeat("x", 255-11)), "long\n")
+	mb := open(t, s, "INBOX", false)
+	defer mb.Close()
+	msgs := list(t, mb)
+	if len(msgs) != 2 {
+		t.Fatalf("listed %d messages, want 2", len(msgs))
+	}
+	got := files(t, dir, "new")
+	if len(got) != 1 || !strings.Contains(got[0], ",U=2") {
+		t.Errorf("new/ holds %q, want the long-named message under a name with its UID", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "new", got[0])); err != nil || string(b) != "long\n" {
+		t.Errorf("its content: %q, %v", b, err)
+	}
+}

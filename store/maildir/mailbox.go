@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -994,6 +995,18 @@ func (m *Mailbox) assignFresh(fresh []*entry, idx *uidIndex) (again bool, err er
 		fn := e.fn().withUID(uid)
 		ne := new(entryOf(e.sub(), fn.String(), fn))
 		err := renameNoReplace(m.path(e), m.path(ne))
+		if errors.Is(err, syscall.ENAMETOOLONG) {
+			// A name that leaves no room for ",U=" (a deliverer's, near
+			// the 255 bytes a name may have) gets a short unique part of
+			// our own; the message and its flags stay. Left as it is, it
+			// failed the listing of the whole folder at every run.
+			short := fn
+			short.Base, short.fields = m.s.uniqueBase(), ""
+			short = short.withUID(uid)
+			m.s.log.Info("file name too long to carry its UID: renamed", "mailbox", m.name, "file", e.sub()+"/"+e.name, "to", short.String())
+			ne = new(entryOf(e.sub(), short.String(), short))
+			err = renameNoReplace(m.path(e), m.path(ne))
+		}
 		switch {
 		case err == nil:
 			m.w.renamed(e.sub(), e.name, ne.sub(), ne.name)

@@ -145,9 +145,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	var f *os.File
 	var name string
 	for try := 0; ; try++ {
-		// time.PpidQdeliveryRrandom.host, the Maildir conventions' fields.
-		unique := fmt.Sprintf("%d.P%dQ%dR%08x.%s", time.Now().Unix(), m.s.pid, m.s.seq.Add(1), m.s.rnd, m.s.host)
-		name = fileName{Base: unique}.withUID(uid).withFlags(nm.Flags).String()
+		name = fileName{Base: m.s.uniqueBase()}.withUID(uid).withFlags(nm.Flags).String()
 		f, err = sysfile.Open(filepath.Join(m.dir, "tmp", name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil || !errors.Is(err, fs.ErrExist) || try >= 10 {
 			break
@@ -329,4 +327,10 @@ func (m *Mailbox) Discard(list []engine.Staged) {
 		_ = os.Remove(filepath.Join(m.dir, "tmp", st.name))
 		m.s.flushed(st.size)
 	}
+}
+
+// uniqueBase is a new file's unique name: time.PpidQdeliveryRrandom.host,
+// the Maildir conventions' fields.
+func (s *Store) uniqueBase() string {
+	return fmt.Sprintf("%d.P%dQ%dR%08x.%s", time.Now().Unix(), s.pid, s.seq.Add(1), s.rnd, s.host)
 }
