@@ -638,8 +638,23 @@ func (a *storeActor) setFlags(box, subject string, f engine.Flag) error {
 
 func (a *storeActor) remove(box, subject string) error {
 	return a.onMessage(box, subject, func(ctx context.Context, mb engine.Mailbox, m engine.Message) error {
-		return mb.Expunge(ctx, []engine.UID{m.UID})
+		return a.expunge(ctx, mb, box, subject, m.UID)
 	})
+}
+
+// expunge removes uid as a user's client does, whatever happened to it
+// since it was listed. The store's removal is conditional (it keeps a
+// message changed since the open: a \Deleted taken back, engine.KeptError),
+// and a run going on beside the user may just have set a flag on it: the
+// user's removal then goes again, on a fresh open.
+func (a *storeActor) expunge(ctx context.Context, mb engine.Mailbox, box, subject string, uid engine.UID) error {
+	err := mb.Expunge(ctx, []engine.UID{uid})
+	for try := 0; try < 3 && errors.As(err, new(*engine.KeptError)); try++ {
+		err = a.onMessage(box, subject, func(ctx context.Context, mb engine.Mailbox, m engine.Message) error {
+			return mb.Expunge(ctx, []engine.UID{m.UID})
+		})
+	}
+	return err
 }
 
 func (a *storeActor) trash(box, subject string) error {
@@ -724,7 +739,7 @@ func (a *storeActor) move(box, dst, subject string, f engine.Flag) error {
 		if err := a.add(dst, subject, f); err != nil {
 			return err
 		}
-		return mb.Expunge(ctx, []engine.UID{m.UID})
+		return a.expunge(ctx, mb, box, subject, m.UID)
 	})
 }
 
