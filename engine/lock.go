@@ -32,6 +32,13 @@ func LockFile(path string) (*Lock, error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	if err := flock(f, unix.LOCK_EX); err != nil {
+		if err == unix.EWOULDBLOCK && flock(f, unix.LOCK_SH) == nil {
+			// Only shared holders: dry runs, which write no PID (the file
+			// names the last real run, long gone, maybe another process's
+			// PID by now).
+			f.Close()
+			return nil, fmt.Errorf("%s is held by a dry run (sync --dry-run): %w", path, ErrLocked)
+		}
 		f.Close()
 		return nil, lockedError(path, err)
 	}
@@ -107,6 +114,12 @@ func channelLockPath(spec ChannelSpec) (string, error) {
 	dir := spec.LockDir
 	if dir == "" {
 		base := os.Getenv("XDG_STATE_HOME")
+		if !filepath.IsAbs(base) {
+			// As for the state (XDG: a relative value is invalid): else
+			// runs started in different directories would not exclude
+			// each other.
+			base = ""
+		}
 		if base == "" {
 			home, err := os.UserHomeDir()
 			if err != nil {

@@ -289,6 +289,40 @@ func TestLockContentionNamesPID(t *testing.T) {
 	l2.Unlock()
 }
 
+// A dry run holds the lock shared and writes no PID: the file still names
+// the last real run, long gone (its PID maybe another process's by now). A
+// run refused then says a dry run holds it.
+func TestLockHeldByDryRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	if err := os.WriteFile(path, []byte("      4242\n"), 0o600); err != nil { // an earlier run's
+		t.Fatal(err)
+	}
+	dry, err := LockFileShared(path)
+	if err != nil || dry == nil {
+		t.Fatal(err)
+	}
+	defer dry.Unlock()
+	_, err = LockFile(path)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "held by a dry run") || strings.Contains(err.Error(), "4242") {
+		t.Fatalf("got %v, want the lock said to be held by a dry run", err)
+	}
+}
+
+// A relative $XDG_STATE_HOME is ignored for the channel lock as for the
+// state (XDG says so): else runs started in different directories would
+// each take a lock of their own.
+func TestChannelLockIgnoresRelativeStateHome(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "relstate")
+	t.Setenv("HOME", "/home/q")
+	p, err := channelLockPath(ChannelSpec{Name: "mm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/home/q/.local/state/quixysync/locks/mm.lock"; p != want {
+		t.Fatalf("lock at %s, want %s", p, want)
+	}
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestLockHelperProcess is not a test: the child process of
