@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quixysync/quixysync/channel"
+	"github.com/quixysync/quixysync/engine"
 )
 
 // CheckOptions are the flags of `check`.
@@ -71,7 +72,11 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 		is := cfg.IMAP[name]
 		caps, err := checkIMAP(ctx, g, is)
 		if err != nil {
-			g.errorf("%v", prefixOnce(is.Ref(), err))
+			if engine.Interrupted(err) {
+				g.errorf("%s: interrupted while connecting", is.Ref())
+			} else {
+				g.errorf("%v", prefixOnce(is.Ref(), err))
+			}
 			code = worse(code, exitCode(err))
 			continue
 		}

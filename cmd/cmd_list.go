@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quixysync/quixysync/channel"
+	"github.com/quixysync/quixysync/engine"
 )
 
 // ListOptions are the flags of `list` (none yet besides the global ones).
@@ -82,7 +83,12 @@ func runList(ctx context.Context, g *globalOptions, opts ListOptions, args []str
 	code := exitOK
 	for i := range chans {
 		if errs[i] != nil {
-			g.errorf("%v", errs[i])
+			if engine.Interrupted(errs[i]) {
+				// As sync says it: not the connection's "context canceled".
+				g.errorf("channel %s: interrupted", chans[i].Name)
+			} else {
+				g.errorf("%v", errs[i])
+			}
 			code = worse(code, exitCode(errs[i]))
 			continue
 		}

@@ -1038,3 +1038,35 @@ func TestQuietKeepsNotices(t *testing.T) {
 		}
 	}
 }
+
+// list and check --connect interrupted while connecting say so, as sync
+// does, not the connection's "context canceled"; exit status 130.
+func TestListAndCheckInterrupted(t *testing.T) {
+	dir := isolate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never greets
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	cfg := writeFile(t, filepath.Join(dir, "s.toml"), fmt.Sprintf("[imap.work]\nhost = %q\nport = %s\ntls = \"none\"\nuser = \"me\"\npassword = \"secret\"\n[maildir.local]\npath = %q\n[channel.work]\nfar = \"imap.work\"\nnear = \"maildir.local\"\n", host, port, filepath.Join(dir, "Mail")))
+	for _, args := range [][]string{{"list"}, {"check", "--connect"}, {"sync", "--all"}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(300*time.Millisecond, cancel)
+		var out, errb bytes.Buffer
+		code := execute(ctx, append([]string{"-c", cfg}, args...), &out, &errb)
+		cancel()
+		if code != exitInterrupted || strings.Contains(errb.String(), "context canceled") || !strings.Contains(errb.String(), "interrupted") {
+			t.Errorf("%v: exit %d, stderr %q; want %d and a line saying it was interrupted", args, code, errb.String(), exitInterrupted)
+		}
+	}
+}
