@@ -112,9 +112,9 @@ func escapeBoxNameV1(name string) string {
 	return b.String()
 }
 
-// maxStateName is the longest escaped mailbox name used as is: with ".tmp"
-// and CreateTemp's ten random digits, or ".journal", it stays within the
-// 255 bytes a file name may have.
+// maxStateName is the longest escaped mailbox name used as is: with the
+// longest suffix of its files (".journal.%tmp", a journal being replaced)
+// it stays within the 255 bytes a file name may have.
 const maxStateName = 240
 
 // StateOwner names the channel and the mailboxes a state file describes. Two
@@ -785,13 +785,20 @@ func replaceFile(path string, write func(f *os.File) error) error {
 
 // replaceFileWith is replaceFile with durable (when not nil) making the
 // temporary file durable in place of its fsync.
+//
+// The temporary file has one name per path (path + ".%tmp", which no
+// escaped mailbox name can be: a '%' there is always followed by two hex
+// digits): a run killed while writing it leaves it behind, and the next
+// save of the same file overwrites it, where a random name would stay for
+// good (a state of 100 000 messages is megabytes). Only one process writes
+// a given state or journal at a time: the pair's lock.
 func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp string) error) error {
 	dir := filepath.Dir(path)
-	f, err := sysfile.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	tmp := filepath.Join(dir, filepath.Base(path)+".%tmp")
+	f, err := sysfile.Open(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(tmp)

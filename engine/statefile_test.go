@@ -323,6 +323,36 @@ func TestChannelLockIgnoresRelativeStateHome(t *testing.T) {
 	}
 }
 
+// A run killed while writing a state leaves its temporary file: the next
+// save of that state replaces it rather than leave it for good.
+func TestStateTempFileLeftByKillIsReused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", StateFileName)
+	if err := SaveState(path, sampleState()); err != nil {
+		t.Fatal(err)
+	}
+	left := path + ".%tmp"
+	if err := os.WriteFile(left, []byte("half a state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveState(path, sampleState()); err != nil {
+		t.Fatal(err)
+	}
+	es, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].Name() != StateFileName {
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("the state's directory holds %q, want the state alone", names)
+	}
+	if _, err := LoadState(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestLockHelperProcess is not a test: the child process of
