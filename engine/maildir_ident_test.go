@@ -196,44 +196,48 @@ func TestMaildirStateWithoutIdents(t *testing.T) {
 }
 
 // The same with names that differ only after a ',' (a deliverer's "m,1"
-// and "m,2", each given UID 2 in its folder): the move is told from the
-// file the state paired all the same. Told apart by the part before the
-// ',' alone, the moved b1 was taken for A's a1: far A kept a1, which the
-// user deleted, and far B lost b1.
+// and "m,2", or "m" and "m,2", each given UID 2 in its folder): the move is
+// told from the file the state paired all the same. Told apart by the part
+// before the ',' alone, the moved b1 was taken for A's a1: far A kept a1,
+// which the user deleted, and far B lost b1.
 func TestMaildirMoveOntoDeletedKnownUIDCommaNames(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "A", "seedA", 0)
-	engine.AddMsg(t, spec.Far, "B", "seedB", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
-	for box, file := range map[string]string{"A": "m,1", "B": "m,2"} {
-		body := "Subject: " + strings.ToLower(box) + "1\n\nx\n"
-		if err := os.WriteFile(filepath.Join(dir, "near", box, "new", file), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	engine.MustSync(t, spec, engine.RunOptions{})
-	checkBoth(t, spec, "A", "a1: seedA:")
-	checkBoth(t, spec, "B", "b1: seedB:")
-	find := func(box, prefix string) string {
-		es, _ := os.ReadDir(filepath.Join(dir, "near", box, "new"))
-		for _, e := range es {
-			if strings.HasPrefix(e.Name(), prefix) {
-				return filepath.Join(dir, "near", box, "new", e.Name())
+	for _, names := range [][2]string{{"m,1", "m,2"}, {"m", "m,2"}} {
+		t.Run(names[0]+" "+names[1], func(t *testing.T) {
+			dir := t.TempDir()
+			spec := maildirSpec(t, dir)
+			engine.AddMsg(t, spec.Far, "A", "seedA", 0)
+			engine.AddMsg(t, spec.Far, "B", "seedB", 0)
+			engine.MustSync(t, spec, engine.RunOptions{})
+			for i, box := range []string{"A", "B"} {
+				body := "Subject: " + strings.ToLower(box) + "1\n\nx\n"
+				if err := os.WriteFile(filepath.Join(dir, "near", box, "new", names[i]), []byte(body), 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		t.Fatalf("no %s* in near %s/new", prefix, box)
-		return ""
+			engine.MustSync(t, spec, engine.RunOptions{})
+			checkBoth(t, spec, "A", "a1: seedA:")
+			checkBoth(t, spec, "B", "b1: seedB:")
+			find := func(box, name string) string {
+				es, _ := os.ReadDir(filepath.Join(dir, "near", box, "new"))
+				for _, e := range es {
+					if strings.HasPrefix(e.Name(), name+",U=") {
+						return filepath.Join(dir, "near", box, "new", e.Name())
+					}
+				}
+				t.Fatalf("no %s,U=* in near %s/new", name, box)
+				return ""
+			}
+			a1, b1 := find("A", names[0]), find("B", names[1])
+			if !strings.Contains(a1, ",U=2") || !strings.Contains(b1, ",U=2") {
+				t.Fatalf("want both files with UID 2: %s %s", a1, b1)
+			}
+			if err := os.Remove(a1); err != nil {
+				t.Fatal(err)
+			}
+			moveInto(t, dir, b1, "A")
+			engine.MustSync(t, spec, engine.RunOptions{})
+			checkBoth(t, spec, "A", "b1: seedA:")
+			checkBoth(t, spec, "B", "seedB:")
+		})
 	}
-	a1, b1 := find("A", "m,1"), find("B", "m,2")
-	if !strings.Contains(a1, ",U=2") || !strings.Contains(b1, ",U=2") {
-		t.Fatalf("want both files with UID 2: %s %s", a1, b1)
-	}
-	if err := os.Remove(a1); err != nil {
-		t.Fatal(err)
-	}
-	moveInto(t, dir, b1, "A")
-	engine.MustSync(t, spec, engine.RunOptions{})
-	checkBoth(t, spec, "A", "b1: seedA:")
-	checkBoth(t, spec, "B", "seedB:")
 }

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quixysync/quixysync/internal/sysfile"
 )
 
@@ -790,19 +792,33 @@ func replaceFile(path string, write func(f *os.File) error) error {
 // escaped mailbox name can be: a '%' there is always followed by two hex
 // digits): a run killed while writing it leaves it behind, and the next
 // save of the same file overwrites it, where a random name would stay for
-// good (a state of 100 000 messages is megabytes). Only one process writes
-// a given state or journal at a time: the pair's lock.
+// good (a state of 100 000 messages is megabytes). The pair's lock keeps
+// it to one writer; a flock on the temporary file makes sure of it.
 func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp string) error) error {
 	dir := filepath.Dir(path)
 	tmp := filepath.Join(dir, filepath.Base(path)+".%tmp")
-	f, err := sysfile.Open(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := sysfile.Open(tmp, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error {
+	// Held until the rename: another writer of the same path (two channels
+	// sharing a state by mistake, whose loads then tell it is not theirs)
+	// must not truncate the file under us and have its bytes renamed into
+	// place, or write into the state once it is in place.
+	if err := flock(f, unix.LOCK_EX); err != nil {
 		f.Close()
+		if err == unix.EWOULDBLOCK {
+			return fmt.Errorf("%s is being written by another process: %w", tmp, ErrLocked)
+		}
+		return fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	fail := func(err error) error {
 		os.Remove(tmp)
+		f.Close()
 		return err
+	}
+	if err := f.Truncate(0); err != nil { // what a killed run left
+		return fail(err)
 	}
 	if err := write(f); err != nil {
 		return fail(err)
@@ -812,17 +828,15 @@ func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp
 			return fail(err)
 		}
 	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
 	if durable != nil {
 		if err := durable(tmp); err != nil {
-			os.Remove(tmp)
-			return err
+			return fail(err)
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
 		return err
 	}
 	return syncDir(dir)

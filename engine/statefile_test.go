@@ -353,6 +353,37 @@ func TestStateTempFileLeftByKillIsReused(t *testing.T) {
 	}
 }
 
+// Two writers of one state path at once (two channels sharing a state by
+// mistake, which their loads then refuse): the file ends up whole, one
+// writer's, never a mix; the other writer fails.
+func TestReplaceFileConcurrentWritersStayWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	a, b := bytes.Repeat([]byte("A"), 4096), bytes.Repeat([]byte("B"), 100)
+	aHalf, bTried, bEnd := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var errB error
+	go func() {
+		defer close(bEnd)
+		<-aHalf
+		errB = replaceFile(path, func(f *os.File) error { _, err := f.Write(b); return err })
+		close(bTried)
+	}()
+	errA := replaceFile(path, func(f *os.File) error {
+		f.Write(a[:2048])
+		close(aHalf)
+		<-bTried
+		_, err := f.Write(a[2048:])
+		return err
+	})
+	<-bEnd
+	got, _ := os.ReadFile(path)
+	if !bytes.Equal(got, a) && !bytes.Equal(got, b) {
+		t.Fatalf("the file is neither writer's: %d bytes, A's error %v, B's error %v", len(got), errA, errB)
+	}
+	if errA != nil || !errors.Is(errB, ErrLocked) {
+		t.Errorf("A's error %v, B's %v: want A to succeed and B to find the file being written", errA, errB)
+	}
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestLockHelperProcess is not a test: the child process of

@@ -24,17 +24,21 @@ func TestNameIdent(t *testing.T) {
 		"1234.M5P6.host,U=3,S=1234:2,":        "1234.M5P6.host,S=1234",
 		"m,1,U=2:2,S":                         "m,1",
 	} {
-		if got, want := nameIdent(name), fnv32a(unique); got != want || got == 0 {
-			t.Errorf("nameIdent(%q) = %#x, want FNV-1a of %q = %#x", name, got, unique, want)
+		if got, want := nameIdent(name), fnv32a("\x01"+unique); got != want || got == 0 {
+			t.Errorf("nameIdent(%q) = %#x, want FNV-1a of 0x01 and %q = %#x", name, got, unique, want)
 		}
 	}
 	if nameIdent("a,U=1") == nameIdent("b,U=1") || nameIdent("m,1,U=2") == nameIdent("m,2,U=2") {
 		t.Error("two messages with the same UID share an ident")
 	}
 	// An ident recorded the way states did before (of the part before the
-	// first ',') still names its file.
+	// first ',') still names its file; one recorded now for a name without
+	// fields does not name another file that only adds fields to it.
 	if !identMatches(fnv32a("1234.M5P6.host"), "1234.M5P6.host,S=1234,W=1260,U=3:2,S") {
 		t.Error("an ident recorded before does not match its file")
+	}
+	if identMatches(nameIdent("m,U=2:2,"), "m,2,U=2:2,") {
+		t.Error(`the ident of "m" matches "m,2"`)
 	}
 }
 

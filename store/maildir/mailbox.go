@@ -186,8 +186,12 @@ func (m *Mailbox) foreignIdent(u engine.UID, e *entry) bool {
 // "m,2"). Never 0 (0 means unknown to the engine).
 func nameIdent(name string) uint32 {
 	// FNV-1a, 32 bit (hash/fnv's New32a), inline: it runs once per file of
-	// a scan, and hash/fnv would allocate twice per call.
+	// a scan, and hash/fnv would allocate twice per call. It starts with
+	// identMark, so that it is never baseIdent's value for the same bytes:
+	// a name without fields ("m") must not match "m,2" through baseIdent.
 	h := uint32(2166136261)
+	h ^= identMark
+	h *= 16777619
 	for i := 0; i < len(name) && name[i] != ':'; i++ {
 		if name[i] == ',' && strings.HasPrefix(name[i+1:], "U=") {
 			for i+1 < len(name) && name[i+1] != ',' && name[i+1] != ':' {
@@ -200,6 +204,9 @@ func nameIdent(name string) uint32 {
 	}
 	return max(h, 1)
 }
+
+// identMark is the byte nameIdent hashes first (see there).
+const identMark = 0x01
 
 // baseIdent is the ident states recorded before nameIdent took in the
 // name's other fields: of the part before the first ',' or ':'.
