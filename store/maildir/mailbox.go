@@ -1395,6 +1395,14 @@ func (m *Mailbox) each(ctx context.Context, uids []engine.UID, op func(uid engin
 		pending = missed
 	}
 	if len(pending) > 0 {
+		// One more look: those a fresh scan no longer has are gone (a mail
+		// client deleted them meanwhile), not an error.
+		if err := m.scan(ctx); err != nil {
+			return err
+		}
+		pending = slices.DeleteFunc(pending, func(u engine.UID) bool { return m.idx.get(u) == nil })
+	}
+	if len(pending) > 0 {
 		return m.errf("%d message files (UIDs %v) kept being renamed by another program while being worked on; they are done at the next run", len(pending), pending[:min(len(pending), 5)])
 	}
 	return nil
