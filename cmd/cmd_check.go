@@ -59,6 +59,9 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 	if len(cfg.Channels) == 0 {
 		g.printf("warning: no channel is defined, so sync has nothing to do; add a [channel.NAME] table pairing a far and a near store (see quixysync.toml.example)\n")
 	}
+	for _, w := range unusedParts(cfg) {
+		g.printf("warning: %s\n", w)
+	}
 	for _, w := range cfg.SplitStates() {
 		g.printf("warning: %s\n", w.Msg)
 	}
@@ -142,4 +145,34 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// unusedParts names what the configuration defines that no run would use:
+// a store no channel pairs (a channel's far or near left pointing at an
+// older one?), and a channel whose pull and push lists are both empty (it
+// copies nothing and changes no flag either way).
+func unusedParts(cfg *channel.Config) []string {
+	used := map[string]bool{}
+	var out []string
+	for _, name := range cfg.ChannelNames() {
+		c := cfg.Channels[name]
+		used[c.Far], used[c.Near] = true, true
+		if c.Pull == 0 && c.Push == 0 {
+			out = append(out, fmt.Sprintf("channel %s has pull = [] and push = []: it copies no message and changes no flag either way", name))
+		}
+	}
+	if len(cfg.Channels) == 0 {
+		return out // said once, above: no channel at all
+	}
+	for _, name := range sortedNames(cfg.IMAP) {
+		if ref := cfg.IMAP[name].Ref(); !used[ref] {
+			out = append(out, fmt.Sprintf("%s is not used by any channel", ref))
+		}
+	}
+	for _, name := range sortedNames(cfg.Maildir) {
+		if ref := cfg.Maildir[name].Ref(); !used[ref] {
+			out = append(out, fmt.Sprintf("%s is not used by any channel", ref))
+		}
+	}
+	return out
 }

@@ -205,8 +205,29 @@ func TestCheckGoodConfig(t *testing.T) {
 	// A file that defines stores but no channel is valid, and sync has
 	// nothing to do with it: check says so.
 	empty := writeFile(t, filepath.Join(dir, "stores.toml"), "[maildir.m]\npath = \"/m\"\n")
-	if stdout, _, code := run(t, "-c", empty, "check"); code != exitOK || !strings.Contains(stdout, "warning: no channel is defined") {
+	if stdout, _, code := run(t, "-c", empty, "check"); code != exitOK || !strings.Contains(stdout, "warning: no channel is defined") ||
+		strings.Contains(stdout, "not used by any channel") {
 		t.Errorf("no channel: exit %d, stdout %q", code, stdout)
+	}
+	// A store no channel pairs, and a channel that neither pulls nor
+	// pushes: valid, and check says so.
+	idle := writeFile(t, filepath.Join(dir, "idle.toml"), `
+[maildir.a]
+path = "/a"
+[maildir.b]
+path = "/b"
+[maildir.old]
+path = "/old"
+[channel.c]
+far = "maildir.a"
+near = "maildir.b"
+pull = []
+push = []
+`)
+	stdout, _, code = run(t, "-c", idle, "check")
+	if code != exitOK || !strings.Contains(stdout, "warning: maildir.old is not used by any channel") ||
+		!strings.Contains(stdout, "warning: channel c has pull = [] and push = []") || strings.Contains(stdout, "maildir.a is not used") {
+		t.Errorf("unused parts: exit %d, stdout %q", code, stdout)
 	}
 }
 
