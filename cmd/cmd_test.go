@@ -688,7 +688,7 @@ func TestLockedExit3(t *testing.T) {
 	cfg, _, _ := maildirPair(t, dir, 1)
 	// Another run holds the channel's lock (a separate open file: flock
 	// conflicts even within one process).
-	lock, err := engine.LockFile(filepath.Join(dir, "state", "quixysync", "locks", "mm.lock"))
+	lock, err := engine.LockFile(channelLockOf(t, cfg, "mm"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1090,4 +1090,29 @@ func TestListAndCheckInterrupted(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and a line saying it was interrupted", args, code, errb.String(), exitInterrupted)
 		}
 	}
+}
+
+// channelLockOf is where a run of the named channel of the config file at
+// cfgPath takes its channel lock (it depends on where its states live).
+func channelLockOf(t *testing.T, cfgPath, name string) string {
+	t.Helper()
+	cfg, err := channel.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, ok := cfg.Channels[name]
+	if !ok {
+		t.Fatalf("no channel %s in %s", name, cfgPath)
+	}
+	g := &globalOptions{stderr: io.Discard}
+	far, near, err := g.openChannel(cfg, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.closeStores(far, near)
+	path, err := engine.ChannelLockPath(channelSpec(ch, nil, far, near))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

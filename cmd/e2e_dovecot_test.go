@@ -1144,7 +1144,7 @@ func TestE2ELockedByAnotherProcess(t *testing.T) {
 	c.add("INBOX", "m1")
 
 	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), holdLockEnv+"="+filepath.Join(e.dir, "state", "quixysync", "locks", "ch.lock"))
+	child.Env = append(os.Environ(), holdLockEnv+"="+channelLockOf(t, e.cfg, "ch"))
 	stdin, err := child.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

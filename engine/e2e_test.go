@@ -387,7 +387,7 @@ func TestLockedChannel(t *testing.T) {
 	far, near := newMemStore("far"), newMemStore("near")
 	spec := testSpec(t.TempDir(), far, near)
 	addMsg(t, far, "INBOX", "a", 0)
-	path, _ := channelLockPath(spec)
+	path, _ := ChannelLockPath(spec)
 	lk, err := LockFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -108,9 +110,13 @@ func (l *Lock) Unlock() error {
 	return err
 }
 
-// channelLockPath is $XDG_STATE_HOME/quixysync/locks/<channel>.lock unless the
-// spec names a lock directory.
-func channelLockPath(spec ChannelSpec) (string, error) {
+// ChannelLockPath is $XDG_STATE_HOME/quixysync/locks/<channel>-<where>.lock
+// unless the spec names a lock directory. <where> is a digest of where the
+// channel's states live (the near inbox's folder, or the state directory):
+// the lock guards those states, and two configurations that each name a
+// channel "mail" over different Maildirs (two timers firing at the same
+// minute) must not refuse each other's runs.
+func ChannelLockPath(spec ChannelSpec) (string, error) {
 	dir := spec.LockDir
 	if dir == "" {
 		base := os.Getenv("XDG_STATE_HOME")
@@ -129,5 +135,20 @@ func channelLockPath(spec ChannelSpec) (string, error) {
 		}
 		dir = filepath.Join(base, "quixysync", "locks")
 	}
-	return filepath.Join(dir, escapeBoxName(spec.Name)+".lock"), nil
+	return filepath.Join(dir, escapeBoxName(spec.Name)+"-"+stateWhere(spec)+".lock"), nil
+}
+
+// stateWhere names, in 12 hex digits, the directory that holds the channel's
+// state of its inbox; runs whose states live apart never share it.
+func stateWhere(spec ChannelSpec) string {
+	where := ""
+	if p, err := StatePath(spec, "INBOX"); err == nil {
+		// A relative path (state_dir = "st") means another directory
+		// for every working directory, as it does for the states.
+		if abs, err := filepath.Abs(filepath.Dir(p)); err == nil {
+			where = abs
+		}
+	}
+	sum := sha256.Sum256([]byte(where))
+	return hex.EncodeToString(sum[:6])
 }

@@ -43,7 +43,8 @@ type ChannelSpec struct {
 	// StateDir is where state files go when the near store is not local
 	// ($XDG_STATE_HOME/quixysync/<channel>).
 	StateDir string
-	// LockDir holds the channel lock (<LockDir>/<channel>.lock); empty means
+	// LockDir holds the channel lock (<LockDir>/<channel>-<where>.lock, see
+	// ChannelLockPath); empty means
 	// $XDG_STATE_HOME/quixysync/locks.
 	LockDir string
 	// MaxParallel bounds how many mailbox pairs sync at once (each uses one
@@ -232,7 +233,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	}
 
 	// The channel lock comes before any store access.
-	lockPath, err := channelLockPath(spec)
+	lockPath, err := ChannelLockPath(spec)
 	if err != nil {
 		res.Err = err
 		return res
