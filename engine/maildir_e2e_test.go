@@ -209,3 +209,64 @@ func TestRemoveFarAfterNearFolderEmptiedAndUnmade(t *testing.T) {
 		t.Errorf("the next run still sees Old: %+v", res.Mailboxes)
 	}
 }
+
+// deleteHooked calls before ahead of each DeleteMailbox; an error from it
+// stands for the run dying there.
+type deleteHooked struct {
+	*maildir.Store
+	before func(name string) error
+}
+
+func (d deleteHooked) DeleteMailbox(ctx context.Context, name string) error {
+	if err := d.before(name); err != nil {
+		return err
+	}
+	return d.Store.DeleteMailbox(ctx, name)
+}
+
+// A near folder removed because its far mailbox went keeps its state until
+// it is no longer a folder: a run dying in between must not leave an empty
+// folder without its state, which the next run would take for a new local
+// folder and create on the server again.
+func TestRemovedNearFolderKeepsStateUntilGone(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	spec.Remove = [2]bool{true, true}
+	engine.AddMsg(t, spec.Far, "Old", "o1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	engine.ExpungeBySubject(t, spec.Far, "Old", "o1")
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if err := spec.Far.DeleteMailbox(context.Background(), "Old"); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "near", "Old", engine.StateFileName)
+	dying := errors.New("killed")
+	hooked := deleteHooked{Store: spec.Near.(*maildir.Store)}
+	hooked.before = func(name string) error {
+		if _, err := os.Stat(state); err != nil {
+			t.Errorf("removing %s while its folder is still one, its state is gone: %v", name, err)
+		}
+		return dying
+	}
+	spec.Near = hooked
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	if len(res.Mailboxes) != 1 || !errors.Is(res.Mailboxes[0].Err, dying) {
+		t.Fatalf("got %+v, want the removal to fail", res.Mailboxes)
+	}
+	if _, err := os.Stat(state); err != nil {
+		t.Fatalf("after the failed removal the state is gone: %v", err)
+	}
+
+	hooked.before = func(string) error { return nil }
+	spec.Near = hooked
+	res = engine.MustSync(t, spec, engine.RunOptions{})
+	if len(res.Mailboxes) != 1 || !strings.HasPrefix(res.Mailboxes[0].Skipped, "removed on the near side") {
+		t.Fatalf("got %+v, want the near folder removed", res.Mailboxes)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "near", "Old")); !os.IsNotExist(err) {
+		t.Errorf("near Old is still there (%v)", err)
+	}
+	if res := engine.MustSync(t, spec, engine.RunOptions{}); len(res.Mailboxes) != 0 {
+		t.Errorf("the next run still sees Old: %+v", res.Mailboxes)
+	}
+}

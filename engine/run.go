@@ -654,7 +654,7 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 				}
 				return res
 			}
-		} else if r := removeVanished(ctx, spec, name, have, statePath, st); !errors.Is(r.Err, ErrGuard) {
+		} else if r := removeVanished(ctx, spec, name, have, statePath); !errors.Is(r.Err, ErrGuard) {
 			return r
 		}
 	}
@@ -676,7 +676,7 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 			}
 			return res
 		}
-		return removeVanished(ctx, spec, name, have, statePath, st)
+		return removeVanished(ctx, spec, name, have, statePath)
 	}
 	if !spec.Create[miss] || !allowed(miss) {
 		res.Skipped = fmt.Sprintf("missing on the %s side (not created: create is not enabled for it in this run)", miss)
@@ -758,7 +758,7 @@ func holdsNothing(ctx context.Context, spec ChannelSpec, name string, s Side) (b
 
 // removeVanished removes the mailbox on side s because it vanished on the
 // other side, only when it is empty, and forgets its state.
-func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, statePath string, st State) MailboxResult {
+func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, statePath string) MailboxResult {
 	res := MailboxResult{Mailbox: name}
 	store := spec.Far
 	if s == Near {
@@ -785,34 +785,22 @@ func removeVanished(ctx context.Context, spec ChannelSpec, name string, s Side, 
 			return notEmpty()
 		}
 	}
-	// The state may live inside the mailbox directory: move it out of the way
-	// first (and back if the mailbox turned out not to be empty after all).
-	_, local := spec.Near.(LocalStore)
-	inside := local && s == Near
-	if inside {
-		lk.Unlock()
-		os.Remove(statePath)
-		os.Remove(statePath + ".lock")
-		os.Remove(statePath + ".journal")
-	}
+	// A state inside the folder stays until the folder is no longer one
+	// (DeleteMailbox of a LocalStore takes it along then): a run dying
+	// before would leave an empty folder without its state, which the next
+	// run would create on the other side again.
 	err = store.DeleteMailbox(ctx, name)
 	if err != nil {
-		if inside {
-			saveState(statePath, st, ownerOf(spec, name))
-		} else {
-			lk.Unlock()
-		}
+		lk.Unlock()
 		if errors.Is(err, ErrNotEmpty) {
 			return notEmpty()
 		}
 		res.Err = fmt.Errorf("mailbox %s: removing it on the %s side: %w", name, s, err)
 		return res
 	}
-	if !inside {
-		os.Remove(statePath)
-		os.Remove(statePath + ".journal")
-		lk.Unlock()
-	}
+	os.Remove(statePath)
+	os.Remove(statePath + ".journal")
+	lk.Unlock()
 	res.Skipped = fmt.Sprintf("removed on the %s side (vanished on the %s side)", s, s.Other())
 	return res
 }

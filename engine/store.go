@@ -445,5 +445,7 @@ type Prefetcher interface {
 // the near store is one.
 type LocalStore interface {
 	// MailboxDir returns the directory of a mailbox (it may not exist yet).
+	// The engine keeps a mailbox pair's state files there (StateFileName and
+	// names that begin with it); DeleteMailbox removes them with the folder.
 	MailboxDir(name string) (string, error)
 }
