@@ -736,6 +736,60 @@ func staleState(ctx context.Context, spec ChannelSpec, name string, s Side, st S
 	return fmt.Sprintf("%d → %d", recorded, now), nil
 }
 
+// adoptRenamed takes over the state hdr (at path) of a mailbox renamed on
+// both sides to name — the server's RENAME and a mv of the folder, which
+// takes its state along: how an mbsync user renames a folder, and mbsync
+// carries on with the state it finds. The state's near UIDs are the folder's
+// own wherever it moved (its .uidvalidity moved with it, and the run checks
+// it as always); its far UIDs are those of name only when the mailbox they
+// were of is gone from the far side and name has the UIDVALIDITY they refer
+// to (a RENAME keeps it, a mailbox made anew gets another). Then the owner
+// lines are rewritten to name (not in a dry run) and it reports true; in
+// any other case false, and the caller refuses the state as foreign.
+func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr StateHeader, dry bool, log *slog.Logger) (bool, error) {
+	o, me := hdr.Owner, ownerOf(spec, name)
+	if _, local := spec.Near.(LocalStore); !local || o.Channel != spec.Name || o.FarStore != me.FarStore ||
+		(o.NearStore != "" && o.NearStore != me.NearStore) || o.FarMailbox == "" || o.FarMailbox == name ||
+		hdr.FarValidity == 0 {
+		return false, nil
+	}
+	old, err := spec.Far.OpenMailbox(ctx, o.FarMailbox, true)
+	if err == nil {
+		old.Close()
+		return false, nil // only the folder was renamed (or copied): the far UIDs are the old mailbox's
+	}
+	if !errors.Is(err, ErrNoMailbox) {
+		return false, fmt.Errorf("opening %q on the far side: %w", o.FarMailbox, err)
+	}
+	mb, err := spec.Far.OpenMailbox(ctx, name, true)
+	if errors.Is(err, ErrNoMailbox) {
+		return false, nil // renamed here only
+	}
+	if err != nil {
+		return false, fmt.Errorf("opening it on the far side: %w", err)
+	}
+	validity := mb.Status().UIDValidity
+	mb.Close()
+	if validity != hdr.FarValidity {
+		return false, nil
+	}
+	if !dry {
+		// Rewritten now, under the pair's lock: an unchanged mailbox is
+		// skipped without a state write, and the next run would otherwise
+		// have to look again.
+		st, _, err := loadState(path, false)
+		if err != nil {
+			return false, err
+		}
+		if err := saveState(path, st, me); err != nil {
+			return false, err
+		}
+	}
+	log.Warn("mailbox renamed on both sides: syncing it with the state it took along",
+		"mailbox", name, "renamed from", o.FarMailbox, "state", path, Notice, true)
+	return true, nil
+}
+
 // vanishedNotEmpty is the guard's error for a mailbox that vanished on one
 // side and holds messages on side s.
 func vanishedNotEmpty(name string, s Side) error {

@@ -249,7 +249,13 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		return err
 	}
 	if err := hdr.Owner.check(b.spec, b.name, b.statePath); err != nil {
-		return err
+		renamed, rerr := adoptRenamed(ctx, b.spec, b.name, b.statePath, hdr, dry, b.log)
+		if rerr != nil {
+			return fmt.Errorf("%w (and taking it for a mailbox renamed on both sides: %v)", err, rerr)
+		}
+		if !renamed {
+			return err
+		}
 	}
 	if b.quickUnchanged(hdr, opts) {
 		b.res.Skipped = "unchanged"

@@ -1,0 +1,86 @@
+package engine_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+// renameBox renames mailbox from to to on side ("far" or "near") of a
+// maildirSpec pair, as mv or a server's RENAME does: the folder keeps its
+// files, its .uidvalidity and (near) its state.
+func renameBox(t *testing.T, dir, side, from, to string) {
+	t.Helper()
+	if err := os.Rename(filepath.Join(dir, side, from), filepath.Join(dir, side, to)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The way an mbsync user renames a folder: RENAME on the server (webmail)
+// and mv of the local folder, children included. mbsync carries on with the
+// state the folder took along (the far UIDVALIDITY is the same). quixysync
+// stopped each renamed mailbox, at every run, with "two channels must not
+// share a near folder", until the state files were edited by hand.
+func TestMailboxRenamedOnBothSides(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	spec.Remove = [2]bool{true, true}
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Near, "Foo", "f2", engine.FlagSeen)
+	engine.AddMsg(t, spec.Far, "Foo/Sub", "s1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	for _, side := range []string{"far", "near"} {
+		renameBox(t, dir, side, "Foo", "Bar")
+	}
+	engine.SetFlagsBySubject(t, spec.Far, "Bar", "f1", engine.FlagFlagged, 0)
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Copied != [2]int{} || m.Deleted != [2]int{} || m.Created != [2]int{} {
+			t.Errorf("%s: the rename made the run copy, delete or create: %+v", m.Mailbox, m)
+		}
+	}
+	checkBoth(t, spec, "Bar", "f1:F f2:S")
+	checkBoth(t, spec, "Bar/Sub", "s1:")
+	for _, box := range []string{"Bar", "Bar/Sub"} {
+		path, err := engine.StatePath(spec, box)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "far-mailbox \""+box+"\"") {
+			t.Errorf("%s: the state still names the old mailbox:\n%s", box, b)
+		}
+	}
+	checkIdle(t, spec)
+	if _, err := os.Stat(filepath.Join(dir, "near", "Foo")); !os.IsNotExist(err) {
+		t.Errorf("near Foo was made again (%v)", err)
+	}
+}
+
+// The same against Dovecot: a webmail's RENAME of Foo (and Foo/Sub with it)
+// to Bar keeps the mailboxes' UIDVALIDITY, and the folders renamed here by mv
+// sync on with their states, copying nothing.
+func TestMailboxRenamedOnBothSidesDovecot(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Near, "Foo", "f2", engine.FlagSeen)
+	engine.AddMsg(t, p.spec.Far, "Foo/Sub", "s1", 0)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	renameBox(t, p.dir, "near", "Foo", "Bar")
+	engine.SetFlagsBySubject(t, p.spec.Far, "Bar", "f1", engine.FlagFlagged, 0)
+	res := engine.MustSync(t, p.spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Copied != [2]int{} || m.Deleted != [2]int{} || m.Created != [2]int{} {
+			t.Errorf("%s: the rename made the run copy, delete or create: %+v", m.Mailbox, m)
+		}
+	}
+	p.check(t, "Bar", "f1:F f2:S")
+	p.check(t, "Bar/Sub", "s1:")
+}
