@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +62,36 @@ func TestMailboxRenamedOnBothSides(t *testing.T) {
 	checkIdle(t, spec)
 	if _, err := os.Stat(filepath.Join(dir, "near", "Foo")); !os.IsNotExist(err) {
 		t.Errorf("near Foo was made again (%v)", err)
+	}
+}
+
+// Only the local folder renamed (mv), the far mailbox still there: its
+// state is not taken over (its far UIDs are those of the far mailbox of the
+// old name, which the run downloads again, as mbsync does), and the message
+// says what happened and what to do instead of speaking of two channels.
+func TestMailboxRenamedOnNearSideOnly(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	renameBox(t, dir, "near", "Foo", "Bar")
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	var barErr error
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Bar" {
+			barErr = m.Err
+		}
+	}
+	if !errors.Is(barErr, engine.ErrForeignState) {
+		t.Fatalf("near Bar: got %v, want the state refused", barErr)
+	}
+	msg := barErr.Error()
+	if strings.Contains(msg, "Two channels") || !strings.Contains(msg, "renamed") || !strings.Contains(msg, `"Foo"`) {
+		t.Errorf("the message does not say the folder was renamed from Foo: %s", msg)
+	}
+	checkBoth(t, spec, "Foo", "f1:")
+	if v := engine.ViewBox(t, spec.Near, "Bar"); v != "f1:" {
+		t.Errorf("near Bar: %q", v)
 	}
 }
 

@@ -170,6 +170,19 @@ func (o StateOwner) check(spec ChannelSpec, mailbox, path string) error {
 			"files away (the next run then pairs the messages anew by Message-ID)",
 			ErrForeignState, path, spec.Name, o.FarStore, me.FarStore, o.FarStore, me.FarStore, o.FarStore, me.FarStore)
 	}
+	if _, local := spec.Near.(LocalStore); local && o.Channel == spec.Name && o.FarStore == me.FarStore {
+		// The state lives in the folder and moves with it: this channel's
+		// state of another mailbox is that of a folder renamed (or copied)
+		// by mv or a mail client. A rename on both sides is taken over
+		// before this (adoptRenamed); said as such, the way out is plain.
+		return fmt.Errorf("%w: %s is the state of mailbox %q of this channel: the folder was renamed (or copied) from %q here. "+
+			"Nothing was changed in this mailbox. As with mbsync, a rename is not carried to the far side, and %q's far UIDs "+
+			"are not %q's: rename %q to %q on the far side too, and the next run syncs this folder with its state, copying "+
+			"nothing (delete the folder %q if a run made it again here meanwhile); or move that file away, and the next run "+
+			"copies this folder's messages to a new far mailbox %q (as new mail; the far %q keeps its own)",
+			ErrForeignState, path, o.FarMailbox, o.FarMailbox, o.FarMailbox, mailbox, o.FarMailbox, mailbox,
+			o.FarMailbox, mailbox, o.FarMailbox)
+	}
 	return fmt.Errorf("%w: %s is the state of channel %q (far store %s, mailbox %q), but channel %q syncs "+
 		"far store %s, mailbox %q into the same near folder. Nothing was changed in this mailbox. Two channels "+
 		"must not share a near folder: give them different near folders (another near store path, or patterns "+
