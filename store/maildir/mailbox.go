@@ -938,15 +938,39 @@ func (m *Mailbox) owner(u engine.UID, es []*entry) bool {
 	for i, e := range es {
 		if c := m.ctime(e); c <= last {
 			if found >= 0 {
-				return false
+				return m.oneFile(es)
 			}
 			found = i
 		}
 	}
 	if found < 0 {
-		return false
+		return m.oneFile(es)
 	}
 	es[0], es[found] = es[found], es[0]
+	return true
+}
+
+// oneFile is owner's answer for files es that the ctimes cannot tell apart:
+// when they are hard links of one file (ln, cp -l: a link changes the
+// inode's ctime, so none of them is unchanged since the last sync), they
+// are one message, and whichever keeps the UID is paired rightly; it is
+// put first, the others get fresh UIDs. Renumbering them all made the
+// message look removed here: its far copy was removed (or flagged deleted)
+// and it was uploaded once per link.
+func (m *Mailbox) oneFile(es []*entry) bool {
+	var first unix.Stat_t
+	for i, e := range es {
+		var st unix.Stat_t
+		if err := unix.Stat(m.path(e), &st); err != nil {
+			return false
+		}
+		if i == 0 {
+			first = st
+		} else if st.Dev != first.Dev || st.Ino != first.Ino {
+			return false
+		}
+	}
+	m.orderDuplicates(es)
 	return true
 }
 
