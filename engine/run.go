@@ -786,7 +786,7 @@ func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr 
 		}
 	}
 	log.Warn("mailbox renamed on both sides: syncing it with the state it took along",
-		"mailbox", name, "renamed from", o.FarMailbox, "state", path, Notice, true)
+		"mailbox", name, "from", o.FarMailbox, "state", path, Notice, true)
 	return true, nil
 }
 
