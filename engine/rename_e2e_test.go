@@ -116,3 +116,42 @@ func TestMailboxRenamedOnBothSidesDovecot(t *testing.T) {
 	p.check(t, "Bar", "f1:F f2:S")
 	p.check(t, "Bar/Sub", "s1:")
 }
+
+// A far mailbox of the new name with the old one's UIDVALIDITY but other
+// messages (a server that gives every mailbox the same UIDVALIDITY, or the
+// old mailbox deleted and another made) is not taken for the renamed one:
+// its UIDs would tie its messages to the folder's unrelated ones, silently,
+// and carry removals between them. The state stays refused.
+func TestMailboxRenamedOnBothSidesNeedsItsMessages(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	renameBox(t, dir, "near", "Foo", "Bar")
+	validity, err := os.ReadFile(filepath.Join(dir, "far", "Foo", ".uidvalidity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "far", "Foo")); err != nil {
+		t.Fatal(err)
+	}
+	engine.AddMsg(t, spec.Far, "Bar", "other1", 0)
+	engine.AddMsg(t, spec.Far, "Bar", "other2", 0)
+	if err := os.WriteFile(filepath.Join(dir, "far", "Bar", ".uidvalidity"), validity, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	var barErr error
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Bar" {
+			barErr = m.Err
+		}
+	}
+	if !errors.Is(barErr, engine.ErrForeignState) {
+		t.Fatalf("Bar: got %v, want the state refused", barErr)
+	}
+	if f, n := engine.ViewBox(t, spec.Far, "Bar"), engine.ViewBox(t, spec.Near, "Bar"); f != "other1: other2:" || n != "f1: f2:" {
+		t.Fatalf("Bar changed: far %q, near %q", f, n)
+	}
+}

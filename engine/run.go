@@ -768,25 +768,68 @@ func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr 
 	if err != nil {
 		return false, fmt.Errorf("opening it on the far side: %w", err)
 	}
-	validity := mb.Status().UIDValidity
-	mb.Close()
-	if validity != hdr.FarValidity {
+	defer mb.Close()
+	if mb.Status().UIDValidity != hdr.FarValidity {
 		return false, nil
+	}
+	st, _, err := loadState(path, false)
+	if err != nil {
+		return false, err
+	}
+	if same, err := samePairs(ctx, spec, name, mb, st); err != nil || !same {
+		return false, err
 	}
 	if !dry {
 		// Rewritten now, under the pair's lock: an unchanged mailbox is
 		// skipped without a state write, and the next run would otherwise
 		// have to look again.
-		st, _, err := loadState(path, false)
-		if err != nil {
-			return false, err
-		}
 		if err := saveState(path, st, me); err != nil {
 			return false, err
 		}
 	}
 	log.Warn("mailbox renamed on both sides: syncing it with the state it took along",
 		"mailbox", name, "from", o.FarMailbox, "state", path, Notice, true)
+	return true, nil
+}
+
+// samePairs says whether a few of st's pairs, the newest, hold the same
+// Message-ID on both sides (far in mb): an equal UIDVALIDITY alone does not
+// make a far mailbox the renamed one, since some servers give every mailbox
+// the same (and a mailbox made anew could get the old value), and pairs
+// taken from another mailbox would tie unrelated messages together and
+// carry removals between them. Messages gone or without a Message-ID say
+// nothing; one pair that differs is enough to refuse.
+func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, st State) (bool, error) {
+	const sample = 8
+	var fu, nu []UID
+	for i := len(st.Pairs) - 1; i >= 0 && len(fu) < sample; i-- {
+		if p := st.Pairs[i]; p.Far != 0 && p.Near != 0 {
+			fu, nu = append(fu, p.Far), append(nu, p.Near)
+		}
+	}
+	if len(fu) == 0 {
+		return true, nil
+	}
+	near, err := spec.Near.OpenMailbox(ctx, name, true)
+	if err != nil {
+		return false, fmt.Errorf("opening it on the near side: %w", err)
+	}
+	defer near.Close()
+	farIDs, err := fetchMessageIDs(ctx, far, sortedUIDs(slices.Clone(fu)))
+	if err != nil {
+		return false, fmt.Errorf("reading Message-IDs on the far side: %w", err)
+	}
+	nearIDs, err := fetchMessageIDs(ctx, near, sortedUIDs(slices.Clone(nu)))
+	if err != nil {
+		return false, fmt.Errorf("reading Message-IDs on the near side: %w", err)
+	}
+	for i := range fu {
+		f, fok := farIDs[fu[i]]
+		n, nok := nearIDs[nu[i]]
+		if fok && nok && f != n {
+			return false, nil
+		}
+	}
 	return true, nil
 }
 
