@@ -12,7 +12,8 @@ import (
 )
 
 // pairExisting pairs, before the first plan of a mailbox pair, the messages
-// both sides already hold: same Message-ID and same size in CRLF form.
+// both sides already hold: same Message-ID and same size in CRLF form (not
+// counting an X-TUID field, which mbsync adds to the copies it makes).
 //
 // Why: with no state, every message is new, and a sync would copy each
 // side's messages to the other. When both sides hold the same mail (a
@@ -160,10 +161,13 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
 		}
 	})
 	var buf []byte
-	add := func(uid UID, id string, size int64) {
+	// size is the message's in CRLF form, tuid what its X-TUID fields take
+	// of it (see readIdent).
+	add := func(uid UID, id string, size, tuid int64) {
 		if id == "" || size < 0 || !asked(uid) {
 			return
 		}
+		size -= tuid
 		buf = binary.BigEndian.AppendUint64(buf[:0], uint64(size))
 		buf = append(buf, id...)
 		sum := sha256.Sum256(buf)
@@ -177,18 +181,18 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
 	if idf, ok := mb.(Identifier); ok {
 		err = idf.Identify(ctx, uids, func(uid UID, header io.Reader, size int64) error {
 			br.Reset(header)
-			id := readMessageID(br)
+			id, tuid := readIdent(br)
 			_, err := io.Copy(io.Discard, br)
-			add(uid, id, size)
+			add(uid, id, size, tuid)
 			return err
 		})
 	} else {
 		err = mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
 			cr := &crlfSizer{r: r}
 			br.Reset(cr)
-			id := readMessageID(br)
+			id, tuid := readIdent(br)
 			_, err := io.Copy(io.Discard, br)
-			add(uid, id, cr.size())
+			add(uid, id, cr.size(), tuid)
 			return err
 		})
 	}

@@ -248,3 +248,23 @@ func keyOfTest(id string, size int64) identKey {
 	copy(k[:], sum[:])
 	return k
 }
+
+// mbsync writes an X-TUID header into every message it copies, in either
+// direction: the Maildir file of a message it pulled has one the server's
+// copy lacks, the server's copy of a message it pushed has one the file
+// lacks. A first sync after mbsync pairs them all the same (it copied every
+// message mbsync had copied back to where it came from).
+func TestFirstSyncIgnoresMbsyncTUID(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addBody(t, far, "INBOX", "Message-ID: <pulled@test>\nSubject: pulled\n\nbody\n", FlagSeen)
+		addBody(t, near, "INBOX", "Message-ID: <pulled@test>\nSubject: pulled\nX-TUID: ZYJQgcJ/uOgF\n\nbody\n", FlagSeen)
+		addBody(t, far, "INBOX", "Message-ID: <pushed@test>\nSubject: pushed\nX-TUID: TttcoFH3r3g0\n\nbody\n", 0)
+		addBody(t, near, "INBOX", "Message-ID: <pushed@test>\nSubject: pushed\n\nbody\n", 0)
+		res := mustSync(t, spec, RunOptions{})
+		if res.Copied != [2]int{} {
+			t.Fatalf("copied %v, want nothing: both sides hold both messages", res.Copied)
+		}
+		checkEqual(t, spec, "INBOX", "pulled:S pushed:")
+	})
+}

@@ -1515,17 +1515,34 @@ func fetchMessageIDs(ctx context.Context, mb Mailbox, uids []UID) (map[UID]strin
 // pair a message with another one at a first sync or a UIDVALIDITY
 // recovery), or end the header block early and lose the real one.
 func readMessageID(br *bufio.Reader) string {
+	id, _ := readIdent(br)
+	return id
+}
+
+// readIdent is readMessageID that also returns how many bytes, in CRLF form,
+// the header's X-TUID fields take. mbsync writes one into every message it
+// copies (the Maildir file of a message it pulled, the server's copy of one
+// it pushed) and the other copy lacks it: a first sync after mbsync must
+// compare sizes without it, or it pairs none of those messages and copies
+// each back to the side it came from.
+func readIdent(br *bufio.Reader) (id string, tuid int64) {
 	var cur []byte
-	var id string
-	skip := false // cur is a field with a line too long to keep: ignored
+	var curLen int64 // cur's lines as they were, in CRLF form
+	skip := false    // cur is a field with a line too long to keep: ignored
 	flush := func() {
 		if len(cur) > 0 && !skip {
 			k, v, ok := bytes.Cut(cur, []byte{':'})
-			if ok && strings.EqualFold(string(bytes.TrimSpace(k)), "Message-ID") && id == "" {
-				id = strings.TrimSpace(string(v))
+			switch name := string(bytes.TrimSpace(k)); {
+			case !ok:
+			case strings.EqualFold(name, "Message-ID"):
+				if id == "" {
+					id = strings.TrimSpace(string(v))
+				}
+			case strings.EqualFold(name, "X-TUID"):
+				tuid += curLen
 			}
 		}
-		cur, skip = cur[:0], false
+		cur, curLen, skip = cur[:0], 0, false
 	}
 	for {
 		line, err := br.ReadSlice('\n')
@@ -1539,7 +1556,7 @@ func readMessageID(br *bufio.Reader) string {
 			}
 			if err != nil {
 				flush()
-				return id
+				return id, tuid
 			}
 			continue
 		}
@@ -1547,18 +1564,22 @@ func readMessageID(br *bufio.Reader) string {
 			t := bytes.TrimRight(line, "\r\n")
 			if len(t) == 0 {
 				flush()
-				return id
+				return id, tuid
 			}
 			if t[0] != ' ' && t[0] != '\t' {
 				flush()
 			}
 			if !skip {
 				cur = append(cur, t...)
+				curLen += int64(len(line))
+				if n := len(line); line[n-1] == '\n' && (n < 2 || line[n-2] != '\r') {
+					curLen++ // a bare LF counts as CRLF
+				}
 			}
 		}
 		if err != nil {
 			flush()
-			return id
+			return id, tuid
 		}
 	}
 }

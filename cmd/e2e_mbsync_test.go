@@ -1,0 +1,77 @@
+package cmd
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// mbsyncInto runs the real mbsync (isync) between alice's account and e's
+// Maildir, as a user does before switching to quixysync. It skips the test
+// when mbsync is not installed.
+func mbsyncInto(t *testing.T, e *e2e, extra string) {
+	t.Helper()
+	bin, err := exec.LookPath("mbsync")
+	if err != nil {
+		t.Skip("needs mbsync (isync)")
+	}
+	rc := writeFile(t, filepath.Join(e.dir, ".mbsyncrc"), fmt.Sprintf(`IMAPAccount dove
+Host %s
+Port %d
+User alice
+Pass %s
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account dove
+
+MaildirStore local
+Path %s/
+Inbox %s/INBOX
+SubFolders Verbatim
+
+Channel ch
+Far :remote:
+Near :local:
+Patterns *
+Create Both
+Expunge Both
+SyncState *
+%s`, srv.Host, srv.Port, srv.Password("alice"), e.mail, e.mail, extra))
+	out, err := exec.Command(bin, "-c", rc, "-a").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mbsync: %v\n%s", err, out)
+	}
+}
+
+// A user who synced with the real mbsync (messages pulled from the server,
+// messages pushed from the Maildir) and then runs quixysync for the first
+// time ends with each message once on each side, as README promises: mbsync
+// added an X-TUID field to each copy it made (the pulled files, the pushed
+// server messages), which the pairing must not count as a difference.
+func TestE2EFirstSyncAfterRealMbsync(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	c.add("INBOX", "srv1", imap.FlagSeen)
+	c.add("INBOX", "srv2")
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.addLocal("INBOX", "loc1", "")
+	mbsyncInto(t, e, "")
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, 3 messages already on both sides")
+	want := map[string]string{"srv1": "S", "srv2": "", "loc1": ""}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+	if n := c.selectBox("INBOX", true).NumMessages; n != 3 {
+		t.Errorf("server INBOX holds %d messages, want 3", n)
+	}
+}
