@@ -75,3 +75,40 @@ func TestE2EFirstSyncAfterRealMbsync(t *testing.T) {
 		t.Errorf("server INBOX holds %d messages, want 3", n)
 	}
 }
+
+// Messages without a Message-ID that mbsync copied (a draft, a cron mail)
+// are paired by content at the first sync after mbsync, not copied back.
+func TestE2EFirstSyncAfterRealMbsyncWithoutMessageID(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	for _, m := range []string{
+		"From: cron@example.com\r\nSubject: srv-noid\r\n\r\nno Message-ID\r\n",
+		"From: cron@example.com\r\nSubject: srv-noid2\r\n\r\nno Message-ID, no final newline",
+	} {
+		cmd := c.c.Append("INBOX", int64(len(m)), nil)
+		if _, err := cmd.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(e.folder("INBOX"), "new", "1700000000.draft.localhost"), "Subject: loc-noid\n\na draft\n")
+	mbsyncInto(t, e, "")
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, 3 messages already on both sides")
+	want := map[string]string{"srv-noid": "", "srv-noid2": "", "loc-noid": ""}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+	if n := c.selectBox("INBOX", true).NumMessages; n != 3 {
+		t.Errorf("server INBOX holds %d messages, want 3", n)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
 // pairExisting pairs, before the first plan of a mailbox pair, the messages
@@ -30,8 +31,10 @@ import (
 // Each pair's merge base is the flags both sides share, so the plan merges
 // them into their union, as for a change made on each side. A Message-ID
 // held by several messages of a side pairs as many as both sides have, in
-// UID order; messages without a Message-ID, or whose size differs, are
-// not paired and are copied as before (no message is ever left out).
+// UID order. Messages without a Message-ID (drafts, mail from scripts and
+// old mailers) are paired when their content is the same (see
+// pairByContent). A message whose size or content differs is not paired
+// and is copied as before (no message is ever left out).
 func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options) error {
 	if b.st.MaxPulled != 0 || b.st.MaxPushed != 0 || (opts.Pull&OpNew == 0 && opts.Push&OpNew == 0) {
 		return nil
@@ -62,46 +65,32 @@ func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options)
 		}
 	}
 	var keyed [2][]keyedUID
+	var noID [2][]sizedUID
 	for _, s := range []Side{Far, Near} {
-		k, err := identify(ctx, b.mb[s], cand[s])
+		k, n, err := identify(ctx, b.mb[s], cand[s])
 		if err != nil {
 			return fmt.Errorf("pairing the messages both sides hold: the %s side: %w", s, err)
 		}
-		keyed[s] = k
+		keyed[s], noID[s] = k, n
 	}
 	nCand := [2]int{len(cand[Far]), len(cand[Near])}
 	cand = [2][]UID{}
-	// Far messages in UID order each take the near message of their key
-	// with the lowest UID not taken yet.
-	near := keyed[Near]
-	slices.SortFunc(near, func(a, b keyedUID) int {
-		if c := bytes.Compare(a.key[:], b.key[:]); c != 0 {
-			return c
-		}
-		return cmpUID(a.uid, b.uid)
-	})
-	taken := make([]bool, len(near))
-	far := keyed[Far]
-	slices.SortFunc(far, func(a, b keyedUID) int { return cmpUID(a.uid, b.uid) })
 	flags := [2]func(UID) Flag{flagsByUID(rep[Far].Messages), flagsByUID(rep[Near].Messages)}
 	paired := 0
-	for _, f := range far {
-		i, _ := slices.BinarySearchFunc(near, f.key, func(e keyedUID, k identKey) int { return bytes.Compare(e.key[:], k[:]) })
-		for i < len(near) && near[i].key == f.key && taken[i] {
-			i++
-		}
-		if i == len(near) || near[i].key != f.key {
-			continue
-		}
-		taken[i] = true
-		n := near[i].uid
-		b.st.Pairs = append(b.st.Pairs, Pair{Far: f.uid, Near: n, Flags: flags[Far](f.uid) & flags[Near](n)})
+	pair := func(f, n UID) {
+		b.st.Pairs = append(b.st.Pairs, Pair{Far: f, Near: n, Flags: flags[Far](f) & flags[Near](n)})
 		paired++
+	}
+	matchKeys(keyed[Far], keyed[Near], pair)
+	if len(noID[Far]) > 0 && len(noID[Near]) > 0 {
+		if err := b.pairByContent(ctx, noID, pair); err != nil {
+			return err
+		}
 	}
 	b.res.Paired = paired
 	if paired > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
-		b.log.Info("paired messages both sides already hold (same Message-ID and size); only the others are copied",
+		b.log.Info("paired messages both sides already hold (same Message-ID and size, or same content); only the others are copied",
 			"mailbox", b.name, "paired", paired, "far_unpaired", nCand[Far]-paired, "near_unpaired", nCand[Near]-paired)
 	}
 	return nil
@@ -138,6 +127,165 @@ func flagsByUID(msgs []Message) func(UID) Flag {
 	}
 }
 
+// matchKeys pairs far and near messages of the same key: far messages in
+// UID order each take the near message of their key with the lowest UID not
+// taken yet. It sorts both slices.
+func matchKeys(far, near []keyedUID, pair func(f, n UID)) {
+	slices.SortFunc(near, func(a, b keyedUID) int {
+		if c := bytes.Compare(a.key[:], b.key[:]); c != 0 {
+			return c
+		}
+		return cmpUID(a.uid, b.uid)
+	})
+	taken := make([]bool, len(near))
+	slices.SortFunc(far, func(a, b keyedUID) int { return cmpUID(a.uid, b.uid) })
+	for _, f := range far {
+		i, _ := slices.BinarySearchFunc(near, f.key, func(e keyedUID, k identKey) int { return bytes.Compare(e.key[:], k[:]) })
+		for i < len(near) && near[i].key == f.key && taken[i] {
+			i++
+		}
+		if i == len(near) || near[i].key != f.key {
+			continue
+		}
+		taken[i] = true
+		pair(f.uid, near[i].uid)
+	}
+}
+
+// pairByContent pairs messages without a Message-ID that are the same on
+// both sides: same content with CRLF line ends, X-TUID fields left out (see
+// readIdent).
+//
+// Why: such messages cannot be told apart by their header, and copying each
+// side's to the other put every one of them twice on both sides after a
+// move from mbsync. Only messages whose size has a match on the other side
+// are read whole, and there are few: a run that copies new messages would
+// read each of them whole to copy it anyway.
+func (b *boxRun) pairByContent(ctx context.Context, noID [2][]sizedUID, pair func(f, n UID)) error {
+	var sizes [2][]int64
+	for _, s := range []Side{Far, Near} {
+		for _, m := range noID[s] {
+			sizes[s] = append(sizes[s], m.size)
+		}
+		slices.Sort(sizes[s])
+	}
+	var keyed [2][]keyedUID
+	for _, s := range []Side{Far, Near} {
+		var uids []UID
+		for _, m := range noID[s] {
+			if _, ok := slices.BinarySearch(sizes[s.Other()], m.size); ok {
+				uids = append(uids, m.uid)
+			}
+		}
+		if len(uids) == 0 {
+			return nil
+		}
+		k, err := contentKeys(ctx, b.mb[s], uids)
+		if err != nil {
+			return fmt.Errorf("pairing the messages both sides hold (without a Message-ID): the %s side: %w", s, err)
+		}
+		keyed[s] = k
+	}
+	matchKeys(keyed[Far], keyed[Near], pair)
+	return nil
+}
+
+// contentKeys returns the content key (see contentKey) of each of uids it
+// could read; the first answer for a UID counts, as in identify.
+func contentKeys(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
+	asked, _ := uidSet(func(yield func(UID)) {
+		for _, u := range uids {
+			yield(u)
+		}
+	})
+	out := make([]keyedUID, 0, len(uids))
+	br := bufio.NewReaderSize(nil, 4096)
+	err := mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
+		k, err := contentKey(r, br)
+		if err == nil && asked(uid) {
+			out = append(out, keyedUID{k, uid})
+		}
+		return err
+	})
+	slices.SortStableFunc(out, func(a, b keyedUID) int { return cmpUID(a.uid, b.uid) })
+	out = slices.CompactFunc(out, func(a, b keyedUID) bool { return a.uid == b.uid })
+	return out, err
+}
+
+// contentKey hashes a whole message as pairByContent compares it: with CRLF
+// line ends and without its X-TUID fields.
+func contentKey(r io.Reader, br *bufio.Reader) (identKey, error) {
+	h := sha256.New()
+	w := &crlfWriter{w: h}
+	br.Reset(r)
+	skip, midLine := false, false
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && !midLine {
+			if t := bytes.TrimRight(line, "\r\n"); len(t) == 0 && err != bufio.ErrBufferFull {
+				w.Write(line)
+				break // the end of the header
+			}
+			if line[0] != ' ' && line[0] != '\t' {
+				k, _, ok := bytes.Cut(line, []byte{':'})
+				skip = ok && strings.EqualFold(string(bytes.TrimSpace(k)), "X-TUID")
+			}
+		}
+		if !skip {
+			w.Write(line)
+		}
+		midLine = err == bufio.ErrBufferFull
+		if err == io.EOF {
+			break
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return identKey{}, err
+		}
+	}
+	if _, err := io.Copy(w, br); err != nil {
+		return identKey{}, err
+	}
+	var k identKey
+	copy(k[:], h.Sum(nil))
+	return k, nil
+}
+
+// crlfWriter writes what it is given with CRLF line ends: a CR goes before
+// every LF not preceded by one.
+type crlfWriter struct {
+	w      io.Writer
+	prevCR bool
+}
+
+func (c *crlfWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			c.prevCR = p[len(p)-1] == '\r'
+			if _, err := c.w.Write(p); err != nil {
+				return 0, err
+			}
+			break
+		}
+		bare := (i == 0 && !c.prevCR) || (i > 0 && p[i-1] != '\r')
+		if _, err := c.w.Write(p[:i]); err != nil {
+			return 0, err
+		}
+		if bare {
+			if _, err := c.w.Write([]byte{'\r'}); err != nil {
+				return 0, err
+			}
+		}
+		if _, err := c.w.Write(p[i : i+1]); err != nil {
+			return 0, err
+		}
+		c.prevCR = false
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
 // identKey is what a first sync pairs messages by: a hash of the size in
 // CRLF form and the Message-ID. 16 bytes per message instead of the ID
 // itself keep a mailbox of 100 000 messages at a few MiB; two different
@@ -150,11 +298,23 @@ type keyedUID struct {
 	uid UID
 }
 
-// identify returns the key of each of uids that has a Message-ID. Whatever
-// else a store reports (a server's answer for a UID not asked for, one UID
-// twice) is left out: a message must not be paired twice.
-func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
-	out := make([]keyedUID, 0, len(uids))
+// sizedUID is a message without a Message-ID and its size in CRLF form,
+// X-TUID fields left out.
+type sizedUID struct {
+	uid  UID
+	size int64
+}
+
+// identify returns the key of each of uids that has a Message-ID, and the
+// size of each that has none. Whatever else a store reports (a server's
+// answer for a UID not asked for, one UID twice) is left out: a message must
+// not be paired twice.
+func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, []sizedUID, error) {
+	type answer struct {
+		keyedUID
+		size int64 // -1: keyed by its Message-ID
+	}
+	out := make([]answer, 0, len(uids))
 	asked, _ := uidSet(func(yield func(UID)) {
 		for _, u := range uids {
 			yield(u)
@@ -164,16 +324,20 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
 	// size is the message's in CRLF form, tuid what its X-TUID fields take
 	// of it (see readIdent).
 	add := func(uid UID, id string, size, tuid int64) {
-		if id == "" || size < 0 || !asked(uid) {
+		if size < 0 || !asked(uid) {
 			return
 		}
 		size -= tuid
+		if id == "" {
+			out = append(out, answer{keyedUID{uid: uid}, size})
+			return
+		}
 		buf = binary.BigEndian.AppendUint64(buf[:0], uint64(size))
 		buf = append(buf, id...)
 		sum := sha256.Sum256(buf)
 		var k identKey
 		copy(k[:], sum[:])
-		out = append(out, keyedUID{k, uid})
+		out = append(out, answer{keyedUID{k, uid}, -1})
 	}
 	// One reader for all messages: fn is called for one message at a time.
 	br := bufio.NewReaderSize(nil, 4096)
@@ -197,9 +361,18 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, error) {
 		})
 	}
 	// The first answer for a UID counts.
-	slices.SortStableFunc(out, func(a, b keyedUID) int { return cmpUID(a.uid, b.uid) })
-	out = slices.CompactFunc(out, func(a, b keyedUID) bool { return a.uid == b.uid })
-	return out, err
+	slices.SortStableFunc(out, func(a, b answer) int { return cmpUID(a.uid, b.uid) })
+	out = slices.CompactFunc(out, func(a, b answer) bool { return a.uid == b.uid })
+	keyed := make([]keyedUID, 0, len(out))
+	var noID []sizedUID
+	for _, a := range out {
+		if a.size < 0 {
+			keyed = append(keyed, a.keyedUID)
+		} else {
+			noID = append(noID, sizedUID{a.uid, a.size})
+		}
+	}
+	return keyed, noID, err
 }
 
 // crlfSizer counts what passes through it as it would be with CRLF line

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -50,8 +51,9 @@ func TestFirstSyncPairsWhatBothSidesHold(t *testing.T) {
 }
 
 // Only the same Message-ID and the same size pair messages: a changed
-// version, or a message without a Message-ID, is copied (never left out),
-// and a Message-ID held twice on one side pairs once.
+// version is copied (never left out), a message without a Message-ID pairs
+// only with the same content, and a Message-ID held twice on one side pairs
+// once.
 func TestFirstSyncPairsOnlyIdentical(t *testing.T) {
 	forEachKind(t, func(t *testing.T, far, near *memStore) {
 		spec := testSpec(t.TempDir(), far, near)
@@ -66,7 +68,7 @@ func TestFirstSyncPairsOnlyIdentical(t *testing.T) {
 		addBody(t, far, "INBOX", "Message-ID: <crlf@test>\nSubject: crlf\n\nline\n", 0)
 		addBody(t, near, "INBOX", "Message-ID: <crlf@test>\r\nSubject: crlf\r\n\r\nline\r\n", 0)
 		mustSync(t, spec, RunOptions{})
-		checkEqual(t, spec, "INBOX", "crlf: noid: noid: twice: twice:S v1: v2:")
+		checkEqual(t, spec, "INBOX", "crlf: noid: twice: twice:S v1: v2:")
 	})
 }
 
@@ -230,13 +232,16 @@ func (identifyAnswers) Identify(ctx context.Context, uids []UID, fn func(UID, io
 }
 
 func TestIdentifyKeepsToWhatWasAsked(t *testing.T) {
-	got, err := identify(context.Background(), identifyAnswers{}, []UID{1, 2, 3, 4})
+	got, noID, err := identify(context.Background(), identifyAnswers{}, []UID{1, 2, 3, 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []keyedUID{{keyOfTest("<a@x>", 10), 1}, {keyOfTest("<b@x>", 20), 2}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("identify: %v, want %v", got, want)
+	}
+	if wantNoID := []sizedUID{{4, 50}}; !slices.Equal(noID, wantNoID) {
+		t.Fatalf("identify: without Message-ID %v, want %v", noID, wantNoID)
 	}
 }
 
@@ -267,4 +272,71 @@ func TestFirstSyncIgnoresMbsyncTUID(t *testing.T) {
 		}
 		checkEqual(t, spec, "INBOX", "pulled:S pushed:")
 	})
+}
+
+// Messages without a Message-ID (drafts, mail from scripts and old mailers)
+// that are the same on both sides — LF or CRLF, with or without mbsync's
+// X-TUID — are paired by content: copying each side's to the other put
+// every one of them twice on both sides. Same size but other content is
+// not the same message.
+func TestFirstSyncPairsSameContentWithoutMessageID(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addBody(t, far, "INBOX", "Subject: noid\n\nno Message-ID here\n", FlagSeen)
+		addBody(t, near, "INBOX", "Subject: noid\r\nX-TUID: ZYJQgcJ/uOgF\r\n\r\nno Message-ID here\r\n", FlagFlagged)
+		addBody(t, far, "INBOX", "Subject: twice\n\nsame\n", 0)
+		addBody(t, far, "INBOX", "Subject: twice\n\nsame\n", 0)
+		addBody(t, near, "INBOX", "Subject: twice\n\nsame\n", 0)
+		addBody(t, far, "INBOX", "Subject: other\n\nversion A\n", 0)
+		addBody(t, near, "INBOX", "Subject: other\n\nversion B\n", 0)
+		res := mustSync(t, spec, RunOptions{})
+		checkEqual(t, spec, "INBOX", "noid:FS other: other: twice: twice:")
+		if res.Copied != [2]int{Far: 1, Near: 2} {
+			t.Fatalf("copied %v, want the second twice and version A down, version B up", res.Copied)
+		}
+		if res.Paired != 2 {
+			t.Fatalf("paired %d, want 2", res.Paired)
+		}
+	})
+}
+
+// contentKey sees the same message in LF and CRLF form, read in any pieces,
+// with or without X-TUID fields (folded too), and past header lines longer
+// than its reader's buffer; any other byte makes another key.
+func TestContentKey(t *testing.T) {
+	long := "X-Long: " + strings.Repeat("y", 5000) + "\n"
+	base := "Subject: s\n" + long + "From: a\n\nbody\nX-TUID: in the body counts\n"
+	same := []string{
+		base,
+		strings.ReplaceAll(base, "\n", "\r\n"),
+		"X-TUID: ZYJQgcJ/uOgF\n" + base,
+		"Subject: s\n" + long + "x-tuid:\n folded\r\nFrom: a\n\nbody\nX-TUID: in the body counts\n",
+	}
+	differ := []string{
+		strings.Replace(base, "body\n", "body \n", 1),
+		strings.Replace(base, "X-TUID: in the body counts\n", "", 1),
+		strings.TrimSuffix(base, "\n"),
+		strings.Replace(base, "\n\n", "\r\n\n", 1) + "x",
+	}
+	br := bufio.NewReaderSize(nil, 4096)
+	key := func(s string, n int) identKey {
+		k, err := contentKey(&chunkReader{s, n}, br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	want := key(base, 1<<20)
+	for i, s := range same {
+		for _, n := range []int{1, 7, 4096, 1 << 20} {
+			if key(s, n) != want {
+				t.Errorf("same[%d] read %d bytes at a time: another key", i, n)
+			}
+		}
+	}
+	for i, s := range differ {
+		if key(s, 3) == want {
+			t.Errorf("differ[%d]: the same key", i)
+		}
+	}
 }
