@@ -529,7 +529,7 @@ func writePlan(w io.Writer, ch string, mr engine.MailboxResult, verbose bool) {
 		}
 	}
 	if mr.Paired > 0 {
-		add("pair %s both sides already hold (same Message-ID and size, or same content): not copied", count(mr.Paired, "message"))
+		add("pair %s both sides already hold (same Message-ID, date, subject and size, or same content): not copied", count(mr.Paired, "message"))
 	}
 	if p := mr.Plan; p != nil {
 		for _, s := range []engine.Side{engine.Near, engine.Far} {

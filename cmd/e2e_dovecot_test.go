@@ -1556,7 +1556,7 @@ func TestE2EFirstSyncOfAnExistingMaildir(t *testing.T) {
 
 	stdout, _ := e.mustRun("sync", "--dry-run", "ch")
 	for _, want := range []string{
-		"ch:INBOX:\n  pair 3 messages both sides already hold (same Message-ID and size, or same content): not copied\n",
+		"ch:INBOX:\n  pair 3 messages both sides already hold (same Message-ID, date, subject and size, or same content): not copied\n",
 		"ch:Lists:\n  pair 1 message both sides already hold",
 		"ch (dry run): copied ←1 →1, flags ←2 →1, deleted ←0 →0, created 0 mailboxes, no errors, 4 messages already on both sides\n",
 	} {

@@ -13,8 +13,9 @@ import (
 )
 
 // pairExisting pairs, before the first plan of a mailbox pair, the messages
-// both sides already hold: same Message-ID and same size in CRLF form (not
-// counting an X-TUID field, which mbsync adds to the copies it makes).
+// both sides already hold: same Message-ID, Date and Subject and same size
+// in CRLF form (not counting an X-TUID field, which mbsync adds to the
+// copies it makes).
 //
 // Why: with no state, every message is new, and a sync would copy each
 // side's messages to the other. When both sides hold the same mail (a
@@ -90,7 +91,7 @@ func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options)
 	b.res.Paired = paired
 	if paired > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
-		b.log.Info("paired messages both sides already hold (same Message-ID and size, or same content); only the others are copied",
+		b.log.Info("paired messages both sides already hold (same Message-ID, date, subject and size, or same content); only the others are copied",
 			"mailbox", b.name, "paired", paired, "far_unpaired", nCand[Far]-paired, "near_unpaired", nCand[Near]-paired)
 	}
 	return nil
@@ -286,8 +287,29 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// headerKey is the key of a message with a Message-ID: its size (in CRLF
+// form, X-TUID fields left out), Message-ID, Date and Subject. Date and
+// Subject because some software stamps all its mail with one Message-ID (a
+// monitoring script's reports, a scanner's): two of its messages of the
+// same size are not the same message, and pairing them would leave each
+// side without the other's, and have a removal on one side remove the
+// other message on the other side. Two copies of one message have the same
+// header, so this never keeps them apart.
+// buf is scratch space, returned for the next call.
+func headerKey(buf []byte, size int64, h headerIdent) (identKey, []byte) {
+	buf = binary.BigEndian.AppendUint64(buf[:0], uint64(size))
+	for _, f := range []string{h.id, h.date, h.subject} {
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(f))) // no two lists of values hash alike
+		buf = append(buf, f...)
+	}
+	sum := sha256.Sum256(buf)
+	var k identKey
+	copy(k[:], sum[:])
+	return k, buf
+}
+
 // identKey is what a first sync pairs messages by: a hash of the size in
-// CRLF form and the Message-ID. 16 bytes per message instead of the ID
+// CRLF form and the Message-ID, Date and Subject (headerKey). 16 bytes per message instead of the ID
 // itself keep a mailbox of 100 000 messages at a few MiB; two different
 // messages share a key with a chance of about n²/2¹²⁹.
 type identKey [16]byte
@@ -321,22 +343,19 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, []sizedU
 		}
 	})
 	var buf []byte
-	// size is the message's in CRLF form, tuid what its X-TUID fields take
-	// of it (see readIdent).
-	add := func(uid UID, id string, size, tuid int64) {
+	// size is the message's in CRLF form, h.tuid what its X-TUID fields
+	// take of it (see readIdent).
+	add := func(uid UID, h headerIdent, size int64) {
 		if size < 0 || !asked(uid) {
 			return
 		}
-		size -= tuid
-		if id == "" {
+		size -= h.tuid
+		if h.id == "" {
 			out = append(out, answer{keyedUID{uid: uid}, size})
 			return
 		}
-		buf = binary.BigEndian.AppendUint64(buf[:0], uint64(size))
-		buf = append(buf, id...)
-		sum := sha256.Sum256(buf)
 		var k identKey
-		copy(k[:], sum[:])
+		k, buf = headerKey(buf, size, h)
 		out = append(out, answer{keyedUID{k, uid}, -1})
 	}
 	// One reader for all messages: fn is called for one message at a time.
@@ -345,18 +364,18 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, []sizedU
 	if idf, ok := mb.(Identifier); ok {
 		err = idf.Identify(ctx, uids, func(uid UID, header io.Reader, size int64) error {
 			br.Reset(header)
-			id, tuid := readIdent(br)
+			h := readIdent(br)
 			_, err := io.Copy(io.Discard, br)
-			add(uid, id, size, tuid)
+			add(uid, h, size)
 			return err
 		})
 	} else {
 		err = mb.Fetch(ctx, uids, func(uid UID, r io.Reader) error {
 			cr := &crlfSizer{r: r}
 			br.Reset(cr)
-			id, tuid := readIdent(br)
+			h := readIdent(br)
 			_, err := io.Copy(io.Discard, br)
-			add(uid, id, cr.size(), tuid)
+			add(uid, h, cr.size())
 			return err
 		})
 	}

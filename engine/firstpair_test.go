@@ -220,7 +220,7 @@ func (identifyAnswers) Identify(ctx context.Context, uids []UID, fn func(UID, io
 		id   string
 		size int64
 	}{{1, "<a@x>", 10}, {2, "<b@x>", 20}, {2, "<c@x>", 30}, {99, "<d@x>", 40}, {3, "<e@x>", -1}, {4, "", 50}} {
-		h := "Message-ID: " + a.id + "\r\n\r\n"
+		h := "Message-ID: " + a.id + "\r\nDate: d\r\nSubject: s\r\n\r\n"
 		if a.id == "" {
 			h = "\r\n"
 		}
@@ -245,10 +245,15 @@ func TestIdentifyKeepsToWhatWasAsked(t *testing.T) {
 	}
 }
 
-// keyOfTest computes a key the way identify does, independently.
+// keyOfTest computes a key the way identify does, independently, for a
+// message whose Date is "d" and Subject "s".
 func keyOfTest(id string, size int64) identKey {
 	b := binary.BigEndian.AppendUint64(nil, uint64(size))
-	sum := sha256.Sum256(append(b, id...))
+	for _, f := range []string{id, "d", "s"} {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	sum := sha256.Sum256(b)
 	var k identKey
 	copy(k[:], sum[:])
 	return k
@@ -339,4 +344,22 @@ func TestContentKey(t *testing.T) {
 			t.Errorf("differ[%d]: the same key", i)
 		}
 	}
+}
+
+// Software that stamps every mail with the same Message-ID (a monitoring
+// script, a scanner) sends reports of the same size that differ in their
+// Date and Subject. Those are different messages: paired, each side kept
+// its own and never got the other's, and removing one on a side removed the
+// other, which had never been copied, on the other side.
+func TestFirstSyncFixedMessageIDDifferentMail(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addBody(t, far, "INBOX", "Message-ID: <report@host>\nDate: Mon, 01 Jan 2024 10:00:00 +0000\nSubject: disk 85%\n\nok\n", 0)
+		addBody(t, near, "INBOX", "Message-ID: <report@host>\nDate: Mon, 01 Jan 2024 11:00:00 +0000\nSubject: disk 86%\n\nok\n", 0)
+		res := mustSync(t, spec, RunOptions{})
+		if res.Paired != 0 || res.Copied != [2]int{1, 1} {
+			t.Fatalf("paired %d, copied %v: want the two reports copied each way", res.Paired, res.Copied)
+		}
+		checkEqual(t, spec, "INBOX", "disk 85%: disk 86%:")
+	})
 }

@@ -143,9 +143,9 @@ type Mailbox interface {
 // Identifier is an optional Mailbox interface used to pair the messages
 // both sides already hold when a mailbox pair is synced for the first time:
 // it streams, for each of uids, the message's header (at least its
-// Message-ID and X-TUID fields) and its size with CRLF line ends, without
-// the body where the store can avoid reading it (IMAP: RFC822.SIZE and
-// BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-TUID)]). fn is called for one message at a
+// Message-ID, Date, Subject and X-TUID fields) and its size with CRLF line
+// ends, without the body where the store can avoid reading it (IMAP:
+// RFC822.SIZE and BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE SUBJECT X-TUID)]). fn is called for one message at a
 // time and must consume header. UIDs that no longer exist are skipped. Mailboxes without it are read with Fetch.
 type Identifier interface {
 	Identify(ctx context.Context, uids []UID, fn func(uid UID, header io.Reader, crlfSize int64) error) error

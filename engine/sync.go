@@ -1515,31 +1515,46 @@ func fetchMessageIDs(ctx context.Context, mb Mailbox, uids []UID) (map[UID]strin
 // pair a message with another one at a first sync or a UIDVALIDITY
 // recovery), or end the header block early and lose the real one.
 func readMessageID(br *bufio.Reader) string {
-	id, _ := readIdent(br)
-	return id
+	return readIdent(br).id
 }
 
-// readIdent is readMessageID that also returns how many bytes, in CRLF form,
-// the header's X-TUID fields take. mbsync writes one into every message it
-// copies (the Maildir file of a message it pulled, the server's copy of one
-// it pushed) and the other copy lacks it: a first sync after mbsync must
-// compare sizes without it, or it pairs none of those messages and copies
-// each back to the side it came from.
-func readIdent(br *bufio.Reader) (id string, tuid int64) {
+// headerIdent is what a first sync reads of a message's header (readIdent).
+type headerIdent struct {
+	// id, date and subject are the values of the first Message-ID, Date
+	// and Subject fields.
+	id, date, subject string
+	// tuid is how many bytes, in CRLF form, the X-TUID fields take.
+	tuid int64
+}
+
+// readIdent is readMessageID that also returns the Date and Subject, and
+// how many bytes the header's X-TUID fields take. mbsync writes one into
+// every message it copies (the Maildir file of a message it pulled, the
+// server's copy of one it pushed) and the other copy lacks it: a first sync
+// after mbsync must compare sizes without it, or it pairs none of those
+// messages and copies each back to the side it came from.
+func readIdent(br *bufio.Reader) (h headerIdent) {
 	var cur []byte
 	var curLen int64 // cur's lines as they were, in CRLF form
 	skip := false    // cur is a field with a line too long to keep: ignored
 	flush := func() {
 		if len(cur) > 0 && !skip {
 			k, v, ok := bytes.Cut(cur, []byte{':'})
+			first := func(f *string) {
+				if *f == "" {
+					*f = strings.TrimSpace(string(v))
+				}
+			}
 			switch name := string(bytes.TrimSpace(k)); {
 			case !ok:
 			case strings.EqualFold(name, "Message-ID"):
-				if id == "" {
-					id = strings.TrimSpace(string(v))
-				}
+				first(&h.id)
+			case strings.EqualFold(name, "Date"):
+				first(&h.date)
+			case strings.EqualFold(name, "Subject"):
+				first(&h.subject)
 			case strings.EqualFold(name, "X-TUID"):
-				tuid += curLen
+				h.tuid += curLen
 			}
 		}
 		cur, curLen, skip = cur[:0], 0, false
@@ -1556,7 +1571,7 @@ func readIdent(br *bufio.Reader) (id string, tuid int64) {
 			}
 			if err != nil {
 				flush()
-				return id, tuid
+				return h
 			}
 			continue
 		}
@@ -1564,7 +1579,7 @@ func readIdent(br *bufio.Reader) (id string, tuid int64) {
 			t := bytes.TrimRight(line, "\r\n")
 			if len(t) == 0 {
 				flush()
-				return id, tuid
+				return h
 			}
 			if t[0] != ' ' && t[0] != '\t' {
 				flush()
@@ -1579,7 +1594,7 @@ func readIdent(br *bufio.Reader) (id string, tuid int64) {
 		}
 		if err != nil {
 			flush()
-			return id, tuid
+			return h
 		}
 	}
 }

@@ -15,15 +15,16 @@ import (
 // returns for one message; a longer answer is read and dropped past it.
 const maxIdentifyHeader = 64 << 10
 
-// X-TUID comes along because mbsync adds one to every message it copies:
-// the engine leaves its length out of the size it compares.
+// Date and Subject tell apart messages that share a Message-ID; X-TUID comes
+// along because mbsync adds one to every message it copies: the engine
+// leaves its length out of the size it compares.
 var identifyItems = &imap.FetchOptions{UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{{
-	Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID", "X-TUID"}, Peek: true,
+	Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID", "Date", "Subject", "X-TUID"}, Peek: true,
 }}}
 
-// Identify streams the Message-ID and X-TUID fields and RFC822.SIZE (the size in CRLF
-// form) of uids: one UID FETCH per chunk, without bodies
-// (engine.Identifier). A first sync of a mailbox both sides hold reads this
+// Identify streams the Message-ID, Date, Subject and X-TUID fields and
+// RFC822.SIZE (the size in CRLF form) of uids: one UID FETCH per chunk,
+// without bodies (engine.Identifier). A first sync of a mailbox both sides hold reads this
 // instead of every message.
 //
 // Messages of a chunk left unanswered are asked for once more: go-imap
@@ -65,7 +66,7 @@ func (m *Mailbox) identify(ctx context.Context, set imap.UIDSet, fn func(uid eng
 	if err != nil {
 		return err
 	}
-	return cn.run(ctx, "UID FETCH (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-TUID)])", func() error {
+	return cn.run(ctx, "UID FETCH (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE SUBJECT X-TUID)])", func() error {
 		cmd := cn.c.Fetch(set, identifyItems)
 		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 			// The items come in the server's order: the field is kept

@@ -11,15 +11,16 @@ import (
 	"github.com/quixysync/quixysync/engine"
 )
 
-// Identify answers each message's Message-ID field and its size on the
+// Identify answers each message's Message-ID, Date, Subject and X-TUID
+// fields and its size on the
 // wire, from Dovecot, without the bodies: the size is the CRLF form of
 // what was appended, whatever order the server sends the items in.
 func TestDoveIdentify(t *testing.T) {
 	_, mb, trace := doveTracedInbox(t, "alice")
 	ctx := ctxT(t)
 	bodies := []string{
-		"Message-ID: <one@test>\nSubject: one\n\nfirst\n",
-		"Subject: none\n\nno Message-ID\n",
+		"Message-ID: <one@test>\nSubject: one\nFrom: a@test\nX-TUID: ZYJQgcJ/uOgF\n\nfirst\n",
+		"From: none@test\n\nno Message-ID\n",
 		"Subject: folded\nMessage-ID:\n <two@test>\n\n" + strings.Repeat("line\n", 1000),
 	}
 	var uids []engine.UID
@@ -49,10 +50,11 @@ func TestDoveIdentify(t *testing.T) {
 			t.Errorf("message %d: size %d, want the CRLF size %d", i, res[u].size, wantSize)
 		}
 	}
-	if h := res[uids[0]].header; !strings.Contains(h, "Message-ID: <one@test>") || strings.Contains(h, "Subject") {
-		t.Errorf("header of message 0: %q, want the Message-ID field alone", h)
+	if h := res[uids[0]].header; !strings.Contains(h, "Message-ID: <one@test>") || !strings.Contains(h, "Subject: one") ||
+		!strings.Contains(h, "X-TUID: ZYJQgcJ/uOgF") || strings.Contains(h, "From") {
+		t.Errorf("header of message 0: %q, want the Message-ID, Subject and X-TUID fields alone", h)
 	}
-	if h := res[uids[1]].header; strings.Contains(h, "Subject") || strings.Contains(h, "Message-ID") {
+	if h := res[uids[1]].header; strings.Contains(h, "From") || strings.Contains(h, "Message-ID") {
 		t.Errorf("header of message 1: %q, want nothing of it", h)
 	}
 	if h := res[uids[2]].header; !strings.Contains(h, "<two@test>") {
