@@ -112,3 +112,67 @@ func TestE2EFirstSyncAfterRealMbsyncWithoutMessageID(t *testing.T) {
 		t.Errorf("server INBOX holds %d messages, want 3", n)
 	}
 }
+
+// The same after the real OfflineIMAP (its ",U=…,FMD5=…" names, its own
+// state elsewhere): each message, with or without a Message-ID, ends once on
+// each side. Skipped when offlineimap is not installed.
+func TestE2EFirstSyncAfterRealOfflineIMAP(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	bin, err := exec.LookPath("offlineimap")
+	if err != nil {
+		t.Skip("needs offlineimap")
+	}
+	c := dial(t, "alice")
+	c.add("INBOX", "srv1", imap.FlagSeen)
+	c.add("INBOX", "srv2")
+	m := "From: cron@example.com\r\nSubject: srv-noid\r\n\r\nno Message-ID\r\n"
+	cmd := c.c.Append("INBOX", int64(len(m)), nil)
+	if _, err := cmd.Write([]byte(m)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.addLocal("INBOX", "loc1", "")
+	writeFile(t, filepath.Join(e.folder("INBOX"), "new", "1700000000.draft.localhost"), "Subject: loc-noid\n\na draft\n")
+	rc := writeFile(t, filepath.Join(e.dir, ".offlineimaprc"), fmt.Sprintf(`[general]
+accounts = a
+metadata = %s/.offlineimap
+
+[Account a]
+localrepository = l
+remoterepository = r
+
+[Repository l]
+type = Maildir
+localfolders = %s
+
+[Repository r]
+type = IMAP
+remotehost = %s
+remoteport = %d
+remoteuser = alice
+remotepass = %s
+ssl = no
+starttls = no
+`, e.dir, e.mail, srv.Host, srv.Port, srv.Password("alice")))
+	if out, err := exec.Command(bin, "-c", rc, "-o", "-u", "basic").CombinedOutput(); err != nil {
+		t.Fatalf("offlineimap: %v\n%s", err, out)
+	}
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, 5 messages already on both sides")
+	want := map[string]string{"srv1": "S", "srv2": "", "srv-noid": "", "loc1": "", "loc-noid": ""}
+	e.wantLocal("INBOX", want)
+	c.wantServer("INBOX", want)
+	if n := c.selectBox("INBOX", true).NumMessages; n != 5 {
+		t.Errorf("server INBOX holds %d messages, want 5", n)
+	}
+}
