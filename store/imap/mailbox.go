@@ -296,9 +296,13 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	}
 	var out []engine.Message
 	var found []engine.UID
+	var exists uint32
 	err = cn.run(ctx, "UID FETCH", func() error {
 		var err error
 		out, found, err = m.sendList(cn, q, all, below).collect()
+		if sel := cn.c.Mailbox(); sel != nil {
+			exists = sel.NumMessages // as of the tagged answer
+		}
 		return err
 	})
 	if err != nil {
@@ -310,8 +314,77 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	from := max(q.From, 1)
 	if all {
 		from = 1
+		if int64(len(out)) < int64(exists) {
+			if out, err = m.completeListing(ctx, out); err != nil {
+				return nil, false, err
+			}
+		}
 	}
 	return out, all, m.fillDetails(ctx, out, from)
+}
+
+// completeListing is a full listing that holds fewer messages than the
+// mailbox has, checked: the engine takes a message missing from a complete
+// listing for one removed, and removes its copy on the other side. A FETCH
+// answer go-imap could not route (one without UID) is dropped, and a server
+// may leave out a message it cannot read. The UIDs the server has are
+// asked for; those missing are described again, and one still not answered
+// fails the listing. (The count also counts messages that arrived after the
+// server read "1:*": those are added.)
+func (m *Mailbox) completeListing(ctx context.Context, out []engine.Message) ([]engine.Message, error) {
+	cn, err := m.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have, err := m.search(ctx, cn, imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}, 0)
+	if err != nil {
+		return nil, err
+	}
+	listed := make(map[engine.UID]bool, len(out))
+	for _, msg := range out {
+		listed[msg.UID] = true
+	}
+	var missing []engine.UID
+	for _, u := range have {
+		if !listed[u] {
+			missing = append(missing, u)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	m.s.log.Debug("asking again for messages a full listing left out", "mailbox", m.name, "count", len(missing))
+	got, err := m.Describe(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	if len(got) < len(missing) {
+		// Gone meanwhile, or never answered: only the server can tell.
+		var still []engine.UID
+		for _, set := range uidChunks(missing) {
+			found, err := m.search(ctx, cn, set, 0)
+			if err != nil {
+				return nil, err
+			}
+			still = append(still, found...)
+		}
+		described := make(map[engine.UID]bool, len(got))
+		for _, g := range got {
+			described[g.UID] = true
+		}
+		var lost []engine.UID
+		for _, u := range still {
+			if !described[u] {
+				lost = append(lost, u)
+			}
+		}
+		if len(lost) > 0 {
+			return nil, m.errorf("the server's listing leaves out %d existing message(s) (UIDs %v): not taken for removed ones", len(lost), truncUIDs(lost))
+		}
+	}
+	out = append(out, got...)
+	slices.SortFunc(out, func(a, b engine.Message) int { return cmp.Compare(a.UID, b.UID) })
+	return slices.CompactFunc(out, func(a, b engine.Message) bool { return a.UID == b.UID }), nil
 }
 
 // fillDetails asks once more for the size and arrival date of the messages

@@ -1,0 +1,71 @@
+package imap
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/quixysync/quixysync/engine"
+)
+
+const threeMessages = "* 3 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 4] n\r\n"
+
+// A full listing is complete: the engine takes every message missing from
+// it for one removed here and removes its copy on the other side. A FETCH
+// response without UID (go-imap cannot route it to the UID FETCH and drops
+// it) must not make an existing message look removed.
+func TestFullListingMissingAnswerIsNoRemoval(t *testing.T) {
+	host, port := selectedServer(t, "IMAP4rev1", threeMessages, func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+		up := strings.ToUpper(cmd)
+		switch {
+		case strings.HasPrefix(up, "UID FETCH"):
+			say("* 1 FETCH (UID 1 FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n" +
+				"* 2 FETCH (FLAGS (\\Seen) RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n" +
+				"* 3 FETCH (UID 3 FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n" +
+				tag + " OK done\r\n")
+			return true
+		case strings.HasPrefix(up, "UID SEARCH"):
+			say("* SEARCH 1 2 3\r\n" + tag + " OK done\r\n")
+			return true
+		}
+		return false
+	})
+	mb := fakeInbox(t, host, port)
+	msgs, complete, err := mb.List(ctxT(t), engine.ListQuery{All: true})
+	if err != nil {
+		return // refusing the listing is safe
+	}
+	if complete && len(msgs) < 3 {
+		t.Fatalf("complete listing of a mailbox of 3 messages holds %d: %+v (the missing one reads as removed)", len(msgs), msgs)
+	}
+}
+
+// A message the full listing left out that the server does describe when
+// asked again is listed, not dropped: the listing succeeds with it.
+func TestFullListingAsksAgainForALeftOutMessage(t *testing.T) {
+	fetches := 0
+	host, port := selectedServer(t, "IMAP4rev1", threeMessages, func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+		up := strings.ToUpper(cmd)
+		switch {
+		case strings.HasPrefix(up, "UID FETCH"):
+			fetches++
+			if fetches == 1 {
+				say("* 1 FETCH (UID 1 FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n" +
+					"* 3 FETCH (UID 3 FLAGS () RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n" +
+					tag + " OK done\r\n")
+				return true
+			}
+			say("* 2 FETCH (UID 2 FLAGS (\\Seen) RFC822.SIZE 10 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n" + tag + " OK done\r\n")
+			return true
+		case strings.HasPrefix(up, "UID SEARCH"):
+			say("* SEARCH 1 2 3\r\n" + tag + " OK done\r\n")
+			return true
+		}
+		return false
+	})
+	mb := fakeInbox(t, host, port)
+	msgs, complete, err := mb.List(ctxT(t), engine.ListQuery{All: true})
+	if err != nil || !complete || len(msgs) != 3 || msgs[1].UID != 2 || msgs[1].Flags != engine.FlagSeen {
+		t.Fatalf("listing: %+v, complete %v, %v; want UIDs 1 to 3", msgs, complete, err)
+	}
+}
