@@ -55,7 +55,8 @@ type Report struct {
 	// from it is gone.
 	Complete bool
 	// Existing, when ExistingKnown and not Complete: the UIDs below the recorded
-	// UIDNext that still exist. When !Complete && !ExistingKnown, the caller has
+	// UIDNext that still exist, and above it up to the highest known UID the
+	// listing left out. When !Complete && !ExistingKnown, the caller has
 	// established (by the message count) that no known message was removed.
 	Existing      []UID
 	ExistingKnown bool

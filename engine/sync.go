@@ -1151,13 +1151,18 @@ func (b *boxRun) reportOn(ctx context.Context, s Side, st *State, other *Status)
 	}
 	// A known UID at or above the old UIDNEXT (copied by the last run) that
 	// is not listed is gone; the planner learns that only from Existing.
+	// Existing then reaches up to it: a listing can leave out a message
+	// that is there (an answer the client could not use), and one taken
+	// for gone would be removed from the other side.
 	knownBelow := 0
 	need := status.Messages < 0
+	below := rec.UIDNext
 	for _, p := range st.Pairs {
 		if u := p.uid(s); u != 0 && u < rec.UIDNext {
 			knownBelow++
 		} else if u != 0 && !listed[u] {
 			need = true
+			below = max(below, u+1)
 		}
 	}
 	if !need {
@@ -1165,7 +1170,7 @@ func (b *boxRun) reportOn(ctx context.Context, s Side, st *State, other *Status)
 		need = old < int64(knownBelow) || (rec.Messages >= 0 && old < rec.Messages)
 	}
 	if need {
-		uids, err := b.mb[s].UIDs(ctx, rec.UIDNext)
+		uids, err := b.mb[s].UIDs(ctx, below)
 		if err != nil {
 			return r, fmt.Errorf("listing the %s side: %w", s, err)
 		}
