@@ -798,6 +798,17 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			b.fail(fmt.Errorf("copying %s UID %d to the %s side: staged %d bytes of %d", src, uid, t, s.Size(), bc.n))
 			return nil
 		}
+		if bc.n == 0 && c.Size > 0 {
+			// No message is empty that was listed with a size: a server
+			// answers so for one expunged meanwhile (Gmail), or in a
+			// glitch. Copied, the empty message would stand paired for the
+			// real one for good; not copied, a later run copies it (or
+			// finds it gone).
+			b.mb[t].Discard([]Staged{s})
+			b.res.Failed[t]++
+			b.fail(fmt.Errorf("copying %s UID %d to the %s side: the %s side sent no bytes of a message it listed with %d", src, uid, t, src, c.Size))
+			return nil
+		}
 		staged = append(staged, &stagedCopy{c: c, s: s, intent: &copyIntent{
 			To: t, Src: uid, Flags: c.Flags, Reserved: s.UID(), UIDNext: uidNext,
 			Size: bc.n, CRLFSize: bc.crlf, SHA256: bc.sum(), MessageID: bc.messageID(),

@@ -41,6 +41,9 @@ type memStore struct {
 	// rewrite, when set, changes each message as Commit stores it, as a
 	// server that rewrites messages on APPEND (adds a header) does.
 	rewrite func([]byte) []byte
+	// emptyFetch makes Fetch hand over every message with no bytes, as a
+	// server answering with an empty literal for a message it has.
+	emptyFetch bool
 	// touched: every WillTouch, its UIDs sorted.
 	touched [][]UID
 	// events, when set, records every mailbox operation as "store op",
@@ -343,7 +346,11 @@ func (m *memMailbox) Fetch(ctx context.Context, uids []UID, fn func(UID, io.Read
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := fn(it.uid, bytes.NewReader(it.body)); err != nil {
+		body := it.body
+		if m.s.emptyFetch {
+			body = nil
+		}
+		if err := fn(it.uid, bytes.NewReader(body)); err != nil {
 			return err
 		}
 	}
