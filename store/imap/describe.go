@@ -25,8 +25,9 @@ func (m *Mailbox) Describe(ctx context.Context, uids []engine.UID) ([]engine.Mes
 	var out []engine.Message
 	err = cn.run(ctx, "UID FETCH", func() error {
 		for _, set := range chunks {
-			err := expungeIssuedOK(collectList(cn.c.Fetch(set, listItems), func(msg engine.Message, _ uint64) {
-				if set.Contains(imap.UID(msg.UID)) {
+			err := expungeIssuedOK(collectList(cn.c.Fetch(set, listItems), func(msg engine.Message, _ uint64, flags bool) {
+				// Without FLAGS it would read as a message without flags.
+				if flags && set.Contains(imap.UID(msg.UID)) {
 					out = append(out, msg)
 				}
 			}))

@@ -279,7 +279,7 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			if a.below > 1 {
 				m.uids = &prefetchedUIDs{below: a.below, uids: found}
 			}
-			return out, false, m.fillDetails(ctx, out, a.from)
+			return out, false, m.fillDetails(ctx, out, a.from, a.noFlags)
 		}
 		var ie *imap.Error
 		if !errors.As(err, &ie) {
@@ -297,9 +297,11 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	var out []engine.Message
 	var found []engine.UID
 	var exists uint32
+	var lc *listCall
 	err = cn.run(ctx, "UID FETCH", func() error {
 		var err error
-		out, found, err = m.sendList(cn, q, all, below).collect()
+		lc = m.sendList(cn, q, all, below)
+		out, found, err = lc.collect()
 		if sel := cn.c.Mailbox(); sel != nil {
 			exists = sel.NumMessages // as of the tagged answer
 		}
@@ -320,7 +322,7 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 			}
 		}
 	}
-	return out, all, m.fillDetails(ctx, out, from)
+	return out, all, m.fillDetails(ctx, out, from, lc.noFlags)
 }
 
 // completeListing is a full listing that holds fewer messages than the
@@ -389,17 +391,23 @@ func (m *Mailbox) completeListing(ctx context.Context, out []engine.Message) ([]
 
 // fillDetails asks once more for the size and arrival date of the messages
 // from `from` on (out is sorted by UID) that the listing reported without
-// them. go-imap hands an unsolicited FETCH (another client's flag change,
+// them, and for the flags of those it reported without FLAGS (noFlags).
+// go-imap hands an unsolicited FETCH (another client's flag change,
 // which a server may send ahead of our answer) to the pending command as
 // that message's reply and drops the real one; the message would then be
-// copied without its arrival date and escape max_size.
-func (m *Mailbox) fillDetails(ctx context.Context, out []engine.Message, from engine.UID) error {
+// copied without its arrival date and escape max_size. One without FLAGS
+// (a MODSEQ alone) would read as a message without flags: the engine would
+// take every flag off its copy on the other side. Flags not learnt this
+// way fail the listing: left out, a change below `from` would be missed
+// for good (the next run asks for changes since this run's start).
+func (m *Mailbox) fillDetails(ctx context.Context, out []engine.Message, from engine.UID, noFlags []engine.UID) error {
 	var want []engine.UID
 	for _, msg := range out {
 		if msg.UID >= from && msg.Size < 0 {
 			want = append(want, msg.UID)
 		}
 	}
+	want = append(want, noFlags...)
 	if len(want) == 0 {
 		return nil
 	}
@@ -408,10 +416,17 @@ func (m *Mailbox) fillDetails(ctx context.Context, out []engine.Message, from en
 	if err != nil {
 		return err
 	}
+	described := make(map[engine.UID]bool, len(got))
 	for _, g := range got {
 		i, ok := slices.BinarySearchFunc(out, g.UID, func(msg engine.Message, u engine.UID) int { return cmp.Compare(msg.UID, u) })
 		if ok && g.Size >= 0 {
 			out[i] = g
+			described[g.UID] = true
+		}
+	}
+	for _, u := range noFlags {
+		if !described[u] {
+			return m.errorf("the server listed UID %d without its flags, and did not tell them when asked again", u)
 		}
 	}
 	return nil
@@ -425,6 +440,8 @@ type listCall struct {
 	chCmd        *imapclient.FetchCommand
 	newCmd       *imapclient.FetchCommand
 	searched     func() ([]engine.UID, error)
+	// noFlags: the UIDs collect read an answer without FLAGS for.
+	noFlags []engine.UID
 }
 
 // sendList sends the FETCHes of a listing (and, with below > 1 on an
@@ -471,25 +488,34 @@ func (lc *listCall) collect() ([]engine.Message, []engine.UID, error) {
 	// stops once one command's unread replies fill its buffer (128): then
 	// the other command never completes either.
 	changed := map[engine.UID]engine.Message{}
+	var chNoFlags []engine.UID
 	var chErr error
 	var wg sync.WaitGroup
 	if lc.chCmd != nil {
 		wg.Go(func() {
-			chErr = collectList(lc.chCmd, func(msg engine.Message, modseq uint64) {
+			chErr = collectList(lc.chCmd, func(msg engine.Message, modseq uint64, flags bool) {
 				// Every reply to CHANGEDSINCE carries MODSEQ; one without it
 				// is not an answer to this command.
 				if modseq > 0 && msg.UID < from {
 					changed[msg.UID] = msg
+					if !flags {
+						chNoFlags = append(chNoFlags, msg.UID)
+					}
 				}
 			})
 		})
 	}
-	newErr := collectList(lc.newCmd, func(msg engine.Message, _ uint64) {
+	var newNoFlags []engine.UID
+	newErr := collectList(lc.newCmd, func(msg engine.Message, _ uint64, flags bool) {
 		if msg.UID >= from {
 			byUID[msg.UID] = msg
+			if !flags {
+				newNoFlags = append(newNoFlags, msg.UID)
+			}
 		}
 	})
 	wg.Wait()
+	lc.noFlags = append(chNoFlags, newNoFlags...)
 	maps.Copy(byUID, changed)
 	var found []engine.UID
 	var searchErr error
@@ -507,17 +533,40 @@ func (lc *listCall) collect() ([]engine.Message, []engine.UID, error) {
 	return out, found, nil
 }
 
-func collectList(cmd *imapclient.FetchCommand, fn func(msg engine.Message, modseq uint64)) error {
+// collectList reads a listing FETCH's answers; flags says the answer had
+// FLAGS (go-imap reads "FLAGS ()" and none alike).
+func collectList(cmd *imapclient.FetchCommand, fn func(msg engine.Message, modseq uint64, flags bool)) error {
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-		b, err := msg.Collect()
-		if err != nil || b.UID == 0 {
+		var b imapclient.FetchMessageBuffer
+		flags := false
+		for item := msg.Next(); item != nil; item = msg.Next() {
+			switch it := item.(type) {
+			case imapclient.FetchItemDataUID:
+				b.UID = it.UID
+			case imapclient.FetchItemDataFlags:
+				b.Flags, flags = it.Flags, true
+			case imapclient.FetchItemDataRFC822Size:
+				b.RFC822Size = it.Size
+			case imapclient.FetchItemDataInternalDate:
+				b.InternalDate = it.Time
+			case imapclient.FetchItemDataModSeq:
+				b.ModSeq = it.ModSeq
+			case imapclient.FetchItemDataBodySection:
+				if it.Literal != nil {
+					if _, err := io.Copy(io.Discard, it.Literal); err != nil {
+						return errors.Join(err, cmd.Close())
+					}
+				}
+			}
+		}
+		if b.UID == 0 {
 			continue
 		}
 		em := engine.Message{UID: engine.UID(b.UID), Flags: fromIMAPFlags(b.Flags), Size: -1, Date: b.InternalDate}
 		if b.RFC822Size > 0 || !b.InternalDate.IsZero() {
 			em.Size, em.SizeIsCRLF = b.RFC822Size, true
 		}
-		fn(em, b.ModSeq)
+		fn(em, b.ModSeq, flags)
 	}
 	return cmd.Close()
 }

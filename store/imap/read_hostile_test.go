@@ -69,3 +69,48 @@ func TestFullListingAsksAgainForALeftOutMessage(t *testing.T) {
 		t.Fatalf("listing: %+v, complete %v, %v; want UIDs 1 to 3", msgs, complete, err)
 	}
 }
+
+// A listing answer without FLAGS (an unsolicited FETCH of another client's
+// change routed in its place, or a server that leaves the item out) does
+// not report the message as having no flags: the engine would take every
+// flag off its copy on the other side. Asked again, the server tells.
+func TestListingAnswerWithoutFlags(t *testing.T) {
+	selected := "* 6 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 7] n\r\n* OK [HIGHESTMODSEQ 900] m\r\n"
+	date := "INTERNALDATE \"01-Jan-2024 00:00:00 +0000\""
+	var listed int
+	host, port := selectedServer(t, "IMAP4rev1 CONDSTORE UIDPLUS", selected, func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+		up := strings.ToUpper(cmd)
+		if !strings.HasPrefix(up, "UID FETCH") {
+			return false
+		}
+		switch {
+		case strings.Contains(up, "CHANGEDSINCE"):
+			say("* 2 FETCH (UID 2 MODSEQ (950))\r\n" + tag + " OK done\r\n")
+		case strings.HasPrefix(up, "UID FETCH 5:"):
+			listed++
+			say("* 5 FETCH (UID 5 RFC822.SIZE 10 " + date + ")\r\n" + tag + " OK done\r\n")
+		default: // asked again
+			var b strings.Builder
+			for _, u := range []string{"2", "5"} {
+				if strings.Contains(up, u) {
+					b.WriteString("* " + u + " FETCH (UID " + u + " FLAGS (\\Seen \\Flagged) RFC822.SIZE 10 " + date + ")\r\n")
+				}
+			}
+			say(b.String() + tag + " OK done\r\n")
+		}
+		return true
+	})
+	mb := fakeInbox(t, host, port)
+	msgs, _, err := mb.List(ctxT(t), engine.ListQuery{From: 5, ChangedSince: 900})
+	if listed == 0 {
+		t.Fatal("no listing of new messages")
+	}
+	if err != nil {
+		return // refusing the listing is safe
+	}
+	for _, m := range msgs {
+		if m.Flags != engine.FlagSeen|engine.FlagFlagged {
+			t.Errorf("UID %d listed with flags %v, the server's are \\Seen \\Flagged", m.UID, m.Flags)
+		}
+	}
+}
