@@ -105,3 +105,26 @@ func TestFetchTakesOnlyTheWholeBody(t *testing.T) {
 		})
 	}
 }
+
+// A server that refuses a body FETCH naming a message expunged meanwhile
+// with a plain NO (no [EXPUNGEISSUED]), having sent the other bodies:
+// the gone message is skipped like one not answered, the others are
+// handed over, and Fetch succeeds.
+func TestFetchRefusedForAnExpungedMessage(t *testing.T) {
+	host, port := selectedServer(t, "IMAP4rev1", twoMessages, func(tag, cmd string, r *bufio.Reader, say func(string)) bool {
+		up := strings.ToUpper(cmd)
+		switch {
+		case strings.HasPrefix(up, "UID FETCH"):
+			say("* 1 FETCH (UID 1 BODY[] {7}\r\nHi: x\r\n)\r\n" + tag + " NO Some of the requested messages no longer exist\r\n")
+			return true
+		case strings.HasPrefix(up, "UID SEARCH"):
+			say("* SEARCH\r\n" + tag + " OK done\r\n") // UID 2 is gone
+			return true
+		}
+		return false
+	})
+	bodies, _, err := fetchFromFake(t, host, port, 1, 2)
+	if err != nil || bodies[1] != "Hi: x\n" || len(bodies) != 1 {
+		t.Fatalf("got %v, %v; want UID 1's body and no error", bodies, err)
+	}
+}

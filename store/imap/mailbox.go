@@ -729,7 +729,17 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 						}
 					}
 				}
-				return expungeIssuedOK(cmd.Close())
+				// A NO is the answer without some of the messages: gone
+				// ones above all (RFC 5530's [EXPUNGEISSUED], or a plain NO
+				// as some servers send). Which of those still exist is
+				// checked below, as for any message not answered.
+				err := cmd.Close()
+				var ie *imap.Error
+				if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {
+					m.s.log.Debug("UID FETCH of bodies refused; the messages not returned are checked", "mailbox", m.name, "err", err)
+					return nil
+				}
+				return err
 			})
 			if err != nil {
 				return err
