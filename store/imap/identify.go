@@ -27,7 +27,8 @@ var identifyItems = &imap.FetchOptions{UID: true, RFC822Size: true, BodySection:
 // without bodies (engine.Identifier). A first sync of a mailbox both sides hold reads this
 // instead of every message.
 //
-// Messages of a chunk left unanswered are asked for once more: go-imap
+// Messages of a chunk left unanswered are asked for once more, and those
+// still unanswered that exist are an error: go-imap
 // hands an unsolicited FETCH (another client's flag change, which a server
 // may send ahead of our answer) to the pending command as that message's
 // reply and drops the real one, and a message not identified would be
@@ -50,10 +51,39 @@ func (m *Mailbox) Identify(ctx context.Context, uids []engine.UID, fn func(uid e
 				}
 			}
 		}
-		if len(again) > 0 {
-			if err := m.identify(ctx, again, fn, answered); err != nil {
-				return err
+		if len(again) == 0 {
+			continue
+		}
+		if err := m.identify(ctx, again, fn, answered); err != nil {
+			return err
+		}
+		// Still unanswered: gone ones are skipped; one still there is
+		// an error rather than a message taken for one the other side
+		// lacks.
+		var left []engine.UID
+		for _, r := range again {
+			for u := r.Start; ; u++ {
+				if !answered[u] {
+					left = append(left, engine.UID(u))
+				}
+				if u == r.Stop {
+					break
+				}
 			}
+		}
+		if len(left) == 0 {
+			continue
+		}
+		cn, err := m.conn(ctx)
+		if err != nil {
+			return err
+		}
+		still, err := m.search(ctx, cn, uidChunks(left)[0], 0)
+		if err != nil {
+			return err
+		}
+		if len(still) > 0 {
+			return m.errorf("server did not identify %d existing message(s) (UIDs %v)", len(still), truncUIDs(still))
 		}
 	}
 	return nil

@@ -60,13 +60,13 @@ func TestDoveIdentify(t *testing.T) {
 	if h := res[uids[2]].header; !strings.Contains(h, "<two@test>") {
 		t.Errorf("header of message 2: %q, want the folded Message-ID", h)
 	}
-	// One FETCH of the header field, not of the bodies, and one more for
-	// the UID nothing answered (gone, or its answer taken by an unsolicited
-	// FETCH: see Identify).
+	// One FETCH of the header field, not of the bodies, one more for the
+	// UID nothing answered (gone, or its answer taken by an unsolicited
+	// FETCH: see Identify), and a SEARCH to tell that it is gone.
 	cmds := trace.commands()
 	missing := strconv.Itoa(int(uids[2] + 100))
-	if len(cmds) != 2 || !strings.Contains(cmds[0], "BODY.PEEK[HEADER.FIELDS (") || !strings.Contains(cmds[0], "Message-ID") || !strings.Contains(cmds[0], "RFC822.SIZE") ||
-		!strings.Contains(cmds[1], "UID FETCH "+missing+" (") {
-		t.Errorf("commands %q, want one UID FETCH of RFC822.SIZE and the Message-ID field, then one of UID %s alone", cmds, missing)
+	if len(cmds) != 3 || !strings.Contains(cmds[0], "BODY.PEEK[HEADER.FIELDS (") || !strings.Contains(cmds[0], "Message-ID") || !strings.Contains(cmds[0], "RFC822.SIZE") ||
+		!strings.Contains(cmds[1], "UID FETCH "+missing+" (") || !strings.Contains(cmds[2], "UID SEARCH") || !strings.HasSuffix(cmds[2], "UID "+missing) {
+		t.Errorf("commands %q, want one UID FETCH of RFC822.SIZE and the Message-ID field, then one of UID %s alone, then a UID SEARCH of it", cmds, missing)
 	}
 }

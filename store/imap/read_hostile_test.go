@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bufio"
+	"io"
 	"strings"
 	"testing"
 
@@ -112,5 +113,39 @@ func TestListingAnswerWithoutFlags(t *testing.T) {
 		if m.Flags != engine.FlagSeen|engine.FlagFlagged {
 			t.Errorf("UID %d listed with flags %v, the server's are \\Seen \\Flagged", m.UID, m.Flags)
 		}
+	}
+}
+
+// Identify cannot leave out silently a message that exists but whose
+// answers it could not use (no UID: go-imap drops them): the first sync
+// would take it for one the other side lacks and copy it there, next to
+// the copy it already has.
+func TestIdentifyDoesNotSkipAnExistingMessage(t *testing.T) {
+	host, port := selectedServer(t, "IMAP4rev1", twoMessages, func(tag, cmd string, _ *bufio.Reader, say func(string)) bool {
+		up := strings.ToUpper(cmd)
+		switch {
+		case strings.HasPrefix(up, "UID FETCH"):
+			var b strings.Builder
+			if strings.Contains(up, "FETCH 1") {
+				b.WriteString("* 1 FETCH (UID 1 RFC822.SIZE 30 BODY[HEADER.FIELDS (MESSAGE-ID)] {17}\r\nMessage-ID: <a>\r\n)\r\n")
+			}
+			b.WriteString("* 2 FETCH (RFC822.SIZE 30 BODY[HEADER.FIELDS (MESSAGE-ID)] {17}\r\nMessage-ID: <b>\r\n)\r\n")
+			say(b.String() + tag + " OK done\r\n")
+			return true
+		case strings.HasPrefix(up, "UID SEARCH"):
+			say("* SEARCH 2\r\n" + tag + " OK done\r\n") // UID 2 exists
+			return true
+		}
+		return false
+	})
+	mb := fakeInbox(t, host, port)
+	got := map[engine.UID]bool{}
+	err := mb.(engine.Identifier).Identify(ctxT(t), []engine.UID{1, 2}, func(uid engine.UID, h io.Reader, _ int64) error {
+		got[uid] = true
+		_, err := io.Copy(io.Discard, h)
+		return err
+	})
+	if err == nil && !got[2] {
+		t.Fatalf("Identify succeeded without UID 2, which exists (identified: %v)", got)
 	}
 }
