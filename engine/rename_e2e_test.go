@@ -155,3 +155,55 @@ func TestMailboxRenamedOnBothSidesNeedsItsMessages(t *testing.T) {
 		t.Fatalf("Bar changed: far %q, near %q", f, n)
 	}
 }
+
+// A webmail's RENAME of Foo to Bar, the folder left as it was here: as in
+// mbsync, Bar is copied here whole and Foo stops with the guard (its state
+// lists messages the far side no longer has under that name). The guard's
+// message says that Foo was most likely renamed to Bar and how to follow
+// the rename; done as it says, the next run copies nothing and syncs Bar.
+func TestServerRenameGuardSaysHowToFollow(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Near, "Foo", "f2", engine.FlagSeen)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	var fooErr error
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Foo" {
+			fooErr = m.Err
+		}
+	}
+	if !errors.Is(fooErr, engine.ErrGuard) {
+		t.Fatalf("Foo: got %v, want the guard", fooErr)
+	}
+	nearDir := func(box string) string {
+		d, err := p.spec.Near.(engine.LocalStore).MailboxDir(box)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	msg := fooErr.Error()
+	for _, want := range []string{`"Bar"`, "renamed", "mv " + nearDir("Foo") + " " + nearDir("Bar")} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the guard's message lacks %q: %s", want, msg)
+		}
+	}
+	p.check(t, "Bar", "f1: f2:S")
+
+	// As the message says.
+	if err := os.RemoveAll(nearDir("Bar")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(nearDir("Foo"), nearDir("Bar")); err != nil {
+		t.Fatal(err)
+	}
+	res = engine.MustSync(t, p.spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Copied != [2]int{} || m.Deleted != [2]int{} || m.Created != [2]int{} {
+			t.Errorf("%s: following the rename made the run copy, delete or create: %+v", m.Mailbox, m)
+		}
+	}
+	p.check(t, "Bar", "f1: f2:S")
+}

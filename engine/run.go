@@ -660,23 +660,28 @@ func syncOne(ctx context.Context, spec ChannelSpec, opt RunOptions, name string,
 	}
 	if listed > 0 {
 		// It was synced before and vanished on one side.
+		hint := func() string { return renameHint(ctx, spec, name, miss, st, present, statuses[Far]) }
 		if !canRemove {
 			res.Err = fmt.Errorf("mailbox %s: %w: it has vanished on the %s side while the state %s lists %d messages there; "+
 				"nothing was deleted. Remove it on the %s side too (or enable remove for that side) if that is intended, "+
-				"or move the state file away to copy it back", name, ErrGuard, miss, statePath, listed, have)
+				"or move the state file away to copy it back%s", name, ErrGuard, miss, statePath, listed, have, hint())
 			return res
 		}
 		if opt.DryRun {
 			res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side) if empty", have, miss)
 			if empty, err := holdsNothing(ctx, spec, name, have); err == nil && !empty {
 				res.Skipped = ""
-				res.Err = vanishedNotEmpty(name, have)
+				res.Err = fmt.Errorf("%w%s", vanishedNotEmpty(name, have), hint())
 			} else if err == nil {
 				res.Skipped = fmt.Sprintf("would remove the %s side mailbox (vanished on the %s side; empty)", have, miss)
 			}
 			return res
 		}
-		return removeVanished(ctx, spec, name, have, statePath)
+		r := removeVanished(ctx, spec, name, have, statePath)
+		if errors.Is(r.Err, ErrGuard) {
+			r.Err = fmt.Errorf("%w%s", r.Err, hint())
+		}
+		return r
 	}
 	if !spec.Create[miss] || !allowed(miss) {
 		res.Skipped = fmt.Sprintf("missing on the %s side (not created: create is not enabled for it in this run)", miss)
@@ -831,6 +836,59 @@ func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, 
 		}
 	}
 	return true, nil
+}
+
+// renameHint is what the guard adds for a mailbox gone from the far side
+// while a far mailbox new to this run has the UIDVALIDITY its state
+// records: renamed there (a webmail's RENAME keeps it), most likely. That
+// one is copied here whole; the folder renamed here too takes its state
+// along (adoptRenamed), and the next run copies nothing. Only for a Maildir
+// near side, whose states live in the folders; "" when nothing points so.
+// A mailbox the listing gave no status for is opened to learn it: this is
+// the guard's path, and new far mailboxes are few (at most 16 are asked).
+func renameHint(ctx context.Context, spec ChannelSpec, name string, miss Side, st State, present [2]map[string]bool, far map[string]*Status) string {
+	ls, local := spec.Near.(LocalStore)
+	if miss != Far || !local || st.FarValidity == 0 {
+		return ""
+	}
+	var fresh []string
+	for n := range present[Far] {
+		if !present[Near][n] && (spec.Match == nil || spec.Match(n)) {
+			fresh = append(fresh, n)
+		}
+	}
+	if len(fresh) > 16 {
+		return ""
+	}
+	slices.Sort(fresh)
+	to := ""
+	for _, n := range fresh {
+		validity := uint32(0)
+		if status := far[n]; status != nil {
+			validity = status.UIDValidity
+		} else if mb, err := spec.Far.OpenMailbox(ctx, n, true); err == nil {
+			validity = mb.Status().UIDValidity
+			mb.Close()
+		}
+		if validity == st.FarValidity {
+			if to != "" {
+				return "" // more than one: a server that gives all the same
+			}
+			to = n
+		}
+	}
+	if to == "" {
+		return ""
+	}
+	from, err1 := ls.MailboxDir(name)
+	dest, err2 := ls.MailboxDir(to)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	return fmt.Sprintf(". The far mailbox %q, new to this run, has the UIDVALIDITY this state records, so %q was most likely "+
+		"renamed to it on the far side. To follow the rename here without copying anything: delete the folder %s if a run "+
+		"made it (its mail is the far %q's), then mv %s %s, and run again (the state moves with the folder)",
+		to, name, dest, to, from, dest)
 }
 
 // vanishedNotEmpty is the guard's error for a mailbox that vanished on one
