@@ -295,7 +295,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 			res.Err = fmt.Errorf("channel %s: listing mailboxes%s: %w", spec.Name, of, err)
 			pool.wait()
 			for _, r := range pool.results(ahead) {
-				if !errors.Is(r.Err, errNotThereYet) {
+				if !retryAfterListing(r.Err) {
 					res.Mailboxes = append(res.Mailboxes, r)
 					res.Counts.add(r.Counts)
 				}
@@ -341,10 +341,15 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	// A mailbox started ahead that the far side does not have (removed
 	// since the last run) goes the way of any mailbox missing on one side.
 	for _, name := range ahead {
-		if r := pool.result(name); errors.Is(r.Err, errNotThereYet) && !hook.crashed() {
-			// Its far side failed to open by name already: no need to ask again.
-			pool.submit(name, func() MailboxResult { return syncOne(ctx, spec, opt, name, present, listed, hook, true) })
+		r := pool.result(name)
+		if hook.crashed() || !retryAfterListing(r.Err) {
+			continue
 		}
+		// Not there: its far side failed to open by name already, no need
+		// to ask again. Refused: asked again now that the listing went
+		// through.
+		missing := errors.Is(r.Err, errNotThereYet)
+		pool.submit(name, func() MailboxResult { return syncOne(ctx, spec, opt, name, present, listed, hook, missing) })
 	}
 	pool.wait()
 	seen := map[string]bool{}
@@ -458,7 +463,7 @@ func (p *boxPool) work() {
 		r := j.run()
 		p.mu.Lock()
 		p.res[j.name] = r
-		final := !errors.Is(r.Err, errNotThereYet)
+		final := !retryAfterListing(r.Err)
 		if final {
 			p.done++
 		}

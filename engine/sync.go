@@ -51,6 +51,23 @@ type boxRun struct {
 // started before the far side was listed that the far side does not have.
 var errNotThereYet = errors.New("not on the far side (it was started before the far side was listed)")
 
+// aheadRefused ends, before anything is changed, the run of a mailbox
+// started before the far side was listed whose far side failed to open for
+// another reason (a server that takes no more connections refuses every
+// one alike): the mailbox waits for the listing, and then either runs
+// again or, when the listing failed too, leaves the channel's error to say
+// it once rather than once per mailbox started ahead.
+type aheadRefused struct{ err error }
+
+func (e *aheadRefused) Error() string { return "opening on the far side: " + e.err.Error() }
+func (e *aheadRefused) Unwrap() error { return e.err }
+
+// retryAfterListing says the run of a mailbox started ahead of the far
+// listing did not count and is to be decided after it.
+func retryAfterListing(err error) bool {
+	return errors.Is(err, errNotThereYet) || errors.As(err, new(*aheadRefused))
+}
+
 // fail records an error of the run. The mailbox's result reports the first
 // one (the command prints it), so only the later ones are logged as
 // warnings when they happen: printed twice by default, the first made a
@@ -376,6 +393,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		err := openErr[s]
 		if errors.Is(err, ErrNoMailbox) && b.ahead && s == Far {
 			return errNotThereYet
+		}
+		if err != nil && b.ahead && s == Far && ctx.Err() == nil {
+			return &aheadRefused{err}
 		}
 		if errors.Is(err, ErrNoMailbox) && b.listsMessages(s) {
 			return b.vanished(s)
