@@ -37,6 +37,19 @@ const drainEvery = 2048
 // less than the listing the next run would otherwise make.
 const bigFolder = 512 << 10
 
+// maxWatches bounds the inotify instances a process holds at once (one per
+// folder open for writing). The kernel allows a user 128 instances by
+// default (fs.inotify.max_user_instances), for all of the user's programs:
+// a run with connections = 64 syncs 128 folders at once and took 118 of
+// them, so that the user's other programs (a mail client, an editor, tail
+// -f) could get none meanwhile. A folder opened beyond the bound goes
+// without a watch: the next run lists it if this one changed it, as on a
+// file system inotify cannot watch.
+const maxWatches = 16
+
+// watchSlots holds a token for each inotify instance open.
+var watchSlots = make(chan struct{}, maxWatches)
+
 type watch struct {
 	fd     int
 	wds    [2]int // new/, cur/
@@ -66,8 +79,14 @@ func watchFolder(dir string) *watch {
 			return nil
 		}
 		if w.fd < 0 {
+			select {
+			case watchSlots <- struct{}{}:
+			default:
+				return nil
+			}
 			fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 			if err != nil {
+				<-watchSlots
 				return nil
 			}
 			w.fd = fd
@@ -88,6 +107,7 @@ func (w *watch) close() {
 		unix.Close(w.fd)
 		w.fd = -1
 		w.bad = true
+		<-watchSlots
 	}
 }
 

@@ -225,3 +225,62 @@ func TestStatusAfterReadOnly(t *testing.T) {
 		t.Fatal("a read-only Mailbox vouched")
 	}
 }
+
+// inotifyFDs counts this process's open inotify instances.
+func inotifyFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	n := 0
+	for _, e := range fds {
+		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.Contains(l, "inotify") {
+			n++
+		}
+	}
+	return n
+}
+
+// Many folders open for writing at once (a run with many connections syncs
+// twice as many folders at once) hold a bounded number of inotify
+// instances: the kernel's default of 128 per user is shared with every
+// other program of the user. Closed, they give their instances back.
+func TestWatchesBounded(t *testing.T) {
+	root := t.TempDir()
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := inotifyFDs(t)
+	var mbs []*Mailbox
+	watched := 0
+	for i := range 40 {
+		name := fmt.Sprintf("F%02d", i)
+		if err := s.CreateMailbox(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+		mb := open(t, s, name, false)
+		mbs = append(mbs, mb)
+		if mb.w != nil {
+			watched++
+		}
+	}
+	if watched == 0 {
+		t.Skip("no inotify watch on this file system")
+	}
+	if n := inotifyFDs(t) - before; n > 16 {
+		t.Errorf("%d inotify instances held by 40 open folders, want at most 16", n)
+	}
+	for _, mb := range mbs {
+		mb.Close()
+	}
+	if n := inotifyFDs(t) - before; n != 0 {
+		t.Errorf("%d inotify instances left after closing every folder", n)
+	}
+	mb := open(t, s, "F00", false)
+	defer mb.Close()
+	if mb.w == nil {
+		t.Error("no watch for a folder opened after the others were closed")
+	}
+}
