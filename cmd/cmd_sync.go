@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -32,6 +33,8 @@ type SyncOptions struct {
 	// progress, when set, receives the engine's progress events instead of
 	// the terminal display syncTargets starts on its own.
 	progress func(engine.ProgressEvent)
+	// channels is how many channels run at once (0: one).
+	channels int
 }
 
 const targetHelp = `TARGET is CHANNEL (every mailbox its patterns select), CHANNEL:MAILBOX[,MAILBOX...]
@@ -170,7 +173,9 @@ func (g *globalOptions) syncTargets(ctx context.Context, cfg *channel.Config, ta
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelChannels)
 	shared := g.shareAccounts(targets)
-	for _, idx := range sameLocalSide(cfg, targets) {
+	groups := sameLocalSide(cfg, targets)
+	opts.channels = min(len(groups), maxParallelChannels)
+	for _, idx := range groups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -230,7 +235,7 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 		}
 	}
 	spec := channelSpec(ch, t.Mailboxes, far, near)
-	spec.MaxParallel = maxParallel(cfg, ch)
+	spec.MaxParallel = maxParallel(cfg, ch, max(opts.channels, 1))
 	return engine.SyncChannel(ctx, spec, engine.RunOptions{
 		Mode:     mode,
 		DryRun:   opts.DryRun,
@@ -252,8 +257,10 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 // cannot each hold what the other waits for; a near server's pool of two
 // can still be smaller than this). 0 (no IMAP side) means the engine's
 // default.
-func maxParallel(cfg *channel.Config, ch *channel.Channel) int {
-	n, sides := 0, 0
+// It is bounded further so that channels channels at once fit in the
+// process's open files (see fitOpenFiles).
+func maxParallel(cfg *channel.Config, ch *channel.Channel, channels int) int {
+	n, sides, conns := 0, 0, 0
 	for _, ref := range []string{ch.Far, ch.Near} {
 		name, ok := strings.CutPrefix(ref, "imap.")
 		if !ok {
@@ -263,11 +270,50 @@ func maxParallel(cfg *channel.Config, ch *channel.Channel) int {
 		if st := cfg.IMAP[name]; st != nil && st.Connections > 0 && (n == 0 || st.Connections < n) {
 			n = st.Connections
 		}
+		if st := cfg.IMAP[name]; st != nil {
+			conns += st.Connections
+		}
 	}
+	pairs := n
 	if sides == 1 {
-		return 2 * n
+		pairs = 2 * n
 	}
-	return n
+	if pairs == 0 {
+		return 0
+	}
+	return fitOpenFiles(pairs, conns, channels, openFilesLimit())
+}
+
+// Open files. A pair that syncs holds a few files open (its state's lock,
+// its journal, an inotify watch, a directory being read or synced: about
+// 4, measured; 6 leaves room), and each connection one. A run with
+// connections = 64 held 558 at once, so that under a limit of 256 (ulimit
+// -n; Go raises the soft limit to the hard one at start) 908 of 1 001
+// mailboxes failed with "too many open files". Channels that run at once
+// each have their own pairs.
+const (
+	filesPerPair  = 6
+	filesReserved = 64 // standard streams, listings, the channel lock, the Go runtime
+)
+
+// fitOpenFiles bounds a channel's pairs at once (of conns connections) so
+// that channels such channels at once fit in limit open files (at least
+// one pair each).
+func fitOpenFiles(pairs, conns, channels int, limit uint64) int {
+	if limit == 0 || limit > 1<<20 {
+		return pairs
+	}
+	budget := (int(limit)-filesReserved)/max(channels, 1) - conns
+	return max(min(pairs, budget/filesPerPair), 1)
+}
+
+// openFilesLimit is the process's limit of open files, 0 when unknown.
+func openFilesLimit() uint64 {
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil || rl.Cur == ^uint64(0) {
+		return 0
+	}
+	return rl.Cur
 }
 
 // channelSpec is what the engine needs from a configured channel.

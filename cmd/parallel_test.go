@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func TestMaxParallelFollowsConnections(t *testing.T) {
 		{"maildir.x", "maildir.y", 0}, // the engine's default
 	} {
 		ch := &channel.Channel{Name: "c", Far: c.far, Near: c.near}
-		if got := maxParallel(cfg, ch); got != c.want {
+		if got := maxParallel(cfg, ch, 1); got != c.want {
 			t.Errorf("%s <-> %s: %d mailboxes at once, want %d", c.far, c.near, got, c.want)
 		}
 	}
@@ -155,5 +156,45 @@ near = "maildir.near"
 		if !strings.Contains(errb.String(), "channel "+ch) {
 			t.Errorf("the failed channel %s is not named: %q", ch, errb.String())
 		}
+	}
+}
+
+// Under a low limit of open files (ulimit -n 256) a channel with many
+// connections syncs fewer mailboxes at once, so that every channel running
+// at once fits: 128 pairs held 558 files, and 908 of 1 001 mailboxes failed
+// with "too many open files".
+func TestMaxParallelFitsOpenFiles(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Skip(err)
+	}
+	low := rl
+	low.Cur = 256
+	if rl.Cur < low.Cur {
+		t.Skip("limit already below 256")
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	cfg := &channel.Config{IMAP: map[string]*channel.IMAPStore{"a": {Name: "a", Connections: 64}}}
+	ch := &channel.Channel{Name: "c", Far: "imap.a", Near: "maildir.m"}
+	got := maxParallel(cfg, ch, 1)
+	if used := got*filesPerPair + 64 + filesReserved; got < 8 || used > 256 {
+		t.Errorf("64 connections, 256 open files: %d mailboxes at once, for %d files", got, used)
+	}
+	for _, c := range []struct {
+		pairs, conns, channels int
+		limit                  uint64
+	}{
+		{128, 64, 1, 1024}, {128, 64, 4, 1024}, {8, 4, 4, 256}, {8, 4, 1, 1024}, {128, 64, 2, 4096},
+	} {
+		got := fitOpenFiles(c.pairs, c.conns, c.channels, c.limit)
+		if used := c.channels*(got*filesPerPair+c.conns) + filesReserved; got < 1 || got > c.pairs || got > 1 && used > int(c.limit) {
+			t.Errorf("%d pairs of %d connections, %d channels, limit %d: %d at once, %d files", c.pairs, c.conns, c.channels, c.limit, got, used)
+		}
+	}
+	if got := fitOpenFiles(8, 4, 4, 1<<20); got != 8 {
+		t.Errorf("a high limit cut 8 pairs to %d", got)
 	}
 }
