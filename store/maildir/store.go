@@ -43,7 +43,10 @@ type Store struct {
 	log    *slog.Logger
 	host   string // escaped host name for unique file names
 	pid    int    // for unique file names: os.Getpid is a system call each time
-	seq    atomic.Uint64
+	// watches bounds the inotify instances of folders open at once
+	// (maxWatches).
+	watches chan struct{}
+	seq     atomic.Uint64
 	// rnd sets this store's file names apart from those of every other
 	// store, also in this process in the same second (two channels, or a
 	// store opened again): pid and seq alone repeat there, and a mail
@@ -143,6 +146,7 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 		}
 	}
 	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log, syncfsErrs: syncfsReportsErrors(),
+		watches: make(chan struct{}, maxWatches),
 		meminfo: "/proc/meminfo", dirtyMax: syncfsDirtyMax}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -564,7 +568,7 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 	var w *watch
 	if !readOnly {
 		// Before the stamp: every change after it must be seen.
-		w = watchFolder(dir)
+		w = watchFolder(dir, s.watches)
 	}
 	now := time.Now()
 	stamp, err := s.dirStamp(dir)

@@ -37,7 +37,7 @@ const drainEvery = 2048
 // less than the listing the next run would otherwise make.
 const bigFolder = 512 << 10
 
-// maxWatches bounds the inotify instances a process holds at once (one per
+// maxWatches bounds the inotify instances a store holds at once (one per
 // folder open for writing). The kernel allows a user 128 instances by
 // default (fs.inotify.max_user_instances), for all of the user's programs:
 // a run with connections = 64 syncs 128 folders at once and took 118 of
@@ -47,9 +47,6 @@ const bigFolder = 512 << 10
 // file system inotify cannot watch.
 const maxWatches = 16
 
-// watchSlots holds a token for each inotify instance open.
-var watchSlots = make(chan struct{}, maxWatches)
-
 type watch struct {
 	fd     int
 	wds    [2]int // new/, cur/
@@ -57,6 +54,7 @@ type watch struct {
 	n      int  // changes in expect
 	bad    bool // something else happened, or it cannot be told
 	buf    []byte
+	slots  chan struct{} // the store's: holds a token while fd is open
 }
 
 // ownChange is a name this Mailbox added to (add) or removed from sub.
@@ -70,8 +68,10 @@ type ownChange struct {
 // watch could not see every change: a file system other hosts can change
 // (inotify only sees this kernel's changes), no inotify instance left, or
 // a missing directory.
-func watchFolder(dir string) *watch {
-	w := &watch{fd: -1, wds: [2]int{-1, -1}}
+// slots bounds the instances open at once (maxWatches): nil when none is
+// free.
+func watchFolder(dir string, slots chan struct{}) *watch {
+	w := &watch{fd: -1, wds: [2]int{-1, -1}, slots: slots}
 	for i, sub := range [2]string{"new", "cur"} {
 		var sfs unix.Statfs_t
 		if unix.Statfs(filepath.Join(dir, sub), &sfs) != nil || !syncfsTrusted(int64(sfs.Type)) {
@@ -80,13 +80,13 @@ func watchFolder(dir string) *watch {
 		}
 		if w.fd < 0 {
 			select {
-			case watchSlots <- struct{}{}:
+			case slots <- struct{}{}:
 			default:
 				return nil
 			}
 			fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 			if err != nil {
-				<-watchSlots
+				<-slots
 				return nil
 			}
 			w.fd = fd
@@ -107,7 +107,7 @@ func (w *watch) close() {
 		unix.Close(w.fd)
 		w.fd = -1
 		w.bad = true
-		<-watchSlots
+		<-w.slots
 	}
 }
 
