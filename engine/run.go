@@ -808,7 +808,11 @@ func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr 
 // the same (and a mailbox made anew could get the old value), and pairs
 // taken from another mailbox would tie unrelated messages together and
 // carry removals between them. Messages gone or without a Message-ID say
-// nothing; one pair that differs is enough to refuse.
+// nothing; one pair that differs is enough to refuse, and at least one must
+// match: a far mailbox that holds none of the sampled far UIDs (made anew,
+// empty, with the same UIDVALIDITY) would otherwise pass, and every pair
+// would then look removed on the far side and be removed here. A state
+// without pairs is taken over only when it records nothing else either.
 func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, st State) (bool, error) {
 	const sample = 8
 	var fu, nu []UID
@@ -818,7 +822,7 @@ func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, 
 		}
 	}
 	if len(fu) == 0 {
-		return true, nil
+		return len(st.Pairs) == 0 && st.MaxPulled == 0 && st.MaxPushed == 0, nil
 	}
 	near, err := spec.Near.OpenMailbox(ctx, name, true)
 	if err != nil {
@@ -833,14 +837,18 @@ func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, 
 	if err != nil {
 		return false, fmt.Errorf("reading Message-IDs on the near side: %w", err)
 	}
+	matched := 0
 	for i := range fu {
 		f, fok := farIDs[fu[i]]
 		n, nok := nearIDs[nu[i]]
 		if fok && nok && f != n {
 			return false, nil
 		}
+		if fok && nok && f != "" {
+			matched++
+		}
 	}
-	return true, nil
+	return matched > 0, nil
 }
 
 // renameHint is what the guard adds for a mailbox gone from the far side
