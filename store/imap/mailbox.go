@@ -300,10 +300,16 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 	var lc *listCall
 	err = cn.run(ctx, "UID FETCH", func() error {
 		var err error
+		// The count before the command as well as after it: another
+		// client's expunge during the listing lowers the count after,
+		// and a listing that left out a message would then match it.
+		if sel := cn.c.Mailbox(); sel != nil {
+			exists = sel.NumMessages
+		}
 		lc = m.sendList(cn, q, all, below)
 		out, found, err = lc.collect()
 		if sel := cn.c.Mailbox(); sel != nil {
-			exists = sel.NumMessages // as of the tagged answer
+			exists = max(exists, sel.NumMessages) // as of the tagged answer
 		}
 		return err
 	})
@@ -326,7 +332,8 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 }
 
 // completeListing is a full listing that holds fewer messages than the
-// mailbox has, checked: the engine takes a message missing from a complete
+// mailbox had when it began or has now,
+// checked: the engine takes a message missing from a complete
 // listing for one removed, and removes its copy on the other side. A FETCH
 // answer go-imap could not route (one without UID) is dropped, and a server
 // may leave out a message it cannot read. The UIDs the server has are
