@@ -350,6 +350,12 @@ func identify(ctx context.Context, mb Mailbox, uids []UID) ([]keyedUID, []sizedU
 			return
 		}
 		size -= h.tuid
+		if size < 0 {
+			// A size the server got wrong (smaller than the X-TUID
+			// fields alone): not paired, copied. Kept, it would read
+			// as the mark of a message keyed by its Message-ID below.
+			return
+		}
 		if h.id == "" {
 			out = append(out, answer{keyedUID{uid: uid}, size})
 			return
