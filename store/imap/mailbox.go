@@ -591,6 +591,17 @@ func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, err
 	if err != nil {
 		return nil, err
 	}
+	if p := m.uids; p != nil && p.below > 1 && p.below < below {
+		// Prefetched up to a lower bound (the engine asks further when a
+		// UID the last run copied is missing from the listing): only the
+		// rest is asked for, not every UID of the mailbox again.
+		m.uids = nil
+		more, err := m.search(ctx, cn, imap.UIDSet{imap.UIDRange{Start: imap.UID(p.below), Stop: imap.UID(below - 1)}}, below)
+		if err != nil {
+			return nil, err
+		}
+		return append(slices.Clip(p.uids), more...), nil
+	}
 	return m.search(ctx, cn, imap.UIDSet{imap.UIDRange{Start: 1, Stop: imap.UID(below - 1)}}, below)
 }
 
