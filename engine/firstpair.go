@@ -160,8 +160,9 @@ func matchKeys(far, near []keyedUID, pair func(f, n UID)) {
 // Why: such messages cannot be told apart by their header, and copying each
 // side's to the other put every one of them twice on both sides after a
 // move from mbsync. Only messages whose size has a match on the other side
-// are read whole, and there are few: a run that copies new messages would
-// read each of them whole to copy it anyway.
+// are read whole (usually few; thousands of them, all alike in size, are
+// all downloaded once): a run that copies new messages would read each of
+// them whole to copy it anyway.
 func (b *boxRun) pairByContent(ctx context.Context, noID [2][]sizedUID, pair func(f, n UID)) error {
 	var sizes [2][]int64
 	for _, s := range []Side{Far, Near} {
