@@ -893,6 +893,18 @@ func renameHint(ctx context.Context, spec ChannelSpec, name string, miss Side, s
 	if to == "" {
 		return ""
 	}
+	// An equal UIDVALIDITY alone is no rename (a server that gives every
+	// mailbox the same, a mailbox made anew): the state's messages must be
+	// there, as adoptRenamed will require of the folder moved.
+	mb, err := spec.Far.OpenMailbox(ctx, to, true)
+	if err != nil {
+		return ""
+	}
+	same, err := samePairs(ctx, spec, name, mb, st)
+	mb.Close()
+	if err != nil || !same {
+		return ""
+	}
 	from, err1 := ls.MailboxDir(name)
 	dest, err2 := ls.MailboxDir(to)
 	if err1 != nil || err2 != nil {
