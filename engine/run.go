@@ -812,7 +812,8 @@ func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr 
 // match: a far mailbox that holds none of the sampled far UIDs (made anew,
 // empty, with the same UIDVALIDITY) would otherwise pass, and every pair
 // would then look removed on the far side and be removed here. A state
-// without pairs is taken over only when it records nothing else either.
+// without pairs is taken over only when neither side holds a message at or
+// below the UIDs it records as seen (such a message would never be copied).
 func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, st State) (bool, error) {
 	const sample = 8
 	var fu, nu []UID
@@ -822,7 +823,38 @@ func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, 
 		}
 	}
 	if len(fu) == 0 {
-		return len(st.Pairs) == 0 && st.MaxPulled == 0 && st.MaxPushed == 0, nil
+		if len(st.Pairs) > 0 {
+			return false, nil
+		}
+		// No pairs (an empty folder, maybe one that held mail): nothing
+		// can be tied wrongly; only a message at or below the UIDs the
+		// state has seen would be taken for one considered already and
+		// never copied. An empty folder renamed has none on either side.
+		for _, c := range []struct {
+			s   Side
+			max UID
+		}{{Far, st.MaxPulled}, {Near, st.MaxPushed}} {
+			if c.max == 0 {
+				continue
+			}
+			mb := far
+			if c.s == Near {
+				near, err := spec.Near.OpenMailbox(ctx, name, true)
+				if err != nil {
+					return false, fmt.Errorf("opening it on the near side: %w", err)
+				}
+				defer near.Close()
+				mb = near
+			}
+			have, err := mb.UIDs(ctx, c.max+1)
+			if err != nil {
+				return false, fmt.Errorf("reading the UIDs on the %s side: %w", c.s, err)
+			}
+			if len(have) > 0 {
+				return false, nil
+			}
+		}
+		return true, nil
 	}
 	near, err := spec.Near.OpenMailbox(ctx, name, true)
 	if err != nil {
