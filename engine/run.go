@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -941,6 +942,21 @@ func renameHint(ctx context.Context, spec ChannelSpec, name string, miss Side, s
 	dest, err2 := ls.MailboxDir(to)
 	if err1 != nil || err2 != nil {
 		return ""
+	}
+	// Inside the folder of another mailbox gone from the far side (a nested
+	// layout; the server's RENAME of a parent takes its children along):
+	// the parent's mv moves this folder too, onto dest. Told to delete dest
+	// "if a run made it" after that, the user would delete this folder,
+	// its state and any mail not synced yet.
+	for n := range present[Near] {
+		if n == name || present[Far][n] {
+			continue
+		}
+		if d, err := ls.MailboxDir(n); err == nil && strings.HasPrefix(from, d+string(filepath.Separator)) {
+			return fmt.Sprintf(". The far mailbox %q, new to this run, has the UIDVALIDITY this state records, so %q was most likely "+
+				"renamed to it on the far side along with %q: its folder here moves with %q's (see that mailbox's message); "+
+				"do not delete %s once that is done", to, name, n, n, dest)
+		}
 	}
 	return fmt.Sprintf(". The far mailbox %q, new to this run, has the UIDVALIDITY this state records, so %q was most likely "+
 		"renamed to it on the far side. To follow the rename here without copying anything: delete the folder %s if a run "+
