@@ -78,13 +78,9 @@ func (m *Mailbox) Identify(ctx context.Context, uids []engine.UID, fn func(uid e
 		if err != nil {
 			return err
 		}
-		var still []engine.UID
-		for _, set := range uidChunks(left) {
-			found, err := m.search(ctx, cn, set, 0)
-			if err != nil {
-				return err
-			}
-			still = append(still, found...)
+		still, err := m.existing(ctx, cn, left)
+		if err != nil {
+			return err
 		}
 		if len(still) > 0 {
 			return m.errorf("server did not identify %d existing message(s) (UIDs %v)", len(still), truncUIDs(still))

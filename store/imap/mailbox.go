@@ -369,13 +369,9 @@ func (m *Mailbox) completeListing(ctx context.Context, out []engine.Message) ([]
 	}
 	if len(got) < len(missing) {
 		// Gone meanwhile, or never answered: only the server can tell.
-		var still []engine.UID
-		for _, set := range uidChunks(missing) {
-			found, err := m.search(ctx, cn, set, 0)
-			if err != nil {
-				return nil, err
-			}
-			still = append(still, found...)
+		still, err := m.existing(ctx, cn, missing)
+		if err != nil {
+			return nil, err
 		}
 		described := make(map[engine.UID]bool, len(got))
 		for _, g := range got {
@@ -605,6 +601,20 @@ func (m *Mailbox) UIDs(ctx context.Context, below engine.UID) ([]engine.UID, err
 	return m.search(ctx, cn, imap.UIDSet{imap.UIDRange{Start: 1, Stop: imap.UID(below - 1)}}, below)
 }
 
+// existing returns which of uids the mailbox still has (a UID SEARCH per
+// chunk): a message not answered is told apart from one gone this way.
+func (m *Mailbox) existing(ctx context.Context, cn *conn, uids []engine.UID) ([]engine.UID, error) {
+	var out []engine.UID
+	for _, set := range uidChunks(uids) {
+		found, err := m.search(ctx, cn, set, 0)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
 func (m *Mailbox) search(ctx context.Context, cn *conn, set imap.UIDSet, below engine.UID) ([]engine.UID, error) {
 	var out []engine.UID
 	err := cn.run(ctx, "UID SEARCH", func() error {
@@ -784,17 +794,13 @@ func (m *Mailbox) Fetch(ctx context.Context, uids []engine.UID, fn func(uid engi
 			return nil
 		}
 		slices.Sort(missing)
-		var still []engine.UID
-		for _, set := range uidChunks(missing) {
-			cn, err := m.conn(ctx)
-			if err != nil {
-				return err
-			}
-			found, err := m.search(ctx, cn, set, 0)
-			if err != nil {
-				return err
-			}
-			still = append(still, found...)
+		cn, err := m.conn(ctx)
+		if err != nil {
+			return err
+		}
+		still, err := m.existing(ctx, cn, missing)
+		if err != nil {
+			return err
 		}
 		if len(still) == 0 {
 			return nil
