@@ -59,21 +59,10 @@ func TestE2EFirstSyncAfterRealMbsync(t *testing.T) {
 	c := dial(t, "alice")
 	c.add("INBOX", "srv1", imap.FlagSeen)
 	c.add("INBOX", "srv2")
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	makeLocalInbox(t, e)
 	e.addLocal("INBOX", "loc1", "")
 	mbsyncInto(t, e, "")
-	stdout, _ := e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, 3 messages already on both sides")
-	want := map[string]string{"srv1": "S", "srv2": "", "loc1": ""}
-	e.wantLocal("INBOX", want)
-	c.wantServer("INBOX", want)
-	if n := c.selectBox("INBOX", true).NumMessages; n != 3 {
-		t.Errorf("server INBOX holds %d messages, want 3", n)
-	}
+	firstSyncCopiesNothing(t, e, c, map[string]string{"srv1": "S", "srv2": "", "loc1": ""})
 }
 
 // Messages without a Message-ID that mbsync copied (a draft, a cron mail)
@@ -81,36 +70,12 @@ func TestE2EFirstSyncAfterRealMbsync(t *testing.T) {
 func TestE2EFirstSyncAfterRealMbsyncWithoutMessageID(t *testing.T) {
 	e := newE2E(t, e2eOpts{})
 	c := dial(t, "alice")
-	for _, m := range []string{
-		"From: cron@example.com\r\nSubject: srv-noid\r\n\r\nno Message-ID\r\n",
-		"From: cron@example.com\r\nSubject: srv-noid2\r\n\r\nno Message-ID, no final newline",
-	} {
-		cmd := c.c.Append("INBOX", int64(len(m)), nil)
-		if _, err := cmd.Write([]byte(m)); err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cmd.Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRaw(t, c, "From: cron@example.com\r\nSubject: srv-noid\r\n\r\nno Message-ID\r\n")
+	appendRaw(t, c, "From: cron@example.com\r\nSubject: srv-noid2\r\n\r\nno Message-ID, no final newline")
+	makeLocalInbox(t, e)
 	writeFile(t, filepath.Join(e.folder("INBOX"), "new", "1700000000.draft.localhost"), "Subject: loc-noid\n\na draft\n")
 	mbsyncInto(t, e, "")
-	stdout, _ := e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, 3 messages already on both sides")
-	want := map[string]string{"srv-noid": "", "srv-noid2": "", "loc-noid": ""}
-	e.wantLocal("INBOX", want)
-	c.wantServer("INBOX", want)
-	if n := c.selectBox("INBOX", true).NumMessages; n != 3 {
-		t.Errorf("server INBOX holds %d messages, want 3", n)
-	}
+	firstSyncCopiesNothing(t, e, c, map[string]string{"srv-noid": "", "srv-noid2": "", "loc-noid": ""})
 }
 
 // The same after the real OfflineIMAP (its ",U=…,FMD5=…" names, its own
@@ -125,22 +90,8 @@ func TestE2EFirstSyncAfterRealOfflineIMAP(t *testing.T) {
 	c := dial(t, "alice")
 	c.add("INBOX", "srv1", imap.FlagSeen)
 	c.add("INBOX", "srv2")
-	m := "From: cron@example.com\r\nSubject: srv-noid\r\n\r\nno Message-ID\r\n"
-	cmd := c.c.Append("INBOX", int64(len(m)), nil)
-	if _, err := cmd.Write([]byte(m)); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRaw(t, c, "From: cron@example.com\r\nSubject: srv-noid\r\n\r\nno Message-ID\r\n")
+	makeLocalInbox(t, e)
 	e.addLocal("INBOX", "loc1", "")
 	writeFile(t, filepath.Join(e.folder("INBOX"), "new", "1700000000.draft.localhost"), "Subject: loc-noid\n\na draft\n")
 	rc := writeFile(t, filepath.Join(e.dir, ".offlineimaprc"), fmt.Sprintf(`[general]
@@ -167,12 +118,45 @@ starttls = no
 	if out, err := exec.Command(bin, "-c", rc, "-o", "-u", "basic").CombinedOutput(); err != nil {
 		t.Fatalf("offlineimap: %v\n%s", err, out)
 	}
+	firstSyncCopiesNothing(t, e, c, map[string]string{"srv1": "S", "srv2": "", "srv-noid": "", "loc1": "", "loc-noid": ""})
+}
+
+// makeLocalInbox makes e's local INBOX folder, where a test delivers files
+// before the tool it comes from runs.
+func makeLocalInbox(t *testing.T, e *e2e) {
+	t.Helper()
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(e.folder("INBOX"), sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// appendRaw APPENDs msg to the server's INBOX as it is (no Message-ID added).
+func appendRaw(t *testing.T, c *client, msg string) {
+	t.Helper()
+	cmd := c.c.Append("INBOX", int64(len(msg)), nil)
+	if _, err := cmd.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// firstSyncCopiesNothing runs quixysync's first sync and checks that it
+// paired every message (want: subject → flags, on both sides) and copied
+// none: the server's INBOX still holds len(want) messages.
+func firstSyncCopiesNothing(t *testing.T, e *e2e, c *client, want map[string]string) {
+	t.Helper()
 	stdout, _ := e.mustRun("sync", "ch")
-	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, 5 messages already on both sides")
-	want := map[string]string{"srv1": "S", "srv2": "", "srv-noid": "", "loc1": "", "loc-noid": ""}
+	wantSummary(t, stdout, "ch", fmt.Sprintf("copied ←0 →0, flags ←0 →0, deleted ←0 →0, created 0 mailboxes, no errors, %d messages already on both sides", len(want)))
 	e.wantLocal("INBOX", want)
 	c.wantServer("INBOX", want)
-	if n := c.selectBox("INBOX", true).NumMessages; n != 5 {
-		t.Errorf("server INBOX holds %d messages, want 5", n)
+	if n := c.selectBox("INBOX", true).NumMessages; n != uint32(len(want)) {
+		t.Errorf("server INBOX holds %d messages, want %d", n, len(want))
 	}
 }
