@@ -387,6 +387,12 @@ func (w wrapLocal) MailboxDir(name string) (string, error) {
 	return w.Store.(engine.LocalStore).MailboxDir(name)
 }
 
+// RenameMailbox forwards engine.MailboxRenamer (a Maildir store has it).
+func (w wrapLocal) RenameMailbox(ctx context.Context, from, to string) error {
+	w.calls.inc("RenameMailbox")
+	return w.Store.(engine.MailboxRenamer).RenameMailbox(ctx, from, to)
+}
+
 func wrap(s engine.Store) *wrapStore {
 	return &wrapStore{Store: s, calls: &callCounts{n: map[string]int{}}}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/quixysync/quixysync/engine"
 )
@@ -180,17 +181,19 @@ func TestMailboxRenamedOnBothSidesNeedsItsMessages(t *testing.T) {
 	}
 }
 
-// A webmail's RENAME of Foo to Bar, the folder left as it was here: as in
-// mbsync, Bar is copied here whole and Foo stops with the guard (its state
-// lists messages the far side no longer has under that name). The guard's
-// message says that Foo was most likely renamed to Bar and how to follow
-// the rename; done as it says, the next run copies nothing and syncs Bar.
+// A webmail's RENAME of Foo to Bar where the run does not follow it (here
+// because it may not create near mailboxes, which is what it would do with
+// Bar otherwise): Foo stops with the guard (its state lists messages the far
+// side no longer has under that name), and the guard's message says that
+// Foo was most likely renamed to Bar and how to follow the rename by hand;
+// done as it says, the next run copies nothing and syncs Bar.
 func TestServerRenameGuardSaysHowToFollow(t *testing.T) {
 	p := newPairing(t, imapMaildir)
 	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
 	engine.AddMsg(t, p.spec.Near, "Foo", "f2", engine.FlagSeen)
 	engine.MustSync(t, p.spec, engine.RunOptions{})
 	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	p.spec.Create[engine.Near] = false
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
 	fooErr := boxErr(res, "Foo")
 	if !errors.Is(fooErr, engine.ErrGuard) {
@@ -203,12 +206,11 @@ func TestServerRenameGuardSaysHowToFollow(t *testing.T) {
 			t.Errorf("the guard's message lacks %q: %s", want, msg)
 		}
 	}
-	p.check(t, "Bar", "f1: f2:S")
+	if _, err := os.Stat(nearDir("Bar")); !os.IsNotExist(err) {
+		t.Fatalf("near Bar made without create (%v)", err)
+	}
 
 	// As the message says.
-	if err := os.RemoveAll(nearDir("Bar")); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.Rename(nearDir("Foo"), nearDir("Bar")); err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +221,88 @@ func TestServerRenameGuardSaysHowToFollow(t *testing.T) {
 		}
 	}
 	p.check(t, "Bar", "f1: f2:S")
+}
+
+// noCopies fails if a run copied, deleted or created anything.
+func noCopies(t *testing.T, res engine.ChannelResult) {
+	t.Helper()
+	for _, m := range res.Mailboxes {
+		if m.Err != nil || m.Copied != [2]int{} || m.Deleted != [2]int{} || m.Created != [2]int{} {
+			t.Errorf("%s: copied, deleted or created (or failed): %+v", m.Mailbox, m)
+		}
+	}
+}
+
+// skipped is the Skipped note of mailbox name in res.
+func skipped(res engine.ChannelResult, name string) string {
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == name {
+			return m.Skipped
+		}
+	}
+	return ""
+}
+
+// stateNames says whether the state in box's near folder names far mailbox box.
+func stateNames(t *testing.T, spec engine.ChannelSpec, box string) {
+	t.Helper()
+	path, err := engine.StatePath(spec, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "far-mailbox \""+box+"\"") {
+		t.Errorf("%s: the state does not name its mailbox:\n%s", box, b)
+	}
+}
+
+// A webmail's RENAME of Foo to Bar (Foo/Sub goes along, as IMAP's RENAME
+// takes the children). mbsync, and quixysync before, downloaded Bar and
+// Bar/Sub whole and stopped Foo and Foo/Sub with the guard at every run
+// until the user moved the folders by hand. The run now renames the folders
+// here too, with their states (one mv: the subfolder moves with its parent
+// in this layout), and syncs on under the new names: only what changed
+// since is copied.
+func TestServerRenameFollowed(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Near, "Foo", "f2", engine.FlagSeen)
+	engine.AddMsg(t, p.spec.Far, "Foo/Sub", "s1", 0)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	engine.SetFlagsBySubject(t, p.spec.Far, "Bar", "f1", engine.FlagFlagged, 0)
+	engine.AddMsg(t, p.spec.Far, "Bar/Sub", "s2", 0)
+	res := engine.MustSync(t, p.spec, engine.RunOptions{})
+	for _, box := range []string{"Foo", "Foo/Sub"} {
+		if note := skipped(res, box); !strings.Contains(note, "renamed to Bar") {
+			t.Errorf("%s: %q, want it renamed", box, note)
+		}
+	}
+	for _, m := range res.Mailboxes {
+		want := [2]int{}
+		if m.Mailbox == "Bar/Sub" {
+			want[engine.Near] = 1 // s2, new since
+		}
+		if m.Err != nil || m.Copied != want || m.Deleted != [2]int{} || m.Created != [2]int{} {
+			t.Errorf("%s: %+v, want copies %v only", m.Mailbox, m, want)
+		}
+	}
+	if n := p.near.calls.get("RenameMailbox"); n != 1 {
+		t.Errorf("%d folder renames, want 1 (Foo/Sub moves with Foo)", n)
+	}
+	p.check(t, "Bar", "f1:F f2:S")
+	p.check(t, "Bar/Sub", "s1: s2:")
+	for _, box := range []string{"Foo", "Foo/Sub"} {
+		if _, err := os.Stat(nearDirOf(t, p.spec, box)); !os.IsNotExist(err) {
+			t.Errorf("near %s still there (%v)", box, err)
+		}
+	}
+	stateNames(t, p.spec, "Bar")
+	stateNames(t, p.spec, "Bar/Sub")
+	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
 }
 
 // A far mailbox of the new name with the old one's UIDVALIDITY that holds
@@ -314,6 +398,7 @@ func TestRenameHintMaildir(t *testing.T) {
 	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
 	engine.MustSync(t, spec, engine.RunOptions{})
 	renameBox(t, dir, "far", "Foo", "Bar")
+	spec.Create[engine.Near] = false // else the run follows the rename
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
 	fooErr := boxErr(res, "Foo")
 	if !errors.Is(fooErr, engine.ErrGuard) {
@@ -336,6 +421,7 @@ func TestRenameHintNestedFolder(t *testing.T) {
 	engine.AddMsg(t, spec.Far, "Foo/Sub", "s1", 0)
 	engine.MustSync(t, spec, engine.RunOptions{})
 	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	spec.Create[engine.Near] = false // else the run follows the rename
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
 	msgs := map[string]string{}
 	for _, m := range res.Mailboxes {
@@ -350,4 +436,154 @@ func TestRenameHintNestedFolder(t *testing.T) {
 	if sub := msgs["Foo/Sub"]; strings.Contains(sub, "delete the folder "+nearDir("Bar/Sub")) {
 		t.Errorf("Foo/Sub's hint asks to delete the folder Foo's mv puts there: %s", sub)
 	}
+}
+
+// The same with a Maildir far side, a dry run first: it says what the run
+// would do and changes nothing; the run then renames the folder here.
+func TestServerRenameFollowedDryRun(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Near, "Foo", "f2", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	renameBox(t, dir, "far", "Foo", "Bar")
+	res := engine.MustSync(t, spec, engine.RunOptions{DryRun: true})
+	if note := skipped(res, "Foo"); !strings.HasPrefix(note, "would be renamed to Bar") {
+		t.Errorf("dry run, Foo: %q", note)
+	}
+	if note := skipped(res, "Bar"); !strings.HasPrefix(note, "would take over the folder of Foo") {
+		t.Errorf("dry run, Bar: %q", note)
+	}
+	if v := engine.ViewBox(t, spec.Near, "Foo"); v != "f1: f2:" {
+		t.Errorf("the dry run changed near Foo: %q", v)
+	}
+	if _, err := os.Stat(nearDirOf(t, spec, "Bar")); !os.IsNotExist(err) {
+		t.Errorf("the dry run made near Bar (%v)", err)
+	}
+	noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
+	checkBoth(t, spec, "Bar", "f1: f2:")
+	stateNames(t, spec, "Bar")
+}
+
+// Where the evidence is not clear, or the run may not change the near side,
+// the rename is not followed: Foo stops with the guard as before, its folder
+// left where it is.
+func TestServerRenameNotFollowed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// change, after the far rename of Foo to Bar; returns the run's options.
+		change func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions
+	}{
+		{"two far mailboxes with its UIDVALIDITY", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			engine.AddMsg(t, spec.Far, "Baz", "b1", 0)
+			v, err := os.ReadFile(filepath.Join(dir, "far", "Bar", ".uidvalidity"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "far", "Baz", ".uidvalidity"), v, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return engine.RunOptions{}
+		}},
+		{"a folder of this side only inside it", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			engine.AddMsg(t, spec.Near, "Foo/Local", "l1", 0)
+			spec.Create[engine.Far] = false
+			return engine.RunOptions{}
+		}},
+		{"push only", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			return engine.RunOptions{Mode: engine.ModePush}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spec := maildirSpec(t, dir)
+			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+			engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
+			engine.MustSync(t, spec, engine.RunOptions{})
+			renameBox(t, dir, "far", "Foo", "Bar")
+			opt := tc.change(t, dir, &spec)
+			res := engine.SyncChannel(context.Background(), spec, opt)
+			if err := boxErr(res, "Foo"); !errors.Is(err, engine.ErrGuard) {
+				t.Errorf("Foo: got %v (%q), want the guard", err, skipped(res, "Foo"))
+			}
+			if v := engine.ViewBox(t, spec.Near, "Foo"); v != "f1: f2:" {
+				t.Errorf("near Foo: %q", v)
+			}
+		})
+	}
+}
+
+// A far rename the run follows whose folder had changes here since the last
+// run, beside another folder with changes: both start before the far side
+// is listed (see syncAhead), so Foo's run is under way, opened here, when
+// the listing shows the rename. The folder is renamed only once that run has
+// ended, and its new message then goes to the far mailbox under its new
+// name.
+func TestServerRenameFollowedStartedAhead(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	// The Maildir store itself: the counting wrapper answers STATUS, which
+	// turns the early start off.
+	p.spec.Near = p.raw[engine.Near]
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Far, "Other", "o1", 0)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	engine.MustSync(t, p.spec, engine.RunOptions{}) // records the stamps the copies left
+	engine.AddMsg(t, p.spec.Near, "Foo", "n1", 0)
+	engine.AddMsg(t, p.spec.Near, "Other", "o2", 0)
+	// Folders changed a moment ago have no stamp yet (their mtimes may
+	// still move within the clock's grain), and without one no early start.
+	old := time.Now().Add(-time.Hour)
+	for _, box := range []string{"Foo", "Other"} {
+		for _, sub := range []string{"new", "cur"} {
+			if err := os.Chtimes(filepath.Join(nearDirOf(t, p.spec, box), sub), old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	res := engine.MustSync(t, p.spec, engine.RunOptions{})
+	if note := skipped(res, "Foo"); !strings.Contains(note, "renamed to Bar") {
+		t.Errorf("Foo: %q, want it renamed", note)
+	}
+	p.check(t, "Bar", "f1: n1:")
+	p.check(t, "Other", "o1: o2:")
+	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}
+
+// A rename that fails here (the new place is taken by a file) fails both
+// names, copying nothing: synced, the new name would be created and copied
+// whole, and the folder could no longer follow. Once the way is clear, the
+// next run follows the rename.
+func TestServerRenameFollowFails(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if err := os.MkdirAll(filepath.Join(dir, "far", "New"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	renameBox(t, dir, "far", "Foo", "New/Foo")
+	blocker := filepath.Join(dir, "near", "New")
+	if err := os.WriteFile(blocker, []byte("not a folder"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	for _, box := range []string{"Foo", "New/Foo"} {
+		if err := boxErr(res, box); err == nil || !strings.Contains(err.Error(), "renam") {
+			t.Errorf("%s: got %v, want the rename's failure", box, err)
+		}
+	}
+	for _, m := range res.Mailboxes {
+		if m.Copied != [2]int{} || m.Created != [2]int{} || m.Deleted != [2]int{} {
+			t.Errorf("%s: %+v", m.Mailbox, m)
+		}
+	}
+	if v := engine.ViewBox(t, spec.Near, "Foo"); v != "f1:" {
+		t.Errorf("near Foo: %q", v)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
+	checkBoth(t, spec, "New/Foo", "f1:")
 }

@@ -329,9 +329,15 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	for _, n := range ahead {
 		started[n] = true
 	}
+	// Before any other mailbox starts: followRenames changes present.
+	followed := followRenames(ctx, spec, opt, names, present, listed[Far], pool.wait)
 	for _, name := range names {
 		if hook.crashed() {
 			break
+		}
+		if r, ok := followed[name]; ok {
+			pool.submit(name, func() MailboxResult { return r })
+			continue
 		}
 		if started[name] {
 			continue

@@ -449,3 +449,13 @@ type LocalStore interface {
 	// names that begin with it); DeleteMailbox removes them with the folder.
 	MailboxDir(name string) (string, error)
 }
+
+// MailboxRenamer is implemented by near stores that can give a mailbox
+// another name keeping its messages, their UIDs and the engine's state
+// (a Maildir folder's mv): how the engine follows a far mailbox renamed on
+// the server (see followRenames).
+type MailboxRenamer interface {
+	// RenameMailbox moves mailbox from to the name to, which must not
+	// exist; subfolders move along where the store nests them.
+	RenameMailbox(ctx context.Context, from, to string) error
+}

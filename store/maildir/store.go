@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -523,6 +524,68 @@ func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 	}
 	if s.opt.Fsync {
 		_ = syncPath(filepath.Dir(dir))
+	}
+	return nil
+}
+
+// RenameMailbox moves the folder of mailbox from to where mailbox to's
+// belongs, with everything in it: its messages, .uidvalidity and UID files
+// (the UIDs stay the same) and the engine's state. In the verbatim layout
+// its subfolders move along, as a server's RENAME takes the mailbox's
+// children. Missing parents of the new place are made (plain directories);
+// an existing one, of any kind, is never replaced.
+func (s *Store) RenameMailbox(ctx context.Context, from, to string) error {
+	fail := func(err error) error {
+		return fmt.Errorf("maildir %s: rename mailbox %q to %q: %w", s.name, from, to, err)
+	}
+	src, err := s.mailboxPath(from)
+	if err != nil {
+		return err
+	}
+	dst, err := s.mailboxPath(to)
+	if err != nil {
+		return err
+	}
+	if from == "INBOX" || to == "INBOX" || src == s.root || within(src, s.inbox) || within(dst, s.inbox) || within(src, dst) || within(dst, src) {
+		return fail(errors.New("a folder can be moved only apart from the other's and from the inbox's"))
+	}
+	if !isMailbox(src) {
+		return fail(engine.ErrNoMailbox)
+	}
+	// The parents made are new directory entries too: each is durable with
+	// the directory that holds it.
+	var made []string
+	for p := filepath.Dir(dst); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil && !fi.IsDir() {
+			return fail(fmt.Errorf("%s is not a directory", p))
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) || p == s.root || !within(s.root, p) {
+			return fail(err)
+		}
+		made = append(made, p)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return fail(err)
+	}
+	if err := renameNoReplace(src, dst); err != nil {
+		return fail(err)
+	}
+	if !s.opt.Fsync {
+		return nil
+	}
+	dirs := []string{filepath.Dir(src), filepath.Dir(dst)}
+	for _, p := range made {
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	slices.Sort(dirs)
+	for _, d := range slices.Compact(dirs) {
+		if err := s.syncPath(d); err != nil {
+			return fail(err)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,307 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// A far mailbox renamed on the server (a webmail's RENAME) shows the next
+// run a near folder whose far mailbox is gone and a far mailbox new to the
+// run. Taken as they look, the new one is copied here whole (a large
+// archive downloaded again) and the old folder stops with the guard at
+// every run until the user acts: mbsync's behaviour. When the evidence is
+// clear the run renames the folder here too, with its state, and the
+// mailbox syncs on under its new name, copying nothing.
+
+// farRename is a far mailbox renamed from one name to another that the run
+// follows here.
+type farRename struct {
+	from, to string
+}
+
+// maxFreshAsked bounds how many far mailboxes new to a run, of which the
+// listing gave no UIDVALIDITY, are opened to learn it: a run that finds
+// more (a first run against a new account beside old folders) follows no
+// rename, as a wrong guess costs more than a download.
+const maxFreshAsked = 16
+
+// findRenames returns the far renames to follow, parents before their
+// subfolders. A near folder X is taken to have been renamed to the far
+// mailbox Y when all of this holds:
+//   - X is selected, near only, and the far side does not open it by name;
+//   - its state is this channel's, of far mailbox X (or older, without
+//     owner lines), and records a far UIDVALIDITY;
+//   - Y is selected, far only, and is the one far mailbox new to the run
+//     with that UIDVALIDITY (a RENAME keeps it), and no other such folder
+//     records it (a server giving every mailbox the same one is no help);
+//   - X's newest pairs hold the same Message-IDs in Y (samePairs: an equal
+//     UIDVALIDITY alone proves nothing);
+//   - a nested folder moves only with all its near subfolders, each itself
+//     renamed to the same place under Y (the server's RENAME takes the
+//     children along; a folder of this side alone inside X is not moved
+//     away from where the user put it).
+//
+// Only when the run may create near mailboxes (what it would otherwise do
+// with Y) and change the near side (not push-only), and the near store can
+// rename (a Maildir).
+func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool, far map[string]*Status) []farRename {
+	ls, local := spec.Near.(LocalStore)
+	_, renames := spec.Near.(MailboxRenamer)
+	if !local || !renames || !spec.Create[Near] || opt.Mode == ModePush {
+		return nil
+	}
+	var nearOnly, farOnly []string
+	for _, n := range names {
+		switch {
+		case n == "INBOX":
+		case present[Near][n] && !present[Far][n]:
+			nearOnly = append(nearOnly, n)
+		case present[Far][n] && !present[Near][n]:
+			farOnly = append(farOnly, n)
+		}
+	}
+	if len(nearOnly) == 0 || len(farOnly) == 0 {
+		return nil
+	}
+	olds := map[uint32][]string{}
+	for _, n := range nearOnly {
+		path, err := StatePath(spec, n)
+		if err != nil {
+			continue
+		}
+		h, err := LoadStateHeader(path)
+		if err != nil || h.Generation == 0 || h.FarValidity == 0 || h.Owner.check(spec, n, path) != nil {
+			continue
+		}
+		olds[h.FarValidity] = append(olds[h.FarValidity], n)
+	}
+	if len(olds) == 0 {
+		return nil
+	}
+	news := map[uint32][]string{}
+	asked := 0
+	for _, n := range farOnly {
+		var validity uint32
+		if st := far[n]; st != nil && st.UIDValidity != 0 {
+			validity = st.UIDValidity
+		} else {
+			if asked++; asked > maxFreshAsked {
+				return nil
+			}
+			mb, err := spec.Far.OpenMailbox(ctx, n, true)
+			if err != nil {
+				continue
+			}
+			validity = mb.Status().UIDValidity
+			mb.Close()
+		}
+		if len(olds[validity]) > 0 {
+			news[validity] = append(news[validity], n)
+		}
+	}
+	var found []farRename
+	for v, from := range olds {
+		if len(from) != 1 || len(news[v]) != 1 {
+			continue
+		}
+		if renamedTo(ctx, spec, from[0], news[v][0], v) {
+			found = append(found, farRename{from[0], news[v][0]})
+		}
+	}
+	return nestedWhole(ls, found, present[Near])
+}
+
+// renamedTo says whether the far mailbox to, of UIDVALIDITY v, is the one
+// the near folder from was synced with: from is gone from the far side by
+// name (a listing can leave out one that exists) and samePairs finds
+// from's newest pairs in to.
+func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32) bool {
+	old, err := spec.Far.OpenMailbox(ctx, from, true)
+	if err == nil {
+		old.Close()
+		return false
+	}
+	if !errors.Is(err, ErrNoMailbox) {
+		return false
+	}
+	mb, err := spec.Far.OpenMailbox(ctx, to, true)
+	if err != nil {
+		return false
+	}
+	defer mb.Close()
+	if mb.Status().UIDValidity != v {
+		return false
+	}
+	path, err := StatePath(spec, from)
+	if err != nil {
+		return false
+	}
+	st, _, err := loadState(path, false)
+	if err != nil {
+		return false
+	}
+	same, err := samePairs(ctx, spec, from, mb, st)
+	return err == nil && same
+}
+
+// nestedWhole keeps the renames whose folder can move as a whole: not into
+// or around itself, and every near folder inside it (present lists them all,
+// selected or not) moving with it to the same place under the new name.
+// Dropping one rename can make its parent's fail the test, so it runs until
+// nothing changes.
+func nestedWhole(ls LocalStore, found []farRename, present map[string]bool) []farRename {
+	dirOf := func(n string) string {
+		d, err := ls.MailboxDir(n)
+		if err != nil {
+			return ""
+		}
+		return d
+	}
+	inside := func(dir, p string) bool { return strings.HasPrefix(p, dir+string(filepath.Separator)) }
+	for changed := true; changed; {
+		changed = false
+		to := map[string]string{}
+		for _, r := range found {
+			to[r.from] = r.to
+		}
+		kept := found[:0]
+		for _, r := range found {
+			dx, dy := dirOf(r.from), dirOf(r.to)
+			ok := dx != "" && dy != "" && !inside(dx, dy) && !inside(dy, dx) && dx != dy
+			for n := range present {
+				dn := dirOf(n)
+				if !ok || n == r.from || dn == "" || !inside(dx, dn) {
+					continue
+				}
+				t, moves := to[n]
+				ok = moves && dirOf(t) == dy+dn[len(dx):]
+			}
+			if ok {
+				kept = append(kept, r)
+			} else {
+				changed = true
+			}
+		}
+		found = kept
+	}
+	slices.SortFunc(found, func(a, b farRename) int { return compareMailboxes(a.from, b.from) })
+	return found
+}
+
+// followRenames follows the renames findRenames returns: each folder is
+// renamed to its far mailbox's new name (a subfolder whose parent's move
+// took it along only gets its state's owner lines) and present is updated,
+// so the new name syncs as a pair. It returns the results of the names
+// that are not to be synced in this run: the old names, done; in a dry run
+// or when the rename failed, the new names too (synced, they would be
+// created and copied whole). wait waits for the mailbox runs started
+// before (some may be of the old names).
+func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
+	far map[string]*Status, wait func()) map[string]MailboxResult {
+	found := findRenames(ctx, spec, opt, names, present, far)
+	if len(found) == 0 {
+		return nil
+	}
+	// The runs started before the listing end first: one of an old name
+	// holds its folder open (and its result, once in, would replace the one
+	// given here).
+	wait()
+	out := map[string]MailboxResult{}
+	if opt.DryRun {
+		for _, r := range found {
+			out[r.from] = MailboxResult{Mailbox: r.from,
+				Skipped: fmt.Sprintf("would be renamed to %s here, as on the far side (its state moves with it; nothing copied)", r.to)}
+			out[r.to] = MailboxResult{Mailbox: r.to,
+				Skipped: fmt.Sprintf("would take over the folder of %s, renamed to it on the far side (nothing copied)", r.from)}
+		}
+		return out
+	}
+	ls := spec.Near.(LocalStore)
+	rn := spec.Near.(MailboxRenamer)
+	var moved, failed []string // folders renamed in this run, and those that were not
+	for _, r := range found {
+		dx, err := ls.MailboxDir(r.from)
+		if err == nil && slices.ContainsFunc(failed, func(d string) bool { return strings.HasPrefix(dx, d+string(filepath.Separator)) }) {
+			// Its parent stays: moved out of it alone, it would hold the
+			// parent's new place as a plain directory, and the parent's
+			// rename would fail at every run.
+			err = errors.New("its parent folder could not be renamed")
+		} else if err == nil {
+			err = followRename(ctx, spec, ls, rn, r, moved, opt)
+		}
+		if err != nil {
+			out[r.from] = MailboxResult{Mailbox: r.from,
+				Err: fmt.Errorf("mailbox %s: renamed to %s on the far side; renaming its folder here too failed: %w", r.from, r.to, err)}
+			out[r.to] = MailboxResult{Mailbox: r.to,
+				Err: fmt.Errorf("mailbox %s: not synced: it is the far mailbox %s renamed, whose folder here could not be renamed to it (the next run tries again)", r.to, r.from)}
+			if ctx.Err() != nil {
+				out[r.from] = MailboxResult{Mailbox: r.from, Err: fmt.Errorf("mailbox %s: %w", r.from, ErrStopped)}
+				out[r.to] = MailboxResult{Mailbox: r.to, Err: fmt.Errorf("mailbox %s: %w", r.to, ErrStopped)}
+			}
+			if dx != "" {
+				failed = append(failed, dx)
+			}
+			continue
+		}
+		moved = append(moved, dx)
+		out[r.from] = MailboxResult{Mailbox: r.from, Skipped: fmt.Sprintf("renamed to %s here, as on the far side", r.to)}
+		delete(present[Near], r.from)
+		present[Near][r.to] = true
+	}
+	return out
+}
+
+// followRename renames r's folder, under its pair's lock, and rewrites its
+// state's owner lines to the new name. A folder inside one renamed before
+// in this run (moved lists their old directories) moved along with it.
+// The owner lines are rewritten only to spare the mailbox's run the same
+// checks again (adoptRenamed): a run dying between the rename and that
+// write leaves a folder that run takes over.
+func followRename(ctx context.Context, spec ChannelSpec, ls LocalStore, rn MailboxRenamer, r farRename, moved []string, opt RunOptions) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	dx, err := ls.MailboxDir(r.from)
+	if err != nil {
+		return err
+	}
+	along := slices.ContainsFunc(moved, func(d string) bool { return strings.HasPrefix(dx, d+string(filepath.Separator)) })
+	if !along {
+		path, err := StatePath(spec, r.from)
+		if err != nil {
+			return err
+		}
+		lk, err := LockFile(path + ".lock")
+		if err != nil {
+			return err
+		}
+		err = rn.RenameMailbox(ctx, r.from, r.to)
+		lk.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	opt.Log.Warn("mailbox renamed on the far side: its folder is renamed here too, and it syncs on under the new name",
+		"mailbox", r.from, "to", r.to, Notice, true)
+	path, err := StatePath(spec, r.to)
+	if err != nil {
+		return nil
+	}
+	lk, err := LockFile(path + ".lock")
+	if err != nil {
+		return nil
+	}
+	defer lk.Unlock()
+	st, meta, err := loadState(path, false)
+	if err == nil && meta.Owner.FarMailbox == r.from {
+		err = saveState(path, st, ownerOf(spec, r.to))
+	}
+	if err != nil {
+		opt.Log.Info("rewriting the owner lines of a renamed folder's state", "mailbox", r.to, "state", path, "err", err)
+	}
+	return nil
+}
