@@ -18,9 +18,11 @@ import (
 // mailbox syncs on under its new name, copying nothing.
 
 // farRename is a far mailbox renamed from one name to another that the run
-// follows here.
+// follows here. remade: the far side has a mailbox of the old name again,
+// made after the rename (a year's archive renamed, a fresh one made).
 type farRename struct {
 	from, to string
+	remade   bool
 }
 
 // maxFreshAsked bounds how many far mailboxes new to a run, of which the
@@ -32,7 +34,9 @@ const maxFreshAsked = 16
 // findRenames returns the far renames to follow, parents before their
 // subfolders. A near folder X is taken to have been renamed to the far
 // mailbox Y when all of this holds:
-//   - X is selected, near only, and the far side does not open it by name;
+//   - X is selected, and either near only while the far side does not open
+//     it by name, or on both sides with a far UIDVALIDITY (as listed) other
+//     than the one its state records: made anew after the rename;
 //   - its state is this channel's, of far mailbox X (or older, without
 //     owner lines), and records a far UIDVALIDITY;
 //   - Y is selected, far only, and is the one far mailbox new to the run
@@ -48,27 +52,36 @@ const maxFreshAsked = 16
 // Only when the run may create near mailboxes (what it would otherwise do
 // with Y) and change the near side (not push-only), and the near store can
 // rename (a Maildir).
-func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool, far map[string]*Status) []farRename {
+func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool, far map[string]*Status, started map[string]bool) []farRename {
 	ls, local := spec.Near.(LocalStore)
 	_, renames := spec.Near.(MailboxRenamer)
 	if !local || !renames || !spec.Create[Near] || opt.Mode == ModePush {
 		return nil
 	}
-	var nearOnly, farOnly []string
+	var olders, farOnly []string
 	for _, n := range names {
 		switch {
 		case n == "INBOX":
 		case present[Near][n] && !present[Far][n]:
-			nearOnly = append(nearOnly, n)
+			olders = append(olders, n)
 		case present[Far][n] && !present[Near][n]:
 			farOnly = append(farOnly, n)
 		}
 	}
-	if len(nearOnly) == 0 || len(farOnly) == 0 {
+	if len(farOnly) == 0 {
+		// The common case: no far mailbox new to the run, nothing to read.
 		return nil
 	}
+	for _, n := range names {
+		// A state is read only for a mailbox whose UIDVALIDITY may have
+		// changed, and not while a run started ahead of the far listing
+		// may be writing it (that run handles the change).
+		if st := far[n]; n != "INBOX" && present[Near][n] && present[Far][n] && !started[n] && st != nil && st.UIDValidity != 0 {
+			olders = append(olders, n)
+		}
+	}
 	olds := map[uint32][]string{}
-	for _, n := range nearOnly {
+	for _, n := range olders {
 		path, err := StatePath(spec, n)
 		if err != nil {
 			continue
@@ -76,6 +89,9 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 		h, err := LoadStateHeader(path)
 		if err != nil || h.Generation == 0 || h.FarValidity == 0 || h.Owner.check(spec, n, path) != nil {
 			continue
+		}
+		if st := far[n]; present[Far][n] && (st == nil || st.UIDValidity == h.FarValidity) {
+			continue // the far mailbox it was synced with
 		}
 		olds[h.FarValidity] = append(olds[h.FarValidity], n)
 	}
@@ -109,23 +125,18 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 			continue
 		}
 		if renamedTo(ctx, spec, from[0], news[v][0], v) {
-			found = append(found, farRename{from[0], news[v][0]})
+			found = append(found, farRename{from[0], news[v][0], present[Far][from[0]]})
 		}
 	}
 	return nestedWhole(ls, found, present[Near])
 }
 
 // renamedTo says whether the far mailbox to, of UIDVALIDITY v, is the one
-// the near folder from was synced with: from is gone from the far side by
-// name (a listing can leave out one that exists) and samePairs finds
-// from's newest pairs in to.
+// the near folder from was synced with: the far side has no mailbox from
+// of that UIDVALIDITY (asked by name: a listing can leave out one that
+// exists) and samePairs finds from's newest pairs in to.
 func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32) bool {
-	old, err := spec.Far.OpenMailbox(ctx, from, true)
-	if err == nil {
-		old.Close()
-		return false
-	}
-	if !errors.Is(err, ErrNoMailbox) {
+	if gone, err := farGone(ctx, spec, from, v); err != nil || !gone {
 		return false
 	}
 	mb, err := spec.Far.OpenMailbox(ctx, to, true)
@@ -146,6 +157,22 @@ func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32)
 	}
 	same, err := samePairs(ctx, spec, from, mb, st)
 	return err == nil && same
+}
+
+// farGone says whether the far side has no mailbox name of UIDVALIDITY v
+// (asked by name: a listing can leave out one that exists): none, or one
+// made anew after a rename.
+func farGone(ctx context.Context, spec ChannelSpec, name string, v uint32) (bool, error) {
+	mb, err := spec.Far.OpenMailbox(ctx, name, true)
+	if errors.Is(err, ErrNoMailbox) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("opening %q on the far side: %w", name, err)
+	}
+	now := mb.Status().UIDValidity
+	mb.Close()
+	return now != v && now != 0, nil
 }
 
 // nestedWhole keeps the renames whose folder can move as a whole: not into
@@ -195,14 +222,15 @@ func nestedWhole(ls LocalStore, found []farRename, present map[string]bool) []fa
 // followRenames follows the renames findRenames returns: each folder is
 // renamed to its far mailbox's new name (a subfolder whose parent's move
 // took it along only gets its state's owner lines) and present is updated,
-// so the new name syncs as a pair. It returns the results of the names
-// that are not to be synced in this run: the old names, done; in a dry run
-// or when the rename failed, the new names too (synced, they would be
-// created and copied whole). wait waits for the mailbox runs started
-// before (some may be of the old names).
+// so the new name syncs as a pair. Its results are those of the names that
+// are not to be synced in this run: the old names, done (but for one the
+// far side has made anew, now a mailbox new here); in a dry run or when the
+// rename failed, the new names too (synced, they would be created and
+// copied whole). wait waits for the mailbox runs started before (some may
+// be of the old names).
 func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
-	far map[string]*Status, wait func()) map[string]MailboxResult {
-	found := findRenames(ctx, spec, opt, names, present, far)
+	far map[string]*Status, started map[string]bool, wait func()) map[string]MailboxResult {
+	found := findRenames(ctx, spec, opt, names, present, far, started)
 	if len(found) == 0 {
 		return nil
 	}
@@ -213,8 +241,11 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 	out := map[string]MailboxResult{}
 	if opt.DryRun {
 		for _, r := range found {
-			out[r.from] = MailboxResult{Mailbox: r.from,
-				Skipped: fmt.Sprintf("would be renamed to %s here, as on the far side (its state moves with it; nothing copied)", r.to)}
+			note := fmt.Sprintf("would be renamed to %s here, as on the far side (its state moves with it; nothing copied)", r.to)
+			if r.remade {
+				note += fmt.Sprintf(", and made anew for the far side's new %s", r.from)
+			}
+			out[r.from] = MailboxResult{Mailbox: r.from, Skipped: note}
 			out[r.to] = MailboxResult{Mailbox: r.to,
 				Skipped: fmt.Sprintf("would take over the folder of %s, renamed to it on the far side (nothing copied)", r.from)}
 		}
@@ -248,7 +279,9 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 			continue
 		}
 		moved = append(moved, dx)
-		out[r.from] = MailboxResult{Mailbox: r.from, Skipped: fmt.Sprintf("renamed to %s here, as on the far side", r.to)}
+		if !r.remade { // else a mailbox new here, synced as such
+			out[r.from] = MailboxResult{Mailbox: r.from, Skipped: fmt.Sprintf("renamed to %s here, as on the far side", r.to)}
+		}
 		delete(present[Near], r.from)
 		present[Near][r.to] = true
 	}

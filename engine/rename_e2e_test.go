@@ -587,3 +587,74 @@ func TestServerRenameFollowFails(t *testing.T) {
 	noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
 	checkBoth(t, spec, "New/Foo", "f1:")
 }
+
+// The year's archive renamed on the server and a fresh one made under the
+// old name: Foo renamed to Bar, a new Foo made with new mail. Before, Foo
+// stopped at every run (its far UIDVALIDITY changed and none of its
+// messages were in the new one) and Bar was downloaded whole. The folder
+// here follows the rename to Bar, copying nothing, and Foo is made anew
+// here for the new far mailbox.
+func TestServerRenameThenOldNameRemade(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Near, "Foo", "f2", engine.FlagSeen)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	engine.AddMsg(t, p.spec.Far, "Foo", "new1", 0)
+
+	res := engine.MustSync(t, p.spec, engine.RunOptions{DryRun: true})
+	if note := skipped(res, "Foo"); !strings.Contains(note, "would be renamed to Bar") || !strings.Contains(note, "made anew") {
+		t.Errorf("dry run, Foo: %q", note)
+	}
+
+	res = engine.MustSync(t, p.spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		var copied, created [2]int
+		if m.Mailbox == "Foo" {
+			copied[engine.Near], created[engine.Near] = 1, 1
+		}
+		if m.Err != nil || m.Copied != copied || m.Created != created || m.Deleted != [2]int{} {
+			t.Errorf("%s: %+v, want copied %v, created %v", m.Mailbox, m, copied, created)
+		}
+	}
+	p.check(t, "Bar", "f1: f2:S")
+	p.check(t, "Foo", "new1:")
+	stateNames(t, p.spec, "Bar")
+	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}
+
+// The same renamed by hand on both sides, the old name made anew on the
+// far side before the run: the folder's state is taken over (the old far
+// mailbox it recorded is not the new one of that name), where it was
+// refused as another mailbox's. A run that dies between following the
+// rename and rewriting the state's owner lines leaves this too.
+func TestMailboxRenamedOnBothSidesOldNameRemade(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	for _, side := range []string{"far", "near"} {
+		renameBox(t, dir, side, "Foo", "Bar")
+	}
+	// Made anew with another UIDVALIDITY (a Maildir's is the clock's
+	// second, which a test would share).
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, "far", "Foo", sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "far", "Foo", ".uidvalidity"), []byte("12345\n0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	engine.AddMsg(t, spec.Far, "Foo", "new1", 0)
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Mailbox == "Bar" && (m.Copied != [2]int{} || m.Deleted != [2]int{}) {
+			t.Errorf("Bar: %+v", m)
+		}
+	}
+	checkBoth(t, spec, "Bar", "f1: f2:")
+	checkBoth(t, spec, "Foo", "new1:")
+	stateNames(t, spec, "Bar")
+}

@@ -330,7 +330,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		started[n] = true
 	}
 	// Before any other mailbox starts: followRenames changes present.
-	followed := followRenames(ctx, spec, opt, names, present, listed[Far], pool.wait)
+	followed := followRenames(ctx, spec, opt, names, present, listed[Far], started, pool.wait)
 	for _, name := range names {
 		if hook.crashed() {
 			break
@@ -759,8 +759,9 @@ func staleState(ctx context.Context, spec ChannelSpec, name string, s Side, st S
 // carries on with the state it finds. The state's near UIDs are the folder's
 // own wherever it moved (its .uidvalidity moved with it, and the run checks
 // it as always); its far UIDs are those of name only when the mailbox they
-// were of is gone from the far side and name has the UIDVALIDITY they refer
-// to (a RENAME keeps it, a mailbox made anew gets another). Then the owner
+// were of is gone from the far side (or made anew there after the rename:
+// another UIDVALIDITY) and name has the UIDVALIDITY they refer to (a RENAME
+// keeps it, a mailbox made anew gets another). Then the owner
 // lines are rewritten to name (not in a dry run) and it reports true; in
 // any other case false, and the caller refuses the state as foreign.
 func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr StateHeader, dry bool, log *slog.Logger) (bool, error) {
@@ -770,13 +771,10 @@ func adoptRenamed(ctx context.Context, spec ChannelSpec, name, path string, hdr 
 		hdr.FarValidity == 0 {
 		return false, nil
 	}
-	old, err := spec.Far.OpenMailbox(ctx, o.FarMailbox, true)
-	if err == nil {
-		old.Close()
-		return false, nil // only the folder was renamed (or copied): the far UIDs are the old mailbox's
-	}
-	if !errors.Is(err, ErrNoMailbox) {
-		return false, fmt.Errorf("opening %q on the far side: %w", o.FarMailbox, err)
+	if gone, err := farGone(ctx, spec, o.FarMailbox, hdr.FarValidity); err != nil || !gone {
+		// Still there: only the folder was renamed (or copied), and the
+		// far UIDs are the old mailbox's.
+		return false, err
 	}
 	mb, err := spec.Far.OpenMailbox(ctx, name, true)
 	if errors.Is(err, ErrNoMailbox) {
