@@ -31,6 +31,10 @@ type farRename struct {
 // rename, as a wrong guess costs more than a download.
 const maxFreshAsked = 16
 
+// maxPairsAsked bounds the old and new names of one UIDVALIDITY whose
+// messages are compared (a round trip or two each).
+const maxPairsAsked = 16
+
 // findRenames returns the far renames to follow, parents before their
 // subfolders. A near folder X is taken to have been renamed to the far
 // mailbox Y when all of this holds:
@@ -39,11 +43,11 @@ const maxFreshAsked = 16
 //     than the one its state records: made anew after the rename;
 //   - its state is this channel's, of far mailbox X (or older, without
 //     owner lines), and records a far UIDVALIDITY;
-//   - Y is selected, far only, and is the one far mailbox new to the run
-//     with that UIDVALIDITY (a RENAME keeps it), and no other such folder
-//     records it (a server giving every mailbox the same one is no help);
+//   - Y is selected, far only, and has that UIDVALIDITY (a RENAME keeps
+//     it);
 //   - X's newest pairs hold the same Message-IDs in Y (samePairs: an equal
-//     UIDVALIDITY alone proves nothing);
+//     UIDVALIDITY alone proves nothing), and in no other such far mailbox,
+//     and no other such folder's in Y;
 //   - a nested folder moves only with all its near subfolders, each itself
 //     renamed to the same place under Y (the server's RENAME takes the
 //     children along; a folder of this side alone inside X is not moved
@@ -121,11 +125,27 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 	}
 	var found []farRename
 	for v, from := range olds {
-		if len(from) != 1 || len(news[v]) != 1 {
+		to := news[v]
+		if len(from)*len(to) == 0 || len(from)*len(to) > maxPairsAsked {
 			continue
 		}
-		if renamedTo(ctx, spec, from[0], news[v][0], v) {
-			found = append(found, farRename{from[0], news[v][0], present[Far][from[0]]})
+		// Several with one UIDVALIDITY (a Maildir's is the second it was
+		// made in, a parent's and its child's alike; some servers give all
+		// mailboxes the same): the messages decide, and each must have
+		// exactly one partner.
+		partners := map[string][]string{}
+		for _, x := range from {
+			for _, y := range to {
+				if renamedTo(ctx, spec, x, y, v) {
+					partners[x] = append(partners[x], y)
+					partners["\x00"+y] = append(partners["\x00"+y], x)
+				}
+			}
+		}
+		for _, x := range from {
+			if ys := partners[x]; len(ys) == 1 && len(partners["\x00"+ys[0]]) == 1 {
+				found = append(found, farRename{x, ys[0], present[Far][x]})
+			}
 		}
 	}
 	return nestedWhole(ls, found, present[Near])

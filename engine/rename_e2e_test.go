@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/store/maildir"
 )
 
 // renameBox renames mailbox from to to on side ("far" or "near") of a
@@ -474,13 +475,10 @@ func TestServerRenameNotFollowed(t *testing.T) {
 		// change, after the far rename of Foo to Bar; returns the run's options.
 		change func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions
 	}{
-		{"two far mailboxes with its UIDVALIDITY", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
-			engine.AddMsg(t, spec.Far, "Baz", "b1", 0)
-			v, err := os.ReadFile(filepath.Join(dir, "far", "Bar", ".uidvalidity"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "far", "Baz", ".uidvalidity"), v, 0o600); err != nil {
+		{"two far mailboxes with its messages", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			// A copy of the renamed one, UIDVALIDITY and all: which one
+			// the folder is cannot be told.
+			if err := os.CopyFS(filepath.Join(dir, "far", "Baz"), os.DirFS(filepath.Join(dir, "far", "Bar"))); err != nil {
 				t.Fatal(err)
 			}
 			return engine.RunOptions{}
@@ -657,4 +655,62 @@ func TestMailboxRenamedOnBothSidesOldNameRemade(t *testing.T) {
 	checkBoth(t, spec, "Bar", "f1: f2:")
 	checkBoth(t, spec, "Foo", "new1:")
 	stateNames(t, spec, "Bar")
+}
+
+// In the Maildir++ layout a subfolder is a folder of its own (.Foo.Sub
+// beside .Foo): each follows the far rename by a rename of its own.
+func TestServerRenameFollowedMaildirPP(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutMaildirPP, maildir.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Near = near
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Far, "Foo/Sub", "s1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	renameBox(t, dir, "far", "Foo", "Bar")
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	for _, box := range []string{"Foo", "Foo/Sub"} {
+		if note := skipped(res, box); !strings.Contains(note, "renamed to Bar") {
+			t.Errorf("%s: %q, want it renamed", box, note)
+		}
+	}
+	noCopies(t, res)
+	checkBoth(t, spec, "Bar", "f1:")
+	checkBoth(t, spec, "Bar/Sub", "s1:")
+	for _, d := range []string{".Bar", ".Bar.Sub"} {
+		if _, err := os.Stat(filepath.Join(dir, "near", d, "cur")); err != nil {
+			t.Errorf("near %s: %v", d, err)
+		}
+	}
+	noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
+}
+
+// Another far mailbox new to the run with the same UIDVALIDITY (a server
+// that gives every mailbox the same one) but other messages: the messages
+// tell which one the folder is, and the rename is followed.
+func TestServerRenameSameUIDValidityToldByMessages(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	renameBox(t, dir, "far", "Foo", "Bar")
+	engine.AddMsg(t, spec.Far, "Baz", "b1", 0)
+	engine.AddMsg(t, spec.Far, "Baz", "b2", 0)
+	v, err := os.ReadFile(filepath.Join(dir, "far", "Bar", ".uidvalidity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "far", "Baz", ".uidvalidity"), v, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	if note := skipped(res, "Foo"); !strings.Contains(note, "renamed to Bar") {
+		t.Errorf("Foo: %q, want it renamed", note)
+	}
+	checkBoth(t, spec, "Bar", "f1: f2:")
+	checkBoth(t, spec, "Baz", "b1: b2:")
 }
