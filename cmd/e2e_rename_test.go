@@ -43,3 +43,33 @@ func TestE2EServerRenameFollowed(t *testing.T) {
 	stdout, _ = e.mustRun("sync", "ch")
 	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
 }
+
+// A folder renamed in the mail client (here mv): the run renames the
+// server's mailbox too, says so, and uploads nothing.
+func TestE2ENearRenameCarried(t *testing.T) {
+	e := newE2E(t, e2eOpts{})
+	c := dial(t, "alice")
+	c.create("Foo")
+	c.add("Foo", "f1")
+	e.mustRun("sync", "ch")
+	if err := os.Rename(e.folder("Foo"), e.folder("Bar")); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr := e.mustRun("-q", "sync", "ch")
+	if !strings.Contains(stderr, "far mailbox is renamed too") {
+		t.Errorf("-q run does not say the far mailbox was renamed: %q", stderr)
+	}
+	for _, b := range c.boxes() {
+		if b == "Foo" {
+			t.Errorf("the server still has Foo: %v", c.boxes())
+		}
+	}
+	want := map[string]string{"f1": ""}
+	e.wantLocal("Bar", want)
+	c.wantServer("Bar", want)
+	if _, err := os.Stat(e.folder("Foo")); !os.IsNotExist(err) {
+		t.Errorf("Foo made again here (%v)", err)
+	}
+	stdout, _ := e.mustRun("sync", "ch")
+	wantSummary(t, stdout, "ch", "copied ←0 →0, flags ←0 →0, deleted ←0 →0")
+}

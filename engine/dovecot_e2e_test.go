@@ -387,10 +387,14 @@ func (w wrapLocal) MailboxDir(name string) (string, error) {
 	return w.Store.(engine.LocalStore).MailboxDir(name)
 }
 
-// RenameMailbox forwards engine.MailboxRenamer (a Maildir store has it).
-func (w wrapLocal) RenameMailbox(ctx context.Context, from, to string) error {
+// RenameMailbox forwards engine.MailboxRenamer (both stores have it).
+func (w *wrapStore) RenameMailbox(ctx context.Context, from, to string) error {
 	w.calls.inc("RenameMailbox")
-	return w.Store.(engine.MailboxRenamer).RenameMailbox(ctx, from, to)
+	rn, ok := w.Store.(engine.MailboxRenamer)
+	if !ok {
+		return engine.ErrNotSupport
+	}
+	return rn.RenameMailbox(ctx, from, to)
 }
 
 func wrap(s engine.Store) *wrapStore {

@@ -340,21 +340,31 @@ func followRename(ctx context.Context, spec ChannelSpec, ls LocalStore, rn Mailb
 	}
 	opt.Log.Warn("mailbox renamed on the far side: its folder is renamed here too, and it syncs on under the new name",
 		"mailbox", r.from, "to", r.to, Notice, true)
-	path, err := StatePath(spec, r.to)
+	rewriteOwner(spec, r.from, r.to, opt)
+	return nil
+}
+
+// rewriteOwner gives the state of the folder of mailbox to, renamed from
+// from on one side and followed on the other, the new name in its owner
+// lines, under its pair's lock. Only to spare the mailbox's run the same
+// checks (adoptRenamed): a failure is logged, and a run dying before it
+// leaves a folder that run takes over.
+func rewriteOwner(spec ChannelSpec, from, to string, opt RunOptions) {
+	path, err := StatePath(spec, to)
 	if err != nil {
-		return nil
+		return
 	}
 	lk, err := LockFile(path + ".lock")
+	if err == nil {
+		defer lk.Unlock()
+		var st State
+		var meta stateMeta
+		st, meta, err = loadState(path, false)
+		if err == nil && meta.Owner.FarMailbox == from {
+			err = saveState(path, st, ownerOf(spec, to))
+		}
+	}
 	if err != nil {
-		return nil
+		opt.Log.Info("rewriting the owner lines of a renamed folder's state", "mailbox", to, "state", path, "err", err)
 	}
-	defer lk.Unlock()
-	st, meta, err := loadState(path, false)
-	if err == nil && meta.Owner.FarMailbox == r.from {
-		err = saveState(path, st, ownerOf(spec, r.to))
-	}
-	if err != nil {
-		opt.Log.Info("rewriting the owner lines of a renamed folder's state", "mailbox", r.to, "state", path, "err", err)
-	}
-	return nil
 }

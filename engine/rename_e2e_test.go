@@ -113,17 +113,18 @@ func TestMailboxRenamedOnBothSides(t *testing.T) {
 	}
 }
 
-// Only the local folder renamed (mv), the far mailbox still there: its
-// state is not taken over (its far UIDs are those of the far mailbox of the
-// old name, which the run downloads again, as mbsync does), and the message
-// says what happened and what to do instead of speaking of two channels.
+// Only the local folder renamed (mv), the far mailbox still there, and the
+// run may not carry the rename there (here: pull only): its state is not
+// taken over (its far UIDs are those of the far mailbox of the old name,
+// which the run downloads again, as mbsync does), and the message says
+// what happened and what to do instead of speaking of two channels.
 func TestMailboxRenamedOnNearSideOnly(t *testing.T) {
 	dir := t.TempDir()
 	spec := maildirSpec(t, dir)
 	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
 	engine.MustSync(t, spec, engine.RunOptions{})
 	renameBox(t, dir, "near", "Foo", "Bar")
-	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{Mode: engine.ModePull})
 	barErr := boxErr(res, "Bar")
 	if !errors.Is(barErr, engine.ErrForeignState) {
 		t.Fatalf("near Bar: got %v, want the state refused", barErr)
@@ -713,4 +714,122 @@ func TestServerRenameSameUIDValidityToldByMessages(t *testing.T) {
 	}
 	checkBoth(t, spec, "Bar", "f1: f2:")
 	checkBoth(t, spec, "Baz", "b1: b2:")
+}
+
+// A folder renamed here (mv, a mail client's rename): mbsync downloads the
+// server's Foo again and uploads Bar's messages as new mail, every message
+// twice on the server; quixysync before downloaded Foo again and stopped
+// Bar at every run. The run now renames the far mailbox too (Foo/Sub goes
+// along, on the server as here) and syncs on under the new name: nothing
+// copied, the change made here since carried over.
+func TestNearRenameCarried(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Near, "Foo", "f2", engine.FlagSeen)
+	engine.AddMsg(t, p.spec.Far, "Foo/Sub", "s1", 0)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	renameBox(t, p.dir, "near", "Foo", "Bar")
+	engine.AddMsg(t, p.spec.Near, "Bar", "n1", 0)
+
+	res := engine.MustSync(t, p.spec, engine.RunOptions{DryRun: true})
+	if note := skipped(res, "Foo"); !strings.HasPrefix(note, "would be renamed to Bar on the far side") {
+		t.Errorf("dry run, Foo: %q", note)
+	}
+	if n := p.far.calls.get("RenameMailbox"); n != 0 {
+		t.Fatalf("the dry run renamed %d far mailboxes", n)
+	}
+
+	res = engine.MustSync(t, p.spec, engine.RunOptions{})
+	for _, box := range []string{"Foo", "Foo/Sub"} {
+		if note := skipped(res, box); !strings.Contains(note, "renamed to Bar") {
+			t.Errorf("%s: %q, want it renamed", box, note)
+		}
+	}
+	for _, m := range res.Mailboxes {
+		want := [2]int{}
+		if m.Mailbox == "Bar" {
+			want[engine.Far] = 1 // n1, new since
+		}
+		if m.Err != nil || m.Copied != want || m.Deleted != [2]int{} || m.Created != [2]int{} {
+			t.Errorf("%s: %+v, want copies %v only", m.Mailbox, m, want)
+		}
+	}
+	if n := p.far.calls.get("RenameMailbox"); n != 1 {
+		t.Errorf("%d far renames, want 1 (Foo/Sub moves with Foo)", n)
+	}
+	p.check(t, "Bar", "f1: f2:S n1:")
+	p.check(t, "Bar/Sub", "s1:")
+	for _, box := range []string{"Foo", "Foo/Sub"} {
+		if _, err := p.spec.Far.OpenMailbox(context.Background(), box, true); !errors.Is(err, engine.ErrNoMailbox) {
+			t.Errorf("far %s: %v, want it gone", box, err)
+		}
+	}
+	stateNames(t, p.spec, "Bar")
+	stateNames(t, p.spec, "Bar/Sub")
+	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}
+
+// Where a folder renamed here is not clearly the far mailbox renamed, or
+// the far side may not be changed, nothing is renamed there: the old
+// behaviour (the far mailbox downloaded again, the folder stopped as
+// holding another mailbox's state).
+func TestNearRenameNotCarried(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// change, after the near mv of Foo to Bar; returns the run's options.
+		change func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions
+	}{
+		{"pull only", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			return engine.RunOptions{Mode: engine.ModePull}
+		}},
+		{"no create on the far side", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			spec.Create[engine.Far] = false
+			return engine.RunOptions{}
+		}},
+		{"copied, not moved", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			if err := os.CopyFS(filepath.Join(dir, "near", "Foo"), os.DirFS(filepath.Join(dir, "near", "Bar"))); err != nil {
+				t.Fatal(err)
+			}
+			return engine.RunOptions{}
+		}},
+		{"a far subfolder the channel leaves out", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			engine.AddMsg(t, spec.Far, "Foo/Other", "x1", 0)
+			spec.Match = func(n string) bool { return n != "Foo/Other" }
+			return engine.RunOptions{}
+		}},
+		{"only the state file moved", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			// Bar made anew (another .uidvalidity), Foo's state put in it.
+			st, err := os.ReadFile(filepath.Join(dir, "near", "Bar", engine.StateFileName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Join(dir, "near", "Bar")); err != nil {
+				t.Fatal(err)
+			}
+			engine.AddMsg(t, spec.Near, "Bar", "f1", 0)
+			if err := os.WriteFile(filepath.Join(dir, "near", "Bar", ".uidvalidity"), []byte("12345\n1\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "near", "Bar", engine.StateFileName), st, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return engine.RunOptions{}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spec := maildirSpec(t, dir)
+			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+			engine.MustSync(t, spec, engine.RunOptions{})
+			renameBox(t, dir, "near", "Foo", "Bar")
+			opt := tc.change(t, dir, &spec)
+			res := engine.SyncChannel(context.Background(), spec, opt)
+			if err := boxErr(res, "Bar"); !errors.Is(err, engine.ErrForeignState) {
+				t.Errorf("Bar: got %v (%q), want the state refused", err, skipped(res, "Bar"))
+			}
+			if v := engine.ViewBox(t, spec.Far, "Foo"); v != "f1:" {
+				t.Errorf("far Foo: %q", v)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -329,8 +330,15 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	for _, n := range ahead {
 		started[n] = true
 	}
-	// Before any other mailbox starts: followRenames changes present.
+	// Before any other mailbox starts: following renames changes present.
 	followed := followRenames(ctx, spec, opt, names, present, listed[Far], started, pool.wait)
+	if carried := followNearRenames(ctx, spec, opt, names, present, listed, pool.wait); carried != nil {
+		if followed == nil {
+			followed = carried
+		} else {
+			maps.Copy(followed, carried)
+		}
+	}
 	for _, name := range names {
 		if hook.crashed() {
 			break

@@ -174,9 +174,12 @@ func (o StateOwner) check(spec ChannelSpec, mailbox, path string) error {
 		// The state lives in the folder and moves with it: this channel's
 		// state of another mailbox is that of a folder renamed (or copied)
 		// by mv or a mail client. A rename on both sides is taken over
-		// before this (adoptRenamed); said as such, the way out is plain.
+		// before this (adoptRenamed), one here only carried to the far side
+		// when the run can tell (followNearRenames); said as such, the way
+		// out is plain.
 		return fmt.Errorf("%w: %s is the state of mailbox %q of this channel: the folder was renamed (or copied) from %q here. "+
-			"Nothing was changed in this mailbox. As with mbsync, a rename is not carried to the far side, and %q's far UIDs "+
+			"Nothing was changed in this mailbox. The rename was not carried to the far side (a run does that only when the "+
+			"folder is clearly the far mailbox moved, far mailboxes may be created and the run pushes), and %q's far UIDs "+
 			"are not %q's: rename %q to %q on the far side too, and the next run syncs this folder with its state, copying "+
 			"nothing (delete the folder %q if a run made it again here meanwhile); or move that file away, and the next run "+
 			"copies this folder's messages to a new far mailbox %q (as new mail; the far %q keeps its own)",

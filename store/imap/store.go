@@ -1599,6 +1599,30 @@ func (s *Store) create(ctx context.Context, cn *conn, name string) error {
 	return cerr
 }
 
+// RenameMailbox renames mailbox from to to (RENAME): the server takes
+// from's children along and keeps the UIDVALIDITY, as RFC 3501 asks (the
+// engine checks what it relies on). A to that exists is the server's to
+// refuse; INBOX, whose RENAME moves its messages instead, is refused here.
+func (s *Store) RenameMailbox(ctx context.Context, from, to string) error {
+	cn, err := s.getFirst(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.put(cn)
+	wf, err := s.wireName(ctx, from)
+	if err != nil {
+		return err
+	}
+	wt, err := s.wireName(ctx, to)
+	if err != nil {
+		return err
+	}
+	if isInbox(wf) || isInbox(wt) {
+		return fmt.Errorf("%s: refusing to rename %q to %q: INBOX is not renamed", s.cfg.Name, from, to)
+	}
+	return cn.run(ctx, "RENAME "+from, func() error { return cn.c.Rename(wf, wt, nil).Wait() })
+}
+
 // DeleteMailbox removes an empty mailbox. The emptiness check (STATUS) and
 // the DELETE are two commands: a message delivered in between would be lost
 // with the mailbox on servers that delete non-empty mailboxes.

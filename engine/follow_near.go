@@ -1,0 +1,196 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// A folder renamed here (mv ~/Mail/Foo ~/Mail/Bar, or a mail client's
+// rename) shows the next run a near folder whose state is of far mailbox
+// Foo, and a far Foo the near side no longer has. Taken as they look, Foo
+// is downloaded again and Bar stops at every run as a folder holding
+// another mailbox's state (mbsync downloads Foo again and uploads Bar as
+// new mail: every message twice on the server). When the evidence is
+// clear the run renames the far mailbox too (RENAME), and the folder syncs
+// on under its new name, copying nothing.
+
+// nearRename is a near folder renamed from one name to another that the
+// run carries to the far side.
+type nearRename struct {
+	from, to string
+}
+
+// findNearRenames returns the near renames to carry to the far side,
+// parents before their subfolders. A folder Y is taken for the far mailbox
+// X renamed here when all of this holds:
+//   - Y is selected and near only, and its state is this channel's, of far
+//     mailbox X (another name), with the far UIDVALIDITY X has now and the
+//     near UIDVALIDITY Y has (the folder moved with its .uidvalidity: a
+//     state file copied alone into another folder is not a rename);
+//   - X is selected and far only, and no other folder's state claims it;
+//   - Y's newest pairs hold the same Message-IDs in X (samePairs);
+//   - every far mailbox below X (the server's RENAME takes them along) is
+//     itself renamed here to the same place below Y.
+//
+// Only when the run may create far mailboxes (what it would otherwise do
+// with Y) and change the far side (not pull-only), the far store can
+// rename, and the near one keeps states in its folders.
+func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
+	listed [2]map[string]*Status) []nearRename {
+	_, local := spec.Near.(LocalStore)
+	_, renames := spec.Far.(MailboxRenamer)
+	if !local || !renames || !spec.Create[Far] || opt.Mode == ModePull {
+		return nil
+	}
+	selected := make(map[string]bool, len(names))
+	for _, n := range names {
+		selected[n] = true
+	}
+	claims := map[string][]string{}
+	states := map[string]StateHeader{}
+	for _, y := range names {
+		if y == "INBOX" || !present[Near][y] || present[Far][y] {
+			continue
+		}
+		path, err := StatePath(spec, y)
+		if err != nil {
+			continue
+		}
+		h, err := LoadStateHeader(path)
+		o := h.Owner
+		if err != nil || h.Generation == 0 || h.FarValidity == 0 || o.Channel != spec.Name || o.FarStore != spec.Far.Name() ||
+			o.FarMailbox == "" || o.FarMailbox == y || o.FarMailbox == "INBOX" {
+			continue
+		}
+		x := o.FarMailbox
+		if !selected[x] || !present[Far][x] || present[Near][x] {
+			continue
+		}
+		if st := listed[Near][y]; st == nil || st.UIDValidity != h.NearValidity {
+			continue
+		}
+		claims[x] = append(claims[x], y)
+		states[y] = h
+	}
+	var found []nearRename
+	for x, ys := range claims {
+		if len(ys) == 1 && carriedTo(ctx, spec, x, ys[0], states[ys[0]].FarValidity) {
+			found = append(found, nearRename{x, ys[0]})
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		to := map[string]string{}
+		for _, r := range found {
+			to[r.from] = r.to
+		}
+		found = slices.DeleteFunc(found, func(r nearRename) bool {
+			for c := range present[Far] {
+				if rest, below := strings.CutPrefix(c, r.from+"/"); below && to[c] != r.to+"/"+rest {
+					changed = true
+					return true
+				}
+			}
+			return false
+		})
+	}
+	slices.SortFunc(found, func(a, b nearRename) int { return compareMailboxes(a.from, b.from) })
+	return found
+}
+
+// carriedTo says whether the folder to holds the far mailbox from, of
+// UIDVALIDITY v, renamed here: from has v and samePairs finds to's newest
+// pairs in it.
+func carriedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32) bool {
+	mb, err := spec.Far.OpenMailbox(ctx, from, true)
+	if err != nil {
+		return false
+	}
+	defer mb.Close()
+	if mb.Status().UIDValidity != v {
+		return false
+	}
+	path, err := StatePath(spec, to)
+	if err != nil {
+		return false
+	}
+	st, _, err := loadState(path, false)
+	if err != nil {
+		return false
+	}
+	same, err := samePairs(ctx, spec, to, mb, st)
+	return err == nil && same
+}
+
+// followNearRenames carries the renames findNearRenames returns to the far
+// side: each far mailbox is renamed (one below a mailbox renamed before in
+// this run moved along with it, on a server), the folder's state gets the
+// new name in its owner lines, and present is updated, so the new name
+// syncs as a pair. Its results are those of the names not to be synced in
+// this run, as for followRenames.
+func followNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
+	listed [2]map[string]*Status, wait func()) map[string]MailboxResult {
+	found := findNearRenames(ctx, spec, opt, names, present, listed)
+	if len(found) == 0 {
+		return nil
+	}
+	wait()
+	out := map[string]MailboxResult{}
+	if opt.DryRun {
+		for _, r := range found {
+			out[r.from] = MailboxResult{Mailbox: r.from,
+				Skipped: fmt.Sprintf("would be renamed to %s on the far side, as here (nothing copied)", r.to)}
+			out[r.to] = MailboxResult{Mailbox: r.to,
+				Skipped: fmt.Sprintf("would sync with the far mailbox %s, renamed to it (nothing copied)", r.from)}
+		}
+		return out
+	}
+	rn := spec.Far.(MailboxRenamer)
+	var done, failed []string
+	for _, r := range found {
+		below := func(p string) bool { return strings.HasPrefix(r.from, p+"/") }
+		var err error
+		switch {
+		case ctx.Err() != nil:
+			err = ctx.Err()
+		case slices.ContainsFunc(failed, below):
+			err = errors.New("its parent could not be renamed")
+		case slices.ContainsFunc(done, below) && movedAlong(ctx, spec, r.from):
+		default:
+			err = rn.RenameMailbox(ctx, r.from, r.to)
+		}
+		if err != nil {
+			out[r.from] = MailboxResult{Mailbox: r.from,
+				Err: fmt.Errorf("mailbox %s: renamed to %s here; renaming it on the far side too failed: %w", r.from, r.to, err)}
+			out[r.to] = MailboxResult{Mailbox: r.to,
+				Err: fmt.Errorf("mailbox %s: not synced: it is the folder of %s renamed here, whose far mailbox could not be renamed to it (the next run tries again)", r.to, r.from)}
+			if ctx.Err() != nil {
+				out[r.from] = MailboxResult{Mailbox: r.from, Err: fmt.Errorf("mailbox %s: %w", r.from, ErrStopped)}
+				out[r.to] = MailboxResult{Mailbox: r.to, Err: fmt.Errorf("mailbox %s: %w", r.to, ErrStopped)}
+			}
+			failed = append(failed, r.from)
+			continue
+		}
+		done = append(done, r.from)
+		opt.Log.Warn("folder renamed here: the far mailbox is renamed too, and it syncs on under the new name",
+			"mailbox", r.to, "from", r.from, Notice, true)
+		rewriteOwner(spec, r.from, r.to, opt)
+		out[r.from] = MailboxResult{Mailbox: r.from, Skipped: fmt.Sprintf("renamed to %s on the far side, as here", r.to)}
+		delete(present[Far], r.from)
+		present[Far][r.to] = true
+	}
+	return out
+}
+
+// movedAlong says whether the far mailbox name is gone: taken along by its
+// parent's RENAME, as servers do.
+func movedAlong(ctx context.Context, spec ChannelSpec, name string) bool {
+	mb, err := spec.Far.OpenMailbox(ctx, name, true)
+	if err == nil {
+		mb.Close()
+	}
+	return errors.Is(err, ErrNoMailbox)
+}
