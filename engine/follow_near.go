@@ -130,15 +130,17 @@ func carriedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32)
 // this run moved along with it, on a server), the folder's state gets the
 // new name in its owner lines, and present is updated, so the new name
 // syncs as a pair. Its results are those of the names not to be synced in
-// this run, as for followRenames.
+// this run, as for followRenames; again lists the new names to sync even
+// if a run of theirs started before the far listing (it ended refusing
+// the state as another mailbox's).
 func followNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
-	listed [2]map[string]*Status, wait func()) map[string]MailboxResult {
+	listed [2]map[string]*Status, wait func()) (out map[string]MailboxResult, again []string) {
 	found := findNearRenames(ctx, spec, opt, names, present, listed)
 	if len(found) == 0 {
-		return nil
+		return nil, nil
 	}
 	wait()
-	out := map[string]MailboxResult{}
+	out = map[string]MailboxResult{}
 	if opt.DryRun {
 		for _, r := range found {
 			out[r.from] = MailboxResult{Mailbox: r.from,
@@ -146,7 +148,7 @@ func followNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, na
 			out[r.to] = MailboxResult{Mailbox: r.to,
 				Skipped: fmt.Sprintf("would sync with the far mailbox %s, renamed to it (nothing copied)", r.from)}
 		}
-		return out
+		return out, nil
 	}
 	rn := spec.Far.(MailboxRenamer)
 	var done, failed []string
@@ -181,8 +183,9 @@ func followNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, na
 		out[r.from] = MailboxResult{Mailbox: r.from, Skipped: fmt.Sprintf("renamed to %s on the far side, as here", r.to)}
 		delete(present[Far], r.from)
 		present[Far][r.to] = true
+		again = append(again, r.to)
 	}
-	return out
+	return out, again
 }
 
 // movedAlong says whether the far mailbox name is gone: taken along by its

@@ -332,12 +332,14 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 	}
 	// Before any other mailbox starts: following renames changes present.
 	followed := followRenames(ctx, spec, opt, names, present, listed[Far], started, pool.wait)
-	if carried := followNearRenames(ctx, spec, opt, names, present, listed, pool.wait); carried != nil {
-		if followed == nil {
-			followed = carried
-		} else {
-			maps.Copy(followed, carried)
-		}
+	carried, again := followNearRenames(ctx, spec, opt, names, present, listed, pool.wait)
+	if followed == nil {
+		followed = carried
+	} else {
+		maps.Copy(followed, carried)
+	}
+	for _, n := range again {
+		started[n] = false
 	}
 	for _, name := range names {
 		if hook.crashed() {
