@@ -154,12 +154,19 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 // renamedTo says whether the far mailbox to, of UIDVALIDITY v, is the one
 // the near folder from was synced with: the far side has no mailbox from
 // of that UIDVALIDITY (asked by name: a listing can leave out one that
-// exists) and samePairs finds from's newest pairs in to.
+// exists) and the folder's state fits to.
 func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32) bool {
 	if gone, err := farGone(ctx, spec, from, v); err != nil || !gone {
 		return false
 	}
-	mb, err := spec.Far.OpenMailbox(ctx, to, true)
+	return stateFits(ctx, spec, to, from, v)
+}
+
+// stateFits says whether the state of the near folder near, whose pairs
+// were made with a far mailbox of UIDVALIDITY v, fits the far mailbox far:
+// it has v, and samePairs finds the state's newest pairs in it.
+func stateFits(ctx context.Context, spec ChannelSpec, far, near string, v uint32) bool {
+	mb, err := spec.Far.OpenMailbox(ctx, far, true)
 	if err != nil {
 		return false
 	}
@@ -167,7 +174,7 @@ func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32)
 	if mb.Status().UIDValidity != v {
 		return false
 	}
-	path, err := StatePath(spec, from)
+	path, err := StatePath(spec, near)
 	if err != nil {
 		return false
 	}
@@ -175,7 +182,7 @@ func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32)
 	if err != nil {
 		return false
 	}
-	same, err := samePairs(ctx, spec, from, mb, st)
+	same, err := samePairs(ctx, spec, near, mb, st)
 	return err == nil && same
 }
 

@@ -77,7 +77,8 @@ func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, name
 	}
 	var found []nearRename
 	for x, ys := range claims {
-		if len(ys) == 1 && carriedTo(ctx, spec, x, ys[0], states[ys[0]].FarValidity) {
+		// The folder's state fits the far mailbox of its recorded name.
+		if len(ys) == 1 && stateFits(ctx, spec, x, ys[0], states[ys[0]].FarValidity) {
 			found = append(found, nearRename{x, ys[0]})
 		}
 	}
@@ -99,30 +100,6 @@ func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, name
 	}
 	slices.SortFunc(found, func(a, b nearRename) int { return compareMailboxes(a.from, b.from) })
 	return found
-}
-
-// carriedTo says whether the folder to holds the far mailbox from, of
-// UIDVALIDITY v, renamed here: from has v and samePairs finds to's newest
-// pairs in it.
-func carriedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32) bool {
-	mb, err := spec.Far.OpenMailbox(ctx, from, true)
-	if err != nil {
-		return false
-	}
-	defer mb.Close()
-	if mb.Status().UIDValidity != v {
-		return false
-	}
-	path, err := StatePath(spec, to)
-	if err != nil {
-		return false
-	}
-	st, _, err := loadState(path, false)
-	if err != nil {
-		return false
-	}
-	same, err := samePairs(ctx, spec, to, mb, st)
-	return err == nil && same
 }
 
 // followNearRenames carries the renames findNearRenames returns to the far
