@@ -369,15 +369,21 @@ func (g *globalOptions) printResults(results []engine.ChannelResult, opts SyncOp
 		mbs := append([]engine.MailboxResult(nil), r.Mailboxes...)
 		sortMailboxes(mbs, func(m engine.MailboxResult) string { return m.Mailbox })
 		for _, mr := range mbs {
-			if mr.Err != nil && engine.Interrupted(mr.Err) {
-				// Interrupted: said once for the channel, below.
+			stopped := mr.Err != nil && engine.Interrupted(mr.Err)
+			if stopped || mr.Stopped {
+				// Interrupted: said once for the channel, below. A
+				// mailbox that met an error of its own first was cut short
+				// all the same: counted here too, its error printed below.
 				o.stopped++
-				code = worse(code, exitCode(mr.Err))
-			} else if mr.Err != nil {
+				code = worse(code, exitInterrupted)
+			}
+			switch {
+			case stopped:
+			case mr.Err != nil:
 				o.failed++
 				g.errorf("%s:%s: %s", r.Channel, mr.Mailbox, withGuardHint(mr.Mailbox, mr.Err))
 				code = worse(code, exitCode(mr.Err))
-			} else if mr.Plan != nil && mr.Plan.Guard != nil && !opts.Force {
+			case mr.Plan != nil && mr.Plan.Guard != nil && !opts.Force:
 				// A dry run reports the guard in the plan: the real run would stop.
 				code = worse(code, exitGuard)
 			}
@@ -428,6 +434,9 @@ func withGuardHint(mailbox string, err error) string {
 
 func mailboxLine(mr engine.MailboxResult) string {
 	switch {
+	case mr.Err != nil && engine.Interrupted(mr.Err):
+		// No line above says more: the channel's says it once.
+		return "interrupted"
 	case mr.Err != nil:
 		return "failed (see above)"
 	case mr.Skipped != "":

@@ -973,6 +973,38 @@ func TestInterruptedSaysSoOnce(t *testing.T) {
 	}
 }
 
+// A mailbox with an error that the interruption then cut short counts among
+// the mailboxes not finished as well as among those with errors: the line
+// README promises says how many were cut short, and it left that one out.
+// With -v its line says it was interrupted, not "failed (see above)" with
+// nothing above.
+func TestInterruptedCountsMailboxesCutShortAfterAnError(t *testing.T) {
+	var out, errb bytes.Buffer
+	g := &globalOptions{stdout: &out, stderr: &errb, Verbose: true}
+	res := []engine.ChannelResult{{
+		Channel: "work",
+		Err:     fmt.Errorf("channel work: %w", engine.ErrStopped),
+		Mailboxes: []engine.MailboxResult{
+			{Mailbox: "INBOX", Err: fmt.Errorf("mailbox INBOX: %w", engine.ErrStopped)},
+			{Mailbox: "Sent", Err: errors.New("mailbox Sent: copying failed: refused"), Stopped: true},
+		},
+	}}
+	if code := g.printResults(res, SyncOptions{}); code != exitInterrupted {
+		t.Errorf("exit %d, want %d", code, exitInterrupted)
+	}
+	want := "quixysync: work:Sent: copying failed: refused\n" +
+		"quixysync: channel work: interrupted: 2 mailboxes not finished; what was done is kept, and the next run goes on from there\n"
+	if errb.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", errb.String(), want)
+	}
+	if !strings.Contains(out.String(), "  work:INBOX: interrupted\n") {
+		t.Errorf("-v line of an interrupted mailbox: %q", out.String())
+	}
+	if !strings.Contains(out.String(), ", 1 mailbox with errors, 2 mailboxes interrupted") {
+		t.Errorf("summary: %q", out.String())
+	}
+}
+
 // A local folder whose cur/ is missing while new/ holds mail: the dry run
 // says it would copy that mail, and the real run does (it said "create the
 // mailbox" and copied nothing before, while the real run copied).

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -74,5 +75,43 @@ func TestInterruptedBeforeChangesKeepsTheirPairs(t *testing.T) {
 	mustSync(t, spec, RunOptions{})
 	if f, n := view(t, far, "INBOX"), view(t, mem, "INBOX"); f != "a:S c:" || n != "a:S c:" {
 		t.Fatalf("after the next run: far %q, near %q, want a:S c: on both", f, n)
+	}
+}
+
+// A mailbox with an error of its own that the interruption then cut short
+// is reported as both: its error, and Stopped. Reported as failed alone, it
+// was left out of the summary's "N mailboxes not finished" (README: "one line
+// says how many mailboxes were cut short"), though its flag change was not
+// made.
+func TestInterruptedAfterAnErrorSaysStopped(t *testing.T) {
+	far, mem := newMemStore("far"), newMemStore("near")
+	mem.reserve, mem.modseq = true, false
+	near := &cancelingStore{memStore: mem}
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+
+	setFlagsBySubject(t, far, "INBOX", "a", FlagSeen, 0) // not made: the stop comes first
+	addMsg(t, far, "INBOX", "bad", 0)                    // refused by the near side
+	addMsg(t, far, "INBOX", "c", 0)                      // copied, then the stop
+	mem.failStage = "Subject: bad\n"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	near.mu.Lock()
+	near.cancel = cancel
+	near.mu.Unlock()
+	res := SyncChannel(ctx, spec, RunOptions{})
+	if len(res.Mailboxes) != 1 {
+		t.Fatalf("results: %+v", res.Mailboxes)
+	}
+	mr := res.Mailboxes[0]
+	if mr.Err == nil || Interrupted(mr.Err) || !strings.Contains(mr.Err.Error(), "injected failure") {
+		t.Errorf("mailbox error %v: want the refused copy's", mr.Err)
+	}
+	if !mr.Stopped {
+		t.Errorf("a mailbox cut short after an error is not marked Stopped: %+v", mr)
+	}
+	if got := view(t, mem, "INBOX"); got != "a: c:" {
+		t.Fatalf("near after the stopped run: %q, want a: c: (c copied, the flag not carried)", got)
 	}
 }

@@ -200,6 +200,11 @@ type MailboxResult struct {
 	Plan    *Plan  // in dry-run, what would be done
 	Skipped string // why nothing was done, if so (e.g. "unchanged")
 	Err     error
+	// Stopped: the interruption (Ctrl-C, SIGTERM) cut this mailbox's run
+	// short. Err then wraps ErrStopped, unless the run met errors of its
+	// own before: Err reports those, and this says it was cut short too, so
+	// that the mailboxes not finished can be counted.
+	Stopped bool
 }
 
 // ChannelResult is the outcome for one channel.

@@ -146,6 +146,10 @@ func syncMailbox(ctx context.Context, spec ChannelSpec, opt RunOptions, name str
 		for _, e := range append(slices.Clone(b.errs), err) {
 			if e != nil && !Interrupted(e) {
 				real = append(real, e)
+			} else if e != nil {
+				// Cut short, whether or not it met errors of its own
+				// first: those are reported below, and this is counted.
+				res.Stopped = true
 			}
 		}
 		if len(real) == 0 && (err != nil || len(b.errs) > 0) {
