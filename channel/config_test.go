@@ -100,6 +100,14 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"unknown table [verbose]"}},
 		{"table without name", lines(`[imap]`, `host = "x"`), 2, "imap.host",
 			[]string{"[imap] needs a name", "[imap.work]"}},
+		// A bare [imap] (or [maildir], ...) with nothing under it defines
+		// no store: check passed it as "OK, 0 IMAP stores".
+		{"empty table without name", lines(`[imap]`), 1, "imap",
+			[]string{"[imap] is empty", "[imap.NAME]", `host = "imap.example.com"`, `user = "me@example.com"`}},
+		{"empty table without name after others", lines(append(append([]string(nil), base[:4]...), `[maildir]`)...), 5, "maildir",
+			[]string{"[maildir] is empty", "[maildir.NAME]", `path = "~/Mail/work"`}},
+		{"empty inline table without name", lines(`imap = {}`), 1, "imap",
+			[]string{"[imap] is empty", "[imap.NAME]"}},
 		{"kind not a table", lines(`imap = 3`), 1, "imap",
 			[]string{"must be tables written [imap.NAME]", "found an integer"}},
 		{"channel name with colon", lines(`[channel."a:b"]`, `far = "x"`), 1, `channel."a:b"`,

@@ -28,6 +28,18 @@ var (
 	topTables = []string{"imap", "maildir", "channel", "group"}
 )
 
+// kindNoun and kindKeys describe a [kind.NAME] table for a bare [kind]
+// left empty: what it defines, and the keys it needs.
+var (
+	kindNoun = map[string]string{"imap": "an IMAP store", "maildir": "a Maildir store", "channel": "a channel", "group": "a group"}
+	kindKeys = map[string]string{
+		"imap":    examples["host"] + ", " + examples["user"] + " and " + examples["password_cmd"],
+		"maildir": examples["path"],
+		"channel": examples["far"] + " and " + examples["near"],
+		"group":   examples["channels"],
+	}
+)
+
 // examples are shown when a key has the wrong type, so the fix is a copy away.
 var examples = map[string]string{
 	"host":              `host = "imap.example.com"`,
@@ -260,6 +272,16 @@ func (d *decoder) namedTables(kind string, prim toml.Primitive) map[string]*tabl
 	var named map[string]toml.Primitive
 	if err := d.md.PrimitiveDecode(prim, &named); err != nil {
 		d.errorf(d.line(kindPath, prim), kindPath, "must be tables written [%s.NAME]", kind)
+		return out
+	}
+	if len(named) == 0 {
+		// Only a table written bare and left empty ([imap], imap = {})
+		// gets here: [imap.work] makes imap hold work. It defines nothing,
+		// and passed check as "OK, 0 IMAP stores" when its keys were
+		// meant to follow, or to be under [imap.NAME].
+		d.errorf(d.line(kindPath, prim), kindPath,
+			"[%s] is empty and defines nothing; %s is a table [%s.NAME] with its keys under it, like [%s.work] with %s; write that, or remove [%s]",
+			kind, kindNoun[kind], kind, kind, kindKeys[kind], kind)
 		return out
 	}
 	for _, name := range sortedKeys(named) {

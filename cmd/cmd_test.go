@@ -231,6 +231,19 @@ push = []
 	}
 }
 
+// A bare [imap] left empty (the store's keys meant to follow, or to go
+// under [imap.NAME]) is a mistake check reports with its line, not "OK, 0
+// IMAP stores".
+func TestCheckEmptyBareIMAP(t *testing.T) {
+	dir := isolate(t)
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "[maildir.m]\npath = \"/m\"\n\n[imap]\n")
+	stdout, stderr, code := run(t, "-c", cfg, "check")
+	if code != exitUsage || strings.Contains(stdout, "OK") ||
+		!strings.Contains(stderr, cfg+":4: imap: [imap] is empty") || !strings.Contains(stderr, "[imap.work] with host = ") {
+		t.Errorf("empty [imap]: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
 // TestCheckMaildirPath: check says when a Maildir path does not exist yet
 // (a typo there would sync the account into a new directory) and fails when
 // it is not a directory.
