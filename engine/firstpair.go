@@ -88,13 +88,37 @@ func (b *boxRun) pairExisting(ctx context.Context, rep *[2]Report, opts Options)
 			return err
 		}
 	}
-	b.res.Paired = paired
 	if paired > 0 {
 		slices.SortFunc(b.st.Pairs, comparePairs)
-		b.log.Info("paired messages both sides already hold (same Message-ID, date, subject and size, or same content); only the others are copied",
-			"mailbox", b.name, "paired", paired, "far_unpaired", nCand[Far]-paired, "near_unpaired", nCand[Near]-paired)
+	}
+	b.paired = pairing{n: paired, unpaired: [2]int{nCand[Far] - paired, nCand[Near] - paired}}
+	if b.opt.DryRun {
+		// What the plan would do: a dry run records nothing.
+		b.pairsRecorded()
 	}
 	return nil
+}
+
+// pairing is what pairExisting paired, until a state records it.
+type pairing struct {
+	n        int
+	unpaired [2]int // each side's messages left to copy
+}
+
+// pairsRecorded reports the pairs pairExisting made, once a state holding
+// them is saved (or, in a dry run, as what the run would do). Said when
+// made, a run that then failed or stopped before its state was saved (the
+// state file not written, a guard) reported messages "already on both
+// sides" that no state recorded as such; the next run pairs them again.
+func (b *boxRun) pairsRecorded() {
+	p := b.paired
+	b.paired = pairing{}
+	if p.n == 0 {
+		return
+	}
+	b.res.Paired += p.n
+	b.log.Info("paired messages both sides already hold (same Message-ID, date, subject and size, or same content); only the others are copied",
+		"mailbox", b.name, "paired", p.n, "far_unpaired", p.unpaired[Far], "near_unpaired", p.unpaired[Near])
 }
 
 // flagsByUID looks a listed message's flags up by UID: by binary search in

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -361,5 +363,46 @@ func TestFirstSyncFixedMessageIDDifferentMail(t *testing.T) {
 			t.Fatalf("paired %d, copied %v: want the two reports copied each way", res.Paired, res.Copied)
 		}
 		checkEqual(t, spec, "INBOX", "disk 85%: disk 86%:")
+	})
+}
+
+// A first sync whose state could not be written recorded none of the pairs
+// it found: its result must not say "N already on both sides", nor its log
+// that it paired them (the summary printed that for a mailbox that had
+// failed; the next run pairs them again, and says so then).
+func TestFirstSyncPairedOnlyOnceRecorded(t *testing.T) {
+	forEachKind(t, func(t *testing.T, far, near *memStore) {
+		spec := testSpec(t.TempDir(), far, near)
+		addMsg(t, far, "INBOX", "a", FlagSeen)
+		addMsg(t, far, "INBOX", "b", 0)
+		addMsg(t, far, "INBOX", "c", 0)
+		addMsg(t, near, "INBOX", "a", 0)
+		addMsg(t, near, "INBOX", "b", 0)
+		statePath, err := StatePath(spec, "INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs strings.Builder
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		res := SyncChannel(context.Background(), spec, RunOptions{Log: log, fileErr: func(path string) error {
+			if path == statePath {
+				return syscall.EIO
+			}
+			return nil
+		}})
+		if len(res.Mailboxes) != 1 || res.Mailboxes[0].Err == nil {
+			t.Fatalf("the state write's failure was not reported: %+v", res)
+		}
+		if res.Paired != 0 || res.Mailboxes[0].Paired != 0 {
+			t.Errorf("paired %d (mailbox %d) with no state recording it", res.Paired, res.Mailboxes[0].Paired)
+		}
+		if strings.Contains(logs.String(), "paired messages both sides already hold") {
+			t.Errorf("the log says it paired what no state records:\n%s", logs.String())
+		}
+		res = mustSync(t, spec, RunOptions{})
+		if res.Paired != 2 {
+			t.Errorf("the next run paired %d, want 2 (a and b)", res.Paired)
+		}
+		checkEqual(t, spec, "INBOX", "a:S b: c:")
 	})
 }

@@ -45,6 +45,9 @@ type boxRun struct {
 	ahead bool
 	// undone: while applyChanges runs, the UIDs whose acts did not happen.
 	undone *undone
+	// paired: what pairExisting paired, reported once a state records it
+	// (see pairsRecorded).
+	paired pairing
 }
 
 // errNotThereYet ends, before anything is changed, the run of a mailbox
@@ -466,6 +469,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 			if err := b.save(st); err != nil {
 				return err
 			}
+			b.pairsRecorded()
 		}
 		return nil
 	}
@@ -732,6 +736,7 @@ func (b *boxRun) finish(st State) error {
 	} else if err := b.save(st); err != nil {
 		return err
 	}
+	b.pairsRecorded()
 	if err := b.hook.point(crashAfterState); err != nil {
 		return err
 	}
