@@ -230,8 +230,8 @@ func (g *globalOptions) syncTarget(ctx context.Context, cfg *channel.Config, t c
 	// Log in while the engine takes its locks and lists the local side: on a
 	// run with little to do, the login is most of the time.
 	for _, st := range []engine.Store{far, near} {
-		if w, ok := st.(interface{ Warm() }); ok {
-			w.Warm()
+		if w, ok := st.(interface{ Warm(context.Context) }); ok {
+			w.Warm(ctx)
 		}
 	}
 	spec := channelSpec(ch, t.Mailboxes, far, near)

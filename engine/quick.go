@@ -162,7 +162,7 @@ func statusFirst(ctx context.Context, spec ChannelSpec, log *slog.Logger, lists 
 	// Those mailboxes are opened for sure, several at once: their far
 	// connections can log in while the STATUS below is answered.
 	if w, ok := spec.Far.(Warmer); ok && len(noStatus) > 1 {
-		w.WarmFor(min(len(noStatus), spec.parallelism()))
+		w.WarmFor(ctx, min(len(noStatus), spec.parallelism()))
 	}
 	if len(names) == 0 {
 		return early

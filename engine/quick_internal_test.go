@@ -196,7 +196,7 @@ func (s *statusWarmer) StatusAll(ctx context.Context, names []string) (map[strin
 	return out, nil
 }
 
-func (s *statusWarmer) WarmFor(n int) { s.warmed = append(s.warmed, n) }
+func (s *statusWarmer) WarmFor(_ context.Context, n int) { s.warmed = append(s.warmed, n) }
 
 // TestStatusFirstWarmsForChangedNear: mailboxes whose near side changed are
 // opened without a far STATUS, and when there are several the far store is

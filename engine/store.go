@@ -417,7 +417,7 @@ type Restamper interface {
 // connections of the pool, up to its size), so that those logins overlap
 // with the work before the mailboxes are opened instead of delaying each.
 type Warmer interface {
-	WarmFor(mailboxes int)
+	WarmFor(ctx context.Context, mailboxes int)
 }
 
 // Scaler is implemented by stores that size themselves to a run's work (IMAP

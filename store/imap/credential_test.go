@@ -25,8 +25,8 @@ func blockingSecret(calls, ended *atomic.Int32, asked chan struct{}) func(contex
 
 // A run stopped (Ctrl-C, SIGTERM) while password_cmd runs ends at once with
 // an error that says it was interrupted, whether the secret is being fetched
-// for this command's connection or for the warm-up's (whose fetch runs with
-// the store's own context). Close stops a fetch still running and waits for
+// for this command's connection or for a warm-up's whose context does not
+// end (its fetch is then the store's to end). Close stops a fetch still running and waits for
 // it, so that no password_cmd outlives the run. (The server greets only
 // once the password is asked for: the login then always finds the
 // prefetch running.)
@@ -41,7 +41,7 @@ func TestPasswordFetchStopsAtCancel(t *testing.T) {
 			c.Password = blockingSecret(&calls, &ended, asked)
 		})
 		if warm {
-			s.Warm()
+			s.Warm(context.Background())
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(300*time.Millisecond, cancel)
@@ -136,5 +136,56 @@ func TestPasswordSlowerThanTheTimeout(t *testing.T) {
 	})
 	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
 		t.Fatalf("a password slower than the timeout: %v", err)
+	}
+}
+
+// Ctrl-C (the run's context ending) ends a password_cmd that Warm or WarmFor
+// started at once, not only when the store is closed: a passphrase prompt
+// of the warm-up's stayed up while the run wound down, and a warm-up
+// connection that got through after the Ctrl-C started one. (A prompt put
+// up after Ctrl-C is one the user cannot answer with the run stopping.)
+func TestWarmAsksNoPasswordAfterCancel(t *testing.T) {
+	host, port, _ := memServer(t)
+
+	// The warm-up's fetch, running when Ctrl-C comes, ends with it.
+	var calls, ended atomic.Int32
+	asked := make(chan struct{})
+	s := newMemStore(t, host, port, func(c *Config) { c.Password = blockingSecret(&calls, &ended, asked) })
+	ctx, cancel := context.WithCancel(context.Background())
+	s.Warm(ctx)
+	<-asked
+	cancel()
+	deadline := time.Now().Add(2 * time.Second)
+	for ended.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ended.Load() == 0 {
+		t.Errorf("the warm-up's password_cmd still runs 2s after the cancel (the store is not closed yet)")
+	}
+	s.Close()
+
+	// Ctrl-C before the warm-up (or before its connection got through):
+	// no password_cmd at all, Warm's or WarmFor's.
+	for _, name := range []string{"Warm", "WarmFor"} {
+		var calls atomic.Int32
+		s := newMemStore(t, host, port, func(c *Config) {
+			c.Password = func(context.Context) (string, error) { calls.Add(1); return "secret", nil }
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if name == "Warm" {
+			s.Warm(ctx)
+			s.waitWarm(context.Background())
+		} else {
+			s.WarmFor(ctx, 2)
+			time.Sleep(300 * time.Millisecond) // a loopback login takes milliseconds
+		}
+		if _, err := s.ListMailboxes(ctx); err == nil {
+			t.Errorf("%s: a command after the cancel succeeded", name)
+		}
+		s.Close()
+		if n := calls.Load(); n != 0 {
+			t.Errorf("%s: the password was asked for %d times after the cancel", name, n)
+		}
 	}
 }

@@ -1013,6 +1013,11 @@ func (s *Store) startFetch(ctx context.Context, token bool) (*fetch, error) {
 	if s.bg.Err() != nil {
 		return nil, fmt.Errorf("%s: getting the %s: the store is closed", s.cfg.Name, what)
 	}
+	if ctx.Err() != nil {
+		// Interrupted: a password_cmd started now would put up a
+		// passphrase prompt after Ctrl-C, for a run that is ending.
+		return nil, &fetchInterrupted{fmt.Errorf("%s: interrupted while getting the %s: %w", s.cfg.Name, what, context.Cause(ctx))}
+	}
 	f := &fetch{done: make(chan struct{})}
 	*slot = f
 	fctx, cancel := context.WithCancel(ctx)
@@ -1077,8 +1082,9 @@ func (s *Store) prefetchCredential(ctx context.Context) {
 		return
 	}
 	for token := range kinds {
-		// Under the dial's context (s.bg for Warm's): cancelling the
-		// command that dials stops the fetch, and its login waits for it.
+		// Under the dial's context (the run's, see forRun, for Warm's):
+		// cancelling the command that dials stops the fetch, and its
+		// login waits for it.
 		// An error is the login's to report.
 		s.startFetch(ctx, token)
 	}

@@ -18,8 +18,11 @@ import (
 // of making another). It returns at once; errors surface at that first
 // command, which dials again and reports them (a refused login is not
 // retried: see authErr). Calling it more than once, or after Close, does
-// nothing.
-func (s *Store) Warm() {
+// nothing. ctx is the run's: the warm-up ends with it (see forRun).
+func (s *Store) Warm(ctx context.Context) {
+	if ctx.Err() != nil {
+		return // interrupted already: no login, no password_cmd
+	}
 	s.mu.Lock()
 	if s.closed || s.warming != nil {
 		s.mu.Unlock()
@@ -39,7 +42,7 @@ func (s *Store) Warm() {
 		if s.tlsOnce != nil {
 			go s.tlsOnce() // the handshake waits for it; start it beside the TCP connect
 		}
-		cn, err := s.dial(s.bg)
+		cn, err := s.dial(s.forRun(ctx))
 		if err != nil {
 			s.log.Debug("warm-up connection failed; the first command will say why", "store", s.cfg.Name, "err", err)
 			<-s.sem
@@ -51,6 +54,18 @@ func (s *Store) Warm() {
 	// processor (GOMAXPROCS 1, or a one-CPU machine) the caller's local
 	// work would otherwise run first and the login start after it.
 	runtime.Gosched()
+}
+
+// forRun is the context of work done in the background for a run (Warm,
+// WarmFor): it ends with the run's, ctx, or when the store is closed. Under
+// the store's own context alone, a warm-up outlived Ctrl-C until the run
+// had wound down and closed the store: its password_cmd (a passphrase
+// prompt) stayed up, and a connection that got through after the Ctrl-C
+// started one. A fetch of the secret started by the warm-up ends with it.
+func (s *Store) forRun(ctx context.Context) context.Context {
+	c, cancel := context.WithCancel(ctx)
+	context.AfterFunc(s.bg, cancel)
+	return c
 }
 
 // waitWarm waits for a Warm in progress to finish, so that a caller takes the
@@ -81,7 +96,11 @@ func (s *Store) waitWarm(ctx context.Context) error {
 // once Warm's connection has its first answer: up to smallPool are dialled
 // at once (either way the pool has them), the others, for a remote server,
 // once that is known.
-func (s *Store) WarmFor(mailboxes int) {
+func (s *Store) WarmFor(ctx context.Context, mailboxes int) {
+	if ctx.Err() != nil {
+		return // interrupted already: no login, no password_cmd
+	}
+	ctx = s.forRun(ctx)
 	s.mu.Lock()
 	warming := s.warming != nil
 	s.mu.Unlock()
@@ -91,24 +110,25 @@ func (s *Store) WarmFor(mailboxes int) {
 	default:
 	}
 	if !warming {
-		s.warmFor(mailboxes)
+		s.warmFor(ctx, mailboxes)
 		return
 	}
-	s.warmFor(min(mailboxes, smallPool))
+	s.warmFor(ctx, min(mailboxes, smallPool))
 	if mailboxes <= smallPool {
 		return
 	}
 	go func() {
 		select {
 		case <-s.answered:
-		case <-s.bg.Done():
+		case <-ctx.Done(): // the run's, or Close
 			return
 		}
-		s.warmFor(mailboxes)
+		s.warmFor(ctx, mailboxes)
 	}()
 }
 
-func (s *Store) warmFor(mailboxes int) {
+// warmFor is WarmFor's dialling, under ctx (see forRun).
+func (s *Store) warmFor(ctx context.Context, mailboxes int) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -123,7 +143,7 @@ func (s *Store) warmFor(mailboxes int) {
 			return
 		}
 		go func() {
-			cn, err := s.dial(s.bg)
+			cn, err := s.dial(ctx)
 			if err != nil {
 				s.log.Debug("warm-up connection failed; a later command will say why", "store", s.cfg.Name, "err", err)
 				<-s.sem

@@ -22,8 +22,8 @@ import (
 func TestWarmConnectionIsReused(t *testing.T) {
 	host, port, _ := memServer(t)
 	s := newMemStore(t, host, port, nil)
-	s.Warm()
-	s.Warm() // a second call does nothing
+	s.Warm(ctxT(t))
+	s.Warm(ctxT(t)) // a second call does nothing
 	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestWarmConnectionIsReused(t *testing.T) {
 func TestWarmBadPasswordReportedOnce(t *testing.T) {
 	host, port, _ := memServer(t)
 	s := newMemStore(t, host, port, func(c *Config) { c.Password = pw("wrong-pass") })
-	s.Warm()
+	s.Warm(ctxT(t))
 	_, err := s.ListMailboxes(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), "authentication failed for alice") {
 		t.Fatalf("got %v", err)
@@ -58,7 +58,7 @@ func TestWarmBadPasswordReportedOnce(t *testing.T) {
 // A server that cannot be reached: the first command dials again and says why.
 func TestWarmUnreachable(t *testing.T) {
 	s := newMemStore(t, "127.0.0.1", closedPort(t), nil)
-	s.Warm()
+	s.Warm(ctxT(t))
 	_, err := s.ListMailboxes(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), "connecting to 127.0.0.1") {
 		t.Fatalf("got %v", err)
@@ -119,7 +119,7 @@ func TestWarmSilentServerWaitsOnce(t *testing.T) {
 	const timeout = 700 * time.Millisecond
 	s := newMemStore(t, "127.0.0.1", port, func(c *Config) { c.Timeout = timeout })
 	start := time.Now()
-	s.Warm()
+	s.Warm(ctxT(t))
 	_, err = s.ListMailboxes(ctxT(t))
 	took := time.Since(start)
 	if err == nil {
@@ -163,7 +163,7 @@ func TestWarmSlowServer(t *testing.T) {
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 	s := newMemStore(t, "127.0.0.1", port, func(c *Config) { c.Timeout = 10 * time.Second })
-	s.Warm()
+	s.Warm(ctxT(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err = s.ListMailboxes(ctx)
@@ -231,7 +231,7 @@ func warmedStore(t *testing.T, near bool) *Store {
 	if !near {
 		s.nearBelow = time.Nanosecond
 	}
-	s.Warm()
+	s.Warm(ctxT(t))
 	if err := s.waitWarm(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -280,9 +280,9 @@ func openAll(t *testing.T, s *Store, n int) []engine.Mailbox {
 // connections the mailboxes then use: no dial beyond them.
 func TestWarmForDialsAhead(t *testing.T) {
 	s := warmedStore(t, false)
-	s.WarmFor(3)
+	s.WarmFor(ctxT(t), 3)
 	waitIdle(t, s, 3)
-	s.WarmFor(3) // as many as it makes are there already: nothing more
+	s.WarmFor(ctxT(t), 3) // as many as it makes are there already: nothing more
 	for _, mb := range openAll(t, s, 3) {
 		mb.Close()
 	}
@@ -290,7 +290,7 @@ func TestWarmForDialsAhead(t *testing.T) {
 		t.Fatalf("%d connections dialled, want 3", n)
 	}
 	s = warmedStore(t, false)
-	s.WarmFor(10)
+	s.WarmFor(ctxT(t), 10)
 	waitIdle(t, s, 4)
 }
 
@@ -301,7 +301,7 @@ func TestWarmForDialsAhead(t *testing.T) {
 // size.
 func TestNearServerPoolGrowsWithThePlannedCopies(t *testing.T) {
 	s := warmedStore(t, true)
-	s.WarmFor(10)
+	s.WarmFor(ctxT(t), 10)
 	waitIdle(t, s, smallPool)
 	mbs := openAll(t, s, smallPool)
 	if cn, err := s.tryGet(ctxT(t)); cn != nil || err != nil {
@@ -326,7 +326,7 @@ func TestNearServerPoolGrowsWithThePlannedCopies(t *testing.T) {
 	// Bytes count as well.
 	s = warmedStore(t, true)
 	s.PlannedCopies(1, growBytes+1)
-	s.WarmFor(10)
+	s.WarmFor(ctxT(t), 10)
 	waitIdle(t, s, 4)
 }
 
@@ -356,7 +356,7 @@ func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
 	var answers []time.Duration
 	for range 5 {
 		direct := newMemStore(t, host, port, func(c *Config) { c.Connections = 4 })
-		direct.Warm()
+		direct.Warm(ctxT(t))
 		if err := direct.waitWarm(ctxT(t)); err != nil {
 			t.Fatal(err)
 		}
@@ -371,8 +371,8 @@ func TestNearIsJudgedByTheFirstAnswer(t *testing.T) {
 
 	ph, pp := slowProxy(t, net.JoinHostPort(host, strconv.Itoa(port)), 20*time.Millisecond)
 	far := newMemStore(t, ph, pp, func(c *Config) { c.Connections = 4 })
-	far.Warm()
-	far.WarmFor(4) // before the first answer: it waits for it
+	far.Warm(ctxT(t))
+	far.WarmFor(ctxT(t), 4) // before the first answer: it waits for it
 	if err := far.waitWarm(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func TestWarmFetchesThePasswordBeforeTheGreeting(t *testing.T) {
 			return "secret", nil
 		}
 	})
-	s.Warm()
+	s.Warm(ctxT(t))
 	if _, err := s.ListMailboxes(ctxT(t)); err != nil {
 		t.Fatalf("the password was not asked for before the greeting: %v", err)
 	}
@@ -497,7 +497,7 @@ func TestFailedPasswordIsFetchedOnce(t *testing.T) {
 			return "", errors.New("imap.test: password_cmd failed: gpg: decryption failed")
 		}
 	})
-	s.Warm()
+	s.Warm(ctxT(t))
 	for range 3 {
 		_, err := s.ListMailboxes(ctxT(t))
 		if err == nil || !strings.Contains(err.Error(), "gpg: decryption failed") {
@@ -517,7 +517,7 @@ func TestPrefetchOnlyWhenItWillServe(t *testing.T) {
 	var calls atomic.Int32
 	fetch := func(context.Context) (string, error) { calls.Add(1); return "x", nil }
 	down := newMemStore(t, "127.0.0.1", closedPort(t), func(c *Config) { c.Password = fetch })
-	down.Warm()
+	down.Warm(ctxT(t))
 	down.waitWarm(ctxT(t))
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("password fetched %d times for a server that is down", n)
@@ -530,7 +530,7 @@ func TestPrefetchOnlyWhenItWillServe(t *testing.T) {
 		c.Auth = []string{"xoauth2", "plain"}
 		c.Timeout = 300 * time.Millisecond
 	})
-	both.Warm()
+	both.Warm(ctxT(t))
 	both.waitWarm(ctxT(t))
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("%d secrets fetched before the server said which it takes", n)
@@ -539,7 +539,7 @@ func TestPrefetchOnlyWhenItWillServe(t *testing.T) {
 		c.Password = fetch
 		c.Timeout = 300 * time.Millisecond
 	})
-	one.Warm()
+	one.Warm(ctxT(t))
 	one.waitWarm(ctxT(t))
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("password fetched %d times while the server was greeting, want 1", n)
