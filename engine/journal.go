@@ -41,6 +41,34 @@ type crashHook struct {
 	// fileErr, when set, fails the writing of a state or journal file with
 	// the error it returns for the file's path (RunOptions.fileErr).
 	fileErr func(path string) error
+	// fsyncs, when set, is told of each fsync of the engine's own files
+	// before it is made (RunOptions.fsyncs), and fails it with the error
+	// it returns.
+	fsyncs func(op, path string) error
+}
+
+// fsync makes f, a journal or a state's temporary file, durable. Its test
+// hook (fsyncs) sees "fsync" and the file's name first, as the maildir
+// store's testHook sees its own: a test can then tell an fsync that is
+// not made, which nothing else shows short of a power loss.
+func (h *crashHook) fsync(f *os.File) error {
+	if h != nil && h.fsyncs != nil {
+		if err := h.fsyncs("fsync", f.Name()); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// syncDir is the package's syncDir (a directory made durable: a rename or
+// a creation in it), seen first by the test hook as "fsyncdir".
+func (h *crashHook) syncDir(dir string) error {
+	if h != nil && h.fsyncs != nil {
+		if err := h.fsyncs("fsyncdir", dir); err != nil {
+			return fmt.Errorf("fsync %s: %w", dir, err)
+		}
+	}
+	return syncDir(dir)
 }
 
 // writeErr is the error a test has the writing of the file at path fail with.
@@ -149,7 +177,7 @@ func (j *journal) sync() error {
 	if err := j.flush(); err != nil {
 		return err
 	}
-	if err := j.f.Sync(); err != nil {
+	if err := j.hook.fsync(j.f); err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
 	if j.hook != nil && j.hook.syncs != nil {
@@ -170,7 +198,7 @@ func (j *journal) syncWithName() error {
 	if err := j.hook.writeErr(dir); err != nil {
 		return fmt.Errorf("journal %s: fsync %s: %w", j.path, dir, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := j.hook.syncDir(dir); err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
 	j.dirDurable = true
@@ -239,7 +267,7 @@ func (j *journal) rebase(gen uint64) error {
 	fmt.Fprintf(&b, "%s %d\ngeneration %d\nfar-validity %d\nnear-validity %d\n\n",
 		journalMagic, journalVersion, j.header.Generation, j.header.FarValidity, j.header.NearValidity)
 	b.Write(data[end+2:])
-	if err := replaceFile(j.path, func(f *os.File) error { _, err := f.Write(b.Bytes()); return err }); err != nil {
+	if err := replaceFileWith(j.path, func(f *os.File) error { _, err := f.Write(b.Bytes()); return err }, nil, j.hook); err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
 	return nil

@@ -80,6 +80,10 @@ type RunOptions struct {
 	// state file or a journal about to be written, fails that write with
 	// it, as a full disk would.
 	fileErr func(path string) error
+	// fsyncs (tests only), when set, is told of each fsync of the engine's
+	// own files (op "fsync" with the file, "fsyncdir" with a directory)
+	// before it is made, and fails it with the error it returns.
+	fsyncs func(op, path string) error
 	// staleState: the mailbox's state file is of a mailbox deleted before
 	// (see syncOne); a dry run leaves it in place and plans without it.
 	staleState bool
@@ -229,7 +233,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	opt.room = new(sideRoom)
-	hook := &crashHook{lines: opt.journalLines, syncs: opt.journalSyncs, after: int64(opt.CrashAfter), fileErr: opt.fileErr}
+	hook := &crashHook{lines: opt.journalLines, syncs: opt.journalSyncs, after: int64(opt.CrashAfter), fileErr: opt.fileErr, fsyncs: opt.fsyncs}
 	if hook.lines == nil {
 		hook.lines = new(atomic.Int64)
 	}

@@ -779,17 +779,18 @@ func SaveState(path string, st State) error {
 }
 
 func saveState(path string, st State, owner StateOwner) error {
-	return saveStateWith(path, st, owner, nil)
+	return saveStateWith(path, st, owner, nil, nil)
 }
 
 // saveStateWith is saveState with durable making the temporary file durable
-// instead of an fsync of it (nil: the fsync).
-func saveStateWith(path string, st State, owner StateOwner, durable func(tmp string) error) error {
+// instead of an fsync of it (nil: the fsync), and hook's fsyncs (a
+// test's) seeing the fsyncs (hook may be nil).
+func saveStateWith(path string, st State, owner StateOwner, durable func(tmp string) error, hook *crashHook) error {
 	sortPairs(st.Pairs)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := replaceFileWith(path, func(f *os.File) error { return writeState(f, st, owner) }, durable); err != nil {
+	if err := replaceFileWith(path, func(f *os.File) error { return writeState(f, st, owner) }, durable, hook); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
 	return nil
@@ -798,11 +799,12 @@ func saveStateWith(path string, st State, owner StateOwner, durable func(tmp str
 // replaceFile replaces path atomically with what write writes: temp file in
 // the same directory, fsync, rename, fsync of the directory.
 func replaceFile(path string, write func(f *os.File) error) error {
-	return replaceFileWith(path, write, nil)
+	return replaceFileWith(path, write, nil, nil)
 }
 
 // replaceFileWith is replaceFile with durable (when not nil) making the
-// temporary file durable in place of its fsync.
+// temporary file durable in place of its fsync, and its fsyncs going
+// through hook (nil: none), where a test observes them.
 //
 // The temporary file has one name per path (path + ".%tmp", which no
 // escaped mailbox name can be: a '%' there is always followed by two hex
@@ -810,7 +812,7 @@ func replaceFile(path string, write func(f *os.File) error) error {
 // save of the same file overwrites it, where a random name would stay for
 // good (a state of 100 000 messages is megabytes). The pair's lock keeps
 // it to one writer; a flock on the temporary file makes sure of it.
-func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp string) error) error {
+func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp string) error, hook *crashHook) error {
 	dir := filepath.Dir(path)
 	tmp := filepath.Join(dir, filepath.Base(path)+".%tmp")
 	f, err := sysfile.Open(tmp, os.O_RDWR|os.O_CREATE, 0o600)
@@ -840,7 +842,7 @@ func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp
 		return fail(err)
 	}
 	if durable == nil {
-		if err := f.Sync(); err != nil {
+		if err := hook.fsync(f); err != nil {
 			return fail(err)
 		}
 	}
@@ -855,7 +857,7 @@ func replaceFileWith(path string, write func(f *os.File) error, durable func(tmp
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return hook.syncDir(dir)
 }
 
 func syncDir(dir string) error {

@@ -666,7 +666,7 @@ func (b *boxRun) options() Options {
 
 // save writes st as this pair's state, naming its owner.
 func (b *boxRun) save(st State) error {
-	return saveState(b.statePath, st, ownerOf(b.spec, b.name))
+	return saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), nil, b.hook)
 }
 
 // expungePending reports whether the state records a message flagged
@@ -729,7 +729,7 @@ func (b *boxRun) finish(st State) error {
 		return fmt.Errorf("state %s: %w", b.statePath, err)
 	}
 	if barrier != nil {
-		err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), func(tmp string) error { return barrier.Barrier(tmp) })
+		err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), func(tmp string) error { return barrier.Barrier(tmp) }, b.hook)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The engine's own fsyncs, which nothing else shows short of a power loss:
+// the journal's, before the acts it records (a copy made on the strength of
+// an intent lost in a crash is found on its target as a new message and
+// copied back); the state's temporary file's, before its rename (else a
+// crash can leave the new name on an empty or partial file); and the
+// directory's, after the rename (else a crash can bring the old state
+// back, with the journal that recorded the run already removed). Each
+// fsync is seen through RunOptions.fsyncs, in order with the stores'
+// operations; removing any of them fails this test.
+func TestEngineFsyncsItsOwnFiles(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	near.reserve = true
+	events := new(eventLog)
+	far.events, near.events = events, events
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	addMsg(t, near, "INBOX", "b", 0)
+	statePath, err := StatePath(spec, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	journal, tmp, dir := statePath+".journal", statePath+".%tmp", filepath.Dir(statePath)
+	fsyncs := func(op, path string) error {
+		ev := "engine " + op + " " + path
+		switch {
+		case op == "fsync" && path == journal:
+			data, err := os.ReadFile(journal)
+			if err != nil {
+				t.Errorf("fsync of the journal: %v", err)
+			}
+			ev += " (" + journalKinds(string(data)) + ")"
+		case op == "fsync" && path == tmp:
+			if _, err := os.Stat(tmp); err != nil {
+				t.Errorf("fsync of the state's temporary file: %v", err)
+			}
+			if _, err := os.Stat(statePath); err == nil {
+				ev += " (a state file in place)"
+			}
+		case op == "fsyncdir" && path == dir:
+			_, errTmp := os.Stat(tmp)
+			if _, err := os.Stat(statePath); err == nil && errors.Is(errTmp, os.ErrNotExist) {
+				ev += " (state in place)"
+			}
+		}
+		events.add(ev)
+		return nil
+	}
+	events.reset() // addMsg's own
+	res := SyncChannel(context.Background(), spec, RunOptions{fsyncs: fsyncs})
+	evs := events.all()
+	if res.Err != nil || len(res.Mailboxes) != 1 || res.Mailboxes[0].Err != nil {
+		t.Fatalf("first run: %+v", res)
+	}
+	checkEqual(t, spec, "INBOX", "a: b:")
+	firstCommit := slices.IndexFunc(evs, func(e string) bool { return strings.HasSuffix(e, " Commit") })
+	if i := slices.IndexFunc(evs, func(e string) bool { return strings.HasPrefix(e, "engine fsync "+journal+" (copy") }); i < 0 || firstCommit < 0 || i > firstCommit {
+		t.Errorf("the journal's copy intents were not fsynced before the first copy was committed:\n%s", strings.Join(evs, "\n"))
+	}
+	stateSync, dirSync := slices.Index(evs, "engine fsync "+tmp), slices.Index(evs, "engine fsyncdir "+dir+" (state in place)")
+	if stateSync < 0 {
+		t.Errorf("the state's temporary file was not fsynced before its rename:\n%s", strings.Join(evs, "\n"))
+	}
+	if dirSync < 0 || dirSync < stateSync {
+		t.Errorf("the state's directory was not fsynced after the rename:\n%s", strings.Join(evs, "\n"))
+	}
+
+	// A flag change: its intent is fsynced before the store is asked.
+	setFlagsBySubject(t, far, "INBOX", "b", FlagSeen, 0)
+	events.reset()
+	res = SyncChannel(context.Background(), spec, RunOptions{fsyncs: fsyncs})
+	evs = events.all()
+	if res.Err != nil || res.Flagged[Near] != 1 {
+		t.Fatalf("second run: %+v", res)
+	}
+	setFlags := slices.Index(evs, "near SetFlags")
+	if i := slices.IndexFunc(evs, func(e string) bool { return strings.HasPrefix(e, "engine fsync "+journal+" (flag") }); i < 0 || setFlags < 0 || i > setFlags {
+		t.Errorf("the journal's flag change was not fsynced before the store set the flag:\n%s", strings.Join(evs, "\n"))
+	}
+}
+
+// journalKinds names the kinds of intent a journal's text holds, in the
+// order they first appear ("copy", "flags", ...).
+func journalKinds(text string) string {
+	var kinds []string
+	_, body, _ := strings.Cut(text, "\n\n")
+	for _, line := range strings.Split(body, "\n") {
+		k, _, _ := strings.Cut(line, " ")
+		if k != "" && !slices.Contains(kinds, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	return strings.Join(kinds, " ")
+}
+
+func (l *eventLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = nil
+}
