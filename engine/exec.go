@@ -864,6 +864,22 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	// Once begun, a commit is finished even when interrupted: a half-known
 	// commit costs a search afterwards.
 	results, cerr := b.mb[t].Commit(context.WithoutCancel(ctx), ss)
+	// A UID the store reports for a copy it did not reserve comes from the
+	// server (APPENDUID). One below the UIDNEXT seen before the copy names
+	// a message the target had already, and one given to two copies names
+	// at most one of them: a broken server's answer. Taken as it is, the
+	// copy would be paired with another message and itself come back as new
+	// mail (a duplicate on both sides); such copies are looked for instead,
+	// and only when not found is the reported UID taken, if that message is
+	// the copy's (same bytes or Message-ID: a server that merges a message
+	// into one it holds already, as Gmail does by Message-ID).
+	given := make(map[UID]int, len(results))
+	reported := map[*copyIntent]UID{}
+	for _, r := range results {
+		if r.Err == nil && r.UID != 0 {
+			given[r.UID]++
+		}
+	}
 	var unsure []*copyIntent
 	for i, sc := range staged {
 		switch {
@@ -874,6 +890,11 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			unsure = append(unsure, sc.intent) // a failure: find out whether it arrived all the same
 		case results[i].UID == 0:
 			unsure = append(unsure, sc.intent) // committed, UID unknown (no UIDPLUS)
+		case sc.intent.Reserved == 0 && (results[i].UID < sc.intent.UIDNext || given[results[i].UID] > 1):
+			b.log.Warn("the target reported a UID its copy cannot have; looking for the copy instead",
+				"mailbox", b.name, "side", t.String(), "uid", results[i].UID, "uidnext", sc.intent.UIDNext)
+			unsure = append(unsure, sc.intent)
+			reported[sc.intent] = results[i].UID
 		default:
 			sc.intent.Done, sc.intent.Target = true, results[i].UID
 		}
@@ -886,7 +907,11 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 				all = append(all, sc.intent)
 			}
 		}
-		if err := b.resolveCopies(ctx, t, all, newSt); err != nil {
+		err := b.resolveCopies(ctx, t, all, newSt)
+		if err == nil {
+			err = b.takeReported(ctx, t, reported)
+		}
+		if err != nil {
 			// Cannot tell what happened: keep the journal so the next run resolves it.
 			b.fail(err)
 			b.keepJournal = true
@@ -940,6 +965,38 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		b.progress(ProgressEvent{Kind: ProgressCopied, Messages: int64(len(learnt)), Bytes: bytesDone})
 	}
 	return learnt, nil
+}
+
+// takeReported gives the copies that resolveCopies did not find the UID the
+// target reported for them (see copyBatch), where the message under that UID
+// has the copy's bytes or Message-ID.
+func (b *boxRun) takeReported(ctx context.Context, t Side, reported map[*copyIntent]UID) error {
+	var uids []UID
+	for in, u := range reported {
+		if in.Failed {
+			uids = append(uids, u)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	slices.Sort(uids)
+	uids = slices.Compact(uids)
+	sums, ids := map[UID]string{}, map[UID]string{}
+	err := b.mb[t].Fetch(ctx, uids, func(uid UID, r io.Reader) error {
+		sum, id, err := hashMessage(r)
+		sums[uid], ids[uid] = sum, id
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("looking at the copies the %s side reported: %w", t, err)
+	}
+	for in, u := range reported {
+		if sum, ok := sums[u]; in.Failed && ok && (sum == in.SHA256 || in.MessageID != "" && ids[u] == in.MessageID) {
+			in.Done, in.Failed, in.Target = true, false, u
+		}
+	}
+	return nil
 }
 
 // resolveCopies finds out, for copies whose outcome is unknown, whether they
