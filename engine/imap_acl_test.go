@@ -1,9 +1,11 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/quixysync/quixysync/engine"
@@ -51,6 +53,81 @@ plugin {
 		}
 		if i > 0 && !zeroCounts(res.Counts) {
 			t.Fatalf("run %d not idempotent: %+v", i, res.Counts)
+		}
+	}
+}
+
+// TestReadOnlySharedFolderKeepsMaildirFlags: a folder shared with alice
+// with the rights lr only. Dovecot answers its SELECT with PERMANENTFLAGS ()
+// and [READ-ONLY], and answers a STORE OK without keeping anything. go-imap
+// reads the empty list as no PERMANENTFLAGS at all, which means every flag
+// is kept: the run STOREd the Maildir's flags there and recorded them as
+// agreed, and the next run that listed the folder (here: one after a run
+// whose copy of a message filed locally was refused, as it is every time)
+// took them for removed on the server and removed them from the Maildir.
+// The user's flags are never sent to such a folder and stay in the Maildir,
+// run after run; the refused copy is the only error.
+func TestReadOnlySharedFolderKeepsMaildirFlags(t *testing.T) {
+	needDovecot(t)
+	aclDir, err := os.MkdirTemp("", "quixysync-acl") // the mail processes must read it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(aclDir) })
+	acl := filepath.Join(aclDir, "dovecot-acl")
+	if err := os.Chmod(aclDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(acl, []byte("Shared user=alice lr\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, srv := privatePairing(t, fmt.Sprintf(`mail_plugins = $mail_plugins acl
+protocol imap {
+  mail_plugins = $mail_plugins acl imap_acl
+}
+plugin {
+  acl = vfile:%s
+}`, acl))
+	// The folder's mail, put there by its owner (no IMAP APPEND: alice
+	// may not insert).
+	dir := filepath.Join(srv.MailDir("alice"), "Shared")
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range []string{"f1", "f2"} {
+		body := "Subject: " + s + "\nMessage-ID: <" + s + "@example.org>\n\nbody\n"
+		if err := os.WriteFile(filepath.Join(dir, "cur", fmt.Sprintf("100%d.shared.host:2,", i)), []byte(body), 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := filepath.WalkDir(srv.MailDir("alice"), func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chmod(path, map[bool]os.FileMode{true: 0o777, false: 0o666}[d.IsDir()])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ForceResync("alice", "Shared"); err != nil {
+		t.Fatal(err)
+	}
+	far, near := p.spec.Far, p.spec.Near
+	sync1(t, p, engine.RunOptions{})
+	engine.SetFlagsBySubject(t, near, "Shared", "f1", engine.FlagFlagged, 0)
+	engine.SetFlagsBySubject(t, near, "Shared", "f2", engine.FlagSeen|engine.FlagReplied, 0)
+	addMany(t, near, "Shared", 0, "n1")
+	for i := range 3 {
+		res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+		if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "NOPERM") || res.Failed != [2]int{1, 0} {
+			t.Fatalf("run %d: %+v, %v; want the copy of n1 refused, alone", i, res.Counts, err)
+		}
+		if f, n := engine.ViewBox(t, far, "Shared"), engine.ViewBox(t, near, "Shared"); f != "f1: f2:" || n != "f1:F f2:RS n1:" {
+			t.Fatalf("run %d:\nfar:  %s (want f1: f2:)\nnear: %s (want f1:F f2:RS n1:)", i, f, n)
+		}
+		if i > 0 && res.Flagged != [2]int{} {
+			t.Fatalf("run %d changed flags: %+v", i, res.Counts)
 		}
 	}
 }

@@ -259,6 +259,9 @@ type wireConn struct {
 	claim atomic.Pointer[rawClaim]
 	// capsSeen counts the capability lists the server sent (see setup).
 	capsSeen atomic.Int64
+	// permEmpty: the last PERMANENTFLAGS the server sent was an empty list,
+	// which go-imap reads as none sent at all (see selectOn).
+	permEmpty atomic.Bool
 }
 
 // takeDropped returns and forgets the names dropped so far.
@@ -378,6 +381,9 @@ func (c *wireConn) hideLine(line *[]byte, err *error) bool {
 		}
 		return true
 	}
+	if e, ok := emptyPermanentFlags(*line); ok {
+		c.permEmpty.Store(e)
+	}
 	l, isCaps := filterCaps(*line)
 	if isCaps {
 		c.capsSeen.Add(1)
@@ -395,6 +401,25 @@ func (c *wireConn) hideLine(line *[]byte, err *error) bool {
 	}
 	*line = l
 	return false
+}
+
+// emptyPermanentFlags reports, for a "* OK [PERMANENTFLAGS (...)]" line
+// (ok), whether its list is empty: the server keeps no flag changes at all
+// (RFC 3501 7.1: a read-only mailbox).
+func emptyPermanentFlags(line []byte) (empty, ok bool) {
+	const pre = "* OK [PERMANENTFLAGS "
+	if len(line) < len(pre) || !bytes.EqualFold(line[:len(pre)], []byte(pre)) {
+		return false, false
+	}
+	rest := bytes.TrimLeft(line[len(pre):], " ")
+	if len(rest) == 0 || rest[0] != '(' {
+		return false, false
+	}
+	end := bytes.IndexByte(rest, ')')
+	if end < 0 {
+		return false, false
+	}
+	return len(bytes.TrimSpace(rest[1:end])) == 0, true
 }
 
 func (c *wireConn) Write(p []byte) (int, error) {

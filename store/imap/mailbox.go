@@ -144,6 +144,9 @@ func (m *Mailbox) selectOn(ctx context.Context, cn *conn, ahead *engine.ListAhea
 	var d *imap.SelectData
 	var lc *listCall
 	err := cn.run(ctx, verb+" "+m.name, func() error {
+		if cn.wc != nil {
+			cn.wc.permEmpty.Store(false)
+		}
 		cmd := cn.c.Select(m.wire, opts)
 		if ahead != nil {
 			lc = m.sendList(cn, engine.ListQuery{From: ahead.From, ChangedSince: ahead.ChangedSince}, false, ahead.UIDsBelow)
@@ -196,6 +199,16 @@ func (m *Mailbox) selectOn(ctx context.Context, cn *conn, ahead *engine.ListAhea
 	m.condstore = opts.CondStore && d.HighestModSeq > 0
 	m.ahead = lc
 	perm := d.PermanentFlags
+	if perm == nil && !m.readOnly && cn.wc != nil && cn.wc.permEmpty.Load() {
+		// "PERMANENTFLAGS ()" to a SELECT, which go-imap does not tell
+		// from none: no flag is kept (a read-only mailbox, a folder
+		// shared with read rights only). Taken for "all kept", every
+		// flag set in the Maildir was STOREd, ignored by the server,
+		// and then taken for one removed on the server: gone from the
+		// Maildir too. (An EXAMINE, which writes nothing, is answered
+		// so everywhere: it says nothing about the mailbox.)
+		perm = []imap.Flag{}
+	}
 	m.permFlags.Store(&perm)
 	if m.condstore {
 		st.Stamp = stamp(st)
@@ -1253,7 +1266,8 @@ func (m *Mailbox) appendFlags(f engine.Flag) []imap.Flag {
 // ignored or kept for the session, an APPEND naming it may be refused): a
 // server that takes no keywords ($Forwarded), or a mailbox shared with only
 // some rights (Dovecot with an ACL of lrsi answers PERMANENTFLAGS (\Seen),
-// with lrsit (\Deleted \Seen): no "w" right, no other flags). No PERMANENTFLAGS means every flag is kept, and so does \* (new
+// with lrsit (\Deleted \Seen): no "w" right, no other flags; an empty
+// list, with lr or a read-only mailbox: none). No PERMANENTFLAGS means every flag is kept, and so does \* (new
 // keywords allowed): a server that lets a client create keywords keeps the
 // system flags too, and one server (go-imap's own) lists only the flags its
 // mailbox already holds beside \*.
@@ -1262,7 +1276,7 @@ func (m *Mailbox) KeptFlags() engine.Flag {
 	if p := m.permFlags.Load(); p != nil {
 		perm = *p
 	}
-	if len(perm) == 0 || slices.Contains(perm, imap.FlagWildcard) {
+	if perm == nil || slices.Contains(perm, imap.FlagWildcard) {
 		return engine.AllFlags
 	}
 	var kept engine.Flag

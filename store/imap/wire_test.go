@@ -266,6 +266,7 @@ func TestKeptFlags(t *testing.T) {
 		{[]imap.Flag{"\\SEEN", imap.FlagDeleted}, engine.FlagSeen | engine.FlagDeleted},
 		{[]imap.Flag{imap.FlagSeen, imap.FlagWildcard}, engine.AllFlags},
 		{[]imap.Flag{imap.FlagWildcard}, engine.AllFlags},
+		{[]imap.Flag{}, 0}, // PERMANENTFLAGS (): none kept
 	} {
 		m := &Mailbox{}
 		if c.perm != nil {
@@ -276,6 +277,26 @@ func TestKeptFlags(t *testing.T) {
 		}
 		if got := m.appendFlags(engine.AllFlags); len(got) != bits.OnesCount8(uint8(c.want)) {
 			t.Errorf("PERMANENTFLAGS %v: APPEND flags %v", c.perm, got)
+		}
+	}
+}
+
+func TestEmptyPermanentFlags(t *testing.T) {
+	for _, c := range []struct {
+		line        string
+		empty, isPF bool
+	}{
+		{"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n", true, true},
+		{"* ok [permanentflags ( )] x\r\n", true, true},
+		{"* OK [PERMANENTFLAGS (\\Seen)] Flags permitted.\r\n", false, true},
+		{"* OK [PERMANENTFLAGS (\\Answered \\*)] x\r\n", false, true},
+		{"* OK [UIDNEXT 4] Predicted next UID\r\n", false, false},
+		{"* FLAGS ()\r\n", false, false},
+		{"* OK [PERMANENTFLAGS", false, false},
+	} {
+		empty, ok := emptyPermanentFlags([]byte(c.line))
+		if empty != c.empty || ok != c.isPF {
+			t.Errorf("%q: empty %v ok %v, want %v %v", c.line, empty, ok, c.empty, c.isPF)
 		}
 	}
 }
