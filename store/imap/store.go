@@ -1662,7 +1662,11 @@ func (s *Store) DeleteMailbox(ctx context.Context, name string) error {
 		}
 		return err
 	}
-	if d.NumMessages != nil && *d.NumMessages > 0 {
+	if d == nil || d.NumMessages == nil {
+		// Not told empty: many servers DELETE a mailbox with its mail.
+		return fmt.Errorf("%s: mailbox %q: the server's STATUS answer has no message count, so it is not removed", s.cfg.Name, name)
+	}
+	if *d.NumMessages > 0 {
 		return fmt.Errorf("%s: mailbox %q holds %d messages: %w", s.cfg.Name, name, *d.NumMessages, engine.ErrNotEmpty)
 	}
 	return cn.run(ctx, "DELETE "+name, func() error { return cn.c.Delete(wire).Wait() })
