@@ -48,6 +48,8 @@
 # Environment:
 #   QS_BIN           quixysync binary (default: CGO_ENABLED=0 go build -o bench/out/quixysync .,
 #                    static as the README installs it)
+#   QS_BIN2          a second quixysync build, run as tool quixysync2 on its own account in
+#                    the same reps (A/B of two builds; its own table under the main one)
 #   QS_ARGS          extra arguments for quixysync sync/pull/push (e.g. --force)
 #   QS_CONNECTIONS   connections = N for the quixysync IMAP store (default: its own, 4)
 #   BENCH_MAIL_USER  owner of the server's mail when run as root (default nobody)
@@ -151,6 +153,13 @@ if [[ $TOOLS == *quixysync* ]]; then
     QS_BIN=$(command -v "$QS_BIN") || die "QS_BIN ${QS_BIN} not found"
     QS_BIN=$(realpath "$QS_BIN")
 fi
+# QS_BIN2: a second quixysync build, run as a third tool on its own account in the same
+# reps (an A/B of two builds against the same changes).
+if [[ -n ${QS_BIN2:-} && $TOOLS == *quixysync* ]]; then
+    QS_BIN2=$(command -v "$QS_BIN2") || die "QS_BIN2 ${QS_BIN2} not found"
+    QS_BIN2=$(realpath "$QS_BIN2")
+    TOOLS+=,quixysync2
+fi
 
 # --- one run at a time per state dir --------------------------------------------------
 mkdir -p "$(dirname "$STATE")"
@@ -249,7 +258,7 @@ write_conf() {
     fi
     : >"$DOVE/users"
     local u
-    for u in mbsync mbsync-push quixysync quixysync-push; do   # password = user name
+    for u in mbsync mbsync-push quixysync quixysync-push quixysync2 quixysync2-push; do   # password = user name
         mkdir -p "$DOVE/home/$u"; chown "$MUID:$MGID" "$DOVE/home/$u"
         echo "$u:{PLAIN}$u:$MUID:$MGID::$DOVE/home/$u::" >>"$DOVE/users"
     done
@@ -362,7 +371,7 @@ python3 "$BENCH_DIR/lib/compare.py" --state "$STATE" --conf "$CONF" --mail "$MAI
     --mail-uid "$MUID" --mail-gid "$MGID" --port "$PORT" --tlsport "$TLSPORT" --cafile "$CERT" \
     --tool-port "$TOOL_PORT" --tool-tlsport "$TOOL_TLSPORT" --rtt "$RTT" \
     --tls "$TLS" --trust "$TRUST" --login "$LOGIN_MODE" --n "$N" --folders "$M" --profile "$PROFILE" --seed "$SEED" --k "$K" --big "$BIG" --reps "$REPS" \
-    --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
+    --scenarios "$SCEN" --tools "$TOOLS" --exec-bin "$EXEC_BIN" --qs-bin "${QS_BIN:-}" --qs-bin2 "${QS_BIN2:-}" --qs-args "${QS_ARGS:-}" --tag "$TAG" \
     --results "$BENCH_DIR/results" --settle "$SETTLE" --timeout "$TIMEOUT" \
     --nojournal "$NOJOURNAL" --state-fs "$STATE_FS" --floors "$FLOORS" --dirty "$DIRTY"
 rc=$?

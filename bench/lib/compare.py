@@ -196,11 +196,20 @@ expunge = "both"
     local_names = "utf8"  # quixysync writes folder names as UTF-8
 
 
-TOOLS = {"mbsync": Mbsync, "quixysync": Quixysync}
+class Quixysync2(Quixysync):
+    """QS_BIN2: a second quixysync build on its own account, run in the same reps as
+    the first, so that an A/B of two builds meets the same changes and moments."""
+
+    def argv(self, mode):
+        return [self.a.qs_bin2, *super().argv(mode)[1:]]
+
+
+TOOLS = {"mbsync": Mbsync, "quixysync": Quixysync, "quixysync2": Quixysync2}
 
 
 def tool_version(name, a):
-    cmds = [["mbsync", "--version"]] if name == "mbsync" else [[a.qs_bin, "version"], [a.qs_bin, "--version"]]
+    qs = a.qs_bin2 if name == "quixysync2" else a.qs_bin
+    cmds = [["mbsync", "--version"]] if name == "mbsync" else [[qs, "version"], [qs, "--version"]]
     for c in cmds:
         try:
             r = subprocess.run(c, capture_output=True, timeout=10)
@@ -621,6 +630,22 @@ def summarize(path):
         out.append(f"| {scen} | {wall(m)} | {wall(q)} | {ratio(q and q['wall'], m and m['wall'])} | "
                    f"{g(m, 'cpu')} | {g(q, 'cpu')} | {ratio(q and q['cpu'], m and m['cpu'])} | "
                    f"{g(m, 'rss')} | {g(q, 'rss')} | {g(m, 'srv')} / {g(q, 'srv')} | {ver} |")
+    if any(t == "quixysync2" for _, t in runs):
+        # QS_BIN2: the two builds side by side, medians (min-max) of the same reps.
+        out += ["", "Two quixysync builds (quixysync = QS_BIN, quixysync2 = QS_BIN2), median (min-max) s:", "",
+                "| scenario | quixysync wall | quixysync2 wall | quixysync cpu | quixysync2 cpu | verify |",
+                "|---|---|---|---|---|---|"]
+        for scen in order:
+            rs1, rs2 = runs.get((scen, "quixysync"), []), runs.get((scen, "quixysync2"), [])
+            if not rs1 or not rs2:
+                continue
+
+            def mm(rs, k):
+                v = [r[k] for r in rs]
+                return f"{fmt(med(v))} ({fmt(min(v))}-{fmt(max(v))})"
+            ok = all(r["verify_ok"] and not r["rc"] for r in rs1 + rs2)
+            out.append(f"| {scen} | {mm(rs1, 'wall_s')} | {mm(rs2, 'wall_s')} | {mm(rs1, 'cpu_s')} | "
+                       f"{mm(rs2, 'cpu_s')} | {'OK' if ok else 'FAIL'} |")
     if floors:
         out += ["", "Floors: the server's part of the scenario, asked over one connection with every command "
                 "pipelined (`bench/lib/floor.py`), plus a Go program that does nothing (`benchexec -nothing`): "
@@ -696,6 +721,7 @@ def main():
     p.add_argument("--tools", default="mbsync,quixysync")
     p.add_argument("--exec-bin", required=True, help="bench/cmd/benchexec binary")
     p.add_argument("--qs-bin", default="quixysync")
+    p.add_argument("--qs-bin2", default="", help="a second quixysync build (tool quixysync2)")
     p.add_argument("--qs-args", default="", help="extra arguments for quixysync's sync/pull/push")
     p.add_argument("--tag", required=True)
     p.add_argument("--results", required=True)
