@@ -41,6 +41,10 @@ type Mailbox struct {
 	permFlags atomic.Pointer[[]imap.Flag]
 	closed    bool
 	crlf      crlfCopier // Stage's, reused from message to message
+	// spool is the file Stage appends to until every message in it is
+	// committed or discarded (see spoolFile).
+	spoolMu sync.Mutex
+	spool   *spoolFile
 	// uidsBelow, when > 1, asks the next List to send UID SEARCH for the
 	// UIDs below it along with its FETCHes; uids holds the answer for UIDs.
 	uidsBelow engine.UID
@@ -853,21 +857,91 @@ func truncUIDs(u []engine.UID) []engine.UID {
 	return u
 }
 
-// staged is a message spooled to a file in CRLF form, waiting for APPEND.
-// The file is unlinked as soon as it is created: only the open descriptor
-// keeps it, so a run that is killed leaves nothing behind in the spool dir.
+// staged is a message spooled in CRLF form, waiting for APPEND: wireSize
+// bytes at off in its spool file.
 type staged struct {
-	f        *os.File
+	sp       *spoolFile
+	off      int64
 	flags    engine.Flag
 	date     time.Time
 	size     int64 // canonical (LF) bytes
 	wireSize int64 // CRLF bytes in the spool file
+	released atomic.Bool
 }
 
 func (st *staged) UID() engine.UID { return 0 }
 func (st *staged) Size() int64     { return st.size }
 
-// Stage spools the message to a temporary file, converting LF to CRLF.
+// body reads the message's CRLF bytes. ReadAt-based, so no file offset is
+// shared between connections; and without WriteTo, so io.CopyBuffer uses the
+// caller's buffer instead of allocating.
+func (st *staged) body() *io.SectionReader {
+	return io.NewSectionReader(st.sp.f, st.off, st.wireSize)
+}
+
+// release gives the message's place in its spool back; the second call
+// (Commit discards what it committed, the engine then what failed) does
+// nothing.
+func (st *staged) release(m *Mailbox) {
+	if !st.released.Swap(true) {
+		m.unrefSpool(st.sp)
+	}
+}
+
+// spoolFile is a temporary file that a mailbox's staged messages share, one
+// after the other. The file is unlinked as soon as it is created: only the
+// open descriptor keeps it, so a run that is killed leaves nothing behind in
+// the spool dir. It is closed when its last message is committed or
+// discarded, so a batch uses one file. Why shared: a file of its own per
+// message (create, unlink, close on /tmp's ext4) cost 0.2-0.3 ms of CPU a
+// message, 22-35 ms for the 100 messages of a push (measured 2026-11-28),
+// against 1.4-3.5 ms for the same bytes in one file.
+type spoolFile struct {
+	f    *os.File
+	refs int   // staged messages in it not yet released
+	end  int64 // where the next message goes
+}
+
+// spoolAt returns the spool file the next message goes into and where in
+// it, holding a reference for that message; create makes one where there is
+// none.
+func (m *Mailbox) spoolAt(create func() (*os.File, error)) (*spoolFile, int64, error) {
+	m.spoolMu.Lock()
+	defer m.spoolMu.Unlock()
+	if m.spool == nil {
+		f, err := create()
+		if err != nil {
+			return nil, 0, err
+		}
+		m.spool = &spoolFile{f: f}
+	}
+	m.spool.refs++
+	return m.spool, m.spool.end, nil
+}
+
+// spoolWritten records n bytes written at off in sp by the message that
+// holds a reference to it: the next message goes behind them.
+func (m *Mailbox) spoolWritten(sp *spoolFile, off, n int64) {
+	m.spoolMu.Lock()
+	defer m.spoolMu.Unlock()
+	sp.end = max(sp.end, off+n)
+}
+
+// unrefSpool drops one message's reference; the last one closes the file.
+func (m *Mailbox) unrefSpool(sp *spoolFile) {
+	m.spoolMu.Lock()
+	defer m.spoolMu.Unlock()
+	if sp.refs--; sp.refs > 0 {
+		return
+	}
+	if m.spool == sp {
+		m.spool = nil
+	}
+	sp.f.Close()
+}
+
+// Stage spools the message behind the others staged and not yet committed,
+// converting LF to CRLF.
 func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Staged, error) {
 	if m.readOnly {
 		return nil, m.errorf("%w", engine.ErrReadOnly)
@@ -876,26 +950,37 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	f, err := os.CreateTemp(dir, "quixysync-spool-*.eml")
+	sp, off, err := m.spoolAt(func() (*os.File, error) {
+		f, err := os.CreateTemp(dir, "quixysync-spool-*.eml")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Remove(f.Name()); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	})
 	if err != nil {
 		return nil, m.errorf("spooling message: %w", err)
 	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, m.errorf("spooling message: %w", err)
-	}
-	in, out, err := m.crlf.copy(f, nm.Body)
+	st := &staged{sp: sp, off: off, flags: nm.Flags, date: nm.Date}
+	// Written at its own offset: a message cut short by an error leaves
+	// bytes behind the last good one, which the next message overwrites.
+	in, out, err := m.crlf.copy(io.NewOffsetWriter(sp.f, off), nm.Body)
 	if err != nil {
-		f.Close()
+		st.release(m)
 		return nil, m.errorf("spooling message in %s: %w", dir, err)
 	}
 	if limit := m.appendLimit(ctx); limit != nil && out > int64(*limit) {
 		// RFC 7889: the server says it takes nothing larger; sending it
 		// would only have it refused after the upload.
-		f.Close()
+		st.release(m)
 		return nil, m.errorf("%d bytes, the server takes at most %d (APPENDLIMIT): %w", out, *limit, engine.ErrTooBig)
 	}
-	return &staged{f: f, flags: nm.Flags, date: nm.Date, size: in, wireSize: out}, nil
+	m.spoolWritten(sp, off, out)
+	st.size, st.wireSize = in, out
+	return st, nil
 }
 
 // appendLimit is the size of the largest message the server takes into
@@ -947,7 +1032,7 @@ func refusedTooBig(ie *imap.Error) bool {
 func (m *Mailbox) Discard(st []engine.Staged) {
 	for _, x := range st {
 		if sp, ok := x.(*staged); ok {
-			sp.f.Close()
+			sp.release(m)
 		}
 	}
 }
@@ -1194,9 +1279,7 @@ func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte
 			if !ok {
 				break
 			}
-			// ReadAt-based, so no file offset is shared; and without
-			// WriteTo, so io.CopyBuffer uses buf instead of allocating.
-			src := io.NewSectionReader(sp.f, 0, sp.wireSize)
+			src := sp.body()
 			cmd := cn.c.Append(m.wire, sp.wireSize, &imap.AppendOptions{Flags: m.appendFlags(sp.flags), Time: sp.date})
 			if hook != nil {
 				hook(cn, i, false, own)

@@ -102,7 +102,7 @@ func (m *Mailbox) multiAppend(ctx context.Context, cn *conn, todo []*staged) ([]
 				fmt.Fprintf(w, " \"%s\"", sp.date.Format("02-Jan-2006 15:04:05 -0700"))
 			}
 			fmt.Fprintf(w, " {%d+}\r\n", sp.wireSize)
-			if _, err := io.Copy(w, io.NewSectionReader(sp.f, 0, sp.wireSize)); err != nil {
+			if _, err := io.Copy(w, sp.body()); err != nil {
 				// Our own spool failed mid-literal: the stream cannot be
 				// resynchronised, so the connection goes.
 				cn.markBroken()
