@@ -359,14 +359,15 @@ class Bench:
         return path
 
     def cross(self, scen, rep, snaps):
-        """Both tools had the same changes: their accounts must now be the same."""
+        """Both tools had the same changes: their accounts must now be the same
+        (every tool's against the first's, with QS_BIN2's third tool)."""
         if len(snaps) < 2:
             return
-        (n1, s1), (n2, s2) = list(snaps.items())[:2]
-        problems = verify.compare(s1, s2, n1, n2)
+        (n1, s1), *rest = list(snaps.items())
+        problems = [p for n2, s2 in rest for p in verify.compare(s1, s2, n1, n2)]
         self.emit({"type": "cross", "scenario": scen, "rep": rep, "ok": not problems, "problems": problems[:10]})
         if problems:
-            log(f"  accounts of {n1} and {n2} differ after {scen}#{rep}: {problems[0]}")
+            log(f"  accounts of {', '.join(snaps)} differ after {scen}#{rep}: {problems[0]}")
 
     def large(self, a):
         """g: one message of --big MB arrives on the server (pulled) or in the local INBOX
