@@ -84,3 +84,39 @@ func BenchmarkStage100(b *testing.B) {
 		m.Discard(st)
 	}
 }
+
+// A message staged while another is still being written into the spool
+// file (not what the engine does, but two messages at one offset would be
+// both corrupted, silently) goes into a file of its own; once a message is
+// written, or its writing failed, the next goes behind what the file holds.
+func TestStageWhileWritingTakesAnotherFile(t *testing.T) {
+	m := &Mailbox{s: &Store{cfg: Config{SpoolDir: t.TempDir()}}, name: "INBOX"}
+	create := func() (*os.File, error) { return os.CreateTemp(t.TempDir(), "spool") }
+	a, _, err := m.spoolAt(create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, offB, err := m.spoolAt(create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == b {
+		t.Fatal("a second message went into the file a first one is being written into")
+	}
+	m.spoolWritten(b, offB, 100)
+	c, offC, err := m.spoolAt(create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != b || offC != 100 {
+		t.Fatalf("the next message goes to another file or offset %d, want behind the 100 bytes written", offC)
+	}
+	m.spoolWritten(c, offC, 0) // its writing failed
+	d, offD, err := m.spoolAt(create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != b || offD != 100 {
+		t.Fatalf("after a failed write the next message goes to offset %d, want 100", offD)
+	}
+}
