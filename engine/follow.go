@@ -35,8 +35,9 @@ const maxFreshAsked = 16
 // messages are compared (a round trip or two each).
 const maxPairsAsked = 16
 
-// findRenames returns the far renames to follow, parents before their
-// subfolders. A near folder X is taken to have been renamed to the far
+// findRenames returns the far renames to follow, in the order to make them
+// (parents before their subfolders). A near folder X is taken to have been
+// renamed to the far
 // mailbox Y when all of this holds:
 //   - X is selected, and either near only while the far side does not open
 //     it by name, or on both sides with a far UIDVALIDITY (as listed) other
@@ -51,7 +52,9 @@ const maxPairsAsked = 16
 //   - a nested folder moves only with all its near subfolders, each itself
 //     renamed to the same place under Y (the server's RENAME takes the
 //     children along; a folder of this side alone inside X is not moved
-//     away from where the user put it).
+//     away from where the user put it);
+//   - the renames can be made in some order (renameOrder), which is the
+//     order returned.
 //
 // Only when the run may create near mailboxes (what it would otherwise do
 // with Y) and change the near side (not push-only), and the near store can
@@ -148,7 +151,60 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 			}
 		}
 	}
-	return nestedWhole(ls, found, present[Near])
+	for {
+		found = nestedWhole(ls, found, present[Near])
+		ordered, ok := renameOrder(ls, found)
+		if ok {
+			return ordered
+		}
+		// Dropping some can make a parent's move incomplete: again.
+		found = ordered
+	}
+}
+
+// renameOrder puts renames in an order in which they can be made one after
+// the other. A folder whose new place is inside another's new place moves
+// only once that one is there: first, it would make the other's place as a
+// plain directory, onto which the other's rename then fails at every run
+// (A renamed to Foo/A and then Foo to Zed on the server: A's folder goes
+// to Zed/A here only after Foo's to Zed). One whose new place is inside a
+// folder that moves away moves once that one has gone, else it would be
+// taken along (Foo renamed to Zed, then A to Foo/A). Parents thus come
+// before the subfolders that move along with them. Renames that wait on
+// each other (no order works) are left out, with ok false: they are not
+// followed.
+func renameOrder(ls LocalStore, found []farRename) (_ []farRename, ok bool) {
+	type dirs struct{ from, to string }
+	d := make([]dirs, len(found))
+	for i, r := range found {
+		d[i].from, _ = ls.MailboxDir(r.from)
+		d[i].to, _ = ls.MailboxDir(r.to)
+	}
+	inside := func(dir, p string) bool { return dir != "" && strings.HasPrefix(p, dir+string(filepath.Separator)) }
+	// waits says whether rename i must wait for rename j.
+	waits := func(i, j int) bool { return inside(d[j].to, d[i].to) || inside(d[j].from, d[i].to) }
+	out := make([]farRename, 0, len(found))
+	done := make([]bool, len(found))
+	for progressed := true; progressed; {
+		progressed = false
+		for i := range found {
+			if done[i] {
+				continue
+			}
+			ready := true
+			for j := range found {
+				if j != i && !done[j] && waits(i, j) {
+					ready = false
+					break
+				}
+			}
+			if ready {
+				out = append(out, found[i])
+				done[i], progressed = true, true
+			}
+		}
+	}
+	return out, len(out) == len(found)
 }
 
 // renamedTo says whether the far mailbox to, of UIDVALIDITY v, is the one

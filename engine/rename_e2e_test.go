@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -863,4 +864,64 @@ func TestNearRenameCarriedStartedAhead(t *testing.T) {
 	p.check(t, "Bar", "f1: n1:")
 	p.check(t, "Other", "o1: o2:")
 	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}
+
+// Two far renames between runs where one lands inside the other's old or
+// new place. A moved into Foo (as Foo/A), then Foo renamed to Zed (so A is
+// now Zed/A): followed here in the order of the old names, A's rename made
+// Zed a plain directory first, and Foo's rename onto it then failed at
+// every run, Foo and Zed never synced again. Foo renamed to Zed, then A
+// to Foo/A: A's folder must move into a Foo of its own here, not into the
+// Foo folder that is leaving for Zed.
+func TestServerRenameFollowedIntoAnotherRenamed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		renames [][2]string
+		want    map[string]string
+	}{
+		{"into the new place", [][2]string{{"A", "Foo/A"}, {"Foo", "Zed"}}, map[string]string{"Zed": "f1: f2:S", "Zed/A": "a1:"}},
+		{"into the old place", [][2]string{{"Foo", "Zed"}, {"A", "Foo/A"}}, map[string]string{"Zed": "f1: f2:S", "Foo/A": "a1:"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spec := maildirSpec(t, dir)
+			engine.AddMsg(t, spec.Far, "A", "a1", 0)
+			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+			engine.AddMsg(t, spec.Near, "Foo", "f2", engine.FlagSeen)
+			// Made in the same second, A and Foo have the same UIDVALIDITY
+			// here: A's is made another, as a server's would be.
+			uv := filepath.Join(dir, "far", "A", ".uidvalidity")
+			b, err := os.ReadFile(uv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, last, _ := strings.Cut(string(b), "\n")
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(uv, []byte(strconv.FormatUint(n-7, 10)+"\n"+last), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			engine.MustSync(t, spec, engine.RunOptions{})
+			for _, r := range tc.renames {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, "far", r[1])), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				renameBox(t, dir, "far", r[0], r[1])
+			}
+			res := engine.MustSync(t, spec, engine.RunOptions{})
+			noCopies(t, res)
+			for _, box := range []string{"A", "Foo"} {
+				if note := skipped(res, box); !strings.HasPrefix(note, "renamed to ") {
+					t.Errorf("%s: %q, want it renamed", box, note)
+				}
+			}
+			for box, want := range tc.want {
+				checkBoth(t, spec, box, want)
+				stateNames(t, spec, box)
+			}
+			noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
+		})
+	}
 }
