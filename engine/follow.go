@@ -174,37 +174,49 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 // each other (no order works) are left out, with ok false: they are not
 // followed.
 func renameOrder(ls LocalStore, found []farRename) (_ []farRename, ok bool) {
-	type dirs struct{ from, to string }
-	d := make([]dirs, len(found))
+	places := make([][2]string, len(found))
 	for i, r := range found {
-		d[i].from, _ = ls.MailboxDir(r.from)
-		d[i].to, _ = ls.MailboxDir(r.to)
+		places[i][0], _ = ls.MailboxDir(r.from)
+		places[i][1], _ = ls.MailboxDir(r.to)
 	}
-	inside := func(dir, p string) bool { return dir != "" && strings.HasPrefix(p, dir+string(filepath.Separator)) }
-	// waits says whether rename i must wait for rename j.
-	waits := func(i, j int) bool { return inside(d[j].to, d[i].to) || inside(d[j].from, d[i].to) }
-	out := make([]farRename, 0, len(found))
-	done := make([]bool, len(found))
+	order := orderMoves(places, func(dir, p string) bool {
+		return dir != "" && strings.HasPrefix(p, dir+string(filepath.Separator))
+	})
+	out := make([]farRename, len(order))
+	for i, k := range order {
+		out[i] = found[k]
+	}
+	return out, len(out) == len(found)
+}
+
+// orderMoves orders moves from places[i][0] to places[i][1] (under says
+// whether a place is below another) so that each can be made after those
+// before it: a move waits for those whose new place, or old place, holds
+// its new place. Moves that wait on each other are left out.
+func orderMoves(places [][2]string, under func(dir, p string) bool) []int {
+	waits := func(i, j int) bool { return under(places[j][1], places[i][1]) || under(places[j][0], places[i][1]) }
+	out := make([]int, 0, len(places))
+	done := make([]bool, len(places))
 	for progressed := true; progressed; {
 		progressed = false
-		for i := range found {
+		for i := range places {
 			if done[i] {
 				continue
 			}
 			ready := true
-			for j := range found {
+			for j := range places {
 				if j != i && !done[j] && waits(i, j) {
 					ready = false
 					break
 				}
 			}
 			if ready {
-				out = append(out, found[i])
+				out = append(out, i)
 				done[i], progressed = true, true
 			}
 		}
 	}
-	return out, len(out) == len(found)
+	return out
 }
 
 // renamedTo says whether the far mailbox to, of UIDVALIDITY v, is the one

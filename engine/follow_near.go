@@ -23,8 +23,8 @@ type nearRename struct {
 	from, to string
 }
 
-// findNearRenames returns the near renames to carry to the far side,
-// parents before their subfolders. A folder Y is taken for the far mailbox
+// findNearRenames returns the near renames to carry to the far side, in
+// the order to make them (parents before their subfolders). A folder Y is taken for the far mailbox
 // X renamed here when all of this holds:
 //   - Y is selected and near only, and its state is this channel's, of far
 //     mailbox X (another name), with the far UIDVALIDITY X has now and the
@@ -33,7 +33,9 @@ type nearRename struct {
 //   - X is selected and far only, and no other folder's state claims it;
 //   - Y's newest pairs hold the same Message-IDs in X (samePairs);
 //   - every far mailbox below X (the server's RENAME takes them along) is
-//     itself renamed here to the same place below Y.
+//     itself renamed here to the same place below Y;
+//   - the renames can be made one after the other (orderMoves), in the
+//     order returned.
 //
 // Only when the run may create far mailboxes (what it would otherwise do
 // with Y) and change the far side (not pull-only), the far store can
@@ -82,6 +84,34 @@ func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, name
 			found = append(found, nearRename{x, ys[0]})
 		}
 	}
+	for {
+		found = belowMovesAlong(found, present[Far])
+		// In an order the server can follow (see renameOrder; here by
+		// names): A renamed here to Foo/A and Foo to Zed, A's RENAME to
+		// Zed/A first would make Zed, and Foo's onto it would fail at every
+		// run.
+		slices.SortFunc(found, func(a, b nearRename) int { return compareMailboxes(a.from, b.from) })
+		places := make([][2]string, len(found))
+		for i, r := range found {
+			places[i] = [2]string{r.from, r.to}
+		}
+		order := orderMoves(places, func(dir, p string) bool { return strings.HasPrefix(p, dir+"/") })
+		out := make([]nearRename, len(order))
+		for i, k := range order {
+			out[i] = found[k]
+		}
+		if len(out) == len(found) {
+			return out
+		}
+		found = out // dropping some can leave a parent's children behind: again
+	}
+}
+
+// belowMovesAlong keeps the renames whose far mailboxes below the old name
+// (present lists them all) are each renamed to the same place below the new
+// one: the server's RENAME takes them along. Dropping one can make its
+// parent's fail the test, so it runs until nothing changes.
+func belowMovesAlong(found []nearRename, present map[string]bool) []nearRename {
 	for changed := true; changed; {
 		changed = false
 		to := map[string]string{}
@@ -89,7 +119,7 @@ func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, name
 			to[r.from] = r.to
 		}
 		found = slices.DeleteFunc(found, func(r nearRename) bool {
-			for c := range present[Far] {
+			for c := range present {
 				if rest, below := strings.CutPrefix(c, r.from+"/"); below && to[c] != r.to+"/"+rest {
 					changed = true
 					return true
@@ -98,7 +128,6 @@ func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, name
 			return false
 		})
 	}
-	slices.SortFunc(found, func(a, b nearRename) int { return compareMailboxes(a.from, b.from) })
 	return found
 }
 

@@ -925,3 +925,41 @@ func TestServerRenameFollowedIntoAnotherRenamed(t *testing.T) {
 		})
 	}
 }
+
+// Two renames here between runs where one lands inside the other's old or
+// new place, carried to the server: A moved into Foo and Foo renamed to
+// Zed (A is Zed/A here), or Foo renamed to Zed and then A moved into a new
+// Foo. In the order of the old names, A's RENAME to Zed/A made Zed on the
+// server first, and Foo's onto it then failed at every run.
+func TestNearRenameCarriedIntoAnotherRenamed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		moves [][2]string // near folders moved, in this order
+		want  map[string]string
+	}{
+		{"into the new place", [][2]string{{"A", "Foo/A"}, {"Foo", "Zed"}}, map[string]string{"Zed": "f1:", "Zed/A": "a1:"}},
+		{"into the old place", [][2]string{{"Foo", "Zed"}, {"A", "Foo/A"}}, map[string]string{"Zed": "f1:", "Foo/A": "a1:"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPairing(t, imapMaildir)
+			engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+			engine.AddMsg(t, p.spec.Far, "A", "a1", 0)
+			engine.MustSync(t, p.spec, engine.RunOptions{})
+			for _, m := range tc.moves {
+				to := nearDirOf(t, p.spec, m[1])
+				if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(nearDirOf(t, p.spec, m[0]), to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res := engine.MustSync(t, p.spec, engine.RunOptions{})
+			noCopies(t, res)
+			for box, want := range tc.want {
+				p.check(t, box, want)
+			}
+			noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+		})
+	}
+}
