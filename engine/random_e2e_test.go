@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/quixysync/quixysync/engine"
 	"github.com/quixysync/quixysync/internal/cyrustest"
@@ -39,6 +42,13 @@ import (
 // where Cyrus is not installed, unless QUIXYSYNC_REQUIRE_CYRUS=1): a
 // second server's answers (its UIDVALIDITY, its flushes, its mailbox
 // list) under the same histories.
+//
+// Where the near side is a Maildir, folders are also renamed on the far side
+// between runs (at times beside a new mailbox with the same UIDVALIDITY):
+// a run follows the rename with the folder here, or (where that is not
+// clear) stops the old one with the guard and the history then follows it
+// by hand as the guard says; either way the model's messages end under the
+// new name and nothing is left under the old one.
 //
 // QUIXYSYNC_TEST_SEED=N replays one history (the timing of the changes made
 // during runs is the machine's); QUIXYSYNC_TEST_HISTORIES=N plays N
@@ -85,7 +95,7 @@ func TestRandomHistories(t *testing.T) {
 				}
 				cy = cyrustest.ForTest(t, users)
 			}
-			skipped := 0
+			skipped, renames, follows, byHand := 0, 0, 0, 0
 			for i, seed := range seeds {
 				var acct *cyrusAccount
 				if cy != nil {
@@ -97,6 +107,7 @@ func TestRandomHistories(t *testing.T) {
 				h.play(t, rounds)
 				h.close()
 				skipped += h.skipped
+				renames, follows, byHand = renames+h.renames, follows+h.follows, byHand+h.byHand
 				if os.Getenv("QUIXYSYNC_TEST_LOG") != "" {
 					t.Logf("seed %d:\n%s", seed, strings.Join(h.log, "\n"))
 				}
@@ -107,6 +118,9 @@ func TestRandomHistories(t *testing.T) {
 				t.Errorf("no run skipped an unchanged mailbox pair")
 			}
 			t.Logf("%d histories; runs skipped %d mailbox pairs as unchanged", len(seeds), skipped)
+			if renamesFar(kind) {
+				t.Logf("%d far renames; runs renamed %d folders to follow, %d renames not followed were followed by hand", renames, follows, byHand)
+			}
 		})
 	}
 }
@@ -130,11 +144,31 @@ type history struct {
 	// ones the run is changing; uncertain holds the messages whose flags
 	// then depend on who came first (both sides must still agree).
 	racing    bool
+	duringRun bool // changes are being made during a run
 	uncertain map[string]bool
 	// dirty holds the folders changed since the last completed run, frozen
 	// those made again since then, which nothing may change until the run.
 	dirty, frozen map[string]bool
 	skipped       int // mailbox pairs runs skipped as unchanged
+	// Far renames (renameFar) since the last completed run: renamed maps
+	// a folder's new name to the name of its folder on the near side
+	// (until a run follows the rename there); gone holds the old names,
+	// which no side may list after the run; lost the folders that lost a
+	// message since the last run (a rename of one is not made: the
+	// evidence the run follows a rename by may be gone); ambiguous the
+	// near folders whose far mailbox was renamed beside a new one with
+	// the same UIDVALIDITY (a rename not to follow).
+	renamed         map[string]string
+	gone            []string
+	lost, ambiguous map[string]bool
+	// synced holds the folders of the last completed run (on both sides
+	// since), farNew those made on the far side only since: the folders a
+	// far rename may move (one made here only since, its far side made by
+	// the run, would stay here under its old name).
+	synced, farNew map[string]bool
+	renames        int // far renames made
+	follows        int // folders runs renamed as the far side did
+	byHand         int // renames not followed, then followed as the guard says
 }
 
 var historyBoxes = []string{"INBOX", "Lists/go", "Sent"}
@@ -151,7 +185,9 @@ func newHistory(t *testing.T, kind string, seed uint64, cy *cyrusAccount) *histo
 	t.Helper()
 	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
 		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}, uncertain: map[string]bool{},
-		dirty: map[string]bool{}, frozen: map[string]bool{}}
+		dirty: map[string]bool{}, frozen: map[string]bool{},
+		renamed: map[string]string{}, lost: map[string]bool{}, ambiguous: map[string]bool{},
+		synced: map[string]bool{}, farNew: map[string]bool{}}
 	if cy != nil {
 		h.p = newCyrusPairing(t, kind, cy)
 	} else {
@@ -237,6 +273,15 @@ func (h *history) change(t *testing.T) {
 	if h.frozen[box] {
 		return
 	}
+	// ab is box as this side's client sees it: on the near side, a folder
+	// renamed on the far side keeps its old name until a run follows.
+	ab := h.actorBox(side, box)
+	if ab == "" {
+		return
+	}
+	if ab != box {
+		where += " (here " + ab + ")"
+	}
 	defer func() { h.dirty[box] = true }()
 	switch op := h.rng.IntN(12); {
 	case h.rng.IntN(25) == 0 && len(h.boxes) < len(historyBoxes)+len(newBoxNames):
@@ -246,6 +291,7 @@ func (h *history) change(t *testing.T) {
 		subj, f := fmt.Sprintf("m%d", h.next), h.randomFlags()
 		h.act(t, name, fmt.Sprintf("new folder %q, add %s %q", box, subj, f), a.add(box, subj, f))
 		h.boxes = append(h.boxes, box)
+		h.farNew[box] = side == 0
 		h.model[box] = map[string]engine.Flag{subj: f}
 		h.touched[subj] = true
 	case h.rng.IntN(30) == 0 && !h.racing && box != "INBOX" && !h.dirty[box]:
@@ -264,16 +310,18 @@ func (h *history) change(t *testing.T) {
 		}
 		h.act(t, where, "deleted and made again with its mail", err)
 		h.frozen[box] = true
+	case h.rng.IntN(renameOdds) == 0 && !h.duringRun && renamesFar(h.kind) && box != "INBOX":
+		h.renameFar(t, box)
 	case op < 4 || len(h.model[box]) < 4:
 		h.next++
 		subj, f := fmt.Sprintf("m%d", h.next), h.randomFlags()
-		h.act(t, where, fmt.Sprintf("add %s %q", subj, f), a.add(box, subj, f))
+		h.act(t, where, fmt.Sprintf("add %s %q", subj, f), a.add(ab, subj, f))
 		h.model[box][subj] = f
 		h.touched[subj] = true
 	case op < 8:
 		subj, ok := h.pick(box)
 		f := h.randomFlags()
-		if !ok || !h.act(t, where, fmt.Sprintf("flags of %s %q -> %q", subj, h.model[box][subj], f), a.setFlags(box, subj, f)) {
+		if !ok || !h.act(t, where, fmt.Sprintf("flags of %s %q -> %q", subj, h.model[box][subj], f), a.setFlags(ab, subj, f)) {
 			return
 		}
 		h.model[box][subj] = f
@@ -282,12 +330,14 @@ func (h *history) change(t *testing.T) {
 	case op < 9:
 		subj, ok := h.pick(box)
 		dst := h.boxes[(slices.Index(h.boxes, box)+1+h.rng.IntN(len(h.boxes)-1))%len(h.boxes)]
-		if !ok || h.frozen[dst] {
+		adst := h.actorBox(side, dst)
+		if !ok || h.frozen[dst] || adst == "" || h.pendingRename(box) {
 			return
 		}
 		h.dirty[dst] = true
+		h.lost[box] = true
 		f := h.model[box][subj]
-		if !h.act(t, where, fmt.Sprintf("move %s to %s", subj, dst), a.move(box, dst, subj, f)) {
+		if !h.act(t, where, fmt.Sprintf("move %s to %s", subj, dst), a.move(ab, adst, subj, f)) {
 			return
 		}
 		delete(h.model[box], subj)
@@ -299,19 +349,273 @@ func (h *history) change(t *testing.T) {
 		// on both sides. A deletion beats a flag change, so racing a run
 		// leaves nothing uncertain; nor does a removal.
 		subj, ok := h.pick(box)
-		if !ok || !h.act(t, where, "trash "+subj, a.trash(box, subj)) {
+		if !ok || h.pendingRename(box) {
+			return
+		}
+		h.lost[box] = true
+		if !h.act(t, where, "trash "+subj, a.trash(ab, subj)) {
 			return
 		}
 		delete(h.model[box], subj)
 		h.touched[subj] = true
 	default:
 		subj, ok := h.pick(box)
-		if !ok || !h.act(t, where, "remove "+subj, a.remove(box, subj)) {
+		if !ok || h.pendingRename(box) {
+			return
+		}
+		h.lost[box] = true
+		if !h.act(t, where, "remove "+subj, a.remove(ab, subj)) {
 			return
 		}
 		delete(h.model[box], subj)
 		h.touched[subj] = true
 	}
+}
+
+// renameOdds: one change in this many (of those left by the rarer ones
+// before) is a far rename; QUIXYSYNC_TEST_RENAME_ODDS=N makes it 1 in N, to
+// hunt with more of them.
+var renameOdds = func() int {
+	if n, err := strconv.Atoi(os.Getenv("QUIXYSYNC_TEST_RENAME_ODDS")); err == nil && n > 0 {
+		return n
+	}
+	return 30
+}()
+
+// renamesFar says whether histories of kind rename far folders: those
+// whose near side is a Maildir, which a run renames to follow.
+func renamesFar(kind string) bool {
+	return kind == imapMaildir || kind == maildirMaildir || kind == cyrusMaildir
+}
+
+// pendingRename says whether box was renamed on the far side since the
+// last completed run. Its messages are not removed until the run: the run
+// follows a rename on the evidence of the pairs its state records, and a
+// removal could take all of it away (then the rename is not followed and
+// the folder stops with the guard, which this model does not play).
+func (h *history) pendingRename(box string) bool {
+	_, ok := h.renamed[box]
+	return ok
+}
+
+// actorBox is the name box has on side (0 far, 1 near) for a mail client
+// there: a far rename not followed yet leaves the near folder under its
+// old name. "" while a run goes on that may rename the folder under the
+// client (its changes would go to a folder made anew).
+func (h *history) actorBox(side int, box string) string {
+	old, ok := h.renamed[box]
+	if side == 0 || !ok {
+		return box
+	}
+	if h.duringRun {
+		return ""
+	}
+	if isMaildirDir(h.nearDir(old)) {
+		return old
+	}
+	return box
+}
+
+func (h *history) nearDir(box string) string {
+	return filepath.Join(h.p.dir, "near", filepath.FromSlash(box))
+}
+
+func isMaildirDir(d string) bool {
+	fi, err := os.Stat(filepath.Join(d, "cur"))
+	return err == nil && fi.IsDir()
+}
+
+// renameFar renames box on the far side (or, at times, the parent of its
+// name when that is no folder), its subfolders along, to a fresh name, as
+// a webmail's RENAME does, and updates the model: same messages and flags
+// under the new names. A third of the time a new far mailbox with the same
+// UIDVALIDITY as the renamed one comes along (a server that gives many
+// the same): the run must not take either for the renamed folder.
+func (h *history) renameFar(t *testing.T, box string) {
+	t.Helper()
+	from := box
+	if i := strings.LastIndex(box, "/"); i >= 0 && h.rng.IntN(3) == 0 && !slices.Contains(h.boxes, box[:i]) {
+		from = box[:i]
+	}
+	var moving []string
+	for _, b := range h.boxes {
+		if b == from || strings.HasPrefix(b, from+"/") {
+			moving = append(moving, b)
+		}
+	}
+	nearOf := func(b string) string {
+		if o, ok := h.renamed[b]; ok {
+			return o
+		}
+		return b
+	}
+	along := map[string]bool{}
+	for _, b := range moving {
+		if h.frozen[b] || h.lost[b] || !h.synced[b] && !h.farNew[b] {
+			return
+		}
+		along[nearOf(b)] = true
+	}
+	// Not a folder with a subfolder here that is none of the model's (on
+	// Cyrus, a parent the server made along with a folder, listed at
+	// times, synced here): it would not move along.
+	list, err := h.p.spec.Near.ListMailboxes(context.Background())
+	if err != nil {
+		h.fatalf(t, "near: listing: %v", err)
+	}
+	for _, mi := range list {
+		if strings.HasPrefix(mi.Name, nearOf(from)+"/") && !along[mi.Name] {
+			return
+		}
+	}
+	h.next++
+	to := fmt.Sprintf("Renamed %d", h.next)
+	// On Cyrus only to a new top folder: a new place inside another makes
+	// the parents as mailboxes of their own (listed at times) beside it.
+	switch x := h.rng.IntN(4); {
+	case h.kind == cyrusMaildir:
+	case x == 0:
+		to = fmt.Sprintf("Archivé %d/old", h.next)
+	case x < 3:
+		// Into another folder.
+		var parents []string
+		for _, b := range h.boxes {
+			if b != "INBOX" && b != from && !strings.HasPrefix(b, from+"/") && !h.frozen[b] {
+				parents = append(parents, b)
+			}
+		}
+		if len(parents) > 0 {
+			to = fmt.Sprintf("%s/r%d", parents[h.rng.IntN(len(parents))], h.next)
+		}
+	}
+	if err := h.farRename(from, to); err != nil {
+		if from != box {
+			// A parent that is no folder: not every server renames one.
+			h.logf("  far: rename %q to %q: refused: %v", from, to, err)
+			return
+		}
+		h.fatalf(t, "far: rename %q to %q: %v", from, to, err)
+	}
+	h.renames++
+	h.logf("  far: rename %q to %q (folders: %q)", from, to, moving)
+	for _, b := range moving {
+		nb := to + b[len(from):]
+		h.boxes[slices.Index(h.boxes, b)] = nb
+		h.model[nb] = h.model[b]
+		delete(h.model, b)
+		near := b
+		if o, ok := h.renamed[b]; ok {
+			near = o
+			delete(h.renamed, b)
+		}
+		h.renamed[nb] = near
+		h.synced[nb], h.farNew[nb] = h.synced[b], h.farNew[b]
+		h.dirty[nb] = true
+		delete(h.dirty, b)
+		h.gone = append(h.gone, b)
+	}
+	// The twin only beside a folder with a message synced and unchanged
+	// since the last run: the guard then stops the old one (an empty one,
+	// its state without pairs, would be made again on the far side).
+	synced := false
+	for subj := range h.model[to] {
+		synced = synced || !h.touched[subj]
+	}
+	if from != box || !synced || h.kind == cyrusMaildir || h.rng.IntN(3) != 0 {
+		return
+	}
+	// A new far mailbox beside it with the same UIDVALIDITY.
+	h.next++
+	twin := fmt.Sprintf("Twin %d", h.next)
+	subj, f := fmt.Sprintf("m%d", h.next), h.randomFlags()
+	if err := h.farTwin(to, twin, subj, f); err != nil {
+		h.fatalf(t, "far: new folder %q with the UIDVALIDITY of %q: %v", twin, to, err)
+	}
+	h.logf("  far: new folder %q with the UIDVALIDITY of %q, add %s %q", twin, to, subj, f)
+	h.boxes = append(h.boxes, twin)
+	h.model[twin] = map[string]engine.Flag{subj: f}
+	h.touched[subj] = true
+	h.dirty[twin] = true
+	h.farNew[twin] = true
+}
+
+// farRename renames a far mailbox as another client does: Dovecot's
+// doveadm, an IMAP RENAME on Cyrus, mv on a Maildir.
+func (h *history) farRename(from, to string) error {
+	switch h.kind {
+	case imapMaildir:
+		if out, err := srv.Doveadm("mailbox", "rename", "-u", "alice", from, to); err != nil {
+			return fmt.Errorf("%v (%s)", err, out)
+		}
+		return nil
+	case cyrusMaildir:
+		a := h.p.accounts[0]
+		c, err := imapclient.DialInsecure(net.JoinHostPort(a.ci.host, strconv.Itoa(a.ci.port)), nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Login(a.user, a.ci.pass[a.user]).Wait(); err != nil {
+			return err
+		}
+		if err := c.Rename(from, to, nil).Wait(); err != nil {
+			return err
+		}
+		return c.Logout().Wait()
+	case maildirMaildir:
+		root := filepath.Join(h.p.dir, "far")
+		dst := filepath.Join(root, filepath.FromSlash(to))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return err
+		}
+		if _, err := os.Stat(dst); err == nil {
+			return fmt.Errorf("%s exists", dst)
+		}
+		return os.Rename(filepath.Join(root, filepath.FromSlash(from)), dst)
+	}
+	return fmt.Errorf("no far renames on %s", h.kind)
+}
+
+// farTwin makes the far mailbox twin with the UIDVALIDITY of box and one
+// message in it.
+func (h *history) farTwin(box, twin, subj string, f engine.Flag) error {
+	switch h.kind {
+	case imapMaildir:
+		out, err := srv.Doveadm("mailbox", "status", "-u", "alice", "uidvalidity", box)
+		if err != nil {
+			return fmt.Errorf("%v (%s)", err, out)
+		}
+		_, v, ok := strings.Cut(string(out), "uidvalidity=")
+		if v = strings.TrimSpace(v); !ok || v == "" {
+			return fmt.Errorf("doveadm mailbox status: %q", out)
+		}
+		if out, err := srv.Doveadm("mailbox", "create", "-u", "alice", twin); err != nil {
+			return fmt.Errorf("%v (%s)", err, out)
+		}
+		if out, err := srv.Doveadm("mailbox", "update", "-u", "alice", "--uid-validity", v, twin); err != nil {
+			return fmt.Errorf("%v (%s)", err, out)
+		}
+		if out, err := srv.Doveadm("mailbox", "status", "-u", "alice", "uidvalidity", twin); err != nil || !strings.Contains(string(out), "="+v) {
+			return fmt.Errorf("twin's UIDVALIDITY: %v (%s), want %s", err, out, v)
+		}
+	case maildirMaildir:
+		root := filepath.Join(h.p.dir, "far")
+		v, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(box), ".uidvalidity"))
+		if err != nil {
+			return err
+		}
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(root, filepath.FromSlash(twin), sub), 0o700); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(twin), ".uidvalidity"), v, 0o600); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("no twins on %s", h.kind)
+	}
+	return h.actors[0].add(twin, subj, f)
 }
 
 // act logs a change made (err nil) and reports true. A change racing a run
@@ -401,10 +705,11 @@ func (h *history) run(t *testing.T, crashAfter int) {
 		h.partialRun(t)
 	}
 	if crashAfter > 0 {
+		h.expectAmbiguity(t)
 		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{CrashAfter: crashAfter})
 		crashed := false
 		for _, m := range res.Mailboxes {
-			if m.Err != nil && !errors.Is(m.Err, engine.ErrCrash) {
+			if m.Err != nil && !errors.Is(m.Err, engine.ErrCrash) && !h.guardedRename(m) {
 				h.fatalf(t, "run to crash after step %d: %s: %v", crashAfter, m.Mailbox, m.Err)
 			}
 			crashed = crashed || errors.Is(m.Err, engine.ErrCrash)
@@ -415,7 +720,13 @@ func (h *history) run(t *testing.T, crashAfter int) {
 		h.logf("  run crashing after step %d (crashed: %v)", crashAfter, crashed)
 		h.p.reopen(t)
 	}
+	h.expectAmbiguity(t)
 	res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
+	h.countFollows(t, res)
+	if h.guarded(t, res, "run") {
+		h.followByHand(t)
+		res = engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
+	}
 	if err := mailboxErr(res); err != nil {
 		h.fatalf(t, "run: %v", err)
 	}
@@ -432,6 +743,15 @@ func (h *history) run(t *testing.T, crashAfter int) {
 	clear(h.uncertain)
 	clear(h.dirty)
 	clear(h.frozen)
+	clear(h.renamed)
+	clear(h.lost)
+	clear(h.ambiguous)
+	h.gone = nil
+	clear(h.farNew)
+	clear(h.synced)
+	for _, b := range h.boxes {
+		h.synced[b] = true
+	}
 	if h.rng.IntN(4) == 0 {
 		res := engine.SyncChannel(context.Background(), h.p.spec, engine.RunOptions{})
 		if err := mailboxErr(res); err != nil {
@@ -441,6 +761,175 @@ func (h *history) run(t *testing.T, crashAfter int) {
 			h.fatalf(t, "second run with nothing changed did something: %+v", res.Counts)
 		}
 		h.logf("  second run: nothing to do")
+	}
+}
+
+// guardedRename says whether m is the guard stopping a near folder whose
+// far mailbox was renamed beside a new one with the same UIDVALIDITY: a
+// rename the run rightly does not follow (as before it followed any).
+func (h *history) guardedRename(m engine.MailboxResult) bool {
+	return m.Err != nil && errors.Is(m.Err, engine.ErrGuard) && h.ambiguous[m.Mailbox]
+}
+
+// guarded logs the guards of guardedRename in res, and clears them from res
+// (for mailboxErr); it reports whether there were any.
+func (h *history) guarded(t *testing.T, res engine.ChannelResult, what string) bool {
+	t.Helper()
+	found := false
+	for i, m := range res.Mailboxes {
+		if h.guardedRename(m) {
+			h.logf("  %s: %s not followed: %v", what, m.Mailbox, m.Err)
+			res.Mailboxes[i].Err = nil
+			found = true
+		}
+	}
+	return found
+}
+
+// countFollows counts the folders res renamed to follow the far side; one
+// whose far rename is ambiguous (expectAmbiguity) fails the test.
+func (h *history) countFollows(t *testing.T, res engine.ChannelResult) {
+	t.Helper()
+	for _, m := range res.Mailboxes {
+		if m.Err == nil && strings.HasPrefix(m.Skipped, "renamed to ") {
+			h.follows++
+			h.logf("  %s: %s", m.Mailbox, m.Skipped)
+			if h.ambiguous[m.Mailbox] {
+				h.fatalf(t, "%s: %s, though another far mailbox new to the run has the same UIDVALIDITY", m.Mailbox, m.Skipped)
+			}
+		}
+	}
+}
+
+// expectAmbiguity finds, before a run, the near folders whose far rename
+// the run must not follow (ambiguous): another far mailbox new to the run
+// (a twin, or a parent Cyrus made along and lists once its child is gone)
+// or another renamed folder's has the UIDVALIDITY of the renamed one (on
+// Cyrus and a Maildir, those made in the same second), or a folder inside
+// it here does not move along to the same place.
+func (h *history) expectAmbiguity(t *testing.T) {
+	t.Helper()
+	if len(h.renamed) == 0 {
+		return
+	}
+	ctx := context.Background()
+	var lists [2]map[string]bool
+	for s, st := range []engine.Store{h.p.spec.Far, h.p.spec.Near} {
+		list, err := st.ListMailboxes(ctx)
+		if err != nil {
+			h.fatalf(t, "listing: %v", err)
+		}
+		lists[s] = map[string]bool{}
+		for _, mi := range list {
+			lists[s][mi.Name] = true
+		}
+	}
+	validity := func(box string) uint32 {
+		mb, err := h.p.spec.Far.OpenMailbox(ctx, box, true)
+		if err != nil {
+			return 0
+		}
+		defer mb.Close()
+		return mb.Status().UIDValidity
+	}
+	// The renames a run can follow: the near folder under its old name,
+	// the far mailbox under its new one.
+	pending := map[string]string{} // old -> new
+	vOf := map[string]uint32{}
+	for nb, old := range h.renamed {
+		switch {
+		case lists[1][old] && !lists[0][old] && lists[0][nb] && !lists[1][nb]:
+			pending[old] = nb
+			vOf[old] = validity(nb)
+		case lists[1][old] && !lists[0][old] && lists[1][nb]:
+			// A run that did not follow made the new name here: the
+			// old one stays as it is until followed by hand.
+			h.ambiguous[old] = true
+		}
+	}
+	for old, nb := range pending {
+		for n := range lists[0] {
+			if n != nb && n != "INBOX" && !lists[1][n] && validity(n) == vOf[old] {
+				h.ambiguous[old] = true
+			}
+		}
+		for o := range pending {
+			if o != old && vOf[o] == vOf[old] {
+				h.ambiguous[old] = true
+			}
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for old, nb := range pending {
+			for n := range lists[1] {
+				if h.ambiguous[old] || !strings.HasPrefix(n, old+"/") {
+					continue
+				}
+				if to, ok := pending[n]; !ok || h.ambiguous[n] || to != nb+n[len(old):] {
+					h.ambiguous[old], changed = true, true
+				}
+			}
+		}
+	}
+	for old := range h.ambiguous {
+		h.logf("  (%s: far rename ambiguous)", old)
+	}
+}
+
+// followByHand follows, as the guard's message says, the far renames a run
+// did not: the folder the run made under the new name (the far mailbox's
+// mail, downloaded) is deleted and the old folder moved there with its
+// state. Subfolders first, each on its own (one may go elsewhere than
+// under its parent's new name); a subfolder the run did move (its own
+// rename was clear) stays where it went.
+func (h *history) followByHand(t *testing.T) {
+	t.Helper()
+	var olds []string
+	to := map[string]string{}
+	for nb, old := range h.renamed {
+		if isMaildirDir(h.nearDir(old)) {
+			olds = append(olds, old)
+			to[old] = nb
+		}
+	}
+	slices.Sort(olds)
+	slices.Reverse(olds)
+	// own says whether e is part of the folder itself, not a subfolder.
+	own := func(e os.DirEntry) bool {
+		return !e.IsDir() || e.Name() == "cur" || e.Name() == "new" || e.Name() == "tmp"
+	}
+	for _, old := range olds {
+		src, dst := h.nearDir(old), h.nearDir(to[old])
+		h.byHand++
+		h.logf("  near: mv %q %q (by hand, as the guard says)", old, to[old])
+		if err := os.MkdirAll(dst, 0o700); err != nil {
+			h.fatalf(t, "%v", err)
+		}
+		// The folder a run made: its own files go.
+		ents, err := os.ReadDir(dst)
+		if err != nil {
+			h.fatalf(t, "%v", err)
+		}
+		for _, e := range ents {
+			if own(e) {
+				if err := os.RemoveAll(filepath.Join(dst, e.Name())); err != nil {
+					h.fatalf(t, "%v", err)
+				}
+			}
+		}
+		ents, err = os.ReadDir(src)
+		if err != nil {
+			h.fatalf(t, "%v", err)
+		}
+		for _, e := range ents {
+			if own(e) {
+				if err := os.Rename(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+					h.fatalf(t, "%v", err)
+				}
+			}
+		}
+		os.Remove(src) // unless a subfolder stays there
 	}
 }
 
@@ -463,7 +952,10 @@ func (h *history) partialRun(t *testing.T) {
 	spec := h.p.spec
 	spec.Pull, spec.Push = ops(), ops()
 	spec.Expunge = [2]bool{h.rng.IntN(2) == 0, h.rng.IntN(2) == 0}
+	h.expectAmbiguity(t)
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+	h.countFollows(t, res)
+	h.guarded(t, res, "partial run")
 	if err := mailboxErr(res); err != nil {
 		h.fatalf(t, "partial run (pull %b, push %b, expunge %v): %v", spec.Pull, spec.Push, spec.Expunge, err)
 	}
@@ -480,6 +972,7 @@ func (h *history) partialRun(t *testing.T) {
 func (h *history) runDuringChanges(t *testing.T) {
 	t.Helper()
 	var res engine.ChannelResult
+	h.expectAmbiguity(t)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -491,19 +984,21 @@ func (h *history) runDuringChanges(t *testing.T) {
 	time.Sleep(time.Duration(h.rng.IntN(20_000)) * time.Microsecond)
 	// Half the time to messages the run is changing too.
 	h.racing = h.rng.IntN(2) == 0
+	h.duringRun = true
 	h.logf("  run started; changes during it (to any message: %v):", h.racing)
 	for range 1 + h.rng.IntN(4) {
 		h.change(t)
 		time.Sleep(time.Duration(h.rng.IntN(3_000)) * time.Microsecond)
 	}
-	h.racing = false
+	h.racing, h.duringRun = false, false
 	<-done
 	if res.Err != nil {
 		h.fatalf(t, "run with changes during it: %v", res.Err)
 	}
+	h.countFollows(t, res)
 	for _, m := range res.Mailboxes {
 		// A folder deleted under a run fails there, for this run.
-		if m.Err != nil && !h.frozen[m.Mailbox] {
+		if m.Err != nil && !h.frozen[m.Mailbox] && !h.guardedRename(m) {
 			h.fatalf(t, "run with changes during it: %s: %v", m.Mailbox, m.Err)
 		}
 		if m.Err != nil {
@@ -516,6 +1011,17 @@ func (h *history) runDuringChanges(t *testing.T) {
 
 func (h *history) verify(t *testing.T) {
 	t.Helper()
+	for s, st := range []engine.Store{h.p.spec.Far, h.p.spec.Near} {
+		list, err := st.ListMailboxes(context.Background())
+		if err != nil {
+			h.fatalf(t, "listing the %s side: %v", []string{"far", "near"}[s], err)
+		}
+		for _, mi := range list {
+			if slices.Contains(h.gone, mi.Name) {
+				h.fatalf(t, "the %s side still has %q, renamed on the far side", []string{"far", "near"}[s], mi.Name)
+			}
+		}
+	}
 	for _, box := range h.boxes {
 		far, near := engine.ViewBox(t, h.p.spec.Far, box), engine.ViewBox(t, h.p.spec.Near, box)
 		// Uncertain flags are taken from the far side; near must agree.
