@@ -156,11 +156,16 @@ type history struct {
 	// which no side may list after the run; lost the folders that lost a
 	// message since the last run (a rename of one is not made: the
 	// evidence the run follows a rename by may be gone); ambiguous the
-	// near folders whose far mailbox was renamed beside a new one with
-	// the same UIDVALIDITY (a rename not to follow).
+	// near folders whose far rename the run must not follow (see
+	// expectAmbiguity).
 	renamed         map[string]string
 	gone            []string
 	lost, ambiguous map[string]bool
+	// maybe: near folders whose far rename the run may or may not follow:
+	// another far mailbox new to the run, or another renamed folder's, has
+	// its UIDVALIDITY, and the messages tell them apart (see findRenames)
+	// unless two happen to hold one Message-ID at one UID.
+	maybe map[string]bool
 	// synced holds the folders of the last completed run (on both sides
 	// since), farNew those made on the far side only since: the folders a
 	// far rename may move (one made here only since, its far side made by
@@ -186,7 +191,7 @@ func newHistory(t *testing.T, kind string, seed uint64, cy *cyrusAccount) *histo
 	h := &history{kind: kind, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
 		model: map[string]map[string]engine.Flag{}, touched: map[string]bool{}, uncertain: map[string]bool{},
 		dirty: map[string]bool{}, frozen: map[string]bool{},
-		renamed: map[string]string{}, lost: map[string]bool{}, ambiguous: map[string]bool{},
+		renamed: map[string]string{}, lost: map[string]bool{}, ambiguous: map[string]bool{}, maybe: map[string]bool{},
 		synced: map[string]bool{}, farNew: map[string]bool{}}
 	if cy != nil {
 		h.p = newCyrusPairing(t, kind, cy)
@@ -757,6 +762,7 @@ func (h *history) run(t *testing.T, crashAfter int) {
 	clear(h.renamed)
 	clear(h.lost)
 	clear(h.ambiguous)
+	clear(h.maybe)
 	h.gone = nil
 	clear(h.farNew)
 	clear(h.synced)
@@ -779,7 +785,7 @@ func (h *history) run(t *testing.T, crashAfter int) {
 // far mailbox was renamed beside a new one with the same UIDVALIDITY: a
 // rename the run rightly does not follow (as before it followed any).
 func (h *history) guardedRename(m engine.MailboxResult) bool {
-	return m.Err != nil && errors.Is(m.Err, engine.ErrGuard) && h.ambiguous[m.Mailbox]
+	return m.Err != nil && errors.Is(m.Err, engine.ErrGuard) && (h.ambiguous[m.Mailbox] || h.maybe[m.Mailbox])
 }
 
 // guarded logs the guards of guardedRename in res, and clears them from res
@@ -806,18 +812,20 @@ func (h *history) countFollows(t *testing.T, res engine.ChannelResult) {
 			h.follows++
 			h.logf("  %s: %s", m.Mailbox, m.Skipped)
 			if h.ambiguous[m.Mailbox] {
-				h.fatalf(t, "%s: %s, though another far mailbox new to the run has the same UIDVALIDITY", m.Mailbox, m.Skipped)
+				h.fatalf(t, "%s: %s, though the rename is not one to follow", m.Mailbox, m.Skipped)
 			}
 		}
 	}
 }
 
 // expectAmbiguity finds, before a run, the near folders whose far rename
-// the run must not follow (ambiguous): another far mailbox new to the run
-// (a twin, or a parent Cyrus made along and lists once its child is gone)
-// or another renamed folder's has the UIDVALIDITY of the renamed one (on
-// Cyrus and a Maildir, those made in the same second), or a folder inside
-// it here does not move along to the same place.
+// the run must not follow (ambiguous): a run made the new name here
+// already, or a folder inside it here does not move along to the same
+// place; and those it may or may not follow (maybe): another far mailbox
+// new to the run (a twin, or a parent Cyrus made along and lists once its
+// child is gone) or another renamed folder's has the UIDVALIDITY of the
+// renamed one (on Cyrus and a Maildir, those made in the same second),
+// which the messages tell apart unless two share a Message-ID at a UID.
 func (h *history) expectAmbiguity(t *testing.T) {
 	t.Helper()
 	if len(h.renamed) == 0 {
@@ -861,12 +869,12 @@ func (h *history) expectAmbiguity(t *testing.T) {
 	for old, nb := range pending {
 		for n := range lists[0] {
 			if n != nb && n != "INBOX" && !lists[1][n] && validity(n) == vOf[old] {
-				h.ambiguous[old] = true
+				h.maybe[old] = true
 			}
 		}
 		for o := range pending {
 			if o != old && vOf[o] == vOf[old] {
-				h.ambiguous[old] = true
+				h.maybe[old] = true
 			}
 		}
 	}
@@ -879,12 +887,17 @@ func (h *history) expectAmbiguity(t *testing.T) {
 				}
 				if to, ok := pending[n]; !ok || h.ambiguous[n] || to != nb+n[len(old):] {
 					h.ambiguous[old], changed = true, true
+				} else if h.maybe[n] && !h.maybe[old] {
+					h.maybe[old], changed = true, true // follows only if its subfolder does
 				}
 			}
 		}
 	}
 	for old := range h.ambiguous {
 		h.logf("  (%s: far rename ambiguous)", old)
+	}
+	for old := range h.maybe {
+		h.logf("  (%s: far rename told apart by its messages, or not)", old)
 	}
 }
 
