@@ -348,16 +348,31 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 	}
 	ls := spec.Near.(LocalStore)
 	rn := spec.Near.(MailboxRenamer)
-	var moved, failed []string // folders renamed in this run, and those that were not
+	// Folders renamed in this run; those whose rename failed; those not
+	// followed after all.
+	var moved, failed, left []string
 	for _, r := range found {
 		dx, err := ls.MailboxDir(r.from)
-		if err == nil && slices.ContainsFunc(failed, func(d string) bool { return strings.HasPrefix(dx, d+string(filepath.Separator)) }) {
-			// Its parent stays: moved out of it alone, it would hold the
-			// parent's new place as a plain directory, and the parent's
-			// rename would fail at every run.
+		below := func(d string) bool { return strings.HasPrefix(dx, d+string(filepath.Separator)) }
+		// A folder whose parent stays stays too: moved out of it alone, it
+		// would hold the parent's new place as a plain directory, and the
+		// parent's rename would fail at every run.
+		switch {
+		case err != nil:
+		case slices.ContainsFunc(left, below):
+			err = fmt.Errorf("its parent folder is not renamed: %w", ErrTaken)
+		case slices.ContainsFunc(failed, below):
 			err = errors.New("its parent folder could not be renamed")
-		} else if err == nil {
+		default:
 			err = followRename(ctx, spec, ls, rn, r, moved, opt)
+		}
+		if errors.Is(err, ErrTaken) {
+			// Something of the user's is at the new place (a directory
+			// holding other things): not followed, as if the evidence
+			// were not clear. Failed, both names would fail at every run.
+			opt.Log.Info("mailbox renamed on the far side, not followed here: the new place is taken", "mailbox", r.from, "to", r.to, "err", err)
+			left = append(left, dx)
+			continue
 		}
 		if err != nil {
 			out[r.from] = MailboxResult{Mailbox: r.from,

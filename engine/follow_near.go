@@ -157,18 +157,29 @@ func followNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, na
 		return out, nil
 	}
 	rn := spec.Far.(MailboxRenamer)
-	var done, failed []string
+	var done, failed, left []string // renamed, failed, not followed after all
 	for _, r := range found {
 		below := func(p string) bool { return strings.HasPrefix(r.from, p+"/") }
 		var err error
 		switch {
 		case ctx.Err() != nil:
 			err = ctx.Err()
+		case slices.ContainsFunc(left, below):
+			err = fmt.Errorf("its parent is not renamed: %w", ErrTaken)
 		case slices.ContainsFunc(failed, below):
 			err = errors.New("its parent could not be renamed")
 		case slices.ContainsFunc(done, below) && movedAlong(ctx, spec, r.from):
 		default:
 			err = rn.RenameMailbox(ctx, r.from, r.to)
+		}
+		if errors.Is(err, ErrTaken) {
+			// The server has the new name (a mailbox that cannot be
+			// selected, which listings leave out): not carried, as if the
+			// evidence were not clear. Failed, both names would fail at
+			// every run.
+			opt.Log.Info("folder renamed here, not carried to the far side: the new name is taken there", "mailbox", r.to, "from", r.from, "err", err)
+			left = append(left, r.from)
+			continue
 		}
 		if err != nil {
 			out[r.from] = MailboxResult{Mailbox: r.from,

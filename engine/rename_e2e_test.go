@@ -963,3 +963,45 @@ func TestNearRenameCarriedIntoAnotherRenamed(t *testing.T) {
 		})
 	}
 }
+
+// A far rename whose new place here holds something of the user's (a
+// directory with a file in it) is not followed: the old way, the new name
+// downloaded and the old folder stopped by the guard, rather than both
+// names failing at every run. An empty directory there is taken over.
+func TestServerRenameOntoTakenPlace(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		file     bool
+		followed bool
+	}{{"a directory holding a file", true, false}, {"an empty directory", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spec := maildirSpec(t, dir)
+			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+			engine.MustSync(t, spec, engine.RunOptions{})
+			renameBox(t, dir, "far", "Foo", "Bar")
+			if err := os.MkdirAll(filepath.Join(dir, "near", "Bar"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if tc.file {
+				if err := os.WriteFile(filepath.Join(dir, "near", "Bar", "notes.txt"), []byte("mine"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+			if err := boxErr(res, "Bar"); err != nil {
+				t.Errorf("Bar: %v", err)
+			}
+			checkBoth(t, spec, "Bar", "f1:")
+			fooErr := boxErr(res, "Foo")
+			if tc.followed != (fooErr == nil) || !tc.followed && !errors.Is(fooErr, engine.ErrGuard) {
+				t.Errorf("Foo: %v (%q), followed %v", fooErr, skipped(res, "Foo"), tc.followed)
+			}
+			if tc.file {
+				if b, err := os.ReadFile(filepath.Join(dir, "near", "Bar", "notes.txt")); err != nil || string(b) != "mine" {
+					t.Errorf("the user's file: %q, %v", b, err)
+				}
+			}
+		})
+	}
+}

@@ -175,8 +175,10 @@ type CommitResult struct {
 
 // Errors stores return (wrapped) so the engine can tell cases apart.
 var (
-	ErrNoMailbox  = errors.New("mailbox does not exist")
-	ErrNotEmpty   = errors.New("mailbox is not empty")
+	ErrNoMailbox = errors.New("mailbox does not exist")
+	ErrNotEmpty  = errors.New("mailbox is not empty")
+	// ErrTaken: a rename's new name is taken (MailboxRenamer).
+	ErrTaken      = errors.New("the new name is taken")
 	ErrBadName    = errors.New("invalid mailbox name")
 	ErrNoMessage  = errors.New("message does not exist")
 	ErrReadOnly   = errors.New("mailbox is open read-only")
@@ -456,6 +458,6 @@ type LocalStore interface {
 // the server (see followRenames).
 type MailboxRenamer interface {
 	// RenameMailbox moves mailbox from to the name to, which must not
-	// exist; subfolders move along where the store nests them.
+	// exist (ErrTaken); subfolders move along where the store nests them.
 	RenameMailbox(ctx context.Context, from, to string) error
 }

@@ -1,9 +1,12 @@
 package imap
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quixysync/quixysync/engine"
 )
 
 // RenameMailbox sends RENAME with the names on the wire (modified UTF-7):
@@ -49,8 +52,8 @@ func TestDoveRenameMailbox(t *testing.T) {
 		t.Errorf("after the rename: %s", got)
 	}
 
-	if err := s.RenameMailbox(ctx, "Archiv/Entwürfe 2025", "Taken"); err == nil {
-		t.Error("renamed onto an existing mailbox")
+	if err := s.RenameMailbox(ctx, "Archiv/Entwürfe 2025", "Taken"); !errors.Is(err, engine.ErrTaken) {
+		t.Errorf("renamed onto an existing mailbox: %v, want ErrTaken", err)
 	}
 	for _, pair := range [][2]string{{"INBOX", "Old"}, {"Taken", "INBOX"}} {
 		if err := s.RenameMailbox(ctx, pair[0], pair[1]); err == nil || !strings.Contains(err.Error(), "INBOX") {

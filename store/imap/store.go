@@ -1626,7 +1626,12 @@ func (s *Store) RenameMailbox(ctx context.Context, from, to string) error {
 	if isInbox(wf) || isInbox(wt) {
 		return fmt.Errorf("%s: refusing to rename %q to %q: INBOX is not renamed", s.cfg.Name, from, to)
 	}
-	return cn.run(ctx, "RENAME "+from, func() error { return cn.c.Rename(wf, wt, nil).Wait() })
+	err = cn.run(ctx, "RENAME "+from, func() error { return cn.c.Rename(wf, wt, nil).Wait() })
+	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Code == imap.ResponseCodeAlreadyExists {
+		return fmt.Errorf("%s: renaming %q to %q: %w (%v)", s.cfg.Name, from, to, engine.ErrTaken, err)
+	}
+	return err
 }
 
 // DeleteMailbox removes an empty mailbox. The emptiness check (STATUS) and

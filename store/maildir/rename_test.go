@@ -89,9 +89,8 @@ func TestRenameMailbox(t *testing.T) {
 }
 
 // What RenameMailbox refuses, leaving everything where it was: a new place
-// that exists in any form (even an empty directory, which rename(2) would
-// replace), a parent that is a file, a folder moved into itself or around
-// its parent, the inbox, a folder that is not there.
+// that holds anything (ErrTaken), a parent that is a file, a folder moved
+// into itself or around its parent, the inbox, a folder that is not there.
 func TestRenameMailboxRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, from, to string
@@ -99,11 +98,10 @@ func TestRenameMailboxRefuses(t *testing.T) {
 		want           string
 	}{
 		{"onto a folder", "Foo", "Bar", func(t *testing.T, root string) { mkMaildir(t, filepath.Join(root, "Bar")) }, "exists"},
-		{"onto an empty directory", "Foo", "Bar", func(t *testing.T, root string) {
-			if err := os.Mkdir(filepath.Join(root, "Bar"), 0o700); err != nil {
-				t.Fatal(err)
-			}
+		{"onto a directory holding a file", "Foo", "Bar", func(t *testing.T, root string) {
+			writeFile(t, filepath.Join(root, "Bar", "notes.txt"), "mine")
 		}, "exists"},
+		{"onto a file", "Foo", "Bar", func(t *testing.T, root string) { writeFile(t, filepath.Join(root, "Bar"), "mine") }, "exists"},
 		{"under a file", "Foo", "Bar/Foo", func(t *testing.T, root string) { writeFile(t, filepath.Join(root, "Bar"), "x") }, "not a directory"},
 		{"into itself", "Foo", "Foo/Bar", nil, "apart"},
 		{"around its parent", "Foo", "Foo/Sub", nil, "apart"},
@@ -133,9 +131,34 @@ func TestRenameMailboxRefuses(t *testing.T) {
 			if tc.want == "does not exist" && !errors.Is(err, engine.ErrNoMailbox) {
 				t.Errorf("%v is not ErrNoMailbox", err)
 			}
+			if tc.want == "exists" && !errors.Is(err, engine.ErrTaken) {
+				t.Errorf("%v is not ErrTaken", err)
+			}
 			if after := tree(t, root); after != before {
 				t.Errorf("the tree changed:\n%s\nwas:\n%s", after, before)
 			}
 		})
+	}
+}
+
+// An empty directory at the new place (a folder deleted by hand leaves
+// one) is no folder: the rename takes its place.
+func TestRenameMailboxOntoEmptyDirectory(t *testing.T) {
+	root := t.TempDir()
+	s, err := New("test", root, "", LayoutVerbatim, Options{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateMailbox(t.Context(), "Foo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "Bar"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenameMailbox(t.Context(), "Foo", "Bar"); err != nil {
+		t.Fatal(err)
+	}
+	if !isMailbox(filepath.Join(root, "Bar")) {
+		t.Error("Bar is not the folder moved")
 	}
 }

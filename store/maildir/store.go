@@ -571,7 +571,13 @@ func (s *Store) RenameMailbox(ctx context.Context, from, to string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return fail(err)
 	}
+	// An empty directory in the way (left by a folder deleted by hand) is
+	// no folder: it goes. Anything else there is the user's.
+	_ = syscall.Rmdir(dst)
 	if err := renameNoReplace(src, dst); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+			return fail(fmt.Errorf("%s exists: %w", dst, engine.ErrTaken))
+		}
 		return fail(err)
 	}
 	if !s.opt.Fsync {
