@@ -363,6 +363,9 @@ type wrapStore struct {
 	rewrite func([]byte) []byte
 	// afterCommit is called after each Commit with the number of messages.
 	afterCommit func(n int)
+	// beforeCommit is called before each Commit of the store below with
+	// the number of messages.
+	beforeCommit func(n int)
 	// splitCommit > 0 commits messages one at a time (calling afterCommit
 	// after each), so a test can stop in the middle of a batch.
 	splitCommit int
@@ -613,6 +616,9 @@ func (m *wrapMailbox) Commit(ctx context.Context, ss []engine.Staged) ([]engine.
 			}
 		}
 		return res, nil
+	}
+	if m.w.beforeCommit != nil {
+		m.w.beforeCommit(len(ss))
 	}
 	res, err := m.Mailbox.Commit(ctx, unwrapStaged(ss))
 	if m.w.noUIDPlus.Load() {

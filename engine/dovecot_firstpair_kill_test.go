@@ -59,6 +59,7 @@ func TestDoveFirstSyncSIGKILL(t *testing.T) {
 		if !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("%s at %d: child not killed by SIGKILL: %v\n%s", tc.side, tc.at, err, out)
 		}
+		waitKilledSessions(t, p)
 		p.reopen(t)
 		sync1(t, p, engine.RunOptions{})
 		p.check(t, "INBOX", want)

@@ -35,6 +35,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -783,4 +784,56 @@ func (s *Server) ResetUser(user string) error {
 		return fmt.Errorf("dovecottest: %w", err)
 	}
 	return s.chownMail(home)
+}
+
+// SessionPIDs returns the processes serving the IMAP sessions of users, as
+// `doveadm who` lists them. It needs only ConfFile: a helper child process
+// can ask about its parent's server with &Server{ConfFile: ...}.
+func (s *Server) SessionPIDs(users ...string) ([]int, error) {
+	out, err := s.Doveadm("who")
+	if err != nil {
+		return nil, err
+	}
+	// username  #  proto  (pids)  (ips)
+	var pids []int
+	for line := range strings.SplitSeq(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !slices.Contains(users, f[0]) {
+			continue
+		}
+		open, _, _ := strings.Cut(line, ")")
+		_, list, ok := strings.Cut(open, "(")
+		if !ok {
+			return nil, fmt.Errorf("dovecottest: unexpected doveadm who line %q", line)
+		}
+		for _, p := range strings.Fields(list) {
+			pid, err := strconv.Atoi(p)
+			if err != nil {
+				return nil, fmt.Errorf("dovecottest: unexpected doveadm who line %q", line)
+			}
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// WaitSessionsGone waits until none of users has an IMAP session left, for
+// at most timeout. A client that died leaves its session to the server until
+// that has read the end of the connection: a command the client had sent in
+// full (an APPEND) is carried out first, and what it does is seen only after.
+func (s *Server) WaitSessionsGone(timeout time.Duration, users ...string) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, err := s.SessionPIDs(users...)
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dovecottest: sessions of %v still open after %v (processes %v)", users, timeout, pids)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

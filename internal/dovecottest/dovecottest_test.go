@@ -301,3 +301,33 @@ func TestRemoveStale(t *testing.T) {
 		t.Fatalf("live server damaged by removeStale: %v", err)
 	}
 }
+
+func TestSessionPIDsAndWaitSessionsGone(t *testing.T) {
+	s := need(t)
+	if err := s.WaitSessionsGone(10*time.Second, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialInsecure(s.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("bob", "secret2").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pids, err := s.SessionPIDs("bob")
+	if err != nil || len(pids) != 1 {
+		t.Fatalf("SessionPIDs with one session: %v, %v", pids, err)
+	}
+	if err := syscall.Kill(pids[0], 0); err != nil {
+		t.Errorf("session process %d: %v", pids[0], err)
+	}
+	if err := s.WaitSessionsGone(200*time.Millisecond, "bob"); err == nil {
+		t.Error("WaitSessionsGone returned while a session was open")
+	}
+	// A client that goes without LOGOUT: the server ends its session.
+	c.Close()
+	if err := s.WaitSessionsGone(10*time.Second, "bob"); err != nil {
+		t.Fatal(err)
+	}
+}
