@@ -62,6 +62,8 @@ type conninfo struct {
 	tls    string // "" is starttls
 	caFile string
 	pass   map[string]string
+	// timeout is the IMAP store's (20 s when zero).
+	timeout time.Duration
 	// cyrus is, for the Cyrus pairings, the far account on Cyrus (its
 	// one user in pass); Dovecot's own fields then serve the near side.
 	cyrus *cyrusAccount
@@ -101,7 +103,7 @@ func newIMAPStore(t testing.TB, ci conninfo, user, spool string) *imap.Store {
 	st, err := imap.New(imap.Config{
 		Name: "imap." + user, Host: ci.host, Port: ci.port, TLS: cmp.Or(ci.tls, "starttls"), User: user,
 		Password: func(context.Context) (string, error) { return pw, nil },
-		CAFile:   ci.caFile, SpoolDir: spool, Timeout: 20 * time.Second,
+		CAFile:   ci.caFile, SpoolDir: spool, Timeout: cmp.Or(ci.timeout, 20*time.Second),
 	}, nil)
 	if err != nil {
 		t.Fatalf("imap.New: %v", err)

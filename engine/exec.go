@@ -918,6 +918,18 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			b.stopCopies[t] = true
 			return nil, nil
 		}
+		if late := arriveLate(staged); len(late) > 0 {
+			// Not found yet is not "did not happen": the next run looks
+			// for the batch again (the journal stays), by when the server
+			// has long finished what it received.
+			for _, sc := range late {
+				b.res.Failed[t]++
+				b.fail(fmt.Errorf("%w; whether it arrived is not known yet: the next run looks for it", b.copyErr(src, sc.intent.Src, t, sc.err, pending, newSt)))
+			}
+			b.keepJournal = true
+			b.stopCopies[t] = true
+			return nil, nil
+		}
 	}
 	var learnt []UID
 	var failed []Staged
@@ -965,6 +977,32 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		b.progress(ProgressEvent{Kind: ProgressCopied, Messages: int64(len(learnt)), Bytes: bytesDone})
 	}
 	return learnt, nil
+}
+
+// arriveLate returns the copies of a batch that were not found on the
+// target after a commit whose outcome the store could not learn (the
+// connection broke, or the server did not answer within the timeout), as
+// against a refusal: those may still arrive. A server carries out an APPEND
+// it received in full even when its client has given up on it, and it can
+// do so after the search that follows at once on a new connection (it was
+// slow enough for the timeout to end the wait). Taken as failed, such a copy
+// is made again by the next run and the late one is a message of the
+// target's own there, which that run copies back to the source: a duplicate
+// on both sides. A copy with a reserved UID (a Maildir) is known either way.
+func arriveLate(staged []*stagedCopy) []*stagedCopy {
+	var late []*stagedCopy
+	for _, sc := range staged {
+		in := sc.intent
+		if sc.err == nil || in.Reserved != 0 || !in.Failed {
+			continue
+		}
+		if errors.Is(sc.err, ErrTooBig) || noSpace(sc.err) || errors.Is(sc.err, ErrValidity) ||
+			errors.Is(sc.err, ErrReadOnly) || errors.Is(sc.err, ErrNoMailbox) {
+			continue // refused: not appended
+		}
+		late = append(late, sc)
+	}
+	return late
 }
 
 // takeReported gives the copies that resolveCopies did not find the UID the
