@@ -1005,3 +1005,44 @@ func TestServerRenameOntoTakenPlace(t *testing.T) {
 		})
 	}
 }
+
+
+// A far rename onto a name whose folder here is a plain directory holding
+// other folders (Archive/2024 synced, Archive itself never a mailbox: a
+// server's \Noselect parent, then a webmail's RENAME of Foo to Archive).
+// The folder cannot be moved there (the directory is not to be replaced),
+// so the rename is not followed: Archive is synced as a far mailbox new to
+// the run. Followed, both names failed at every run and the mail of far
+// Archive never came here.
+func TestServerRenameOntoNearDirectory(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, spec.Far, "Archive/2024", "a1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	// The server's RENAME of Foo to Archive: Foo's folder becomes Archive's,
+	// beside Archive/2024.
+	src, dst := filepath.Join(dir, "far", "Foo"), filepath.Join(dir, "far", "Archive")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	for run := 0; run < 2; run++ {
+		res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
+		for _, box := range []string{"Archive", "Archive/2024"} {
+			if err := boxErr(res, box); err != nil {
+				t.Errorf("run %d, %s: %v", run, box, err)
+			}
+		}
+	}
+	checkBoth(t, spec, "Archive", "f1:")
+	checkBoth(t, spec, "Archive/2024", "a1:")
+}
