@@ -162,3 +162,38 @@ func TestRenameMailboxOntoEmptyDirectory(t *testing.T) {
 		t.Error("Bar is not the folder moved")
 	}
 }
+
+// With the inbox configured outside the root (mbsync's Inbox ~/Maildir
+// beside Path ~/Mail/), INBOX/... folders live under the inbox: a rename
+// to a new place there makes its missing parents too, and one from there
+// moves back under the root. The parents were taken for leaving the store
+// and the rename refused, so a far rename into INBOX/A/ failed at every run
+// and the far mailbox never synced.
+func TestRenameMailboxUnderInboxOutsideRoot(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New("test", filepath.Join(dir, "root"), filepath.Join(dir, "inbox"), LayoutVerbatim, Options{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, box := range []string{"INBOX", "Foo"} {
+		if err := s.CreateMailbox(ctx, box); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, _ := s.MailboxDir("Foo")
+	writeFile(t, filepath.Join(src, "cur", "1.m:2,S"), "x\n")
+	for _, pair := range [][2]string{{"Foo", "INBOX/A/Foo"}, {"INBOX/A/Foo", "B/C/Foo"}} {
+		if err := s.RenameMailbox(ctx, pair[0], pair[1]); err != nil {
+			t.Fatal(err)
+		}
+		mb := open(t, s, pair[1], true)
+		if n := len(list(t, mb)); n != 1 {
+			t.Errorf("%s holds %d messages, want 1", pair[1], n)
+		}
+		mb.Close()
+	}
+	if d, _ := s.MailboxDir("INBOX/A/Foo"); !strings.HasPrefix(d, filepath.Join(dir, "inbox")+string(filepath.Separator)) {
+		t.Errorf("INBOX/A/Foo's folder %s is not under the inbox", d)
+	}
+}

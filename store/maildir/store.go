@@ -563,7 +563,9 @@ func (s *Store) RenameMailbox(ctx context.Context, from, to string) error {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, fs.ErrNotExist) || p == s.root || !within(s.root, p) {
+		// Made under the root, or under the inbox for INBOX/... names (the
+		// inbox may be configured outside the root).
+		if !errors.Is(err, fs.ErrNotExist) || p == s.root || p == s.inbox || !within(s.root, p) && !within(s.inbox, p) {
 			return fail(err)
 		}
 		made = append(made, p)
