@@ -40,8 +40,9 @@ const maxPairsAsked = 16
 // renamed to the far
 // mailbox Y when all of this holds:
 //   - X is selected, and either near only while the far side does not open
-//     it by name, or on both sides with a far UIDVALIDITY (as listed) other
-//     than the one its state records: made anew after the rename;
+//     it by name, or on both sides with a far UIDVALIDITY (as listed, or
+//     asked by name for a few the listing gave none for) other than the one
+//     its state records: made anew after the rename;
 //   - its state is this channel's, of far mailbox X (or older, without
 //     owner lines), and records a far UIDVALIDITY;
 //   - Y is selected, far only, and has that UIDVALIDITY (a RENAME keeps
@@ -81,13 +82,18 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 	}
 	for _, n := range names {
 		// A state is read only for a mailbox whose UIDVALIDITY may have
-		// changed, and not while a run started ahead of the far listing
-		// may be writing it (that run handles the change).
-		if st := far[n]; n != "INBOX" && present[Near][n] && present[Far][n] && !started[n] && st != nil && st.UIDValidity != 0 {
+		// changed: one the listing gave none for too (a folder changed here
+		// since the last run is not asked its far status: a folder the
+		// user filed mail into, renamed on the server and made anew). A
+		// run started ahead of the far listing does not write it then: it
+		// ends, changing nothing, when it finds the far UIDVALIDITY changed
+		// (errValidityAhead), and runs again after.
+		if st := far[n]; n != "INBOX" && present[Near][n] && present[Far][n] && (st == nil || st.UIDValidity != 0) {
 			olders = append(olders, n)
 		}
 	}
 	olds := map[uint32][]string{}
+	askedOld := 0
 	for _, n := range olders {
 		path, err := StatePath(spec, n)
 		if err != nil {
@@ -97,8 +103,21 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 		if err != nil || h.Generation == 0 || h.FarValidity == 0 || h.Owner.check(spec, n, path) != nil {
 			continue
 		}
-		if st := far[n]; present[Far][n] && (st == nil || st.UIDValidity == h.FarValidity) {
-			continue // the far mailbox it was synced with
+		if present[Far][n] {
+			var now uint32
+			if st := far[n]; st != nil {
+				now = st.UIDValidity
+			} else if askedOld++; askedOld <= maxFreshAsked {
+				// Asked by name, a round trip: only when a far mailbox is
+				// new to the run, and for a few.
+				if mb, err := spec.Far.OpenMailbox(ctx, n, true); err == nil {
+					now = mb.Status().UIDValidity
+					mb.Close()
+				}
+			}
+			if now == 0 || now == h.FarValidity {
+				continue // the far mailbox it was synced with (or not known)
+			}
 		}
 		olds[h.FarValidity] = append(olds[h.FarValidity], n)
 	}

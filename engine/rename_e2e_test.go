@@ -1046,3 +1046,77 @@ func TestServerRenameOntoNearDirectory(t *testing.T) {
 	checkBoth(t, spec, "Archive", "f1:")
 	checkBoth(t, spec, "Archive/2024", "a1:")
 }
+
+// The year's archive renamed on the server and a fresh one made under the
+// old name, while the folder had changes here since the last run (a
+// message filed into it), beside another folder with changes: Foo's run
+// starts before the far side is listed (see syncAhead) and meets the far
+// Foo's new UIDVALIDITY. That run must leave the change to be decided
+// after the listing: it stopped Foo (too few messages to re-pair) while
+// Bar was downloaded whole, and from then on Foo stopped at every run and
+// the rename could no longer be followed (Bar was no longer new).
+func TestServerRenameThenOldNameRemadeStartedAhead(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	p.spec.Near = p.raw[engine.Near] // the counting wrapper turns the early start off
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.AddMsg(t, p.spec.Far, "Other", "o1", 0)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	engine.AddMsg(t, p.spec.Near, "Foo", "n1", 0)
+	engine.AddMsg(t, p.spec.Near, "Other", "o2", 0)
+	old := time.Now().Add(-time.Hour)
+	for _, box := range []string{"Foo", "Other"} {
+		for _, sub := range []string{"new", "cur"} {
+			if err := os.Chtimes(filepath.Join(nearDirOf(t, p.spec, box), sub), old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	engine.AddMsg(t, p.spec.Far, "Foo", "new1", 0)
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	for _, m := range res.Mailboxes {
+		if m.Err != nil {
+			t.Errorf("%s: %v", m.Mailbox, m.Err)
+		}
+	}
+	if res.Err != nil {
+		t.Errorf("channel: %v", res.Err)
+	}
+	p.check(t, "Bar", "f1: n1:")
+	p.check(t, "Foo", "new1:")
+	p.check(t, "Other", "o1: o2:")
+	stateNames(t, p.spec, "Bar")
+	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}
+
+// The same with only that folder changed here (no early start): the far
+// side is not asked its status then (its near side changed), and the
+// listing gives none, so its UIDVALIDITY is asked by name. Taken for
+// unchanged, the rename was not followed: Foo stopped at every run and Bar
+// was downloaded whole.
+func TestServerRenameThenOldNameRemadeChangedHere(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	engine.AddMsg(t, p.spec.Far, "Foo", "f1", 0)
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	engine.AddMsg(t, p.spec.Near, "Foo", "n1", 0)
+	// Changed a moment ago, the folder would have no stamp yet (its mtimes
+	// may still move within the clock's grain) and its far side be asked.
+	old := time.Now().Add(-time.Hour)
+	for _, sub := range []string{"new", "cur"} {
+		if err := os.Chtimes(filepath.Join(nearDirOf(t, p.spec, "Foo"), sub), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	engine.AddMsg(t, p.spec.Far, "Foo", "new1", 0)
+	res := engine.MustSync(t, p.spec, engine.RunOptions{})
+	if note := skipped(res, "Foo"); note != "" {
+		t.Errorf("Foo: %q, want it synced as a mailbox new here", note)
+	}
+	p.check(t, "Bar", "f1: n1:")
+	p.check(t, "Foo", "new1:")
+	stateNames(t, p.spec, "Bar")
+	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}

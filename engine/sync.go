@@ -54,6 +54,14 @@ type boxRun struct {
 // started before the far side was listed that the far side does not have.
 var errNotThereYet = errors.New("not on the far side (it was started before the far side was listed)")
 
+// errValidityAhead ends, before anything is changed, the run of a mailbox
+// started before the far side was listed whose far UIDVALIDITY is not the
+// one its state records: the far mailbox may have been renamed away and
+// made anew (followRenames, which can tell only once the far side is
+// listed, renames the folder after it), so the change is decided after the
+// listing, as for a mailbox not started ahead.
+var errValidityAhead = errors.New("its far UIDVALIDITY changed (it was started before the far side was listed)")
+
 // aheadRefused ends, before anything is changed, the run of a mailbox
 // started before the far side was listed whose far side failed to open for
 // another reason (a server that takes no more connections refuses every
@@ -68,7 +76,7 @@ func (e *aheadRefused) Unwrap() error { return e.err }
 // retryAfterListing says the run of a mailbox started ahead of the far
 // listing did not count and is to be decided after it.
 func retryAfterListing(err error) bool {
-	return errors.Is(err, errNotThereYet) || errors.As(err, new(*aheadRefused))
+	return errors.Is(err, errNotThereYet) || errors.Is(err, errValidityAhead) || errors.As(err, new(*aheadRefused))
 }
 
 // fail records an error of the run. The mailbox's result reports the first
@@ -410,6 +418,9 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		if err != nil {
 			return fmt.Errorf("opening on the %s side: %w", s, err)
 		}
+	}
+	if b.ahead && b.st.FarValidity != 0 && b.status[Far].UIDValidity != b.st.FarValidity {
+		return errValidityAhead
 	}
 	if !earlyRep.taken {
 		early = -1
