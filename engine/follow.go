@@ -58,12 +58,13 @@ const maxPairsAsked = 16
 //     order returned.
 //
 // Only when the run may create near mailboxes (what it would otherwise do
-// with Y) and change the near side (not push-only), and the near store can
+// with Y) and change the near side (not push-only: neither the run's mode
+// nor the channel, whose pull list is then empty), and the near store can
 // rename (a Maildir).
 func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool, far map[string]*Status, started map[string]bool) []farRename {
 	ls, local := spec.Near.(LocalStore)
 	_, renames := spec.Near.(MailboxRenamer)
-	if !local || !renames || !spec.Create[Near] || opt.Mode == ModePush {
+	if !local || !renames || !spec.Create[Near] || opt.Mode == ModePush || spec.Pull == 0 {
 		return nil
 	}
 	var olders, farOnly []string

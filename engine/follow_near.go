@@ -38,13 +38,15 @@ type nearRename struct {
 //     order returned.
 //
 // Only when the run may create far mailboxes (what it would otherwise do
-// with Y) and change the far side (not pull-only), the far store can
-// rename, and the near one keeps states in its folders.
+// with Y) and change the far side (not pull-only: neither the run's mode
+// nor the channel, whose push list is then empty: a read-only mirror of
+// the server), the far store can rename, and the near one keeps states in
+// its folders.
 func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
 	listed [2]map[string]*Status) []nearRename {
 	_, local := spec.Near.(LocalStore)
 	_, renames := spec.Far.(MailboxRenamer)
-	if !local || !renames || !spec.Create[Far] || opt.Mode == ModePull {
+	if !local || !renames || !spec.Create[Far] || opt.Mode == ModePull || spec.Push == 0 {
 		return nil
 	}
 	selected := make(map[string]bool, len(names))

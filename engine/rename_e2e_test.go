@@ -493,6 +493,12 @@ func TestServerRenameNotFollowed(t *testing.T) {
 		{"push only", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
 			return engine.RunOptions{Mode: engine.ModePush}
 		}},
+		{"a channel that pulls nothing", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			// pull = []: nothing goes far → near, a server's change
+			// included; the local folders are the user's to arrange.
+			spec.Pull = 0
+			return engine.RunOptions{}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -782,6 +788,12 @@ func TestNearRenameNotCarried(t *testing.T) {
 	}{
 		{"pull only", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
 			return engine.RunOptions{Mode: engine.ModePull}
+		}},
+		{"a channel that pushes nothing", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			// push = []: a read-only mirror of the server; a folder
+			// rearranged here must not rename the server's mailbox.
+			spec.Push = 0
+			return engine.RunOptions{}
 		}},
 		{"no create on the far side", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
 			spec.Create[engine.Far] = false
