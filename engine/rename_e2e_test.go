@@ -799,6 +799,14 @@ func TestNearRenameNotCarried(t *testing.T) {
 			spec.Create[engine.Far] = false
 			return engine.RunOptions{}
 		}},
+		{"copied twice, the original removed", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
+			// Bar and Baz both claim Foo: which one is the folder moved
+			// cannot be told.
+			if err := os.CopyFS(filepath.Join(dir, "near", "Baz"), os.DirFS(filepath.Join(dir, "near", "Bar"))); err != nil {
+				t.Fatal(err)
+			}
+			return engine.RunOptions{}
+		}},
 		{"copied, not moved", func(t *testing.T, dir string, spec *engine.ChannelSpec) engine.RunOptions {
 			if err := os.CopyFS(filepath.Join(dir, "near", "Foo"), os.DirFS(filepath.Join(dir, "near", "Bar"))); err != nil {
 				t.Fatal(err)
