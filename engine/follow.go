@@ -125,11 +125,27 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 	if len(olds) == 0 {
 		return nil
 	}
+	// The far listing seldom gives statuses (ListStatus is off by
+	// default): those of the new names are asked in one pipelined round
+	// where the store can, so that a renamed folder with many subfolders
+	// is not past the bound of those opened one by one.
+	var need []string
+	for _, n := range farOnly {
+		if st := far[n]; st == nil || st.UIDValidity == 0 {
+			need = append(need, n)
+		}
+	}
+	var got map[string]Status
+	if sl, ok := spec.Far.(StatusLister); ok && len(need) > 0 {
+		got, _ = sl.StatusAll(ctx, need) // failed: opened one by one below
+	}
 	news := map[uint32][]string{}
 	asked := 0
 	for _, n := range farOnly {
 		var validity uint32
 		if st := far[n]; st != nil && st.UIDValidity != 0 {
+			validity = st.UIDValidity
+		} else if st, ok := got[n]; ok && st.UIDValidity != 0 {
 			validity = st.UIDValidity
 		} else {
 			if asked++; asked > maxFreshAsked {

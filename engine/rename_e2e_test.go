@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -1139,4 +1140,33 @@ func TestServerRenameThenOldNameRemadeChangedHere(t *testing.T) {
 	p.check(t, "Foo", "new1:")
 	stateNames(t, p.spec, "Bar")
 	noCopies(t, engine.MustSync(t, p.spec, engine.RunOptions{}))
+}
+
+// A webmail's RENAME of a folder with many subfolders (here 20, more than
+// the mailboxes new to a run that findRenames opens one by one): the far
+// listing gives no status, and the new names' UIDVALIDITYs are asked in one
+// pipelined STATUS round. Opened one by one up to a bound, none was
+// followed: every mailbox of the tree was downloaded whole again and every
+// old folder stopped at every run.
+func TestServerRenameFollowedManySubfolders(t *testing.T) {
+	p := newPairing(t, imapMaildir)
+	boxes := []string{"Foo"}
+	for i := range 20 {
+		boxes = append(boxes, fmt.Sprintf("Foo/S%02d", i))
+	}
+	for _, b := range boxes {
+		engine.AddMsg(t, p.spec.Far, b, "m-"+strings.ReplaceAll(b, "/", "-"), 0)
+	}
+	engine.MustSync(t, p.spec, engine.RunOptions{})
+	doveadm(t, "mailbox", "rename", "-u", "alice", "Foo", "Bar")
+	res := engine.MustSync(t, p.spec, engine.RunOptions{})
+	for _, b := range boxes {
+		if note := skipped(res, b); !strings.Contains(note, "renamed to Bar") {
+			t.Errorf("%s: %q, want it renamed", b, note)
+		}
+	}
+	noCopies(t, res)
+	if n := p.near.calls.get("RenameMailbox"); n != 1 {
+		t.Errorf("%d folder renames, want 1", n)
+	}
 }
