@@ -1027,7 +1027,6 @@ func TestServerRenameOntoTakenPlace(t *testing.T) {
 	}
 }
 
-
 // A far rename onto a name whose folder here is a plain directory holding
 // other folders (Archive/2024 synced, Archive itself never a mailbox: a
 // server's \Noselect parent, then a webmail's RENAME of Foo to Archive).
