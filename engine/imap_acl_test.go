@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/quixysync/quixysync/engine"
+	"github.com/quixysync/quixysync/internal/dovecottest"
 )
 
 // TestSharedFolderWithFewerRights: a Dovecot of its own whose ACL gives
@@ -18,26 +19,7 @@ import (
 // the Maildir stays there run after run although the server cannot keep it,
 // and \Seen still goes both ways.
 func TestSharedFolderWithFewerRights(t *testing.T) {
-	needDovecot(t)
-	aclDir, err := os.MkdirTemp("", "quixysync-acl") // the mail processes must read it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(aclDir) })
-	acl := filepath.Join(aclDir, "dovecot-acl")
-	if err := os.Chmod(aclDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(acl, []byte("Shared user=alice lrsit\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, _ := privatePairing(t, fmt.Sprintf(`mail_plugins = $mail_plugins acl
-protocol imap {
-  mail_plugins = $mail_plugins acl imap_acl
-}
-plugin {
-  acl = vfile:%s
-}`, acl))
+	p, _ := aclPairing(t, "lrsit")
 	far, near := p.spec.Far, p.spec.Near
 	addMany(t, far, "Shared", 0, "f1")
 	addMany(t, near, "Shared", engine.FlagFlagged|engine.FlagReplied|engine.FlagSeen, "n1")
@@ -68,26 +50,7 @@ plugin {
 // The user's flags are never sent to such a folder and stay in the Maildir,
 // run after run; the refused copy is the only error.
 func TestReadOnlySharedFolderKeepsMaildirFlags(t *testing.T) {
-	needDovecot(t)
-	aclDir, err := os.MkdirTemp("", "quixysync-acl") // the mail processes must read it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(aclDir) })
-	acl := filepath.Join(aclDir, "dovecot-acl")
-	if err := os.Chmod(aclDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(acl, []byte("Shared user=alice lr\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, srv := privatePairing(t, fmt.Sprintf(`mail_plugins = $mail_plugins acl
-protocol imap {
-  mail_plugins = $mail_plugins acl imap_acl
-}
-plugin {
-  acl = vfile:%s
-}`, acl))
+	p, srv := aclPairing(t, "lr")
 	// The folder's mail, put there by its owner (no IMAP APPEND: alice
 	// may not insert).
 	dir := filepath.Join(srv.MailDir("alice"), "Shared")
@@ -130,4 +93,30 @@ plugin {
 			t.Fatalf("run %d changed flags: %+v", i, res.Counts)
 		}
 	}
+}
+
+// aclPairing is a private Dovecot's pairing where alice's folder Shared
+// has the rights given (an ACL, as a folder another user shares with her).
+func aclPairing(t *testing.T, rights string) (*pairing, *dovecottest.Server) {
+	t.Helper()
+	needDovecot(t)
+	aclDir, err := os.MkdirTemp("", "quixysync-acl") // the mail processes must read it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(aclDir) })
+	acl := filepath.Join(aclDir, "dovecot-acl")
+	if err := os.Chmod(aclDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(acl, []byte("Shared user=alice "+rights+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return privatePairing(t, fmt.Sprintf(`mail_plugins = $mail_plugins acl
+protocol imap {
+  mail_plugins = $mail_plugins acl imap_acl
+}
+plugin {
+  acl = vfile:%s
+}`, acl))
 }
