@@ -61,7 +61,7 @@ const maxPairsAsked = 16
 // with Y) and change the near side (not push-only: neither the run's mode
 // nor the channel, whose pull list is then empty), and the near store can
 // rename (a Maildir).
-func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool, far map[string]*Status, started map[string]bool) []farRename {
+func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool, far map[string]*Status) []farRename {
 	ls, local := spec.Near.(LocalStore)
 	_, renames := spec.Near.(MailboxRenamer)
 	if !local || !renames || !spec.Create[Near] || opt.Mode == ModePush || spec.Pull == 0 {
@@ -360,8 +360,8 @@ func nestedWhole(ls LocalStore, found []farRename, present map[string]bool) []fa
 // copied whole). wait waits for the mailbox runs started before (some may
 // be of the old names).
 func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
-	far map[string]*Status, started map[string]bool, wait func()) map[string]MailboxResult {
-	found := findRenames(ctx, spec, opt, names, present, far, started)
+	far map[string]*Status, wait func()) map[string]MailboxResult {
+	found := findRenames(ctx, spec, opt, names, present, far)
 	if len(found) == 0 {
 		return nil
 	}

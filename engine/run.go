@@ -340,7 +340,7 @@ func SyncChannel(ctx context.Context, spec ChannelSpec, opt RunOptions) ChannelR
 		started[n] = true
 	}
 	// Before any other mailbox starts: following renames changes present.
-	followed := followRenames(ctx, spec, opt, names, present, listed[Far], started, pool.wait)
+	followed := followRenames(ctx, spec, opt, names, present, listed[Far], pool.wait)
 	carried, again := followNearRenames(ctx, spec, opt, names, present, listed, pool.wait)
 	if followed == nil {
 		followed = carried
