@@ -411,14 +411,9 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 			continue
 		}
 		if err != nil {
-			out[r.from] = MailboxResult{Mailbox: r.from,
-				Err: fmt.Errorf("mailbox %s: renamed to %s on the far side; renaming its folder here too failed: %w", r.from, r.to, err)}
-			out[r.to] = MailboxResult{Mailbox: r.to,
-				Err: fmt.Errorf("mailbox %s: not synced: it is the far mailbox %s renamed, whose folder here could not be renamed to it (the next run tries again)", r.to, r.from)}
-			if ctx.Err() != nil {
-				out[r.from] = MailboxResult{Mailbox: r.from, Err: fmt.Errorf("mailbox %s: %w", r.from, ErrStopped)}
-				out[r.to] = MailboxResult{Mailbox: r.to, Err: fmt.Errorf("mailbox %s: %w", r.to, ErrStopped)}
-			}
+			renameFailed(ctx, out, r.from, r.to,
+				fmt.Errorf("mailbox %s: renamed to %s on the far side; renaming its folder here too failed: %w", r.from, r.to, err),
+				fmt.Errorf("mailbox %s: not synced: it is the far mailbox %s renamed, whose folder here could not be renamed to it (the next run tries again)", r.to, r.from))
 			if dx != "" {
 				failed = append(failed, dx)
 			}
@@ -432,6 +427,16 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 		present[Near][r.to] = true
 	}
 	return out
+}
+
+// renameFailed records the results of a rename that failed: errors of
+// both names, or their interruption when that is why.
+func renameFailed(ctx context.Context, out map[string]MailboxResult, from, to string, fromErr, toErr error) {
+	if ctx.Err() != nil {
+		fromErr, toErr = fmt.Errorf("mailbox %s: %w", from, ErrStopped), fmt.Errorf("mailbox %s: %w", to, ErrStopped)
+	}
+	out[from] = MailboxResult{Mailbox: from, Err: fromErr}
+	out[to] = MailboxResult{Mailbox: to, Err: toErr}
 }
 
 // followRename renames r's folder, under its pair's lock, and rewrites its

@@ -184,14 +184,9 @@ func followNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, na
 			continue
 		}
 		if err != nil {
-			out[r.from] = MailboxResult{Mailbox: r.from,
-				Err: fmt.Errorf("mailbox %s: renamed to %s here; renaming it on the far side too failed: %w", r.from, r.to, err)}
-			out[r.to] = MailboxResult{Mailbox: r.to,
-				Err: fmt.Errorf("mailbox %s: not synced: it is the folder of %s renamed here, whose far mailbox could not be renamed to it (the next run tries again)", r.to, r.from)}
-			if ctx.Err() != nil {
-				out[r.from] = MailboxResult{Mailbox: r.from, Err: fmt.Errorf("mailbox %s: %w", r.from, ErrStopped)}
-				out[r.to] = MailboxResult{Mailbox: r.to, Err: fmt.Errorf("mailbox %s: %w", r.to, ErrStopped)}
-			}
+			renameFailed(ctx, out, r.from, r.to,
+				fmt.Errorf("mailbox %s: renamed to %s here; renaming it on the far side too failed: %w", r.from, r.to, err),
+				fmt.Errorf("mailbox %s: not synced: it is the folder of %s renamed here, whose far mailbox could not be renamed to it (the next run tries again)", r.to, r.from))
 			failed = append(failed, r.from)
 			continue
 		}
