@@ -358,7 +358,8 @@ func nestedWhole(ls LocalStore, found []farRename, present map[string]bool) []fa
 // far side has made anew, now a mailbox new here); in a dry run or when the
 // rename failed, the new names too (synced, they would be created and
 // copied whole). wait waits for the mailbox runs started before (some may
-// be of the old names).
+// be of the old names). A dry run shows the first round of a chain of
+// renames only (see below).
 func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []string, present [2]map[string]bool,
 	far map[string]*Status, wait func()) map[string]MailboxResult {
 	found := findRenames(ctx, spec, opt, names, present, far)
@@ -385,8 +386,31 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 	ls := spec.Near.(LocalStore)
 	rn := spec.Near.(MailboxRenamer)
 	// Folders renamed in this run; those whose rename failed; those not
-	// followed after all.
+	// followed after all; the names tried, old and new.
 	var moved, failed, left []string
+	tried := [2]map[string]bool{{}, {}}
+	// A folder renamed away frees its name here: a far mailbox renamed
+	// onto that name (A to C, then B to A, on the server) is found in the
+	// next round. A few rounds: chains are short.
+	for round := 0; len(found) > 0 && round < 4; round++ {
+		for _, r := range found {
+			tried[0][r.from], tried[1][r.to] = true, true
+		}
+		if !followRound(ctx, spec, opt, ls, rn, found, present, out, &moved, &failed, &left) {
+			break
+		}
+		found = slices.DeleteFunc(findRenames(ctx, spec, opt, names, present, far), func(r farRename) bool {
+			return tried[0][r.from] || tried[1][r.to]
+		})
+	}
+	return out
+}
+
+// followRound makes the renames found (see followRenames), and says
+// whether it renamed any folder.
+func followRound(ctx context.Context, spec ChannelSpec, opt RunOptions, ls LocalStore, rn MailboxRenamer, found []farRename,
+	present [2]map[string]bool, out map[string]MailboxResult, moved, failed, left *[]string) bool {
+	renamed := false
 	for _, r := range found {
 		dx, err := ls.MailboxDir(r.from)
 		below := func(d string) bool { return strings.HasPrefix(dx, d+string(filepath.Separator)) }
@@ -395,19 +419,19 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 		// parent's rename would fail at every run.
 		switch {
 		case err != nil:
-		case slices.ContainsFunc(left, below):
+		case slices.ContainsFunc(*left, below):
 			err = fmt.Errorf("its parent folder is not renamed: %w", ErrTaken)
-		case slices.ContainsFunc(failed, below):
+		case slices.ContainsFunc(*failed, below):
 			err = errors.New("its parent folder could not be renamed")
 		default:
-			err = followRename(ctx, spec, ls, rn, r, moved, opt)
+			err = followRename(ctx, spec, ls, rn, r, *moved, opt)
 		}
 		if errors.Is(err, ErrTaken) {
 			// Something of the user's is at the new place (a directory
 			// holding other things): not followed, as if the evidence
 			// were not clear. Failed, both names would fail at every run.
 			opt.Log.Info("mailbox renamed on the far side, not followed here: the new place is taken", "mailbox", r.from, "to", r.to, "err", err)
-			left = append(left, dx)
+			*left = append(*left, dx)
 			continue
 		}
 		if err != nil {
@@ -415,18 +439,19 @@ func followRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names 
 				fmt.Errorf("mailbox %s: renamed to %s on the far side; renaming its folder here too failed: %w", r.from, r.to, err),
 				fmt.Errorf("mailbox %s: not synced: it is the far mailbox %s renamed, whose folder here could not be renamed to it (the next run tries again)", r.to, r.from))
 			if dx != "" {
-				failed = append(failed, dx)
+				*failed = append(*failed, dx)
 			}
 			continue
 		}
-		moved = append(moved, dx)
+		*moved = append(*moved, dx)
+		renamed = true
 		if !r.remade { // else a mailbox new here, synced as such
 			out[r.from] = MailboxResult{Mailbox: r.from, Skipped: fmt.Sprintf("renamed to %s here, as on the far side", r.to)}
 		}
 		delete(present[Near], r.from)
 		present[Near][r.to] = true
 	}
-	return out
+	return renamed
 }
 
 // renameFailed records the results of a rename that failed: errors of

@@ -1169,3 +1169,36 @@ func TestServerRenameFollowedManySubfolders(t *testing.T) {
 		t.Errorf("%d folder renames, want 1", n)
 	}
 }
+
+// A chain of renames on the server between runs: A renamed to C, then B to
+// A. The first round follows A (its name made anew on the far side, by
+// B's rename); B's only then has its new name free here, and a second
+// round follows it. In one round, B stopped with the guard and A's mail
+// was downloaded into a new A.
+func TestServerRenameChainFollowed(t *testing.T) {
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	engine.AddMsg(t, spec.Far, "A", "a1", 0)
+	engine.AddMsg(t, spec.Far, "B", "b1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	// Distinct UIDVALIDITYs, as a server gives (a Maildir's is the second).
+	if err := os.WriteFile(filepath.Join(dir, "far", "B", ".uidvalidity"), []byte("12345\n1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "near", "B")); err != nil {
+		t.Fatal(err)
+	}
+	engine.MustSync(t, spec, engine.RunOptions{}) // B made again here under the far side's UIDVALIDITY
+	renameBox(t, dir, "far", "A", "C")
+	renameBox(t, dir, "far", "B", "A")
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	noCopies(t, res)
+	if note := skipped(res, "B"); !strings.Contains(note, "renamed to A") {
+		t.Errorf("B: %q, want it renamed to A", note)
+	}
+	checkBoth(t, spec, "C", "a1:")
+	checkBoth(t, spec, "A", "b1:")
+	stateNames(t, spec, "A")
+	stateNames(t, spec, "C")
+	noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
+}
