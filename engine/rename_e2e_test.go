@@ -121,10 +121,7 @@ func TestMailboxRenamedOnBothSides(t *testing.T) {
 // which the run downloads again, as mbsync does), and the message says
 // what happened and what to do instead of speaking of two channels.
 func TestMailboxRenamedOnNearSideOnly(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1")
 	renameBox(t, dir, "near", "Foo", "Bar")
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{Mode: engine.ModePull})
 	barErr := boxErr(res, "Bar")
@@ -169,11 +166,7 @@ func TestMailboxRenamedOnBothSidesDovecot(t *testing.T) {
 // its UIDs would tie its messages to the folder's unrelated ones, silently,
 // and carry removals between them. The state stays refused.
 func TestMailboxRenamedOnBothSidesNeedsItsMessages(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1", "f2")
 	renameBox(t, dir, "near", "Foo", "Bar")
 	farMadeAnew(t, dir, spec, "Foo", "Bar", "other1", "other2")
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
@@ -356,10 +349,7 @@ func TestEmptyMailboxRenamedOnBothSides(t *testing.T) {
 // UIDVALIDITY that holds a message at a UID the state has seen: taken over,
 // that message would never be copied. The state stays refused.
 func TestEmptyMailboxRenamedOntoOtherMessages(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1")
 	engine.ExpungeBySubject(t, spec.Far, "Foo", "f1")
 	engine.MustSync(t, spec, engine.RunOptions{})
 	renameBox(t, dir, "near", "Foo", "Bar")
@@ -377,11 +367,7 @@ func TestEmptyMailboxRenamedOntoOtherMessages(t *testing.T) {
 // old one onto it (the state would then be refused as foreign, the folder
 // stuck).
 func TestRenameHintNeedsTheMessages(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1", "f2")
 	farMadeAnew(t, dir, spec, "Foo", "Bar", "other1", "other2")
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
 	fooErr := boxErr(res, "Foo")
@@ -396,11 +382,7 @@ func TestRenameHintNeedsTheMessages(t *testing.T) {
 // The same folder renamed on the far side (its messages there): the hint
 // is still given on a Maildir far side.
 func TestRenameHintMaildir(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1", "f2")
 	renameBox(t, dir, "far", "Foo", "Bar")
 	spec.Create[engine.Near] = false // else the run follows the rename
 	res := engine.SyncChannel(context.Background(), spec, engine.RunOptions{})
@@ -502,11 +484,7 @@ func TestServerRenameNotFollowed(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			spec := maildirSpec(t, dir)
-			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-			engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
-			engine.MustSync(t, spec, engine.RunOptions{})
+			dir, spec := fooSynced(t, "f1", "f2")
 			renameBox(t, dir, "far", "Foo", "Bar")
 			opt := tc.change(t, dir, &spec)
 			res := engine.SyncChannel(context.Background(), spec, opt)
@@ -562,10 +540,7 @@ func TestServerRenameFollowedStartedAhead(t *testing.T) {
 // whole, and the folder could no longer follow. Once the way is clear, the
 // next run follows the rename.
 func TestServerRenameFollowFails(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1")
 	if err := os.MkdirAll(filepath.Join(dir, "far", "New"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -636,11 +611,7 @@ func TestServerRenameThenOldNameRemade(t *testing.T) {
 // refused as another mailbox's. A run that dies between following the
 // rename and rewriting the state's owner lines leaves this too.
 func TestMailboxRenamedOnBothSidesOldNameRemade(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1", "f2")
 	for _, side := range []string{"far", "near"} {
 		renameBox(t, dir, side, "Foo", "Bar")
 	}
@@ -701,11 +672,7 @@ func TestServerRenameFollowedMaildirPP(t *testing.T) {
 // that gives every mailbox the same one) but other messages: the messages
 // tell which one the folder is, and the rename is followed.
 func TestServerRenameSameUIDValidityToldByMessages(t *testing.T) {
-	dir := t.TempDir()
-	spec := maildirSpec(t, dir)
-	engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-	engine.AddMsg(t, spec.Far, "Foo", "f2", 0)
-	engine.MustSync(t, spec, engine.RunOptions{})
+	dir, spec := fooSynced(t, "f1", "f2")
 	renameBox(t, dir, "far", "Foo", "Bar")
 	engine.AddMsg(t, spec.Far, "Baz", "b1", 0)
 	engine.AddMsg(t, spec.Far, "Baz", "b2", 0)
@@ -839,10 +806,7 @@ func TestNearRenameNotCarried(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			spec := maildirSpec(t, dir)
-			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-			engine.MustSync(t, spec, engine.RunOptions{})
+			dir, spec := fooSynced(t, "f1")
 			renameBox(t, dir, "near", "Foo", "Bar")
 			opt := tc.change(t, dir, &spec)
 			res := engine.SyncChannel(context.Background(), spec, opt)
@@ -996,10 +960,7 @@ func TestServerRenameOntoTakenPlace(t *testing.T) {
 		followed bool
 	}{{"a directory holding a file", true, false}, {"an empty directory", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			spec := maildirSpec(t, dir)
-			engine.AddMsg(t, spec.Far, "Foo", "f1", 0)
-			engine.MustSync(t, spec, engine.RunOptions{})
+			dir, spec := fooSynced(t, "f1")
 			renameBox(t, dir, "far", "Foo", "Bar")
 			if err := os.MkdirAll(filepath.Join(dir, "near", "Bar"), 0o700); err != nil {
 				t.Fatal(err)
@@ -1201,4 +1162,18 @@ func TestServerRenameChainFollowed(t *testing.T) {
 	stateNames(t, spec, "A")
 	stateNames(t, spec, "C")
 	noCopies(t, engine.MustSync(t, spec, engine.RunOptions{}))
+}
+
+// fooSynced is a pair of Maildir stores (in the directory it returns) whose
+// far Foo, holding the subjects given, has been synced once: what most
+// rename tests start from.
+func fooSynced(t *testing.T, subjects ...string) (string, engine.ChannelSpec) {
+	t.Helper()
+	dir := t.TempDir()
+	spec := maildirSpec(t, dir)
+	for _, subj := range subjects {
+		engine.AddMsg(t, spec.Far, "Foo", subj, 0)
+	}
+	engine.MustSync(t, spec, engine.RunOptions{})
+	return dir, spec
 }
