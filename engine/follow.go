@@ -174,8 +174,15 @@ func findRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, names []
 		// exactly one partner.
 		partners := map[string][]string{}
 		for _, x := range from {
+			// Asked once per folder, not once per candidate: the far
+			// side's answer for the old name, and the state (100 000
+			// pairs are megabytes).
+			st, ok := renamedFrom(ctx, spec, x, v)
+			if !ok {
+				continue
+			}
 			for _, y := range to {
-				if renamedTo(ctx, spec, x, y, v) {
+				if stateFits(ctx, spec, y, x, v, st) {
 					partners[x] = append(partners[x], y)
 					partners["\x00"+y] = append(partners["\x00"+y], x)
 				}
@@ -255,35 +262,37 @@ func orderMoves(places [][2]string, under func(dir, p string) bool) []int {
 	return out
 }
 
-// renamedTo says whether the far mailbox to, of UIDVALIDITY v, is the one
-// the near folder from was synced with: the far side has no mailbox from
-// of that UIDVALIDITY (asked by name: a listing can leave out one that
-// exists) and the folder's state fits to.
-func renamedTo(ctx context.Context, spec ChannelSpec, from, to string, v uint32) bool {
+// renamedFrom returns the state of the near folder from, whose far mailbox
+// had UIDVALIDITY v, when the far side has no mailbox from of that
+// UIDVALIDITY (asked by name: a listing can leave out one that exists), so
+// that the folder may have been renamed away there; ok is false otherwise.
+func renamedFrom(ctx context.Context, spec ChannelSpec, from string, v uint32) (st State, ok bool) {
 	if gone, err := farGone(ctx, spec, from, v); err != nil || !gone {
-		return false
+		return State{}, false
 	}
-	return stateFits(ctx, spec, to, from, v)
+	return nearState(spec, from)
 }
 
-// stateFits says whether the state of the near folder near, whose pairs
-// were made with a far mailbox of UIDVALIDITY v, fits the far mailbox far:
-// it has v, and samePairs finds the state's newest pairs in it.
-func stateFits(ctx context.Context, spec ChannelSpec, far, near string, v uint32) bool {
+// nearState loads the whole state of the near folder name.
+func nearState(spec ChannelSpec, name string) (State, bool) {
+	path, err := StatePath(spec, name)
+	if err != nil {
+		return State{}, false
+	}
+	st, _, err := loadState(path, false)
+	return st, err == nil
+}
+
+// stateFits says whether st, the state of the near folder near, whose
+// pairs were made with a far mailbox of UIDVALIDITY v, fits the far mailbox
+// far: it has v, and samePairs finds the state's newest pairs in it.
+func stateFits(ctx context.Context, spec ChannelSpec, far, near string, v uint32, st State) bool {
 	mb, err := spec.Far.OpenMailbox(ctx, far, true)
 	if err != nil {
 		return false
 	}
 	defer mb.Close()
 	if mb.Status().UIDValidity != v {
-		return false
-	}
-	path, err := StatePath(spec, near)
-	if err != nil {
-		return false
-	}
-	st, _, err := loadState(path, false)
-	if err != nil {
 		return false
 	}
 	same, err := samePairs(ctx, spec, near, mb, st)
@@ -312,11 +321,18 @@ func farGone(ctx context.Context, spec ChannelSpec, name string, v uint32) (bool
 // Dropping one rename can make its parent's fail the test, so it runs until
 // nothing changes.
 func nestedWhole(ls LocalStore, found []farRename, present map[string]bool) []farRename {
+	// Each name's folder once (a name with non-ASCII characters costs a
+	// stat): the loop below asks for every near folder per rename.
+	dirs := map[string]string{}
 	dirOf := func(n string) string {
+		if d, ok := dirs[n]; ok {
+			return d
+		}
 		d, err := ls.MailboxDir(n)
 		if err != nil {
-			return ""
+			d = ""
 		}
+		dirs[n] = d
 		return d
 	}
 	inside := func(dir, p string) bool { return strings.HasPrefix(p, dir+string(filepath.Separator)) }

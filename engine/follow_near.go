@@ -82,7 +82,10 @@ func findNearRenames(ctx context.Context, spec ChannelSpec, opt RunOptions, name
 	var found []nearRename
 	for x, ys := range claims {
 		// The folder's state fits the far mailbox of its recorded name.
-		if len(ys) == 1 && stateFits(ctx, spec, x, ys[0], states[ys[0]].FarValidity) {
+		if len(ys) != 1 {
+			continue
+		}
+		if st, ok := nearState(spec, ys[0]); ok && stateFits(ctx, spec, x, ys[0], states[ys[0]].FarValidity, st) {
 			found = append(found, nearRename{x, ys[0]})
 		}
 	}
