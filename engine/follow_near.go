@@ -12,8 +12,7 @@ import (
 // rename) shows the next run a near folder whose state is of far mailbox
 // Foo, and a far Foo the near side no longer has. Taken as they look, Foo
 // is downloaded again and Bar stops at every run as a folder holding
-// another mailbox's state (mbsync downloads Foo again and uploads Bar as
-// new mail: every message twice on the server). When the evidence is
+// another mailbox's state (mbsync too downloads Foo again). When the evidence is
 // clear the run renames the far mailbox too (RENAME), and the folder syncs
 // on under its new name, copying nothing.
 
