@@ -926,6 +926,15 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 				b.res.Failed[t]++
 				b.fail(fmt.Errorf("%w; whether it arrived is not known yet: the next run looks for it", b.copyErr(src, sc.intent.Src, t, sc.err, pending, newSt)))
 			}
+			// What was not committed is let go, as after any failed copy
+			// (an IMAP spool holds a file open until its last message is).
+			var uncommitted []Staged
+			for _, sc := range staged {
+				if sc.intent.Failed {
+					uncommitted = append(uncommitted, sc.s)
+				}
+			}
+			b.mb[t].Discard(uncommitted)
 			b.keepJournal = true
 			b.stopCopies[t] = true
 			return nil, nil
