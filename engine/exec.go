@@ -649,6 +649,10 @@ type stagedCopy struct {
 	// server's refusal: NO [OVERQUOTA]...), for the report if it turns out
 	// not to have happened.
 	err error
+	// merged: the target took the copy into a message it holds that is
+	// paired already (see takeReported).
+	merged     bool
+	mergedInto UID
 }
 
 // copyAll copies messages to side t in batches. lastUse says the plan has
@@ -909,7 +913,7 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		}
 		err := b.resolveCopies(ctx, t, all, newSt)
 		if err == nil {
-			err = b.takeReported(ctx, t, reported)
+			err = b.takeReported(ctx, t, staged, reported, newSt)
 		}
 		if err != nil {
 			// Cannot tell what happened: keep the journal so the next run resolves it.
@@ -945,6 +949,22 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 	var bytesDone int64
 	for _, sc := range staged {
 		in := sc.intent
+		if sc.merged {
+			// Not a copy (the target has one message for two here), nor a
+			// failure to retry at every run: the message stays on this
+			// side only, as one too big for the target does.
+			if i, ok := pending[in.Src]; ok {
+				newSt.Pairs[i].Skip, newSt.Pairs[i].Flags = SkipMerged, in.Flags
+			} else {
+				newSt.Pairs = append(newSt.Pairs, pairOf(src, in.Src, in.Flags, SkipMerged))
+			}
+			b.log.Warn("the target holds this message already, paired with another of this side: it merged the copy into that one (a server that keeps one message per Message-ID, as Gmail does); it stays on this side only and is not copied again (unless flagged since)",
+				"mailbox", b.name, "side", t.String(), "uid", in.Src, "target uid", sc.mergedInto)
+			if err := b.j.addCopyResult(in); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if in.Failed || !in.Done {
 			in.Done, in.Failed = true, true
 			failed = append(failed, sc.s)
@@ -1017,7 +1037,15 @@ func arriveLate(staged []*stagedCopy) []*stagedCopy {
 // takeReported gives the copies that resolveCopies did not find the UID the
 // target reported for them (see copyBatch), where the message under that UID
 // has the copy's bytes or Message-ID.
-func (b *boxRun) takeReported(ctx context.Context, t Side, reported map[*copyIntent]UID) error {
+//
+// A server that keeps one message per Message-ID (Gmail) reports for a
+// second message with the ID of one it holds the UID of that one: the copy
+// merged into it. Where that message is paired already (with another of the
+// source's messages, in the state or in this batch), a second pair on it
+// would leave the run after with two pairs on one message: it keeps one, and
+// the other message was uploaded again every other run. Such a copy is
+// marked merged instead (its intent failed: nothing new is on the target).
+func (b *boxRun) takeReported(ctx context.Context, t Side, staged []*stagedCopy, reported map[*copyIntent]UID, newSt *State) error {
 	var uids []UID
 	for in, u := range reported {
 		if in.Failed {
@@ -1038,10 +1066,40 @@ func (b *boxRun) takeReported(ctx context.Context, t Side, reported map[*copyInt
 	if err != nil {
 		return fmt.Errorf("looking at the copies the %s side reported: %w", t, err)
 	}
-	for in, u := range reported {
-		if sum, ok := sums[u]; in.Failed && ok && (sum == in.SHA256 || in.MessageID != "" && ids[u] == in.MessageID) {
-			in.Done, in.Failed, in.Target = true, false, u
+	taken := map[UID]bool{}
+	for _, u := range uids {
+		taken[u] = false
+	}
+	for _, p := range newSt.Pairs {
+		if _, ok := taken[p.uid(t)]; ok {
+			taken[p.uid(t)] = true
 		}
+	}
+	for _, sc := range staged {
+		if in := sc.intent; in.Done && !in.Failed {
+			if _, ok := taken[in.Target]; ok {
+				taken[in.Target] = true
+			}
+		}
+	}
+	// In the batch's order, so that which of two merged copies is paired
+	// does not depend on a map's.
+	for _, sc := range staged {
+		in := sc.intent
+		u, ok := reported[in]
+		if !ok || !in.Failed {
+			continue
+		}
+		if sum, ok := sums[u]; !ok || (sum != in.SHA256 && (in.MessageID == "" || ids[u] != in.MessageID)) {
+			continue
+		}
+		if taken[u] {
+			sc.merged, sc.mergedInto = true, u
+			in.Done = true // and Failed: no new message is on the target
+			continue
+		}
+		taken[u] = true
+		in.Done, in.Failed, in.Target = true, false, u
 	}
 	return nil
 }

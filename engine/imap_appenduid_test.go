@@ -76,46 +76,142 @@ func TestAppendUIDNotTheCopys(t *testing.T) {
 // TestAppendMergedIntoExisting: a server that merges an APPENDed message
 // into one it holds with the same Message-ID (Gmail does so) answers with
 // that message's UID, below the UIDNEXT seen before. No new message is
-// there to find, and the one under the reported UID is the copy's by its
-// Message-ID: it is taken, as before such UIDs were looked into, rather
-// than the copy failing (and being uploaded again) at every run.
+// there to find. The message under the reported UID is the copy's by its
+// Message-ID, but it is paired already, with another local message: a
+// second pair on it made the run after keep one of the two and upload the
+// other again, every other run. The copy is recorded as merged instead:
+// not a copy, not a failure, not uploaded again — unless flagged since,
+// once per flagging — and the two local messages stay.
 func TestAppendMergedIntoExisting(t *testing.T) {
 	p, fp := proxiedPairing(t)
 	near := p.spec.Near
 	addMany(t, near, "INBOX", 0, "n1")
 	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
-	ctx := context.Background()
-	mb, err := near.OpenMailbox(ctx, "INBOX", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := mb.Stage(ctx, engine.NewMessage{Body: strings.NewReader("From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")})
-	if err == nil {
-		_, err = mb.Commit(ctx, []engine.Staged{st})
-	}
-	mb.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
 	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
-	var merged atomic.Bool
+	var appends atomic.Int64
 	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
 		if re.Match(line) {
 			// Merged: the new message is not there, its UID is n1's.
 			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1b")
-			merged.Store(true)
+			appends.Add(1)
 			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
 		}
 		return line, false
 	})
-	res := engine.SyncChannel(ctx, p.spec, engine.RunOptions{})
-	if !merged.Load() {
-		t.Fatal("no APPEND answered")
+	ctx := context.Background()
+	view := func() string {
+		return "far " + engine.ViewBox(t, p.raw[0], "INBOX") + ", near " + engine.ViewBox(t, near, "INBOX")
 	}
-	if err := mailboxErr(res); err != nil || res.Copied != [2]int{1, 0} {
+	res := engine.SyncChannel(ctx, p.spec, engine.RunOptions{})
+	if appends.Load() != 1 {
+		t.Fatalf("%d APPENDs answered, want 1", appends.Load())
+	}
+	if err := mailboxErr(res); err != nil || !zeroCounts(res.Counts) {
 		t.Fatalf("run with the merged APPEND: %+v, %v", res.Counts, err)
 	}
-	if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1:" || n != "n1: n1b:" {
-		t.Fatalf("far %s (want n1:), near %s (want n1: n1b:)", f, n)
+	if v := view(); v != "far n1:, near n1: n1b:" {
+		t.Fatalf("after the merge: %s", v)
+	}
+	for i := range 3 {
+		if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) || appends.Load() != 1 {
+			t.Fatalf("run %d after the merge: %+v, %d APPENDs in all (want 1)", i+1, res.Counts, appends.Load())
+		}
+	}
+	// n1 is paired with the server's message alone: its flags go to n1.
+	engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "n1", engine.FlagSeen, 0)
+	sync1(t, p, engine.RunOptions{})
+	if v := view(); v != "far n1:S, near n1:S n1b:" {
+		t.Fatalf("after a flag on the server: %s", v)
+	}
+	// Flagged since: asked for once more, merged again, and not again.
+	engine.SetFlagsBySubject(t, near, "INBOX", "n1b", engine.FlagFlagged, 0)
+	for i := range 3 {
+		if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) || appends.Load() != 2 {
+			t.Fatalf("run %d after flagging n1b: %+v, %d APPENDs in all (want 2)", i+1, res.Counts, appends.Load())
+		}
+	}
+	// The server's message removed: its partner goes, the merged one stays.
+	doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1")
+	sync1(t, p, engine.RunOptions{})
+	if v := view(); v != "far , near n1b:F" {
+		t.Fatalf("after removing the server's message: %s", v)
+	}
+}
+
+// TestAppendMergedInOneBatch: two new local messages with one Message-ID
+// (a list message that came twice) go to a server that keeps one message
+// per Message-ID, in one batch: it merges the second into the first and
+// reports the first's UID for both. The first is paired, the second
+// recorded as merged; nothing is uploaded again.
+func TestAppendMergedInOneBatch(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	near := p.spec.Near
+	re := regexp.MustCompile(`\[APPENDUID (\d+) (\d+)\]`)
+	var merge atomic.Bool
+	var appends atomic.Int64
+	var first []byte
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if hasWord(line, "CAPABILITY") {
+			line = bytes.ReplaceAll(line, []byte(" MULTIAPPEND"), nil)
+		}
+		if m := re.FindSubmatch(line); m != nil && merge.Load() {
+			if appends.Add(1) == 1 {
+				first = append([]byte(nil), m[2]...)
+			} else {
+				doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "d2")
+				line = re.ReplaceAll(line, []byte("[APPENDUID $1 "+string(first)+"]"))
+			}
+		}
+		return line, false
+	})
+	addMany(t, near, "INBOX", 0, "n1")
+	sync1(t, p, engine.RunOptions{})
+	addRaw(t, near, "INBOX",
+		"From: a@example.org\nMessage-ID: <dup@test>\nSubject: d1\n\nby one way\n",
+		"From: a@example.org\nMessage-ID: <dup@test>\nSubject: d2\n\nby another way, longer\n")
+	merge.Store(true)
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if appends.Load() != 2 {
+		t.Fatalf("%d APPENDs answered, want 2", appends.Load())
+	}
+	if err := mailboxErr(res); err != nil || res.Copied != [2]int{1, 0} {
+		t.Fatalf("run with the merged batch: %+v, %v", res.Counts, err)
+	}
+	far, nr := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX")
+	if far != "d1: n1:" || nr != "d1: d2: n1:" {
+		t.Fatalf("far %s (want d1: n1:), near %s (want d1: d2: n1:)", far, nr)
+	}
+	for i := range 3 {
+		if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) || appends.Load() != 2 {
+			t.Fatalf("run %d after the merge: %+v, %d APPENDs in all (want 2)", i+1, res.Counts, appends.Load())
+		}
+	}
+	engine.SetFlagsBySubject(t, p.raw[0], "INBOX", "d1", engine.FlagReplied, 0)
+	sync1(t, p, engine.RunOptions{})
+	if nr := engine.ViewBox(t, near, "INBOX"); nr != "d1:R d2: n1:" {
+		t.Fatalf("near %s after d1 answered on the server (want d1:R d2: n1:)", nr)
+	}
+}
+
+// addRaw adds messages given whole to a mailbox of s.
+func addRaw(t *testing.T, s engine.Store, box string, msgs ...string) {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := s.OpenMailbox(ctx, box, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	var ss []engine.Staged
+	for _, m := range msgs {
+		st, err := mb.Stage(ctx, engine.NewMessage{Body: strings.NewReader(m)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, st)
+	}
+	if _, err := mb.Commit(ctx, ss); err != nil {
+		t.Fatal(err)
 	}
 }

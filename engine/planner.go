@@ -23,11 +23,11 @@ import (
 //     else it stays as a one-sided SkipGone pair. Without OpGone the pair is kept with the
 //     gone UID, so a later run that propagates removals still sees the removal.
 //   - Both gone: the pair is dropped.
-//   - One-sided pairs (SkipGone, SkipTooBig, SkipRefused, SkipDeleted) are kept while
-//     their message exists and are never retried, except a SkipDeleted or SkipGone one
-//     whose \Deleted was taken away (the user's undelete), a SkipTooBig one now flagged
-//     (a flagged message is copied whatever max_size says), or a SkipRefused one flagged
-//     since: it is then pending like a new message. A
+//   - One-sided pairs (SkipGone, SkipTooBig, SkipRefused, SkipMerged, SkipDeleted) are
+//     kept while their message exists and are never retried, except a SkipDeleted or
+//     SkipGone one whose \Deleted was taken away (the user's undelete), a SkipTooBig one
+//     now flagged (a flagged message is copied whatever max_size says), or a SkipRefused
+//     or SkipMerged one flagged since: it is then pending like a new message. A
 //     one-sided SkipNone pair is a copy not done yet and is retried while that direction
 //     has OpNew; a run whose mode does not copy that way leaves the side without a stamp.
 //   - A listed message in no pair is new when its UID is above MaxPulled (far) / MaxPushed
@@ -553,12 +553,13 @@ func (p *planner) skipped(pr Pair) {
 		return
 	}
 	if pr.Skip == SkipTooBig && cur.Has(FlagFlagged) ||
-		pr.Skip == SkipRefused && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
+		(pr.Skip == SkipRefused || pr.Skip == SkipMerged) && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
 		// Skipped for max_size, and flagged: a request for the message
 		// (mbsync's placeholders are fetched the same way), which a flag
-		// lets past max_size. Refused by the other side for its size, and
-		// flagged since: tried once more per flagging (a refusal again is
-		// recorded with the \Flagged, and not retried at every run).
+		// lets past max_size. Refused by the other side for its size, or
+		// merged by it into a message it holds, and flagged since: tried
+		// once more per flagging (a refusal or merge again is recorded
+		// with the \Flagged, and not retried at every run).
 		p.pending(s, u, pr.Flags, true, -1)
 		return
 	}

@@ -312,8 +312,8 @@ func (p *refPlanner) skipped(pr Pair) {
 		return
 	}
 	if pr.Skip == SkipTooBig && cur.Has(FlagFlagged) ||
-		pr.Skip == SkipRefused && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
-		p.pending(s, u, pr.Flags, true) // flagged: wanted whatever max_size says; refused: once per flagging
+		(pr.Skip == SkipRefused || pr.Skip == SkipMerged) && cur.Has(FlagFlagged) && !pr.Flags.Has(FlagFlagged) {
+		p.pending(s, u, pr.Flags, true) // flagged: wanted whatever max_size says; refused or merged: once per flagging
 		return
 	}
 	if (pr.Skip == SkipDeleted || pr.Skip == SkipGone) && pr.Flags.Has(FlagDeleted) && !cur.Has(FlagDeleted) {

@@ -335,16 +335,19 @@ func TestPlanMailboxRules(t *testing.T) {
 		{
 			// Skipped for max_size, and flagged (since, on either side, or
 			// already when an older version recorded it): a request for it,
-			// copied whatever its size. Refused by its target: tried again
-			// once flagged since, not when it was flagged at the refusal.
+			// copied whatever its size. Refused by its target, or merged by
+			// it into a message it holds: tried again once flagged since,
+			// not when it was flagged at the refusal or merge.
 			name: "toobig/flagged-is-copied-refused-once-per-flagging",
 			st: ptState(10, 10, ptPairSkip(5, 0, "", SkipTooBig), ptPairSkip(0, 6, "S", SkipTooBig),
-				ptPairSkip(7, 0, "F", SkipTooBig), ptPairSkip(8, 0, "", SkipRefused), ptPairSkip(9, 0, "F", SkipRefused)),
+				ptPairSkip(7, 0, "F", SkipTooBig), ptPairSkip(8, 0, "", SkipRefused), ptPairSkip(9, 0, "F", SkipRefused),
+				ptPairSkip(0, 7, "S", SkipMerged), ptPairSkip(0, 8, "F", SkipMerged), ptPairSkip(0, 9, "", SkipMerged)),
 			far:    ptComplete(ptMsgSize(5, "F", 5000), ptMsgSize(7, "F", 5000), ptMsgSize(8, "F", 500), ptMsgSize(9, "F", 500)),
-			near:   ptComplete(ptMsgSize(6, "FS", 5000)),
+			near:   ptComplete(ptMsgSize(6, "FS", 5000), ptMsgSize(7, "FS", 500), ptMsgSize(8, "F", 500), ptMsgSize(9, "S", 500)),
 			opt:    Options{Pull: OpAll, Push: OpAll, MaxSize: 1000},
-			copies: [2][]UID{Far: {6}, Near: {5, 7, 8}},
-			pairs:  []Pair{ptPair(5, 0, "F"), ptPair(7, 0, "F"), ptPair(8, 0, "F"), ptPairSkip(9, 0, "F", SkipRefused), ptPair(0, 6, "FS")},
+			copies: [2][]UID{Far: {6, 7}, Near: {5, 7, 8}},
+			pairs: []Pair{ptPair(5, 0, "F"), ptPair(7, 0, "F"), ptPair(8, 0, "F"), ptPairSkip(9, 0, "F", SkipRefused), ptPair(0, 6, "FS"),
+				ptPair(0, 7, "FS"), ptPairSkip(0, 8, "F", SkipMerged), ptPairSkip(0, 9, "S", SkipMerged)},
 		},
 		{
 			// Skipped as new and already deleted; the user took the deletion

@@ -58,6 +58,7 @@ const (
 	SkipDeleted            // new and already \Deleted where the other side expunges: not copied
 	SkipGone               // the partner was removed; this side stays (flagged \Deleted) because expunge does not allow removing it
 	SkipRefused            // the other side refused it for its size (a server's APPENDLIMIT or NO): reported once, tried again once flagged since
+	SkipMerged             // the other side merged its copy into a message it holds, paired already (Gmail, by Message-ID): reported once, tried again once flagged since
 )
 
 // A pair with one UID 0 and SkipNone is a copy not done yet (failed or in
@@ -74,6 +75,8 @@ func (r SkipReason) String() string {
 		return "-"
 	case SkipRefused:
 		return "!"
+	case SkipMerged:
+		return "="
 	}
 	return ""
 }

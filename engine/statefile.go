@@ -544,6 +544,8 @@ func parsePairLine(b []byte) (Pair, error) {
 			p.Skip, i = SkipGone, i+1
 		case '!':
 			p.Skip, i = SkipRefused, i+1
+		case '=':
+			p.Skip, i = SkipMerged, i+1
 		}
 		for ; i < len(b) && b[i] != ' '; i++ {
 			g, ok := FlagFromLetter(b[i])
@@ -637,6 +639,8 @@ func parsePairLineSlow(b []byte) (Pair, error) {
 			p.Skip, fl = SkipGone, fl[1:]
 		case '!':
 			p.Skip, fl = SkipRefused, fl[1:]
+		case '=':
+			p.Skip, fl = SkipMerged, fl[1:]
 		}
 		for _, c := range fl {
 			g, ok := FlagFromLetter(c)

@@ -33,6 +33,7 @@ func sampleState() State {
 			{Far: 0, Near: 122, Skip: SkipGone, Flags: FlagDeleted},
 			{Far: 0, Near: 123, Skip: SkipDeleted, Flags: FlagDeleted | FlagDraft},
 			{Far: 0, Near: 126, Skip: SkipRefused, Flags: FlagFlagged},
+			{Far: 0, Near: 127, Skip: SkipMerged, Flags: FlagSeen},
 		},
 	}
 }
@@ -163,6 +164,8 @@ func TestPairLineIdents(t *testing.T) {
 		"1 0 > #ffffffff/0":  {Far: 1, Skip: SkipTooBig, Ident: [2]uint32{0xffffffff, 0}},
 		"1 2 x #1/2":         {Far: 1, Near: 2, Skip: SkipDeleted, Ident: [2]uint32{1, 2}},
 		"0 3 !F #0/3":        {Near: 3, Skip: SkipRefused, Flags: FlagFlagged, Ident: [2]uint32{0, 3}},
+		"0 4 =S #0/4":        {Near: 4, Skip: SkipMerged, Flags: FlagSeen, Ident: [2]uint32{0, 4}},
+		"0 5 =":              {Near: 5, Skip: SkipMerged},
 		"1 2 #00000001/0000": {Far: 1, Near: 2, Ident: [2]uint32{1, 0}},
 		"1 2 #":              nil,
 		"1 2 #/1":            nil,
