@@ -730,7 +730,11 @@ func (b *boxRun) copyErr(src Side, uid UID, t Side, err error, pending map[UID]i
 	if noSpace(err) && !b.stopCopies[t] {
 		b.stopCopies[t] = true
 		if diskFull(err) {
-			err = fmt.Errorf("copying %s UID %d to the %s side: %w; no more copies go to the %s side in this run (they are made at the next): make room there first", src, uid, t, err, t)
+			where := "there"
+			if errors.Is(err, ErrStagingFull) {
+				where = "in that directory, or set TMPDIR to one with room,"
+			}
+			err = fmt.Errorf("copying %s UID %d to the %s side: %w; no more copies go to the %s side in this run (they are made at the next): make room %s first", src, uid, t, err, t, where)
 			if b.opt.room.markFull(t) {
 				return &roomReport{err}
 			}

@@ -189,6 +189,11 @@ var (
 	// quota). A full disk or a disk quota (ENOSPC, EDQUOT) counts as this
 	// without being wrapped.
 	ErrNoSpace = errors.New("no room left")
+	// ErrStagingFull: a store's staging area on this machine (an IMAP
+	// store's spool directory), not its target, is out of room. Wrapped
+	// with ENOSPC or EDQUOT: the copies wait for the next run as for a
+	// full disk, and the room to make is here.
+	ErrStagingFull = errors.New("no room to stage the message on this machine")
 )
 
 // Notice is a log attribute (slog.Bool(Notice, true)) on the warnings a user

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -968,7 +969,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 		return f, nil
 	})
 	if err != nil {
-		return nil, m.errorf("spooling message: %w", err)
+		return nil, m.errorf("spooling message in %s: %w", dir, spoolErr(err))
 	}
 	st := &staged{sp: sp, off: off, flags: nm.Flags, date: nm.Date}
 	// Written at its own offset: a message cut short by an error leaves
@@ -977,7 +978,7 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	if err != nil {
 		m.spoolWritten(sp, off, 0)
 		st.release(m)
-		return nil, m.errorf("spooling message in %s: %w", dir, err)
+		return nil, m.errorf("spooling message in %s: %w", dir, spoolErr(err))
 	}
 	if limit := m.appendLimit(ctx); limit != nil && out > int64(*limit) {
 		// RFC 7889: the server says it takes nothing larger; sending it
@@ -989,6 +990,15 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	m.spoolWritten(sp, off, out)
 	st.size, st.wireSize = in, out
 	return st, nil
+}
+
+// spoolErr marks a spool directory out of room as this machine's, so
+// that the report does not send the user to make room on the server.
+func spoolErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", engine.ErrStagingFull, err)
+	}
+	return err
 }
 
 // appendLimit is the size of the largest message the server takes into
