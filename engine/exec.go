@@ -962,8 +962,8 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			} else {
 				newSt.Pairs = append(newSt.Pairs, pairOf(src, in.Src, in.Flags, SkipMerged))
 			}
-			b.log.Warn("the target holds this message already, paired with another of this side: it merged the copy into that one (a server that keeps one message per Message-ID, as Gmail does); it stays on this side only and is not copied again (unless flagged since)",
-				"mailbox", b.name, "side", t.String(), "uid", in.Src, "target uid", sc.mergedInto)
+			b.log.Warn(fmt.Sprintf("message not copied to the %s side, which merged it into a message of the same Message-ID it holds, paired with another here (as Gmail does); it stays on the %s side only and is tried again only if flagged (reported once)", t, src),
+				"mailbox", b.name, "side", src.String(), "uid", in.Src, "merged_into", sc.mergedInto, Notice, true)
 			if err := b.j.addCopyResult(in); err != nil {
 				return nil, err
 			}
