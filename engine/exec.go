@@ -1029,7 +1029,7 @@ func arriveLate(staged []*stagedCopy) []*stagedCopy {
 		if sc.err == nil || in.Reserved != 0 || !in.Failed {
 			continue
 		}
-		if errors.Is(sc.err, ErrTooBig) || noSpace(sc.err) || errors.Is(sc.err, ErrValidity) ||
+		if errors.Is(sc.err, ErrRefused) || errors.Is(sc.err, ErrTooBig) || noSpace(sc.err) || errors.Is(sc.err, ErrValidity) ||
 			errors.Is(sc.err, ErrReadOnly) || errors.Is(sc.err, ErrNoMailbox) {
 			continue // refused: not appended
 		}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -119,4 +120,40 @@ protocol imap {
 plugin {
   acl = vfile:%s
 }`, acl))
+}
+
+// TestAppendRefusedIsNoUnknown: a folder shared with alice with the rights
+// lrsw (read, seen, write flags; no insert): it SELECTs read-write, and
+// Dovecot answers each APPEND with NO [NOPERM]. A refusal is an outcome:
+// the copy did not happen, and the run says why, not that "whether it
+// arrived is not known yet" (the treatment of a commit whose answer never
+// came, which kept the journal for the next run to search the server).
+// Each run tries again and is refused again; nothing else changes.
+func TestAppendRefusedIsNoUnknown(t *testing.T) {
+	p, _ := aclPairing(t, "lrsw")
+	far, near := p.spec.Far, p.spec.Near
+	addMany(t, near, "Shared", 0, "n1")
+	for i := range 2 {
+		res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+		err := mailboxErr(res)
+		if err == nil || !strings.Contains(err.Error(), "NOPERM") || strings.Contains(err.Error(), "not known") || res.Failed != [2]int{1, 0} {
+			t.Fatalf("run %d: %+v, %v; want the copy of n1 refused for its permission", i, res.Counts, err)
+		}
+		if !errors.Is(err, engine.ErrRefused) {
+			t.Fatalf("run %d: %v is not ErrRefused", i, err)
+		}
+		var journals []string
+		filepath.WalkDir(p.dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(path, ".journal") {
+				journals = append(journals, path)
+			}
+			return nil
+		})
+		if len(journals) != 0 {
+			t.Fatalf("run %d left journals %v: a refusal needs no search next time", i, journals)
+		}
+		if f, n := engine.ViewBox(t, far, "Shared"), engine.ViewBox(t, near, "Shared"); f != "" || n != "n1:" {
+			t.Fatalf("run %d: far %q (want none), near %q (want n1:)", i, f, n)
+		}
+	}
 }

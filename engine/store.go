@@ -194,6 +194,10 @@ var (
 	// with ENOSPC or EDQUOT: the copies wait for the next run as for a
 	// full disk, and the room to make is here.
 	ErrStagingFull = errors.New("no room to stage the message on this machine")
+	// ErrRefused: the target answered the copy with a refusal (an IMAP
+	// server's tagged NO), so it certainly did not happen, as against a
+	// copy whose answer never came.
+	ErrRefused = errors.New("refused")
 )
 
 // Notice is a log attribute (slog.Bool(Notice, true)) on the warnings a user

@@ -992,6 +992,13 @@ func (m *Mailbox) Stage(ctx context.Context, nm engine.NewMessage) (engine.Stage
 	return st, nil
 }
 
+// refusal is a command the server answered with NO or BAD: it is
+// engine.ErrRefused without saying so twice in its text.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error        { return r.error }
+func (r refusal) Is(target error) bool { return target == engine.ErrRefused }
+
 // spoolErr marks a spool directory out of room as this machine's, so
 // that the report does not send the user to make room on the server.
 func spoolErr(err error) error {
@@ -1284,7 +1291,8 @@ func (c *committer) appendOn(ctx context.Context, cn *conn, own bool, buf []byte
 		case errors.As(err, &ie) && refusedTooBig(ie):
 			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w (%w)", m.s.cfg.Name, err, engine.ErrTooBig))
 		case errors.As(err, &ie):
-			c.record(ctx, f.i, 0, fmt.Errorf("%s: APPEND: %w", m.s.cfg.Name, err))
+			// A tagged NO or BAD: not appended (RFC 9051 6.3.12).
+			c.record(ctx, f.i, 0, refusal{fmt.Errorf("%s: APPEND: %w", m.s.cfg.Name, err)})
 		default:
 			lost = append(lost, f.i)
 			return err
