@@ -195,6 +195,7 @@ func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 			b.release(s)
 		}
 	}
+	b.expunging = p.Expunges
 	// Pull first, then push: the order only matters for progress output.
 	for _, t := range []Side{Near, Far} {
 		src := t.Other()
@@ -1029,7 +1030,7 @@ func arriveLate(staged []*stagedCopy) []*stagedCopy {
 		if sc.err == nil || in.Reserved != 0 || !in.Failed {
 			continue
 		}
-		if errors.Is(sc.err, ErrRefused) || errors.Is(sc.err, ErrTooBig) || noSpace(sc.err) || errors.Is(sc.err, ErrValidity) ||
+		if errors.Is(sc.err, ErrRefused) || errors.Is(sc.err, errMergedAway) || errors.Is(sc.err, ErrTooBig) || noSpace(sc.err) || errors.Is(sc.err, ErrValidity) ||
 			errors.Is(sc.err, ErrReadOnly) || errors.Is(sc.err, ErrNoMailbox) {
 			continue // refused: not appended
 		}
@@ -1037,6 +1038,10 @@ func arriveLate(staged []*stagedCopy) []*stagedCopy {
 	}
 	return late
 }
+
+// errMergedAway: a copy the target merged into a message the run removes
+// (see takeReported).
+var errMergedAway = errors.New("not copied")
 
 // takeReported gives the copies that resolveCopies did not find the UID the
 // target reported for them (see copyBatch), where the message under that UID
@@ -1095,6 +1100,15 @@ func (b *boxRun) takeReported(ctx context.Context, t Side, staged []*stagedCopy,
 			continue
 		}
 		if sum, ok := sums[u]; !ok || (sum != in.SHA256 && (in.MessageID == "" || ids[u] != in.MessageID)) {
+			continue
+		}
+		if _, gone := slices.BinarySearch(b.expunging[t], u); gone {
+			// Taken into a message this run removes (its partner was
+			// removed here): paired with it, the copy's source would go
+			// at the next run with it; marked merged, it would stay here
+			// alone. It is copied again by the next run, when that
+			// message is gone, as a message of its own.
+			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run removes; the next run copies it again", errMergedAway, t, u)
 			continue
 		}
 		if taken[u] {

@@ -194,6 +194,45 @@ func TestAppendMergedInOneBatch(t *testing.T) {
 	}
 }
 
+// TestAppendMergedIntoRemoved: the local message paired with the server's
+// was removed here, and another local message with its Message-ID is new:
+// the run removes the server's message after its copies, and the server
+// merged the new copy into it. Paired with it, the new message would have
+// gone at the next run with it — a message nobody removed lost on both
+// sides. It is not paired: the next run copies it again, and it arrives as
+// a message of its own.
+func TestAppendMergedIntoRemoved(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	near := p.spec.Near
+	addMany(t, near, "INBOX", 0, "n1")
+	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
+	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
+	engine.ExpungeBySubject(t, near, "INBOX", "n1")
+	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
+	var merge atomic.Bool
+	merge.Store(true)
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if re.Match(line) && merge.CompareAndSwap(true, false) {
+			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1b")
+			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
+		}
+		return line, false
+	})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if merge.Load() {
+		t.Fatal("no APPEND answered")
+	}
+	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, which this run removes") || res.Failed != [2]int{1, 0} {
+		t.Fatalf("run with the merge into a removed message: %+v, %v", res.Counts, err)
+	}
+	for i := range 2 {
+		sync1(t, p, engine.RunOptions{})
+		if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
+			t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
+		}
+	}
+}
+
 // addRaw adds messages given whole to a mailbox of s.
 func addRaw(t *testing.T, s engine.Store, box string, msgs ...string) {
 	t.Helper()

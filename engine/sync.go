@@ -48,6 +48,9 @@ type boxRun struct {
 	// paired: what pairExisting paired, reported once a state records it
 	// (see pairsRecorded).
 	paired pairing
+	// expunging[s]: the plan's removals on side s, sorted, which happen
+	// after its copies (see takeReported).
+	expunging [2][]UID
 }
 
 // errNotThereYet ends, before anything is changed, the run of a mailbox
