@@ -29,10 +29,15 @@ type Config struct {
 // IMAPStore is an [imap.NAME] table.
 type IMAPStore struct {
 	Name string // "work"; Ref() is "imap.work"
-	Host string
+	Host string // "" with a tunnel that needs no TLS
 	Port int
 	TLS  string // "implicit" | "starttls" | "none"
-	User string
+	// Tunnel is a command (run by sh -c) whose standard input and output
+	// carry the IMAP session instead of a TCP connection to Host:Port
+	// (mbsync's Tunnel): "ssh -q host /usr/lib/dovecot/imap" is already
+	// logged in (PREAUTH).
+	Tunnel string
+	User   string // "" with a tunnel whose server logs in by itself
 	// Exactly one password source is set when Auth has a password mechanism.
 	// (The literal is PasswordLiteral, not Password: Password is the method
 	// that resolves whichever source is configured.)
@@ -56,8 +61,13 @@ const (
 // Ref returns the store's reference as written in a channel: "imap.NAME".
 func (s *IMAPStore) Ref() string { return "imap." + s.Name }
 
-// Addr returns host:port for dialing.
-func (s *IMAPStore) Addr() string { return net.JoinHostPort(s.Host, fmt.Sprint(s.Port)) }
+// Addr returns host:port for dialing, or says which tunnel is taken.
+func (s *IMAPStore) Addr() string {
+	if s.Tunnel != "" {
+		return fmt.Sprintf("tunnel %q", s.Tunnel)
+	}
+	return net.JoinHostPort(s.Host, fmt.Sprint(s.Port))
+}
 
 // PasswordSource names the configured password key ("password",
 // "password_cmd", "password_env"), or "" when the store uses tokens only.

@@ -249,6 +249,15 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"is not a layout"}},
 		{"nested unknown once", withBase(`extra = { a = 1, b = { c = 2 } }`), 10, "channel.c.extra",
 			[]string{"unknown key"}},
+		{"tunnel empty", withIMAP(`tunnel = " "`), 2, "imap.a.tunnel", []string{"is empty", "ssh -q"}},
+		{"tunnel with port", withIMAP(`tunnel = "ssh h imap"`, `port = 143`), 3, "imap.a.port",
+			[]string{"no effect with tunnel", "remove it"}},
+		{"tunnel tls without host", withIMAP(`tunnel = "ssh -W localhost:143 h"`, `tls = "starttls"`, `user = "u"`, `password = "p"`), 3, "imap.a.tls",
+			[]string{"checks the server's certificate against host", `host = "imap.example.com"`}},
+		{"tunnel password without user", withIMAP(`tunnel = "ssh h imap"`, `password_cmd = "pass x"`), 3, "imap.a.password_cmd",
+			[]string{"no user to log in as", "PREAUTH"}},
+		{"no host no tunnel", withIMAP(`user = "u"`, `password = "p"`), 1, "imap.a.host",
+			[]string{"missing", "tunnel"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -369,6 +378,21 @@ func TestDefaults(t *testing.T) {
 	cfg = mustParse(t, withIMAP(`host = "h"`, `tls = "STARTTLS"`, `user = "u"`, `password_env = "PW"`, `port = 1143`))
 	if s := cfg.IMAP["a"]; s.TLS != TLSStartTLS || s.Port != 1143 || s.PasswordEnv != "PW" {
 		t.Errorf("starttls store %+v", s)
+	}
+	// A tunnel: no host, user or password needed (PREAUTH); tls none
+	// (ssh keeps it private), one connection; both can be asked for.
+	cfg = mustParse(t, withIMAP(`tunnel = "ssh -q h /usr/lib/dovecot/imap"`))
+	if s := cfg.IMAP["a"]; s.Tunnel != "ssh -q h /usr/lib/dovecot/imap" || s.TLS != TLSNone || s.Connections != 1 || s.Host != "" ||
+		s.Addr() != `tunnel "ssh -q h /usr/lib/dovecot/imap"` {
+		t.Errorf("tunnel store %+v, Addr %q", s, s.Addr())
+	}
+	cfg = mustParse(t, withIMAP(`tunnel = "ssh -W localhost:143 h"`, `host = "mail.example.org"`, `tls = "starttls"`, `connections = 3`, `user = "u"`, `password = "p"`))
+	if s := cfg.IMAP["a"]; s.TLS != TLSStartTLS || s.Connections != 3 || s.Host != "mail.example.org" || s.User != "u" {
+		t.Errorf("tunnel store with starttls %+v", s)
+	}
+	cfg = mustParse(t, withIMAP(`tunnel = "ssh -W localhost:143 h"`, `host = "mail.example.org"`, `user = "u"`, `password = "p"`))
+	if s := cfg.IMAP["a"]; s.TLS != TLSNone {
+		t.Errorf("tunnel to a remote host without tls: %+v (the tunnel keeps it private)", s)
 	}
 	// OAuth only: no password source needed.
 	cfg = mustParse(t, withIMAP(`host = "h"`, `user = "u"`, `auth = ["xoauth2", "OAuthBearer"]`, `token_cmd = "t"`))

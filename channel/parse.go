@@ -19,7 +19,7 @@ import (
 
 // Valid keys per table, in the order the error messages list them.
 var (
-	imapKeys = []string{"host", "port", "tls", "user", "password", "password_cmd", "password_env",
+	imapKeys = []string{"host", "port", "tunnel", "tls", "user", "password", "password_cmd", "password_env",
 		"auth", "token_cmd", "ca_file", "connections", "timeout"}
 	maildirKeys = []string{"path", "inbox", "layout"}
 	channelKeys = []string{"far", "near", "mailboxes", "pull", "push", "create", "remove", "expunge",
@@ -44,6 +44,7 @@ var (
 var examples = map[string]string{
 	"host":              `host = "imap.example.com"`,
 	"port":              `port = 993`,
+	"tunnel":            `tunnel = "ssh -q mail.example.com /usr/lib/dovecot/imap"`,
 	"tls":               `tls = "implicit"`,
 	"user":              `user = "me@example.com"`,
 	"password":          `password = "secret"`,
@@ -449,13 +450,25 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	s := &IMAPStore{Name: name, TLS: TLSImplicit, Connections: 4, Timeout: 60 * time.Second}
 	nerr := len(d.errs)
 
+	if v, ok := t.str("tunnel"); ok {
+		if strings.TrimSpace(v) == "" {
+			t.errorf("tunnel", "is empty; write a command whose input and output are an IMAP session, like %s, or remove it to connect to host", examples["tunnel"])
+		}
+		s.Tunnel = v
+		// The command is its own server to reach, often one already logged
+		// in (PREAUTH), and the session is only as private as the command
+		// makes it (ssh): no TLS unless asked for, one connection (one
+		// login of ssh, one passphrase) unless more are asked for.
+		s.TLS, s.Connections = TLSNone, 1
+	}
+	tunnel := t.has("tunnel")
 	if h, ok := t.str("host"); ok {
 		if err := checkHost(h); err != nil {
 			t.errorf("host", "%v", err)
 		}
 		s.Host = h
-	} else if !t.has("host") {
-		t.errorf("host", "missing; add %s to [%s]", examples["host"], dotted(t.path))
+	} else if !t.has("host") && !tunnel {
+		t.errorf("host", "missing; add %s to [%s] (or a tunnel command: %s)", examples["host"], dotted(t.path), examples["tunnel"])
 	}
 	if v, ok := t.str("tls"); ok {
 		switch strings.ToLower(v) {
@@ -469,7 +482,13 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	if s.TLS != TLSImplicit {
 		s.Port = 143
 	}
-	if n, ok := t.integer("port"); ok {
+	switch {
+	case tunnel && t.has("port"):
+		t.errorf("port", "has no effect with tunnel (the command makes the connection); remove it")
+	case tunnel && s.TLS != TLSNone && s.Host == "" && !t.has("host"):
+		t.errorf("tls", "%q over a tunnel checks the server's certificate against host: add %s (the name the certificate is for), or remove tls", s.TLS, examples["host"])
+	}
+	if n, ok := t.integer("port"); ok && !tunnel {
 		if n < 1 || n > 65535 {
 			t.errorf("port", "%d is not a TCP port; use 1..65535 (993 for tls = \"implicit\", 143 otherwise), or remove it for the default", n)
 		} else {
@@ -481,7 +500,7 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 			t.errorf("user", "is empty; write the login name, like %s", examples["user"])
 		}
 		s.User = u
-	} else if !t.has("user") {
+	} else if !t.has("user") && !tunnel {
 		t.errorf("user", "missing; add %s to [%s]", examples["user"], dotted(t.path))
 	}
 
@@ -558,7 +577,7 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	switch {
 	case !authOK:
 		// Which password or token is needed depends on a valid auth list.
-	case needPassword && len(sources) == 0 && !t.has("password") && !t.has("password_cmd") && !t.has("password_env") &&
+	case needPassword && len(sources) == 0 && !t.has("password") && !t.has("password_cmd") && !t.has("password_env") && !tunnel &&
 		!t.misspelt(imapKeys, "password", "password_cmd", "password_env"):
 		// (A misspelt password key is reported as an unknown key with the
 		// right spelling; "no password source" beside it would only confuse.)
@@ -575,7 +594,10 @@ func (d *decoder) imapStore(name string, t *table) *IMAPStore {
 	if authOK && !needToken && t.has("token_cmd") {
 		t.errorf("token_cmd", `is only used by auth = ["xoauth2"] or ["oauthbearer"]; add one of them to auth, or remove token_cmd`)
 	}
-	if s.TLS == TLSNone && s.Host != "" && !isLoopback(s.Host) {
+	if tunnel && s.User == "" && len(sources) > 0 {
+		t.errorf(sources[0], "has no user to log in as: add %s, or remove %s if the tunnel's server logs in by itself (PREAUTH)", examples["user"], sources[0])
+	}
+	if s.TLS == TLSNone && s.Host != "" && !isLoopback(s.Host) && !tunnel {
 		t.errorf("tls", `"none" would send the password or token unencrypted to %s; use tls = "implicit" (port 993) or "starttls" (port 143). Plain TCP is allowed only towards 127.0.0.1, ::1 or localhost`, s.Host)
 	}
 

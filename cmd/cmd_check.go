@@ -83,7 +83,11 @@ func runCheck(ctx context.Context, g *globalOptions, opts CheckOptions) error {
 			code = worse(code, exitCode(err))
 			continue
 		}
-		g.printf("%s (%s, tls %s, user %s): OK\n  capabilities: %s\n", is.Ref(), is.Addr(), is.TLS, is.User, strings.Join(caps, " "))
+		who := "user " + is.User
+		if is.User == "" {
+			who = "logged in by the tunnel"
+		}
+		g.printf("%s (%s, tls %s, %s): OK\n  capabilities: %s\n", is.Ref(), is.Addr(), is.TLS, who, strings.Join(caps, " "))
 	}
 	if code != exitOK {
 		return exitStatus(code)

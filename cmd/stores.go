@@ -48,6 +48,7 @@ func (g *globalOptions) openIMAP(is *channel.IMAPStore) (*imap.Store, error) {
 		Name:        is.Ref(),
 		Host:        is.Host,
 		Port:        is.Port,
+		Tunnel:      is.Tunnel,
 		TLS:         is.TLS,
 		User:        is.User,
 		Auth:        is.Auth,

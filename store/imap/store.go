@@ -85,6 +85,12 @@ type Config struct {
 	Debug io.Writer
 	// SpoolDir is where Stage spools messages ("" = os.TempDir()).
 	SpoolDir string
+	// Tunnel, when set, is a command (run by sh -c) whose standard input
+	// and output carry each connection instead of TCP to Host:Port. Host
+	// then only names the certificate TLS expects (it may be empty with
+	// TLS "none"), and credentials cross unencrypted only if the command
+	// lets them (ssh does not).
+	Tunnel string
 }
 
 // Store is an IMAP account.
@@ -96,8 +102,9 @@ type Store struct {
 	// bg is the context of work the store does on its own (Warm); Close ends it.
 	bg       context.Context
 	bgCancel context.CancelFunc
-	warming  chan struct{} // closed when Warm's dial is over; nil when never warmed
-	dbgs     atomic.Int64  // connection counter for trace names
+	warming  chan struct{}  // closed when Warm's dial is over; nil when never warmed
+	dbgs     atomic.Int64   // connection counter for trace names
+	tunnels  sync.WaitGroup // tunnel commands not yet waited for (see dialTunnel)
 	// rawTags numbers the commands written past go-imap (multiappend.go).
 	rawTags atomic.Int64
 	// appendBufs keeps MULTIAPPEND's 64 KiB writers between batches.
@@ -169,7 +176,7 @@ func New(cfg Config, log *slog.Logger) (*Store, error) {
 	if cfg.Name == "" {
 		cfg.Name = "imap"
 	}
-	if cfg.Host == "" {
+	if cfg.Host == "" && (cfg.Tunnel == "" || cfg.TLS != "none") {
 		return nil, fmt.Errorf("%s: host is empty", cfg.Name)
 	}
 	switch cfg.TLS {
@@ -198,7 +205,7 @@ func New(cfg Config, log *slog.Logger) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 60 * time.Second
 	}
-	if cfg.User == "" {
+	if cfg.User == "" && cfg.Tunnel == "" {
 		return nil, fmt.Errorf("%s: user is empty", cfg.Name)
 	}
 	// Normalised in a copy: the caller's slice may be shared (channels of
@@ -254,6 +261,9 @@ func (s *Store) Close() error {
 	}
 	for _, cn := range idle {
 		cn.quit()
+	}
+	if s.cfg.Tunnel != "" {
+		s.waitTunnels()
 	}
 	return nil
 }
@@ -610,7 +620,12 @@ func (s *Store) put(cn *conn) {
 	<-s.sem
 }
 
-func (s *Store) addr() string { return net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)) }
+func (s *Store) addr() string {
+	if s.cfg.Tunnel != "" {
+		return fmt.Sprintf("tunnel %q", s.cfg.Tunnel)
+	}
+	return net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port))
+}
 
 func (s *Store) newTracer() *tracer {
 	if s.cfg.Debug == nil {
@@ -671,15 +686,29 @@ func (s *Store) dialOnce(ctx context.Context) (*conn, error) {
 	}()
 	d := net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
 	start := time.Now()
-	raw, err := d.DialContext(ctx, "tcp", s.addr())
+	var raw net.Conn
+	var tunnel *tunnelConn
+	var err error
+	if s.cfg.Tunnel != "" {
+		tunnel, err = s.dialTunnel()
+		raw = tunnel
+	} else {
+		raw, err = d.DialContext(ctx, "tcp", s.addr())
+	}
 	if err != nil {
 		s.firstAnswer(0, false)
+		if tunnel == nil && s.cfg.Tunnel != "" {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s: connecting to %s: %w%s", s.cfg.Name, s.addr(), err, s.dialHint(err))
 	}
 	// The server is there: fetch the secret while it greets and the TLS
 	// handshake runs (not before: a passphrase prompt for a server that is
-	// down would be for nothing).
-	s.prefetchOnce.Do(func() { s.prefetchCredential(ctx) })
+	// down would be for nothing). Not through a tunnel: its server is
+	// often logged in already (PREAUTH), and the secret never needed.
+	if tunnel == nil {
+		s.prefetchOnce.Do(func() { s.prefetchCredential(ctx) })
+	}
 	dc := newDeadlineConn(raw, s.cfg.Timeout)
 	if others && s.loggedIn.Load() {
 		// One more connection to a server that answered before: one that
@@ -698,39 +727,51 @@ func (s *Store) dialOnce(ctx context.Context) (*conn, error) {
 	if err != nil {
 		s.firstAnswer(0, false)
 		raw.Close()
-		switch {
-		case cancelled.Load() && errors.As(err, new(*fetchInterrupted)):
-			return nil, err
-		case cancelled.Load():
-			return nil, fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), ctx.Err())
-		case dc.timedOut.Load() && !dc.readSome.Load():
-			waited := s.cfg.Timeout
-			if dc.firstWait > 0 {
-				waited = dc.firstWait
+		err = s.setupFailed(ctx, err, dc, cancelled.Load())
+		if tunnel != nil && !cancelled.Load() {
+			if said := tunnel.said(); said != "" {
+				err = &plainError{err: err, msg: fmt.Sprintf("%v (the tunnel command: %s)", err, said)}
 			}
-			merr := &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
-				s.cfg.Name, s.addr(), waited, s.silentHint())}
-			if !s.loggedIn.Load() {
-				// (A server that greeted us before and is silent now is
-				// more likely full than misconfigured: no verdict.)
-				s.credMu.Lock()
-				s.mute = merr
-				s.credMu.Unlock()
-			}
-			return nil, merr
-		case dc.timedOut.Load() && errors.Is(err, errTimedOut):
-			// A command of the set-up (the login, the NOOP after it) said
-			// which one waited in vain.
-			return nil, &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: %s",
-				s.cfg.Name, s.addr(), strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
-		case dc.timedOut.Load():
-			return nil, &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
-				s.cfg.Name, s.addr(), s.cfg.Timeout, strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
 		}
 		return nil, err
 	}
 	dc.disarm()
 	return cn, nil
+}
+
+// setupFailed is the error of a connection whose set-up (greeting, TLS,
+// login) failed with err.
+func (s *Store) setupFailed(ctx context.Context, err error, dc *deadlineConn, cancelled bool) error {
+	switch {
+	case cancelled && errors.As(err, new(*fetchInterrupted)):
+		return err
+	case cancelled:
+		return fmt.Errorf("%s: connecting to %s: %w", s.cfg.Name, s.addr(), ctx.Err())
+	case dc.timedOut.Load() && !dc.readSome.Load():
+		waited := s.cfg.Timeout
+		if dc.firstWait > 0 {
+			waited = dc.firstWait
+		}
+		merr := &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
+			s.cfg.Name, s.addr(), waited, s.silentHint())}
+		if !s.loggedIn.Load() {
+			// (A server that greeted us before and is silent now is
+			// more likely full than misconfigured: no verdict.)
+			s.credMu.Lock()
+			s.mute = merr
+			s.credMu.Unlock()
+		}
+		return merr
+	case dc.timedOut.Load() && errors.Is(err, errTimedOut):
+		// A command of the set-up (the login, the NOOP after it) said
+		// which one waited in vain.
+		return &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: %s",
+			s.cfg.Name, s.addr(), strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
+	case dc.timedOut.Load():
+		return &plainError{err: err, msg: fmt.Sprintf("%s: connecting to %s: no answer for %v (timeout): %s",
+			s.cfg.Name, s.addr(), s.cfg.Timeout, strings.TrimPrefix(err.Error(), s.cfg.Name+": "))}
+	}
+	return err
 }
 
 // extraGreetWait is how long an extra connection waits for its first
@@ -759,6 +800,9 @@ func (s *Store) dialHint(err error) string {
 // silentHint says what to check when a server accepted the connection and
 // never sent a byte: usually a port and TLS mode that do not go together.
 func (s *Store) silentHint() string {
+	if s.cfg.Tunnel != "" {
+		return "the tunnel command runs but sent no IMAP greeting; check that it starts the server's IMAP program (like /usr/lib/dovecot/imap) or connects to its IMAP port, and that it asks for nothing on its standard input"
+	}
 	if s.cfg.TLS == "implicit" {
 		return fmt.Sprintf("the server accepted the connection but did not answer the TLS handshake; check that port %d takes TLS from the start (usually 993) and that host is right", s.cfg.Port)
 	}
@@ -818,6 +862,9 @@ func (s *Store) setup(ctx context.Context, raw net.Conn, dc *deadlineConn) (*con
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			return fail("server refused the connection: %s %s", ie.Type, ie.Text)
+		}
+		if s.cfg.Tunnel != "" {
+			return fail("no IMAP greeting came through the tunnel: %v", err)
 		}
 		return fail("bad greeting (is this an IMAP server? is tls = %q right?): %v", s.cfg.TLS, err)
 	}
@@ -1091,11 +1138,14 @@ func (s *Store) prefetchCredential(ctx context.Context) {
 }
 
 func (s *Store) authenticate(ctx context.Context, cn *conn, caps imap.CapSet, encrypted bool, remote net.Addr) error {
+	if s.cfg.User == "" {
+		return fmt.Errorf("%s: the server at the end of the tunnel asks for a login (it did not greet with PREAUTH): add user and a password source (password_cmd, password_env or password) to the store, or make the tunnel run the server's IMAP program for you (like ssh HOST /usr/lib/dovecot/imap)", s.cfg.Name)
+	}
 	mech, err := s.chooseMech(caps)
 	if err != nil {
 		return err
 	}
-	if !encrypted && !isLoopback(remote) {
+	if !encrypted && !isLoopback(remote) && s.cfg.Tunnel == "" {
 		return fmt.Errorf("%s: refusing to send credentials unencrypted to %s (tls = \"none\" is only allowed towards a loopback address); use tls = \"implicit\" or \"starttls\"", s.cfg.Name, remote)
 	}
 	isToken := mech == "xoauth2" || mech == "oauthbearer"
