@@ -196,6 +196,16 @@ func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 		}
 	}
 	b.expunging = p.Expunges
+	for s := range b.flaggingDeleted {
+		var uids []UID
+		for _, fu := range p.Flags[s] {
+			if fu.Add.Has(FlagDeleted) {
+				uids = append(uids, fu.UIDs...)
+			}
+		}
+		slices.Sort(uids)
+		b.flaggingDeleted[s] = uids
+	}
 	// Pull first, then push: the order only matters for progress output.
 	for _, t := range []Side{Near, Far} {
 		src := t.Other()
@@ -1109,6 +1119,13 @@ func (b *boxRun) takeReported(ctx context.Context, t Side, staged []*stagedCopy,
 			// alone. It is copied again by the next run, when that
 			// message is gone, as a message of its own.
 			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run removes; the next run copies it again", errMergedAway, t, u)
+			continue
+		}
+		if _, gone := slices.BinarySearch(b.flaggingDeleted[t], u); gone {
+			// The same where the run removes that message by flagging it
+			// \Deleted (the side is not expunged here: Gmail's own
+			// auto-expunge removes it at once).
+			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run flags deleted; the next run copies it again", errMergedAway, t, u)
 			continue
 		}
 		if taken[u] {

@@ -254,3 +254,48 @@ func addRaw(t *testing.T, s engine.Store, box string, msgs ...string) {
 		t.Fatal(err)
 	}
 }
+
+// TestAppendMergedIntoDeleted: as TestAppendMergedIntoRemoved, with the far
+// side not expunged by quixysync (expunge = "near", as the Gmail example
+// configures): the run removes the server's message by flagging it
+// \Deleted, after its copies, which Gmail's default auto-expunge acts on at
+// once (here: doveadm after the run). Recorded as merged, the new message
+// stayed on the near side alone for good, never uploaded, though nobody
+// removed it. It is copied again by the next run instead, as a message of
+// its own.
+func TestAppendMergedIntoDeleted(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	p.spec.Expunge = [2]bool{false, true}
+	near := p.spec.Near
+	addMany(t, near, "INBOX", 0, "n1")
+	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
+	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
+	engine.ExpungeBySubject(t, near, "INBOX", "n1")
+	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
+	var merge atomic.Bool
+	merge.Store(true)
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if re.Match(line) && merge.CompareAndSwap(true, false) {
+			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1b")
+			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
+		}
+		return line, false
+	})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if merge.Load() {
+		t.Fatal("no APPEND answered")
+	}
+	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, which this run flags deleted") || res.Failed != [2]int{1, 0} {
+		t.Fatalf("run with the merge into a message flagged deleted: %+v, %v", res.Counts, err)
+	}
+	if f := engine.ViewBox(t, p.raw[0], "INBOX"); f != "n1:T" {
+		t.Fatalf("far %q after the run, want n1:T", f)
+	}
+	doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "deleted") // Gmail's auto-expunge
+	for i := range 2 {
+		sync1(t, p, engine.RunOptions{})
+		if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
+			t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
+		}
+	}
+}

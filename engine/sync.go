@@ -51,6 +51,9 @@ type boxRun struct {
 	// expunging[s]: the plan's removals on side s, sorted, which happen
 	// after its copies (see takeReported).
 	expunging [2][]UID
+	// flaggingDeleted[s]: the UIDs the plan flags \Deleted on side s,
+	// sorted, also after its copies (see takeReported).
+	flaggingDeleted [2][]UID
 }
 
 // errNotThereYet ends, before anything is changed, the run of a mailbox
