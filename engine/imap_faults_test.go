@@ -740,3 +740,30 @@ func TestFarUndeleteDuringRun(t *testing.T) {
 	sync1(t, p, engine.RunOptions{})
 	p.check(t, "INBOX", "precious:")
 }
+
+// TestSelectRacingMailboxCreation: Dovecot answers a SELECT that meets
+// another session creating the mailbox at that moment (a new account's
+// INBOX, made on first use, while the first run's connections open it and
+// ask its STATUS) with NO [ALREADYEXISTS]. That was the first run's error
+// for INBOX; the SELECT is asked again and the run goes through.
+func TestSelectRacingMailboxCreation(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	addMany(t, p.raw[0], "INBOX", 0, "f1")
+	addMany(t, p.spec.Near, "INBOX", 0, "n1")
+	var refused atomic.Int64
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if bytes.Contains(line, []byte(" OK [READ-WRITE] Select completed")) && refused.CompareAndSwap(0, 1) {
+			i := bytes.Index(line, []byte(" OK "))
+			line = append(append([]byte(nil), line[:i]...), " NO [ALREADYEXISTS] Mailbox already exists\r\n"...)
+		}
+		return line, false
+	})
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if refused.Load() != 1 {
+		t.Fatal("no SELECT answered")
+	}
+	if err := mailboxErr(res); err != nil || res.Copied != [2]int{1, 1} {
+		t.Fatalf("run with a SELECT refused ALREADYEXISTS: %+v, %v", res.Counts, err)
+	}
+	p.check(t, "INBOX", "f1: n1:")
+}

@@ -139,7 +139,22 @@ func (m *Mailbox) errorf(format string, args ...any) error {
 	return fmt.Errorf("%s: mailbox %q: %w", m.s.cfg.Name, m.name, fmt.Errorf(format, args...))
 }
 
+// selectOn selects the mailbox on cn. A refusal with [ALREADYEXISTS] is
+// asked once more: Dovecot gives it to a SELECT that met another session
+// creating the mailbox at the same moment (a new account's INBOX, made on
+// first use, at the first run's parallel connections); a SELECT creates
+// nothing of its own, so the second one finds the mailbox.
 func (m *Mailbox) selectOn(ctx context.Context, cn *conn, ahead *engine.ListAhead) (engine.Status, error) {
+	st, err := m.selectOnce(ctx, cn, ahead)
+	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Code == imap.ResponseCodeAlreadyExists && !cn.broken {
+		m.s.log.Debug("SELECT refused with ALREADYEXISTS; selecting again", "mailbox", m.name)
+		st, err = m.selectOnce(ctx, cn, ahead)
+	}
+	return st, err
+}
+
+func (m *Mailbox) selectOnce(ctx context.Context, cn *conn, ahead *engine.ListAhead) (engine.Status, error) {
 	s := m.s
 	opts := &imap.SelectOptions{ReadOnly: m.readOnly, CondStore: cn.caps.Has(imap.CapCondStore)}
 	verb := "SELECT"
