@@ -44,10 +44,9 @@ type Store struct {
 	log    *slog.Logger
 	host   string // escaped host name for unique file names
 	pid    int    // for unique file names: os.Getpid is a system call each time
-	// watches bounds the inotify instances of folders open at once
-	// (maxWatches).
-	watches chan struct{}
-	seq     atomic.Uint64
+	// notify is the inotify instance the watches of open folders share.
+	notify *notifier
+	seq    atomic.Uint64
 	// rnd sets this store's file names apart from those of every other
 	// store, also in this process in the same second (two channels, or a
 	// store opened again): pid and seq alone repeat there, and a mail
@@ -147,7 +146,7 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 		}
 	}
 	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log, syncfsErrs: syncfsReportsErrors(),
-		watches: make(chan struct{}, maxWatches),
+		notify:  newNotifier(),
 		meminfo: "/proc/meminfo", dirtyMax: syncfsDirtyMax}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -173,8 +172,12 @@ func escapeHost(h string) string {
 // Name is the store's config name.
 func (s *Store) Name() string { return s.name }
 
-// Close does nothing: a Maildir store holds no resources between calls.
-func (s *Store) Close() error { return nil }
+// Close gives back the store's inotify instance (see notifier); a store
+// holds no other resources between calls.
+func (s *Store) Close() error {
+	s.notify.close()
+	return nil
+}
 
 // MailboxDir returns the directory of a mailbox (it may not exist yet).
 func (s *Store) MailboxDir(name string) (string, error) { return s.mailboxPath(name) }
@@ -639,7 +642,7 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 	var w *watch
 	if !readOnly {
 		// Before the stamp: every change after it must be seen.
-		w = watchFolder(dir, s.watches)
+		w = watchFolder(dir, s.notify)
 	}
 	now := time.Now()
 	stamp, err := s.dirStamp(dir)

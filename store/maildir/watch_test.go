@@ -242,17 +242,41 @@ func inotifyFDs(t *testing.T) int {
 	return n
 }
 
+// inotifyWatches counts the watches of this process's inotify instances
+// (the "inotify wd:" lines of their fdinfo).
+func inotifyWatches(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	n := 0
+	for _, e := range fds {
+		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err != nil || !strings.Contains(l, "inotify") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc/self/fdinfo", e.Name()))
+		if err == nil {
+			n += strings.Count(string(b), "inotify wd:")
+		}
+	}
+	return n
+}
+
 // Many folders open for writing at once (a run with many connections syncs
-// twice as many folders at once) hold a bounded number of inotify
-// instances: the kernel's default of 128 per user is shared with every
-// other program of the user. Closed, they give their instances back.
-func TestWatchesBounded(t *testing.T) {
+// twice as many folders at once) share one inotify instance: the kernel's
+// default of 128 instances per user is shared with every other program of
+// the user, and closing an instance waits for the kernel (4-25 ms each,
+// which held up every folder a run wrote to). A folder closed removes its
+// watches, which takes microseconds; the store's Close gives the instance
+// back.
+func TestWatchesShareOneInstance(t *testing.T) {
 	root := t.TempDir()
 	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := inotifyFDs(t)
+	before, watchesBefore := inotifyFDs(t), inotifyWatches(t)
 	var mbs []*Mailbox
 	watched := 0
 	for i := range 40 {
@@ -269,18 +293,72 @@ func TestWatchesBounded(t *testing.T) {
 	if watched == 0 {
 		t.Skip("no inotify watch on this file system")
 	}
-	if n := inotifyFDs(t) - before; n > 16 {
-		t.Errorf("%d inotify instances held by 40 open folders, want at most 16", n)
+	if n := inotifyFDs(t) - before; n != 1 || watched != 40 {
+		t.Errorf("%d inotify instances held by 40 open folders, %d of them watched; want 1 instance, all watched", n, watched)
 	}
+	if n := inotifyWatches(t) - watchesBefore; n != 80 {
+		t.Errorf("%d watches for 40 folders, want 80 (new/ and cur/)", n)
+	}
+	start := time.Now()
 	for _, mb := range mbs {
 		mb.Close()
 	}
-	if n := inotifyFDs(t) - before; n != 0 {
-		t.Errorf("%d inotify instances left after closing every folder", n)
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Logf("closing 40 folders took %v", d)
+	}
+	if n := inotifyWatches(t) - watchesBefore; n != 0 {
+		t.Errorf("%d watches left after closing every folder", n)
 	}
 	mb := open(t, s, "F00", false)
-	defer mb.Close()
 	if mb.w == nil {
 		t.Error("no watch for a folder opened after the others were closed")
+	}
+	mb.Close()
+	s.Close()
+	if n := inotifyFDs(t) - before; n != 0 {
+		t.Errorf("%d inotify instances left after the store closed", n)
+	}
+}
+
+// Two folders watched by one instance: each event goes to its folder's
+// watch. A mail client's change in one folder keeps that one from
+// vouching, not the other; the same folder opened twice for writing is
+// watched by the first Mailbox only, whose watch the second's Close leaves
+// alone.
+func TestWatchesApart(t *testing.T) {
+	root := t.TempDir()
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, name := range []string{"A", "B"} {
+		if err := s.CreateMailbox(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(root, name, "cur", "1700000000.p1.host:2,"), "Subject: x\n\nbody\n")
+	}
+	a, b := open(t, s, "A", false), open(t, s, "B", false)
+	defer a.Close()
+	defer b.Close()
+	if a.w == nil || b.w == nil {
+		t.Skip("no inotify watch on this file system")
+	}
+	again := open(t, s, "A", false)
+	if again.w != nil {
+		t.Error("a second Mailbox of a watched folder has a watch of its own")
+	}
+	again.Close()
+	list(t, a)
+	list(t, b)
+	writeFile(t, filepath.Join(root, "A", "new", "1700000001.p2.host"), "Subject: delivered\n\nbody\n")
+	if !s.freshStamps(filepath.Join(root, "B")) {
+		time.Sleep(scanGuard + 5*time.Millisecond) // see TestStatusAfterCoarseClock
+	}
+	if _, ok := a.StatusAfter(); ok {
+		t.Error("A vouched after a delivery into it")
+	}
+	if _, ok := b.StatusAfter(); !ok {
+		t.Error("B does not vouch after its own renames, for a delivery into A")
 	}
 }
