@@ -299,3 +299,40 @@ func TestAppendMergedIntoDeleted(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendServerBugAfterSaving: the server saved an APPENDed message and
+// then answered NO [SERVERBUG] (RFC 5530: it failed in itself). A NO is
+// taken for a refusal (engine.ErrRefused: no search at the next run), but
+// every copy whose commit failed is looked for at once, before it counts
+// as failed: the saved message is found and paired, not uploaded again.
+func TestAppendServerBugAfterSaving(t *testing.T) {
+	p, fp := proxiedPairing(t)
+	near := p.spec.Near
+	re := regexp.MustCompile(`OK \[APPENDUID \d+ [0-9:,]+\][^\r\n]*`)
+	var broke atomic.Bool
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if hasWord(line, "CAPABILITY") {
+			line = bytes.ReplaceAll(line, []byte(" MULTIAPPEND"), nil)
+		}
+		if re.Match(line) && broke.CompareAndSwap(false, true) {
+			line = re.ReplaceAll(line, []byte("NO [SERVERBUG] Internal error occurred"))
+		}
+		return line, false
+	})
+	addMany(t, near, "INBOX", 0, "n1")
+	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+	if !broke.Load() {
+		t.Fatal("no APPEND answered")
+	}
+	// Found at once by the search after the commit (or else by the next
+	// run's, when the server is slow to show it): paired, not copied again.
+	if err := mailboxErr(res); err != nil || res.Copied != [2]int{1, 0} {
+		t.Fatalf("run with the SERVERBUG answer: %+v, %v; want the copy found", res.Counts, err)
+	}
+	for i := range 2 {
+		sync1(t, p, engine.RunOptions{})
+		if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1:" || n != "n1:" {
+			t.Fatalf("run %d after: far %q, near %q (want n1: on each, once)", i+1, f, n)
+		}
+	}
+}
