@@ -88,17 +88,7 @@ func TestAppendMergedIntoExisting(t *testing.T) {
 	addMany(t, near, "INBOX", 0, "n1")
 	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
 	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
-	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
-	var appends atomic.Int64
-	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
-		if re.Match(line) {
-			// Merged: the new message is not there, its UID is n1's.
-			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1b")
-			appends.Add(1)
-			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
-		}
-		return line, false
-	})
+	appends := mergeInto(t, fp, "n1b", false)
 	ctx := context.Background()
 	view := func() string {
 		return "far " + engine.ViewBox(t, p.raw[0], "INBOX") + ", near " + engine.ViewBox(t, near, "INBOX")
@@ -208,18 +198,9 @@ func TestAppendMergedIntoRemoved(t *testing.T) {
 	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
 	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
 	engine.ExpungeBySubject(t, near, "INBOX", "n1")
-	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
-	var merge atomic.Bool
-	merge.Store(true)
-	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
-		if re.Match(line) && merge.CompareAndSwap(true, false) {
-			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1b")
-			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
-		}
-		return line, false
-	})
+	merged := mergeInto(t, fp, "n1b", true)
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-	if merge.Load() {
+	if merged.Load() != 1 {
 		t.Fatal("no APPEND answered")
 	}
 	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, which this run removes") || res.Failed != [2]int{1, 0} {
@@ -231,6 +212,24 @@ func TestAppendMergedIntoRemoved(t *testing.T) {
 			t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
 		}
 	}
+}
+
+// mergeInto makes the proxy answer APPENDs as a server that keeps one
+// message per Message-ID does when it holds one already (UID 1): the new
+// message (found by its subject) is not there, and the APPENDUID names UID
+// 1. With once, only the first APPEND is merged. It returns how many were.
+func mergeInto(t *testing.T, fp *faultProxy, subject string, once bool) *atomic.Int64 {
+	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
+	var merged atomic.Int64
+	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
+		if re.Match(line) && (!once || merged.Load() == 0) {
+			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", subject)
+			merged.Add(1)
+			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
+		}
+		return line, false
+	})
+	return &merged
 }
 
 // addRaw adds messages given whole to a mailbox of s.
@@ -271,18 +270,9 @@ func TestAppendMergedIntoDeleted(t *testing.T) {
 	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
 	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
 	engine.ExpungeBySubject(t, near, "INBOX", "n1")
-	re := regexp.MustCompile(`\[APPENDUID (\d+) [0-9:,]+\]`)
-	var merge atomic.Bool
-	merge.Store(true)
-	fp.set(nil, func(_ int, line []byte) ([]byte, bool) {
-		if re.Match(line) && merge.CompareAndSwap(true, false) {
-			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "header", "Subject", "n1b")
-			line = re.ReplaceAll(line, []byte("[APPENDUID $1 1]"))
-		}
-		return line, false
-	})
+	merged := mergeInto(t, fp, "n1b", true)
 	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-	if merge.Load() {
+	if merged.Load() != 1 {
 		t.Fatal("no APPEND answered")
 	}
 	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, which this run flags deleted") || res.Failed != [2]int{1, 0} {
