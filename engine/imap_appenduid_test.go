@@ -190,27 +190,48 @@ func TestAppendMergedInOneBatch(t *testing.T) {
 // merged the new copy into it. Paired with it, the new message would have
 // gone at the next run with it — a message nobody removed lost on both
 // sides. It is not paired: the next run copies it again, and it arrives as
-// a message of its own.
+// a message of its own. The same where the far side is not expunged by
+// quixysync (expunge = "near", as the Gmail example configures): the run
+// removes the server's message by flagging it \Deleted, which Gmail's
+// default auto-expunge acts on at once (here: doveadm after the run);
+// recorded as merged, the new message stayed on the near side alone for
+// good, never uploaded.
 func TestAppendMergedIntoRemoved(t *testing.T) {
-	p, fp := proxiedPairing(t)
-	near := p.spec.Near
-	addMany(t, near, "INBOX", 0, "n1")
-	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
-	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
-	engine.ExpungeBySubject(t, near, "INBOX", "n1")
-	merged := mergeInto(t, fp, "n1b", true)
-	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-	if merged.Load() != 1 {
-		t.Fatal("no APPEND answered")
-	}
-	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, which this run removes") || res.Failed != [2]int{1, 0} {
-		t.Fatalf("run with the merge into a removed message: %+v, %v", res.Counts, err)
-	}
-	for i := range 2 {
-		sync1(t, p, engine.RunOptions{})
-		if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
-			t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
-		}
+	for _, tc := range []struct {
+		name        string
+		expungeFar  bool
+		said, after string // the run's error; the server after it
+	}{
+		{"expunged", true, "which this run removes", ""},
+		{"flagged-deleted", false, "which this run flags deleted", "n1:T"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, fp := proxiedPairing(t)
+			p.spec.Expunge = [2]bool{tc.expungeFar, true}
+			near := p.spec.Near
+			addMany(t, near, "INBOX", 0, "n1")
+			sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
+			addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
+			engine.ExpungeBySubject(t, near, "INBOX", "n1")
+			merged := mergeInto(t, fp, "n1b", true)
+			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
+			if merged.Load() != 1 {
+				t.Fatal("no APPEND answered")
+			}
+			if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, "+tc.said) || res.Failed != [2]int{1, 0} {
+				t.Fatalf("run with the merge: %+v, %v", res.Counts, err)
+			}
+			if f := engine.ViewBox(t, p.raw[0], "INBOX"); f != tc.after {
+				t.Fatalf("far %q after the run, want %q", f, tc.after)
+			}
+			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "deleted") // Gmail's auto-expunge
+			for i := range 2 {
+				sync1(t, p, engine.RunOptions{})
+				if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
+					t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
+				}
+			}
+		})
 	}
 }
 
@@ -251,42 +272,6 @@ func addRaw(t *testing.T, s engine.Store, box string, msgs ...string) {
 	}
 	if _, err := mb.Commit(ctx, ss); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestAppendMergedIntoDeleted: as TestAppendMergedIntoRemoved, with the far
-// side not expunged by quixysync (expunge = "near", as the Gmail example
-// configures): the run removes the server's message by flagging it
-// \Deleted, after its copies, which Gmail's default auto-expunge acts on at
-// once (here: doveadm after the run). Recorded as merged, the new message
-// stayed on the near side alone for good, never uploaded, though nobody
-// removed it. It is copied again by the next run instead, as a message of
-// its own.
-func TestAppendMergedIntoDeleted(t *testing.T) {
-	p, fp := proxiedPairing(t)
-	p.spec.Expunge = [2]bool{false, true}
-	near := p.spec.Near
-	addMany(t, near, "INBOX", 0, "n1")
-	sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
-	addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
-	engine.ExpungeBySubject(t, near, "INBOX", "n1")
-	merged := mergeInto(t, fp, "n1b", true)
-	res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-	if merged.Load() != 1 {
-		t.Fatal("no APPEND answered")
-	}
-	if err := mailboxErr(res); err == nil || !strings.Contains(err.Error(), "merged it into its UID 1, which this run flags deleted") || res.Failed != [2]int{1, 0} {
-		t.Fatalf("run with the merge into a message flagged deleted: %+v, %v", res.Counts, err)
-	}
-	if f := engine.ViewBox(t, p.raw[0], "INBOX"); f != "n1:T" {
-		t.Fatalf("far %q after the run, want n1:T", f)
-	}
-	doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "deleted") // Gmail's auto-expunge
-	for i := range 2 {
-		sync1(t, p, engine.RunOptions{})
-		if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
-			t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
-		}
 	}
 }
 
