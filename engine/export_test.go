@@ -11,6 +11,9 @@ var (
 	ViewBox            = view
 	AddMsg             = addMsg
 	ErrCrash           = errCrash
+	// RetryAfterListing: a mailbox started ahead of the far listing whose
+	// run did not count; a run that crashed does not run it again.
+	RetryAfterListing = retryAfterListing
 )
 
 // WithJournalCounter makes a run count its journal lines into n.
