@@ -84,6 +84,9 @@ type watch struct {
 	n      *notifier
 	wds    [2]int // new/, cur/
 	expect map[ownChange]int
+	// early: events read before this Mailbox recorded the change (see
+	// match), each waiting for its own().
+	early  map[ownChange]int
 	bad    bool // something else happened, or it cannot be told
 	closed bool
 }
@@ -139,7 +142,7 @@ func watchFolder(dir string, n *notifier) *watch {
 	}
 	n.byWd[int32(w.wds[0])], n.byWd[int32(w.wds[1])] = w, w
 	n.n++
-	w.expect = map[ownChange]int{}
+	w.expect, w.early = map[ownChange]int{}, map[ownChange]int{}
 	return w
 }
 
@@ -171,7 +174,7 @@ func (w *watch) spoil() {
 	if w != nil {
 		w.n.mu.Lock()
 		w.bad = true
-		w.expect = nil
+		w.expect, w.early = nil, nil
 		w.n.mu.Unlock()
 	}
 }
@@ -195,7 +198,9 @@ func (w *watch) ownLocked(sub string, add bool, name string) {
 	if sub == "new" {
 		i = 0
 	}
-	w.expect[ownChange{i, add, name}]++
+	if k := (ownChange{i, add, name}); !take(w.early, k) {
+		w.expect[k]++
+	}
 	n := w.n
 	n.pending++
 	if n.pending >= drainEvery {
@@ -252,7 +257,7 @@ func (n *notifier) drainLocked() {
 func (n *notifier) spoilAll() {
 	for _, w := range n.byWd {
 		w.bad = true
-		w.expect = nil
+		w.expect, w.early = nil, nil
 	}
 }
 
@@ -299,18 +304,32 @@ func (w *watch) match(wd int32, m uint32, name []byte) {
 	if sub < 0 || m&(add|remove) == 0 || m&unix.IN_ISDIR != 0 || m&^(add|remove) != 0 {
 		// A directory removed or moved, a subdirectory: nothing this
 		// Mailbox does.
-		w.bad, w.expect = true, nil
+		w.bad, w.expect, w.early = true, nil, nil
 		return
 	}
 	k := ownChange{sub, m&add != 0, string(name)}
-	switch c := w.expect[k]; {
-	case c == 0:
-		w.bad, w.expect = true, nil
-	case c == 1:
-		delete(w.expect, k)
-	default:
-		w.expect[k] = c - 1
+	if !take(w.expect, k) {
+		// Not (yet) recorded: another folder's drain can read this
+		// folder's event between its change and its own(). Matched when
+		// own() comes; left over at the end, it was somebody else's.
+		w.early[k]++
+		if len(w.early) > drainEvery {
+			w.bad, w.expect, w.early = true, nil, nil
+		}
 	}
+}
+
+// take removes one k from the multiset m, if there is one.
+func take(m map[ownChange]int, k ownChange) bool {
+	switch c := m[k]; {
+	case c == 0:
+		return false
+	case c == 1:
+		delete(m, k)
+	default:
+		m[k] = c - 1
+	}
+	return true
 }
 
 // StatusAfter is engine.Restamper: the status now, when every change to
@@ -352,7 +371,7 @@ func (m *Mailbox) StatusAfter() (engine.Status, bool) {
 	}
 	w.drain()
 	w.n.mu.Lock()
-	bad = w.bad || len(w.expect) != 0
+	bad = w.bad || len(w.expect) != 0 || len(w.early) != 0
 	w.n.mu.Unlock()
 	if bad {
 		return engine.Status{}, false

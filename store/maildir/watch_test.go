@@ -362,3 +362,44 @@ func TestWatchesApart(t *testing.T) {
 		t.Error("B does not vouch after its own renames, for a delivery into A")
 	}
 }
+
+// One folder's event read by another folder's drain between the change
+// and its own() (the instance's queue is shared, and Mailboxes of a run
+// drain it at their ends): still the folder's own change, matched when its
+// own() comes. An event nothing accounts for by the end still spoils.
+func TestWatchEventReadBeforeOwn(t *testing.T) {
+	root := t.TempDir()
+	n := newNotifier()
+	t.Cleanup(n.close)
+	var ws []*watch
+	for _, name := range []string{"A", "B"} {
+		for _, sub := range []string{"new", "cur", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(root, name, sub), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := watchFolder(filepath.Join(root, name), n)
+		if w == nil {
+			t.Skip("no inotify watch on this file system")
+		}
+		ws = append(ws, w)
+	}
+	a, b := ws[0], ws[1]
+	writeFile(t, filepath.Join(root, "B", "tmp", "x"), "Subject: x\n\nbody\n")
+	if err := os.Rename(filepath.Join(root, "B", "tmp", "x"), filepath.Join(root, "B", "new", "x")); err != nil {
+		t.Fatal(err)
+	}
+	a.drain() // reads B's event before B says it was its own
+	b.own("new", true, "x")
+	b.drain()
+	if b.bad || len(b.expect) != 0 || len(b.early) != 0 {
+		t.Fatalf("B bad %v, expect %v, early %v: its own change read early spoiled it", b.bad, b.expect, b.early)
+	}
+	// Somebody else's delivery into A, read by B's drain: left over.
+	writeFile(t, filepath.Join(root, "A", "new", "y"), "Subject: y\n\nbody\n")
+	b.drain()
+	a.drain()
+	if !a.bad && len(a.early) == 0 {
+		t.Fatal("A can vouch after a delivery nobody of this store made")
+	}
+}
