@@ -27,6 +27,12 @@ func tunnelStore(t *testing.T, user, cmd string, mod func(*Config)) *Store {
 	})
 }
 
+// tcpTunnel is a tunnel command that only carries bytes to host:port (as
+// `ssh -W host:port` does), made of bash's /dev/tcp.
+func tcpTunnel(host string, port int) string {
+	return fmt.Sprintf("bash -c 'exec 3<>/dev/tcp/%s/%d; cat <&3 & exec cat >&3'", host, port)
+}
+
 // alive says whether the process pid exists (reaped processes do not).
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
@@ -91,7 +97,7 @@ func TestTunnelPreauth(t *testing.T) {
 // against host.
 func TestTunnelLogin(t *testing.T) {
 	d := needDovecot(t)
-	cmd := fmt.Sprintf("exec 3<>/dev/tcp/%s/%d; cat <&3 & exec cat >&3", d.Host, d.Port)
+	cmd := tcpTunnel(d.Host, d.Port)
 	for _, tc := range []struct {
 		name string
 		mod  func(*Config)
@@ -101,7 +107,7 @@ func TestTunnelLogin(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked int
-			s := tunnelStore(t, "alice", "bash -c '"+cmd+"'", func(c *Config) {
+			s := tunnelStore(t, "alice", cmd, func(c *Config) {
 				c.Password = func(context.Context) (string, error) { asked++; return d.Password("alice"), nil }
 				if tc.mod != nil {
 					tc.mod(c)
@@ -173,8 +179,7 @@ func TestTunnelSilent(t *testing.T) {
 // login: the error says what to add, or how to make the tunnel log in.
 func TestTunnelNeedsLogin(t *testing.T) {
 	d := needDovecot(t)
-	cmd := fmt.Sprintf("bash -c 'exec 3<>/dev/tcp/%s/%d; cat <&3 & exec cat >&3'", d.Host, d.Port)
-	s := tunnelStore(t, "alice", cmd, func(c *Config) { c.User = "" })
+	s := tunnelStore(t, "alice", tcpTunnel(d.Host, d.Port), func(c *Config) { c.User = "" })
 	_, err := s.ListMailboxes(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), "asks for a login") || !strings.Contains(err.Error(), "add user and a password source") {
 		t.Fatalf("error %v: want one saying the tunnel's server wants a login and what to add", err)

@@ -226,37 +226,31 @@ func TestStatusAfterReadOnly(t *testing.T) {
 	}
 }
 
-// inotifyFDs counts this process's open inotify instances.
-func inotifyFDs(t *testing.T) int {
+// inotifyFDList lists this process's inotify instances, by fd number.
+func inotifyFDList(t *testing.T) []string {
 	t.Helper()
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip("no /proc/self/fd")
 	}
-	n := 0
+	var out []string
 	for _, e := range fds {
 		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.Contains(l, "inotify") {
-			n++
+			out = append(out, e.Name())
 		}
 	}
-	return n
+	return out
 }
+
+// inotifyFDs counts this process's open inotify instances.
+func inotifyFDs(t *testing.T) int { return len(inotifyFDList(t)) }
 
 // inotifyWatches counts the watches of this process's inotify instances
 // (the "inotify wd:" lines of their fdinfo).
 func inotifyWatches(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
 	n := 0
-	for _, e := range fds {
-		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err != nil || !strings.Contains(l, "inotify") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc/self/fdinfo", e.Name()))
-		if err == nil {
+	for _, fd := range inotifyFDList(t) {
+		if b, err := os.ReadFile(filepath.Join("/proc/self/fdinfo", fd)); err == nil {
 			n += strings.Count(string(b), "inotify wd:")
 		}
 	}
