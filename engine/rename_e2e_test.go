@@ -1177,3 +1177,48 @@ func fooSynced(t *testing.T, subjects ...string) (string, engine.ChannelSpec) {
 	engine.MustSync(t, spec, engine.RunOptions{})
 	return dir, spec
 }
+
+// TestRenamedBothSidesWithFileMovedIn: before the folder was renamed on
+// both sides, a mail client moved a message from INBOX into it keeping its
+// file name, whose ",U=" is one the folder's state pairs with another
+// message. The evidence that the folder is the far mailbox renamed (the
+// newest pairs' Message-IDs on both sides) read the folder's UIDs without
+// what the state knows, took the moved-in file for the paired message, saw
+// another Message-ID and refused: the folder stopped with "the state
+// belongs to another mailbox" at every run (found by the random histories,
+// seed 6172272953574719606). The folder is read as a run reads it: taken
+// over, the moved-in message copied as new, the deleted one removed there.
+func TestRenamedBothSidesWithFileMovedIn(t *testing.T) {
+	dir, spec := fooSynced(t, "f1", "f2")
+	engine.AddMsg(t, spec.Far, "INBOX", "i1", 0)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	uid1 := func(box string) []string {
+		var out []string
+		for _, sub := range []string{"new", "cur"} {
+			m, _ := filepath.Glob(filepath.Join(dir, "near", box, sub, "*,U=1[:,]*"))
+			out = append(out, m...)
+		}
+		return out
+	}
+	files := uid1("INBOX")
+	if len(files) != 1 || len(uid1("Foo")) != 1 {
+		t.Fatalf("near INBOX's UID 1: %v, Foo's: %v (the test needs the same UID in both)", files, uid1("Foo"))
+	}
+	// The folder's own message under that UID deleted here, then the
+	// INBOX message filed there, as a mail client files it: the same name,
+	// in the same subdirectory.
+	if err := os.Remove(uid1("Foo")[0]); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Base(filepath.Dir(files[0]))
+	if err := os.Rename(files[0], filepath.Join(dir, "near", "Foo", sub, filepath.Base(files[0]))); err != nil {
+		t.Fatal(err)
+	}
+	for _, side := range []string{"far", "near"} {
+		renameBox(t, dir, side, "Foo", "Bar")
+	}
+	engine.MustSync(t, spec, engine.RunOptions{})
+	checkBoth(t, spec, "Bar", "f2: i1:")
+	checkBoth(t, spec, "INBOX", "")
+	checkIdle(t, spec)
+}

@@ -860,6 +860,34 @@ func (b *boxRun) setKnownUIDsOn(s Side, st *State, jd *journalData) {
 	}
 }
 
+// tellKnown tells a mailbox opened outside a mailbox run (a rename's
+// evidence) what the state st knows of side s, as setKnownUIDsOn does for
+// a run's: which UIDs it has seen, and the idents of the messages it pairs.
+func tellKnown(mb Mailbox, st *State, s Side) {
+	k, ok := mb.(UIDKeeper)
+	if !ok {
+		return
+	}
+	above := st.MaxPulled
+	validity := st.FarValidity
+	if s == Near {
+		above, validity = st.MaxPushed, st.NearValidity
+	}
+	has, _ := uidSet(func(yield func(UID)) {
+		for _, p := range st.Pairs {
+			if u := p.uid(s); u != 0 {
+				yield(u)
+			}
+		}
+	})
+	k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
+	if ik, ok := mb.(IdentKeeper); ok && validity == mb.Status().UIDValidity {
+		if ident := identsOf(st.Pairs, s); ident != nil {
+			ik.SetKnownIdents(ident)
+		}
+	}
+}
+
 // identsOf returns the idents pairs record for side s by UID (0 where none
 // is), or nil when they record none (a state written before idents were).
 // Like uidSet, a table where the UIDs are dense, else binary search.
