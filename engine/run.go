@@ -887,8 +887,8 @@ func samePairs(ctx context.Context, spec ChannelSpec, name string, far Mailbox, 
 	defer near.Close()
 	// Read as a run reads them: a file a mail client moved in keeping its
 	// ",U=" is not the message the state pairs under that UID.
-	tellKnown(far, &st, Far)
-	tellKnown(near, &st, Near)
+	tellKnown(far, &st, Far, nil)
+	tellKnown(near, &st, Near, nil)
 	farIDs, err := fetchMessageIDs(ctx, far, sortedUIDs(slices.Clone(fu)))
 	if err != nil {
 		return false, fmt.Errorf("reading Message-IDs on the far side: %w", err)

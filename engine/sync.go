@@ -819,13 +819,9 @@ func (b *boxRun) setKnownUIDsOn(s Side, st *State, jd *journalData) {
 	if !ok {
 		return
 	}
-	known := func(yield func(UID)) {
-		for _, p := range st.Pairs {
-			if u := p.uid(s); u != 0 {
-				yield(u)
-			}
-		}
-		if jd != nil {
+	var journal func(yield func(UID))
+	if jd != nil {
+		journal = func(yield func(UID)) {
 			for _, c := range jd.Copies {
 				if c.To == s {
 					yield(c.Reserved)
@@ -836,23 +832,7 @@ func (b *boxRun) setKnownUIDsOn(s Side, st *State, jd *journalData) {
 			}
 		}
 	}
-	above := st.MaxPulled
-	if s == Near {
-		above = st.MaxPushed
-	}
-	has, _ := uidSet(known)
-	k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
-	// Idents recorded under another UIDVALIDITY describe other UIDs
-	// (repair renumbers the pairs and forgets them).
-	validity := st.FarValidity
-	if s == Near {
-		validity = st.NearValidity
-	}
-	if ik, ok := b.mb[s].(IdentKeeper); ok && validity == b.status[s].UIDValidity {
-		if ident := identsOf(st.Pairs, s); ident != nil {
-			ik.SetKnownIdents(ident)
-		}
-	}
+	tellKnown(b.mb[s], st, s, journal)
 	if st.Generation > 0 {
 		if fi, err := os.Stat(b.statePath); err == nil {
 			k.SetLastSync(fi.ModTime())
@@ -860,16 +840,17 @@ func (b *boxRun) setKnownUIDsOn(s Side, st *State, jd *journalData) {
 	}
 }
 
-// tellKnown tells a mailbox opened outside a mailbox run (a rename's
-// evidence) what the state st knows of side s, as setKnownUIDsOn does for
-// a run's: which UIDs it has seen, and the idents of the messages it pairs.
-func tellKnown(mb Mailbox, st *State, s Side) {
+// tellKnown tells a mailbox that keeps UIDs in file names (UIDKeeper) what
+// the state st knows of side s: the UIDs it has seen (and those more
+// yields: a journal's), and the idents of the messages it pairs. A mailbox
+// opened outside a mailbox run (a rename's evidence) is told so too, so
+// that it reads the folder as a run does.
+func tellKnown(mb Mailbox, st *State, s Side, more func(yield func(UID))) {
 	k, ok := mb.(UIDKeeper)
 	if !ok {
 		return
 	}
-	above := st.MaxPulled
-	validity := st.FarValidity
+	above, validity := st.MaxPulled, st.FarValidity
 	if s == Near {
 		above, validity = st.MaxPushed, st.NearValidity
 	}
@@ -879,8 +860,13 @@ func tellKnown(mb Mailbox, st *State, s Side) {
 				yield(u)
 			}
 		}
+		if more != nil {
+			more(yield)
+		}
 	})
 	k.SetKnownUIDs(func(u UID) bool { return u > above || has(u) })
+	// Idents recorded under another UIDVALIDITY describe other UIDs
+	// (repair renumbers the pairs and forgets them).
 	if ik, ok := mb.(IdentKeeper); ok && validity == mb.Status().UIDValidity {
 		if ident := identsOf(st.Pairs, s); ident != nil {
 			ik.SetKnownIdents(ident)
