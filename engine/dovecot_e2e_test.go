@@ -689,6 +689,17 @@ func addMany(t testing.TB, s engine.Store, box string, flags engine.Flag, subjec
 // addManyAt is addMany with an arrival date (zero: the store's choice).
 func addManyAt(t testing.TB, s engine.Store, box string, flags engine.Flag, date time.Time, subjects ...string) {
 	t.Helper()
+	bodies := make([]string, len(subjects))
+	for i, subj := range subjects {
+		bodies[i] = testBody(subj)
+	}
+	addBodies(t, s, box, flags, date, bodies...)
+}
+
+// addBodies adds messages given whole to box of s (made if missing), with
+// flags and an arrival date (zero: the store's choice).
+func addBodies(t testing.TB, s engine.Store, box string, flags engine.Flag, date time.Time, bodies ...string) {
+	t.Helper()
 	ctx := context.Background()
 	if err := s.CreateMailbox(ctx, box); err != nil {
 		t.Fatal(err)
@@ -699,8 +710,8 @@ func addManyAt(t testing.TB, s engine.Store, box string, flags engine.Flag, date
 	}
 	defer mb.Close()
 	var ss []engine.Staged
-	for _, subj := range subjects {
-		st, err := mb.Stage(ctx, engine.NewMessage{Flags: flags, Date: date, Body: strings.NewReader(testBody(subj))})
+	for _, b := range bodies {
+		st, err := mb.Stage(ctx, engine.NewMessage{Flags: flags, Date: date, Body: strings.NewReader(b)})
 		if err != nil {
 			t.Fatal(err)
 		}

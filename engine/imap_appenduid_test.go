@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/quixysync/quixysync/engine"
 )
@@ -256,23 +257,7 @@ func mergeInto(t *testing.T, fp *faultProxy, subject string, once bool) *atomic.
 // addRaw adds messages given whole to a mailbox of s.
 func addRaw(t *testing.T, s engine.Store, box string, msgs ...string) {
 	t.Helper()
-	ctx := context.Background()
-	mb, err := s.OpenMailbox(ctx, box, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
-	var ss []engine.Staged
-	for _, m := range msgs {
-		st, err := mb.Stage(ctx, engine.NewMessage{Body: strings.NewReader(m)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ss = append(ss, st)
-	}
-	if _, err := mb.Commit(ctx, ss); err != nil {
-		t.Fatal(err)
-	}
+	addBodies(t, s, box, 0, time.Time{}, msgs...)
 }
 
 // TestAppendServerBugAfterSaving: the server saved an APPENDed message and
