@@ -697,8 +697,8 @@ func (s *Store) dialOnce(ctx context.Context) (*conn, error) {
 	}
 	if err != nil {
 		s.firstAnswer(0, false)
-		if tunnel == nil && s.cfg.Tunnel != "" {
-			return nil, err
+		if s.cfg.Tunnel != "" {
+			return nil, err // dialTunnel's names the store and the command
 		}
 		return nil, fmt.Errorf("%s: connecting to %s: %w%s", s.cfg.Name, s.addr(), err, s.dialHint(err))
 	}
