@@ -53,9 +53,12 @@ const maxWatched = 256
 // instance kept open takes microseconds. One instance also leaves the
 // user's other programs the kernel's 128 instances per user.
 type notifier struct {
-	mu   sync.Mutex
-	fd   int // -1 until the first watch
-	byWd map[int32]*watch
+	mu sync.Mutex
+	fd int // -1 until the first watch
+	// byWd: the watches of each watch descriptor. Two Mailboxes of one
+	// folder share the kernel's watch of its directories (one instance has
+	// one per directory) and see each other's changes as somebody else's.
+	byWd map[int32][]*watch
 	n    int // folders watched
 	// pending counts changes recorded since the queue was last read, by
 	// every watch: the kernel's queue (16 384 events) is shared too.
@@ -63,15 +66,17 @@ type notifier struct {
 	buf     []byte
 }
 
-func newNotifier() *notifier { return &notifier{fd: -1, byWd: map[int32]*watch{}} }
+func newNotifier() *notifier { return &notifier{fd: -1, byWd: map[int32][]*watch{}} }
 
 // close gives the instance back (Store.Close). Watches still open are
 // spoiled.
 func (n *notifier) close() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, w := range n.byWd {
-		w.bad = true
+	for _, ws := range n.byWd {
+		for _, w := range ws {
+			w.bad = true
+		}
 	}
 	clear(n.byWd)
 	if n.fd >= 0 {
@@ -101,8 +106,7 @@ type ownChange struct {
 // watchFolder starts watching new/ and cur/ of dir, or returns nil where a
 // watch could not see every change: a file system other hosts can change
 // (inotify only sees this kernel's changes), no inotify instance or watch
-// left, a missing directory, or a folder another Mailbox of this store
-// watches already (one instance has one watch per directory).
+// left, or a missing directory.
 func watchFolder(dir string, n *notifier) *watch {
 	for _, sub := range [2]string{"new", "cur"} {
 		var sfs unix.Statfs_t
@@ -125,22 +129,24 @@ func watchFolder(dir string, n *notifier) *watch {
 	w := &watch{n: n, wds: [2]int{-1, -1}}
 	for i, sub := range [2]string{"new", "cur"} {
 		wd, err := unix.InotifyAddWatch(n.fd, filepath.Join(dir, sub), watchMask)
-		if err == nil && n.byWd[int32(wd)] != nil {
-			// Watched already, by another Mailbox: its watch stays its own.
-			err = unix.EEXIST
-		}
 		if err != nil || (i == 1 && wd == w.wds[0]) {
-			if i == 1 && wd != w.wds[0] && err == nil {
+			// (A watch already shared with another Mailbox stays.)
+			if i == 1 && wd != w.wds[0] && err == nil && len(n.byWd[int32(wd)]) == 0 {
 				unix.InotifyRmWatch(n.fd, uint32(wd))
 			}
-			if w.wds[0] >= 0 {
+			if w.wds[0] >= 0 && len(n.byWd[int32(w.wds[0])]) == 0 {
 				unix.InotifyRmWatch(n.fd, uint32(w.wds[0]))
 			}
 			return nil
 		}
 		w.wds[i] = wd
 	}
-	n.byWd[int32(w.wds[0])], n.byWd[int32(w.wds[1])] = w, w
+	// Events queued by now were for the watches there were: the changes
+	// they tell of are in the stamp this Mailbox reads at open.
+	n.drainLocked()
+	for _, wd := range w.wds {
+		n.byWd[int32(wd)] = append(n.byWd[int32(wd)], w)
+	}
 	n.n++
 	w.expect, w.early = map[ownChange]int{}, map[ownChange]int{}
 	return w
@@ -160,9 +166,20 @@ func (w *watch) close() {
 	}
 	w.closed, w.bad = true, true
 	for _, wd := range w.wds {
-		if n.byWd[int32(wd)] == w {
+		ws := n.byWd[int32(wd)]
+		for i, o := range ws {
+			if o == w {
+				ws = append(ws[:i:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
 			delete(n.byWd, int32(wd))
-			unix.InotifyRmWatch(n.fd, uint32(wd))
+			if n.fd >= 0 {
+				unix.InotifyRmWatch(n.fd, uint32(wd))
+			}
+		} else {
+			n.byWd[int32(wd)] = ws
 		}
 	}
 	n.n--
@@ -255,9 +272,11 @@ func (n *notifier) drainLocked() {
 }
 
 func (n *notifier) spoilAll() {
-	for _, w := range n.byWd {
-		w.bad = true
-		w.expect, w.early = nil, nil
+	for _, ws := range n.byWd {
+		for _, w := range ws {
+			w.bad = true
+			w.expect, w.early = nil, nil
+		}
 	}
 }
 
@@ -281,7 +300,7 @@ func (n *notifier) match(b []byte) {
 			n.spoilAll()
 			continue
 		}
-		if w := n.byWd[ev.Wd]; w != nil {
+		for _, w := range n.byWd[ev.Wd] {
 			w.match(ev.Wd, ev.Mask, name)
 		}
 	}

@@ -316,9 +316,9 @@ func TestWatchesShareOneInstance(t *testing.T) {
 
 // Two folders watched by one instance: each event goes to its folder's
 // watch. A mail client's change in one folder keeps that one from
-// vouching, not the other; the same folder opened twice for writing is
-// watched by the first Mailbox only, whose watch the second's Close leaves
-// alone.
+// vouching, not the other. The same folder opened twice shares the
+// kernel's watch: each Mailbox vouches for its own changes only, and one's
+// Close leaves the other's watch working.
 func TestWatchesApart(t *testing.T) {
 	root := t.TempDir()
 	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
@@ -338,22 +338,30 @@ func TestWatchesApart(t *testing.T) {
 	if a.w == nil || b.w == nil {
 		t.Skip("no inotify watch on this file system")
 	}
-	again := open(t, s, "A", false)
-	if again.w != nil {
-		t.Error("a second Mailbox of a watched folder has a watch of its own")
-	}
-	again.Close()
-	list(t, a)
-	list(t, b)
-	writeFile(t, filepath.Join(root, "A", "new", "1700000001.p2.host"), "Subject: delivered\n\nbody\n")
 	if !s.freshStamps(filepath.Join(root, "B")) {
-		time.Sleep(scanGuard + 5*time.Millisecond) // see TestStatusAfterCoarseClock
+		t.Skip("no fresh directory timestamps here")
+	}
+	again := open(t, s, "A", false)
+	if again.w == nil {
+		t.Fatal("a second Mailbox of a watched folder has no watch")
+	}
+	list(t, again) // gives A's message its UID: a rename of again's
+	if _, ok := again.StatusAfter(); !ok {
+		t.Error("the second Mailbox of A does not vouch after its own rename")
 	}
 	if _, ok := a.StatusAfter(); ok {
-		t.Error("A vouched after a delivery into it")
+		t.Error("A vouched after another Mailbox's rename in it")
 	}
+	again.Close()
+	other := open(t, s, "B", false)
+	if other.w == nil {
+		t.Error("a second Mailbox of B has no watch")
+	}
+	other.Close()
+	list(t, b) // B's own renames, seen only if other's Close left the watch
+	writeFile(t, filepath.Join(root, "A", "new", "1700000001.p2.host"), "Subject: delivered\n\nbody\n")
 	if _, ok := b.StatusAfter(); !ok {
-		t.Error("B does not vouch after its own renames, for a delivery into A")
+		t.Error("B does not vouch after its own renames, for changes in A")
 	}
 }
 
@@ -395,5 +403,27 @@ func TestWatchEventReadBeforeOwn(t *testing.T) {
 	a.drain()
 	if !a.bad && len(a.early) == 0 {
 		t.Fatal("A can vouch after a delivery nobody of this store made")
+	}
+}
+
+// A second Mailbox of a folder joins the kernel's watch with the first
+// one's events still queued: those changes came before it opened (its
+// stamp has them), and must not keep it from vouching.
+func TestWatchJoinedAfterChanges(t *testing.T) {
+	s, mb, dir := watchedFolder(t, 3, nil)
+	if !s.freshStamps(dir) {
+		t.Skip("no fresh directory timestamps here")
+	}
+	list(t, mb) // three renames of mb's, their events not read yet
+	again := open(t, s, "INBOX", false)
+	defer again.Close()
+	if again.w == nil {
+		t.Fatal("a second Mailbox of a watched folder has no watch")
+	}
+	if _, ok := again.StatusAfter(); !ok {
+		t.Error("the second Mailbox does not vouch for a folder unchanged since it opened")
+	}
+	if _, ok := mb.StatusAfter(); !ok {
+		t.Error("the first Mailbox does not vouch after its own renames")
 	}
 }
