@@ -209,13 +209,31 @@ func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 	// Pull first, then push: the order only matters for progress output.
 	for _, t := range []Side{Near, Far} {
 		src := t.Other()
-		last := !p.changes(src) && (t == Far || len(p.Copies[src]) == 0)
+		// (A source stays open while the target loses messages: a copy
+		// merged into one of them is made again afterwards.)
+		last := !p.changes(src) && (t == Far || len(p.Copies[src]) == 0) &&
+			len(b.expunging[t]) == 0 && len(b.flaggingDeleted[t]) == 0
 		if err := b.copyAll(ctx, t, p.Copies[t], newSt, last); err != nil {
 			return err
 		}
 	}
 	if err := b.applyChanges(ctx, p, newSt); err != nil {
 		return err
+	}
+	// Copies the target merged into a message the run has now removed (or
+	// flagged \Deleted, which a merging server such as Gmail removes at
+	// once) are made again, each a message of its own there now.
+	again := b.mergedAway
+	b.mergedAway = [2][]Copy{}
+	for _, t := range []Side{Near, Far} {
+		if len(again[t]) == 0 || ctx.Err() != nil {
+			continue
+		}
+		b.expunging[t], b.flaggingDeleted[t] = nil, nil
+		b.retrying = true
+		if err := b.copyAll(ctx, t, again[t], newSt, false); err != nil {
+			return err
+		}
 	}
 	// Whatever is left (a target of copies with no changes after them) is
 	// released before the state is saved.
@@ -969,11 +987,13 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 			// failure to retry at every run: the message stays on this
 			// side only, as one too big for the target does.
 			if i, ok := pending[in.Src]; ok {
-				newSt.Pairs[i].Skip, newSt.Pairs[i].Flags = SkipMerged, in.Flags
+				newSt.Pairs[i].Skip, newSt.Pairs[i].Flags, newSt.Pairs[i].Into = SkipMerged, in.Flags, sc.mergedInto
 			} else {
-				newSt.Pairs = append(newSt.Pairs, pairOf(src, in.Src, in.Flags, SkipMerged))
+				pr := pairOf(src, in.Src, in.Flags, SkipMerged)
+				pr.Into = sc.mergedInto
+				newSt.Pairs = append(newSt.Pairs, pr)
 			}
-			b.log.Warn(fmt.Sprintf("message not copied to the %s side, which merged it into a message of the same Message-ID it holds, paired with another here (as Gmail does); it stays on the %s side only and is tried again only if flagged (reported once)", t, src),
+			b.log.Warn(fmt.Sprintf("message not copied to the %s side, which merged it into a message of the same Message-ID it holds, paired with another here (as Gmail does); it stays on the %s side only, is removed with that message if it is deleted there, and is copied as a message of its own once flagged or once that message goes otherwise (reported once)", t, src),
 				"mailbox", b.name, "side", src.String(), "uid", in.Src, "merged_into", sc.mergedInto, Notice, true)
 			if err := b.j.addCopyResult(in); err != nil {
 				return nil, err
@@ -983,6 +1003,14 @@ func (b *boxRun) copyBatch(ctx context.Context, t Side, batch []Copy, uidNext UI
 		if in.Failed || !in.Done {
 			in.Done, in.Failed = true, true
 			failed = append(failed, sc.s)
+			if errors.Is(sc.err, errMergedAway) && !b.retrying {
+				// Made again once the run has removed that message (execute).
+				b.mergedAway[t] = append(b.mergedAway[t], sc.c)
+				if err := b.j.addCopyResult(in); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			b.res.Failed[t]++
 			if err := cmp.Or(sc.err, cerr); err != nil {
 				b.fail(b.copyErr(src, in.Src, t, err, pending, newSt))
@@ -1050,7 +1078,7 @@ func arriveLate(staged []*stagedCopy) []*stagedCopy {
 }
 
 // errMergedAway: a copy the target merged into a message the run removes
-// (see takeReported).
+// (see takeReported), made again after the removal.
 var errMergedAway = errors.New("not copied")
 
 // takeReported gives the copies that resolveCopies did not find the UID the
@@ -1116,16 +1144,16 @@ func (b *boxRun) takeReported(ctx context.Context, t Side, staged []*stagedCopy,
 			// Taken into a message this run removes (its partner was
 			// removed here): paired with it, the copy's source would go
 			// at the next run with it; marked merged, it would stay here
-			// alone. It is copied again by the next run, when that
-			// message is gone, as a message of its own.
-			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run removes; the next run copies it again", errMergedAway, t, u)
+			// alone. It is copied again after the run's removals, when
+			// that message is gone, as a message of its own (execute).
+			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run removes", errMergedAway, t, u)
 			continue
 		}
 		if _, gone := slices.BinarySearch(b.flaggingDeleted[t], u); gone {
 			// The same where the run removes that message by flagging it
 			// \Deleted (the side is not expunged here: Gmail's own
 			// auto-expunge removes it at once).
-			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run flags deleted; the next run copies it again", errMergedAway, t, u)
+			sc.err = fmt.Errorf("%w: the %s side merged it into its UID %d, which this run flags deleted", errMergedAway, t, u)
 			continue
 		}
 		if taken[u] {

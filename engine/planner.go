@@ -28,6 +28,10 @@ import (
 //     SkipGone one whose \Deleted was taken away (the user's undelete), a SkipTooBig one
 //     now flagged (a flagged message is copied whatever max_size says), or a SkipRefused
 //     or SkipMerged one flagged since: it is then pending like a new message. A
+//     SkipMerged pair that names the message it was merged into (Pair.Into) follows it:
+//     removed by its own side, the merged copy is removed as its partner; leaving the
+//     state otherwise, or flagged \Deleted by this plan for its partner's removal, the
+//     merged copy is pending like a new message (see mergedPair). A
 //     one-sided SkipNone pair is a copy not done yet and is retried while that direction
 //     has OpNew; a run whose mode does not copy that way leaves the side without a stamp.
 //   - A listed message in no pair is new when its UID is above MaxPulled (far) / MaxPushed
@@ -293,6 +297,12 @@ type planner struct {
 	// those of the pairs kept).
 	known [2]knownUIDs
 
+	// merged are the state's SkipMerged pairs that name the message they were merged
+	// into, handled once every pair has been seen (mergedPair). targets[t] holds those
+	// messages of side t, with what this plan does to them.
+	merged  []Pair
+	targets [2]map[UID]targetFate
+
 	// What this plan does, collected per side before grouping.
 	changes   [2][]flagChange
 	expunged  [2][]UID // no UID twice: every message is kept or expunged at most once
@@ -328,6 +338,14 @@ func (p *planner) init(st State, reps [2]*Report, opt Options) {
 		if pr.Near != 0 {
 			n[Near]++
 			lo[Near], hi[Near] = min(lo[Near], pr.Near), max(hi[Near], pr.Near)
+		}
+		if pr.Skip == SkipMerged && pr.Into != 0 && (pr.Far == 0) != (pr.Near == 0) {
+			t, _ := oneSide(pr)
+			t = t.Other()
+			if p.targets[t] == nil {
+				p.targets[t] = map[UID]targetFate{}
+			}
+			p.targets[t][pr.Into] = targetKept
 		}
 	}
 	fresh := 0 // at most this many new messages get a pair
@@ -384,8 +402,30 @@ func (p *planner) run() {
 		case pr.Skip == SkipNone:
 			s, u := oneSide(pr)
 			p.pending(s, u, pr.Flags, true, -1)
+		case pr.Skip == SkipMerged && pr.Into != 0:
+			p.merged = append(p.merged, pr)
 		default:
 			p.skipped(pr)
+		}
+	}
+	if len(p.merged) > 0 {
+		// Which of the messages merged into stay in the new state, other than
+		// as a deletion mark this plan makes.
+		var stays [2]map[UID]bool
+		for s := range 2 {
+			stays[s] = map[UID]bool{}
+		}
+		for _, ps := range [][]Pair{p.pairs, p.pairsNoFar} {
+			for _, pr := range ps {
+				for s, u := range [2]UID{pr.Far, pr.Near} {
+					if f, ok := p.targets[s][u]; ok && u != 0 && f != targetMarked {
+						stays[s][u] = true
+					}
+				}
+			}
+		}
+		for _, pr := range p.merged {
+			p.mergedPair(pr, stays)
 		}
 	}
 	// Unpaired listed messages: new ones above the high-water mark, old ones below it.
@@ -457,6 +497,11 @@ func (p *planner) fullPair(pr Pair) {
 			p.existed[s]++
 		}
 	}
+	for s := range 2 {
+		if !ok[s] {
+			p.removedThere(Side(s), uid[s])
+		}
+	}
 	switch {
 	case !ok[Far] && !ok[Near]:
 		return // removed on both sides: nothing left to do
@@ -481,6 +526,15 @@ func (p *planner) fullPair(pr Pair) {
 	x := [2]bool{
 		p.opt.Expunge[Far] && fin[Far].Has(FlagDeleted),
 		p.opt.Expunge[Near] && fin[Near].Has(FlagDeleted),
+	}
+	if x[Far] || x[Near] {
+		// The pair goes: a side that gave its message \Deleted since the last run
+		// removes it itself.
+		for s := range 2 {
+			if cur[s].Has(FlagDeleted) && !base.Has(FlagDeleted) {
+				p.removedThere(Side(s), uid[s])
+			}
+		}
 	}
 	switch {
 	case x[Far] && x[Near]:
@@ -542,6 +596,56 @@ func (p *planner) partnerGone(r Side, uid [2]UID, cur, fl Flag) {
 	}
 	p.keep(r, uid[r], cur, fl)
 	p.addPair(pairOf(r, uid[r], fl, SkipGone))
+	if f, ok := p.targets[r][uid[r]]; ok && f == targetKept {
+		p.targets[r][uid[r]] = targetMarked
+	}
+}
+
+// targetFate is what a plan does to a message a merged pair names.
+type targetFate uint8
+
+const (
+	targetKept    targetFate = iota
+	targetRemoved            // by its own side (see removedThere)
+	targetMarked             // \Deleted and kept one-sided (SkipGone) by this plan, for its partner's removal
+)
+
+// removedThere notes that side s removes its message u itself (gone from its listing,
+// or expunged with a \Deleted it had), for the merged pairs that name u.
+func (p *planner) removedThere(s Side, u UID) {
+	if _, ok := p.targets[s][u]; ok {
+		p.targets[s][u] = targetRemoved
+	}
+}
+
+// mergedPair handles a SkipMerged pair whose copy side t merged into its message
+// pr.Into. That message stands for this one there: removed by side t itself (a
+// deletion on the server), this one goes too, as a partner would. Leaving the state
+// otherwise (removed for its partner here, which the user deleted, or gone after this
+// side flagged it \Deleted), or flagged \Deleted by this plan for that reason, it leaves
+// this one on this side only: copied again, in this plan, so that the run converges
+// (the executor makes a copy the target merges into a message the run removes or flags
+// again after that change). While that message stays in the new state otherwise
+// (stays), the pair is skipped as any other: a merge into a message flagged \Deleted
+// by an earlier run is not tried again at every run.
+func (p *planner) mergedPair(pr Pair, stays [2]map[UID]bool) {
+	s, u := oneSide(pr)
+	t := s.Other()
+	switch {
+	case p.targets[t][pr.Into] == targetRemoved && p.ops(t)&OpGone != 0:
+		cur, ok, _ := p.views[s].lookup(u, pr.Flags)
+		if !ok {
+			return
+		}
+		p.existed[s]++
+		var uid [2]UID
+		uid[s] = u
+		p.partnerGone(s, uid, cur, cur)
+	case !stays[t][pr.Into]:
+		p.pending(s, u, pr.Flags, true, -1)
+	default:
+		p.skipped(pr)
+	}
 }
 
 // skipped handles a one-sided pair kept on purpose: it stays (never retried) while its

@@ -66,11 +66,23 @@ func diffCase(rng *rand.Rand) (State, Report, Report, Options) {
 		pr := Pair{Far: u[Far].next(), Near: u[Near].next(), Flags: flag()}
 		switch rng.IntN(8) {
 		case 0:
-			pr.Far, pr.Skip = 0, SkipReason(rng.IntN(4))
+			pr.Far, pr.Skip = 0, SkipReason(rng.IntN(6))
 		case 1:
-			pr.Near, pr.Skip = 0, SkipReason(rng.IntN(4))
+			pr.Near, pr.Skip = 0, SkipReason(rng.IntN(6))
 		case 2:
-			pr.Skip = SkipReason(rng.IntN(5))
+			pr.Skip = SkipReason(rng.IntN(6))
+		}
+		if pr.Skip == SkipMerged && rng.IntN(4) != 0 {
+			// Merged into a message of the other side: mostly one an earlier pair
+			// holds, which the reports may show gone, deleted or kept.
+			t := Far
+			if pr.Near == 0 {
+				t = Near
+			}
+			pr.Into = u[t].next()
+			if k := len(st.Pairs); k > 0 && rng.IntN(3) != 0 {
+				pr.Into = [2]UID{st.Pairs[rng.IntN(k)].Far, st.Pairs[rng.IntN(k)].Near}[t]
+			}
 		}
 		if rng.IntN(200) == 0 {
 			pr.Far, pr.Near = 0, 0

@@ -92,6 +92,10 @@ type refPlanner struct {
 	existed [2]int
 	pairs   []Pair
 	plan    Plan
+	// removedThere[s]: messages of side s that side removed itself in this run;
+	// markedGone[s]: those this plan flags \Deleted and keeps one-sided for a partner's
+	// removal.
+	removedThere, markedGone [2]map[UID]bool
 }
 
 func refNewPlanner(st State, reps [2]*Report, opt Options) *refPlanner {
@@ -102,6 +106,8 @@ func refNewPlanner(st State, reps [2]*Report, opt Options) *refPlanner {
 		p.expunged[s] = make(map[UID]bool)
 		p.late = make(map[UID]bool)
 		p.after[s] = make(map[UID]Flag)
+		p.removedThere[s] = make(map[UID]bool)
+		p.markedGone[s] = make(map[UID]bool)
 	}
 	return p
 }
@@ -157,6 +163,39 @@ func (p *refPlanner) run() {
 		case pr.Skip == SkipNone:
 			s, u := refOneSide(pr)
 			p.pending(s, u, pr.Flags, true)
+		case pr.Skip == SkipMerged && pr.Into != 0:
+			// after every pair: what became of the message it was merged into
+		default:
+			p.skipped(pr)
+		}
+	}
+	inNew := [2]map[UID]bool{{}, {}} // the messages the new state pairs so far
+	for _, pr := range p.pairs {
+		for s, u := range [2]UID{pr.Far, pr.Near} {
+			if !p.markedGone[s][u] || p.removedThere[s][u] {
+				inNew[s][u] = true
+			}
+		}
+	}
+	for _, pr := range pairs {
+		if pr.Far != 0 && pr.Near != 0 || pr.Skip != SkipMerged || pr.Into == 0 {
+			continue
+		}
+		s, u := refOneSide(pr)
+		t := s.Other()
+		switch {
+		case p.removedThere[t][pr.Into] && p.ops(t)&OpGone != 0:
+			// removed by the side that merged it: this one goes with it
+			cur, ok := p.views[s].lookup(u, pr.Flags)
+			if !ok {
+				continue
+			}
+			p.existed[s]++
+			var uid [2]UID
+			uid[s] = u
+			p.partnerGone(s, uid, cur, cur)
+		case !inNew[t][pr.Into]:
+			p.pending(s, u, pr.Flags, true) // leaves the state: a message of its own
 		default:
 			p.skipped(pr)
 		}
@@ -221,6 +260,8 @@ func (p *refPlanner) fullPair(pr Pair) {
 	for s := range 2 {
 		if ok[s] {
 			p.existed[s]++
+		} else {
+			p.removedThere[s][uid[s]] = true
 		}
 	}
 	switch {
@@ -247,6 +288,11 @@ func (p *refPlanner) fullPair(pr Pair) {
 	x := [2]bool{
 		p.opt.Expunge[Far] && fin[Far].Has(FlagDeleted),
 		p.opt.Expunge[Near] && fin[Near].Has(FlagDeleted),
+	}
+	for s := range 2 {
+		if (x[Far] || x[Near]) && cur[s].Has(FlagDeleted) && !base.Has(FlagDeleted) {
+			p.removedThere[s][uid[s]] = true // deleted there since the last run
+		}
 	}
 	switch {
 	case x[Far] && x[Near]:
@@ -301,6 +347,7 @@ func (p *refPlanner) partnerGone(r Side, uid [2]UID, cur, fl Flag) {
 	}
 	p.keep(r, uid[r], cur, fl)
 	p.pairs = append(p.pairs, refPairOf(r, uid[r], fl, SkipGone))
+	p.markedGone[r][uid[r]] = true
 }
 
 // skipped handles a one-sided pair kept on purpose: it stays (never retried) while its

@@ -67,6 +67,12 @@ func ptPairSkip(f, n UID, flags string, skip SkipReason) Pair {
 	return p
 }
 
+func ptMerged(f, n UID, flags string, into UID) Pair {
+	p := ptPairSkip(f, n, flags, SkipMerged)
+	p.Into = into
+	return p
+}
+
 func ptFU(add, remove string, uids ...UID) FlagUpdate {
 	return FlagUpdate{UIDs: uids, Add: ptFlags(add), Remove: ptFlags(remove)}
 }
@@ -348,6 +354,91 @@ func TestPlanMailboxRules(t *testing.T) {
 			copies: [2][]UID{Far: {6, 7}, Near: {5, 7, 8}},
 			pairs: []Pair{ptPair(5, 0, "F"), ptPair(7, 0, "F"), ptPair(8, 0, "F"), ptPairSkip(9, 0, "F", SkipRefused), ptPair(0, 6, "FS"),
 				ptPair(0, 7, "FS"), ptPairSkip(0, 8, "F", SkipMerged), ptPairSkip(0, 9, "S", SkipMerged)},
+		},
+		{
+			// Merged by the server into its message 3, which stays paired
+			// with near 3: the merged copy stays here, not copied again.
+			name: "merged/stays-while-its-message-is-in-the-state",
+			st:   ptState(10, 10, ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(ptMsg(3, "S")), near: ptComplete(ptMsg(3, "S"), ptMsg(4, "")), opt: ptBoth,
+			pairs: []Pair{ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)},
+		},
+		{
+			// Far 3 was removed for its partner here (the user deleted near
+			// 3): the merged copy is the message's only one, copied again as
+			// one of its own. (A copy merged by an older version, with no
+			// message recorded, stays.)
+			name: "merged/copied-again-once-its-message-left-the-state",
+			st:   ptState(10, 10, ptMerged(0, 4, "S", 3), ptPairSkip(0, 5, "", SkipMerged)),
+			far:  ptComplete(), near: ptComplete(ptMsg(4, "S"), ptMsg(5, "")), opt: ptBoth,
+			copies: [2][]UID{Far: {4}},
+			pairs:  []Pair{ptPair(0, 4, "S"), ptPairSkip(0, 5, "", SkipMerged)},
+		},
+		{
+			// The user deletes near 3, the merged copy's partner by way of
+			// far 3: far 3 goes, and the merged copy, this side's only one
+			// of the message, is copied in the same run.
+			name: "merged/copied-when-the-partner-here-is-deleted",
+			st:   ptState(10, 10, ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(ptMsg(3, "S")), near: ptComplete(ptMsg(4, "")), opt: ptBothExp,
+			expunges: [2][]UID{Far: {3}},
+			copies:   [2][]UID{Far: {4}},
+			pairs:    []Pair{ptPair(0, 4, "")},
+		},
+		{
+			// The same where the server is not expunged: far 3 is flagged
+			// \Deleted (Gmail then removes it at once), and the merged copy
+			// is copied in the same run.
+			name: "merged/copied-when-its-message-is-flagged-deleted",
+			st:   ptState(10, 10, ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(ptMsg(3, "S")), near: ptComplete(ptMsg(4, "")), opt: ptNearExp,
+			flags:  [2][]FlagUpdate{Far: {ptFU("T", "", 3)}},
+			copies: [2][]UID{Far: {4}},
+			pairs:  []Pair{ptPairSkip(3, 0, "ST", SkipGone), ptPair(0, 4, "")},
+		},
+		{
+			// Merged into far 3 after an earlier run flagged it \Deleted (a
+			// server that kept it): not tried again while far 3 is there.
+			name: "merged/stays-while-its-message-stays-deleted",
+			st:   ptState(10, 10, ptPairSkip(3, 0, "ST", SkipGone), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(ptMsg(3, "ST")), near: ptComplete(ptMsg(4, "")), opt: ptNearExp,
+			pairs: []Pair{ptPairSkip(3, 0, "ST", SkipGone), ptMerged(0, 4, "", 3)},
+		},
+		{
+			// Far 3 deleted on the server: its partner and the copy merged
+			// into it go, as mbsync, which pairs both with it, does.
+			name: "merged/goes-with-its-message-removed-on-the-server",
+			st:   ptState(10, 10, ptPair(3, 3, "S"), ptMerged(0, 4, "", 3), ptPair(6, 6, ""), ptMerged(0, 7, "F", 6)),
+			far:  ptComplete(ptMsg(6, "T")), near: ptComplete(ptMsg(3, "S"), ptMsg(4, ""), ptMsg(6, ""), ptMsg(7, "F")),
+			opt:      ptBothExp,
+			expunges: [2][]UID{Far: {6}, Near: {3, 4, 6, 7}},
+		},
+		{
+			// Without expunging here, both get \Deleted and stay one-sided.
+			name: "merged/marked-deleted-with-its-message-without-expunge",
+			st:   ptState(10, 10, ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(), near: ptComplete(ptMsg(3, "S"), ptMsg(4, "")), opt: ptBoth,
+			flags: [2][]FlagUpdate{Near: {ptFU("T", "", 3, 4)}},
+			pairs: []Pair{ptPairSkip(0, 3, "ST", SkipGone), ptPairSkip(0, 4, "T", SkipGone)},
+		},
+		{
+			// Not propagating removals from the server: both pairs stay as
+			// they were, for a run that does.
+			name: "merged/kept-without-OpGone",
+			st:   ptState(10, 10, ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(), near: ptComplete(ptMsg(3, "S"), ptMsg(4, "")), opt: Options{Pull: OpNew | OpFlags, Push: OpAll},
+			pairs:      []Pair{ptPair(3, 3, "S"), ptMerged(0, 4, "", 3)},
+			oldMarkers: [2]bool{Far: true},
+		},
+		{
+			// \Deleted on both sides since an earlier run (who deleted it is
+			// not known any more): the merged copy is copied as its own.
+			name: "merged/copied-for-a-deletion-agreed-before",
+			st:   ptState(10, 10, ptPair(3, 3, "T"), ptMerged(0, 4, "", 3)),
+			far:  ptComplete(ptMsg(3, "T")), near: ptComplete(ptMsg(3, "T"), ptMsg(4, "")), opt: ptBothExp,
+			expunges: [2][]UID{Far: {3}, Near: {3}},
+			copies:   [2][]UID{Far: {4}},
+			pairs:    []Pair{ptPair(0, 4, "")},
 		},
 		{
 			// Skipped as new and already deleted; the user took the deletion
@@ -773,7 +864,7 @@ func FuzzPlanMailbox(f *testing.F) {
 		st := State{MaxPulled: UID(r.next() % 16), MaxPushed: UID(r.next() % 16)}
 		for range r.next() % 24 {
 			st.Pairs = append(st.Pairs, Pair{Far: UID(r.next() % 20), Near: UID(r.next() % 20),
-				Flags: Flag(r.next()), Skip: SkipReason(r.next() % 5)})
+				Flags: Flag(r.next()), Skip: SkipReason(r.next() % 6), Into: UID(r.next() % 20)})
 		}
 		report := func() Report {
 			var rep Report

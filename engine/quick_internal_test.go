@@ -367,7 +367,8 @@ func TestMappedStateTruncatedIsAnError(t *testing.T) {
 // inputs above never hold '#').
 func FuzzPairLineParsersAgree(f *testing.F) {
 	for _, s := range []string{"1 2", "1 2 S", "0 5 -T", "7 0 >", "1 2 #0/1", "1 2 S #ab/cd", "1 0 > #ffffffff/0",
-		"1 2 x #1/2", "1 2 #", "1 2 S #1/2 ", "1 2 #1/2 S", "4294967295 1 DFPRST #00000001/0000"} {
+		"1 2 x #1/2", "1 2 #", "1 2 S #1/2 ", "1 2 #1/2 S", "4294967295 1 DFPRST #00000001/0000",
+		"0 5 =12S", "7 0 =4294967295 #1/0", "0 5 =0", "0 5 =S"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

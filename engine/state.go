@@ -47,6 +47,12 @@ type Pair struct {
 	// another message taking the UID (a Maildir file moved in from another
 	// folder keeping its ",U="), so a store can tell the two apart.
 	Ident [2]uint32
+	// Into is, for a SkipMerged pair, the UID on the other side of the
+	// message its copy was merged into (0: not recorded, as by the version
+	// that introduced SkipMerged). The pair follows that message: removed
+	// there by that side, it is removed here too; gone from the state
+	// otherwise, it is copied again as a message of its own.
+	Into UID
 }
 
 // SkipReason tells why a pair has only one side on purpose.
@@ -58,7 +64,7 @@ const (
 	SkipDeleted            // new and already \Deleted where the other side expunges: not copied
 	SkipGone               // the partner was removed; this side stays (flagged \Deleted) because expunge does not allow removing it
 	SkipRefused            // the other side refused it for its size (a server's APPENDLIMIT or NO): reported once, tried again once flagged since
-	SkipMerged             // the other side merged its copy into a message it holds, paired already (Gmail, by Message-ID): reported once, tried again once flagged since
+	SkipMerged             // the other side merged its copy into a message it holds (Pair.Into), paired already (Gmail, by Message-ID): reported once, tried again once flagged since or once that message is gone
 )
 
 // A pair with one UID 0 and SkipNone is a copy not done yet (failed or in

@@ -546,6 +546,18 @@ func parsePairLine(b []byte) (Pair, error) {
 			p.Skip, i = SkipRefused, i+1
 		case '=':
 			p.Skip, i = SkipMerged, i+1
+			var v uint64
+			d := i
+			for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+				v = v*10 + uint64(b[i]-'0')
+				if i-d >= 10 {
+					return parsePairLineSlow(b)
+				}
+			}
+			if v > 1<<32-1 || (i > d && v == 0) {
+				return parsePairLineSlow(b)
+			}
+			p.Into = UID(v)
 		}
 		for ; i < len(b) && b[i] != ' '; i++ {
 			g, ok := FlagFromLetter(b[i])
@@ -641,6 +653,17 @@ func parsePairLineSlow(b []byte) (Pair, error) {
 			p.Skip, fl = SkipRefused, fl[1:]
 		case '=':
 			p.Skip, fl = SkipMerged, fl[1:]
+			d := 0
+			for d < len(fl) && fl[d] >= '0' && fl[d] <= '9' {
+				d++
+			}
+			if d > 0 {
+				u, err := parseUID(fl[:d])
+				if err != nil || u == 0 {
+					return p, fmt.Errorf("bad merged-into UID %q after '=' (want 1 to 4294967295)", truncate(string(fl[:d]), 20))
+				}
+				p.Into, fl = u, fl[d:]
+			}
 		}
 		for _, c := range fl {
 			g, ok := FlagFromLetter(c)
@@ -758,6 +781,9 @@ func writeState(w io.Writer, st State, owner StateOwner) error {
 		if p.Skip != SkipNone || p.Flags != 0 {
 			buf = append(buf, ' ')
 			buf = append(buf, p.Skip.String()...)
+			if p.Skip == SkipMerged && p.Into != 0 {
+				buf = strconv.AppendUint(buf, uint64(p.Into), 10)
+			}
 			for i := 0; i < len(flagLetters); i++ {
 				if p.Flags&(1<<i) != 0 {
 					buf = append(buf, flagLetters[i])

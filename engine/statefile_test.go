@@ -34,6 +34,8 @@ func sampleState() State {
 			{Far: 0, Near: 123, Skip: SkipDeleted, Flags: FlagDeleted | FlagDraft},
 			{Far: 0, Near: 126, Skip: SkipRefused, Flags: FlagFlagged},
 			{Far: 0, Near: 127, Skip: SkipMerged, Flags: FlagSeen},
+			{Far: 0, Near: 128, Skip: SkipMerged, Flags: FlagSeen | FlagFlagged, Into: 4700},
+			{Far: 0, Near: 129, Skip: SkipMerged, Into: 4294967295, Ident: [2]uint32{0, 9}},
 		},
 	}
 }
@@ -166,6 +168,14 @@ func TestPairLineIdents(t *testing.T) {
 		"0 3 !F #0/3":        {Near: 3, Skip: SkipRefused, Flags: FlagFlagged, Ident: [2]uint32{0, 3}},
 		"0 4 =S #0/4":        {Near: 4, Skip: SkipMerged, Flags: FlagSeen, Ident: [2]uint32{0, 4}},
 		"0 5 =":              {Near: 5, Skip: SkipMerged},
+		"0 6 =17FS":          {Near: 6, Skip: SkipMerged, Flags: FlagFlagged | FlagSeen, Into: 17},
+		"7 0 =4294967295":    {Far: 7, Skip: SkipMerged, Into: 4294967295},
+		"0 8 =9 #0/8":        {Near: 8, Skip: SkipMerged, Into: 9, Ident: [2]uint32{0, 8}},
+		"0 8 =0S":            nil,
+		"0 8 =4294967296":    nil,
+		"0 8 =12345678901":   nil,
+		"0 8 =S9":            nil,
+		"0 8 !9":             nil,
 		"1 2 #00000001/0000": {Far: 1, Near: 2, Ident: [2]uint32{1, 0}},
 		"1 2 #":              nil,
 		"1 2 #/1":            nil,

@@ -54,6 +54,11 @@ type boxRun struct {
 	// flaggingDeleted[s]: the UIDs the plan flags \Deleted on side s,
 	// sorted, also after its copies (see takeReported).
 	flaggingDeleted [2][]UID
+	// mergedAway[t]: copies the target merged into a message of expunging or
+	// flaggingDeleted, made again after the run's changes (execute); retrying:
+	// that second pass has begun, and such a merge is a failure.
+	mergedAway [2][]Copy
+	retrying   bool
 }
 
 // errNotThereYet ends, before anything is changed, the run of a mailbox
@@ -225,6 +230,9 @@ func (b *boxRun) release(s Side) {
 	}
 	if _, ok := mb.(Barrierer); ok {
 		return
+	}
+	if len(b.mergedAway[Far])+len(b.mergedAway[Near]) > 0 {
+		return // both are used again after the changes (execute)
 	}
 	b.released[s] = true
 	if err := mb.Close(); err != nil {
