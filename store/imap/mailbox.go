@@ -173,6 +173,9 @@ func (m *Mailbox) selectOnce(ctx context.Context, cn *conn, ahead *engine.ListAh
 		}
 		var err error
 		d, err = cmd.Wait()
+		if err == nil {
+			cn.selected = d.NumMessages
+		}
 		if lc != nil && (err != nil || d.UIDValidity != ahead.UIDValidity || d.HighestModSeq == 0) {
 			// Not the mailbox it was asked for (or none): read the answers
 			// (refusals, or another mailbox's) and drop them.
@@ -336,8 +339,12 @@ func (m *Mailbox) List(ctx context.Context, q engine.ListQuery) ([]engine.Messag
 		// The count before the command as well as after it: another
 		// client's expunge during the listing lowers the count after,
 		// and a listing that left out a message would then match it.
+		// (Before: the SELECT's own count too, in case go-imap has not
+		// recorded the mailbox yet; one seen higher than now only costs
+		// the check below.)
+		exists = cn.selected
 		if sel := cn.c.Mailbox(); sel != nil {
-			exists = sel.NumMessages
+			exists = max(exists, sel.NumMessages)
 		}
 		lc = m.sendList(cn, q, all, below)
 		out, found, err = lc.collect()

@@ -284,6 +284,11 @@ type conn struct {
 	unselect *imapclient.Command
 	// doubt: the server refused that UNSELECT; the connection is not reused.
 	doubt bool
+	// selected is the message count the last SELECT on this connection
+	// answered. go-imap records the selected mailbox (Client.Mailbox) only
+	// after it has woken the SELECT's caller: right after, it can still be
+	// missing.
+	selected uint32
 }
 
 // markBroken closes the network connection (not the client: Client.Close
