@@ -209,10 +209,10 @@ func (b *boxRun) execute(ctx context.Context, p *Plan) error {
 	// Pull first, then push: the order only matters for progress output.
 	for _, t := range []Side{Near, Far} {
 		src := t.Other()
-		// (A source stays open while the target loses messages: a copy
-		// merged into one of them is made again afterwards.)
+		// (A source stays open while a server target loses messages: a
+		// copy merged into one of them is made again afterwards.)
 		last := !p.changes(src) && (t == Far || len(p.Copies[src]) == 0) &&
-			len(b.expunging[t]) == 0 && len(b.flaggingDeleted[t]) == 0
+			(isLocal(b.spec.store(t)) || len(b.expunging[t]) == 0 && len(b.flaggingDeleted[t]) == 0)
 		if err := b.copyAll(ctx, t, p.Copies[t], newSt, last); err != nil {
 			return err
 		}
