@@ -403,6 +403,14 @@ func (cn *conn) run(ctx context.Context, what string, fn func() error) error {
 	if bye := cn.wc.bye.Load(); bye != nil {
 		return fmt.Errorf("%s: %s: server closed the connection: %s", s.cfg.Name, what, *bye)
 	}
+	if t, ok := cn.dc.Conn.(*tunnelConn); ok {
+		// (Often the tunnel's own end: ssh lost its link, and says why.)
+		msg := fmt.Sprintf("%s: %s: connection through the tunnel failed: %v", s.cfg.Name, what, err)
+		if said := t.said(); said != "" {
+			msg += " (the tunnel command: " + said + ")"
+		}
+		return &plainError{err: err, msg: msg}
+	}
 	return fmt.Errorf("%s: %s: connection to %s failed: %w", s.cfg.Name, what, s.cfg.Host, err)
 }
 

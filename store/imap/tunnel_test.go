@@ -185,3 +185,42 @@ func TestTunnelNeedsLogin(t *testing.T) {
 		t.Fatalf("error %v: want one saying the tunnel's server wants a login and what to add", err)
 	}
 }
+
+// TestTunnelBreaksMidRun: the tunnel's command ends in the middle of a
+// command (ssh losing its link): the error says the connection through
+// the tunnel failed, with the command's exit status and what it said,
+// not that a connection to an empty host did.
+func TestTunnelBreaksMidRun(t *testing.T) {
+	d := needDovecot(t)
+	// Carries bytes as tcpTunnel does, line by line, and dies at the
+	// first full listing it carries.
+	script := filepath.Join(t.TempDir(), "tunnel.bash")
+	body := fmt.Sprintf(`exec 3<>/dev/tcp/%s/%d
+cat <&3 &
+while IFS= read -r l; do
+	case "$l" in *"UID FETCH 1:*"*) echo "tunnel: link to mail.example.org down" >&2; kill $!; exit 255;; esac
+	printf '%%s\n' "$l" >&3
+done
+`, d.Host, d.Port)
+	if err := os.WriteFile(script, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := tunnelStore(t, "alice", "bash "+script, nil)
+	ctx := ctxT(t)
+	mb, err := s.OpenMailbox(ctx, "INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	stageCommit(t, ctx, mb, "Subject: before the break\n\nbody\n", 0, time.Time{})
+	_, _, err = mb.List(ctx, engine.ListQuery{All: true})
+	if err == nil {
+		t.Fatal("a listing through a tunnel that ended succeeded")
+	}
+	msg := err.Error()
+	for _, want := range []string{"connection through the tunnel failed", "exit status 255", "tunnel: link to mail.example.org down"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+}
