@@ -131,56 +131,6 @@ func TestAppendMergedIntoExisting(t *testing.T) {
 	}
 }
 
-// A merged message whose partner here the user deletes is the message's
-// only copy: the run removes the server's message, and copies the merged
-// one in its place — after the removal, as a server that merges by
-// Message-ID would merge it into that message again before (Gmail's
-// auto-expunge removes a message flagged \Deleted at once).
-func TestAppendMergedCopiedWhenItsPartnerGoes(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		expungeFar bool
-		far        string // after the run
-	}{
-		{"expunged", true, "n1b:"},
-		{"flagged-deleted", false, "n1:T n1b:"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p, fp := proxiedPairing(t)
-			p.spec.Expunge = [2]bool{tc.expungeFar, true}
-			near := p.spec.Near
-			addMany(t, near, "INBOX", 0, "n1")
-			sync1(t, p, engine.RunOptions{})
-			addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
-			merged := mergeInto(t, fp, "n1b", mergeWhileThere)
-			sync1(t, p, engine.RunOptions{})
-			if merged.Load() != 1 {
-				t.Fatalf("%d APPENDs merged, want 1", merged.Load())
-			}
-			engine.ExpungeBySubject(t, near, "INBOX", "n1")
-			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-			if err := mailboxErr(res); err != nil || res.Failed != [2]int{} || res.Copied != [2]int{1, 0} {
-				t.Fatalf("run after deleting the partner: %+v, %v", res.Counts, err)
-			}
-			if merged.Load() != 2 {
-				t.Fatalf("%d APPENDs merged in all, want 2 (the run's first, into the message it then removed)", merged.Load())
-			}
-			if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != tc.far || n != "n1b:" {
-				t.Fatalf("after the run: far %q, near %q; want far %q, near n1b:", f, n, tc.far)
-			}
-			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "deleted") // Gmail's auto-expunge
-			for i := range 2 {
-				if res := sync1(t, p, engine.RunOptions{}); res.Copied != [2]int{} {
-					t.Fatalf("run %d after: %+v", i+1, res.Counts)
-				}
-				if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
-					t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
-				}
-			}
-		})
-	}
-}
-
 // TestAppendMergedInOneBatch: two new local messages with one Message-ID
 // (a list message that came twice) go to a server that keeps one message
 // per Message-ID, in one batch: it merges the second into the first and
@@ -237,25 +187,30 @@ func TestAppendMergedInOneBatch(t *testing.T) {
 }
 
 // TestAppendMergedIntoRemoved: the local message paired with the server's
-// was removed here, and another local message with its Message-ID is new:
-// the run removes the server's message after its copies, and the server
-// merged the new copy into it. Paired with it, the new message would have
-// gone at the next run with it — a message nobody removed lost on both
-// sides. It is not paired: the next run copies it again, and it arrives as
-// a message of its own. The same where the far side is not expunged by
-// quixysync (expunge = "near", as the Gmail example configures): the run
-// removes the server's message by flagging it \Deleted, which Gmail's
-// default auto-expunge acts on at once (here: doveadm after the run);
-// recorded as merged, the new message stayed on the near side alone for
-// good, never uploaded.
+// was removed here, and another local message with its Message-ID is new
+// (or was merged into the server's by an earlier run: a mutt user's Fcc
+// copy of a message sent through Gmail, the pulled copy then deleted):
+// the run removes the server's message after its copies, and a server
+// that keeps one message per Message-ID merges the copy into it. Paired
+// with it, the other message would go with it, a message nobody removed
+// lost on both sides; recorded as merged, it would stay here alone, never
+// uploaded. It is copied again once the server's message is gone, in the
+// same run, as a message of its own. The same where the far side is not
+// expunged by quixysync (expunge = "near", as the Gmail example
+// configures): the run flags the server's message \Deleted, which Gmail's
+// default auto-expunge acts on at once (the proxy merges only into a
+// message without \Deleted; doveadm expunges it after the run).
 func TestAppendMergedIntoRemoved(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		expungeFar bool
+		recorded   bool   // merged by an earlier run (recorded '='), not new
+		expungeFar bool   // else the server's message is flagged \Deleted
 		after      string // the server after the run
 	}{
-		{"expunged", true, "n1b:"},
-		{"flagged-deleted", false, "n1:T n1b:"},
+		{"new/expunged", false, true, "n1b:"},
+		{"new/flagged-deleted", false, false, "n1:T n1b:"},
+		{"recorded/expunged", true, true, "n1b:"},
+		{"recorded/flagged-deleted", true, false, "n1:T n1b:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, fp := proxiedPairing(t)
@@ -264,11 +219,20 @@ func TestAppendMergedIntoRemoved(t *testing.T) {
 			addMany(t, near, "INBOX", 0, "n1")
 			sync1(t, p, engine.RunOptions{}) // n1 is UID 1 on the server
 			addRaw(t, near, "INBOX", "From: a@example.org\nMessage-ID: <n1@test>\nSubject: n1b\n\nanother copy\n")
-			engine.ExpungeBySubject(t, near, "INBOX", "n1")
 			merged := mergeInto(t, fp, "n1b", mergeWhileThere)
+			if tc.recorded {
+				// A mutt user's Fcc copy of a message sent through Gmail,
+				// then the pulled copy deleted here: the kept one is the
+				// message's only copy, copied in its place.
+				sync1(t, p, engine.RunOptions{})
+				if merged.Load() != 1 {
+					t.Fatalf("%d APPENDs merged, want 1", merged.Load())
+				}
+			}
+			engine.ExpungeBySubject(t, near, "INBOX", "n1")
 			res := engine.SyncChannel(context.Background(), p.spec, engine.RunOptions{})
-			if merged.Load() != 1 {
-				t.Fatal("no APPEND answered")
+			if want := map[bool]int64{false: 1, true: 2}[tc.recorded]; merged.Load() != want {
+				t.Fatalf("%d APPENDs merged in all, want %d (the run's first, into the message it then removed)", merged.Load(), want)
 			}
 			if err := mailboxErr(res); err != nil || res.Failed != [2]int{} || res.Copied != [2]int{1, 0} {
 				t.Fatalf("run with the merge: %+v, %v", res.Counts, err)
@@ -278,7 +242,9 @@ func TestAppendMergedIntoRemoved(t *testing.T) {
 			}
 			doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "deleted") // Gmail's auto-expunge
 			for i := range 2 {
-				sync1(t, p, engine.RunOptions{})
+				if res := sync1(t, p, engine.RunOptions{}); res.Copied != [2]int{} {
+					t.Fatalf("run %d after: %+v", i+1, res.Counts)
+				}
 				if f, n := engine.ViewBox(t, p.raw[0], "INBOX"), engine.ViewBox(t, near, "INBOX"); f != "n1b:" || n != "n1b:" {
 					t.Fatalf("run %d after: far %q, near %q (want n1b: on both)", i+1, f, n)
 				}
