@@ -559,3 +559,41 @@ func TestLastUIDWentBack(t *testing.T) {
 	sync1(t, p, engine.RunOptions{})
 	p.check(t, "Work", "w00: w02:F w03:F w04:FS w05:F")
 }
+
+// TestValidityChangeRetriesMergedCopy: a merged copy ('=') names the
+// message it was merged into by its UID on that side; when that side's
+// UIDVALIDITY changes, the UID may mean another message. The copy is made
+// again (merged again, and recorded with the new UID, or a message of its
+// own) instead of staying tied to a UID that means nothing now.
+func TestValidityChangeRetriesMergedCopy(t *testing.T) {
+	p := newPairing(t, maildirMaildir)
+	validitySetup(t, p, 4)
+	addMany(t, p.spec.Near, "Work", 0, "dup")
+	sync1(t, p, engine.RunOptions{})
+	engine.ExpungeBySubject(t, p.spec.Far, "Work", "dup")
+	// The state as a merge leaves it: dup merged into the first pair's far
+	// message.
+	path := statePathOf(t, p, "Work")
+	st, err := engine.LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := 0
+	for i, pr := range st.Pairs {
+		if pr.Near > st.Pairs[last].Near {
+			last = i
+		}
+	}
+	st.Pairs[last] = engine.Pair{Near: st.Pairs[last].Near, Skip: engine.SkipMerged, Into: st.Pairs[0].Far}
+	if err := engine.SaveState(path, st); err != nil {
+		t.Fatal(err)
+	}
+	if res := sync1(t, p, engine.RunOptions{}); !zeroCounts(res.Counts) {
+		t.Fatalf("a run with the merged copy's message in place: %+v", res.Counts)
+	}
+	rewriteUIDValidityOf(t, p.spec.Far, "Work", 0)
+	if res := sync1(t, p, engine.RunOptions{}); res.Copied != [2]int{1, 0} {
+		t.Fatalf("re-pairing run: %+v, want the merged copy made again", res.Counts)
+	}
+	p.check(t, "Work", "")
+}

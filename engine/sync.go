@@ -1462,6 +1462,12 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		if p.uid(u) == 0 && p.Skip != SkipNone {
 			skippedC++ // kept on the changed side on purpose; its new UID is not known
 		}
+		if p.uid(c) == 0 && p.Skip == SkipMerged && p.Into != 0 {
+			// Merged into a message of the changed side, under a UID that
+			// now means another message: copied again, it is merged again
+			// (and recorded with the message's new UID) or arrives.
+			p.Skip, p.Into = SkipNone, 0
+		}
 		if p.uid(c) == 0 {
 			if cu, ok := loose[p.uid(u)]; ok {
 				p.setUID(c, cu) // the copy a crashed run made
