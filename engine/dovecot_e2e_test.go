@@ -484,6 +484,18 @@ type wrapFlusher struct{ wrapKeeper }
 func (f wrapFlusher) DeferSync()   { f.Mailbox.(engine.Flusher).DeferSync() }
 func (f wrapFlusher) Flush() error { return f.Mailbox.(engine.Flusher).Flush() }
 
+// A kept-open Maildir mailbox also reads ahead as the real one does
+// (engine.Prefetcher, NamePrefetcher, TouchHinter), counting the names read.
+func (f wrapFlusher) Prefetch(ctx context.Context) { f.Mailbox.(engine.Prefetcher).Prefetch(ctx) }
+func (f wrapFlusher) PrefetchNames(ctx context.Context) bool {
+	ok := f.Mailbox.(engine.NamePrefetcher).PrefetchNames(ctx)
+	if ok {
+		f.w.calls.inc("PrefetchNames")
+	}
+	return ok
+}
+func (f wrapFlusher) WillTouch(uids []engine.UID) { f.Mailbox.(engine.TouchHinter).WillTouch(uids) }
+
 func (k wrapKeeper) SetKnownUIDs(known func(engine.UID) bool) {
 	k.Mailbox.(engine.UIDKeeper).SetKnownUIDs(known)
 }

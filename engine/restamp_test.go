@@ -192,3 +192,72 @@ func TestPullOnlyRunKeepsLocalNewsVisible(t *testing.T) {
 	}
 	checkSame(t, spec, "INBOX", "f1: f2: f3: n1:S n2:")
 }
+
+// A near folder unchanged since the run before, whose far side changed, is
+// not listed: the state says what a listing would, and the files the plan
+// touches are found among names read in the background. The far side's
+// changes land all the same.
+func TestUnchangedNearLeftUnlisted(t *testing.T) {
+	t.Parallel()
+	spec, w, nearDir := restampSpec(t)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if !watchable(t, nearDir) {
+		t.Skip("no fresh directory timestamps or no inotify here: nothing to vouch with")
+	}
+	stampsSettle()
+	engine.MustSync(t, spec, engine.RunOptions{}) // the first run's own writes are vouched for
+	stampsSettle()
+	addMany(t, spec.Far, "INBOX", 0, "f3")
+	engine.SetFlagsBySubject(t, spec.Far, "INBOX", "f1", engine.FlagFlagged, 0)
+	engine.ExpungeBySubject(t, spec.Far, "INBOX", "n1")
+	listed, named := w.calls.get("List"), w.calls.get("PrefetchNames")
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	if n := w.calls.get("List") - listed; n != 0 {
+		t.Errorf("the unchanged near folder was listed %d times", n)
+	}
+	if n := w.calls.get("PrefetchNames") - named; n != 1 {
+		t.Errorf("its names were read ahead %d times, want 1", n)
+	}
+	if r := res.Mailboxes[0]; r.Copied != [2]int{0, 1} || r.Flagged != [2]int{0, 1} || r.Deleted != [2]int{0, 1} {
+		t.Fatalf("the run after far changes: %+v", r)
+	}
+	checkSame(t, spec, "INBOX", "f1:F f2: f3:")
+}
+
+// A mail client that renames a near file the run is about to rename too,
+// after the run read the folder's names: the names are not used (the watch
+// saw somebody else's change), the file is found under its new name, and
+// both changes stay.
+func TestUnlistedNearChangedDuringTheRun(t *testing.T) {
+	t.Parallel()
+	spec, w, nearDir := restampSpec(t)
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if !watchable(t, nearDir) {
+		t.Skip("no fresh directory timestamps or no inotify here: nothing to vouch with")
+	}
+	stampsSettle()
+	engine.MustSync(t, spec, engine.RunOptions{})
+	stampsSettle()
+	addMany(t, spec.Far, "INBOX", 0, "f3")
+	engine.SetFlagsBySubject(t, spec.Far, "INBOX", "f1", engine.FlagFlagged, 0)
+	once := false
+	w.beforeStage = func(int) {
+		// Before the copy of f3, so after the names were read: the user
+		// reads f1 here.
+		if once {
+			return
+		}
+		once = true
+		engine.SetFlagsBySubject(t, spec.Near, "INBOX", "f1", engine.FlagSeen, 0)
+	}
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if !once {
+		t.Fatal("the hook did not run")
+	}
+	if v := engine.ViewBox(t, spec.Near, "INBOX"); v != "f1:FS f2: f3: n1:S" {
+		t.Fatalf("near after the run: %s", v)
+	}
+	stampsSettle()
+	engine.MustSync(t, spec, engine.RunOptions{})
+	checkSame(t, spec, "INBOX", "f1:FS f2: f3: n1:S")
+}

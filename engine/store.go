@@ -451,6 +451,18 @@ type Prefetcher interface {
 	Prefetch(ctx context.Context)
 }
 
+// NamePrefetcher is implemented by mailboxes that can, while unchanged since
+// the last run, be left unlisted even when the other side changed: the
+// engine then plans with the state as this side's report, and the store
+// finds the few files the plan touches (TouchHinter) from names it reads in
+// the background meanwhile. PrefetchNames starts that reading and says
+// whether the mailbox can do without a listing (Maildir: only where it
+// watches the folder, so that a change by anybody else is noticed and the
+// names are read again).
+type NamePrefetcher interface {
+	PrefetchNames(ctx context.Context) bool
+}
+
 // LocalStore is implemented by stores that live on the local file system; the
 // engine keeps a mailbox pair's state inside the near mailbox's directory when
 // the near store is one.

@@ -99,6 +99,9 @@ type Mailbox struct {
 	// without a scan.
 	want    map[engine.UID]bool
 	located bool
+	// names is a reading of new/'s and cur/'s names started by
+	// PrefetchNames, for locate; nil when none was started.
+	names *prefetchedNames
 
 	// pre is a listing started by Prefetch: closed when preEntries/preErr
 	// are set. Nil when none is pending.
@@ -233,6 +236,9 @@ func (m *Mailbox) SetLastSync(t time.Time) { m.lastSync = t }
 // durable; a Maildir holds no other resources.
 func (m *Mailbox) Close() error {
 	m.dropPrefetched()
+	if m.names != nil {
+		<-m.names.done
+	}
 	m.w.close()
 	return m.Flush()
 }
@@ -683,6 +689,86 @@ func (m *Mailbox) WillTouch(uids []engine.UID) {
 	}
 }
 
+// prefetchedNames are the names of new/ and cur/ as read in the background
+// by PrefetchNames: raw, unparsed (parsing 100 000 names into entries is
+// most of a scan's CPU), with the folder's stamps before and after.
+type prefetchedNames struct {
+	done   chan struct{}
+	t0     time.Time
+	s1, s2 stamp
+	names  [2][]byte // new/, cur/: each name followed by a 0 byte
+	// skipped are the links readNamesBuf left out, told to skipLink by
+	// the locate that takes them.
+	skipped []skippedLink
+	err     error
+}
+
+type skippedLink struct {
+	sub, name string
+	why       error
+}
+
+// PrefetchNames is engine.NamePrefetcher: it starts reading the folder's
+// names for the locate of the messages the engine will touch, and says
+// whether that locate can rest on them — only where the folder's watch can
+// vouch that nobody else changes it meanwhile (see locate).
+func (m *Mailbox) PrefetchNames(ctx context.Context) bool {
+	if m.w == nil || m.readOnly || m.names != nil || m.scanned || m.pre != nil {
+		return false
+	}
+	pn := &prefetchedNames{done: make(chan struct{})}
+	m.names = pn
+	go func() {
+		defer close(pn.done)
+		buf := m.s.dirBuf()
+		defer m.s.dirBufs.Put(&buf)
+		pn.t0 = time.Now()
+		if pn.s1, pn.err = m.s.dirStamp(m.dir); pn.err != nil {
+			return
+		}
+		for i, sub := range []string{"new", "cur"} {
+			if pn.err = ctx.Err(); pn.err != nil {
+				return
+			}
+			pn.err = readNamesBuf(filepath.Join(m.dir, sub), buf, func(name []byte) {
+				pn.names[i] = append(append(pn.names[i], name...), 0)
+			}, func(name []byte, why error) { pn.skipped = append(pn.skipped, skippedLink{sub, string(name), why}) })
+			if pn.err != nil {
+				return
+			}
+		}
+		pn.s2, pn.err = m.s.dirStamp(m.dir)
+	}()
+	return true
+}
+
+// takeNames returns the prefetched names, waiting for them, when they are
+// still what new/ and cur/ hold apart from this Mailbox's own changes: read
+// whole while the folder's stamp stayed, and the watch (which began before
+// they were read) has seen no change that was not this Mailbox's own. A
+// file a mail client renamed or removed after that cannot be in them either
+// way: its change would have spoiled the watch.
+func (m *Mailbox) takeNames() *prefetchedNames {
+	pn := m.names
+	if pn == nil {
+		return nil
+	}
+	m.names = nil
+	<-pn.done
+	if pn.err != nil || pn.s1 != pn.s2 || pn.s2.recent(pn.t0, pn.s2.guard()) || m.w == nil {
+		return nil
+	}
+	w := m.w
+	w.drain()
+	w.n.mu.Lock()
+	clean := !w.bad && len(w.early) == 0
+	w.n.mu.Unlock()
+	if !clean {
+		return nil
+	}
+	return pn
+}
+
 // locate fills m.idx with the files of m.want without indexing the rest of
 // the folder. The result must be what a scan would give for those UIDs, so
 // whenever a scan could decide otherwise — a wanted UID that a scan would
@@ -702,29 +788,44 @@ func (m *Mailbox) locate(ctx context.Context) error {
 			return m.scan(ctx)
 		}
 	}
-	t0 := time.Now()
-	s1, err := m.s.dirStamp(m.dir)
-	if err != nil {
-		return m.wrap("locate", err)
-	}
 	l := lister{buf: m.s.dirBuf()}
 	defer m.s.dirBufs.Put(&l.buf)
-	for _, sub := range []string{"new", "cur"} {
-		err := readNamesBuf(filepath.Join(m.dir, sub), l.buf, func(name []byte) {
-			if mayCarryUID(name, m.want) {
-				l.add(sub, name)
+	if pn := m.takeNames(); pn != nil {
+		for _, k := range pn.skipped {
+			m.skipLink(k.sub, []byte(k.name), k.why)
+		}
+		for i, sub := range []string{"new", "cur"} {
+			for b := pn.names[i]; len(b) > 0; {
+				k := bytes.IndexByte(b, 0)
+				if mayCarryUID(b[:k], m.want) {
+					l.add(sub, b[:k])
+				}
+				b = b[k+1:]
 			}
-		}, func(name []byte, why error) { m.skipLink(sub, name, why) })
+		}
+	} else {
+		t0 := time.Now()
+		s1, err := m.s.dirStamp(m.dir)
 		if err != nil {
 			return m.wrap("locate", err)
 		}
-	}
-	s2, err := m.s.dirStamp(m.dir)
-	if err != nil {
-		return m.wrap("locate", err)
-	}
-	if s1 != s2 || s2.recent(t0, s2.guard()) {
-		return m.scan(ctx)
+		for _, sub := range []string{"new", "cur"} {
+			err := readNamesBuf(filepath.Join(m.dir, sub), l.buf, func(name []byte) {
+				if mayCarryUID(name, m.want) {
+					l.add(sub, name)
+				}
+			}, func(name []byte, why error) { m.skipLink(sub, name, why) })
+			if err != nil {
+				return m.wrap("locate", err)
+			}
+		}
+		s2, err := m.s.dirStamp(m.dir)
+		if err != nil {
+			return m.wrap("locate", err)
+		}
+		if s1 != s2 || s2.recent(t0, s2.guard()) {
+			return m.scan(ctx)
+		}
 	}
 	idx := newUIDIndex(1, 0, 0) // a few UIDs: a map
 	for _, e := range l.entries() {

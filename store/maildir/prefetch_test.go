@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/quixysync/quixysync/engine"
 )
@@ -70,5 +71,66 @@ func TestPrefetchDroppedByOwnChanges(t *testing.T) {
 	}
 	if mb.pre != nil {
 		t.Fatal("Close left a prefetch pending")
+	}
+}
+
+// Names read ahead by PrefetchNames serve a locate while only this Mailbox
+// changed the folder since it opened (its own commits included); a change
+// by anybody else (the watch sees it) makes locate read the names afresh.
+func TestPrefetchNamesValidity(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, mb *Mailbox, dir string)
+		usable bool
+	}{
+		{"unchanged", func(*testing.T, *Mailbox, string) {}, true},
+		{"own commit", func(t *testing.T, mb *Mailbox, _ string) {
+			x, err := mb.Stage(t.Context(), engine.NewMessage{Body: strings.NewReader("Subject: ours\n\n")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := mb.Commit(t.Context(), []engine.Staged{x}); err != nil || res[0].Err != nil {
+				t.Fatal(err, res[0].Err)
+			}
+		}, true},
+		{"delivery", func(t *testing.T, _ *Mailbox, dir string) {
+			writeFile(t, filepath.Join(dir, "new", "1700000099.other.host"), "Subject: delivered\n\n")
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, mb, dir := watchedFolder(t, 5, nil)
+			uids := list(t, mb) // gives the files UIDs
+			mb.Close()
+			if !s.freshStamps(dir) {
+				t.Skip("no fresh directory timestamps here")
+			}
+			time.Sleep(scanGuard + 5*time.Millisecond) // the renames' mtimes are settled
+			mb = open(t, s, "INBOX", false)
+			defer mb.Close()
+			if !mb.PrefetchNames(t.Context()) {
+				t.Fatal("PrefetchNames refused on a watched folder")
+			}
+			<-mb.names.done
+			tc.change(t, mb, dir)
+			pn := mb.takeNames()
+			if (pn != nil) != tc.usable {
+				t.Fatalf("names usable: %v, want %v", pn != nil, tc.usable)
+			}
+			// Either way, the locate finds the file of the message to flag.
+			mb = open(t, s, "INBOX", false)
+			defer mb.Close()
+			mb.PrefetchNames(t.Context())
+			var u engine.UID
+			for u = range uids {
+				break
+			}
+			mb.WillTouch([]engine.UID{u})
+			if err := mb.SetFlags(t.Context(), []engine.UID{u}, engine.FlagFlagged, 0); err != nil {
+				t.Fatal(err)
+			}
+			if got := list(t, mb)[u].Flags; !got.Has(engine.FlagFlagged) {
+				t.Fatalf("UID %d has flags %v after SetFlags", u, got)
+			}
+		})
 	}
 }
