@@ -193,12 +193,10 @@ func TestPullOnlyRunKeepsLocalNewsVisible(t *testing.T) {
 	checkSame(t, spec, "INBOX", "f1: f2: f3: n1:S n2:")
 }
 
-// A near folder unchanged since the run before, whose far side changed, is
-// not listed: the state says what a listing would, and the files the plan
-// touches are found among names read in the background. The far side's
-// changes land all the same.
-func TestUnchangedNearLeftUnlisted(t *testing.T) {
-	t.Parallel()
+// vouchedNear is restampSpec synced until the near folder's stamp is
+// vouched for, then changed on the far side only: f3 new, f1 flagged.
+func vouchedNear(t *testing.T) (engine.ChannelSpec, *wrapStore) {
+	t.Helper()
 	spec, w, nearDir := restampSpec(t)
 	engine.MustSync(t, spec, engine.RunOptions{})
 	if !watchable(t, nearDir) {
@@ -209,6 +207,16 @@ func TestUnchangedNearLeftUnlisted(t *testing.T) {
 	stampsSettle()
 	addMany(t, spec.Far, "INBOX", 0, "f3")
 	engine.SetFlagsBySubject(t, spec.Far, "INBOX", "f1", engine.FlagFlagged, 0)
+	return spec, w
+}
+
+// A near folder unchanged since the run before, whose far side changed, is
+// not listed: the state says what a listing would, and the files the plan
+// touches are found among names read in the background. The far side's
+// changes land all the same.
+func TestUnchangedNearLeftUnlisted(t *testing.T) {
+	t.Parallel()
+	spec, w := vouchedNear(t)
 	engine.ExpungeBySubject(t, spec.Far, "INBOX", "n1")
 	listed, named := w.calls.get("List"), w.calls.get("PrefetchNames")
 	res := engine.MustSync(t, spec, engine.RunOptions{})
@@ -230,16 +238,7 @@ func TestUnchangedNearLeftUnlisted(t *testing.T) {
 // both changes stay.
 func TestUnlistedNearChangedDuringTheRun(t *testing.T) {
 	t.Parallel()
-	spec, w, nearDir := restampSpec(t)
-	engine.MustSync(t, spec, engine.RunOptions{})
-	if !watchable(t, nearDir) {
-		t.Skip("no fresh directory timestamps or no inotify here: nothing to vouch with")
-	}
-	stampsSettle()
-	engine.MustSync(t, spec, engine.RunOptions{})
-	stampsSettle()
-	addMany(t, spec.Far, "INBOX", 0, "f3")
-	engine.SetFlagsBySubject(t, spec.Far, "INBOX", "f1", engine.FlagFlagged, 0)
+	spec, w := vouchedNear(t)
 	once := false
 	w.beforeStage = func(int) {
 		// Before the copy of f3, so after the names were read: the user
