@@ -1,11 +1,13 @@
 package maildir
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +141,10 @@ func TestLocateFallsBackToScan(t *testing.T) {
 // files for those UIDs as the same operations after a full scan, and leave
 // every other file as it was.
 func TestLocateMatchesScan(t *testing.T) {
+	// One store for all (its inotify instance: a user has 128), a folder
+	// for each seed and way.
+	s, root := newTestStore(t, LayoutVerbatim)
+	defer s.Close()
 	for seed := range uint64(200) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		files := map[string]string{} // sub/name -> content
@@ -170,18 +176,25 @@ func TestLocateMatchesScan(t *testing.T) {
 				touch, gone = append(touch, u), append(gone, u)
 			}
 		}
-		results := [2]map[engine.UID]string{}
-		for run, hint := range []bool{true, false} {
-			s, root := newTestStore(t, LayoutVerbatim)
-			dir := filepath.Join(root, "INBOX")
+		results := [3]map[engine.UID]string{}
+		for run, mode := range []string{"hint", "scan", "prefetched"} {
+			hint := mode != "scan"
+			name := fmt.Sprintf("s%d-%s", seed, mode)
+			dir := filepath.Join(root, name)
 			mkMaildir(t, dir)
 			writeFile(t, filepath.Join(dir, uidFile), "1700000000\n45\n")
 			for p, c := range files {
 				writeFile(t, filepath.Join(dir, p), c)
 			}
 			ageFolder(t, dir)
-			mb := open(t, s, "INBOX", false)
+			mb := open(t, s, name, false)
 			mb.SetKnownUIDs(func(u engine.UID) bool { return u != foreign })
+			if mode == "prefetched" {
+				if !mb.PrefetchNames(t.Context()) {
+					t.Fatal("PrefetchNames refused on a watched folder")
+				}
+				<-mb.names.done
+			}
 			if hint {
 				mb.WillTouch(touch)
 			}
@@ -193,6 +206,9 @@ func TestLocateMatchesScan(t *testing.T) {
 			}
 			if want := foreign != 0 && slices.Contains(touch, foreign); hint && mb.scanned != want {
 				t.Fatalf("seed %d: scanned %v, want %v", seed, mb.scanned, want)
+			}
+			if mode == "prefetched" && !mb.scanned && !mb.aheadUsed {
+				t.Fatalf("seed %d: the names read ahead were not used", seed)
 			}
 			res := map[engine.UID]string{}
 			for _, u := range touch {
@@ -226,6 +242,9 @@ func TestLocateMatchesScan(t *testing.T) {
 		if fmt.Sprint(results[0]) != fmt.Sprint(results[1]) {
 			t.Fatalf("seed %d: with the hint\n%v\nwith a scan\n%v", seed, results[0], results[1])
 		}
+		if fmt.Sprint(results[2]) != fmt.Sprint(results[1]) {
+			t.Fatalf("seed %d: with names read ahead\n%v\nwith a scan\n%v", seed, results[2], results[1])
+		}
 	}
 }
 
@@ -242,6 +261,38 @@ func FuzzMayCarryUID(f *testing.F) {
 		}
 		if !mayCarryUID([]byte(name), map[engine.UID]bool{u: true}) {
 			t.Fatalf("%q carries UID %d; the filter drops it", name, u)
+		}
+	})
+}
+
+// FuzzUIDCandidate: what the prefetched names' UIDs say about a name
+// (uidCandidate, read in the background, then candidateWanted in the locate)
+// is what mayCarryUID says, for a set of wanted UIDs that holds the name's
+// first candidate, one that holds its last one, and one that holds neither.
+func FuzzUIDCandidate(f *testing.F) {
+	for _, s := range []string{"1.x.h,U=5:2,S", "1.x.h,S=3,U=007:2,", "a,U=,U=9", "a,U=99999999999,U=3", "b:2,,U=4", "c,U=4294967295", "d,U=0", "e,U=12,U=13", "f"} {
+		f.Add(s, uint32(7))
+	}
+	f.Fuzz(func(t *testing.T, name string, other uint32) {
+		b := []byte(name)
+		u, n := uidCandidate(b)
+		var last engine.UID
+		for rest := b; ; {
+			i := bytes.Index(rest, []byte(",U="))
+			if i < 0 {
+				break
+			}
+			rest = rest[i+3:]
+			if v, err := strconv.ParseUint(string(rest[:len(rest)-len(bytes.TrimLeft(rest, "0123456789"))]), 10, 32); err == nil {
+				last = engine.UID(v)
+			}
+		}
+		for _, want := range []map[engine.UID]bool{{engine.UID(u): true}, {last: true, 1 << 20: true}, {engine.UID(other): true}, {}} {
+			delete(want, 0) // no message's UID
+			got := candidateWanted(b, u, n > 1, wantedUIDs(want), want)
+			if exp := mayCarryUID(b, want); got != exp {
+				t.Fatalf("%q (candidate %d of %d), want %v: prefetched filter %v, mayCarryUID %v", name, u, n, want, got, exp)
+			}
 		}
 	})
 }

@@ -99,6 +99,8 @@ type Mailbox struct {
 	// without a scan.
 	want    map[engine.UID]bool
 	located bool
+	// aheadUsed says the locate took names PrefetchNames read.
+	aheadUsed bool
 	// names is a reading of new/'s and cur/'s names started by
 	// PrefetchNames, for locate; nil when none was started.
 	names *prefetchedNames
@@ -697,6 +699,12 @@ type prefetchedNames struct {
 	t0     time.Time
 	s1, s2 stamp
 	names  [2][]byte // new/, cur/: each name followed by a 0 byte
+	// uids has, for each name in order, the UID its ",U=" field names
+	// (uidCandidates), read while the server answers so that the locate
+	// after the plan only compares numbers; several has the indexes of the
+	// rare names with more than one candidate, checked as before.
+	uids    [2][]uint32
+	several [2][]int
 	// skipped are the links readNamesBuf left out, told to skipLink by
 	// the locate that takes them.
 	skipped []skippedLink
@@ -732,6 +740,11 @@ func (m *Mailbox) PrefetchNames(ctx context.Context) bool {
 			}
 			pn.err = readNamesBuf(filepath.Join(m.dir, sub), buf, func(name []byte) {
 				pn.names[i] = append(append(pn.names[i], name...), 0)
+				u, n := uidCandidate(name)
+				if n > 1 {
+					pn.several[i] = append(pn.several[i], len(pn.uids[i]))
+				}
+				pn.uids[i] = append(pn.uids[i], u)
 			}, func(name []byte, why error) { pn.skipped = append(pn.skipped, skippedLink{sub, string(name), why}) })
 			if pn.err != nil {
 				return
@@ -791,13 +804,20 @@ func (m *Mailbox) locate(ctx context.Context) error {
 	l := lister{buf: m.s.dirBuf()}
 	defer m.s.dirBufs.Put(&l.buf)
 	if pn := m.takeNames(); pn != nil {
+		m.aheadUsed = true
 		for _, k := range pn.skipped {
 			m.skipLink(k.sub, []byte(k.name), k.why)
 		}
+		wanted := wantedUIDs(m.want)
 		for i, sub := range []string{"new", "cur"} {
-			for b := pn.names[i]; len(b) > 0; {
+			b, several := pn.names[i], pn.several[i]
+			for n, u := range pn.uids[i] {
 				k := bytes.IndexByte(b, 0)
-				if mayCarryUID(b[:k], m.want) {
+				more := len(several) > 0 && several[0] == n
+				if more {
+					several = several[1:]
+				}
+				if candidateWanted(b[:k], u, more, wanted, m.want) {
 					l.add(sub, b[:k])
 				}
 				b = b[k+1:]
@@ -867,6 +887,57 @@ func mayCarryUID(name []byte, want map[engine.UID]bool) bool {
 			return true
 		}
 	}
+}
+
+// uidCandidate returns the number after a name's first ",U=" that
+// mayCarryUID would look up (0 when there is none), and how many such
+// numbers the name has: with more than one, only mayCarryUID tells.
+func uidCandidate(name []byte) (uid uint32, n int) {
+	for {
+		i := bytes.Index(name, []byte(",U="))
+		if i < 0 {
+			return uid, n
+		}
+		name = name[i+3:]
+		var v uint64
+		j := 0
+		for ; j < len(name) && name[j] >= '0' && name[j] <= '9' && v <= 1<<32; j++ {
+			v = v*10 + uint64(name[j]-'0')
+		}
+		if j > 0 && v < 1<<32 {
+			if n == 0 {
+				uid = uint32(v)
+			}
+			n++
+		}
+	}
+}
+
+// candidateWanted is mayCarryUID(name, want) for a name whose candidates
+// uidCandidate found: u the first, more when there are others.
+func candidateWanted(name []byte, u uint32, more bool, wanted func(uint32) bool, want map[engine.UID]bool) bool {
+	return wanted(u) || more && mayCarryUID(name, want)
+}
+
+// wantedUIDs is a membership test for want: a bitmap where its UIDs are
+// dense enough (a plan's few hundred UIDs of a folder usually are not far
+// apart), else the map. A locate asks it once per file of the folder. UID
+// 0, no message's, is never wanted (uidCandidate's "no candidate").
+func wantedUIDs(want map[engine.UID]bool) func(uint32) bool {
+	var top engine.UID
+	for u := range want {
+		top = max(top, u)
+	}
+	if uint64(top) > 64*uint64(len(want))+1<<20 {
+		return func(u uint32) bool { return u != 0 && want[engine.UID(u)] }
+	}
+	bits := make([]uint64, top/64+1)
+	for u, ok := range want {
+		if ok && u != 0 {
+			bits[u/64] |= 1 << (u % 64)
+		}
+	}
+	return func(u uint32) bool { return engine.UID(u) <= top && bits[u/64]&(1<<(u%64)) != 0 }
 }
 
 // uidState reads .uidvalidity and checks it still belongs to what was opened.
