@@ -951,36 +951,72 @@ func identsOf(pairs []Pair, s Side) func(UID) uint32 {
 // with another ident a fresh UID (and repair forgot those of renumbered
 // UIDs), so the mailbox is asked only for the others — new messages, and all
 // of a state written before idents — not for every message at every save.
+//
+// Both states are in the order of State.Pairs, and the new one is mostly the
+// old one with a few pairs changed: a walk through both finds most pairs'
+// old idents in place (at 100 000 pairs, 5 ms for tables of both sides'
+// idents by UID, on the critical path of every run that saves, against well
+// under one for the walk). The tables are built only for the pairs the walk
+// does not find with an ident (new pairs, one side copied again, or an old
+// state not in order).
 func (b *boxRun) fillIdents(st *State) {
 	var ik [2]IdentKeeper
-	var old [2]func(UID) uint32
-	some := false
+	var recorded [2]bool // whether the old state has idents of that side
+	old := b.st.Pairs
+	for i := range old {
+		recorded[Far] = recorded[Far] || old[i].Far != 0 && old[i].Ident[Far] != 0
+		recorded[Near] = recorded[Near] || old[i].Near != 0 && old[i].Ident[Near] != 0
+	}
 	for _, s := range []Side{Far, Near} {
 		ik[s], _ = b.mb[s].(IdentKeeper)
-		old[s] = identsOf(b.st.Pairs, s)
-		some = some || ik[s] != nil || old[s] != nil
 	}
-	if !some {
+	if ik == [2]IdentKeeper{} && recorded == [2]bool{} {
 		return
 	}
-	for i := range st.Pairs {
-		p := &st.Pairs[i]
-		for _, s := range []Side{Far, Near} {
+	var tab [2]func(UID) uint32
+	fill := func(p *Pair, s Side, u UID, same *Pair) {
+		switch {
+		case u == 0:
 			p.Ident[s] = 0
-			u := p.uid(s)
-			if u == 0 {
-				continue
-			}
-			if old[s] != nil {
-				if p.Ident[s] = old[s](u); p.Ident[s] != 0 {
-					continue
+		case same != nil && same.Ident[s] != 0:
+			p.Ident[s] = same.Ident[s]
+		default:
+			p.Ident[s] = 0
+			if recorded[s] {
+				if tab[s] == nil {
+					tab[s] = identsOf(old, s)
 				}
+				p.Ident[s] = tab[s](u)
 			}
-			if ik[s] != nil {
+			if p.Ident[s] == 0 && ik[s] != nil {
 				p.Ident[s], _ = ik[s].IdentOf(u)
 			}
 		}
 	}
+	j := 0
+	for i := range st.Pairs {
+		p := &st.Pairs[i]
+		for j < len(old) && pairBefore(&old[j], p) {
+			j++
+		}
+		var same *Pair
+		if j < len(old) && old[j].Far == p.Far && old[j].Near == p.Near {
+			same = &old[j]
+		}
+		fill(p, Far, p.Far, same)
+		fill(p, Near, p.Near, same)
+	}
+}
+
+// pairBefore is comparePairs(*a, *b) < 0, without copying the pairs.
+func pairBefore(a, b *Pair) bool {
+	if (a.Far == 0) != (b.Far == 0) {
+		return b.Far == 0
+	}
+	if a.Far != b.Far {
+		return a.Far < b.Far
+	}
+	return a.Near < b.Near
 }
 
 // uidSet returns a membership test for the UIDs each yields, and how many
