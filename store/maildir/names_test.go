@@ -17,6 +17,9 @@ func newTestStore(t testing.TB, layout Layout) (*Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its inotify instance: a user has 128, and a test binary that leaves
+	// them open leaves later tests without watches.
+	t.Cleanup(func() { s.Close() })
 	return s, root
 }
 
