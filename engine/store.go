@@ -51,6 +51,10 @@ type Status struct {
 	// UIDNext is the UID the next added message will get (at least); every
 	// existing message has a smaller UID.
 	UIDNext UID
+	// UIDNextGuessed says the store worked UIDNext out itself (the server
+	// named none: its last message's UID + 1), so it goes down when the
+	// last message is removed; a server's own UIDNEXT never does.
+	UIDNextGuessed bool
 	// Messages is the number of messages; -1 when unknown without a scan.
 	Messages int64
 	// HighestModSeq is the CONDSTORE change counter; 0 when the store has none.

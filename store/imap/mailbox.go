@@ -217,6 +217,7 @@ func (m *Mailbox) selectOnce(ctx context.Context, cn *conn, ahead *engine.ListAh
 		if st.UIDNext, err = m.lastUIDPlusOne(ctx, cn, d.NumMessages); err != nil {
 			return engine.Status{}, err
 		}
+		st.UIDNextGuessed = true
 	}
 	m.caps = cn.caps
 	m.condstore = opts.CondStore && d.HighestModSeq > 0
@@ -245,8 +246,11 @@ func (m *Mailbox) lastUIDPlusOne(ctx context.Context, cn *conn, exists uint32) (
 		return 1, nil
 	}
 	var last imap.UID
-	err := cn.run(ctx, "FETCH * (UID)", func() error {
-		cmd := cn.c.Fetch(imap.SeqSet{imap.SeqRange{Start: 0, Stop: 0}}, &imap.FetchOptions{UID: true})
+	// The last message by its number, not as "*": go-imap hands a FETCH
+	// reply to the command whose set contains the reply's number, and
+	// "*" contains none, so the reply was dropped and UIDNEXT taken as 1.
+	err := cn.run(ctx, "FETCH (UID) of the last message", func() error {
+		cmd := cn.c.Fetch(imap.SeqSet{imap.SeqRange{Start: exists, Stop: exists}}, &imap.FetchOptions{UID: true})
 		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 			b, err := msg.Collect()
 			if err == nil && b.UID > last {
