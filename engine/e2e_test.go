@@ -595,3 +595,75 @@ func TestCopiesWaitForTheJournalsName(t *testing.T) {
 		checkEqual(t, spec, "INBOX", "a:S b: c:F")
 	})
 }
+
+// TestUIDNextGoingDownRepairs: a far mailbox restored from a backup keeps
+// its UIDVALIDITY, loses what arrived after the backup, and hands out those
+// messages' UIDs again. Trusted, the state took the first new message for
+// the lost one paired under its UID (never copying it) and the other lost
+// one as removed on the server (removing its copy here). UIDNEXT going
+// down makes the run re-pair the far side by Message-ID instead: the new
+// message is copied, the lost ones stay here.
+func TestUIDNextGoingDownRepairs(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	far.crlf = true
+	near.reserve, near.modseq = true, false
+	spec := testSpec(t.TempDir(), far, near)
+	var before []string
+	for i := range 10 {
+		s := fmt.Sprintf("m%02d", i)
+		addMsg(t, far, "INBOX", s, 0)
+		before = append(before, s+":")
+	}
+	mustSync(t, spec, RunOptions{})
+	far.mu.Lock()
+	old := far.boxes["INBOX"]
+	backup := &memBox{validity: old.validity, next: old.next, modseq: old.modseq, version: old.version, msgs: map[UID]*memMsg{}}
+	for u, m := range old.msgs {
+		c := *m
+		backup.msgs[u] = &c
+	}
+	far.mu.Unlock()
+	addMsg(t, far, "INBOX", "lost1", 0)
+	addMsg(t, far, "INBOX", "lost2", 0)
+	mustSync(t, spec, RunOptions{})
+	far.mu.Lock()
+	far.boxes["INBOX"] = backup // the restore
+	far.mu.Unlock()
+	addMsg(t, far, "INBOX", "new", 0) // under lost1's UID
+	res := mustSync(t, spec, RunOptions{})
+	if res.Deleted != [2]int{} {
+		t.Fatalf("the restored mailbox's lost messages were deleted: %+v", res.Counts)
+	}
+	if got, want := view(t, near, "INBOX"), strings.Join(append([]string{"lost1:", "lost2:"}, append(before, "new:")...), " "); got != want {
+		t.Fatalf("near:\n got: %s\nwant: %s", got, want)
+	}
+	if got, want := view(t, far, "INBOX"), strings.Join(append(before, "new:"), " "); got != want {
+		t.Fatalf("far:\n got: %s\nwant: %s", got, want)
+	}
+	// The next runs are idle, and see the server's changes again.
+	setFlagsBySubject(t, far, "INBOX", "new", FlagSeen, 0)
+	mustSync(t, spec, RunOptions{})
+	if got := view(t, near, "INBOX"); !strings.Contains(got, "new:S") || !strings.Contains(got, "lost2:") {
+		t.Fatalf("near after a flag change there: %s", got)
+	}
+}
+
+// TestGuessedUIDNextGoingDown: where the server names no UIDNEXT and the
+// store takes the last message's UID + 1, removing the last message lowers
+// it. That is no restore: the removal reaches the other side as any does.
+func TestGuessedUIDNextGoingDown(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	far.crlf, far.guessNext, far.modseq = true, true, false
+	near.reserve, near.modseq = true, false
+	spec := testSpec(t.TempDir(), far, near)
+	for _, s := range []string{"a", "b", "c"} {
+		addMsg(t, far, "INBOX", s, 0)
+	}
+	mustSync(t, spec, RunOptions{})
+	expungeBySubject(t, far, "INBOX", "c")
+	res := mustSync(t, spec, RunOptions{})
+	if res.Deleted != [2]int{0, 1} {
+		t.Fatalf("the last message removed on the server: %+v", res.Counts)
+	}
+	checkEqual(t, spec, "INBOX", "a: b:")
+}

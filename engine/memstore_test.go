@@ -24,6 +24,9 @@ type memStore struct {
 	noStamp bool
 	// listStatus: ListMailboxes reports each mailbox's Status (LIST-STATUS).
 	listStatus bool
+	// guessNext: Status reports the last message's UID + 1 as UIDNext,
+	// marked UIDNextGuessed.
+	guessNext bool
 
 	mu    sync.Mutex
 	boxes map[string]*memBox
@@ -195,6 +198,14 @@ func (s *memStore) Close() error { return nil }
 
 func (s *memStore) statusLocked(b *memBox) Status {
 	st := Status{UIDValidity: b.validity, UIDNext: b.next, Messages: int64(len(b.msgs))}
+	if s.guessNext {
+		// As a server that names no UIDNEXT, for which the store takes
+		// the last message's UID + 1.
+		st.UIDNext, st.UIDNextGuessed = 1, true
+		for u := range b.msgs {
+			st.UIDNext = max(st.UIDNext, u+1)
+		}
+	}
 	if s.modseq {
 		// As IMAP's HIGHESTMODSEQ: the highest mod-sequence given so far
 		// (from 1 on); every later change gets a higher one.

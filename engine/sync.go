@@ -1380,10 +1380,32 @@ func (b *boxRun) checkValidity(ctx context.Context) error {
 	if b.st.Generation == 0 && len(b.st.Pairs) == 0 {
 		return nil
 	}
-	var changed [2]bool
+	var changed, back [2]bool
 	rec := [2]uint32{b.st.FarValidity, b.st.NearValidity}
+	recNext := [2]UID{b.st.Far.UIDNext, b.st.Near.UIDNext}
 	for s := 0; s < 2; s++ {
 		changed[s] = b.mb[s] != nil && rec[s] != 0 && rec[s] != b.status[s].UIDValidity
+		// UIDNEXT may not go down while UIDVALIDITY stays (RFC 3501), but
+		// a server restored from a backup without a new UIDVALIDITY does
+		// it, and then hands out again UIDs the state pairs with other
+		// messages: a new message taken for the one paired under its UID
+		// (never copied; removing the copy of the other here would remove
+		// it there), and the messages it lost taken as removed. Such a side
+		// is re-paired by Message-ID, as after a UIDVALIDITY change.
+		back[s] = b.mb[s] != nil && !changed[s] && rec[s] != 0 && recNext[s] > 0 && !b.status[s].UIDNextGuessed &&
+			b.status[s].UIDNext > 0 && b.status[s].UIDNext < recNext[s]
+	}
+	for _, s := range []Side{Far, Near} {
+		if back[s] && !changed[s.Other()] && !back[s.Other()] {
+			return b.repair(ctx, s, fmt.Sprintf("UIDNEXT of the %s side went down (%d→%d) with the same UIDVALIDITY (%d; a mailbox restored from a backup?)",
+				s, recNext[s], b.status[s].UIDNext, rec[s]), true)
+		}
+	}
+	if back[Far] && back[Near] {
+		return fmt.Errorf("UIDNEXT of both sides went down (far %d→%d, near %d→%d) with the same UIDVALIDITYs: the messages cannot be re-paired; "+
+			"nothing was copied or deleted. If both mailboxes were really restored, move the state file %s away "+
+			"(the next run then copies messages present on only one side, which may create duplicates)",
+			recNext[Far], b.status[Far].UIDNext, recNext[Near], b.status[Near].UIDNext, b.statePath)
 	}
 	switch {
 	case changed[Far] && changed[Near]:
@@ -1392,14 +1414,19 @@ func (b *boxRun) checkValidity(ctx context.Context) error {
 			"(the next run then copies messages present on only one side, which may create duplicates)",
 			rec[Far], b.status[Far].UIDValidity, rec[Near], b.status[Near].UIDValidity, b.statePath)
 	case changed[Far]:
-		return b.repair(ctx, Far)
+		return b.repair(ctx, Far, fmt.Sprintf("UIDVALIDITY of the far side changed (%d→%d)", rec[Far], b.status[Far].UIDValidity), false)
 	case changed[Near]:
-		return b.repair(ctx, Near)
+		return b.repair(ctx, Near, fmt.Sprintf("UIDVALIDITY of the near side changed (%d→%d)", rec[Near], b.status[Near].UIDValidity), false)
 	}
 	return nil
 }
 
-func (b *boxRun) repair(ctx context.Context, c Side) error {
+// repair re-pairs the messages of side c, whose UIDs the state can no
+// longer trust (why says what happened), by Message-ID. restored says the
+// side went back in time (UIDNEXT down, UIDVALIDITY kept): its UIDs from the
+// lowest one the state paired with a message it no longer has were handed
+// out again, to messages that arrived since.
+func (b *boxRun) repair(ctx context.Context, c Side, why string, restored bool) error {
 	u := c.Other()
 	if b.mb[u] == nil {
 		// A dry run of a mailbox still to be created there: nothing to
@@ -1410,7 +1437,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	for _, s := range []Side{Far, Near} {
 		msgs, _, err := b.mb[s].List(ctx, ListQuery{All: true})
 		if err != nil {
-			return fmt.Errorf("UIDVALIDITY recovery: listing the %s side: %w", s, err)
+			return fmt.Errorf("re-pairing (%s): listing the %s side: %w", why, s, err)
 		}
 		all[s] = make(map[UID]Message, len(msgs))
 		for _, m := range msgs {
@@ -1451,11 +1478,11 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	}
 	idsU, err := fetchMessageIDs(ctx, b.mb[u], sortedUIDs(slices.Concat(unchangedUIDs, looseUIDs)))
 	if err != nil {
-		return fmt.Errorf("UIDVALIDITY recovery: %w", err)
+		return fmt.Errorf("re-pairing (%s): %w", why, err)
 	}
 	idsC, err := fetchMessageIDs(ctx, b.mb[c], sortedUIDs(changedUIDs))
 	if err != nil {
-		return fmt.Errorf("UIDVALIDITY recovery: %w", err)
+		return fmt.Errorf("re-pairing (%s): %w", why, err)
 	}
 	byID := map[string]UID{}
 	for uid, id := range idsC {
@@ -1494,19 +1521,16 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	confirmed := len(newUID)
 	loose := match(sortedUIDs(looseUIDs))
 	matchedLoose := len(loose)
-	recV := b.st.FarValidity
-	if c == Near {
-		recV = b.st.NearValidity
-	}
 	if total > 0 && confirmed < 20 && confirmed*5 < total*4 {
-		return fmt.Errorf("UIDVALIDITY of the %s side changed (%d→%d) and only %d of %d paired messages could be "+
+		return fmt.Errorf("%s and only %d of %d paired messages could be "+
 			"matched again by Message-ID and size, too few to trust. Nothing was copied or deleted. If the %s mailbox "+
 			"was really replaced, move the state file %s away: the next run then copies messages present on only "+
 			"one side (duplicates of messages present on both are possible)",
-			c, recV, b.status[c].UIDValidity, confirmed, total, c, b.statePath)
+			why, confirmed, total, c, b.statePath)
 	}
 	kept := b.st.Pairs[:0]
 	dropped, orphans, skippedC := 0, 0, 0
+	var lostFrom UID // the lowest UID of the changed side paired with a message not found again
 	for _, p := range b.st.Pairs {
 		if p.uid(u) == 0 && p.Skip != SkipNone {
 			skippedC++ // kept on the changed side on purpose; its new UID is not known
@@ -1534,6 +1558,9 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 			continue
 		}
 		dropped++
+		if lostFrom == 0 || p.uid(c) < lostFrom {
+			lostFrom = p.uid(c)
+		}
 		if _, ok := all[u][p.uid(u)]; ok && p.uid(u) != 0 {
 			// Its partner was not found, but the changed side may hold it in
 			// another form (a migration that rewrote it): copying it over
@@ -1591,7 +1618,15 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 		}
 		for uid := range all[c] {
 			top = max(top, uid)
-			if !held[uid] {
+		}
+		// A side restored from a backup had none of its messages from
+		// lostFrom on when it was restored: those it holds now arrived
+		// since, and are copied as new.
+		if restored && lostFrom > 0 {
+			top = lostFrom - 1
+		}
+		for uid := range all[c] {
+			if !held[uid] && uid <= top {
 				left++
 			}
 		}
@@ -1601,7 +1636,7 @@ func (b *boxRun) repair(ctx context.Context, c Side) error {
 	} else {
 		b.st.NearValidity, b.st.MaxPushed, b.st.Near = b.status[c].UIDValidity, top, Markers{}
 	}
-	b.log.Warn("recovered from a UIDVALIDITY change", "mailbox", b.name, "side", c.String(),
+	b.log.Warn("re-paired the messages of a side whose UIDs changed", "why", why, "mailbox", b.name, "side", c.String(),
 		"repaired", confirmed, "pairs", total, "unmatched_dropped", dropped, "unpaired_matched", matchedLoose,
 		"deleted_kept", keptDeleted, "left_alone", left)
 	return nil
