@@ -700,7 +700,7 @@ type prefetchedNames struct {
 	s1, s2 stamp
 	names  [2][]byte // new/, cur/: each name followed by a 0 byte
 	// uids has, for each name in order, the UID its ",U=" field names
-	// (uidCandidates), read while the server answers so that the locate
+	// (uidCandidate), read while the server answers so that the locate
 	// after the plan only compares numbers; several has the indexes of the
 	// rare names with more than one candidate, checked as before.
 	uids    [2][]uint32
@@ -872,10 +872,21 @@ func (m *Mailbox) locate(ctx context.Context) error {
 // name none of whose ",U=" is followed by the digits of a wanted UID cannot
 // carry one. It allocates nothing.
 func mayCarryUID(name []byte, want map[engine.UID]bool) bool {
+	found := false
+	uidCandidates(name, func(v uint32) bool {
+		found = want[engine.UID(v)]
+		return !found
+	})
+	return found
+}
+
+// uidCandidates calls yield with the number after each ",U=" of name that
+// fits 32 bits, while yield returns true.
+func uidCandidates(name []byte, yield func(uint32) bool) {
 	for {
 		i := bytes.Index(name, []byte(",U="))
 		if i < 0 {
-			return false
+			return
 		}
 		name = name[i+3:]
 		var v uint64
@@ -883,34 +894,24 @@ func mayCarryUID(name []byte, want map[engine.UID]bool) bool {
 		for ; j < len(name) && name[j] >= '0' && name[j] <= '9' && v <= 1<<32; j++ {
 			v = v*10 + uint64(name[j]-'0')
 		}
-		if j > 0 && v < 1<<32 && want[engine.UID(v)] {
-			return true
+		if j > 0 && v < 1<<32 && !yield(uint32(v)) {
+			return
 		}
 	}
 }
 
-// uidCandidate returns the number after a name's first ",U=" that
-// mayCarryUID would look up (0 when there is none), and how many such
-// numbers the name has: with more than one, only mayCarryUID tells.
+// uidCandidate returns the first of a name's uidCandidates (0 when there
+// is none), and how many it has: with more than one, only mayCarryUID
+// tells.
 func uidCandidate(name []byte) (uid uint32, n int) {
-	for {
-		i := bytes.Index(name, []byte(",U="))
-		if i < 0 {
-			return uid, n
+	uidCandidates(name, func(v uint32) bool {
+		if n == 0 {
+			uid = v
 		}
-		name = name[i+3:]
-		var v uint64
-		j := 0
-		for ; j < len(name) && name[j] >= '0' && name[j] <= '9' && v <= 1<<32; j++ {
-			v = v*10 + uint64(name[j]-'0')
-		}
-		if j > 0 && v < 1<<32 {
-			if n == 0 {
-				uid = uint32(v)
-			}
-			n++
-		}
-	}
+		n++
+		return true
+	})
+	return uid, n
 }
 
 // candidateWanted is mayCarryUID(name, want) for a name whose candidates
