@@ -463,7 +463,8 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	}
 
 	validityKept := b.st.FarValidity == b.status[Far].UIDValidity && b.st.NearValidity == b.status[Near].UIDValidity
-	if err := b.checkValidity(ctx); err != nil {
+	repaired, err := b.checkValidity(ctx)
+	if err != nil {
 		return err
 	}
 	var rep [2]Report
@@ -478,7 +479,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		// repair renumbered the pairs, and the other side's status, known
 		// now, asks for a listing too. Otherwise the side is reported
 		// again, as if there had been none.
-		if s == early && earlyRep.err == nil && !earlyRep.rep.Unchanged && validityKept {
+		if s == early && earlyRep.err == nil && !earlyRep.rep.Unchanged && validityKept && !repaired {
 			if other := b.status[s.Other()]; b.willList(s, &other) {
 				rep[s] = earlyRep.rep
 				return
@@ -1374,11 +1375,12 @@ func removalsLikely(status Status, rec Markers, pairs []Pair, s Side) bool {
 	return old < int64(knownBelow) || (rec.Messages >= 0 && old < rec.Messages)
 }
 
-// checkValidity handles a changed UIDVALIDITY: one side changed → re-pair by
-// Message-ID when the evidence is strong; both → stop.
-func (b *boxRun) checkValidity(ctx context.Context) error {
+// checkValidity handles a changed UIDVALIDITY (or a UIDNEXT gone down): one
+// side changed → re-pair by Message-ID when the evidence is strong; both →
+// stop. repaired says the pairs were renumbered.
+func (b *boxRun) checkValidity(ctx context.Context) (repaired bool, err error) {
 	if b.st.Generation == 0 && len(b.st.Pairs) == 0 {
-		return nil
+		return false, nil
 	}
 	var changed, back [2]bool
 	rec := [2]uint32{b.st.FarValidity, b.st.NearValidity}
@@ -1397,28 +1399,28 @@ func (b *boxRun) checkValidity(ctx context.Context) error {
 	}
 	for _, s := range []Side{Far, Near} {
 		if back[s] && !changed[s.Other()] && !back[s.Other()] {
-			return b.repair(ctx, s, fmt.Sprintf("UIDNEXT of the %s side went down (%d→%d) with the same UIDVALIDITY (%d; a mailbox restored from a backup?)",
+			return true, b.repair(ctx, s, fmt.Sprintf("UIDNEXT of the %s side went down (%d→%d) with the same UIDVALIDITY (%d; a mailbox restored from a backup?)",
 				s, recNext[s], b.status[s].UIDNext, rec[s]), true)
 		}
 	}
 	if back[Far] && back[Near] {
-		return fmt.Errorf("UIDNEXT of both sides went down (far %d→%d, near %d→%d) with the same UIDVALIDITYs: the messages cannot be re-paired; "+
+		return false, fmt.Errorf("UIDNEXT of both sides went down (far %d→%d, near %d→%d) with the same UIDVALIDITYs: the messages cannot be re-paired; "+
 			"nothing was copied or deleted. If both mailboxes were really restored, move the state file %s away "+
 			"(the next run then copies messages present on only one side, which may create duplicates)",
 			recNext[Far], b.status[Far].UIDNext, recNext[Near], b.status[Near].UIDNext, b.statePath)
 	}
 	switch {
 	case changed[Far] && changed[Near]:
-		return fmt.Errorf("UIDVALIDITY of both sides changed (far %d→%d, near %d→%d): the messages cannot be re-paired; "+
+		return false, fmt.Errorf("UIDVALIDITY of both sides changed (far %d→%d, near %d→%d): the messages cannot be re-paired; "+
 			"nothing was copied or deleted. If both mailboxes were really replaced, move the state file %s away "+
 			"(the next run then copies messages present on only one side, which may create duplicates)",
 			rec[Far], b.status[Far].UIDValidity, rec[Near], b.status[Near].UIDValidity, b.statePath)
 	case changed[Far]:
-		return b.repair(ctx, Far, fmt.Sprintf("UIDVALIDITY of the far side changed (%d→%d)", rec[Far], b.status[Far].UIDValidity), false)
+		return true, b.repair(ctx, Far, fmt.Sprintf("UIDVALIDITY of the far side changed (%d→%d)", rec[Far], b.status[Far].UIDValidity), false)
 	case changed[Near]:
-		return b.repair(ctx, Near, fmt.Sprintf("UIDVALIDITY of the near side changed (%d→%d)", rec[Near], b.status[Near].UIDValidity), false)
+		return true, b.repair(ctx, Near, fmt.Sprintf("UIDVALIDITY of the near side changed (%d→%d)", rec[Near], b.status[Near].UIDValidity), false)
 	}
-	return nil
+	return false, nil
 }
 
 // repair re-pairs the messages of side c, whose UIDs the state can no
