@@ -418,7 +418,7 @@ type Barrierer interface {
 // wrote to such a mailbox records the stamp seen at open, so the next run
 // lists the whole mailbox just because of this run's own changes.
 //
-// StatusAfter, called after the run's last change to the mailbox, returns
+// StatusAfter, called once, after the run's last change to the mailbox, returns
 // the status as it is now and true only when the mailbox can vouch that
 // nothing but its own operations changed it since it was opened, and that
 // any later change will show in a different stamp. Otherwise it returns

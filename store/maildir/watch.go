@@ -354,11 +354,20 @@ func take(m map[ownChange]int, k ownChange) bool {
 // StatusAfter is engine.Restamper: the status now, when every change to
 // new/ and cur/ since the Mailbox was opened was its own, and a change after
 // this call will give the folder another stamp.
+//
+// It ends the watch, whatever it answers: the engine asks once, after the
+// Mailbox's last change, and a watch removed now is one the kernel can reap
+// while the engine saves the state. The store's inotify instance cannot be
+// closed before the kernel has reaped every watch removed from it (an SRCU
+// grace period, ~13 ms here), so a watch removed when the Mailbox closes,
+// at the end of a run, held up the run's exit by that much in half the
+// runs.
 func (m *Mailbox) StatusAfter() (engine.Status, bool) {
 	w := m.w
 	if w == nil {
 		return engine.Status{}, false
 	}
+	defer w.close()
 	w.n.mu.Lock()
 	bad := w.bad
 	w.n.mu.Unlock()

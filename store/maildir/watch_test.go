@@ -159,6 +159,36 @@ func TestStatusAfter(t *testing.T) {
 	}
 }
 
+// StatusAfter ends the watch, vouching or not: the kernel reaps its marks
+// while the engine saves the state, instead of the store's Close waiting
+// for that at the end of the run. A second call cannot vouch any more.
+func TestStatusAfterEndsWatch(t *testing.T) {
+	for _, other := range []bool{false, true} {
+		t.Run(fmt.Sprintf("changed by somebody else %v", other), func(t *testing.T) {
+			before := inotifyWatches(t)
+			_, mb, dir := watchedFolder(t, 4, nil)
+			if n := inotifyWatches(t) - before; n != 2 {
+				t.Fatalf("%d watches for an open folder, want 2", n)
+			}
+			ownWork(t, mb, func(string) {})
+			if other {
+				writeFile(t, filepath.Join(dir, "new", "1700000001.other.host"), "Subject: delivered\n\nx\n")
+			} else {
+				time.Sleep(scanGuard + 5*time.Millisecond) // vouching, with or without fresh timestamps
+			}
+			if _, ok := mb.StatusAfter(); ok == other {
+				t.Fatalf("StatusAfter vouched %v", ok)
+			}
+			if n := inotifyWatches(t) - before; n != 0 {
+				t.Errorf("%d watches left after StatusAfter, want 0", n)
+			}
+			if _, ok := mb.StatusAfter(); ok {
+				t.Error("a second StatusAfter vouched without a watch")
+			}
+		})
+	}
+}
+
 // More changes than the watch keeps before it reads the kernel's queue:
 // still all its own.
 func TestStatusAfterManyChanges(t *testing.T) {
