@@ -532,6 +532,7 @@ func (m *wrapMailbox) KeptFlags() engine.Flag {
 // one that does not implement it, as the engine takes it).
 func (m *wrapMailbox) StatusAfter() (engine.Status, bool) {
 	if r, ok := m.Mailbox.(engine.Restamper); ok {
+		m.w.calls.inc("StatusAfter")
 		return r.StatusAfter()
 	}
 	return engine.Status{}, false

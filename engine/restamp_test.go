@@ -171,6 +171,49 @@ func dirNames(t *testing.T, dir string) []string {
 	return out
 }
 
+// A near folder the plan does not write to (its new messages are copied to
+// the far side, nothing comes back) is vouched for before the copies are
+// made: a Maildir ends its watch then, and the kernel reaps it meanwhile
+// instead of at the end of the run. The stamp it vouched for is still the
+// one the next run finds.
+func TestUnwrittenNearVouchedBeforeCopies(t *testing.T) {
+	t.Parallel()
+	spec, w, nearDir := restampSpec(t)
+	far := wrap(spec.Far)
+	far.keepOpen = true
+	spec.Far = far.store()
+	engine.MustSync(t, spec, engine.RunOptions{})
+	if !watchable(t, nearDir) {
+		t.Skip("no fresh directory timestamps or no inotify here: nothing to vouch with")
+	}
+	stampsSettle()
+	writeNew(t, nearDir, "Subject: n2\n\nx\n")
+	stampsSettle()
+	asked := -1
+	far.beforeCommit = func(int) { asked = w.calls.get("StatusAfter") }
+	before := w.calls.get("StatusAfter")
+	res := engine.MustSync(t, spec, engine.RunOptions{})
+	if got := res.Mailboxes[0].Copied; got != [2]int{1, 0} {
+		t.Fatalf("copied %v, want n2 to far", got)
+	}
+	if asked-before != 1 {
+		t.Errorf("the near side was asked to vouch %d times before the copy to far, want 1", asked-before)
+	}
+	if n := w.calls.get("StatusAfter") - before; n != 1 {
+		t.Errorf("the near side was asked to vouch %d times in the run, want 1", n)
+	}
+	stampsSettle()
+	listed := w.calls.get("ListAll") + w.calls.get("List")
+	res = engine.MustSync(t, spec, engine.RunOptions{})
+	if r := res.Mailboxes[0]; r.Skipped != "unchanged" {
+		t.Fatalf("the run after: skipped %q, want \"unchanged\"", r.Skipped)
+	}
+	if n := w.calls.get("ListAll") + w.calls.get("List") - listed; n != 0 {
+		t.Errorf("the near folder was listed %d times in the run after", n)
+	}
+	checkSame(t, spec, "INBOX", "f1: f2: n1:S n2:")
+}
+
 // A pull-only run that copies into the near folder leaves the messages new
 // there for a later run: it must not vouch for the folder's stamp, or the
 // next sync would skip the folder and never push them.

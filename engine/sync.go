@@ -41,6 +41,9 @@ type boxRun struct {
 	// released[s]: mb[s] was closed as soon as the plan no longer needed
 	// it (see release).
 	released [2]bool
+	// vouched[s]: the Restamper's answer for a side the plan does not
+	// write, asked before the plan was executed (see vouchUnwritten).
+	vouched [2]*vouch
 	// ahead: started before the far side was listed (see syncAhead).
 	ahead bool
 	// undone: while applyChanges runs, the UIDs whose acts did not happen.
@@ -568,6 +571,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	}
 
 	b.plannedProgress(&plan)
+	b.vouchUnwritten(&plan)
 	b.j = newJournal(b.statePath+".journal", journalHeader{
 		Generation: b.st.Generation, FarValidity: b.status[Far].UIDValidity, NearValidity: b.status[Near].UIDValidity,
 	}, b.hook)
@@ -603,7 +607,12 @@ func (b *boxRun) restamp(p *Plan) {
 		if !ok || b.released[s] || !p.Exact[s] {
 			continue
 		}
-		st, ok := r.StatusAfter()
+		var st Status
+		if v := b.vouched[s]; v != nil {
+			st, ok = v.st, v.ok
+		} else {
+			st, ok = r.StatusAfter()
+		}
 		if !ok || st.Stamp == "" || st.UIDValidity != b.status[s].UIDValidity {
 			continue
 		}
@@ -612,6 +621,31 @@ func (b *boxRun) restamp(p *Plan) {
 		} else {
 			p.State.Near = MarkersOf(st)
 		}
+	}
+}
+
+// vouch is a Restamper's answer.
+type vouch struct {
+	st Status
+	ok bool
+}
+
+// vouchUnwritten asks the Restamper of a side the plan does not write (no
+// copies to it, no flag changes or removals on it) at once, before the plan
+// is executed, instead of after it: its last change by this run was
+// before the plan (a Maildir's new files given their UIDs at the listing),
+// and a Maildir ends its watch when asked, which the kernel then reaps
+// while the other side is written to; the store's Close, at the end of
+// the run, waits for that reaping otherwise (~13 ms). restamp uses the
+// answer only where it would have asked itself.
+func (b *boxRun) vouchUnwritten(p *Plan) {
+	for _, s := range []Side{Far, Near} {
+		r, ok := b.mb[s].(Restamper)
+		if !ok || b.released[s] || !p.Exact[s] || len(p.Copies[s]) > 0 || p.changes(s) {
+			continue
+		}
+		st, ok := r.StatusAfter()
+		b.vouched[s] = &vouch{st: st, ok: ok}
 	}
 }
 
