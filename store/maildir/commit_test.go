@@ -49,11 +49,14 @@ func newCommitFixture(t *testing.T) *commitFixture {
 		case "fsync", "fsyncdir":
 			key = op + " " + filepath.Base(path)
 		}
+		if key == "fsync "+uidFile {
+			key = "fsyncuid" // not a message's fsync
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.ops = append(f.ops, key)
-		if op == "fsyncdir" && key != "fsyncdir new" && key != "fsyncdir cur" {
-			op = "fsyncdir other" // the folder's own (.uidvalidity)
+		if op == "fsyncdir" && key != "fsyncdir new" && key != "fsyncdir cur" || key == "fsyncuid" {
+			op = "uid durable" // the folder's .uidvalidity: its rename, or its bytes overwritten
 		}
 		for _, k := range []string{op, "at " + key} {
 			if _, ok := f.seen[k]; !ok {
@@ -172,11 +175,12 @@ func (f *commitFixture) checkOrder(dataOp string, list []engine.Staged, res []en
 	if last := f.ops[len(f.ops)-1]; !strings.HasPrefix(last, "fsyncdir") {
 		t.Errorf("last durability step %q, want a directory fsync", last)
 	}
-	// The UIDs' reservation (.uidvalidity renamed in the folder) is durable
-	// before any file carrying them is in place: by the syncfs, else by an
-	// fsync of the folder before the renames.
-	if _, ok := f.seen["fsyncdir other"]; ok {
-		f.inTmpOnly("fsyncdir other", "the UID reservation was durable")
+	// The UIDs' reservation (.uidvalidity renamed in the folder, or its
+	// bytes overwritten) is durable before any file carrying them is in
+	// place: by the syncfs, else by an fsync of the folder or the file
+	// before the renames.
+	if _, ok := f.seen["uid durable"]; ok {
+		f.inTmpOnly("uid durable", "the UID reservation was durable")
 	} else if dataOp != "syncfs" || f.count("syncfs") == 0 {
 		t.Errorf("the UID reservation was never made durable: %v", f.ops)
 	}

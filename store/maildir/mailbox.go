@@ -121,12 +121,12 @@ type Mailbox struct {
 	deferSync bool
 	unsynced  map[string]bool
 
-	// uidDirPending: a UID reservation's rename of .uidvalidity is not
-	// durable yet; Commit makes it so before a file carrying one of its UIDs
-	// appears. with holds the engine's files the next Commit makes durable
+	// uidPending: what a UID reservation's write of .uidvalidity left to
+	// make durable (see writeUIDState); Commit makes it so before a file
+	// carrying one of its UIDs appears. with holds the engine's files the next Commit makes durable
 	// before it renames anything (engine.Barrierer).
-	uidDirPending bool
-	with          []string
+	uidPending uidSync
+	with       []string
 
 	// failures is the store's count of failed syncfs calls when the
 	// mailbox was opened, before it wrote anything (see Store.syncfs).
@@ -1186,7 +1186,7 @@ func (m *Mailbox) orderDuplicates(es []*entry) {
 // assignFresh reserves UIDs for the files in fresh and renames each in place
 // to carry its ",U=".
 func (m *Mailbox) assignFresh(fresh []*entry, idx *uidIndex) (again bool, err error) {
-	st, first, err := m.s.reserveUIDs(m.dir, len(fresh), true)
+	st, first, _, err := m.s.reserveUIDs(m.dir, len(fresh), true)
 	if err != nil {
 		return false, m.wrap("assign UIDs", err)
 	}
@@ -1264,16 +1264,16 @@ func (m *Mailbox) Barrier(paths ...string) error {
 	if !m.s.opt.Fsync {
 		return nil
 	}
-	if (len(m.unsynced) > 0 || m.uidDirPending) && m.s.syncfsErrs {
+	if (len(m.unsynced) > 0 || m.uidPending != 0) && m.s.syncfsErrs {
 		if err := m.s.syncfs(m.dir, m.failures); err == nil {
-			m.unsynced, m.uidDirPending = nil, false
+			m.unsynced, m.uidPending = nil, 0
 			return m.syncUncovered(paths, true)
 		}
 	}
 	if err := m.Flush(); err != nil {
 		return err
 	}
-	if err := m.syncUIDDir(); err != nil {
+	if err := m.syncUIDState(); err != nil {
 		return err
 	}
 	return m.syncUncovered(paths, false)
@@ -1295,15 +1295,20 @@ func (m *Mailbox) syncUncovered(paths []string, synced bool) error {
 	return nil
 }
 
-// syncUIDDir makes a pending .uidvalidity rename durable.
-func (m *Mailbox) syncUIDDir() error {
-	if !m.uidDirPending {
-		return nil
+// syncUIDState makes what a UID reservation left pending durable.
+func (m *Mailbox) syncUIDState() error {
+	if m.uidPending&uidOverwritten != 0 {
+		if err := m.s.fsyncFile(filepath.Join(m.dir, uidFile)); err != nil {
+			return m.wrap("fsync "+uidFile, err)
+		}
+		m.uidPending &^= uidOverwritten
 	}
-	if err := m.s.syncPath(m.dir); err != nil {
-		return m.wrap("fsync "+uidFile, err)
+	if m.uidPending&uidRenamed != 0 {
+		if err := m.s.syncPath(m.dir); err != nil {
+			return m.wrap("fsync "+uidFile, err)
+		}
+		m.uidPending &^= uidRenamed
 	}
-	m.uidDirPending = false
 	return nil
 }
 
@@ -1320,7 +1325,7 @@ func (m *Mailbox) Settle() error {
 	}
 	delete(m.unsynced, "new")
 	delete(m.unsynced, "cur")
-	return m.syncUIDDir()
+	return m.syncUIDState()
 }
 
 // DeferSync is engine.Flusher: from now on SetFlags and Expunge leave the

@@ -3,6 +3,7 @@ package maildir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -76,17 +77,46 @@ func lockFolder(dir string) (unlock func(), err error) {
 	}, nil
 }
 
-// writeUIDState replaces .uidvalidity atomically (caller holds the lock).
-// The new file's content is durable before the rename; the rename itself
-// only when syncDir (else the caller makes it durable before any file
-// carrying one of its UIDs is).
-func (s *Store) writeUIDState(dir string, st uidState, syncDir bool) error {
+// uidSync is what a .uidvalidity write left for its caller to make durable
+// (see writeUIDState).
+type uidSync uint8
+
+const (
+	uidOverwritten uidSync = 1 << iota // the file's bytes: fsync it
+	uidRenamed                         // a rename: fsync the folder
+)
+
+// writeUIDState writes .uidvalidity (caller holds the lock). Where the file
+// is there with exactly the new content's length (a reservation that kept
+// the last UID's number of digits: nearly all of them), its bytes are
+// overwritten in place, as mbsync does: one write of a few bytes within one
+// sector, either old or new after a crash, and the number only grows, so
+// a write cut short leaves a number between the two (the caller hands out
+// no UID then). Else a new file is written, made durable and renamed over
+// it. With sync, the result is durable on return (an fdatasync of the
+// overwritten file, which needs no journal commit, or an fsync of the
+// folder after the rename); without it, what is left says what the caller
+// must make durable before any file carrying one of the new UIDs is (a
+// syncfs covers either).
+func (s *Store) writeUIDState(dir string, st uidState, sync bool) (left uidSync, err error) {
+	content := fmt.Sprintf("%d\n%d\n", st.Validity, st.Last)
+	path := filepath.Join(dir, uidFile)
+	done, err := s.overwriteUIDState(path, content, sync)
+	if err != nil {
+		return 0, fmt.Errorf("maildir %s: write %s: %w", dir, uidFile, err)
+	}
+	if done {
+		if !sync && s.opt.Fsync {
+			left = uidOverwritten
+		}
+		return left, nil
+	}
 	tmp := filepath.Join(dir, uidTemp)
 	f, err := sysfile.Open(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("maildir %s: %w", tmp, err)
+		return 0, fmt.Errorf("maildir %s: %w", tmp, err)
 	}
-	_, err = fmt.Fprintf(f, "%d\n%d\n", st.Validity, st.Last)
+	_, err = f.WriteString(content)
 	if err == nil && s.opt.Fsync {
 		err = f.Sync()
 	}
@@ -94,16 +124,51 @@ func (s *Store) writeUIDState(dir string, st uidState, syncDir bool) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, uidFile))
+		err = os.Rename(tmp, path)
 	}
-	if err == nil && s.opt.Fsync && syncDir {
+	if err == nil && s.opt.Fsync && sync {
 		err = s.syncPath(dir)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("maildir %s: write %s: %w", dir, uidFile, err)
+		return 0, fmt.Errorf("maildir %s: write %s: %w", dir, uidFile, err)
 	}
-	return nil
+	if !sync && s.opt.Fsync {
+		left = uidRenamed
+	}
+	return left, nil
+}
+
+// overwriteUIDState writes content over the bytes of path, a regular file
+// of exactly content's length and with no other name (a hard-linked copy,
+// as `cp -al` makes for a backup, must keep its own); done is false, with
+// nothing written, for any other file or none.
+func (s *Store) overwriteUIDState(path, content string, sync bool) (done bool, err error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, nil
+	}
+	defer unix.Close(fd)
+	var sb unix.Stat_t
+	if unix.Fstat(fd, &sb) != nil || sb.Mode&unix.S_IFMT != unix.S_IFREG || sb.Nlink != 1 || sb.Size != int64(len(content)) {
+		return false, nil
+	}
+	if err := s.hook("overwrite", path); err != nil {
+		return true, err
+	}
+	n, err := unix.Pwrite(fd, []byte(content), 0)
+	if err == nil && n != len(content) {
+		err = io.ErrShortWrite
+	}
+	if err == nil && sync && s.opt.Fsync {
+		if err = s.hook("fsync", path); err == nil {
+			err = unix.Fdatasync(fd)
+		}
+	}
+	if err != nil {
+		return true, &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return true, nil
 }
 
 // newValidity is the UIDVALIDITY of a folder that has none yet.
@@ -131,33 +196,35 @@ func (s *Store) ensureUIDState(dir string) (uidState, error) {
 		return st, err
 	}
 	st = uidState{Validity: newValidity()}
-	return st, s.writeUIDState(dir, st, true)
+	_, err = s.writeUIDState(dir, st, true)
+	return st, err
 }
 
-// reserveUIDs durably hands out n fresh UIDs (first..first+n-1) from the
-// folder's .uidvalidity, creating it if needed.
-func (s *Store) reserveUIDs(dir string, n int, syncDir bool) (st uidState, first engine.UID, err error) {
+// reserveUIDs hands out n fresh UIDs (first..first+n-1) from the folder's
+// .uidvalidity, creating it if needed: durably with sync, else left says
+// what the caller must make durable first (see writeUIDState).
+func (s *Store) reserveUIDs(dir string, n int, sync bool) (st uidState, first engine.UID, left uidSync, err error) {
 	unlock, err := lockFolder(dir)
 	if err != nil {
-		return st, 0, err
+		return st, 0, 0, err
 	}
 	defer unlock()
 	st, ok, err := readUIDState(dir)
 	if err != nil {
-		return st, 0, err
+		return st, 0, 0, err
 	}
 	if !ok {
 		st = uidState{Validity: newValidity()}
 	}
 	if uint64(st.Last)+uint64(n) > math.MaxUint32 {
-		return st, 0, fmt.Errorf("maildir %s: UIDs exhausted (last %d)", dir, st.Last)
+		return st, 0, 0, fmt.Errorf("maildir %s: UIDs exhausted (last %d)", dir, st.Last)
 	}
 	first = st.Last + 1
 	st.Last += engine.UID(n)
-	if err := s.writeUIDState(dir, st, syncDir); err != nil {
-		return st, 0, err
+	if left, err = s.writeUIDState(dir, st, sync); err != nil {
+		return st, 0, 0, err
 	}
-	return st, first, nil
+	return st, first, left, nil
 }
 
 // raiseLastUID makes the folder's last assigned UID at least atLeast,
@@ -179,7 +246,8 @@ func (s *Store) raiseLastUID(dir string, atLeast engine.UID) (uidState, error) {
 		return st, nil
 	}
 	st.Last = atLeast
-	return st, s.writeUIDState(dir, st, true)
+	_, err = s.writeUIDState(dir, st, true)
+	return st, err
 }
 
 // syncPath fsyncs a file or a directory.
