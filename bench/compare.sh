@@ -52,6 +52,8 @@
 #                    the same reps (A/B of two builds; its own table under the main one)
 #   QS_ARGS          extra arguments for quixysync sync/pull/push (e.g. --force)
 #   QS_CONNECTIONS   connections = N for the quixysync IMAP store (default: its own, 4)
+#   QS_CONNECTIONS2  the same for QS_BIN2's runs (an A/B of one build's settings: QS_BIN2
+#                    may name the same binary as QS_BIN)
 #   BENCH_MAIL_USER  owner of the server's mail when run as root (default nobody)
 # Exit status: 0 all runs succeeded and verified, 1 a run failed or did not verify, 2 usage.
 set -euo pipefail

@@ -166,7 +166,7 @@ class Quixysync(Tool):
             tls += f'\nca_file = "{self.a.cafile}"'
         # QS_CONNECTIONS: the store's connections setting, to measure what
         # parallel mailbox pairs buy (default: quixysync's own default).
-        conns = os.environ.get("QS_CONNECTIONS", "")
+        conns = os.environ.get(self.connections_env, "")
         conns = f"connections = {int(conns)}\n" if conns else ""
         with open(os.path.join(self.work, "quixysync.toml"), "w") as f:
             f.write(f"""[imap.far]
@@ -194,11 +194,15 @@ expunge = "both"
                 *self.a.qs_args.split()]
 
     local_names = "utf8"  # quixysync writes folder names as UTF-8
+    connections_env = "QS_CONNECTIONS"
 
 
 class Quixysync2(Quixysync):
     """QS_BIN2: a second quixysync build on its own account, run in the same reps as
-    the first, so that an A/B of two builds meets the same changes and moments."""
+    the first, so that an A/B of two builds meets the same changes and moments.
+    QS_CONNECTIONS2 is its connections setting (an A/B of one build's settings)."""
+
+    connections_env = "QS_CONNECTIONS2"
 
     def argv(self, mode):
         return [self.a.qs_bin2, *super().argv(mode)[1:]]
