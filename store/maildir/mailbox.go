@@ -123,8 +123,9 @@ type Mailbox struct {
 
 	// uidPending: what a UID reservation's write of .uidvalidity left to
 	// make durable (see writeUIDState); Commit makes it so before a file
-	// carrying one of its UIDs appears. with holds the engine's files the next Commit makes durable
-	// before it renames anything (engine.Barrierer).
+	// carrying one of its UIDs appears. with holds the engine's files the
+	// next Commit makes durable before it renames anything
+	// (engine.Barrierer).
 	uidPending uidSync
 	with       []string
 
