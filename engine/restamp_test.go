@@ -17,11 +17,11 @@ import (
 func restampSpec(t *testing.T) (engine.ChannelSpec, *wrapStore, string) {
 	t.Helper()
 	dir := t.TempDir()
-	far, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, maildir.Options{})
+	far, err := maildir.New("far", filepath.Join(dir, "far"), "", maildir.LayoutVerbatim, maildir.Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, maildir.Options{})
+	near, err := maildir.New("near", filepath.Join(dir, "near"), "", maildir.LayoutVerbatim, maildir.Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func mustOpen(t *testing.T, s engine.Store, box string) engine.Mailbox {
 // writes here (inotify, and fresh timestamps after a stat).
 func watchable(t *testing.T, dir string) bool {
 	t.Helper()
-	s, err := maildir.New("probe", t.TempDir(), "", maildir.LayoutVerbatim, maildir.Options{})
+	s, err := maildir.New("probe", t.TempDir(), "", maildir.LayoutVerbatim, maildir.Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,8 @@ import (
 func newTestStore(t testing.TB, layout Layout) (*Store, string) {
 	t.Helper()
 	root := t.TempDir()
-	s, err := New("maildir.test", root, "", layout, Options{})
+	// Every folder watched, however small, as in the tests before watchMin.
+	s, err := New("maildir.test", root, "", layout, Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 func TestPrefetchIsUsedByList(t *testing.T) {
 	root := t.TempDir()
 	inbox := mbsyncTree(t, root)
-	s, err := New("maildir.test", root, inbox, LayoutVerbatim, Options{})
+	s, err := New("maildir.test", root, inbox, LayoutVerbatim, Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestPrefetchIsUsedByList(t *testing.T) {
 func TestPrefetchDroppedByOwnChanges(t *testing.T) {
 	root := t.TempDir()
 	inbox := mbsyncTree(t, root)
-	s, err := New("maildir.test", root, inbox, LayoutVerbatim, Options{})
+	s, err := New("maildir.test", root, inbox, LayoutVerbatim, Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}

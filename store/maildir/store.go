@@ -30,6 +30,9 @@ type Options struct {
 	Fsync bool
 	// Log receives notices (skipped directories, rescans); nil discards them.
 	Log *slog.Logger
+	// WatchAll watches every folder opened for writing, however small
+	// (tests of what the watch does; see watchMin).
+	WatchAll bool
 }
 
 // Store is a Maildir folder tree. It implements engine.Store and
@@ -46,7 +49,10 @@ type Store struct {
 	pid    int    // for unique file names: os.Getpid is a system call each time
 	// notify is the inotify instance the watches of open folders share.
 	notify *notifier
-	seq    atomic.Uint64
+	// watchMin: the size of cur/ from which a folder is watched (see
+	// watchMin the constant; 0 watches every folder).
+	watchMin int64
+	seq      atomic.Uint64
 	// rnd sets this store's file names apart from those of every other
 	// store, also in this process in the same second (two channels, or a
 	// store opened again): pid and seq alone repeat there, and a mail
@@ -147,7 +153,10 @@ func New(name, root, inbox string, layout Layout, opt Options) (*Store, error) {
 	}
 	s := &Store{name: name, root: absRoot, inbox: inbox, layout: layout, opt: opt, log: opt.Log, syncfsErrs: syncfsReportsErrors(),
 		notify:  newNotifier(),
-		meminfo: "/proc/meminfo", dirtyMax: syncfsDirtyMax}
+		meminfo: "/proc/meminfo", dirtyMax: syncfsDirtyMax, watchMin: watchMin}
+	if opt.WatchAll {
+		s.watchMin = 0
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -642,7 +651,7 @@ func (s *Store) OpenMailbox(ctx context.Context, name string, readOnly bool) (en
 	var w *watch
 	if !readOnly {
 		// Before the stamp: every change after it must be seen.
-		w = watchFolder(dir, s.notify)
+		w = watchFolder(dir, s.notify, s.watchMin)
 	}
 	now := time.Now()
 	stamp, err := s.dirStamp(dir)

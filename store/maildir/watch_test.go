@@ -16,7 +16,7 @@ import (
 func watchedFolder(t *testing.T, n int, opt func(*Store)) (*Store, *Mailbox, string) {
 	t.Helper()
 	root := t.TempDir()
-	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +189,56 @@ func TestStatusAfterEndsWatch(t *testing.T) {
 	}
 }
 
+// By default a folder whose cur/ is smaller than watchMin goes without a
+// watch (the next run lists it instead, which costs less than the kernel's
+// reaping of the watch at the end of the run); a larger one is watched.
+func TestSmallFolderUnwatched(t *testing.T) {
+	root := t.TempDir()
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	before := inotifyWatches(t)
+	for _, name := range []string{"Small", "Big"} {
+		if err := s.CreateMailbox(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "Small", "cur", "1700000000.a.host:2,S"), "Subject: a\n\nx\n")
+	big := filepath.Join(root, "Big", "cur")
+	for i := 0; ; i++ {
+		if i%100 == 0 {
+			fi, err := os.Stat(big)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() >= watchMin {
+				break
+			}
+		}
+		if err := os.WriteFile(filepath.Join(big, fmt.Sprintf("1700000000.P1Q%dR00000000.somehost,U=%d:2,S", i, i+1)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	small := open(t, s, "Small", false)
+	defer small.Close()
+	if small.w != nil || inotifyWatches(t) != before {
+		t.Errorf("a folder of one message is watched (%d watches more)", inotifyWatches(t)-before)
+	}
+	if _, ok := small.StatusAfter(); ok {
+		t.Error("StatusAfter vouched without a watch")
+	}
+	bigMb := open(t, s, "Big", false)
+	defer bigMb.Close()
+	if bigMb.w == nil {
+		t.Skip("no inotify watch on this file system")
+	}
+	if n := inotifyWatches(t) - before; n != 2 {
+		t.Errorf("%d watches for the large folder, want 2", n)
+	}
+}
+
 // More changes than the watch keeps before it reads the kernel's queue:
 // still all its own.
 func TestStatusAfterManyChanges(t *testing.T) {
@@ -296,7 +346,7 @@ func inotifyWatches(t *testing.T) int {
 // back.
 func TestWatchesShareOneInstance(t *testing.T) {
 	root := t.TempDir()
-	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +401,7 @@ func TestWatchesShareOneInstance(t *testing.T) {
 // Close leaves the other's watch working.
 func TestWatchesApart(t *testing.T) {
 	root := t.TempDir()
-	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
+	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +460,7 @@ func TestWatchEventReadBeforeOwn(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		w := watchFolder(filepath.Join(root, name), n)
+		w := watchFolder(filepath.Join(root, name), n, 0)
 		if w == nil {
 			t.Skip("no inotify watch on this file system")
 		}
