@@ -3,6 +3,7 @@ package maildir
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,7 +40,8 @@ const drainEvery = 2048
 const bigFolder = 512 << 10
 
 // watchMin is the size of a cur/ directory (ext4: about 900 names) below
-// which a folder goes without a watch. A watch costs nothing while it
+// which a folder that holds messages goes without a watch (an empty one is
+// watched: see watchFolder). A watch costs nothing while it
 // lasts, but the store's inotify instance cannot be closed, nor the process
 // exit, before the kernel has reaped the last watches removed (an SRCU
 // grace period, ~13 ms); the run's last folders remove theirs at its very
@@ -121,10 +123,12 @@ type ownChange struct {
 // watch could not see every change: a file system other hosts can change
 // (inotify only sees this kernel's changes), no inotify instance or watch
 // left, or a missing directory; and where it is not worth it: a cur/
-// smaller than min bytes (see watchMin).
+// smaller than min bytes (see watchMin), unless the folder holds no message
+// at all — then this is likely its first fill (a first pull), which can
+// make it any size, and the next run would list all of it.
 func watchFolder(dir string, n *notifier, min int64) *watch {
 	if min > 0 {
-		if fi, err := os.Stat(filepath.Join(dir, "cur")); err != nil || fi.Size() < min {
+		if fi, err := os.Stat(filepath.Join(dir, "cur")); err != nil || fi.Size() < min && !noMessages(dir) {
 			return nil
 		}
 	}
@@ -170,6 +174,23 @@ func watchFolder(dir string, n *notifier, min int64) *watch {
 	n.n++
 	w.expect, w.early = map[ownChange]int{}, map[ownChange]int{}
 	return w
+}
+
+// noMessages says whether new/ and cur/ of dir hold no file at all (a
+// subdirectory that cannot be read counts as holding some).
+func noMessages(dir string) bool {
+	for _, sub := range [2]string{"new", "cur"} {
+		f, err := os.Open(filepath.Join(dir, sub))
+		if err != nil {
+			return false
+		}
+		names, err := f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 || err != io.EOF {
+			return false
+		}
+	}
+	return true
 }
 
 // close stops the watch: its two watches are removed from the store's

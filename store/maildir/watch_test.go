@@ -191,7 +191,8 @@ func TestStatusAfterEndsWatch(t *testing.T) {
 
 // By default a folder whose cur/ is smaller than watchMin goes without a
 // watch (the next run lists it instead, which costs less than the kernel's
-// reaping of the watch at the end of the run); a larger one is watched.
+// reaping of the watch at the end of the run); a larger one is watched, and
+// so is an empty one.
 func TestSmallFolderUnwatched(t *testing.T) {
 	root := t.TempDir()
 	s, err := New("maildir.test", root, "", LayoutVerbatim, Options{})
@@ -200,7 +201,7 @@ func TestSmallFolderUnwatched(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	before := inotifyWatches(t)
-	for _, name := range []string{"Small", "Big"} {
+	for _, name := range []string{"Small", "Big", "Empty"} {
 		if err := s.CreateMailbox(t.Context(), name); err != nil {
 			t.Fatal(err)
 		}
@@ -236,6 +237,13 @@ func TestSmallFolderUnwatched(t *testing.T) {
 	}
 	if n := inotifyWatches(t) - before; n != 2 {
 		t.Errorf("%d watches for the large folder, want 2", n)
+	}
+	// A folder with no message at all is about to be filled, maybe by a
+	// first pull of any size: watched, so that the run can vouch for it.
+	empty := open(t, s, "Empty", false)
+	defer empty.Close()
+	if empty.w == nil || inotifyWatches(t)-before != 4 {
+		t.Errorf("an empty folder is not watched (%d watches in all)", inotifyWatches(t)-before)
 	}
 }
 
