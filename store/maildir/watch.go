@@ -41,12 +41,12 @@ const bigFolder = 512 << 10
 
 // watchMin is the size of a cur/ directory (ext4: about 900 names) below
 // which a folder that holds messages goes without a watch (an empty one is
-// watched: see watchFolder). A watch costs nothing while it
-// lasts, but the store's inotify instance cannot be closed, nor the process
-// exit, before the kernel has reaped the last watches removed (an SRCU
-// grace period, ~13 ms); the run's last folders remove theirs at its very
-// end, so about every other run that wrote to a watched folder waited that
-// long before it exited. Without the watch, the next run lists such a folder
+// watched: see watchFolder). A watch costs nothing while it lasts, but the
+// store's inotify instance cannot be closed, nor the process exit, before
+// the kernel has reaped the last watches removed (an SRCU grace period,
+// ~13 ms); the run's last folders remove theirs at its very end, so about
+// every other run that wrote to a watched folder waited that long before
+// it exited. Without the watch, the next run lists such a folder
 // (BenchmarkScan100k: 1.7-2.6 us of CPU per name, about 2 ms for the largest
 // such folder), mostly while the server answers its SELECT. Two builds in
 // one run, 2 000 messages in 10 folders, 9 reps: server changes 0.101 ->
