@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -8,23 +9,34 @@ import (
 
 // BenchmarkFillIdents100k: the idents of a 100 000-pair state written back
 // after a run that changed a few hundred pairs (the new state's pairs built
-// by the planner, without idents).
+// by the planner, without idents), without and with 100 new copies (the
+// server changes of the side-by-side benchmark).
 func BenchmarkFillIdents100k(b *testing.B) {
-	const n = 100_000
-	old := make([]Pair, n)
-	for i := range old {
-		old[i] = Pair{Far: UID(i + 1), Near: UID(i + 1), Ident: [2]uint32{0, uint32(i)*2654435761 | 1}}
-	}
-	br := &boxRun{st: State{Pairs: old}}
-	st := State{Pairs: make([]Pair, n)}
-	for b.Loop() {
-		for i, p := range old {
-			st.Pairs[i] = Pair{Far: p.Far, Near: p.Near, Flags: p.Flags}
-		}
-		br.fillIdents(&st)
-	}
-	if st.Pairs[n-1].Ident != old[n-1].Ident {
-		b.Fatalf("ident %v, want %v", st.Pairs[n-1].Ident, old[n-1].Ident)
+	for _, added := range []int{0, 100} {
+		b.Run(fmt.Sprintf("new=%d", added), func(b *testing.B) {
+			const n = 100_000
+			old := make([]Pair, n)
+			for i := range old {
+				old[i] = Pair{Far: UID(i + 1), Near: UID(i + 1), Ident: [2]uint32{0, uint32(i)*2654435761 | 1}}
+			}
+			br := &boxRun{st: State{Pairs: old}, mb: [2]Mailbox{nil, identKeeperFunc{of: func(u UID) (uint32, bool) { return uint32(u), true }}}}
+			st := State{Pairs: make([]Pair, n+added)}
+			for b.Loop() {
+				for i, p := range old {
+					st.Pairs[i] = Pair{Far: p.Far, Near: p.Near, Flags: p.Flags}
+				}
+				for i := range added {
+					st.Pairs[n+i] = Pair{Far: UID(n + 1 + i), Near: UID(n + 1 + i)}
+				}
+				br.fillIdents(&st)
+			}
+			if st.Pairs[n-1].Ident != old[n-1].Ident {
+				b.Fatalf("ident %v, want %v", st.Pairs[n-1].Ident, old[n-1].Ident)
+			}
+			if added > 0 && st.Pairs[n].Ident[Near] != n+1 {
+				b.Fatalf("new pair's ident %v, want the mailbox's %d", st.Pairs[n].Ident, n+1)
+			}
+		})
 	}
 }
 

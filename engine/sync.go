@@ -997,10 +997,15 @@ func identsOf(pairs []Pair, s Side) func(UID) uint32 {
 func (b *boxRun) fillIdents(st *State) {
 	var ik [2]IdentKeeper
 	var recorded [2]bool // whether the old state has idents of that side
+	var top [2]UID       // the highest UID of each side with an ident there
 	old := b.st.Pairs
 	for i := range old {
-		recorded[Far] = recorded[Far] || old[i].Far != 0 && old[i].Ident[Far] != 0
-		recorded[Near] = recorded[Near] || old[i].Near != 0 && old[i].Ident[Near] != 0
+		if p := &old[i]; p.Far != 0 && p.Ident[Far] != 0 {
+			recorded[Far], top[Far] = true, max(top[Far], p.Far)
+		}
+		if p := &old[i]; p.Near != 0 && p.Ident[Near] != 0 {
+			recorded[Near], top[Near] = true, max(top[Near], p.Near)
+		}
 	}
 	for _, s := range []Side{Far, Near} {
 		ik[s], _ = b.mb[s].(IdentKeeper)
@@ -1017,7 +1022,10 @@ func (b *boxRun) fillIdents(st *State) {
 			p.Ident[s] = same.Ident[s]
 		default:
 			p.Ident[s] = 0
-			if recorded[s] {
+			// A UID above every recorded one is a message new to the
+			// state (a copy made in this run, one listed for the first
+			// time): no table needed to find that it has no ident yet.
+			if recorded[s] && u <= top[s] {
 				if tab[s] == nil {
 					tab[s] = identsOf(old, s)
 				}
