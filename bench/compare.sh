@@ -37,6 +37,10 @@
 #   --port P         plain/STARTTLS port (default: a free one); --tls-port P likewise
 #   --state DIR      server, corpus and Maildirs (default /tmp/quixybench)
 #   --loopfs yes|no  put DIR on a loop-mounted journaled ext4 image (default yes as root)
+#   --server-fs F    own | shared: with --loopfs yes, the server's mail, indexes and logs on
+#                    a loop-mounted image of their own, as a real server's are on its own
+#                    machine, or on the tools' file system, where a tool's syncfs or fsync
+#                    also writes out what the server has just written (default own)
 #   --keep           leave the server's and the tools' mail in DIR after the run
 #   --no-floors      do not probe the server's part of b and c (see README, "Floors")
 #   --dirty MB       before each timed run, write MB of another program's data (not synced) on
@@ -62,7 +66,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
 N=2000 M=10 PROFILE="" K=100 BIG=100 REPS=3 SCEN="" TLS=none TRUST=file LOGIN_MODE=fast ONLY="" TAG="" PORT="" TLSPORT=""
-STATE=/tmp/quixybench LOOPFS="" KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS="" FLOORS=1 DIRTY=0
+STATE=/tmp/quixybench LOOPFS="" SERVERFS=own SERVER_MOUNTED=0 KEEP=0 SETTLE=1.1 TIMEOUT=3600 SEED=1 MOUNTED_HERE=0 RTT=0 PROXY_PIDS="" FLOORS=1 DIRTY=0
 
 die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -79,7 +83,7 @@ while (($#)); do
     case $1 in
         --n) N=$2;; --folders) M=$2;; --profile) PROFILE=$2;; --k) K=$2;; --big) BIG=$2;; --reps) REPS=$2;;
         --scenarios) SCEN=$2;; --tls) TLS=$2;; --trust) TRUST=$2;; --login) LOGIN_MODE=$2;; --only) ONLY=$2;; --tag) TAG=$2;;
-        --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;;
+        --port) PORT=$2;; --tls-port) TLSPORT=$2;; --state) STATE=$2;; --loopfs) LOOPFS=$2;; --server-fs) SERVERFS=$2;;
         --settle) SETTLE=$2;; --timeout) TIMEOUT=$2;; --seed) SEED=$2;; --rtt) RTT=$2;; --dirty) DIRTY=$2;;
         *) die "unknown option $1 (see --help)" 2;;
     esac
@@ -112,6 +116,8 @@ ROOT=0; [[ $(id -u) == 0 ]] && ROOT=1
 LOOPFS=${LOOPFS:-$( ((ROOT)) && echo yes || echo no)}
 [[ $LOOPFS =~ ^(yes|no)$ ]] || die "--loopfs must be yes or no" 2
 [[ $LOOPFS == no ]] || ((ROOT)) || die "--loopfs yes needs root" 2
+[[ $SERVERFS =~ ^(own|shared)$ ]] || die "--server-fs must be own or shared" 2
+[[ $LOOPFS == yes ]] || SERVERFS=shared
 
 # --- packages: Dovecot and isync, never from CI --------------------------------------
 install_pkgs() {
@@ -176,36 +182,45 @@ cleanup() {
     if ((!KEEP)) && [[ -n ${MAIL:-} ]]; then
         rm -rf "$MAIL" "$STATE/local" "$STATE/work"
     fi
-    if ((MOUNTED_HERE)); then
-        fstrim "$STATE" 2>/dev/null || true   # hand freed blocks back: the image stays small
-        if ((!KEEP)); then
-            local dev; dev=$(findmnt -n -o SOURCE --target "$STATE")
-            umount "$STATE" && losetup -d "$dev" && rmdir "$STATE" 2>/dev/null
-        fi
-    fi
+    ((SERVER_MOUNTED)) && detach_image "$STATE/dovecot"
+    ((MOUNTED_HERE)) && detach_image "$STATE"
     exit $rc
+}
+detach_image() { # mount point: trim it and, unless --keep, unmount it and free its loop device
+    fstrim "$1" 2>/dev/null || true   # hand freed blocks back: the image stays small
+    ((KEEP)) && return 0
+    local dev; dev=$(findmnt -n -o SOURCE --target "$1")
+    umount "$1" && losetup -d "$dev" && rmdir "$1" 2>/dev/null
+    return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- state dir: optionally a journaled ext4 in a loop-mounted sparse image --------------
 IMG=/var/tmp/quixybench-$(printf %s "$STATE" | md5sum | cut -c1-8).img
-if [[ $LOOPFS == yes ]]; then
-    if ! mountpoint -q "$STATE"; then
-        [[ ! -e $STATE || -z $(ls -A "$STATE") ]] || die "$STATE exists and is not our mount; remove it or use --loopfs no"
-        [[ -z $(losetup -j "$IMG") ]] || die "$IMG is attached already ($(losetup -j "$IMG")); is another run using it?"
-        mkdir -p "$STATE"
-        if [[ ! -f $IMG ]]; then
-            truncate -s 12G "$IMG"   # sparse: holds only what is stored
-            mkfs.ext4 -q -F -L quixybench "$IMG" || die "mkfs.ext4 $IMG failed"
-        fi
-        DEV=$(losetup -f --show --direct-io=on "$IMG") || die "no free loop device; use --loopfs no"
-        mount "$DEV" "$STATE" || { losetup -d "$DEV"; die "mount $DEV $STATE failed"; }
-        MOUNTED_HERE=1
-    elif [[ -n $(losetup -j "$IMG") ]]; then
-        MOUNTED_HERE=1   # left mounted by an earlier run with --keep: ours to clean up
+attach_image() { # image, mount point, size: mounts it unless it is; 0 if it is ours to clean up
+    local img=$1 dir=$2 dev
+    if mountpoint -q "$dir"; then
+        [[ -n $(losetup -j "$img") ]]   # left mounted by an earlier run with --keep
+        return
     fi
+    [[ ! -e $dir || -z $(ls -A "$dir") ]] || die "$dir exists and is not our mount; remove it, or use --loopfs no (or --server-fs shared)"
+    [[ -z $(losetup -j "$img") ]] || die "$img is attached already ($(losetup -j "$img")); is another run using it?"
+    mkdir -p "$dir"
+    if [[ ! -f $img ]]; then
+        truncate -s "$3" "$img"   # sparse: holds only what is stored
+        mkfs.ext4 -q -F -L quixybench "$img" || die "mkfs.ext4 $img failed"
+    fi
+    dev=$(losetup -f --show --direct-io=on "$img") || die "no free loop device; use --loopfs no"
+    mount "$dev" "$dir" || { losetup -d "$dev"; die "mount $dev $dir failed"; }
+}
+if [[ $LOOPFS == yes ]]; then
+    attach_image "$IMG" "$STATE" 12G && MOUNTED_HERE=1
     chmod 755 "$STATE"
+    if [[ $SERVERFS == own ]]; then
+        attach_image "${IMG%.img}-server.img" "$STATE/dovecot" 8G && SERVER_MOUNTED=1
+        chmod 755 "$STATE/dovecot"
+    fi
 else
     mkdir -p "$STATE"; chmod 755 "$STATE"
 fi
@@ -215,6 +230,11 @@ NOJOURNAL=0
 [[ $FSTYPE == ext4 && $(cat "/sys/fs/ext4/$(basename "$SRC")/journal_task" 2>/dev/null) == "<none>" ]] && NOJOURNAL=1
 STATE_FS="$FSTYPE on $SRC"
 ((NOJOURNAL)) && STATE_FS+=" (no journal)"
+if [[ $SERVERFS == own ]]; then
+    STATE_FS+="; server on its own $(findmnt -n -o FSTYPE --target "$STATE/dovecot") on $(findmnt -n -o SOURCE --target "$STATE/dovecot")"
+else
+    STATE_FS+="; server on the same file system"
+fi
 
 # --- Dovecot ----------------------------------------------------------------------------
 DOVE=$STATE/dovecot CONF=$STATE/dovecot/dovecot.conf MAIL=$STATE/dovecot/mail
