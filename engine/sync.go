@@ -992,8 +992,8 @@ func identsOf(pairs []Pair, s Side) func(UID) uint32 {
 // old idents in place (at 100 000 pairs, 5 ms for tables of both sides'
 // idents by UID, on the critical path of every run that saves, against well
 // under one for the walk). The tables are built only for the pairs the walk
-// does not find with an ident (new pairs, one side copied again, or an old
-// state not in order).
+// does not find with an ident (one side copied again, an old state not in
+// order) whose UID is not above every recorded one (a new copy's is).
 func (b *boxRun) fillIdents(st *State) {
 	var ik [2]IdentKeeper
 	var recorded [2]bool // whether the old state has idents of that side
