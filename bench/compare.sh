@@ -181,6 +181,9 @@ cleanup() {
     [[ -z ${CONF:-} ]] || stop_dovecot
     if ((!KEEP)) && [[ -n ${MAIL:-} ]]; then
         rm -rf "$MAIL" "$STATE/local" "$STATE/work"
+        # On the tools' file system the server's directory would be in the way of
+        # a later run with --server-fs own (it is made again in a moment).
+        [[ $SERVERFS == own ]] || rm -rf "$DOVE"
     fi
     ((SERVER_MOUNTED)) && detach_image "$STATE/dovecot"
     ((MOUNTED_HERE)) && detach_image "$STATE"
