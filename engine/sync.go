@@ -996,21 +996,21 @@ func identsOf(pairs []Pair, s Side) func(UID) uint32 {
 // order) whose UID is not above every recorded one (a new copy's is).
 func (b *boxRun) fillIdents(st *State) {
 	var ik [2]IdentKeeper
-	var recorded [2]bool // whether the old state has idents of that side
-	var top [2]UID       // the highest UID of each side with an ident there
+	var top [2]UID // the highest UID of each side with an ident there (0: none has one)
 	old := b.st.Pairs
 	for i := range old {
-		if p := &old[i]; p.Far != 0 && p.Ident[Far] != 0 {
-			recorded[Far], top[Far] = true, max(top[Far], p.Far)
+		p := &old[i]
+		if p.Ident[Far] != 0 {
+			top[Far] = max(top[Far], p.Far)
 		}
-		if p := &old[i]; p.Near != 0 && p.Ident[Near] != 0 {
-			recorded[Near], top[Near] = true, max(top[Near], p.Near)
+		if p.Ident[Near] != 0 {
+			top[Near] = max(top[Near], p.Near)
 		}
 	}
 	for _, s := range []Side{Far, Near} {
 		ik[s], _ = b.mb[s].(IdentKeeper)
 	}
-	if ik == [2]IdentKeeper{} && recorded == [2]bool{} {
+	if ik == [2]IdentKeeper{} && top == [2]UID{} {
 		return
 	}
 	var tab [2]func(UID) uint32
@@ -1025,7 +1025,7 @@ func (b *boxRun) fillIdents(st *State) {
 			// A UID above every recorded one is a message new to the
 			// state (a copy made in this run, one listed for the first
 			// time): no table needed to find that it has no ident yet.
-			if recorded[s] && u <= top[s] {
+			if u <= top[s] {
 				if tab[s] == nil {
 					tab[s] = identsOf(old, s)
 				}
