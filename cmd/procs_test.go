@@ -47,6 +47,17 @@ func TestLeanProcs(t *testing.T) {
 	if n := runtime.GOMAXPROCS(0); n != full {
 		t.Fatalf("GOMAXPROCS %d past the byte threshold, want %d", n, full)
 	}
+	// Copies into a local store give it back past their own, lower bound.
+	l = startLean()
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: leanMaxLocal, PlannedLocal: leanMaxLocal})
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Fatalf("GOMAXPROCS %d after %d local copies, want 1", n, leanMaxLocal)
+	}
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1, PlannedLocal: 1})
+	if n := runtime.GOMAXPROCS(0); n != full {
+		t.Fatalf("GOMAXPROCS %d past the local copies' bound, want %d", n, full)
+	}
+
 	// stop gives back what observe did not.
 	l = startLean()
 	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1})
@@ -129,9 +140,10 @@ func TestLeanProcsObeysEnvironment(t *testing.T) {
 	l.stop()
 }
 
-// Through a real sync: a run that copies a few messages does so on one
-// processor; one that copies more than the threshold has every processor
-// from its first plan on; both end with every processor.
+// Through a real sync (Maildir to Maildir: every copy goes into a local
+// store): a run that copies a few messages does so on one processor; one
+// that copies more than the local copies' bound has every processor from its
+// first plan on; both end with every processor.
 func TestLeanProcsInSync(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	full := defaultProcs(t)
@@ -139,7 +151,7 @@ func TestLeanProcsInSync(t *testing.T) {
 		start    int // GOMAXPROCS when the run starts: 1 as oneproc leaves it, or the default
 		messages int
 		want     int // GOMAXPROCS when the copies are committed
-	}{{1, 3, 1}, {1, leanMaxMessages + 1, full}, {full, 3, 1}, {full, leanMaxMessages + 1, full}} {
+	}{{1, 3, 1}, {1, leanMaxLocal + 1, full}, {full, 3, 1}, {full, leanMaxLocal + 1, full}} {
 		runtime.GOMAXPROCS(tc.start)
 		dir := isolate(t)
 		cfgPath, _, _ := maildirPair(t, dir, tc.messages)

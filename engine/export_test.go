@@ -10,6 +10,7 @@ var (
 	MustSync           = mustSync
 	ViewBox            = view
 	AddMsg             = addMsg
+	NewMemStore        = newMemStore
 	ErrCrash           = errCrash
 	// RetryAfterListing: a mailbox started ahead of the far listing whose
 	// run did not count; a run that crashed does not run it again.

@@ -149,6 +149,9 @@ type ProgressEvent struct {
 	// PlannedMessages, PlannedBytes (ProgressPlanned): the copies the plan
 	// holds, both directions together, and their total size.
 	PlannedMessages, PlannedBytes int64
+	// PlannedLocal (ProgressPlanned): how many of those copies go into a
+	// store on this machine (a LocalStore: files written here).
+	PlannedLocal int64
 }
 
 // ProgressKind is what a ProgressEvent reports.

@@ -133,10 +133,13 @@ func (b *boxRun) progress(ev ProgressEvent) {
 // the progress receiver and to stores that size themselves to the work.
 func (b *boxRun) plannedProgress(p *Plan) {
 	ev := ProgressEvent{Kind: ProgressPlanned}
-	for _, cs := range p.Copies {
+	for s, cs := range p.Copies {
 		ev.PlannedMessages += int64(len(cs))
 		for _, c := range cs {
 			ev.PlannedBytes += max(c.Size, 0)
+		}
+		if isLocal(b.spec.store(Side(s))) {
+			ev.PlannedLocal += int64(len(cs))
 		}
 	}
 	if ev.PlannedMessages > 0 {
