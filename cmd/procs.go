@@ -14,16 +14,20 @@ import (
 // 2 000 messages, measured 2026-11-26), 256 messages are ~60 ms of work:
 // about where a second processor starts to pay for what it costs.
 //
-// Copies into a local store count apart, against a far lower bound: a pull
-// writes each message here while the connection's reader parses the next,
-// two strands of CPU work that a second processor runs side by side. At
-// 2 000 messages in 10 folders (2026-11-28, 11 runs each), with every
-// processor from the start: 100 messages pulled (with 100 flag changes and
-// 100 deletions) 71 → 65 ms, pull-only 79 → 70 ms, client CPU the same; a
-// push of as many, which waits on the server, 130 → 141 ms (within its
-// noise), a run with nothing to do 2 ms more CPU. With this bound (the second
-// processor from the second folder's plan on): 75 → 68 ms and 82 → 75 ms,
-// the push and the no-op unchanged.
+// Copies into local stores by several mailbox pairs count apart, against a
+// far lower bound: pairs that pull at once each write their messages here
+// while the connections' readers parse the next ones, strands of CPU work
+// that a second processor runs side by side. At 2 000 messages in 10
+// folders (2026-11-28, 11 runs each), with every processor from the start:
+// 100 messages pulled (with 100 flag changes and 100 deletions) 71 → 65 ms,
+// pull-only 79 → 70 ms, client CPU the same; a push of as many, which waits
+// on the server, 130 → 141 ms (within its noise), a run with nothing to do
+// 2 ms more CPU. With this bound (the second processor from the second
+// folder's plan on), two runs: 75 → 68 and 85 → 82 ms, pull-only 82 → 75
+// and 82 → 73 ms; the push, local changes and the no-op within the noise.
+// One pair alone gains nothing from it: 100 messages pulled into a folder of
+// 100 000, the second processor from its plan on, took 237 → 256 ms (11 runs
+// each; 230 → 246 ms in another run of 5).
 const (
 	leanMaxMessages = 256
 	leanMaxBytes    = 16 << 20
@@ -32,7 +36,8 @@ const (
 
 // leanProcs keeps a sync on one processor (GOMAXPROCS 1) while its plans
 // show little to copy, and gives back the default once they add up to real
-// copying, or to more than a few messages pulled into a local store.
+// copying, or to more than a few messages pulled into local stores by more
+// than one mailbox pair.
 //
 // Why: a sync with little to do waits on the server and on fsync nearly all
 // the time. With more processors, Go's scheduler spins idle threads looking
@@ -54,6 +59,7 @@ type leanProcs struct {
 	messages int64
 	bytes    int64
 	local    int64 // copies into a local store
+	pulling  int   // plans with such copies
 }
 
 // startLean returns the governor of one run, or nil when the environment
@@ -88,8 +94,11 @@ func (l *leanProcs) observe(ev engine.ProgressEvent) {
 	l.messages += ev.PlannedMessages
 	l.bytes += ev.PlannedBytes
 	l.local += ev.PlannedLocal
+	if ev.PlannedLocal > 0 {
+		l.pulling++
+	}
 	switch {
-	case l.messages > leanMaxMessages || l.bytes > leanMaxBytes || l.local > leanMaxLocal:
+	case l.messages > leanMaxMessages || l.bytes > leanMaxBytes || (l.local > leanMaxLocal && l.pulling > 1):
 		l.giveBack()
 	case !l.on:
 		l.on = true

@@ -1,8 +1,11 @@
 package cmd
 
 import (
+	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
@@ -47,15 +50,18 @@ func TestLeanProcs(t *testing.T) {
 	if n := runtime.GOMAXPROCS(0); n != full {
 		t.Fatalf("GOMAXPROCS %d past the byte threshold, want %d", n, full)
 	}
-	// Copies into a local store give it back past their own, lower bound.
+	// Copies into a local store give it back past their own, lower bound,
+	// once more than one pair makes them; a plan without them does not
+	// count as a second.
 	l = startLean()
-	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: leanMaxLocal, PlannedLocal: leanMaxLocal})
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 2 * leanMaxLocal, PlannedLocal: 2 * leanMaxLocal})
+	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1})
 	if n := runtime.GOMAXPROCS(0); n != 1 {
-		t.Fatalf("GOMAXPROCS %d after %d local copies, want 1", n, leanMaxLocal)
+		t.Fatalf("GOMAXPROCS %d after %d local copies by one pair, want 1", n, 2*leanMaxLocal)
 	}
 	l.observe(engine.ProgressEvent{Kind: engine.ProgressPlanned, PlannedMessages: 1, PlannedLocal: 1})
 	if n := runtime.GOMAXPROCS(0); n != full {
-		t.Fatalf("GOMAXPROCS %d past the local copies' bound, want %d", n, full)
+		t.Fatalf("GOMAXPROCS %d past the local copies' bound by two pairs, want %d", n, full)
 	}
 
 	// stop gives back what observe did not.
@@ -141,20 +147,36 @@ func TestLeanProcsObeysEnvironment(t *testing.T) {
 }
 
 // Through a real sync (Maildir to Maildir: every copy goes into a local
-// store): a run that copies a few messages does so on one processor; one
-// that copies more than the local copies' bound has every processor from its
-// first plan on; both end with every processor.
+// store): a run that copies a few messages does so on one processor, and so
+// does one pair that pulls more than the local copies' bound; two pairs that
+// do together have every processor from the second one's plan on, as does a
+// run that copies more than the general bound; every run ends with every
+// processor.
 func TestLeanProcsInSync(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	full := defaultProcs(t)
 	for _, tc := range []struct {
-		start    int // GOMAXPROCS when the run starts: 1 as oneproc leaves it, or the default
-		messages int
-		want     int // GOMAXPROCS when the copies are committed
-	}{{1, 3, 1}, {1, leanMaxLocal + 1, full}, {full, 3, 1}, {full, leanMaxLocal + 1, full}} {
+		start          int // GOMAXPROCS when the run starts: 1 as oneproc leaves it, or the default
+		inbox, archive int // messages to pull into each folder
+		full           bool
+	}{
+		{1, 3, 0, false},
+		{1, leanMaxLocal + 1, 0, false},
+		{1, leanMaxLocal/2 + 1, leanMaxLocal/2 + 1, true},
+		{1, leanMaxMessages + 1, 0, true},
+		{full, 3, 0, false},
+		{full, leanMaxLocal/2 + 1, leanMaxLocal/2 + 1, true},
+	} {
 		runtime.GOMAXPROCS(tc.start)
 		dir := isolate(t)
-		cfgPath, _, _ := maildirPair(t, dir, tc.messages)
+		cfgPath, far, _ := maildirPair(t, dir, tc.inbox)
+		if tc.archive > 0 {
+			mkMaildir(t, filepath.Join(far, "Archive"))
+			for i := range tc.archive {
+				writeFile(t, filepath.Join(far, "Archive", "new", fmt.Sprintf("200%d.M%dP1.test", i, i)),
+					fmt.Sprintf("From: a@example.com\nSubject: old %d\nMessage-ID: <a%d@test>\n\nbody %d\n", i, i, i))
+			}
+		}
 		cfg, err := channel.Load(cfgPath)
 		if err != nil {
 			t.Fatal(err)
@@ -175,19 +197,24 @@ func TestLeanProcsInSync(t *testing.T) {
 		g := &globalOptions{stdout: io.Discard, stderr: &lockedWriter{w: io.Discard}}
 		g.setup()
 		res := g.syncTargets(t.Context(), cfg, targets, engine.ModeSync, opts)
-		if len(res) != 1 || res[0].Err != nil || res[0].Counts.Copied[engine.Near] != tc.messages {
-			t.Fatalf("start %d, %d messages: %+v", tc.start, tc.messages, res)
+		what := fmt.Sprintf("start %d, %d + %d messages", tc.start, tc.inbox, tc.archive)
+		if len(res) != 1 || res[0].Err != nil || res[0].Counts.Copied[engine.Near] != tc.inbox+tc.archive {
+			t.Fatalf("%s: %+v", what, res)
 		}
 		if len(at) == 0 {
-			t.Fatalf("start %d, %d messages: no copy reported", tc.start, tc.messages)
+			t.Fatalf("%s: no copy reported", what)
 		}
-		for _, n := range at {
-			if n != tc.want {
-				t.Errorf("start %d, %d messages: GOMAXPROCS %d while copying, want %d", tc.start, tc.messages, n, tc.want)
-			}
+		// With two pairs, the first one's copies may come before the
+		// second one's plan: only the second one's are sure to see every
+		// processor.
+		if tc.full && !slices.Contains(at, full) {
+			t.Errorf("%s: GOMAXPROCS %v while copying, want %d at least for the last pair planned", what, at, full)
+		}
+		if !tc.full && slices.ContainsFunc(at, func(n int) bool { return n != 1 }) {
+			t.Errorf("%s: GOMAXPROCS %v while copying, want 1", what, at)
 		}
 		if n := runtime.GOMAXPROCS(0); n != full {
-			t.Errorf("start %d, %d messages: GOMAXPROCS %d after the run, want %d", tc.start, tc.messages, n, full)
+			t.Errorf("%s: GOMAXPROCS %d after the run, want %d", what, n, full)
 		}
 	}
 }
