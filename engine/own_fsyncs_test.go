@@ -48,6 +48,12 @@ func TestEngineFsyncsItsOwnFiles(t *testing.T) {
 			if _, err := os.Stat(statePath); err == nil {
 				ev += " (a state file in place)"
 			}
+		case op == "fsync" && path == statePath:
+			// An append: the section must be in the file when it is
+			// made durable.
+			if data, err := os.ReadFile(statePath); err == nil && strings.Contains(string(data), "\n%delta\n") {
+				ev += " (section appended)"
+			}
 		case op == "fsyncdir" && path == dir:
 			_, errTmp := os.Stat(tmp)
 			if _, err := os.Stat(statePath); err == nil && errors.Is(errTmp, os.ErrNotExist) {
@@ -87,6 +93,14 @@ func TestEngineFsyncsItsOwnFiles(t *testing.T) {
 	setFlags := slices.Index(evs, "near SetFlags")
 	if i := slices.IndexFunc(evs, func(e string) bool { return strings.HasPrefix(e, "engine fsync "+journal+" (flag") }); i < 0 || setFlags < 0 || i > setFlags {
 		t.Errorf("the journal's flag change was not fsynced before the store set the flag:\n%s", strings.Join(evs, "\n"))
+	}
+	// Its state is saved by appending what changed: the file itself is
+	// fsynced once the section is in it (no temporary file, no rename).
+	if i := slices.Index(evs, "engine fsync "+statePath+" (section appended)"); i < 0 || i < setFlags {
+		t.Errorf("the state's appended section was not fsynced after the flag change:\n%s", strings.Join(evs, "\n"))
+	}
+	if slices.Contains(evs, "engine fsync "+tmp) {
+		t.Errorf("a state that could take a section was rewritten:\n%s", strings.Join(evs, "\n"))
 	}
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -41,7 +42,7 @@ func TestLoadStateHeaderSkipsPairs(t *testing.T) {
 	}
 	// The header alone is read: damaged pair lines do not matter to it.
 	b, _ := os.ReadFile(path)
-	os.WriteFile(path, append(b, "garbage\n"...), 0o600)
+	os.WriteFile(path, bytes.Replace(b, []byte("\n\n"), []byte("\n\ngarbage\n"), 1), 0o600)
 	if _, err := LoadStateHeader(path); err != nil {
 		t.Fatalf("header load read the pairs: %v", err)
 	}
@@ -120,8 +121,11 @@ func TestOldStateHeaderUpgraded(t *testing.T) {
 	if opens() == o {
 		t.Fatal("a state without counts was trusted")
 	}
-	if b2, _ := os.ReadFile(path); !reflect.DeepEqual(b2[len(b2)-20:], b[len(b)-20:]) || !strings.Contains(string(b2), "near-deleted 0\n") {
+	if b2, _ := os.ReadFile(path); !strings.Contains(string(b2), "near-deleted 0\n") || !strings.Contains(string(b2), "far-store \"far\"\n") {
 		t.Fatalf("state not upgraded:\n%s", b2)
+	}
+	if st, err := LoadState(path); err != nil || len(st.Pairs) != 1 || st.Pairs[0].Far == 0 || st.Pairs[0].Near == 0 {
+		t.Fatalf("upgraded state lost its pair: %+v %v", st, err)
 	}
 	o = opens()
 	res := mustSync(t, spec, RunOptions{})

@@ -30,7 +30,10 @@ const (
 	// 2: the header says how many pair lines follow ("pairs N"), so a file
 	// cut at a line boundary is not taken as whole. Version 1 files are
 	// still read.
-	stateVersion = 2
+	// 3: the pairs end with a line "%end", after which a save may append
+	// what changed as sections (see stateappend.go). Versions 1 and 2 are
+	// still read; the next save of such a file writes version 3.
+	stateVersion = 3
 )
 
 // StatePath returns where the state of one mailbox pair lives: inside the near
@@ -203,6 +206,12 @@ type stateMeta struct {
 	Deleted [2]int
 	// pairs is the header's count of pair lines (version 2).
 	pairs int
+	// version is the file's format version.
+	version int
+	// baseLen is the length of the base (header, pairs and "%end" line),
+	// validLen that of the base and the whole sections after it: what a
+	// torn last section leaves beyond it is not part of the state.
+	baseLen, validLen int64
 }
 
 // StateHeader is a state file's header: State without Pairs, plus what a run
@@ -253,7 +262,19 @@ func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 	}
 	defer f.Close()
 	// A header is a few hundred bytes: do not read the pairs behind it.
-	return parseState(bufio.NewReaderSize(f, 4<<10), nil, path, true)
+	st, meta, err := parseState(bufio.NewReaderSize(f, 4<<10), nil, path, true)
+	if err != nil || meta.version < 3 {
+		return st, meta, err
+	}
+	// The last section appended, if any, has the current header.
+	if cur, ok := lastSectionHeader(f, st, meta); ok {
+		return cur.st, cur.meta, nil
+	}
+	// A torn last section (or something not looked for here): the whole
+	// file tells.
+	full, fmeta, err := loadState(path, false)
+	full.Pairs = nil
+	return full, fmeta, err
 }
 
 // parseMapped parses a state mapped from its file. The file is replaced by
@@ -309,6 +330,7 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 	var st State
 	meta := stateMeta{Deleted: [2]int{-1, -1}}
 	line := 0
+	var consumed int64 // bytes of the lines read
 	bad := func(format string, a ...any) (State, stateMeta, error) {
 		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, &StateError{File: name, Line: line, Msg: fmt.Sprintf(format, a...)}
 	}
@@ -320,6 +342,7 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 				b := data[:i]
 				data = data[i+1:]
 				line++
+				consumed += int64(i) + 1
 				return b, true, nil
 			case len(data) == 0:
 				return nil, false, nil
@@ -342,6 +365,7 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 			return nil, false, err
 		}
 		line++
+		consumed += int64(len(b))
 		return b[:len(b)-1], true, nil
 	}
 
@@ -364,6 +388,7 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 	} else if verr != nil || version < 1 {
 		return bad("unsupported format version %q (this quixysync reads versions 1 to %d)", ver, stateVersion)
 	}
+	meta.version = version
 	// Header: "key value" lines up to an empty line.
 	seen := map[string]bool{}
 	for {
@@ -399,8 +424,16 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 		return st, meta, nil
 	}
 	if br == nil {
-		st.Pairs = make([]Pair, 0, bytes.Count(data, []byte{'\n'}))
+		n := bytes.Count(data, []byte{'\n'})
+		if version >= 3 {
+			// The pairs end at "%end"; sections may follow.
+			if i := bytes.Index(data, []byte("\n%end\n")); i >= 0 {
+				n = bytes.Count(data[:i+1], []byte{'\n'})
+			}
+		}
+		st.Pairs = make([]Pair, 0, n)
 	}
+	ended := false
 	for {
 		b, ok, err = readLine()
 		if err != nil {
@@ -408,6 +441,10 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 			return bad("%v", err)
 		}
 		if !ok {
+			break
+		}
+		if version >= 3 && string(b) == "%end" {
+			ended = true
 			break
 		}
 		p, err := parsePairLine(b)
@@ -422,6 +459,26 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 		line++
 		return bad("%d pairs, but the header says %d: the file was cut off or altered", len(st.Pairs), meta.pairs)
 	}
+	if version < 3 {
+		return st, meta, nil
+	}
+	if !ended {
+		line++
+		return bad("no \"%%end\" line after the pairs: the file was cut off or altered")
+	}
+	meta.baseLen = consumed
+	rest := data
+	if br != nil {
+		// Read from a stream (ParseState): the sections are read whole.
+		if rest, err = io.ReadAll(br); err != nil {
+			return bad("%v", err)
+		}
+	}
+	valid, err := applySections(&st, &meta, rest, name, line)
+	if err != nil {
+		return State{}, stateMeta{Deleted: [2]int{-1, -1}}, err
+	}
+	meta.validLen = meta.baseLen + int64(valid)
 	return st, meta, nil
 }
 
@@ -695,20 +752,23 @@ func parseUID(b []byte) (UID, error) {
 
 // sortPairs puts pairs in file order: by Far, pairs with Far == 0 last by Near.
 func sortPairs(ps []Pair) {
-	slices.SortFunc(ps, func(a, b Pair) int {
-		switch {
-		case a.Far != 0 && b.Far != 0:
-			if a.Far != b.Far {
-				return cmpUID(a.Far, b.Far)
-			}
-			return cmpUID(a.Near, b.Near)
-		case a.Far != 0:
-			return -1
-		case b.Far != 0:
-			return 1
+	slices.SortFunc(ps, cmpPairKey)
+}
+
+// cmpPairKey orders pairs as files hold them, by their UIDs alone.
+func cmpPairKey(a, b Pair) int {
+	switch {
+	case a.Far != 0 && b.Far != 0:
+		if a.Far != b.Far {
+			return cmpUID(a.Far, b.Far)
 		}
 		return cmpUID(a.Near, b.Near)
-	})
+	case a.Far != 0:
+		return -1
+	case b.Far != 0:
+		return 1
+	}
+	return cmpUID(a.Near, b.Near)
 }
 
 func cmpUID(a, b UID) int {
@@ -760,7 +820,22 @@ func writeState(w io.Writer, st State, owner StateOwner) error {
 			strconv.Quote(owner.Channel), strconv.Quote(owner.FarStore), strconv.Quote(owner.FarMailbox),
 			strconv.Quote(owner.NearStore), strconv.Quote(owner.NearMailbox))
 	}
-	fmt.Fprintf(bw, "generation %d\nfar-validity %d\nnear-validity %d\nmax-pulled %d\nmax-pushed %d\npairs %d\n",
+	writeHeaderFields(bw, st)
+	bw.WriteByte('\n')
+	var buf []byte
+	for _, p := range st.Pairs {
+		buf = appendPairLine(buf[:0], p)
+		buf = append(buf, '\n')
+		bw.Write(buf)
+	}
+	bw.WriteString("%end\n")
+	return bw.Flush()
+}
+
+// writeHeaderFields writes the header lines that every save renews (all
+// but the owner's).
+func writeHeaderFields(w io.Writer, st State) {
+	fmt.Fprintf(w, "generation %d\nfar-validity %d\nnear-validity %d\nmax-pulled %d\nmax-pushed %d\npairs %d\n",
 		st.Generation, st.FarValidity, st.NearValidity, st.MaxPulled, st.MaxPushed, len(st.Pairs))
 	del := deletedCounts(st.Pairs)
 	for _, m := range []struct {
@@ -768,38 +843,36 @@ func writeState(w io.Writer, st State, owner StateOwner) error {
 		m    Markers
 		del  int
 	}{{"far", st.Far, del[Far]}, {"near", st.Near, del[Near]}} {
-		fmt.Fprintf(bw, "%s-uidnext %d\n%s-highestmodseq %d\n%s-messages %d\n%s-stamp %s\n%s-deleted %d\n",
+		fmt.Fprintf(w, "%s-uidnext %d\n%s-highestmodseq %d\n%s-messages %d\n%s-stamp %s\n%s-deleted %d\n",
 			m.side, m.m.UIDNext, m.side, m.m.HighestModSeq, m.side, m.m.Messages, m.side, strconv.Quote(m.m.Stamp),
 			m.side, m.del)
 	}
-	bw.WriteByte('\n')
-	var buf []byte
-	for _, p := range st.Pairs {
-		buf = strconv.AppendUint(buf[:0], uint64(p.Far), 10)
+}
+
+// appendPairLine appends p's line (without its newline) to buf.
+func appendPairLine(buf []byte, p Pair) []byte {
+	buf = strconv.AppendUint(buf, uint64(p.Far), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendUint(buf, uint64(p.Near), 10)
+	if p.Skip != SkipNone || p.Flags != 0 {
 		buf = append(buf, ' ')
-		buf = strconv.AppendUint(buf, uint64(p.Near), 10)
-		if p.Skip != SkipNone || p.Flags != 0 {
-			buf = append(buf, ' ')
-			buf = append(buf, p.Skip.String()...)
-			if p.Skip == SkipMerged && p.Into != 0 {
-				buf = strconv.AppendUint(buf, uint64(p.Into), 10)
-			}
-			for i := 0; i < len(flagLetters); i++ {
-				if p.Flags&(1<<i) != 0 {
-					buf = append(buf, flagLetters[i])
-				}
+		buf = append(buf, p.Skip.String()...)
+		if p.Skip == SkipMerged && p.Into != 0 {
+			buf = strconv.AppendUint(buf, uint64(p.Into), 10)
+		}
+		for i := 0; i < len(flagLetters); i++ {
+			if p.Flags&(1<<i) != 0 {
+				buf = append(buf, flagLetters[i])
 			}
 		}
-		if p.Ident != [2]uint32{} {
-			buf = append(buf, " #"...)
-			buf = strconv.AppendUint(buf, uint64(p.Ident[Far]), 16)
-			buf = append(buf, '/')
-			buf = strconv.AppendUint(buf, uint64(p.Ident[Near]), 16)
-		}
-		buf = append(buf, '\n')
-		bw.Write(buf)
 	}
-	return bw.Flush()
+	if p.Ident != [2]uint32{} {
+		buf = append(buf, " #"...)
+		buf = strconv.AppendUint(buf, uint64(p.Ident[Far]), 16)
+		buf = append(buf, '/')
+		buf = strconv.AppendUint(buf, uint64(p.Ident[Near]), 16)
+	}
+	return buf
 }
 
 // SaveState replaces the state file atomically: temp file, fsync, rename,
@@ -809,21 +882,57 @@ func SaveState(path string, st State) error {
 }
 
 func saveState(path string, st State, owner StateOwner) error {
-	return saveStateWith(path, st, owner, nil, nil)
+	_, err := saveStateWith(path, st, owner, nil, nil, nil)
+	return err
 }
 
-// saveStateWith is saveState with durable making the temporary file durable
-// instead of an fsync of it (nil: the fsync), and hook's fsyncs (a
-// test's) seeing the fsyncs (hook may be nil).
-func saveStateWith(path string, st State, owner StateOwner, durable func(tmp string) error, hook *crashHook) error {
+// saveStateWith is saveState with durable making the new bytes durable
+// instead of an fsync (nil: the fsync), and hook's fsyncs (a test's)
+// seeing the fsyncs (hook may be nil). Given img, what the file held when
+// it was loaded, it appends what changed since instead, where it can (see
+// appendState). It returns what the file holds now, without its pairs
+// (the caller's st.Pairs, which it may change later).
+func saveStateWith(path string, st State, owner StateOwner, img *stateImage, durable func(path string) error, hook *crashHook) (*stateImage, error) {
 	sortPairs(st.Pairs)
+	if img != nil {
+		next, done, err := appendState(path, st, owner, img, durable, hook)
+		if err != nil {
+			return nil, fmt.Errorf("state %s: %w", path, err)
+		}
+		if done {
+			return next, nil
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
+		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := replaceFileWith(path, func(f *os.File) error { return writeState(f, st, owner) }, durable, hook); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
+	var n countingWriter
+	write := func(f *os.File) error {
+		n = countingWriter{w: f}
+		return writeState(&n, st, owner)
 	}
-	return nil
+	if err := replaceFileWith(path, write, durable, hook); err != nil {
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	next := &stateImage{baseLen: n.n, validLen: n.n, owner: owner}
+	var sb unix.Stat_t
+	if unix.Stat(path, &sb) != nil {
+		return nil, nil // nothing to append to next time: rewritten then
+	}
+	next.dev, next.ino = sb.Dev, sb.Ino
+	return next, nil
+}
+
+// countingWriter counts what goes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // replaceFile replaces path atomically with what write writes: temp file in

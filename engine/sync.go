@@ -25,7 +25,8 @@ type boxRun struct {
 
 	st     State // as loaded (and after journal replay)
 	meta   stateMeta
-	listed [2]*Status // from the channel's listing (nil: not reported)
+	img    *stateImage // what the state file holds, for a save to append to (nil: rewrite it)
+	listed [2]*Status  // from the channel's listing (nil: not reported)
 	mb     [2]Mailbox
 	status [2]Status
 	j      *journal
@@ -331,13 +332,14 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 	var full struct {
 		st   State
 		meta stateMeta
+		img  *stateImage
 		err  error
 	}
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
 		if !b.opt.staleState {
-			full.st, full.meta, full.err = loadState(b.statePath, false)
+			full.st, full.meta, full.img, full.err = loadStateImage(b.statePath)
 		}
 	}()
 	if jd != nil && jd.Header.Generation != b.st.Generation && jd.Header.Generation != b.st.Generation+1 {
@@ -433,7 +435,7 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		// Nothing else writes the state while the pair is locked.
 		return fmt.Errorf("state %s changed while it was read", b.statePath)
 	}
-	b.st, b.meta = full.st, full.meta
+	b.st, b.meta, b.img = full.st, full.meta, full.img
 	for _, s := range []Side{Far, Near} {
 		err := openErr[s]
 		if errors.Is(err, ErrNoMailbox) && b.ahead && s == Far {
@@ -742,7 +744,19 @@ func (b *boxRun) options() Options {
 
 // save writes st as this pair's state, naming its owner.
 func (b *boxRun) save(st State) error {
-	return saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), nil, b.hook)
+	img, err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), b.img, nil, b.hook)
+	b.keepImage(img, st)
+	return err
+}
+
+// keepImage records what a save left in the state file, for the next save
+// of this run to append to: a copy of the pairs, which the run may change in
+// place.
+func (b *boxRun) keepImage(img *stateImage, st State) {
+	if img != nil {
+		img.pairs = append([]Pair{}, st.Pairs...)
+	}
+	b.img = img
 }
 
 // expungePending reports whether the state records a message flagged
@@ -804,12 +818,14 @@ func (b *boxRun) finish(st State) error {
 	if err := b.hook.writeErr(b.statePath); err != nil {
 		return fmt.Errorf("state %s: %w", b.statePath, err)
 	}
+	var durable func(string) error
 	if barrier != nil {
-		err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), func(tmp string) error { return barrier.Barrier(tmp) }, b.hook)
-		if err != nil {
-			return err
-		}
-	} else if err := b.save(st); err != nil {
+		durable = func(path string) error { return barrier.Barrier(path) }
+	}
+	// The run ends here: no save follows that would append to this one.
+	_, err := saveStateWith(b.statePath, st, ownerOf(b.spec, b.name), b.img, durable, b.hook)
+	b.img = nil
+	if err != nil {
 		return err
 	}
 	b.pairsRecorded()
