@@ -230,10 +230,15 @@ func splitSection(b []byte) (body, whole int, ok bool) {
 // applySections applies the sections in rest (what follows a base) to st and
 // meta, and returns the length of rest they take up; a torn last section is
 // not part of it. line is the base's last line, for errors.
+//
+// The sections' changes are gathered first and merged into the base's pairs
+// once: a merge per section would copy all the pairs once per section (at
+// 100 000 pairs and a few dozen sections, most of a load).
 func applySections(st *State, meta *stateMeta, rest []byte, name string, line int) (int, error) {
 	bad := func(format string, a ...any) (int, error) {
 		return 0, &StateError{File: name, Line: line, Msg: fmt.Sprintf(format, a...)}
 	}
+	ch := sectionChanges{gone: map[pairKey]bool{}, added: map[pairKey]Pair{}, count: len(st.Pairs)}
 	off := 0
 	for off < len(rest) {
 		body, whole, ok := splitSection(rest[off:])
@@ -242,13 +247,19 @@ func applySections(st *State, meta *stateMeta, rest []byte, name string, line in
 				line++
 				return bad("what follows the pairs is not a section: the file was altered")
 			}
-			return off, nil // torn: the save that wrote it did not finish
+			break // torn: the save that wrote it did not finish
 		}
-		if err := applySection(st, meta, rest[off:off+body], name, &line); err != nil {
+		if err := ch.read(st, meta, rest[off:off+body], name, &line); err != nil {
 			return 0, err
 		}
 		line++ // its "%end"
 		off += whole
+	}
+	if off == 0 {
+		return 0, nil
+	}
+	if err := ch.merge(st); err != nil {
+		return bad("%v", err)
 	}
 	return off, nil
 }
@@ -266,8 +277,23 @@ func tornTail(b []byte) bool {
 	return !bytes.Contains(b[1:], []byte("\n%delta\n"))
 }
 
-// applySection applies one whole section (without its "%end" line).
-func applySection(st *State, meta *stateMeta, sec []byte, name string, line *int) error {
+// pairKey is what names a pair in a section: its UIDs.
+type pairKey struct{ far, near UID }
+
+func keyOf(p Pair) pairKey { return pairKey{p.Far, p.Near} }
+
+// sectionChanges are the changes of the sections read so far, against the
+// base: the base's pairs gone, and the pairs there now that the base does
+// not hold as they are.
+type sectionChanges struct {
+	gone  map[pairKey]bool
+	added map[pairKey]Pair
+	count int // pairs after the sections read
+}
+
+// read takes in one whole section (without its "%end" line): its header
+// into st and meta, its changes into ch.
+func (ch *sectionChanges) read(st *State, meta *stateMeta, sec []byte, name string, line *int) error {
 	bad := func(format string, a ...any) error {
 		return &StateError{File: name, Line: *line, Msg: fmt.Sprintf(format, a...)}
 	}
@@ -299,7 +325,6 @@ func applySection(st *State, meta *stateMeta, sec []byte, name string, line *int
 		return bad("section header not terminated by an empty line")
 	}
 	*line++
-	var gone, added []Pair
 	for i++; i < len(lines); i++ {
 		*line++
 		ln := lines[i]
@@ -310,47 +335,67 @@ func applySection(st *State, meta *stateMeta, sec []byte, name string, line *int
 		if err != nil {
 			return bad("%v", err)
 		}
-		if ln[0] == '-' {
-			if p != (Pair{Far: p.Far, Near: p.Near}) {
-				return bad("a pair gone is named by its UIDs alone: %q", truncate(string(ln), 40))
+		k := keyOf(p)
+		if ln[0] == '+' {
+			if _, ok := ch.added[k]; ok {
+				return bad("adds the pair %d %d, which is there already", p.Far, p.Near)
 			}
-			gone = append(gone, p)
-		} else {
-			added = append(added, p)
+			ch.added[k] = p // whether the base holds it too, merge tells
+			ch.count++
+			continue
 		}
-	}
-	for _, l := range [][]Pair{gone, added} {
-		for k := 1; k < len(l); k++ {
-			if cmpPairKey(l[k-1], l[k]) >= 0 {
-				return bad("section's pairs out of order")
-			}
+		if p != (Pair{Far: p.Far, Near: p.Near}) {
+			return bad("a pair gone is named by its UIDs alone: %q", truncate(string(ln), 40))
 		}
+		switch _, ok := ch.added[k]; {
+		case ok:
+			delete(ch.added, k)
+		case ch.gone[k]:
+			return bad("removes the pair %d %d, which is not there", p.Far, p.Near)
+		default:
+			ch.gone[k] = true // whether the base holds it, merge tells
+		}
+		ch.count--
 	}
+	if ch.count != meta.pairs {
+		return bad("%d pairs, but the section says %d: the file was altered", ch.count, meta.pairs)
+	}
+	return nil
+}
+
+// merge applies the changes to the base's pairs, once.
+func (ch *sectionChanges) merge(st *State) error {
 	if !slices.IsSortedFunc(st.Pairs, cmpPairKey) {
 		sortPairs(st.Pairs) // a base put out of order by hand
 	}
-	out := make([]Pair, 0, len(st.Pairs)-len(gone)+len(added))
-	g, a := 0, 0
+	added := make([]Pair, 0, len(ch.added))
+	for _, p := range ch.added {
+		added = append(added, p)
+	}
+	sortPairs(added)
+	out := make([]Pair, 0, ch.count)
+	gone, a := 0, 0
 	for _, p := range st.Pairs {
 		for a < len(added) && cmpPairKey(added[a], p) < 0 {
 			out = append(out, added[a])
 			a++
 		}
-		if a < len(added) && cmpPairKey(added[a], p) == 0 && (g == len(gone) || cmpPairKey(gone[g], p) != 0) {
-			return bad("adds the pair %d %d, which is there already", p.Far, p.Near)
-		}
-		if g < len(gone) && cmpPairKey(gone[g], p) == 0 {
-			g++
+		k := keyOf(p)
+		if ch.gone[k] {
+			gone++
 			continue
+		}
+		if a < len(added) && cmpPairKey(added[a], p) == 0 {
+			return fmt.Errorf("a section adds the pair %d %d, which is there already", p.Far, p.Near)
 		}
 		out = append(out, p)
 	}
-	if g < len(gone) {
-		return bad("removes the pair %d %d, which is not there", gone[g].Far, gone[g].Near)
+	if gone != len(ch.gone) {
+		return fmt.Errorf("a section removes a pair that is not there (%d of %d found)", gone, len(ch.gone))
 	}
 	out = append(out, added[a:]...)
-	if len(out) != meta.pairs {
-		return bad("%d pairs, but the section says %d: the file was altered", len(out), meta.pairs)
+	if len(out) != ch.count {
+		return fmt.Errorf("%d pairs, but the sections say %d: the file was altered", len(out), ch.count)
 	}
 	st.Pairs = out
 	return nil
