@@ -284,3 +284,106 @@ func TestStateDamagedSections(t *testing.T) {
 func sealSection(body string) string {
 	return fmt.Sprintf("%s%%end %08x %d\n", body, crc32.Checksum([]byte(body), crc32c), len(body))
 }
+
+// bigInternalState is a state of n pairs, mostly seen, some flagged.
+func bigInternalState(n int) State {
+	st := State{Generation: 42, FarValidity: 1700000000, NearValidity: 1700000001,
+		MaxPulled: UID(n + 10), MaxPushed: UID(n + 5),
+		Far:  Markers{UIDNext: UID(n + 11), HighestModSeq: 987654, Messages: int64(n), Stamp: "1700000000/100011/100000/987654"},
+		Near: Markers{UIDNext: UID(n + 6), Messages: -1, Stamp: "1732577000123456789.1732577000223456789"},
+	}
+	st.Pairs = make([]Pair, n)
+	for i := range st.Pairs {
+		st.Pairs[i] = Pair{Far: UID(i + 10), Near: UID(i + 5), Flags: FlagSeen}
+		if i%50 == 0 {
+			st.Pairs[i].Flags |= FlagFlagged
+		}
+	}
+	return st
+}
+
+// hundredOfEach is st after a run that saw 100 messages arrive, 100 change
+// flags and 100 go (scenario c of the benchmark).
+func hundredOfEach(st State, round int) State {
+	next := st
+	next.Generation++
+	next.Pairs = slices.Clone(st.Pairs)
+	for i := 0; i < 100; i++ {
+		next.Pairs[(round*7919+i*613)%len(next.Pairs)].Flags ^= FlagReplied
+	}
+	next.Pairs = slices.DeleteFunc(next.Pairs, func(p Pair) bool { return p.Far%997 == UID(round%997) })
+	for i := 0; i < 100; i++ {
+		next.MaxPulled++
+		next.MaxPushed++
+		next.Pairs = append(next.Pairs, Pair{Far: next.MaxPulled, Near: next.MaxPushed})
+	}
+	return next
+}
+
+// The save of a 100 000-pair state after such a run: appended (the run's
+// way) and rewritten (what it was before format 3), fsync included.
+func BenchmarkStateSaveAfterRun100k(b *testing.B) {
+	for _, mode := range []string{"append", "rewrite"} {
+		b.Run(mode, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), StateFileName)
+			st := bigInternalState(100_000)
+			if _, err := saveStateWith(path, st, testOwner, nil, nil, nil); err != nil {
+				b.Fatal(err)
+			}
+			round := 0
+			for b.Loop() {
+				b.StopTimer()
+				// Back to the base alone, and the run's changes.
+				if _, err := saveStateWith(path, st, testOwner, nil, nil, nil); err != nil {
+					b.Fatal(err)
+				}
+				_, _, img, err := loadStateImage(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if mode == "rewrite" {
+					img = nil
+				}
+				round++
+				next := hundredOfEach(st, round)
+				b.StartTimer()
+				if _, err := saveStateWith(path, next, testOwner, img, nil, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// The load of a 100 000-pair state with a base alone and with 20 runs'
+// sections (about the most before the file is rewritten whole).
+func BenchmarkStateLoadSections100k(b *testing.B) {
+	for _, runs := range []int{0, 20} {
+		b.Run(fmt.Sprintf("sections=%d", runs), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), StateFileName)
+			st := bigInternalState(100_000)
+			if _, err := saveStateWith(path, st, testOwner, nil, nil, nil); err != nil {
+				b.Fatal(err)
+			}
+			for i := 1; i <= runs; i++ {
+				_, _, img, err := loadStateImage(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				st = hundredOfEach(st, i)
+				if _, err := saveStateWith(path, st, testOwner, img, nil, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if b, _ := os.ReadFile(path); bytes.Count(b, []byte("%delta\n")) != runs {
+				panic("sections not appended")
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, _, err := loadStateImage(path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

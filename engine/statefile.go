@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -424,14 +425,9 @@ func parseState(br *bufio.Reader, data []byte, name string, headerOnly bool) (St
 		return st, meta, nil
 	}
 	if br == nil {
-		n := bytes.Count(data, []byte{'\n'})
-		if version >= 3 {
-			// The pairs end at "%end"; sections may follow.
-			if i := bytes.Index(data, []byte("\n%end\n")); i >= 0 {
-				n = bytes.Count(data[:i+1], []byte{'\n'})
-			}
-		}
-		st.Pairs = make([]Pair, 0, n)
+		// Every line a pair at most (with sections after the base, room
+		// for the pairs they add: merged in place).
+		st.Pairs = make([]Pair, 0, bytes.Count(data, []byte{'\n'}))
 	}
 	ended := false
 	for {
@@ -752,23 +748,32 @@ func parseUID(b []byte) (UID, error) {
 
 // sortPairs puts pairs in file order: by Far, pairs with Far == 0 last by Near.
 func sortPairs(ps []Pair) {
-	slices.SortFunc(ps, cmpPairKey)
+	if !pairsSorted(ps) {
+		slices.SortFunc(ps, cmpPairKey)
+	}
+}
+
+// pairsSorted says whether ps are in file order: a loop of its own, where
+// slices.IsSortedFunc calls cmpPairKey indirectly for each pair (2 ms of a
+// 13.7 ms load of 100 000 pairs in a profile, 2026-11-28).
+func pairsSorted(ps []Pair) bool {
+	for i := 1; i < len(ps); i++ {
+		if pairOrder(ps[i]) < pairOrder(ps[i-1]) {
+			return false
+		}
+	}
+	return true
 }
 
 // cmpPairKey orders pairs as files hold them, by their UIDs alone.
 func cmpPairKey(a, b Pair) int {
-	switch {
-	case a.Far != 0 && b.Far != 0:
-		if a.Far != b.Far {
-			return cmpUID(a.Far, b.Far)
-		}
-		return cmpUID(a.Near, b.Near)
-	case a.Far != 0:
-		return -1
-	case b.Far != 0:
-		return 1
-	}
-	return cmpUID(a.Near, b.Near)
+	return cmp.Compare(pairOrder(a), pairOrder(b))
+}
+
+// pairOrder is a pair's place in a file as one number: by Far, then Near;
+// pairs with Far == 0 last (Far-1 wraps to the largest), by Near.
+func pairOrder(p Pair) uint64 {
+	return uint64(uint32(p.Far)-1)<<32 | uint64(p.Near)
 }
 
 func cmpUID(a, b UID) int {
