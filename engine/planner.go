@@ -829,13 +829,9 @@ func (p *planner) finish() {
 // occurs at most once on its side, so the order is total.
 func (p *planner) newStatePairs() []Pair {
 	out := p.pairs
-	if !slices.IsSortedFunc(out, comparePairs) { // only a state that was not sorted
-		slices.SortFunc(out, comparePairs)
-	}
+	sortPairs(out) // only a state that was not sorted
 	out = mergePairs(out, p.newPairs[Far])
-	if !slices.IsSortedFunc(p.pairsNoFar, comparePairs) { // pairs whose far message went
-		slices.SortFunc(p.pairsNoFar, comparePairs)
-	}
+	sortPairs(p.pairsNoFar) // pairs whose far message went
 	// Pairs without a far UID sort after all others, so these merges leave out[:n] alone.
 	out = append(out, p.pairsNoFar...)
 	out = mergePairs(out, p.newPairs[Near])
@@ -877,18 +873,7 @@ func (p *planner) highest(s Side) UID {
 	return m
 }
 
-func comparePairs(a, b Pair) int {
-	switch {
-	case a.Far == 0 && b.Far != 0:
-		return 1
-	case a.Far != 0 && b.Far == 0:
-		return -1
-	}
-	if c := cmp.Compare(a.Far, b.Far); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Near, b.Near)
-}
+func comparePairs(a, b Pair) int { return cmpPairKey(a, b) }
 
 func compareCopies(a, b Copy) int { return cmp.Compare(a.UID, b.UID) }
 
