@@ -166,31 +166,36 @@ func diffSection(st State, old []Pair) (sec []byte, ok bool) {
 	}
 	nw := st.Pairs
 	i, j := 0, 0
+	var lastOld, lastNew uint64
 	for i < len(old) || j < len(nw) {
-		if i > 0 && i < len(old) && cmpPairKey(old[i-1], old[i]) >= 0 || j > 0 && j < len(nw) && cmpPairKey(nw[j-1], nw[j]) >= 0 {
-			return nil, false
+		var ko, kn uint64
+		if i < len(old) {
+			ko = pairOrder(old[i])
+			if i > 0 && ko <= lastOld {
+				return nil, false
+			}
 		}
-		c := 0
-		switch {
-		case i == len(old):
-			c = 1
-		case j == len(nw):
-			c = -1
-		default:
-			c = cmpPairKey(old[i], nw[j])
+		if j < len(nw) {
+			kn = pairOrder(nw[j])
+			if j > 0 && kn <= lastNew {
+				return nil, false
+			}
 		}
 		switch {
-		case c < 0:
+		case j == len(nw) || i < len(old) && ko < kn:
 			gone(old[i])
+			lastOld = ko
 			i++
-		case c > 0:
+		case i == len(old) || kn < ko:
 			added(nw[j])
+			lastNew = kn
 			j++
 		default:
 			if old[i] != nw[j] {
 				gone(old[i])
 				added(nw[j])
 			}
+			lastOld, lastNew = ko, kn
 			i++
 			j++
 		}
