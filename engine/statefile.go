@@ -279,9 +279,10 @@ func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 }
 
 // parseMapped parses a state mapped from its file. The file is replaced by
-// rename, never rewritten, but if something truncates it anyway, reading
-// the lost pages faults (SIGBUS): that becomes an error here instead of a
-// crash of the whole run.
+// rename or appended to, and cut only where a torn section was (by the
+// pair's lock holder, never under a reader of its own run), but if something
+// truncates it anyway, reading the lost pages faults (SIGBUS): that becomes
+// an error here instead of a crash of the whole run.
 func parseMapped(data []byte, path string) (st State, meta stateMeta, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
