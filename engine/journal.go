@@ -60,6 +60,19 @@ func (h *crashHook) fsync(f *os.File) error {
 	return f.Sync()
 }
 
+// syncFile fsyncs the file at path (seen by the test hook as "fsync").
+func (h *crashHook) syncFile(path string) error {
+	f, err := sysfile.Open(path, os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := h.fsync(f); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
 // syncDir is the package's syncDir (a directory made durable: a rename or
 // a creation in it), seen first by the test hook as "fsyncdir".
 func (h *crashHook) syncDir(dir string) error {

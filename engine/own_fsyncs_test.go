@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -122,4 +123,47 @@ func (l *eventLog) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.evs = nil
+}
+
+// A run killed after appending its state's section (before the journal's
+// removal) leaves a journal that the next run finds stale and removes — after
+// making the state durable: the removal could otherwise reach the disk before
+// the appended section, and a power loss bring back the older state without
+// the journal that recorded what the run did.
+func TestStaleJournalRemovedOnlyAfterStateFsync(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	statePath, err := StatePath(spec, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	journal := statePath + ".journal"
+	addMsg(t, far, "INBOX", "b", 0)
+	if res := runMailbox(spec, crashAfterState); !errors.Is(res.Err, errCrash) {
+		t.Fatalf("no crash after the state save: %v", res.Err)
+	}
+	if data, err := os.ReadFile(statePath); err != nil || !strings.Contains(string(data), "\n%delta\n") {
+		t.Fatalf("the killed run did not append to the state (%v)", err)
+	}
+	if _, err := os.Stat(journal); err != nil {
+		t.Fatalf("the killed run left no journal: %v", err)
+	}
+	var evs []string
+	fsyncs := func(op, path string) error {
+		if op == "fsync" && path == statePath {
+			_, err := os.Stat(journal)
+			evs = append(evs, fmt.Sprintf("state fsynced, journal there: %v", err == nil))
+		}
+		return nil
+	}
+	mustSync(t, spec, RunOptions{fsyncs: fsyncs})
+	if _, err := os.Stat(journal); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale journal not removed: %v", err)
+	}
+	if len(evs) == 0 || evs[0] != "state fsynced, journal there: true" {
+		t.Fatalf("the state was not made durable before the stale journal's removal: %q", evs)
+	}
+	checkEqual(t, spec, "INBOX", "a: b:")
 }

@@ -352,6 +352,13 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 		b.log.Info("discarding stale journal", "mailbox", b.name, "journal", jd.Header.Generation, "state", b.st.Generation)
 		jd = nil
 		if !dry {
+			// The state that made it stale may be a section a killed run
+			// appended and never made durable: made durable first, as the
+			// journal's removal can reach the disk before an appended
+			// section does (which a rename, committed in order, could not).
+			if err := b.hook.syncFile(b.statePath); err != nil {
+				return err
+			}
 			os.Remove(b.statePath + ".journal")
 		}
 	}
