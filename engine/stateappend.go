@@ -78,7 +78,7 @@ func loadStateImage(path string) (State, stateMeta, *stateImage, error) {
 		return st, meta, nil, err
 	}
 	img := &stateImage{dev: sb.Dev, ino: sb.Ino, baseLen: meta.baseLen, validLen: meta.validLen, owner: meta.Owner,
-		pairs: slices.Clone(st.Pairs)}
+		pairs: append([]Pair{}, st.Pairs...)} // not nil when empty: see appendState
 	return st, meta, img, nil
 }
 
