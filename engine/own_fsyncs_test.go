@@ -167,3 +167,30 @@ func TestStaleJournalRemovedOnlyAfterStateFsync(t *testing.T) {
 	}
 	checkEqual(t, spec, "INBOX", "a: b:")
 }
+
+// A state moved away (as the error for a damaged one advises) with a killed
+// run's journal still beside it: the journal is stale and goes, and the
+// mailbox is paired anew — there is no state to make durable first.
+func TestStaleJournalWithoutState(t *testing.T) {
+	far, near := newMemStore("far"), newMemStore("near")
+	spec := testSpec(t.TempDir(), far, near)
+	addMsg(t, far, "INBOX", "a", 0)
+	mustSync(t, spec, RunOptions{})
+	mustSync(t, spec, RunOptions{})
+	statePath, err := StatePath(spec, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addMsg(t, far, "INBOX", "b", 0)
+	if res := runMailbox(spec, crashAfterState); !errors.Is(res.Err, errCrash) {
+		t.Fatalf("no crash after the state save: %v", res.Err)
+	}
+	if err := os.Rename(statePath, statePath+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, spec, RunOptions{})
+	if _, err := os.Stat(statePath + ".journal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale journal not removed: %v", err)
+	}
+	checkEqual(t, spec, "INBOX", "a: b:")
+}

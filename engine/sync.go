@@ -356,7 +356,8 @@ func (b *boxRun) run(ctx context.Context, missing [2]bool) error {
 			// appended and never made durable: made durable first, as the
 			// journal's removal can reach the disk before an appended
 			// section does (which a rename, committed in order, could not).
-			if err := b.hook.syncFile(b.statePath); err != nil {
+			// No state file (moved away): nothing to make durable.
+			if err := b.hook.syncFile(b.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 			os.Remove(b.statePath + ".journal")
