@@ -85,7 +85,7 @@ func TestStateAppendsAndCompacts(t *testing.T) {
 	if _, err := saveStateWith(path, sortedCopy(st), testOwner, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	appended, rewritten := 0, 0
+	appended, rewritten, compacted := 0, 0, 0
 	for gen := 0; gen < 400; gen++ {
 		before, _ := os.ReadFile(path)
 		loaded, meta, img, err := loadStateImage(path)
@@ -109,9 +109,18 @@ func TestStateAppendsAndCompacts(t *testing.T) {
 			}
 		} else {
 			rewritten++
+			if gen%50 != 49 {
+				compacted++
+			}
 			if bytes.Contains(after, []byte("%delta")) {
 				t.Fatalf("a rewritten state holds sections")
 			}
+		}
+		// The sections stay within a sixteenth of the base (appendMin at
+		// least): each costs every later load.
+		base := int64(bytes.Index(after, []byte("\n%end\n")) + len("\n%end\n"))
+		if sections := int64(len(after)) - base; sections > max(base/16, appendMin) {
+			t.Fatalf("generation %d: %d bytes of sections on a base of %d", gen, sections, base)
 		}
 		if gen%50 == 49 {
 			if !bytes.HasSuffix(after, []byte("\n%end\n")) {
@@ -142,8 +151,8 @@ func TestStateAppendsAndCompacts(t *testing.T) {
 		}
 		checkSameState(t, "streamed", streamed, st)
 	}
-	if appended < 300 || rewritten < 3 {
-		t.Fatalf("%d saves appended, %d rewrote", appended, rewritten)
+	if appended < 300 || rewritten < 3 || compacted < 3 {
+		t.Fatalf("%d saves appended, %d rewrote (%d for the sections' size)", appended, rewritten, compacted)
 	}
 }
 
