@@ -426,48 +426,42 @@ func (ch *sectionChanges) merge(st *State) error {
 	return nil
 }
 
-// headerOnlyResult is a header read from the last section.
-type headerOnlyResult struct {
-	st   State
-	meta stateMeta
-}
-
 // lastSectionHeader reads the header of f's last section over base (the
 // header of the base): ok is false when the file does not end with a whole
 // section or with the base's "%end" (a torn section: the caller reads the
 // whole file then).
-func lastSectionHeader(f *os.File, base State, meta stateMeta) (headerOnlyResult, bool) {
+func lastSectionHeader(f *os.File, base State, meta stateMeta) (State, stateMeta, bool) {
 	var sb unix.Stat_t
 	if unix.Fstat(int(f.Fd()), &sb) != nil {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	size := sb.Size
 	tail := make([]byte, min(size, 4<<10))
 	if _, err := f.ReadAt(tail, size-int64(len(tail))); err != nil && !errors.Is(err, io.EOF) {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	if bytes.HasSuffix(tail, []byte("\n%end\n")) {
-		return headerOnlyResult{base, meta}, true // the base alone
+		return base, meta, true // the base alone
 	}
 	if len(tail) < 2 || tail[len(tail)-1] != '\n' {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	start := bytes.LastIndexByte(tail[:len(tail)-1], '\n') + 1
 	f1 := strings.Fields(strings.TrimPrefix(string(tail[start:len(tail)-1]), "%end "))
 	if start == 0 || !bytes.HasPrefix(tail[start:], []byte("%end ")) || len(f1) != 2 {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	n, err := strconv.ParseInt(f1[1], 10, 64)
 	trailer := int64(len(tail) - start)
 	if err != nil || n <= 0 || n > size-trailer {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	sec := make([]byte, n+trailer)
 	if _, err := f.ReadAt(sec, size-int64(len(sec))); err != nil {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	if body, whole, ok := splitSection(sec); !ok || int64(body) != n || int64(whole) != int64(len(sec)) {
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
 	st, m := base, meta
 	hdr := sec[len("%delta\n"):]
@@ -479,7 +473,7 @@ func lastSectionHeader(f *os.File, base State, meta stateMeta) (headerOnlyResult
 		}
 		key, val, _ := strings.Cut(string(hdr[:nl]), " ")
 		if !slices.Contains(sectionKeys, key) || setHeader(&st, &m, key, val) != nil {
-			return headerOnlyResult{}, false
+			return State{}, stateMeta{}, false
 		}
 		seen++
 		hdr = hdr[nl+1:]
@@ -487,9 +481,9 @@ func lastSectionHeader(f *os.File, base State, meta stateMeta) (headerOnlyResult
 	if seen != len(sectionKeys) {
 		// Not as a save writes it: what the earlier sections said may
 		// still count, which the whole file tells.
-		return headerOnlyResult{}, false
+		return State{}, stateMeta{}, false
 	}
-	return headerOnlyResult{st, m}, true
+	return st, m, true
 }
 
 // sectionKeys are the header lines a save writes in a section (those of

@@ -268,8 +268,8 @@ func loadState(path string, headerOnly bool) (State, stateMeta, error) {
 		return st, meta, err
 	}
 	// The last section appended, if any, has the current header.
-	if cur, ok := lastSectionHeader(f, st, meta); ok {
-		return cur.st, cur.meta, nil
+	if cur, cmeta, ok := lastSectionHeader(f, st, meta); ok {
+		return cur, cmeta, nil
 	}
 	// A torn last section (or something not looked for here): the whole
 	// file tells.
